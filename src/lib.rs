@@ -1,14 +1,36 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # ringgate
+//!
+//! A thread-per-core io_uring HTTP/1.1 router for the edge of a trading system: it reads
+//! each request just far enough to learn *who* it is for (`user_id`) and *what kind* it
+//! is (Command or Query), and forwards it to the right server of the right partition.
+//!
+//! # Layout
+//! In the order a request flows:
+//!
+//! - [`runtime`]: `listener` binds one `SO_REUSEPORT` socket per worker; `worker` runs one
+//!   pinned monoio runtime per core; `conn` is the per-connection loop that ties the
+//!   stages below together; `server` starts, reloads and drains the workers.
+//! - [`http`]: `scan` finds the end of a head, `parse` parses it once and decides the body
+//!   framing (the anti-smuggling rules), `chunked` decodes chunked bodies, `head` writes
+//!   heads for the next hop, `response` parses upstream response heads.
+//! - [`route`]: `extract` finds the user id (header → query → top-level JSON), `partition`
+//!   hashes unknown users onto partitions, `router` classifies and picks a server.
+//! - [`upstream`]: `backend` holds each server's shared health atomics, `pool` the
+//!   per-worker keep-alive pools.
+//! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
+//! - [`config`]: the TOML file and its validation; [`error`]: the one error type.
+//! - [`demo`]: the demo/test backend behind `ringgate-backend` and `ringgate --demo`.
+//!
+//! `http`, `route`, `upstream` and `forward` never take a lock: cross-core state arrives as
+//! a new table installed between requests, or as an atomic load.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![warn(missing_docs)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forward;
+pub mod http;
+pub mod route;
+pub mod runtime;
+pub mod upstream;

@@ -1,1 +1,178 @@
-fn main() {}
+//! `ringgate`: parse the command line, load the config, start the workers, wait for
+//! signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringgate::config::{Config, DriverChoice};
+use ringgate::runtime::server::Server;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Thread-per-core io_uring HTTP/1.1 router: routes by user_id and Command/Query.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Routing table and settings (TOML).
+    #[arg(long, default_value = "config/routing.toml")]
+    config: PathBuf,
+    /// Data-plane listen address (overrides `[listener] address`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listen address (overrides `[admin] address`).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Number of workers (default: one per core; overrides `[workers] count`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// io driver: auto, io_uring or epoll (overrides `[workers] driver`; env RINGGATE_DRIVER).
+    #[arg(long, env = "RINGGATE_DRIVER")]
+    driver: Option<String>,
+    /// Validate the config, print a summary and exit.
+    #[arg(long)]
+    check: bool,
+    /// Also start the demo backends named in the config (loopback addresses only).
+    #[arg(long)]
+    demo: bool,
+    /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    drain_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let mut config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringgate: invalid config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(a) = cli.listen {
+        config.listen = a;
+    }
+    if let Some(a) = cli.admin {
+        config.admin = Some(a);
+    }
+    if let Some(n) = cli.workers {
+        config.workers.count = n.max(1);
+    }
+    if let Some(d) = &cli.driver {
+        match DriverChoice::parse(d) {
+            Some(d) => config.workers.driver = d,
+            None => {
+                eprintln!("ringgate: --driver must be auto, io_uring or epoll");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if cli.check {
+        print!("{}", config.summary());
+        println!("config OK");
+        return ExitCode::SUCCESS;
+    }
+    warn_on_low_memlock();
+    if cli.demo {
+        if let Err(e) = start_demo_backends(&config) {
+            eprintln!("ringgate: cannot start demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let drivers: Vec<&str> = server.drivers().iter().map(|d| d.label()).collect();
+    // One machine-readable line on stdout: tests and scripts wait for it.
+    println!(
+        "ringgate listening on {} workers {} driver {}",
+        server.listen_addr,
+        drivers.len(),
+        drivers.first().copied().unwrap_or("none")
+    );
+    tracing::info!(listen = %server.listen_addr, workers = drivers.len(), "ringgate ready");
+
+    let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => match server.reload() {
+                Ok(r) => tracing::info!(version = r.version, "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the previous table keeps running")
+                }
+            },
+            _ => {
+                tracing::info!("draining");
+                server.drain(Duration::from_secs(cli.drain_seconds));
+                tracing::info!("stopped");
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("RINGGATE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Start one demo backend per loopback server address in the config, named after its
+/// partition.
+fn start_demo_backends(config: &Config) -> std::io::Result<()> {
+    let mut started: Vec<SocketAddr> = Vec::new();
+    for p in &config.routes.partitions {
+        for addr in p.write.iter().chain(p.read.iter()) {
+            if started.contains(addr) {
+                continue;
+            }
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "not starting a demo backend on a non-loopback address");
+                continue;
+            }
+            ringgate::demo::spawn(*addr, &p.name, 1)?;
+            tracing::info!(%addr, zone = %p.name, "demo backend started");
+            started.push(*addr);
+        }
+    }
+    Ok(())
+}
+
+/// io_uring rings need locked memory on kernels before 5.12; say so before it bites.
+fn warn_on_low_memlock() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `lim`, a valid rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && lim.rlim_cur < 64 * 1024 * 1024
+    {
+        tracing::info!(
+            memlock_bytes = lim.rlim_cur,
+            "RLIMIT_MEMLOCK is low; kernels before 5.12 charge io_uring rings to it (raise with `ulimit -l` or LimitMEMLOCK=)"
+        );
+    }
+}

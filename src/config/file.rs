@@ -1,0 +1,283 @@
+//! `FileConfig`: exactly what the TOML file says, with a default for every option.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`), and values that need checking
+//! beyond their type carry their position (`Spanned`) so [`super::Config`] can name the
+//! line and key of a bad value.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where requests without a user id go: an address or a partition name.
+    pub default_backend: Option<Spanned<String>>,
+    /// Refuse (400) requests without a user id instead of using `default_backend`.
+    #[serde(default)]
+    pub reject_without_user: bool,
+    /// `[listener]`
+    #[serde(default)]
+    pub listener: ListenerSection,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[workers]`
+    #[serde(default)]
+    pub workers: WorkersSection,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[timeouts]`
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// `[pool]`
+    #[serde(default)]
+    pub pool: PoolSection,
+    /// `[classify]`
+    #[serde(default)]
+    pub classify: ClassifySection,
+    /// `[extract]`
+    #[serde(default)]
+    pub extract: ExtractSection,
+    /// `[forward]`
+    #[serde(default)]
+    pub forward: ForwardSection,
+    /// `[partitions.NAME]`
+    #[serde(default)]
+    pub partitions: BTreeMap<String, Spanned<PartitionSection>>,
+    /// `[users]`: user id → partition name.
+    #[serde(default)]
+    pub users: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[listener]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerSection {
+    /// Data-plane listen address.
+    pub address: Spanned<String>,
+    /// `listen(2)` backlog per worker socket.
+    pub backlog: i32,
+    /// Open client connections per worker before new ones are refused.
+    pub max_connections_per_worker: usize,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        Self {
+            address: Spanned::new(0..0, "0.0.0.0:8080".into()),
+            backlog: 4096,
+            max_connections_per_worker: 16_384,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Admin listen address; empty string disables the admin listener.
+    pub address: Spanned<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            address: Spanned::new(0..0, "127.0.0.1:9901".into()),
+        }
+    }
+}
+
+/// `[workers]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// Number of workers; 0 = one per core.
+    pub count: usize,
+    /// Pin each worker to a core.
+    pub pin: bool,
+    /// Cores to pin to, in worker order (empty = 0, 1, 2, ...).
+    pub cpus: Vec<usize>,
+    /// `auto` (io_uring, falling back to epoll), `io_uring` or `epoll`.
+    pub driver: Spanned<String>,
+    /// io_uring submission queue entries.
+    pub ring_entries: u32,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            pin: true,
+            cpus: Vec::new(),
+            driver: Spanned::new(0..0, "auto".into()),
+            ring_entries: 1024,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request head accepted (431 beyond).
+    pub max_head_bytes: Spanned<usize>,
+    /// Most header fields accepted (431 beyond).
+    pub max_headers: Spanned<usize>,
+    /// Largest body read to find a user id (413 beyond, only when the body is needed).
+    pub body_scan_bytes: Spanned<usize>,
+    /// Bodies at least this large move with splice(2) instead of a user-space copy.
+    pub splice_threshold_bytes: u64,
+    /// Longest user id accepted (400 beyond).
+    pub max_user_id_bytes: Spanned<usize>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: Spanned::new(0..0, 16 * 1024),
+            max_headers: Spanned::new(0..0, 100),
+            body_scan_bytes: Spanned::new(0..0, 64 * 1024),
+            splice_threshold_bytes: 256 * 1024,
+            max_user_id_bytes: Spanned::new(0..0, 256),
+        }
+    }
+}
+
+/// `[timeouts]` (milliseconds)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsSection {
+    /// From the first byte of a request to its complete head (408 beyond).
+    pub client_header_ms: u64,
+    /// Keep-alive: wait for the next request before closing silently.
+    pub client_idle_ms: u64,
+    /// Longest pause while reading a request body (408 beyond).
+    pub client_body_ms: u64,
+    /// TCP connect to an upstream (then the next server is tried).
+    pub upstream_connect_ms: u64,
+    /// From request sent to response head, and longest pause in a response body (504).
+    pub upstream_response_ms: u64,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        Self {
+            client_header_ms: 10_000,
+            client_idle_ms: 60_000,
+            client_body_ms: 30_000,
+            upstream_connect_ms: 1_000,
+            upstream_response_ms: 30_000,
+        }
+    }
+}
+
+/// `[pool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    /// Idle keep-alive connections kept per backend per worker.
+    pub max_idle_per_backend: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        Self {
+            max_idle_per_backend: 64,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[classify]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifySection {
+    /// Path prefixes of Commands (writes).
+    pub command_prefixes: Vec<Spanned<String>>,
+    /// Path prefixes of Queries (reads).
+    pub query_prefixes: Vec<Spanned<String>>,
+}
+
+impl Default for ClassifySection {
+    fn default() -> Self {
+        Self {
+            command_prefixes: vec![Spanned::new(0..0, "/api/spot/v2/".into())],
+            query_prefixes: vec![Spanned::new(0..0, "/api/spot/user/".into())],
+        }
+    }
+}
+
+/// `[extract]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractSection {
+    /// Header names, in priority order.
+    pub headers: Vec<Spanned<String>>,
+    /// Query parameter names, in priority order.
+    pub query: Vec<Spanned<String>>,
+    /// Top-level JSON keys.
+    pub json_keys: Vec<Spanned<String>>,
+}
+
+impl Default for ExtractSection {
+    fn default() -> Self {
+        let s = |v: &[&str]| {
+            v.iter()
+                .map(|x| Spanned::new(0..0, x.to_string()))
+                .collect()
+        };
+        Self {
+            headers: s(&["X-User-Id", "X-Trader-Id"]),
+            query: s(&["user_id", "userId"]),
+            json_keys: s(&[
+                "user_id",
+                "userId",
+                "trader_id",
+                "traderId",
+                "uid",
+                "accountId",
+                "account_id",
+            ]),
+        }
+    }
+}
+
+/// `[forward]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardSection {
+    /// Add `X-Forwarded-For: <client ip>` to forwarded requests.
+    pub x_forwarded_for: bool,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        Self {
+            x_forwarded_for: true,
+        }
+    }
+}
+
+/// `[partitions.NAME]`: either `servers` (reads and writes) or `write` + optional `read`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSection {
+    /// Servers for both classes (the seed's form).
+    #[serde(default)]
+    pub servers: Vec<Spanned<String>>,
+    /// Servers for Commands.
+    #[serde(default)]
+    pub write: Vec<Spanned<String>>,
+    /// Servers for Queries (falls back to `write`).
+    #[serde(default)]
+    pub read: Vec<Spanned<String>>,
+    /// `round_robin` (default) or `primary_backup`.
+    #[serde(default)]
+    pub policy: Option<Spanned<String>>,
+}

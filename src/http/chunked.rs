@@ -1,0 +1,363 @@
+//! Chunked transfer coding (RFC 9112 §7.1): a strict, incremental decoder.
+//!
+//! The decoder never buffers: it is fed whatever bytes have arrived, says how many of them
+//! belong to the message, and hands chunk *data* to a sink (used to de-chunk a body for
+//! the user-id scan). Ringgate forwards chunked bodies exactly as sent, so the decoder's
+//! only jobs are to find where the message ends and to refuse anything two parsers could
+//! read differently.
+//!
+//! # Invariants
+//! - chunk-size is 1–16 hex digits, nothing else before `;` or CRLF (no `0x`, no sign,
+//!   no whitespace);
+//! - a chunk line (size + extensions) is at most [`MAX_CHUNK_LINE`] bytes;
+//! - chunk data is followed by exactly CRLF;
+//! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
+//!   [`MAX_TRAILER_BYTES`] in total.
+
+/// Longest accepted chunk-size line including extensions, without CRLF.
+pub const MAX_CHUNK_LINE: u32 = 4096;
+/// Largest accepted trailer section.
+pub const MAX_TRAILER_BYTES: u32 = 8192;
+
+/// Why a chunked body was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkError {
+    /// A byte that cannot appear where it did.
+    InvalidSize,
+    /// The size has more than 16 hex digits.
+    SizeOverflow,
+    /// A chunk line longer than [`MAX_CHUNK_LINE`].
+    LineTooLong,
+    /// Chunk data not followed by CRLF.
+    MissingDataCrlf,
+    /// A bare CR or LF.
+    BadLineEnding,
+    /// A malformed or oversized trailer section.
+    BadTrailer,
+}
+
+impl ChunkError {
+    /// Short reason for a 400/502 body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ChunkError::InvalidSize => "invalid chunk size",
+            ChunkError::SizeOverflow => "chunk size overflow",
+            ChunkError::LineTooLong => "chunk line too long",
+            ChunkError::MissingDataCrlf => "chunk data not followed by CRLF",
+            ChunkError::BadLineEnding => "bare CR or LF in chunked body",
+            ChunkError::BadTrailer => "invalid trailer section",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size.
+    Size,
+    /// After `;`: extension bytes until CR.
+    Extension,
+    /// Saw CR after the size line, need LF.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// After data, need CR.
+    DataCr,
+    /// After data CR, need LF.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    TrailerLine,
+    /// Saw CR at the end of a trailer line, need LF.
+    TrailerLf,
+    /// Saw CR of the final empty line, need LF.
+    EndLf,
+    /// Message complete.
+    Done,
+}
+
+/// Incremental strict decoder of one chunked message body.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    size: u64,
+    digits: u8,
+    line_len: u32,
+    trailer_len: u32,
+    saw_colon: bool,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a body.
+    pub const fn new() -> Self {
+        Self {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            line_len: 0,
+            trailer_len: 0,
+            saw_colon: false,
+        }
+    }
+
+    /// Whether the terminating chunk and trailers have been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bytes of chunk data still expected in the current chunk (0 outside data), so a
+    /// relay can move a large chunk's data without looking at it.
+    pub fn data_remaining(&self) -> u64 {
+        if self.state == State::Data {
+            self.size
+        } else {
+            0
+        }
+    }
+
+    /// Account for `n` bytes of chunk data moved without passing through [`Self::feed`].
+    pub fn skip_data(&mut self, n: u64) {
+        debug_assert!(self.state == State::Data && n <= self.size);
+        self.size -= n;
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+    }
+
+    /// Feed bytes; returns how many belong to this message (all of `buf` unless the message
+    /// ended inside it). Chunk data is passed to `sink`.
+    pub fn feed(&mut self, buf: &[u8], sink: &mut impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                State::Data => {
+                    let take = (buf.len() - i).min(self.size.min(usize::MAX as u64) as usize);
+                    sink(&buf[i..i + take]);
+                    i += take;
+                    self.size -= take as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::Done => return Ok(i),
+                _ => {}
+            }
+            let b = buf[i];
+            i += 1;
+            self.step(b)?;
+            if self.state == State::Done {
+                return Ok(i);
+            }
+        }
+        Ok(i)
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+        match self.state {
+            State::Size => {
+                if let Some(d) = hex_value(b) {
+                    if self.digits == 16 {
+                        return Err(ChunkError::SizeOverflow);
+                    }
+                    self.size = (self.size << 4) | u64::from(d);
+                    self.digits += 1;
+                    self.bump_line()?;
+                } else if self.digits == 0 {
+                    return Err(ChunkError::InvalidSize);
+                } else if b == b';' {
+                    self.state = State::Extension;
+                    self.bump_line()?;
+                } else if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else {
+                    return Err(ChunkError::InvalidSize);
+                }
+            }
+            State::Extension => match b {
+                b'\r' => self.state = State::SizeLf,
+                b'\t' | b' '..=b'~' | 0x80..=0xff => self.bump_line()?,
+                _ => return Err(ChunkError::BadLineEnding),
+            },
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.line_len = 0;
+                self.digits = 0;
+                self.state = if self.size == 0 {
+                    State::TrailerStart
+                } else {
+                    State::Data
+                };
+            }
+            State::DataCr => {
+                if b != b'\r' {
+                    return Err(ChunkError::MissingDataCrlf);
+                }
+                self.state = State::DataLf;
+            }
+            State::DataLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::MissingDataCrlf);
+                }
+                self.state = State::Size;
+            }
+            State::TrailerStart => {
+                if b == b'\r' {
+                    self.state = State::EndLf;
+                } else if is_tchar(b) {
+                    self.saw_colon = false;
+                    self.state = State::TrailerLine;
+                    self.bump_trailer()?;
+                } else {
+                    // Includes SP/HTAB (obs-fold) and bare LF.
+                    return Err(ChunkError::BadTrailer);
+                }
+            }
+            State::TrailerLine => match b {
+                b'\r' if self.saw_colon => self.state = State::TrailerLf,
+                b':' => {
+                    self.saw_colon = true;
+                    self.bump_trailer()?;
+                }
+                b'\t' | b' '..=b'~' | 0x80..=0xff => {
+                    if !self.saw_colon && !is_tchar(b) {
+                        return Err(ChunkError::BadTrailer);
+                    }
+                    self.bump_trailer()?;
+                }
+                _ => return Err(ChunkError::BadTrailer),
+            },
+            State::TrailerLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.state = State::TrailerStart;
+            }
+            State::EndLf => {
+                if b != b'\n' {
+                    return Err(ChunkError::BadLineEnding);
+                }
+                self.state = State::Done;
+            }
+            State::Data | State::Done => unreachable!("handled by feed"),
+        }
+        Ok(())
+    }
+
+    fn bump_line(&mut self) -> Result<(), ChunkError> {
+        self.line_len += 1;
+        if self.line_len > MAX_CHUNK_LINE {
+            return Err(ChunkError::LineTooLong);
+        }
+        Ok(())
+    }
+
+    fn bump_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_len += 1;
+        if self.trailer_len > MAX_TRAILER_BYTES {
+            return Err(ChunkError::BadTrailer);
+        }
+        Ok(())
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 9110 token character.
+pub fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
+        | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decode `input` delivered in pieces of `step` bytes; returns (consumed, data).
+    fn decode(input: &[u8], step: usize) -> Result<(usize, Vec<u8>), ChunkError> {
+        let mut d = ChunkedDecoder::new();
+        let mut data = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() && !d.is_done() {
+            let end = (pos + step).min(input.len());
+            pos += d.feed(&input[pos..end], &mut |s| data.extend_from_slice(s))?;
+        }
+        assert!(d.is_done(), "incomplete");
+        Ok((pos, data))
+    }
+
+    #[test]
+    fn decodes_at_every_split_size() {
+        let body = b"5\r\nhello\r\nA;ext=1;x\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let (n, data) = decode(body, step).unwrap();
+            assert_eq!(n, body.len() - 4, "step {step}");
+            assert_eq!(data, b"hello0123456789");
+        }
+    }
+
+    #[test]
+    fn refuses_ambiguous_bodies() {
+        let cases: &[(&[u8], ChunkError)] = &[
+            (b"0x5\r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b"+5\r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b" 5\r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b"5 \r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b"\r\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b"5\nhello\r\n0\r\n\r\n", ChunkError::InvalidSize),
+            (b"5\r\nhelloX\r\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+            (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingDataCrlf),
+            (b"10000000000000000\r\n", ChunkError::SizeOverflow),
+            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", ChunkError::BadLineEnding),
+            (b"0\r\n folded\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\nNoColon\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\nX: a\nY: b\r\n\r\n", ChunkError::BadTrailer),
+            (b"0\r\n\n", ChunkError::BadTrailer),
+            (b"0\r\n\r\r", ChunkError::BadLineEnding),
+        ];
+        for (input, want) in cases {
+            let mut d = ChunkedDecoder::new();
+            let got = d.feed(input, &mut |_| {});
+            assert_eq!(got, Err(*want), "{:?}", String::from_utf8_lossy(input));
+        }
+        let mut long = b"1;".to_vec();
+        long.extend(std::iter::repeat_n(b'a', MAX_CHUNK_LINE as usize));
+        assert_eq!(
+            ChunkedDecoder::new().feed(&long, &mut |_| {}),
+            Err(ChunkError::LineTooLong)
+        );
+    }
+
+    #[test]
+    fn skip_data_for_spliced_chunks() {
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.feed(b"100000\r\n", &mut |_| {}).unwrap(), 8);
+        assert_eq!(d.data_remaining(), 0x100000);
+        d.skip_data(0x100000);
+        assert_eq!(d.feed(b"\r\n0\r\n\r\n", &mut |_| {}).unwrap(), 7);
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn max_size_chunk_is_accepted() {
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(d.feed(b"FFFFFFFFFFFFFFFF\r\n", &mut |_| {}).unwrap(), 18);
+        assert_eq!(d.data_remaining(), u64::MAX);
+    }
+}

@@ -1,0 +1,750 @@
+//! Request head parsing and framing rules (RFC 9112 §2–§7, SPEC §4).
+//!
+//! [`parse_request`] runs once per request, on a head whose end [`super::scan::HeadScanner`]
+//! already found. It uses `httparse` for the syntax, then records *offsets* (never copies)
+//! of the target and of every header field in a [`RequestHead`], and decides the body
+//! framing with the strict rules that keep ringgate and every backend reading the same
+//! message boundaries:
+//!
+//! - `Content-Length` must be a plain decimal (no sign, no leading zero, no list); two
+//!   `Content-Length` fields are refused even when equal.
+//! - `Transfer-Encoding` must end in `chunked`, name `chunked` once, use only known codings,
+//!   never appear together with `Content-Length` and never in HTTP/1.0.
+//! - obs-fold, NUL and other control bytes, bare CR/LF, spaces before the colon: refused
+//!   (by the scanner or `httparse`).
+//! - `Connection` may not name a framing header (`Content-Length`, `Transfer-Encoding`,
+//!   `Host`): a proxy that honoured that would strip the framing its backend relies on.
+//!
+//! # Hot path
+//! No allocation: header offsets go into a `Vec` that lives as long as the connection.
+//!
+//! # Errors
+//! Every refusal is a [`ProxyError`] with status 400, 417, 431 or 501 and a short reason.
+
+use std::mem::MaybeUninit;
+
+use crate::error::{ErrorKind, ProxyError};
+
+/// Hard upper bound on the number of header fields, whatever the config says.
+pub const MAX_HEADERS_LIMIT: usize = 256;
+/// Longest `Content-Length` value accepted (digits); longer cannot fit in a u64 anyway.
+const MAX_CONTENT_LENGTH_DIGITS: usize = 18;
+
+/// A byte range inside the buffer that holds the head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    /// Span of `part`, a sub-slice of `base`.
+    #[inline]
+    pub fn of(base: &[u8], part: &[u8]) -> Self {
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        Self {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// The bytes this span covers in `buf`.
+    #[inline]
+    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the span is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// Request methods ringgate treats specially; everything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+    /// OPTIONS
+    Options,
+    /// TRACE
+    Trace,
+    /// CONNECT
+    Connect,
+    /// Any other token.
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Self {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// True unless the method is GET, HEAD or OPTIONS (SPEC §1). Unknown methods count
+    /// as writes: a write is never retried, which is the safe default.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Method::Get | Method::Head | Method::Options)
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    None,
+    /// Exactly this many bytes (never zero: zero is `None`).
+    Length(u64),
+    /// Chunked transfer coding until the zero-size chunk and trailers.
+    Chunked,
+}
+
+/// One header field: offsets of name and value, and whether it is dropped on forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderField {
+    /// Field name (as received, any case).
+    pub name: Span,
+    /// Field value without leading/trailing whitespace.
+    pub value: Span,
+    /// Hop-by-hop: not forwarded (RFC 9110 §7.6.1).
+    pub is_hop_by_hop: bool,
+}
+
+/// A parsed request head: offsets into the connection buffer plus framing decisions.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    /// Length of the head including the blank line.
+    pub len: usize,
+    /// Method.
+    pub method: Option<Method>,
+    /// The whole request-target.
+    pub target: Span,
+    /// Path part of the target (origin-form path, or the path of an absolute-form URI).
+    pub path: Span,
+    /// Query string without the `?`, if any.
+    pub query: Option<Span>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Body framing.
+    pub framing: Option<BodyFraming>,
+    /// Header fields in order.
+    pub headers: Vec<HeaderField>,
+    /// The client wants the connection kept open after this exchange.
+    pub is_keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expects_continue: bool,
+    /// A protocol upgrade was requested (`Upgrade` + `Connection: upgrade`, HTTP/1.1).
+    pub is_upgrade: bool,
+    /// Content type is JSON or absent, so the body may be scanned for a user id.
+    pub body_may_be_json: bool,
+}
+
+impl RequestHead {
+    /// Method (`Other` before a parse).
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+
+    /// Body framing (`None` before a parse).
+    pub fn framing(&self) -> BodyFraming {
+        self.framing.unwrap_or(BodyFraming::None)
+    }
+
+    /// Byte range of header line `i` (name through CRLF) within the head.
+    pub fn header_line(&self, i: usize) -> (usize, usize) {
+        let start = self.headers[i].name.start as usize;
+        let end = match self.headers.get(i + 1) {
+            Some(next) => next.name.start as usize,
+            None => self.len - 2,
+        };
+        (start, end)
+    }
+
+    /// End of the request line (start of the first header line).
+    pub fn request_line_end(&self) -> usize {
+        match self.headers.first() {
+            Some(h) => h.name.start as usize,
+            None => self.len - 2,
+        }
+    }
+}
+
+fn bad(reason: &'static str) -> ProxyError {
+    ProxyError::bad_request(reason)
+}
+
+/// Parse `buf[..len]`, a complete head (as delimited by the scanner), into `head`.
+pub fn parse_request(
+    buf: &[u8],
+    len: usize,
+    max_headers: usize,
+    head: &mut RequestHead,
+) -> Result<(), ProxyError> {
+    let bytes = &buf[..len];
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_LIMIT] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
+    let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_LIMIT)];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(bytes, slots) {
+        Ok(httparse::Status::Complete(n)) if n == len => {}
+        Ok(_) => return Err(bad("malformed request head")),
+        Err(e) => return Err(map_httparse_error(e)),
+    }
+
+    head.len = len;
+    head.headers.clear();
+    let method = Method::from_token(req.method.unwrap_or(""));
+    if method == Method::Connect {
+        return Err(ProxyError::downstream(ErrorKind::NotImplemented(
+            "CONNECT is not supported",
+        )));
+    }
+    head.method = Some(method);
+    head.minor_version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("").as_bytes();
+    head.target = Span::of(bytes, target);
+    let (path, query) = split_target(bytes, target, method)?;
+    head.path = path;
+    head.query = query;
+
+    let mut state = FieldState::default();
+    for h in req.headers.iter() {
+        let name = Span::of(bytes, h.name.as_bytes());
+        let value = Span::of(bytes, h.value);
+        let is_hop_by_hop = state.observe(h.name.as_bytes(), h.value)?;
+        head.headers.push(HeaderField {
+            name,
+            value,
+            is_hop_by_hop,
+        });
+    }
+    state.finish(bytes, head)
+}
+
+fn map_httparse_error(e: httparse::Error) -> ProxyError {
+    match e {
+        httparse::Error::TooManyHeaders => ProxyError::downstream(ErrorKind::HeadTooLarge),
+        httparse::Error::HeaderName => bad("invalid header name (obs-fold or space before colon?)"),
+        httparse::Error::HeaderValue => bad("invalid byte in header value"),
+        httparse::Error::NewLine => bad("invalid line ending"),
+        httparse::Error::Token => bad("invalid request line"),
+        httparse::Error::Version => bad("invalid HTTP version"),
+        httparse::Error::Status => bad("invalid request line"),
+    }
+}
+
+/// Split the request-target into path and query; accept origin-form, absolute-form and
+/// (for OPTIONS) asterisk-form.
+fn split_target(
+    base: &[u8],
+    target: &[u8],
+    method: Method,
+) -> Result<(Span, Option<Span>), ProxyError> {
+    let path_and_query: &[u8] = match target.first() {
+        Some(b'/') => target,
+        Some(b'*') if target.len() == 1 && method == Method::Options => target,
+        _ => {
+            let rest = strip_scheme(target).ok_or_else(|| bad("invalid request target"))?;
+            if rest.is_empty() || rest[0] == b'/' || rest[0] == b'?' {
+                return Err(bad("invalid request target"));
+            }
+            match memchr::memchr2(b'/', b'?', rest) {
+                Some(i) if rest[i] == b'/' => &rest[i..],
+                // Authority only (or authority + query): the path is empty ("/").
+                Some(i) => &rest[i..],
+                None => &rest[rest.len()..],
+            }
+        }
+    };
+    if path_and_query.contains(&b'#') {
+        return Err(bad("fragment in request target"));
+    }
+    Ok(match memchr::memchr(b'?', path_and_query) {
+        Some(q) => (
+            Span::of(base, &path_and_query[..q]),
+            Some(Span::of(base, &path_and_query[q + 1..])),
+        ),
+        None => (Span::of(base, path_and_query), None),
+    })
+}
+
+fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
+    for scheme in [&b"http://"[..], &b"https://"[..]] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// What the header walk learned, before the framing decision.
+#[derive(Default)]
+struct FieldState {
+    content_length: Option<u64>,
+    content_length_count: u32,
+    transfer_encoding: TransferCoding,
+    host_count: u32,
+    connection_close: bool,
+    connection_keep_alive: bool,
+    connection_upgrade: bool,
+    connection_names_other: bool,
+    has_upgrade: bool,
+    expects_continue: bool,
+    content_type_seen: bool,
+    content_type_json: bool,
+}
+
+/// Accumulated `Transfer-Encoding` list (all fields, in order).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum TransferCoding {
+    #[default]
+    Absent,
+    /// Valid so far and the last coding seen is `chunked`.
+    EndsChunked,
+    /// Valid so far, last coding is a known non-chunked coding.
+    EndsOther,
+}
+
+impl FieldState {
+    /// Observe one field; returns whether it is hop-by-hop.
+    fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<bool, ProxyError> {
+        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
+        match name.len() {
+            2 if eq(b"te") => return Ok(true),
+            4 if eq(b"host") => self.host_count += 1,
+            6 if eq(b"expect") => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    self.expects_continue = true;
+                } else {
+                    return Err(ProxyError::downstream(ErrorKind::ExpectationFailed));
+                }
+                // Ringgate answers 100 itself (or needs no 100), so the backend must not.
+                return Ok(true);
+            }
+            7 if eq(b"upgrade") => {
+                self.has_upgrade = true;
+                return Ok(true);
+            }
+            10 if eq(b"connection") => {
+                self.observe_connection(value)?;
+                return Ok(true);
+            }
+            10 if eq(b"keep-alive") => return Ok(true),
+            12 if eq(b"content-type") => {
+                self.content_type_seen = true;
+                self.content_type_json = is_json_media_type(value);
+            }
+            14 if eq(b"content-length") => {
+                self.content_length_count += 1;
+                self.content_length = Some(parse_content_length(value)?);
+            }
+            16 if eq(b"proxy-connection") => return Ok(true),
+            17 if eq(b"transfer-encoding") => self.observe_transfer_encoding(value)?,
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn observe_connection(&mut self, value: &[u8]) -> Result<(), ProxyError> {
+        for token in list_elements(value) {
+            let token = token.ok_or_else(|| bad("empty element in Connection"))?;
+            if token.eq_ignore_ascii_case(b"close") {
+                self.connection_close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.connection_keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.connection_upgrade = true;
+            } else if token.eq_ignore_ascii_case(b"content-length")
+                || token.eq_ignore_ascii_case(b"transfer-encoding")
+                || token.eq_ignore_ascii_case(b"host")
+            {
+                return Err(bad("Connection names a framing header"));
+            } else {
+                self.connection_names_other = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_transfer_encoding(&mut self, value: &[u8]) -> Result<(), ProxyError> {
+        for coding in list_elements(value) {
+            let coding = coding.ok_or_else(|| bad("empty element in Transfer-Encoding"))?;
+            if self.transfer_encoding == TransferCoding::EndsChunked {
+                // Anything after chunked (even another chunked) is invalid (RFC 9112 §6.1).
+                return Err(bad("Transfer-Encoding continues after chunked"));
+            }
+            self.transfer_encoding = if coding.eq_ignore_ascii_case(b"chunked") {
+                TransferCoding::EndsChunked
+            } else if is_known_coding(coding) {
+                TransferCoding::EndsOther
+            } else {
+                return Err(bad("unknown transfer coding"));
+            };
+        }
+        if self.transfer_encoding == TransferCoding::Absent {
+            return Err(bad("empty Transfer-Encoding"));
+        }
+        Ok(())
+    }
+
+    fn finish(self, bytes: &[u8], head: &mut RequestHead) -> Result<(), ProxyError> {
+        let is_http11 = head.minor_version == 1;
+        if is_http11 && self.host_count != 1 || self.host_count > 1 {
+            return Err(bad("exactly one Host header is required"));
+        }
+        let framing = match (self.transfer_encoding, self.content_length_count) {
+            (TransferCoding::Absent, 0) => BodyFraming::None,
+            (TransferCoding::Absent, 1) => match self.content_length {
+                Some(0) | None => BodyFraming::None,
+                Some(n) => BodyFraming::Length(n),
+            },
+            (TransferCoding::Absent, _) => return Err(bad("duplicate Content-Length")),
+            (_, n) if n > 0 => return Err(bad("both Content-Length and Transfer-Encoding")),
+            _ if !is_http11 => return Err(bad("Transfer-Encoding in an HTTP/1.0 request")),
+            (TransferCoding::EndsChunked, _) => BodyFraming::Chunked,
+            (TransferCoding::EndsOther, _) => {
+                return Err(bad("Transfer-Encoding does not end in chunked"))
+            }
+        };
+        head.framing = Some(framing);
+        head.is_keep_alive = if is_http11 {
+            !self.connection_close
+        } else {
+            self.connection_keep_alive && !self.connection_close
+        };
+        head.expects_continue = self.expects_continue && is_http11;
+        head.is_upgrade = is_http11 && self.has_upgrade && self.connection_upgrade;
+        head.body_may_be_json = !self.content_type_seen || self.content_type_json;
+        if head.is_upgrade {
+            // The Upgrade field travels to the backend; ringgate adds `Connection: upgrade`.
+            for f in head.headers.iter_mut() {
+                if f.name.len() == 7 && f.name.get(bytes).eq_ignore_ascii_case(b"upgrade") {
+                    f.is_hop_by_hop = false;
+                }
+            }
+        }
+        if self.connection_names_other {
+            mark_connection_named(bytes, head);
+        }
+        Ok(())
+    }
+}
+
+/// Mark as hop-by-hop every field named in a `Connection` header (RFC 9110 §7.6.1).
+pub(crate) fn mark_connection_named(bytes: &[u8], head: &mut RequestHead) {
+    let connection_values: [Option<Span>; 8] = {
+        let mut v = [None; 8];
+        let mut n = 0;
+        for f in head.headers.iter() {
+            if n < v.len() && f.name.get(bytes).eq_ignore_ascii_case(b"connection") {
+                v[n] = Some(f.value);
+                n += 1;
+            }
+        }
+        v
+    };
+    for value in connection_values.iter().flatten() {
+        for token in list_elements(value.get(bytes)).flatten() {
+            for f in head.headers.iter_mut() {
+                if f.name.get(bytes).eq_ignore_ascii_case(token) {
+                    f.is_hop_by_hop = true;
+                }
+            }
+        }
+    }
+}
+
+/// Iterate the elements of a comma-separated list, trimming optional whitespace.
+/// Empty elements are yielded as `None` so callers can refuse them.
+pub fn list_elements(value: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    value.split(|&b| b == b',').map(|e| {
+        let e = trim_ows(e);
+        if e.is_empty() {
+            None
+        } else {
+            Some(e)
+        }
+    })
+}
+
+/// Trim spaces and tabs on both sides.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn is_known_coding(coding: &[u8]) -> bool {
+    [
+        &b"gzip"[..],
+        b"x-gzip",
+        b"deflate",
+        b"compress",
+        b"x-compress",
+    ]
+    .iter()
+    .any(|k| coding.eq_ignore_ascii_case(k))
+}
+
+/// Strict `Content-Length`: 1–18 ASCII digits, no sign, no leading zero (except "0"),
+/// no list. Anything else is ambiguous between parsers and refused.
+pub fn parse_content_length(value: &[u8]) -> Result<u64, ProxyError> {
+    if value.is_empty() || value.len() > MAX_CONTENT_LENGTH_DIGITS {
+        return Err(bad("invalid Content-Length"));
+    }
+    if value.len() > 1 && value[0] == b'0' {
+        return Err(bad("invalid Content-Length (leading zero)"));
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(bad("invalid Content-Length"));
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Ok(n)
+}
+
+/// `application/json`, `text/json` or any `+json` structured syntax suffix.
+fn is_json_media_type(value: &[u8]) -> bool {
+    let media = match memchr::memchr(b';', value) {
+        Some(i) => trim_ows(&value[..i]),
+        None => value,
+    };
+    media.eq_ignore_ascii_case(b"application/json")
+        || media.eq_ignore_ascii_case(b"text/json")
+        || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::scan::HeadScanner;
+
+    fn parse(raw: &[u8]) -> Result<RequestHead, ProxyError> {
+        let len = HeadScanner::new()
+            .scan(raw, 64 * 1024)
+            .map_err(|_| bad("scan"))?
+            .expect("complete head");
+        let mut head = RequestHead::default();
+        parse_request(raw, len, 100, &mut head).map(|_| head)
+    }
+
+    fn reason(raw: &[u8]) -> String {
+        match parse(raw) {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("{} {}", e.status().unwrap(), e.reason()),
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let raw =
+            b"GET /api/spot/user/data?user_id=alice HTTP/1.1\r\nHost: x\r\nX-User-Id: a\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(h.method(), Method::Get);
+        assert_eq!(h.path.get(raw), b"/api/spot/user/data");
+        assert_eq!(h.query.unwrap().get(raw), b"user_id=alice");
+        assert_eq!(h.framing(), BodyFraming::None);
+        assert!(h.is_keep_alive);
+        assert_eq!(h.headers.len(), 2);
+        assert_eq!(h.headers[1].value.get(raw), b"a");
+        assert_eq!(h.header_line(1), (48 + 9, raw.len() - 2));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let ok_cl = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n").unwrap();
+        assert_eq!(ok_cl.framing(), BodyFraming::Length(12));
+        let zero = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(zero.framing(), BodyFraming::None);
+        let chunked =
+            parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")
+                .unwrap();
+        assert_eq!(chunked.framing(), BodyFraming::Chunked);
+        let split_te = parse(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(split_te.framing(), BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 05\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\n Transfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for raw in cases {
+            let r = reason(raw);
+            assert!(
+                r.starts_with("400"),
+                "{:?} -> {r}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn other_refusals() {
+        assert!(reason(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n").starts_with("417"));
+        assert!(reason(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("501"));
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..101 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(reason(&many).starts_with("431"));
+    }
+
+    #[test]
+    fn hop_by_hop_marking() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nX-Secret: s\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nX-Keep: k\r\n\r\n";
+        let h = parse(raw).unwrap();
+        let dropped: Vec<&[u8]> = h
+            .headers
+            .iter()
+            .filter(|f| f.is_hop_by_hop)
+            .map(|f| f.name.get(raw))
+            .collect();
+        assert_eq!(
+            dropped,
+            vec![
+                &b"Connection"[..],
+                b"Keep-Alive",
+                b"X-Secret",
+                b"TE",
+                b"Upgrade",
+                b"Proxy-Connection"
+            ]
+        );
+        assert!(!h.is_upgrade);
+    }
+
+    #[test]
+    fn upgrade_and_versions() {
+        let raw =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert!(h.is_upgrade);
+        assert!(!h.headers[2].is_hop_by_hop);
+        let h10 = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!h10.is_keep_alive);
+        let h10ka = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(h10ka.is_keep_alive);
+        let close = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!close.is_keep_alive);
+    }
+
+    #[test]
+    fn absolute_and_asterisk_targets() {
+        let raw = b"GET http://example.com/api/x?user_id=7 HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(h.path.get(raw), b"/api/x");
+        assert_eq!(h.query.unwrap().get(raw), b"user_id=7");
+        let raw = b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parse(raw).unwrap().path.get(raw), b"*");
+        assert!(reason(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("400"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for (ct, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/vnd.order+json", true),
+            ("text/plain", false),
+            ("application/x-www-form-urlencoded", false),
+        ] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Type: {ct}\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes()).unwrap().body_may_be_json,
+                json,
+                "{ct}"
+            );
+        }
+        assert!(
+            parse(b"POST / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap()
+                .body_may_be_json
+        );
+    }
+
+    #[test]
+    fn content_length_parser() {
+        assert_eq!(parse_content_length(b"0").unwrap(), 0);
+        assert_eq!(parse_content_length(b"123456").unwrap(), 123456);
+        for bad in [
+            &b""[..],
+            b"00",
+            b"1a",
+            b"+1",
+            b" 1",
+            b"1,1",
+            b"0x10",
+            b"1234567890123456789",
+        ] {
+            assert!(parse_content_length(bad).is_err(), "{:?}", bad);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Upstream response heads: syntax, framing (RFC 9112 §6.3) and reusability.
+//!
+//! Ringgate relays a response to the client as it arrives; it parses the head only to
+//! learn where the response ends (so the upstream connection can be reused) and to drop
+//! hop-by-hop fields. A response whose framing is ambiguous (`Content-Length` together
+//! with `Transfer-Encoding`, duplicate or invalid `Content-Length`) is refused with 502
+//! and its connection is closed: it must never desynchronise the pool.
+
+use std::mem::MaybeUninit;
+
+use super::parse::{list_elements, parse_content_length, HeaderField, Span, MAX_HEADERS_LIMIT};
+use crate::error::{ErrorKind, ProxyError};
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body (1xx, 204, 304, response to HEAD, or Content-Length: 0).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked until the zero chunk and trailers.
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed upstream response head (offsets into the upstream read buffer).
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    /// Head length including the blank line.
+    pub len: usize,
+    /// Status code.
+    pub status: u16,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Body framing.
+    pub framing: Option<ResponseFraming>,
+    /// The upstream allows this connection to carry another request.
+    pub is_keep_alive: bool,
+    /// Header fields in order; hop-by-hop ones are marked.
+    pub headers: Vec<HeaderField>,
+    /// At least one field is hop-by-hop (so the head must be rewritten).
+    pub has_hop_by_hop: bool,
+}
+
+impl ResponseHead {
+    /// Framing (`UntilClose` before a parse).
+    pub fn framing(&self) -> ResponseFraming {
+        self.framing.unwrap_or(ResponseFraming::UntilClose)
+    }
+
+    /// Whether this is an interim (1xx) response.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+
+    /// Byte range of header line `i` within the head.
+    pub fn header_line(&self, i: usize) -> (usize, usize) {
+        let start = self.headers[i].name.start as usize;
+        let end = match self.headers.get(i + 1) {
+            Some(next) => next.name.start as usize,
+            None => self.len - 2,
+        };
+        (start, end)
+    }
+}
+
+fn bad(reason: &'static str) -> ProxyError {
+    ProxyError::upstream(ErrorKind::BadResponse(reason))
+}
+
+/// Parse `buf[..len]` (a complete head) as a response to a request whose method was HEAD
+/// when `is_head_request`.
+pub fn parse_response(
+    buf: &[u8],
+    len: usize,
+    is_head_request: bool,
+    head: &mut ResponseHead,
+) -> Result<(), ProxyError> {
+    let bytes = &buf[..len];
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_LIMIT] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
+    let mut res = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        bytes,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n == len => {}
+        Ok(_) | Err(_) => return Err(bad("malformed response head from upstream")),
+    }
+    head.len = len;
+    head.status = res.code.unwrap_or(0);
+    head.minor_version = res.version.unwrap_or(1);
+    head.headers.clear();
+    head.has_hop_by_hop = false;
+    if !(100..=599).contains(&head.status) {
+        return Err(bad("invalid status from upstream"));
+    }
+
+    let mut content_length: Option<u64> = None;
+    let mut content_length_count = 0;
+    let mut te_seen = false;
+    let mut te_chunked_last = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_names_other = false;
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
+        let mut is_hop_by_hop = false;
+        match name.len() {
+            2 if eq(b"te") => is_hop_by_hop = true,
+            7 if eq(b"upgrade") => is_hop_by_hop = head.status != 101,
+            10 if eq(b"connection") => {
+                is_hop_by_hop = true;
+                for token in list_elements(h.value).flatten() {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        conn_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        conn_keep_alive = true;
+                    } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                        conn_names_other = true;
+                    }
+                }
+            }
+            10 if eq(b"keep-alive") => is_hop_by_hop = true,
+            14 if eq(b"content-length") => {
+                content_length_count += 1;
+                content_length = Some(
+                    parse_content_length(h.value)
+                        .map_err(|_| bad("invalid Content-Length from upstream"))?,
+                );
+            }
+            16 if eq(b"proxy-connection") => is_hop_by_hop = true,
+            17 if eq(b"transfer-encoding") => {
+                te_seen = true;
+                for coding in list_elements(h.value) {
+                    let coding =
+                        coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
+                    te_chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            _ => {}
+        }
+        head.has_hop_by_hop |= is_hop_by_hop;
+        head.headers.push(HeaderField {
+            name: Span::of(bytes, name),
+            value: Span::of(bytes, h.value),
+            is_hop_by_hop,
+        });
+    }
+    if conn_names_other {
+        mark_named(bytes, head);
+    }
+
+    if te_seen && content_length_count > 0 {
+        return Err(bad(
+            "upstream sent both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if content_length_count > 1 {
+        return Err(bad("upstream sent duplicate Content-Length"));
+    }
+    let no_body = is_head_request || head.status < 200 || head.status == 204 || head.status == 304;
+    let framing = if no_body {
+        ResponseFraming::None
+    } else if te_seen {
+        if te_chunked_last {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => ResponseFraming::None,
+            Some(n) => ResponseFraming::Length(n),
+            None => ResponseFraming::UntilClose,
+        }
+    };
+    head.framing = Some(framing);
+    head.is_keep_alive = framing != ResponseFraming::UntilClose
+        && head.status != 101
+        && if head.minor_version == 1 {
+            !conn_close
+        } else {
+            conn_keep_alive && !conn_close
+        };
+    Ok(())
+}
+
+fn mark_named(bytes: &[u8], head: &mut ResponseHead) {
+    let mut names: [Option<Span>; 8] = [None; 8];
+    let mut n = 0;
+    for f in head.headers.iter() {
+        if n < names.len() && f.name.get(bytes).eq_ignore_ascii_case(b"connection") {
+            names[n] = Some(f.value);
+            n += 1;
+        }
+    }
+    for value in names.iter().flatten() {
+        for token in list_elements(value.get(bytes)).flatten() {
+            let framing = token.eq_ignore_ascii_case(b"content-length")
+                || token.eq_ignore_ascii_case(b"transfer-encoding");
+            if framing {
+                continue; // never strip the framing the client needs
+            }
+            for f in head.headers.iter_mut() {
+                if f.name.get(bytes).eq_ignore_ascii_case(token) {
+                    f.is_hop_by_hop = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], is_head: bool) -> Result<ResponseHead, ProxyError> {
+        let len = memchr::memmem::find(raw, b"\r\n\r\n").unwrap() + 4;
+        let mut h = ResponseHead::default();
+        parse_response(raw, len, is_head, &mut h).map(|_| h)
+    }
+
+    #[test]
+    fn framing_per_rfc9112_6_3() {
+        let cl = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap();
+        assert_eq!(cl.framing(), ResponseFraming::Length(5));
+        assert!(cl.is_keep_alive);
+        let head = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(head.framing(), ResponseFraming::None);
+        let ch = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(ch.framing(), ResponseFraming::Chunked);
+        let close = parse(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n", false).unwrap();
+        assert_eq!(close.framing(), ResponseFraming::UntilClose);
+        assert!(!close.is_keep_alive);
+        for status in [204, 304, 100] {
+            let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 9\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes(), false).unwrap().framing(),
+                ResponseFraming::None
+            );
+        }
+        let c = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!c.is_keep_alive);
+        assert!(c.has_hop_by_hop);
+        let old = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+        assert!(!old.is_keep_alive);
+        let old_ka = parse(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(old_ka.is_keep_alive);
+    }
+
+    #[test]
+    fn ambiguous_responses_are_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n",
+            b"HTTP/1.1 99 Weird\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        ] {
+            assert!(
+                parse(raw, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn connection_named_fields_are_dropped_but_not_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: X-A, Content-Length\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n";
+        let h = parse(raw, false).unwrap();
+        let flags: Vec<bool> = h.headers.iter().map(|f| f.is_hop_by_hop).collect();
+        assert_eq!(flags, vec![true, true, false]);
+        assert_eq!(h.framing(), ResponseFraming::Length(2));
+    }
+}

@@ -1,0 +1,513 @@
+//! Finding the `user_id` of a request (SPEC §1), cheapest source first:
+//!
+//! 1. header fields (`X-User-Id`, then `X-Trader-Id`, configurable);
+//! 2. query parameters (`user_id`, then `userId`), percent-decoded;
+//! 3. top-level keys of a JSON body (`user_id, userId, trader_id, traderId, uid,
+//!    accountId, account_id`), string or integer values, parsed with `simd-json`.
+//!
+//! Within one source, every field that names the user must name the *same* user: a
+//! request saying `user_id=alice&userId=bob`, or a body with `"user_id":"alice"` and
+//! `"uid":"bob"` (or the same key twice), is refused with 400, because a backend could
+//! read the other one and act for a different user than the one ringgate routed for.
+//! Only top-level JSON keys count: a key inside a nested object or inside a string value
+//! never matches (the tape walk skips nested values whole).
+//!
+//! # Hot path
+//! The id is written into a caller-owned buffer that is reused; the JSON scanner keeps its
+//! `simd-json` buffers, tape and padded input between requests, so a warm scan allocates
+//! nothing.
+
+use simd_json::{Buffers, Node, StaticNode, Tape};
+
+use crate::error::ProxyError;
+use crate::http::parse::RequestHead;
+
+/// Where a user id was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserIdSource {
+    /// A header field.
+    Header,
+    /// A query parameter.
+    Query,
+    /// A top-level key of the JSON body.
+    Body,
+}
+
+/// Which names to look for, in priority order, and how long an id may be.
+#[derive(Clone, Debug)]
+pub struct ExtractRules {
+    /// Header names (matched case-insensitively).
+    pub headers: Vec<Box<[u8]>>,
+    /// Query parameter names (matched after percent-decoding, case-sensitively).
+    pub query_keys: Vec<Box<[u8]>>,
+    /// Top-level JSON keys (matched after JSON unescaping, case-sensitively).
+    pub json_keys: Vec<Box<[u8]>>,
+    /// Longest accepted user id, in bytes.
+    pub max_user_id_bytes: usize,
+}
+
+impl Default for ExtractRules {
+    fn default() -> Self {
+        let b = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
+        Self {
+            headers: ["X-User-Id", "X-Trader-Id"].map(b).to_vec(),
+            query_keys: ["user_id", "userId"].map(b).to_vec(),
+            json_keys: [
+                "user_id",
+                "userId",
+                "trader_id",
+                "traderId",
+                "uid",
+                "accountId",
+                "account_id",
+            ]
+            .map(b)
+            .to_vec(),
+            max_user_id_bytes: 256,
+        }
+    }
+}
+
+fn bad(reason: &'static str) -> ProxyError {
+    ProxyError::bad_request(reason)
+}
+
+/// Records the first id found and checks that later ones agree.
+struct Agreement<'a> {
+    out: &'a mut Vec<u8>,
+    found: bool,
+    max: usize,
+    conflict: &'static str,
+}
+
+impl<'a> Agreement<'a> {
+    fn new(out: &'a mut Vec<u8>, max: usize, conflict: &'static str) -> Self {
+        out.clear();
+        Self {
+            out,
+            found: false,
+            max,
+            conflict,
+        }
+    }
+
+    /// Offer one candidate written by `write` into a scratch area at the end of `out`.
+    fn offer(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), ProxyError>,
+    ) -> Result<(), ProxyError> {
+        let start = self.out.len();
+        write(self.out)?;
+        let len = self.out.len() - start;
+        if len == 0 {
+            // An empty value names nobody.
+            self.out.truncate(start);
+            return Ok(());
+        }
+        if len > self.max {
+            return Err(bad("user id too long"));
+        }
+        if !self.found {
+            self.found = true;
+            return Ok(());
+        }
+        let same = self.out[..start] == self.out[start..];
+        self.out.truncate(start);
+        if same {
+            Ok(())
+        } else {
+            Err(bad(self.conflict))
+        }
+    }
+}
+
+/// Look for the user id in the configured header fields. `buf` holds the head.
+pub fn user_id_from_headers(
+    buf: &[u8],
+    head: &RequestHead,
+    rules: &ExtractRules,
+    out: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let mut agree = Agreement::new(out, rules.max_user_id_bytes, "conflicting user id headers");
+    for f in &head.headers {
+        let name = f.name.get(buf);
+        if rules.headers.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            if f.is_hop_by_hop {
+                return Err(bad("Connection names the user id header"));
+            }
+            agree.offer(|o| {
+                o.extend_from_slice(f.value.get(buf));
+                Ok(())
+            })?;
+        }
+    }
+    Ok(agree.found)
+}
+
+/// Look for the user id in the query string (`a=1&user_id=x`), percent-decoding names
+/// and values (`+` is a space, as in form encoding).
+pub fn user_id_from_query(
+    query: &[u8],
+    rules: &ExtractRules,
+    out: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let mut agree = Agreement::new(
+        out,
+        rules.max_user_id_bytes,
+        "conflicting user id parameters",
+    );
+    for pair in query.split(|&b| b == b'&') {
+        let (key, value) = match memchr::memchr(b'=', pair) {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        if !rules.query_keys.iter().any(|k| key_matches(key, k)) {
+            continue;
+        }
+        agree.offer(|o| percent_decode_into(value, o))?;
+    }
+    Ok(agree.found)
+}
+
+/// Whether an encoded query key decodes to `wanted`, without allocating.
+fn key_matches(encoded: &[u8], wanted: &[u8]) -> bool {
+    if encoded == wanted {
+        return true;
+    }
+    let mut i = 0;
+    let mut w = wanted.iter();
+    while i < encoded.len() {
+        let (b, used) = match encoded[i] {
+            b'%' => match (
+                encoded.get(i + 1).and_then(|&c| hex(c)),
+                encoded.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(h), Some(l)) => ((h << 4) | l, 3),
+                _ => return false,
+            },
+            b'+' => (b' ', 1),
+            b => (b, 1),
+        };
+        if w.next() != Some(&b) {
+            return false;
+        }
+        i += used;
+    }
+    w.next().is_none()
+}
+
+/// Append the percent-decoded form of `value` to `out`.
+pub fn percent_decode_into(value: &[u8], out: &mut Vec<u8>) -> Result<(), ProxyError> {
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'%' => {
+                let h = value.get(i + 1).copied().and_then(hex);
+                let l = value.get(i + 2).copied().and_then(hex);
+                match (h, l) {
+                    (Some(h), Some(l)) => out.push((h << 4) | l),
+                    _ => return Err(bad("invalid percent-encoding in user id")),
+                }
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Reusable `simd-json` state for scanning bodies.
+pub struct JsonScanner {
+    input: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for JsonScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonScanner {
+    /// A scanner with buffers sized for typical order bodies; they grow once if needed.
+    pub fn new() -> Self {
+        Self {
+            input: Vec::with_capacity(4096),
+            buffers: Buffers::new(4096),
+            tape: Some(Tape::null().reset()),
+        }
+    }
+
+    /// Clear and return the input buffer, for a caller that de-chunks a body into it.
+    pub fn input(&mut self) -> &mut Vec<u8> {
+        self.input.clear();
+        &mut self.input
+    }
+
+    /// Copy a contiguous body in and scan it.
+    pub fn scan(
+        &mut self,
+        body: &[u8],
+        rules: &ExtractRules,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ProxyError> {
+        self.input.clear();
+        self.input.extend_from_slice(body);
+        self.scan_input(rules, out)
+    }
+
+    /// Scan whatever [`Self::input`] was filled with. A body that is not a JSON object
+    /// names nobody (`Ok(false)`): the backend cannot read a user from it either.
+    pub fn scan_input(
+        &mut self,
+        rules: &ExtractRules,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ProxyError> {
+        let len = self.input.len();
+        let first = self.input.iter().position(|b| !b.is_ascii_whitespace());
+        if first.map(|i| self.input[i]) != Some(b'{') {
+            out.clear();
+            return Ok(false);
+        }
+        self.input.resize(len + simd_json::INPUT_PADDING, 0);
+        let mut tape = self.tape.take().unwrap_or_else(|| Tape::null().reset());
+        let result =
+            match simd_json::fill_tape_padded(&mut self.input, len, &mut self.buffers, &mut tape) {
+                Ok(()) => find_top_level_id(&tape.0, rules, out),
+                Err(_) => {
+                    out.clear();
+                    Ok(false)
+                }
+            };
+        self.tape = Some(tape.reset());
+        result
+    }
+}
+
+/// Walk the top-level object on the tape; nested values are skipped whole.
+fn find_top_level_id(
+    nodes: &[Node<'_>],
+    rules: &ExtractRules,
+    out: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let mut agree = Agreement::new(out, rules.max_user_id_bytes, "conflicting user ids in body");
+    let Some(Node::Object { len, .. }) = nodes.first() else {
+        return Ok(false);
+    };
+    let mut idx = 1;
+    for _ in 0..*len {
+        let Some(Node::String(key)) = nodes.get(idx) else {
+            return Ok(false);
+        };
+        let value_idx = idx + 1;
+        let Some(value) = nodes.get(value_idx) else {
+            return Ok(false);
+        };
+        idx = value_idx + node_span(value);
+        if !rules.json_keys.iter().any(|k| **k == *key.as_bytes()) {
+            continue;
+        }
+        match *value {
+            Node::String(s) => agree.offer(|o| {
+                o.extend_from_slice(s.as_bytes());
+                Ok(())
+            })?,
+            Node::Static(StaticNode::I64(n)) => agree.offer(|o| {
+                write_decimal(o, n.unsigned_abs(), n < 0);
+                Ok(())
+            })?,
+            Node::Static(StaticNode::U64(n)) => agree.offer(|o| {
+                write_decimal(o, n, false);
+                Ok(())
+            })?,
+            Node::Static(StaticNode::Null) => {}
+            _ => return Err(bad("user id must be a string or an integer")),
+        }
+    }
+    Ok(agree.found)
+}
+
+/// Number of tape nodes a value occupies, itself included.
+fn node_span(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+fn write_decimal(out: &mut Vec<u8>, mut n: u64, negative: bool) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::parse_request;
+
+    fn body_id(json: &str) -> Result<Option<String>, ProxyError> {
+        let mut s = JsonScanner::new();
+        let mut out = Vec::new();
+        let found = s.scan(json.as_bytes(), &ExtractRules::default(), &mut out)?;
+        Ok(found.then(|| String::from_utf8(out).unwrap()))
+    }
+
+    #[test]
+    fn json_corpus() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"user_id":"alice","symbol":"BTCUSDT"}"#, Some("alice")),
+            (r#"{"userId":"a"}"#, Some("a")),
+            (r#"{"trader_id":"t"}"#, Some("t")),
+            (r#"{"traderId":"t"}"#, Some("t")),
+            (r#"{"uid":42}"#, Some("42")),
+            (r#"{"accountId":-7}"#, Some("-7")),
+            (
+                r#"{"account_id":18446744073709551615}"#,
+                Some("18446744073709551615"),
+            ),
+            (r#"  {"x":1, "user_id" : "spaced"}  "#, Some("spaced")),
+            (r#"{"user\u005fid":"escaped-key"}"#, Some("escaped-key")),
+            (r#"{"user_id":"caf\u00e9"}"#, Some("café")),
+            (r#"{"order":{"user_id":"nested"}}"#, None),
+            (r#"{"note":"\"user_id\":\"in-string\""}"#, None),
+            (
+                r#"{"list":[{"user_id":"in-array"}],"x":{"uid":"deep"}}"#,
+                None,
+            ),
+            (
+                r#"{"order":{"user_id":"nested"},"user_id":"top"}"#,
+                Some("top"),
+            ),
+            (r#"[{"user_id":"array-root"}]"#, None),
+            (r#""user_id""#, None),
+            (r#"{"user_id":null}"#, None),
+            (r#"{"user_id":""}"#, None),
+            (r#"{"user_id":"a","user_id":"a"}"#, Some("a")),
+            (r#"{"user_id":"7","uid":7}"#, Some("7")),
+            (r#"{"user_id": "alice""#, None),
+            (r#"{"USER_ID":"upper"}"#, None),
+            ("", None),
+            ("not json", None),
+        ];
+        for (json, want) in cases {
+            assert_eq!(body_id(json).unwrap().as_deref(), *want, "{json}");
+        }
+    }
+
+    #[test]
+    fn json_conflicts_and_types_are_refused() {
+        for json in [
+            r#"{"user_id":"alice","user_id":"bob"}"#,
+            r#"{"user_id":"alice","uid":"bob"}"#,
+            r#"{"userId":1,"accountId":2}"#,
+            r#"{"user_id":1.5}"#,
+            r#"{"user_id":true}"#,
+            r#"{"user_id":{"id":"x"}}"#,
+            r#"{"user_id":["x"]}"#,
+        ] {
+            assert!(body_id(json).is_err(), "{json}");
+        }
+        let long = format!(r#"{{"user_id":"{}"}}"#, "x".repeat(257));
+        assert!(body_id(&long).is_err());
+    }
+
+    #[test]
+    fn scanner_reuse_across_bodies() {
+        let mut s = JsonScanner::new();
+        let rules = ExtractRules::default();
+        let mut out = Vec::new();
+        let big = format!(r#"{{"pad":"{}","user_id":"big"}}"#, "p".repeat(10_000));
+        for (body, want) in [(&big[..], "big"), (r#"{"uid":"small"}"#, "small")] {
+            assert!(s.scan(body.as_bytes(), &rules, &mut out).unwrap());
+            assert_eq!(out, want.as_bytes());
+        }
+        let input = s.input();
+        input.extend_from_slice(br#"{"uid":"dechunked"}"#);
+        assert!(s.scan_input(&rules, &mut out).unwrap());
+        assert_eq!(out, b"dechunked");
+    }
+
+    #[test]
+    fn query_extraction() {
+        let rules = ExtractRules::default();
+        let q = |s: &str| {
+            let mut out = Vec::new();
+            user_id_from_query(s.as_bytes(), &rules, &mut out)
+                .map(|f| f.then(|| String::from_utf8_lossy(&out).into_owned()))
+        };
+        assert_eq!(q("user_id=alice").unwrap().as_deref(), Some("alice"));
+        assert_eq!(q("a=1&userId=bob&b=2").unwrap().as_deref(), Some("bob"));
+        assert_eq!(q("user_id=a%20b+c").unwrap().as_deref(), Some("a b c"));
+        assert_eq!(q("user%5Fid=enc").unwrap().as_deref(), Some("enc"));
+        assert_eq!(q("user_idx=no&xuser_id=no").unwrap(), None);
+        assert_eq!(q("user_id=").unwrap(), None);
+        assert_eq!(q("user_id").unwrap(), None);
+        assert_eq!(q("user_id=a&user_id=a").unwrap().as_deref(), Some("a"));
+        assert!(q("user_id=a&userId=b").is_err());
+        assert!(q("user_id=%zz").is_err());
+        assert!(q("user_id=%4").is_err());
+        assert_eq!(q("user%zzid=x").unwrap(), None);
+    }
+
+    #[test]
+    fn header_extraction() {
+        let rules = ExtractRules::default();
+        let get = |raw: &[u8]| {
+            let mut head = RequestHead::default();
+            parse_request(raw, raw.len(), 100, &mut head).unwrap();
+            let mut out = Vec::new();
+            user_id_from_headers(raw, &head, &rules, &mut out)
+                .map(|f| f.then(|| String::from_utf8_lossy(&out).into_owned()))
+        };
+        assert_eq!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nx-user-id:  alice \r\n\r\n")
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nX-Trader-Id: t1\r\n\r\n")
+                .unwrap()
+                .as_deref(),
+            Some("t1")
+        );
+        assert!(get(b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Id: a\r\nX-User-Id: b\r\n\r\n").is_err());
+        assert!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Id: a\r\nX-Trader-Id: b\r\n\r\n").is_err()
+        );
+        assert!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: X-User-Id\r\nX-User-Id: a\r\n\r\n")
+                .is_err()
+        );
+        assert_eq!(get(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap(), None);
+    }
+}

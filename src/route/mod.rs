@@ -1,0 +1,6 @@
+//! Routing: who is the request for (`extract`), which partition (`partition`), which
+//! class and server (`router`).
+
+pub mod extract;
+pub mod partition;
+pub mod router;

@@ -1,0 +1,381 @@
+//! The routing table: class → partition → server (SPEC §1).
+//!
+//! [`RoutingTable`] is immutable and built off the data path by the control plane, once
+//! per config version; every worker gets an `Arc` of it. What a worker mutates while
+//! routing — its round-robin positions — lives in its own [`WorkerTable`] (plain `Cell`s),
+//! so routing takes no lock and touches no memory another core writes, apart from the
+//! backends' health atomics, which it only loads.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{Config, DefaultRoute, Policy, Settings};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::parse::Method;
+use crate::route::extract::ExtractRules;
+use crate::route::partition::{partition_seed, rendezvous_pick, user_hash};
+use crate::upstream::backend::{Backend, BackendRegistry};
+
+/// Command (write) or Query (read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Writes: go to `write` servers, never retried once sent.
+    Command,
+    /// Reads: go to `read` servers (falling back to `write`), may be retried.
+    Query,
+}
+
+impl Class {
+    /// Lower-case label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Command => "command",
+            Class::Query => "query",
+        }
+    }
+}
+
+/// A partition with its server lists as indices into [`RoutingTable::backends`].
+#[derive(Debug)]
+pub struct Partition {
+    /// Name.
+    pub name: Box<str>,
+    /// Command servers.
+    pub write: Box<[u16]>,
+    /// Query servers (never empty: a copy of `write` when none are configured).
+    pub read: Box<[u16]>,
+    /// Policy.
+    pub policy: Policy,
+}
+
+impl Partition {
+    /// The server list for a class.
+    #[inline]
+    pub fn servers(&self, class: Class) -> &[u16] {
+        match class {
+            Class::Command => &self.write,
+            Class::Query => &self.read,
+        }
+    }
+}
+
+/// An immutable routing table, one per config version.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// Monotonic version (1 for the first load).
+    pub version: u64,
+    /// Hash of the config file.
+    pub config_hash: u64,
+    /// When the config was loaded.
+    pub loaded_at: SystemTime,
+    /// Distinct backends.
+    pub backends: Box<[Arc<Backend>]>,
+    /// Partitions (the implicit default partition, if any, is last).
+    pub partitions: Box<[Partition]>,
+    /// Explicit users.
+    users: HashMap<Box<[u8]>, u16, ahash::RandomState>,
+    /// Indices of partitions that take hashed users, and their seeds.
+    hashed: Box<[u16]>,
+    hashed_seeds: Box<[u64]>,
+    /// Requests without a user id.
+    default: Option<u16>,
+    command_prefixes: Box<[Box<[u8]>]>,
+    query_prefixes: Box<[Box<[u8]>]>,
+    /// Extraction lists.
+    pub extract: ExtractRules,
+    /// Per-request settings.
+    pub settings: Settings,
+}
+
+impl RoutingTable {
+    /// Build a table from a validated config; backends come from (and are added to) the
+    /// registry so their shared state survives reloads.
+    pub fn build(config: &Config, registry: &mut BackendRegistry, version: u64) -> Self {
+        let mut backends: Vec<Arc<Backend>> = Vec::new();
+        let mut index_of = |addr| -> u16 {
+            if let Some(i) = backends.iter().position(|b| b.addr == addr) {
+                return i as u16;
+            }
+            backends.push(registry.get_or_create(addr));
+            (backends.len() - 1) as u16
+        };
+        let routes = &config.routes;
+        let partitions: Vec<Partition> = routes
+            .partitions
+            .iter()
+            .map(|p| {
+                let write: Box<[u16]> = p.write.iter().map(|&a| index_of(a)).collect();
+                let read: Box<[u16]> = if p.read.is_empty() {
+                    write.clone()
+                } else {
+                    p.read.iter().map(|&a| index_of(a)).collect()
+                };
+                Partition {
+                    name: p.name.clone().into_boxed_str(),
+                    write,
+                    read,
+                    policy: p.policy,
+                }
+            })
+            .collect();
+        let hashed: Box<[u16]> = routes
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_hashed)
+            .map(|(i, _)| i as u16)
+            .collect();
+        let hashed_seeds = hashed
+            .iter()
+            .map(|&i| partition_seed(&routes.partitions[i as usize].name))
+            .collect();
+        let mut users =
+            HashMap::with_capacity_and_hasher(routes.users.len(), ahash::RandomState::new());
+        for (user, p) in &routes.users {
+            users.insert(user.clone(), *p as u16);
+        }
+        let default = match routes.default {
+            DefaultRoute::Partition(i) => Some(i as u16),
+            DefaultRoute::Reject => None,
+        };
+        Self {
+            version,
+            config_hash: config.source.hash,
+            loaded_at: config.source.loaded_at,
+            backends: backends.into_boxed_slice(),
+            partitions: partitions.into_boxed_slice(),
+            users,
+            hashed,
+            hashed_seeds,
+            default,
+            command_prefixes: routes.command_prefixes.clone().into_boxed_slice(),
+            query_prefixes: routes.query_prefixes.clone().into_boxed_slice(),
+            extract: routes.extract.clone(),
+            settings: config.settings.clone(),
+        }
+    }
+
+    /// Command or Query: configured prefixes first, then the method rule.
+    #[inline]
+    pub fn classify(&self, method: Method, path: &[u8]) -> Class {
+        if self.command_prefixes.iter().any(|p| path.starts_with(p)) {
+            Class::Command
+        } else if self.query_prefixes.iter().any(|p| path.starts_with(p)) {
+            Class::Query
+        } else if method.is_write() {
+            Class::Command
+        } else {
+            Class::Query
+        }
+    }
+
+    /// The partition for a user (explicit table, then consistent hash), or for a request
+    /// without one (default partition, or 400 when configured to reject).
+    #[inline]
+    pub fn partition_for(&self, user: Option<&[u8]>) -> Result<u16, ProxyError> {
+        match user {
+            Some(u) => {
+                if let Some(&p) = self.users.get(u) {
+                    return Ok(p);
+                }
+                match rendezvous_pick(user_hash(u), &self.hashed_seeds) {
+                    Some(i) => Ok(self.hashed[i]),
+                    None => self
+                        .default
+                        .ok_or(ProxyError::internal(ErrorKind::NoHealthyServer)),
+                }
+            }
+            None => self
+                .default
+                .ok_or(ProxyError::downstream(ErrorKind::NoUserId)),
+        }
+    }
+
+    /// Name of a partition.
+    pub fn partition_name(&self, p: u16) -> &str {
+        &self.partitions[p as usize].name
+    }
+}
+
+/// A worker's view of a table: the shared table plus this worker's round-robin state.
+#[derive(Debug)]
+pub struct WorkerTable {
+    /// The shared immutable table.
+    pub table: Arc<RoutingTable>,
+    /// Next round-robin position per (partition, class).
+    rr: Box<[Cell<u32>]>,
+}
+
+/// Set of list positions already tried for one request (lists longer than 64 are tried
+/// only in their first 64 positions).
+pub type Tried = u64;
+
+impl WorkerTable {
+    /// Wrap a shared table for one worker.
+    pub fn new(table: Arc<RoutingTable>) -> Self {
+        let rr = (0..table.partitions.len() * 2)
+            .map(|_| Cell::new(0))
+            .collect();
+        Self { table, rr }
+    }
+
+    /// Pick a server for `class` in partition `p`, skipping positions in `tried` and
+    /// unavailable backends. Returns the backend index and its list position.
+    #[inline]
+    pub fn pick_server(&self, p: u16, class: Class, tried: Tried) -> Option<(u16, u32)> {
+        let part = &self.table.partitions[p as usize];
+        let list = part.servers(class);
+        let n = list.len().min(64) as u32;
+        if n == 0 {
+            return None;
+        }
+        let start = match part.policy {
+            Policy::PrimaryBackup => 0,
+            Policy::RoundRobin => {
+                let cell = &self.rr[p as usize * 2 + class as usize];
+                let s = cell.get();
+                cell.set(if s + 1 >= n { 0 } else { s + 1 });
+                s % n
+            }
+        };
+        for k in 0..n {
+            let pos = (start + k) % n;
+            if tried & (1u64 << pos) != 0 {
+                continue;
+            }
+            let b = list[pos as usize];
+            if self.table.backends[b as usize].is_available() {
+                return Some((b, pos));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn table(text: &str) -> WorkerTable {
+        let c = Config::parse(text, Path::new("t.toml")).unwrap();
+        let mut reg = BackendRegistry::new();
+        WorkerTable::new(Arc::new(RoutingTable::build(&c, &mut reg, 1)))
+    }
+
+    const CQRS: &str = r#"
+default_backend = "127.0.0.1:3001"
+[partitions.zone_1]
+servers = ["127.0.0.1:3001", "127.0.0.1:3002"]
+[partitions.zone_2]
+write = ["127.0.0.1:3003"]
+read = ["127.0.0.1:3013", "127.0.0.1:3014"]
+[partitions.zone_3]
+policy = "primary_backup"
+servers = ["127.0.0.1:3005", "127.0.0.1:3006"]
+[users]
+alice = "zone_1"
+bob = "zone_2"
+carol = "zone_3"
+"#;
+
+    fn addr(t: &WorkerTable, b: u16) -> String {
+        t.table.backends[b as usize].addr.to_string()
+    }
+
+    #[test]
+    fn classification() {
+        let t = table(CQRS);
+        let tb = &t.table;
+        assert_eq!(
+            tb.classify(Method::Get, b"/api/spot/v2/order"),
+            Class::Command
+        );
+        assert_eq!(
+            tb.classify(Method::Post, b"/api/spot/user/data"),
+            Class::Query
+        );
+        assert_eq!(tb.classify(Method::Post, b"/other"), Class::Command);
+        assert_eq!(tb.classify(Method::Delete, b"/other"), Class::Command);
+        assert_eq!(tb.classify(Method::Get, b"/other"), Class::Query);
+        assert_eq!(tb.classify(Method::Head, b"/other"), Class::Query);
+        assert_eq!(tb.classify(Method::Options, b"/other"), Class::Query);
+    }
+
+    #[test]
+    fn explicit_users_cqrs_and_round_robin() {
+        let t = table(CQRS);
+        let bob = t.table.partition_for(Some(b"bob")).unwrap();
+        assert_eq!(t.table.partition_name(bob), "zone_2");
+        let w: Vec<String> = (0..3)
+            .map(|_| addr(&t, t.pick_server(bob, Class::Command, 0).unwrap().0))
+            .collect();
+        assert_eq!(w, ["127.0.0.1:3003"; 3]);
+        let r: Vec<String> = (0..4)
+            .map(|_| addr(&t, t.pick_server(bob, Class::Query, 0).unwrap().0))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                "127.0.0.1:3013",
+                "127.0.0.1:3014",
+                "127.0.0.1:3013",
+                "127.0.0.1:3014"
+            ]
+        );
+        let alice = t.table.partition_for(Some(b"alice")).unwrap();
+        let r: Vec<String> = (0..2)
+            .map(|_| addr(&t, t.pick_server(alice, Class::Query, 0).unwrap().0))
+            .collect();
+        assert_eq!(r, ["127.0.0.1:3001", "127.0.0.1:3002"]);
+    }
+
+    #[test]
+    fn primary_backup_and_failover_skip_unavailable() {
+        let t = table(CQRS);
+        let carol = t.table.partition_for(Some(b"carol")).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                addr(&t, t.pick_server(carol, Class::Command, 0).unwrap().0),
+                "127.0.0.1:3005"
+            );
+        }
+        let (_, pos) = t.pick_server(carol, Class::Command, 0).unwrap();
+        assert_eq!(
+            addr(
+                &t,
+                t.pick_server(carol, Class::Command, 1 << pos).unwrap().0
+            ),
+            "127.0.0.1:3006"
+        );
+        assert!(t.pick_server(carol, Class::Command, 0b11).is_none());
+        let primary = t
+            .table
+            .backends
+            .iter()
+            .find(|b| b.addr.port() == 3005)
+            .unwrap();
+        primary.set_drained(true);
+        assert_eq!(
+            addr(&t, t.pick_server(carol, Class::Command, 0).unwrap().0),
+            "127.0.0.1:3006"
+        );
+    }
+
+    #[test]
+    fn unknown_users_hash_and_missing_users_default() {
+        let t = table(CQRS);
+        let p = t.table.partition_for(Some(b"stranger")).unwrap();
+        assert_ne!(t.table.partition_name(p), "default");
+        assert_eq!(p, t.table.partition_for(Some(b"stranger")).unwrap());
+        let d = t.table.partition_for(None).unwrap();
+        assert_eq!(t.table.partition_name(d), "default");
+        let strict = table("[partitions.z]\nservers=[\"127.0.0.1:1\"]\n");
+        assert_eq!(
+            strict.table.partition_for(None).unwrap_err().status(),
+            Some(400)
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! Workers: one pinned thread per core, each running its own monoio runtime.
+//!
+//! A worker owns everything its connections touch: its `SO_REUSEPORT` listener, its copy
+//! of the routing table ([`WorkerTable`]), its upstream pools, its JSON scanner, its splice
+//! pipes. Nothing here is shared with another worker, so nothing needs a lock. The control
+//! plane talks to a worker only through its [`Control`] channel: a new table is installed
+//! between requests by swapping an `Rc` (requests in flight keep the one they started
+//! with); a drain stops the accept loop and wakes idle keep-alive connections.
+//!
+//! # Driver
+//! io_uring by default. If the ring cannot be created (old kernel, `io_uring_disabled`,
+//! seccomp, memlock), the worker starts on monoio's epoll driver and says so once, loudly.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::io::{CancelHandle, Canceller};
+use monoio::net::TcpListener;
+
+use crate::config::{DriverChoice, Settings};
+use crate::error::ProxyError;
+use crate::forward::splice::PipePair;
+use crate::route::extract::{ExtractRules, JsonScanner};
+use crate::route::router::{RoutingTable, WorkerTable};
+use crate::upstream::pool::{Pools, UpstreamConn};
+
+/// Messages from the control plane to a worker.
+pub enum Control {
+    /// Install a new routing table (between requests).
+    Install(Arc<RoutingTable>),
+    /// Stop accepting, finish in-flight requests, close idle connections, exit by the
+    /// deadline.
+    Drain {
+        /// When to give up on requests still in flight.
+        deadline: Instant,
+    },
+}
+
+/// The io driver a worker actually runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveDriver {
+    /// io_uring.
+    IoUring,
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+impl ActiveDriver {
+    /// Label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ActiveDriver::IoUring => "io_uring",
+            ActiveDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// What a worker needs to start.
+pub struct WorkerSpec {
+    /// Worker index.
+    pub id: usize,
+    /// Core to pin to, if pinning.
+    pub core: Option<usize>,
+    /// Driver choice.
+    pub driver: DriverChoice,
+    /// io_uring entries.
+    pub ring_entries: u32,
+    /// Its own listener (already bound with `SO_REUSEPORT`, non-blocking).
+    pub listener: std::net::TcpListener,
+    /// The first routing table.
+    pub table: Arc<RoutingTable>,
+    /// Open connections beyond which new ones are refused.
+    pub max_connections: usize,
+}
+
+/// A running worker as seen by the control plane.
+pub struct WorkerHandle {
+    /// Worker index.
+    pub id: usize,
+    /// Its control channel.
+    pub control: flume::Sender<Control>,
+    /// Its thread.
+    pub thread: JoinHandle<()>,
+    /// The driver it runs on.
+    pub driver: ActiveDriver,
+}
+
+/// Start a worker thread; returns once its runtime is up (or failed to start).
+pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
+    let (control, inbox) = flume::unbounded();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<ActiveDriver>>();
+    let id = spec.id;
+    let thread = std::thread::Builder::new()
+        .name(format!("ringgate-w{id}"))
+        .spawn(move || {
+            if let Some(core) = spec.core {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    tracing::warn!(worker = id, core, "could not pin worker to core");
+                }
+            }
+            run_on_driver(spec.driver, spec.ring_entries, ready_tx, move || {
+                worker_main(spec.table, spec.listener, spec.max_connections, id, inbox)
+            });
+        })?;
+    let driver = ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("worker thread exited during startup"))??;
+    Ok(WorkerHandle {
+        id,
+        control,
+        thread,
+        driver,
+    })
+}
+
+/// Build the runtime for the chosen driver and run the worker on it.
+fn run_on_driver<F, Fut>(
+    choice: DriverChoice,
+    entries: u32,
+    ready: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
+    main: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if choice != DriverChoice::Epoll {
+        let uring = if monoio::utils::detect_uring() {
+            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(entries)
+                .enable_timer()
+                .build()
+        } else {
+            Err(std::io::Error::other(
+                "io_uring not supported by this kernel",
+            ))
+        };
+        match uring {
+            Ok(mut rt) => {
+                let _ = ready.send(Ok(ActiveDriver::IoUring));
+                rt.block_on(main());
+                return;
+            }
+            Err(e) if choice == DriverChoice::IoUring => {
+                let _ = ready.send(Err(std::io::Error::other(format!(
+                    "io_uring requested but unavailable: {e}"
+                ))));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; this worker runs on the epoll driver (slower)");
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = ready.send(Ok(ActiveDriver::Epoll));
+            rt.block_on(main());
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+/// Per-worker state shared by its connection tasks (single-threaded: `Cell`/`RefCell`).
+pub struct Worker {
+    /// Index.
+    pub id: usize,
+    table: RefCell<Rc<WorkerTable>>,
+    pools: RefCell<Pools>,
+    scanner: RefCell<JsonScanner>,
+    /// Spare splice pipes.
+    pub pipes: RefCell<Vec<PipePair>>,
+    open_connections: Cell<usize>,
+    max_connections: usize,
+    is_draining: Cell<bool>,
+    idle_canceller: RefCell<Canceller>,
+    stale_upstreams: Cell<u64>,
+}
+
+impl Worker {
+    fn new(id: usize, table: Arc<RoutingTable>, max_connections: usize) -> Self {
+        Self {
+            id,
+            pools: RefCell::new(Pools::new(&table)),
+            table: RefCell::new(Rc::new(WorkerTable::new(table))),
+            scanner: RefCell::new(JsonScanner::new()),
+            pipes: RefCell::new(Vec::new()),
+            open_connections: Cell::new(0),
+            max_connections,
+            is_draining: Cell::new(false),
+            idle_canceller: RefCell::new(Canceller::new()),
+            stale_upstreams: Cell::new(0),
+        }
+    }
+
+    /// The current table (a cheap `Rc` clone; the request keeps it to the end).
+    #[inline]
+    pub fn table(&self) -> Rc<WorkerTable> {
+        self.table.borrow().clone()
+    }
+
+    /// Install a new table between requests; re-key the pools.
+    fn install(&self, table: Arc<RoutingTable>) {
+        self.pools.borrow_mut().install(&table);
+        *self.table.borrow_mut() = Rc::new(WorkerTable::new(table));
+    }
+
+    /// Whether a drain started.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.is_draining.get()
+    }
+
+    /// A handle that a drain uses to wake reads waiting between requests.
+    pub fn idle_cancel_handle(&self) -> CancelHandle {
+        self.idle_canceller.borrow().handle()
+    }
+
+    /// Scan a buffered body (raw, chunked when `is_chunked`) for the user id.
+    pub fn scan_json_body(
+        &self,
+        raw: &[u8],
+        is_chunked: bool,
+        rules: &ExtractRules,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ProxyError> {
+        let mut scanner = self.scanner.borrow_mut();
+        if is_chunked {
+            let input = scanner.input();
+            let mut d = crate::http::chunked::ChunkedDecoder::new();
+            d.feed(raw, &mut |data| input.extend_from_slice(data))
+                .map_err(|e| ProxyError::bad_request(e.reason()))?;
+            scanner.scan_input(rules, out)
+        } else {
+            scanner.scan(raw, rules, out)
+        }
+    }
+
+    /// A pooled connection to backend `b`, if one is idle and alive.
+    pub fn take_upstream(&self, b: u16, s: &Settings) -> Option<UpstreamConn> {
+        self.pools
+            .borrow_mut()
+            .take(b, Instant::now(), s.pool_idle_timeout)
+    }
+
+    /// Return a connection to the pool after a clean exchange.
+    pub fn return_upstream(&self, b: u16, version: u64, conn: UpstreamConn) {
+        let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
+        self.pools
+            .borrow_mut()
+            .put(b, version, conn, Instant::now(), max);
+    }
+
+    /// Count a pooled connection found dead at use.
+    pub fn note_stale_upstream(&self) {
+        self.stale_upstreams.set(self.stale_upstreams.get() + 1);
+    }
+
+    /// Open client connections.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.get()
+    }
+}
+
+async fn worker_main(
+    table: Arc<RoutingTable>,
+    listener: std::net::TcpListener,
+    max_connections: usize,
+    id: usize,
+    inbox: flume::Receiver<Control>,
+) {
+    let worker = Rc::new(Worker::new(id, table, max_connections));
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot adopt listener");
+            return;
+        }
+    };
+    monoio::spawn(sweep_pools(worker.clone()));
+    let deadline = loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&worker, stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(worker = id, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            msg = inbox.recv_async() => match msg {
+                Ok(Control::Install(t)) => {
+                    tracing::debug!(worker = id, version = t.version, "installed routing table");
+                    worker.install(t);
+                }
+                Ok(Control::Drain { deadline }) => break deadline,
+                Err(_) => break Instant::now(),
+            },
+        }
+    };
+    drop(listener);
+    worker.is_draining.set(true);
+    // Wake connections waiting for their next request; they see the drain and close.
+    let c = worker.idle_canceller.replace(Canceller::new());
+    c.cancel();
+    while worker.open_connections.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.pools.borrow_mut().clear();
+    tracing::debug!(
+        worker = id,
+        left = worker.open_connections.get(),
+        "worker drained"
+    );
+}
+
+fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    if worker.open_connections.get() >= worker.max_connections {
+        // At the bound: refuse by closing at once (the kernel backlog absorbs bursts).
+        drop(stream);
+        return;
+    }
+    worker
+        .open_connections
+        .set(worker.open_connections.get() + 1);
+    let w = worker.clone();
+    monoio::spawn(async move {
+        super::conn::serve(w.clone(), stream, peer).await;
+        w.open_connections.set(w.open_connections.get() - 1);
+    });
+}
+
+/// Close pooled connections that have been idle too long, once a second.
+async fn sweep_pools(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if worker.is_draining() {
+            return;
+        }
+        let idle = worker.table.borrow().table.settings.pool_idle_timeout;
+        worker.pools.borrow_mut().sweep(Instant::now(), idle);
+    }
+}

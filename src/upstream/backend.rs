@@ -1,0 +1,189 @@
+//! Backends and their cross-core state.
+//!
+//! A [`Backend`] is one upstream address. Its health lives in atomics that the health
+//! checker and the circuit breaker write and every worker reads with a plain load on the
+//! request path (SPEC §1: cross-core state is read with atomic loads, each on its own
+//! cache line). The [`BackendRegistry`] keeps one `Backend` per address across config
+//! reloads, so health, drain state and counters survive a reload.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+
+/// Active health state of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Passing checks (or unchecked).
+    Up = 0,
+    /// Failed `fall` consecutive checks.
+    Down = 1,
+}
+
+/// Circuit breaker state (passive ejection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Circuit {
+    /// Normal traffic.
+    Closed = 0,
+    /// Ejected: no traffic until the cool-down ends.
+    Open = 1,
+    /// One probe request decides.
+    HalfOpen = 2,
+}
+
+/// One upstream server, shared by all workers.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its address.
+    pub addr: SocketAddr,
+    health: CachePadded<AtomicU8>,
+    circuit: CachePadded<AtomicU8>,
+    drained: CachePadded<AtomicBool>,
+    /// Consecutive failures seen by workers (passive checks).
+    pub consecutive_failures: CachePadded<AtomicU32>,
+    /// When the circuit opened (ms since the process clock origin).
+    pub circuit_opened_ms: CachePadded<AtomicU64>,
+    /// A half-open probe is in flight (only one at a time).
+    pub probe_in_flight: CachePadded<AtomicBool>,
+}
+
+impl Backend {
+    /// A backend that is up, closed and not drained.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            health: CachePadded::new(AtomicU8::new(Health::Up as u8)),
+            circuit: CachePadded::new(AtomicU8::new(Circuit::Closed as u8)),
+            drained: CachePadded::new(AtomicBool::new(false)),
+            consecutive_failures: CachePadded::new(AtomicU32::new(0)),
+            circuit_opened_ms: CachePadded::new(AtomicU64::new(0)),
+            probe_in_flight: CachePadded::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Active health.
+    #[inline]
+    pub fn health(&self) -> Health {
+        if self.health.load(Ordering::Relaxed) == Health::Up as u8 {
+            Health::Up
+        } else {
+            Health::Down
+        }
+    }
+
+    /// Set active health (health checker only).
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Relaxed);
+    }
+
+    /// Circuit state.
+    #[inline]
+    pub fn circuit(&self) -> Circuit {
+        match self.circuit.load(Ordering::Relaxed) {
+            0 => Circuit::Closed,
+            1 => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        }
+    }
+
+    /// Set circuit state; returns the previous one.
+    pub fn swap_circuit(&self, c: Circuit) -> Circuit {
+        match self.circuit.swap(c as u8, Ordering::AcqRel) {
+            0 => Circuit::Closed,
+            1 => Circuit::Open,
+            _ => Circuit::HalfOpen,
+        }
+    }
+
+    /// Whether an operator drained this backend.
+    #[inline]
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drain or undrain.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    /// Whether new requests may be sent here: up, circuit not open, not drained.
+    /// (Half-open admission is decided by the circuit breaker, not here.)
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == Health::Up as u8
+            && self.circuit.load(Ordering::Relaxed) != Circuit::Open as u8
+            && !self.drained.load(Ordering::Relaxed)
+    }
+}
+
+/// One `Backend` per address for the life of the process. Owned by the control plane
+/// (which is single-threaded), so it needs no lock.
+#[derive(Debug, Default)]
+pub struct BackendRegistry {
+    by_addr: HashMap<SocketAddr, Arc<Backend>>,
+}
+
+impl BackendRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The backend for `addr`, created on first use.
+    pub fn get_or_create(&mut self, addr: SocketAddr) -> Arc<Backend> {
+        self.by_addr
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Backend::new(addr)))
+            .clone()
+    }
+
+    /// The backend for `addr`, if known.
+    pub fn get(&self, addr: &SocketAddr) -> Option<Arc<Backend>> {
+        self.by_addr.get(addr).cloned()
+    }
+
+    /// Every known backend.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.by_addr.values()
+    }
+
+    /// Drop backends that no current table uses (after a reload).
+    pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.by_addr.retain(|a, _| keep(a));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn availability_combines_health_circuit_drain() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        assert!(b.is_available());
+        b.set_health(Health::Down);
+        assert!(!b.is_available());
+        b.set_health(Health::Up);
+        b.swap_circuit(Circuit::Open);
+        assert!(!b.is_available());
+        b.swap_circuit(Circuit::HalfOpen);
+        assert!(b.is_available());
+        b.set_drained(true);
+        assert!(!b.is_available());
+    }
+
+    #[test]
+    fn registry_keeps_identity() {
+        let mut r = BackendRegistry::new();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let x = r.get_or_create(a);
+        x.set_drained(true);
+        assert!(r.get_or_create(a).is_drained());
+        r.retain(|_| false);
+        assert!(r.get(&a).is_none());
+    }
+}

@@ -1,0 +1,175 @@
+//! Per-worker, per-backend keep-alive pools of upstream connections.
+//!
+//! Each worker owns its pools (no sharing, no lock). A pool is a LIFO stack: the most
+//! recently used connection is reused first (warm), the oldest ones age out.
+//!
+//! # Invariants
+//! - A connection the upstream closed (or wrote to) while idle is never handed out:
+//!   [`Pools::take`] peeks each candidate with a non-blocking `recv(MSG_PEEK)`; EOF, an
+//!   error or unexpected bytes discard it.
+//! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
+//! - A pool never holds more than `pool_max_idle_per_backend` connections.
+//! - On a config reload, pools are re-keyed to the new table by address; pools of backends
+//!   that left the config are closed.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::route::router::RoutingTable;
+
+/// Bytes reserved for an upstream connection's read buffer.
+pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
+
+/// An upstream connection with its own read buffer.
+pub struct UpstreamConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Response bytes read but not yet relayed (empty when pooled).
+    pub buf: Vec<u8>,
+    /// Whether this connection came from the pool (it may have gone stale in flight).
+    pub is_reused: bool,
+}
+
+struct Idle {
+    conn: UpstreamConn,
+    since: Instant,
+}
+
+/// All pools of one worker, indexed like the backends of its current routing table.
+#[derive(Default)]
+pub struct Pools {
+    version: u64,
+    addrs: Vec<SocketAddr>,
+    idle: Vec<Vec<Idle>>,
+}
+
+impl Pools {
+    /// Pools for `table`.
+    pub fn new(table: &RoutingTable) -> Self {
+        let mut p = Self::default();
+        p.install(table);
+        p
+    }
+
+    /// Table version these pools are keyed by.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Re-key to a new table: keep pools of addresses still present, close the others.
+    pub fn install(&mut self, table: &RoutingTable) {
+        let mut old_addrs = std::mem::take(&mut self.addrs);
+        let mut old_idle = std::mem::take(&mut self.idle);
+        for b in table.backends.iter() {
+            let idle = match old_addrs.iter().position(|a| *a == b.addr) {
+                Some(i) => {
+                    old_addrs.swap_remove(i);
+                    old_idle.swap_remove(i)
+                }
+                None => Vec::new(),
+            };
+            self.addrs.push(b.addr);
+            self.idle.push(idle);
+        }
+        self.version = table.version;
+        // Whatever is left belongs to backends that left the config: dropped (closed).
+    }
+
+    /// An idle, live connection to backend `b`, if any.
+    pub fn take(&mut self, b: u16, now: Instant, idle_timeout: Duration) -> Option<UpstreamConn> {
+        let stack = self.idle.get_mut(b as usize)?;
+        while let Some(idle) = stack.pop() {
+            if now.saturating_duration_since(idle.since) >= idle_timeout {
+                // The rest are older still.
+                stack.clear();
+                return None;
+            }
+            if is_idle_conn_live(&idle.conn.stream) {
+                let mut conn = idle.conn;
+                conn.is_reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Return a connection after a cleanly framed exchange. Dropped (closed) when the pool
+    /// is full or the table changed since it was taken.
+    pub fn put(
+        &mut self,
+        b: u16,
+        version: u64,
+        mut conn: UpstreamConn,
+        now: Instant,
+        max_idle: usize,
+    ) {
+        if version != self.version {
+            return;
+        }
+        if let Some(stack) = self.idle.get_mut(b as usize) {
+            if stack.len() < max_idle {
+                conn.buf.clear();
+                stack.push(Idle { conn, since: now });
+            }
+        }
+    }
+
+    /// Close connections idle for longer than `idle_timeout`.
+    pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        for stack in &mut self.idle {
+            stack.retain(|i| now.saturating_duration_since(i.since) < idle_timeout);
+        }
+    }
+
+    /// Close every idle connection (shutdown).
+    pub fn clear(&mut self) {
+        for stack in &mut self.idle {
+            stack.clear();
+        }
+    }
+
+    /// Idle connections per backend address.
+    pub fn idle_counts(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
+        self.addrs
+            .iter()
+            .copied()
+            .zip(self.idle.iter().map(Vec::len))
+    }
+}
+
+/// Whether an idle socket is still usable: no EOF, no error, no unexpected bytes.
+fn is_idle_conn_live(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the call; the fd
+    // is owned by `stream`, which outlives the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && {
+        let err = std::io::Error::last_os_error().raw_os_error();
+        err == Some(libc::EAGAIN) || err == Some(libc::EWOULDBLOCK)
+    }
+}
+
+/// Open a new connection to `addr` within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, ProxyError> {
+    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) | Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectFailed)),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(UpstreamConn {
+        stream,
+        buf: Vec::with_capacity(UPSTREAM_BUFFER_BYTES),
+        is_reused: false,
+    })
+}
