@@ -42,13 +42,14 @@ impl Server {
         let (listen_addr, listeners) = bind_reuseport(config.listen, count, config.backlog)?;
         let mut registry = BackendRegistry::new();
         let table = Arc::new(RoutingTable::build(&config, &mut registry, 1));
-        let cores = core_affinity::get_core_ids().map_or(0, |c| c.len());
+        // The CPUs this process may run on (a cgroup or taskset may allow fewer than all).
+        let allowed: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
         let mut workers = Vec::with_capacity(count);
         for (id, listener) in listeners.into_iter().enumerate() {
-            let core = if !config.workers.pin || cores == 0 {
+            let core = if !config.workers.pin || allowed.is_empty() {
                 None
             } else if config.workers.cpus.is_empty() {
-                Some(id % cores)
+                Some(allowed[id % allowed.len()])
             } else {
                 Some(config.workers.cpus[id % config.workers.cpus.len()])
             };

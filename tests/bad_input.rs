@@ -1,0 +1,126 @@
+//! Bad input over real sockets (SPEC §4): each case gets its status, the connection is
+//! closed when framing is in doubt, and nothing reaches the backend.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+
+fn setup(extra: &str) -> (Router, SocketAddr) {
+    let b = backend("zone_1");
+    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"));
+    (r, b)
+}
+
+/// Send `raw`, expect `status` and a closed connection, and nothing served by the backend.
+fn refused(r: &Router, b: SocketAddr, raw: &[u8], status: u16) {
+    let before = served(b);
+    let mut c = Conn::open(r.addr);
+    c.send(raw);
+    let resp = c.read_response(false).unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(raw)));
+    assert_eq!(resp.status, status, "{:?} -> {}", String::from_utf8_lossy(raw), resp.text());
+    assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(!resp.text().trim().is_empty(), "a reason is given");
+    assert!(c.is_closed(), "connection closed after {:?}", String::from_utf8_lossy(raw));
+    assert_eq!(served(b), before, "nothing reached the backend for {:?}", String::from_utf8_lossy(raw));
+}
+
+#[test]
+fn framing_attacks_get_400_and_close() {
+    let (r, b) = setup("");
+    let cases: &[&[u8]] = &[
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Fold: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Cr: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: t\r\n\r\n",
+        b"GET / FOO/1.1\r\nHost: t\r\n\r\n",
+        b"G\x01T / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET nopath HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n",
+    ];
+    for raw in cases {
+        refused(&r, b, raw, 400);
+    }
+}
+
+#[test]
+fn oversized_head_gets_431() {
+    let (r, b) = setup("[limits]\nmax_head_bytes = 2048\nmax_headers = 20\n");
+    let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 4096));
+    raw.extend_from_slice(b"\r\n\r\n");
+    refused(&r, b, &raw, 431);
+    let mut raw = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+    for i in 0..30 {
+        raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    refused(&r, b, &raw, 431);
+}
+
+#[test]
+fn body_over_scan_limit_gets_413_only_when_needed() {
+    let (r, b) = setup("[limits]\nbody_scan_bytes = 1024\n");
+    let body = format!(r#"{{"pad":"{}","user_id":"u"}}"#, "x".repeat(2000));
+    let raw = format!("POST /o HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    refused(&r, b, raw.as_bytes(), 413);
+    let chunked = format!("POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    refused(&r, b, chunked.as_bytes(), 413);
+    // Same body with the user id in a header: not needed for routing, so forwarded.
+    let raw = format!("POST /o HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    assert_eq!(request(r.addr, raw.as_bytes()).status, 200);
+    // Non-JSON content types are not scanned either.
+    let raw = format!("POST /o HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    assert_eq!(request(r.addr, raw.as_bytes()).status, 200);
+}
+
+#[test]
+fn other_refusals() {
+    let (r, b) = setup("");
+    refused(&r, b, b"GET / HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\n\r\n", 417);
+    refused(&r, b, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501);
+}
+
+#[test]
+fn bad_request_after_good_ones_on_a_keep_alive_connection() {
+    let (r, b) = setup("");
+    let mut c = Conn::open(r.addr);
+    assert_eq!(c.roundtrip(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    let before = served(b);
+    // A valid request pipelined behind an invalid one must not be served.
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabcGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).unwrap().status, 400);
+    assert!(c.is_closed());
+    assert_eq!(served(b), before);
+}
+
+#[test]
+fn backend_down_gives_clear_status() {
+    let dead = dead_addr();
+    let r = Router::start(&format!("default_backend = \"{dead}\"\n[partitions.z]\nservers = [\"{dead}\"]\n"));
+    let resp = get(r.addr, "/x", "X-User-Id: u\r\n");
+    assert_eq!(resp.status, 502);
+    assert!(resp.text().contains("could not connect"), "{}", resp.text());
+}

@@ -1,0 +1,251 @@
+//! Forwarding over real sockets: pipelining, chunked both ways, large bodies through the
+//! splice and copy paths, hop-by-hop removal, Expect, HTTP/1.0, HEAD, upgrades.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+
+use common::*;
+use ringgate::demo::pattern_byte;
+
+fn one_backend(extra: &str) -> (Router, SocketAddr) {
+    let b = backend("zone_1");
+    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"));
+    (r, b)
+}
+
+#[test]
+fn pipelined_requests_answer_in_order() {
+    let (r, _) = one_backend("");
+    let mut c = Conn::open(r.addr);
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        if i % 3 == 0 {
+            let body = format!(r#"{{"user_id":"u{i}","n":{i}}}"#);
+            batch.extend_from_slice(
+                format!("POST /p/{i} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            );
+        } else if i % 3 == 1 {
+            batch.extend_from_slice(format!("GET /p/{i}?user_id=u{i}&delay_ms={} HTTP/1.1\r\nHost: t\r\n\r\n", 20 - i).as_bytes());
+        } else {
+            batch.extend_from_slice(
+                format!("POST /p/{i} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").as_bytes(),
+            );
+        }
+    }
+    c.send(&batch);
+    for i in 0..20 {
+        let resp = c.read_response(false).expect("response");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json_field("path").unwrap(), format!("/p/{i}"));
+    }
+}
+
+#[test]
+fn chunked_request_with_user_in_body_and_chunked_response() {
+    let (r, _) = one_backend("");
+    let body = r#"{"symbol":"X","user_id":"carol"}"#;
+    let (a, b) = body.split_at(10);
+    let raw = format!(
+        "POST /api/spot/v2/order?chunked=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\nX-Trailer: yes\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let mut c = Conn::open(r.addr);
+    let resp = c.roundtrip(raw.as_bytes());
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(body.as_bytes()));
+    assert_eq!(resp.json_field("body_len").unwrap(), body.len().to_string());
+    // The connection is still usable afterwards.
+    assert_eq!(c.roundtrip(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+}
+
+fn big_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 1000) as u8).collect()
+}
+
+fn large_bodies_both_ways(threshold: u64) {
+    let (r, _) = one_backend(&format!("[limits]\nsplice_threshold_bytes = {threshold}\n"));
+    let body = big_body(6 * 1024 * 1024 + 123);
+    let mut c = Conn::open(r.addr);
+    // Request direction (Content-Length), user id in a header so the body is not scanned.
+    let mut raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let resp = c.roundtrip(&raw);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json_field("body_len").unwrap(), body.len().to_string());
+    assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(&body));
+    // Request direction, chunked with large chunks.
+    let mut raw = b"POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(1024 * 1024 + 7) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = c.roundtrip(&raw);
+    assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(&body));
+    // Response direction: Content-Length and chunked.
+    for chunked in [0, 1] {
+        let n = 5 * 1024 * 1024 + 17;
+        let resp = c.roundtrip(format!("GET /dl?resp_bytes={n}&chunked={chunked} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes());
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), n);
+        assert!(resp.body.iter().enumerate().all(|(i, &b)| b == pattern_byte(i as u64)), "byte-identical");
+    }
+    // Still in sync for a small request.
+    assert_eq!(c.roundtrip(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n").json_field("path").unwrap(), "/small");
+}
+
+#[test]
+fn multi_megabyte_bodies_through_splice() {
+    large_bodies_both_ways(64 * 1024);
+}
+
+#[test]
+fn multi_megabyte_bodies_through_copy() {
+    large_bodies_both_ways(u64::MAX);
+}
+
+#[test]
+fn hop_by_hop_fields_are_removed_and_xff_added() {
+    let (r, _) = one_backend("");
+    let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: secret\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Keep:  spaced  value\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
+    let resp = request(r.addr, raw);
+    let head = resp.json_field("head").unwrap();
+    for gone in ["Connection:", "Keep-Alive:", "X-Private", "TE:", "Proxy-Connection", "Upgrade:"] {
+        assert!(!head.contains(gone), "{gone} leaked: {head}");
+    }
+    assert!(head.starts_with("GET /h?echo=head HTTP/1.1\r\nHost: t\r\n"), "{head}");
+    assert!(head.contains("X-Keep:  spaced  value\r\n"), "bytes as received: {head}");
+    assert!(head.contains("X-Forwarded-For: 10.9.9.9\r\n"));
+    assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+}
+
+#[test]
+fn xff_can_be_disabled() {
+    let (r, _) = one_backend("[forward]\nx_forwarded_for = false\n");
+    let head = get(r.addr, "/h?echo=head", "").json_field("head").unwrap();
+    assert!(!head.contains("X-Forwarded-For"), "{head}");
+}
+
+#[test]
+fn expect_100_continue_both_when_body_is_scanned_and_not() {
+    let (r, _) = one_backend("");
+    for (hdr, body) in [("", r#"{"user_id":"a"}"#), ("X-User-Id: a\r\n", "plain body")] {
+        let mut c = Conn::open(r.addr);
+        c.send(format!("POST /e HTTP/1.1\r\nHost: t\r\n{hdr}Expect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        let mut got = [0u8; 25];
+        c.stream.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"HTTP/1.1 100 Continue\r\n\r\n");
+        c.send(body.as_bytes());
+        let resp = c.read_response(false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(body.as_bytes()));
+    }
+}
+
+#[test]
+fn http10_requests_and_head_responses() {
+    let (r, _) = one_backend("");
+    let mut c = Conn::open(r.addr);
+    let resp = c.roundtrip(b"GET /old HTTP/1.0\r\nX-User-Id: u\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert!(c.is_closed(), "HTTP/1.0 without keep-alive closes");
+    let mut c = Conn::open(r.addr);
+    for _ in 0..3 {
+        let resp = c.roundtrip(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+    }
+    let mut c = Conn::open(r.addr);
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = c.read_response(true).unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-length").is_some());
+    assert_eq!(c.roundtrip(b"GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n").json_field("path").unwrap(), "/after-head");
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let (r, _) = one_backend("");
+    let mut c = Conn::open(r.addr);
+    let resp = c.roundtrip(b"GET /c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(c.is_closed());
+}
+
+/// A backend that upgrades `/ws` with 101 and then echoes bytes, and answers anything else
+/// with a plain 200.
+fn upgrade_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let mut s = s.unwrap();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    while find(&buf, b"\r\n\r\n").is_none() {
+                        match s.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    if head.starts_with("GET /ws ") {
+                        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").unwrap();
+                        s.write_all(&buf).unwrap();
+                        loop {
+                            match s.read(&mut tmp) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => s.write_all(&tmp[..n]).unwrap(),
+                            }
+                        }
+                    }
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno").unwrap();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn upgrade_tunnels_only_after_101() {
+    let b = upgrade_backend();
+    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"));
+    // Declined upgrade: the connection stays HTTP.
+    let mut c = Conn::open(r.addr);
+    let resp = c.roundtrip(b"GET /no HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"no");
+    assert_eq!(c.roundtrip(b"GET /still-http HTTP/1.1\r\nHost: t\r\n\r\n").body, b"no");
+    // Accepted upgrade: 101, then raw bytes both ways (including bytes sent early).
+    let mut c = Conn::open(r.addr);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while find(&head, b"\r\n\r\n").is_none() {
+        c.stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("Upgrade: echo") && head.contains("Connection: upgrade"), "{head}");
+    let mut got = [0u8; 5];
+    c.stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early");
+    c.send(b"ping-pong");
+    let mut got = [0u8; 9];
+    c.stream.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping-pong");
+}
