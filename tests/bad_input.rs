@@ -9,7 +9,9 @@ use common::*;
 
 fn setup(extra: &str) -> (Router, SocketAddr) {
     let b = backend("zone_1");
-    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"));
+    let r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"
+    ));
     (r, b)
 }
 
@@ -18,12 +20,32 @@ fn refused(r: &Router, b: SocketAddr, raw: &[u8], status: u16) {
     let before = served(b);
     let mut c = Conn::open(r.addr);
     c.send(raw);
-    let resp = c.read_response(false).unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(raw)));
-    assert_eq!(resp.status, status, "{:?} -> {}", String::from_utf8_lossy(raw), resp.text());
-    assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+    let resp = c
+        .read_response(false)
+        .unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(raw)));
+    assert_eq!(
+        resp.status,
+        status,
+        "{:?} -> {}",
+        String::from_utf8_lossy(raw),
+        resp.text()
+    );
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert!(!resp.text().trim().is_empty(), "a reason is given");
-    assert!(c.is_closed(), "connection closed after {:?}", String::from_utf8_lossy(raw));
-    assert_eq!(served(b), before, "nothing reached the backend for {:?}", String::from_utf8_lossy(raw));
+    assert!(
+        c.is_closed(),
+        "connection closed after {:?}",
+        String::from_utf8_lossy(raw)
+    );
+    assert_eq!(
+        served(b),
+        before,
+        "nothing reached the backend for {:?}",
+        String::from_utf8_lossy(raw)
+    );
 }
 
 #[test]
@@ -89,7 +111,10 @@ fn body_over_scan_limit_gets_413_only_when_needed() {
     let chunked = format!("POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
     refused(&r, b, chunked.as_bytes(), 413);
     // Same body with the user id in a header: not needed for routing, so forwarded.
-    let raw = format!("POST /o HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let raw = format!(
+        "POST /o HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     assert_eq!(request(r.addr, raw.as_bytes()).status, 200);
     // Non-JSON content types are not scanned either.
     let raw = format!("POST /o HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -99,15 +124,28 @@ fn body_over_scan_limit_gets_413_only_when_needed() {
 #[test]
 fn other_refusals() {
     let (r, b) = setup("");
-    refused(&r, b, b"GET / HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\n\r\n", 417);
-    refused(&r, b, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501);
+    refused(
+        &r,
+        b,
+        b"GET / HTTP/1.1\r\nHost: t\r\nExpect: something-else\r\n\r\n",
+        417,
+    );
+    refused(
+        &r,
+        b,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        501,
+    );
 }
 
 #[test]
 fn bad_request_after_good_ones_on_a_keep_alive_connection() {
     let (r, b) = setup("");
     let mut c = Conn::open(r.addr);
-    assert_eq!(c.roundtrip(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    assert_eq!(
+        c.roundtrip(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
     let before = served(b);
     // A valid request pipelined behind an invalid one must not be served.
     c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabcGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -119,7 +157,9 @@ fn bad_request_after_good_ones_on_a_keep_alive_connection() {
 #[test]
 fn backend_down_gives_clear_status() {
     let dead = dead_addr();
-    let r = Router::start(&format!("default_backend = \"{dead}\"\n[partitions.z]\nservers = [\"{dead}\"]\n"));
+    let r = Router::start(&format!(
+        "default_backend = \"{dead}\"\n[partitions.z]\nservers = [\"{dead}\"]\n"
+    ));
     let resp = get(r.addr, "/x", "X-User-Id: u\r\n");
     assert_eq!(resp.status, 502);
     assert!(resp.text().contains("could not connect"), "{}", resp.text());

@@ -11,7 +11,9 @@ use ringgate::demo::pattern_byte;
 
 fn one_backend(extra: &str) -> (Router, SocketAddr) {
     let b = backend("zone_1");
-    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"));
+    let r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"
+    ));
     (r, b)
 }
 
@@ -27,7 +29,13 @@ fn pipelined_requests_answer_in_order() {
                 format!("POST /p/{i} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
             );
         } else if i % 3 == 1 {
-            batch.extend_from_slice(format!("GET /p/{i}?user_id=u{i}&delay_ms={} HTTP/1.1\r\nHost: t\r\n\r\n", 20 - i).as_bytes());
+            batch.extend_from_slice(
+                format!(
+                    "GET /p/{i}?user_id=u{i}&delay_ms={} HTTP/1.1\r\nHost: t\r\n\r\n",
+                    20 - i
+                )
+                .as_bytes(),
+            );
         } else {
             batch.extend_from_slice(
                 format!("POST /p/{i} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").as_bytes(),
@@ -56,10 +64,17 @@ fn chunked_request_with_user_in_body_and_chunked_response() {
     let resp = c.roundtrip(raw.as_bytes());
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(body.as_bytes()));
+    assert_eq!(
+        resp.json_field("body_fnv64").unwrap(),
+        fnv_hex(body.as_bytes())
+    );
     assert_eq!(resp.json_field("body_len").unwrap(), body.len().to_string());
     // The connection is still usable afterwards.
-    assert_eq!(c.roundtrip(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    assert_eq!(
+        c.roundtrip(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+            .status,
+        200
+    );
 }
 
 fn big_body(len: usize) -> Vec<u8> {
@@ -82,7 +97,9 @@ fn large_bodies_both_ways(threshold: u64) {
     assert_eq!(resp.json_field("body_len").unwrap(), body.len().to_string());
     assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(&body));
     // Request direction, chunked with large chunks.
-    let mut raw = b"POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
     for part in body.chunks(1024 * 1024 + 7) {
         raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
         raw.extend_from_slice(part);
@@ -97,10 +114,21 @@ fn large_bodies_both_ways(threshold: u64) {
         let resp = c.roundtrip(format!("GET /dl?resp_bytes={n}&chunked={chunked} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes());
         assert_eq!(resp.status, 200);
         assert_eq!(resp.body.len(), n);
-        assert!(resp.body.iter().enumerate().all(|(i, &b)| b == pattern_byte(i as u64)), "byte-identical");
+        assert!(
+            resp.body
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern_byte(i as u64)),
+            "byte-identical"
+        );
     }
     // Still in sync for a small request.
-    assert_eq!(c.roundtrip(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n").json_field("path").unwrap(), "/small");
+    assert_eq!(
+        c.roundtrip(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+            .json_field("path")
+            .unwrap(),
+        "/small"
+    );
 }
 
 #[test]
@@ -119,11 +147,24 @@ fn hop_by_hop_fields_are_removed_and_xff_added() {
     let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: secret\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Keep:  spaced  value\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
     let resp = request(r.addr, raw);
     let head = resp.json_field("head").unwrap();
-    for gone in ["Connection:", "Keep-Alive:", "X-Private", "TE:", "Proxy-Connection", "Upgrade:"] {
+    for gone in [
+        "Connection:",
+        "Keep-Alive:",
+        "X-Private",
+        "TE:",
+        "Proxy-Connection",
+        "Upgrade:",
+    ] {
         assert!(!head.contains(gone), "{gone} leaked: {head}");
     }
-    assert!(head.starts_with("GET /h?echo=head HTTP/1.1\r\nHost: t\r\n"), "{head}");
-    assert!(head.contains("X-Keep:  spaced  value\r\n"), "bytes as received: {head}");
+    assert!(
+        head.starts_with("GET /h?echo=head HTTP/1.1\r\nHost: t\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("X-Keep:  spaced  value\r\n"),
+        "bytes as received: {head}"
+    );
     assert!(head.contains("X-Forwarded-For: 10.9.9.9\r\n"));
     assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
 }
@@ -138,7 +179,10 @@ fn xff_can_be_disabled() {
 #[test]
 fn expect_100_continue_both_when_body_is_scanned_and_not() {
     let (r, _) = one_backend("");
-    for (hdr, body) in [("", r#"{"user_id":"a"}"#), ("X-User-Id: a\r\n", "plain body")] {
+    for (hdr, body) in [
+        ("", r#"{"user_id":"a"}"#),
+        ("X-User-Id: a\r\n", "plain body"),
+    ] {
         let mut c = Conn::open(r.addr);
         c.send(format!("POST /e HTTP/1.1\r\nHost: t\r\n{hdr}Expect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
         let mut got = [0u8; 25];
@@ -147,7 +191,10 @@ fn expect_100_continue_both_when_body_is_scanned_and_not() {
         c.send(body.as_bytes());
         let resp = c.read_response(false).unwrap();
         assert_eq!(resp.status, 200);
-        assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(body.as_bytes()));
+        assert_eq!(
+            resp.json_field("body_fnv64").unwrap(),
+            fnv_hex(body.as_bytes())
+        );
     }
 }
 
@@ -168,7 +215,12 @@ fn http10_requests_and_head_responses() {
     let resp = c.read_response(true).unwrap();
     assert_eq!(resp.status, 200);
     assert!(resp.header("content-length").is_some());
-    assert_eq!(c.roundtrip(b"GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n").json_field("path").unwrap(), "/after-head");
+    assert_eq!(
+        c.roundtrip(b"GET /after-head HTTP/1.1\r\nHost: t\r\n\r\n")
+            .json_field("path")
+            .unwrap(),
+        "/after-head"
+    );
 }
 
 #[test]
@@ -211,7 +263,8 @@ fn upgrade_backend() -> SocketAddr {
                             }
                         }
                     }
-                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno").unwrap();
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
+                        .unwrap();
                 }
             });
         }
@@ -222,13 +275,20 @@ fn upgrade_backend() -> SocketAddr {
 #[test]
 fn upgrade_tunnels_only_after_101() {
     let b = upgrade_backend();
-    let r = Router::start(&format!("default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"));
+    let r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"
+    ));
     // Declined upgrade: the connection stays HTTP.
     let mut c = Conn::open(r.addr);
-    let resp = c.roundtrip(b"GET /no HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
+    let resp =
+        c.roundtrip(b"GET /no HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"no");
-    assert_eq!(c.roundtrip(b"GET /still-http HTTP/1.1\r\nHost: t\r\n\r\n").body, b"no");
+    assert_eq!(
+        c.roundtrip(b"GET /still-http HTTP/1.1\r\nHost: t\r\n\r\n")
+            .body,
+        b"no"
+    );
     // Accepted upgrade: 101, then raw bytes both ways (including bytes sent early).
     let mut c = Conn::open(r.addr);
     c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
@@ -240,7 +300,10 @@ fn upgrade_tunnels_only_after_101() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("Upgrade: echo") && head.contains("Connection: upgrade"), "{head}");
+    assert!(
+        head.contains("Upgrade: echo") && head.contains("Connection: upgrade"),
+        "{head}"
+    );
     let mut got = [0u8; 5];
     c.stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"early");

@@ -47,14 +47,35 @@ bob = "zone_2"
 fn every_header_and_query_source() {
     let f = fleet();
     let a = f.router.addr;
-    assert_eq!(get(a, "/api/spot/user/data", "X-User-Id: bob\r\n").zone(), "zone_2r");
-    assert_eq!(get(a, "/api/spot/user/data", "x-trader-id: bob\r\n").zone(), "zone_2r");
-    assert_eq!(get(a, "/api/spot/user/data?user_id=bob", "").zone(), "zone_2r");
-    assert_eq!(get(a, "/api/spot/user/data?x=1&userId=bob", "").zone(), "zone_2r");
-    assert_eq!(get(a, "/api/spot/user/data?user_id=a%20b", "").zone(), "zone_2r");
-    assert_eq!(get(a, "/api/spot/user/data?user_id=a+b", "").zone(), "zone_2r");
+    assert_eq!(
+        get(a, "/api/spot/user/data", "X-User-Id: bob\r\n").zone(),
+        "zone_2r"
+    );
+    assert_eq!(
+        get(a, "/api/spot/user/data", "x-trader-id: bob\r\n").zone(),
+        "zone_2r"
+    );
+    assert_eq!(
+        get(a, "/api/spot/user/data?user_id=bob", "").zone(),
+        "zone_2r"
+    );
+    assert_eq!(
+        get(a, "/api/spot/user/data?x=1&userId=bob", "").zone(),
+        "zone_2r"
+    );
+    assert_eq!(
+        get(a, "/api/spot/user/data?user_id=a%20b", "").zone(),
+        "zone_2r"
+    );
+    assert_eq!(
+        get(a, "/api/spot/user/data?user_id=a+b", "").zone(),
+        "zone_2r"
+    );
     // Header wins over query.
-    assert_eq!(get(a, "/api/spot/user/data?user_id=alice", "X-User-Id: bob\r\n").zone(), "zone_2r");
+    assert_eq!(
+        get(a, "/api/spot/user/data?user_id=alice", "X-User-Id: bob\r\n").zone(),
+        "zone_2r"
+    );
     // No user id at all: the default backend.
     assert_eq!(get(a, "/api/spot/user/data", "").zone(), "default");
 }
@@ -63,15 +84,32 @@ fn every_header_and_query_source() {
 fn every_seed_json_field_and_numeric_ids() {
     let f = fleet();
     let a = f.router.addr;
-    for key in ["user_id", "userId", "trader_id", "traderId", "uid", "accountId", "account_id"] {
+    for key in [
+        "user_id",
+        "userId",
+        "trader_id",
+        "traderId",
+        "uid",
+        "accountId",
+        "account_id",
+    ] {
         let body = format!(r#"{{"symbol":"BTCUSDT","{key}":"bob","price":50000}}"#);
         let r = post_json(a, "/api/spot/v2/order", &body);
         assert_eq!(r.status, 200, "{key}");
         assert_eq!(r.zone(), "zone_2w", "{key}");
-        assert_eq!(r.json_field("body_fnv64").unwrap(), fnv_hex(body.as_bytes()));
+        assert_eq!(
+            r.json_field("body_fnv64").unwrap(),
+            fnv_hex(body.as_bytes())
+        );
     }
-    assert_eq!(post_json(a, "/api/spot/v2/order", r#"{"uid":42}"#).zone(), "zone_2w");
-    assert_eq!(post_json(a, "/api/spot/v2/order", r#"{"accountId":"42"}"#).zone(), "zone_2w");
+    assert_eq!(
+        post_json(a, "/api/spot/v2/order", r#"{"uid":42}"#).zone(),
+        "zone_2w"
+    );
+    assert_eq!(
+        post_json(a, "/api/spot/v2/order", r#"{"accountId":"42"}"#).zone(),
+        "zone_2w"
+    );
 }
 
 #[test]
@@ -84,11 +122,20 @@ fn nested_and_in_string_keys_do_not_match() {
         r#"{"list":[{"uid":"bob"}]}"#,
         r#"[{"user_id":"bob"}]"#,
     ] {
-        assert_eq!(post_json(a, "/api/spot/v2/order", body).zone(), "default", "{body}");
+        assert_eq!(
+            post_json(a, "/api/spot/v2/order", body).zone(),
+            "default",
+            "{body}"
+        );
     }
     // A top-level key after a nested one still counts.
     assert_eq!(
-        post_json(a, "/api/spot/v2/order", r#"{"order":{"user_id":"alice"},"user_id":"bob"}"#).zone(),
+        post_json(
+            a,
+            "/api/spot/v2/order",
+            r#"{"order":{"user_id":"alice"},"user_id":"bob"}"#
+        )
+        .zone(),
         "zone_2w"
     );
 }
@@ -97,14 +144,31 @@ fn nested_and_in_string_keys_do_not_match() {
 fn conflicting_user_ids_are_refused() {
     let f = fleet();
     let a = f.router.addr;
-    let before: u64 = f.z1.iter().chain(f.z2_read.iter()).chain([&f.z2_write, &f.default]).map(|b| served(*b)).sum();
-    for body in [r#"{"user_id":"alice","user_id":"bob"}"#, r#"{"user_id":"alice","uid":"bob"}"#, r#"{"user_id":1.5}"#] {
+    let before: u64 =
+        f.z1.iter()
+            .chain(f.z2_read.iter())
+            .chain([&f.z2_write, &f.default])
+            .map(|b| served(*b))
+            .sum();
+    for body in [
+        r#"{"user_id":"alice","user_id":"bob"}"#,
+        r#"{"user_id":"alice","uid":"bob"}"#,
+        r#"{"user_id":1.5}"#,
+    ] {
         let r = post_json(a, "/api/spot/v2/order", body);
         assert_eq!(r.status, 400, "{body}");
     }
     assert_eq!(get(a, "/q?user_id=alice&userId=bob", "").status, 400);
-    assert_eq!(get(a, "/q", "X-User-Id: alice\r\nX-Trader-Id: bob\r\n").status, 400);
-    let after: u64 = f.z1.iter().chain(f.z2_read.iter()).chain([&f.z2_write, &f.default]).map(|b| served(*b)).sum();
+    assert_eq!(
+        get(a, "/q", "X-User-Id: alice\r\nX-Trader-Id: bob\r\n").status,
+        400
+    );
+    let after: u64 =
+        f.z1.iter()
+            .chain(f.z2_read.iter())
+            .chain([&f.z2_write, &f.default])
+            .map(|b| served(*b))
+            .sum();
     assert_eq!(before, after, "nothing reached a backend");
 }
 
@@ -116,13 +180,20 @@ fn cqrs_write_and_read_servers_with_round_robin() {
     for _ in 0..4 {
         let body = r#"{"user_id":"bob","side":"buy"}"#;
         let r = c.roundtrip(
-            format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            format!(
+                "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         );
         assert_eq!(r.port(), f.z2_write.port());
     }
     // Queries for bob: alternate over the two read servers.
     let ports: Vec<u16> = (0..4)
-        .map(|_| c.roundtrip(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n").port())
+        .map(|_| {
+            c.roundtrip(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n")
+                .port()
+        })
         .collect();
     assert_eq!(ports[0], ports[2]);
     assert_eq!(ports[1], ports[3]);
@@ -130,7 +201,10 @@ fn cqrs_write_and_read_servers_with_round_robin() {
     assert!(f.z2_read.iter().all(|r| ports.contains(&r.port())));
     // zone_1 lists `servers`: Queries and Commands both round-robin over them.
     let ports: Vec<u16> = (0..2)
-        .map(|_| c.roundtrip(b"GET /api/spot/user/data?user_id=alice HTTP/1.1\r\nHost: t\r\n\r\n").port())
+        .map(|_| {
+            c.roundtrip(b"GET /api/spot/user/data?user_id=alice HTTP/1.1\r\nHost: t\r\n\r\n")
+                .port()
+        })
         .collect();
     assert_ne!(ports[0], ports[1]);
     assert!(f.z1.iter().all(|r| ports.contains(&r.port())));
@@ -141,10 +215,16 @@ fn method_rule_classifies_other_paths() {
     let f = fleet();
     let a = f.router.addr;
     assert_eq!(get(a, "/elsewhere", "X-User-Id: bob\r\n").zone(), "zone_2r");
-    let r = request(a, b"DELETE /elsewhere HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n");
+    let r = request(
+        a,
+        b"DELETE /elsewhere HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n",
+    );
     assert_eq!(r.zone(), "zone_2w");
     // Prefixes win over methods.
-    let r = request(a, b"GET /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n");
+    let r = request(
+        a,
+        b"GET /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n",
+    );
     assert_eq!(r.zone(), "zone_2w");
     let r = request(a, b"POST /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(r.zone(), "zone_2r");
@@ -159,11 +239,19 @@ fn unknown_users_follow_the_consistent_hash() {
         let user = format!("trader-{i}");
         let want = rendezvous_pick(user_hash(user.as_bytes()), &seeds).unwrap();
         seen[want] += 1;
-        let zone = get(f.router.addr, "/api/spot/user/data", &format!("X-User-Id: {user}\r\n")).zone();
+        let zone = get(
+            f.router.addr,
+            "/api/spot/user/data",
+            &format!("X-User-Id: {user}\r\n"),
+        )
+        .zone();
         let expected = if want == 0 { "zone_1" } else { "zone_2r" };
         assert_eq!(zone, expected, "{user}");
     }
-    assert!(seen[0] > 0 && seen[1] > 0, "both partitions get hashed users: {seen:?}");
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "both partitions get hashed users: {seen:?}"
+    );
 }
 
 #[test]

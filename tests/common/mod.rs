@@ -117,7 +117,9 @@ impl Response {
     }
 
     pub fn port(&self) -> u16 {
-        self.json_field("port").and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.json_field("port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -130,7 +132,9 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         Conn {
             stream,
@@ -177,7 +181,12 @@ impl Conn {
             let headers: Vec<(String, String)> = r
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             self.buf.drain(..end);
             if (100..200).contains(&status) {
@@ -255,7 +264,9 @@ impl Conn {
 
     /// Whether the server closed the connection (after any pending bytes).
     pub fn is_closed(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut tmp = [0u8; 1024];
         loop {
             match self.stream.read(&mut tmp) {
@@ -278,7 +289,10 @@ pub fn request(addr: SocketAddr, raw: &[u8]) -> Response {
 
 /// A GET with optional extra header lines.
 pub fn get(addr: SocketAddr, path: &str, headers: &str) -> Response {
-    request(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes())
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes(),
+    )
 }
 
 /// A POST with a JSON body.
@@ -305,4 +319,103 @@ pub fn served(backend: SocketAddr) -> u64 {
 /// FNV-1a 64 as lowercase hex (what the demo backend reports).
 pub fn fnv_hex(bytes: &[u8]) -> String {
     format!("{:016x}", ringgate::route::partition::fnv1a64(bytes))
+}
+
+/// What a scripted backend does with one request.
+pub enum Action {
+    /// Send these bytes and keep the connection.
+    Respond(Vec<u8>),
+    /// Send these bytes, wait, then close (without announcing it).
+    RespondThenClose(Vec<u8>, Duration),
+    /// Close without answering.
+    Close,
+    /// Never answer (hold the connection).
+    Hang,
+}
+
+/// A thread-per-connection backend driven by a closure of (index of the request on its
+/// connection, request head + body) → action. Returns its address and a counter of the
+/// requests it has read.
+pub fn scripted_backend<F>(
+    script: F,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(usize, &str) -> Action + Send + Sync + 'static,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(script);
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let script = script.clone();
+            let count = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 16384];
+                let mut index = 0;
+                loop {
+                    let end = loop {
+                        if let Some(i) = find(&buf, b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + len {
+                        match s.read(&mut tmp) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&buf[..end + len]).into_owned();
+                    buf.drain(..end + len);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    match script(index, &request) {
+                        Action::Respond(bytes) => {
+                            if s.write_all(&bytes).is_err() {
+                                return;
+                            }
+                        }
+                        Action::RespondThenClose(bytes, wait) => {
+                            let _ = s.write_all(&bytes);
+                            std::thread::sleep(wait);
+                            return;
+                        }
+                        Action::Close => return,
+                        Action::Hang => {
+                            std::thread::sleep(Duration::from_secs(30));
+                            return;
+                        }
+                    }
+                    index += 1;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A minimal 200 response with a body.
+pub fn ok_response(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
