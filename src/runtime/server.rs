@@ -43,7 +43,11 @@ impl Server {
         let mut registry = BackendRegistry::new();
         let table = Arc::new(RoutingTable::build(&config, &mut registry, 1));
         // The CPUs this process may run on (a cgroup or taskset may allow fewer than all).
-        let allowed: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+        let allowed: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         let mut workers = Vec::with_capacity(count);
         for (id, listener) in listeners.into_iter().enumerate() {
             let core = if !config.workers.pin || allowed.is_empty() {
