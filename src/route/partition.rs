@@ -4,7 +4,8 @@
 //! Each partition gets a fixed seed from its *name*; a user goes to the partition whose
 //! `mix(hash(user) ^ seed)` is largest. Consequences, all tested below:
 //! - adding a partition moves only the users that the new partition now wins: ~1/(N+1)
-//!   of them (measured: 20.0 % when going from 4 to 5 partitions, 10 % from 9 to 10);
+//!   of them (measured over 100,000 users: 19.91 % from 4 to 5 partitions, 10.03 % from
+//!   9 to 10);
 //! - removing a partition moves only its own users; the others stay put;
 //! - the order partitions are listed in does not matter, only their names;
 //! - the hash is fixed (FNV-1a 64 then the murmur3 64-bit finaliser), with no per-process
@@ -87,6 +88,7 @@ mod tests {
             let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
             let share = moved as f64 / USERS as f64;
             let ideal = 1.0 / (n as f64 + 1.0);
+            println!("{n} -> {} partitions: {:.2} % of users moved (ideal {:.2} %)", n + 1, share * 100.0, ideal * 100.0);
             assert!(
                 (share - ideal).abs() < 0.01,
                 "{n}->{}: moved {share:.4}, ideal {ideal:.4}",
