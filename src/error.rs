@@ -157,6 +157,48 @@ impl ProxyError {
     }
 }
 
+/// Metric label of each error kind, in [`ErrorKind::metric_index`] order.
+pub const ERROR_KIND_LABELS: [&str; 15] = [
+    "bad_request",
+    "head_too_large",
+    "body_too_large",
+    "expectation_failed",
+    "not_implemented",
+    "client_header_timeout",
+    "client_body_timeout",
+    "client_gone",
+    "no_user_id",
+    "no_healthy_server",
+    "connect",
+    "upstream_timeout",
+    "upstream_reset",
+    "bad_response",
+    "overloaded",
+];
+
+impl ErrorKind {
+    /// Index into [`ERROR_KIND_LABELS`] (and per-kind counters).
+    pub fn metric_index(&self) -> usize {
+        match self {
+            ErrorKind::BadRequest(_) => 0,
+            ErrorKind::HeadTooLarge => 1,
+            ErrorKind::BodyTooLarge => 2,
+            ErrorKind::ExpectationFailed => 3,
+            ErrorKind::NotImplemented(_) => 4,
+            ErrorKind::HeaderTimeout => 5,
+            ErrorKind::BodyTimeout => 6,
+            ErrorKind::ClientGone => 7,
+            ErrorKind::NoUserId => 8,
+            ErrorKind::NoHealthyServer => 9,
+            ErrorKind::ConnectFailed => 10,
+            ErrorKind::UpstreamTimeout => 11,
+            ErrorKind::UpstreamReset => 12,
+            ErrorKind::BadResponse(_) => 13,
+            ErrorKind::Overloaded => 14,
+        }
+    }
+}
+
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}: {}", self.side, self.reason())

@@ -19,6 +19,9 @@
 //!   per-worker keep-alive pools.
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
 //! - [`config`]: the TOML file and its validation; [`error`]: the one error type.
+//! - [`metrics`]: per-worker counters and HDR histograms, merged into Prometheus text at
+//!   scrape time; [`access_log`]: the optional access log, written by its own thread.
+//! - [`admin`]: the admin listener (health, readiness, config, reload, drain, metrics).
 //! - [`demo`]: the demo/test backend behind `ringgate-backend` and `ringgate --demo`.
 //!
 //! `http`, `route`, `upstream` and `forward` never take a lock: cross-core state arrives as
@@ -26,11 +29,14 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod http;
+pub mod metrics;
 pub mod route;
 pub mod runtime;
 pub mod upstream;

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ringgate::admin::SharedServer;
 use ringgate::config::{Config, DriverChoice};
 use ringgate::runtime::server::Server;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::sync::{Arc, Mutex};
 
 /// Thread-per-core io_uring HTTP/1.1 router: routes by user_id and Command/Query.
 #[derive(Parser, Debug)]
@@ -82,22 +84,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut server = match Server::start(config) {
+    let admin_addr = config.admin;
+    let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ringgate: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let listen_addr = server.listen_addr;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.label()).collect();
+    let server: SharedServer = Arc::new(Mutex::new(server));
+    let admin = match admin_addr {
+        Some(addr) => match ringgate::admin::spawn(addr, server.clone()) {
+            Ok((bound, _)) => Some(bound),
+            Err(e) => {
+                eprintln!("ringgate: cannot bind admin listener {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     // One machine-readable line on stdout: tests and scripts wait for it.
     println!(
-        "ringgate listening on {} workers {} driver {}",
-        server.listen_addr,
+        "ringgate listening on {listen_addr} admin {} workers {} driver {}",
+        admin.map_or("off".to_string(), |a| a.to_string()),
         drivers.len(),
         drivers.first().copied().unwrap_or("none")
     );
-    tracing::info!(listen = %server.listen_addr, workers = drivers.len(), "ringgate ready");
+    tracing::info!(listen = %listen_addr, admin = ?admin, workers = drivers.len(), "ringgate ready");
 
     let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
         Ok(s) => s,
@@ -107,16 +122,16 @@ fn main() -> ExitCode {
         }
     };
     for signal in signals.forever() {
+        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
         match signal {
-            SIGHUP => match server.reload() {
-                Ok(r) => tracing::info!(version = r.version, "config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; the previous table keeps running")
+            SIGHUP => {
+                if let Ok(r) = s.reload() {
+                    tracing::info!(version = r.version, "config reloaded (SIGHUP)");
                 }
-            },
+            }
             _ => {
-                tracing::info!("draining");
-                server.drain(Duration::from_secs(cli.drain_seconds));
+                tracing::info!(grace_s = cli.drain_seconds, "draining");
+                s.drain(Duration::from_secs(cli.drain_seconds));
                 tracing::info!("stopped");
                 return ExitCode::SUCCESS;
             }

@@ -45,6 +45,9 @@ pub struct FileConfig {
     /// `[forward]`
     #[serde(default)]
     pub forward: ForwardSection,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogSection,
     /// `[partitions.NAME]`
     #[serde(default)]
     pub partitions: BTreeMap<String, Spanned<PartitionSection>>,
@@ -260,6 +263,28 @@ impl Default for ForwardSection {
     fn default() -> Self {
         Self {
             x_forwarded_for: true,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Access log destination: "" (off), "-" (stderr) or a file path.
+    pub access_log: String,
+    /// `text` or `json`.
+    pub access_log_format: Spanned<String>,
+    /// Lines queued for the writer before new lines are dropped (and counted).
+    pub access_log_queue_lines: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            access_log: String::new(),
+            access_log_format: Spanned::new(0..0, "text".into()),
+            access_log_queue_lines: 65_536,
         }
     }
 }

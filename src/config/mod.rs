@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 
+use crate::access_log::{AccessLogConfig, AccessLogFormat};
 use crate::route::extract::ExtractRules;
 use crate::route::partition::fnv1a64;
 use file::FileConfig;
@@ -204,6 +205,8 @@ pub struct Config {
     pub settings: Settings,
     /// Routing.
     pub routes: RouteSpec,
+    /// Access log (None: off).
+    pub access_log: Option<AccessLogConfig>,
 }
 
 impl Config {
@@ -451,6 +454,27 @@ fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
     };
     let settings = settings_from(f, errors);
     let routes = routes_from(f, errors);
+    let access_log = if f.log.access_log.is_empty() {
+        None
+    } else {
+        let format = match f.log.access_log_format.get_ref().as_str() {
+            "text" => AccessLogFormat::Text,
+            "json" => AccessLogFormat::Json,
+            other => {
+                errors.add(
+                    f.log.access_log_format.span(),
+                    "log.access_log_format",
+                    format!("\"{other}\" is not text or json"),
+                );
+                AccessLogFormat::Text
+            }
+        };
+        Some(AccessLogConfig {
+            path: PathBuf::from(&f.log.access_log),
+            format,
+            queue_lines: f.log.access_log_queue_lines,
+        })
+    };
     Config {
         source: ConfigSource {
             path: PathBuf::new(),
@@ -464,6 +488,7 @@ fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
         workers,
         settings,
         routes,
+        access_log,
     }
 }
 

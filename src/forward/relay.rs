@@ -7,7 +7,7 @@
 //! chunked body the bytes after the end (a pipelined request, or junk from an upstream)
 //! stay in the buffer for the caller to judge.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -46,6 +46,8 @@ pub struct RelayOptions<'a> {
     pub splice_threshold: u64,
     /// The worker's spare pipes.
     pub pipes: &'a RefCell<Vec<PipePair>>,
+    /// Counter of bytes moved by splice.
+    pub spliced: &'a Cell<u64>,
 }
 
 impl RelayOptions<'_> {

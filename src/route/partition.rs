@@ -88,7 +88,12 @@ mod tests {
             let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
             let share = moved as f64 / USERS as f64;
             let ideal = 1.0 / (n as f64 + 1.0);
-            println!("{n} -> {} partitions: {:.2} % of users moved (ideal {:.2} %)", n + 1, share * 100.0, ideal * 100.0);
+            println!(
+                "{n} -> {} partitions: {:.2} % of users moved (ideal {:.2} %)",
+                n + 1,
+                share * 100.0,
+                ideal * 100.0
+            );
             assert!(
                 (share - ideal).abs() < 0.01,
                 "{n}->{}: moved {share:.4}, ideal {ideal:.4}",

@@ -26,7 +26,7 @@
 //! ([`ProxyError`]); after that, the client connection is closed.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use monoio::io::CancelableAsyncReadRent;
 use monoio::net::TcpStream;
 
 use super::worker::Worker;
+use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_all, write_range, write_static, IoFail};
@@ -49,6 +50,7 @@ use crate::http::head::{
 use crate::http::parse::{parse_request, BodyFraming, Method, RequestHead};
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
+use crate::metrics::{bump, Outcome};
 use crate::route::extract::{user_id_from_headers, user_id_from_query};
 use crate::route::router::{Class, WorkerTable};
 use crate::upstream::pool::{connect, UpstreamConn};
@@ -95,6 +97,7 @@ impl From<ProxyError> for Failure {
 /// Per-connection state, reused across the requests of a connection.
 struct Client {
     stream: TcpStream,
+    peer: IpAddr,
     /// Client bytes: the current request's head (from offset 0), then whatever followed.
     buf: Vec<u8>,
     /// Rewritten heads and error responses.
@@ -105,6 +108,8 @@ struct Client {
     user: Vec<u8>,
     /// `X-Forwarded-For: <peer>\r\n`, built once per connection.
     forwarded_for: Vec<u8>,
+    /// Copy of the request line, kept for the access log (only when it is enabled).
+    request_line: Vec<u8>,
 }
 
 /// Serve one accepted client connection until it closes.
@@ -118,54 +123,118 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     );
     let mut client = Client {
         stream,
+        peer: peer.ip(),
         buf: Vec::with_capacity(CLIENT_BUFFER_BYTES),
         out: Vec::with_capacity(1024),
         head: RequestHead::default(),
         response: ResponseHead::default(),
         user: Vec::with_capacity(64),
         forwarded_for,
+        request_line: Vec::new(),
     };
     loop {
-        let table = worker.table();
-        let settings = &table.table.settings;
-        let len = match read_head(&worker, &mut client, settings).await {
+        let idle_table = worker.table();
+        let len = match read_head(&worker, &mut client, &idle_table.table.settings).await {
             Ok(Some(len)) => len,
             Ok(None) => break,
             Err(e) => {
-                respond_error(&mut client, e, true, settings).await;
+                client.request_line.clear();
+                let outcome = Outcome {
+                    status: e.status(),
+                    error: Some(e.kind),
+                    ..Outcome::default()
+                };
+                respond_error(&mut client, e, true, &idle_table.table.settings).await;
+                finish(&worker, &idle_table, &client, &outcome, Duration::ZERO);
                 break;
             }
         };
+        drop(idle_table);
+        // The table current when the head arrived (a reload while idle applies at once).
+        let table = worker.table();
+        let settings = &table.table.settings;
+        let started = Instant::now();
+        let mut outcome = Outcome::default();
+        if worker.access_log.is_some() {
+            let line_end = memchr::memchr(b'\r', &client.buf[..len]).unwrap_or(0);
+            client.request_line.clear();
+            client
+                .request_line
+                .extend_from_slice(&client.buf[..line_end]);
+        }
         if let Err(e) = parse_request(&client.buf, len, settings.max_headers, &mut client.head) {
+            outcome.status = e.status();
+            outcome.error = Some(e.kind);
             respond_error(&mut client, e, true, settings).await;
+            finish(&worker, &table, &client, &outcome, started.elapsed());
             break;
         }
-        match handle(&worker, &table, &mut client).await {
-            Ok(Next::KeepAlive) => {}
-            Ok(Next::Close) => break,
-            Ok(Next::Tunnel(upstream)) => {
+        let next = match handle(&worker, &table, &mut client, &mut outcome).await {
+            Ok(next) => next,
+            Err(f) => {
+                outcome.error = Some(f.error.kind);
+                if f.response_started {
+                    Next::Close
+                } else {
+                    let keep = !f.error.closes_connection()
+                        && f.body_consumed
+                        && client.head.is_keep_alive
+                        && !worker.is_draining();
+                    outcome.status = f.error.status();
+                    respond_error(&mut client, f.error, !keep, settings).await;
+                    if keep {
+                        // The whole request was consumed: drop it and go on.
+                        let consumed = client.head.len + body_len_in_buffer(&client);
+                        client.buf.drain(..consumed.min(client.buf.len()));
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    }
+                }
+            }
+        };
+        finish(&worker, &table, &client, &outcome, started.elapsed());
+        match next {
+            Next::KeepAlive => {}
+            Next::Close => break,
+            Next::Tunnel(upstream) => {
                 tunnel::run(client.stream, upstream).await;
                 return;
-            }
-            Err(f) => {
-                if f.response_started {
-                    break;
-                }
-                let keep = !f.error.closes_connection()
-                    && f.body_consumed
-                    && client.head.is_keep_alive
-                    && !worker.is_draining();
-                respond_error(&mut client, f.error, !keep, settings).await;
-                if !keep {
-                    break;
-                }
-                // The whole request was consumed: drop it and go on.
-                let consumed = client.head.len + body_len_in_buffer(&client);
-                client.buf.drain(..consumed.min(client.buf.len()));
             }
         }
         if client.buf.is_empty() && client.buf.capacity() > CLIENT_BUFFER_SHRINK_BYTES {
             client.buf.shrink_to(CLIENT_BUFFER_BYTES);
+        }
+    }
+}
+
+/// Count a finished request and write its access log line.
+fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elapsed: Duration) {
+    let table = &*wt.table;
+    worker.metrics.record(outcome, table.version, elapsed);
+    if let Some(log) = &worker.access_log {
+        let (method, target) = match memchr::memchr(b' ', &c.request_line) {
+            Some(i) => {
+                let rest = &c.request_line[i + 1..];
+                let end = memchr::memrchr(b' ', rest).unwrap_or(rest.len());
+                (&c.request_line[..i], &rest[..end])
+            }
+            None => (&b"-"[..], &b"-"[..]),
+        };
+        let found_user = outcome.partition.is_some() && !c.user.is_empty();
+        let record = AccessRecord {
+            client: c.peer,
+            method,
+            target,
+            user: found_user.then_some(&c.user[..]),
+            class: outcome.class.map_or("", |k| k.label()),
+            partition: outcome.partition.map_or("", |p| table.partition_name(p)),
+            backend: outcome.backend.map(|b| table.backends[b as usize].addr),
+            status: outcome.status.unwrap_or(0),
+            duration: elapsed,
+        };
+        if !log.log(&record) {
+            bump(&worker.metrics.access_log_dropped, 1);
         }
     }
 }
@@ -265,7 +334,12 @@ async fn read_head(
 }
 
 /// Route, forward and relay one parsed request.
-async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Next, Failure> {
+async fn handle(
+    worker: &Worker,
+    wt: &WorkerTable,
+    c: &mut Client,
+    outcome: &mut Outcome,
+) -> Result<Next, Failure> {
     let table = &*wt.table;
     let s = &table.settings;
     let head_len = c.head.len;
@@ -324,11 +398,13 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
     // 2. Which class, partition and servers.
     let user = if found { Some(&c.user[..]) } else { None };
     let class = table.classify(c.head.method(), c.head.path.get(&c.buf));
+    outcome.class = Some(class);
     let partition = table.partition_for(user).map_err(|e| Failure {
         error: e,
         response_started: false,
         body_consumed: body_complete,
     })?;
+    outcome.partition = Some(partition);
 
     // 3. The head to forward, with a small complete body riding along.
     let extra: &[u8] = if s.x_forwarded_for {
@@ -348,6 +424,7 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
         write_timeout: s.upstream_response_timeout,
         splice_threshold: s.splice_threshold_bytes,
         pipes: &worker.pipes,
+        spliced: &worker.metrics.spliced_bytes,
     };
 
     // 4. Send it, failing over on connect errors; re-send a buffered Query once when a
@@ -363,6 +440,7 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
                 response_started: false,
                 body_consumed: body_complete,
             })?;
+        outcome.backend = Some(backend);
         let out_len = c.out.len();
         let (res, any_sent) = write_range(
             &mut up.stream,
@@ -378,9 +456,12 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
                 // Nothing reached the upstream, or a buffered Query met a dead pooled
                 // connection: try again on a new connection.
                 if up.is_reused {
-                    worker.note_stale_upstream();
+                    bump(&worker.metrics.pool_stale, 1);
                 } else {
                     tried |= 1u64 << pos;
+                }
+                if any_sent {
+                    bump(&worker.metrics.retries, 1);
                 }
                 fresh_only = true;
                 continue 'attempt;
@@ -459,7 +540,8 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
                     && is_inline
                     && !fresh_only =>
             {
-                worker.note_stale_upstream();
+                bump(&worker.metrics.pool_stale, 1);
+                bump(&worker.metrics.retries, 1);
                 fresh_only = true;
                 continue 'attempt;
             }
@@ -522,7 +604,9 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
             .extend_from_slice(&up.buf[resp_len..resp_len + in_buf]);
         write_all(&mut c.stream, &mut c.out, write_to_client).await
     };
+    outcome.status = Some(c.response.status);
     if sent.is_err() {
+        outcome.error = Some(ErrorKind::ClientGone);
         return Ok(Next::Close);
     }
     let mut is_reusable = c.response.is_keep_alive && !stray;
@@ -533,6 +617,7 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
             write_timeout: s.client_body_timeout,
             splice_threshold: s.splice_threshold_bytes,
             pipes: &worker.pipes,
+            spliced: &worker.metrics.spliced_bytes,
         };
         let relayed = match framing_out {
             ResponseFraming::Length(n) => {
@@ -561,8 +646,14 @@ async fn handle(worker: &Worker, wt: &WorkerTable, c: &mut Client) -> Result<Nex
                 relay_until_close(&mut up.stream, &mut c.stream, &mut up.buf, &opts).await
             }
         };
-        if relayed.is_err() {
+        if let Err(fail) = relayed {
             // Mid-body failure: the client has a partial response; close both sides.
+            outcome.error = Some(match fail {
+                RelayFail::Read(IoFail::Timeout) => ErrorKind::UpstreamTimeout,
+                RelayFail::Read(_) => ErrorKind::UpstreamReset,
+                RelayFail::Framing(e) => ErrorKind::BadResponse(e.reason()),
+                RelayFail::Write(_) => ErrorKind::ClientGone,
+            });
             return Ok(Next::Close);
         }
     }
@@ -602,13 +693,20 @@ async fn checkout(
             return Err(last_error);
         };
         if !fresh_only {
-            if let Some(conn) = worker.take_upstream(backend, s) {
+            if let Some(conn) = worker.take_upstream(backend, wt.table.version, s) {
+                bump(&worker.metrics.pool_reused, 1);
                 return Ok((backend, pos, conn));
             }
         }
+        if *tried != 0 {
+            bump(&worker.metrics.failovers, 1);
+        }
         let addr = wt.table.backends[backend as usize].addr;
         match connect(addr, s.upstream_connect_timeout).await {
-            Ok(conn) => return Ok((backend, pos, conn)),
+            Ok(conn) => {
+                bump(&worker.metrics.pool_opened, 1);
+                return Ok((backend, pos, conn));
+            }
             Err(e) => {
                 *tried |= 1u64 << pos;
                 last_error = e;

@@ -2,19 +2,28 @@
 //!
 //! [`Server`] owns the current [`Config`], the backend registry and the worker handles.
 //! A reload builds a new [`RoutingTable`] here, off the data path, and sends each worker an
-//! `Arc` of it; an invalid file leaves the running table untouched.
+//! `Arc` of it; an invalid file leaves the running table untouched. The signal handler and
+//! the admin listener share one `Server` behind a mutex — a control-plane lock that no
+//! request ever waits on.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::listener::bind_reuseport;
 use super::worker::{self, ActiveDriver, Control, WorkerHandle, WorkerSpec};
+use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ConfigError};
+use crate::metrics::export::ProcessStats;
+use crate::metrics::MetricsSnapshot;
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::BackendRegistry;
+
+/// How long a reload waits for the workers to install the new table.
+const INSTALL_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A running router.
 pub struct Server {
@@ -24,6 +33,10 @@ pub struct Server {
     registry: BackendRegistry,
     config: Config,
     table: Arc<RoutingTable>,
+    access_log: Option<(Arc<AccessLog>, JoinHandle<()>)>,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    last_reload_error: Option<String>,
 }
 
 /// Result of a successful reload.
@@ -40,6 +53,10 @@ impl Server {
     pub fn start(config: Config) -> io::Result<Server> {
         let count = config.workers.count.max(1);
         let (listen_addr, listeners) = bind_reuseport(config.listen, count, config.backlog)?;
+        let access_log = match &config.access_log {
+            Some(c) => Some(access_log::start(c)?),
+            None => None,
+        };
         let mut registry = BackendRegistry::new();
         let table = Arc::new(RoutingTable::build(&config, &mut registry, 1));
         // The CPUs this process may run on (a cgroup or taskset may allow fewer than all).
@@ -65,6 +82,7 @@ impl Server {
                 listener,
                 table: table.clone(),
                 max_connections: config.max_connections_per_worker,
+                access_log: access_log.as_ref().map(|(log, _)| log.clone()),
             })?;
             tracing::info!(
                 worker = id,
@@ -80,6 +98,10 @@ impl Server {
             registry,
             config,
             table,
+            access_log,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_error: None,
         })
     }
 
@@ -98,17 +120,48 @@ impl Server {
         self.workers.iter().map(|w| w.driver).collect()
     }
 
+    /// Whether workers are running (not drained).
+    pub fn is_running(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
+    /// Reload counters and the last refusal, for metrics and `/config`.
+    pub fn process_stats(&self) -> ProcessStats {
+        ProcessStats {
+            reloads_ok: self.reloads_ok,
+            reloads_failed: self.reloads_failed,
+            workers: self.workers.len(),
+        }
+    }
+
+    /// Why the last reload was refused, if it was.
+    pub fn last_reload_error(&self) -> Option<&str> {
+        self.last_reload_error.as_deref()
+    }
+
+    /// The workers' control channels (to ask for metrics without holding the server).
+    pub fn worker_controls(&self) -> Vec<flume::Sender<Control>> {
+        self.workers.iter().map(|w| w.control.clone()).collect()
+    }
+
     /// Re-read the config file and install it. On error the old table keeps running.
     pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
         let path = self.config.source.path.clone();
-        let config = Config::load(&path)?;
-        Ok(self.install(config))
+        self.reload_from(&path)
     }
 
-    /// Re-read the config from another path (tests, admin).
+    /// Read a config from `path` and install it (the file the server was started with,
+    /// or another one).
     pub fn reload_from(&mut self, path: &Path) -> Result<Reloaded, ConfigError> {
-        let config = Config::load(path)?;
-        Ok(self.install(config))
+        match Config::load(path) {
+            Ok(config) => Ok(self.install(config)),
+            Err(e) => {
+                self.reloads_failed += 1;
+                self.last_reload_error = Some(e.to_string());
+                tracing::error!(error = %e, "reload refused; the previous table keeps running");
+                Err(e)
+            }
+        }
     }
 
     /// Install a validated config: build the table here, hand it to every worker.
@@ -123,39 +176,105 @@ impl Server {
         if config.admin != self.config.admin {
             needs_restart.push("admin.address");
         }
+        if config.access_log != self.config.access_log {
+            needs_restart.push("log");
+        }
         // Keep what cannot change live, so /config tells the truth.
         config.listen = self.config.listen;
         config.admin = self.config.admin;
         config.workers = self.config.workers.clone();
+        config.access_log = self.config.access_log.clone();
+        config.max_connections_per_worker = self.config.max_connections_per_worker;
+        config.backlog = self.config.backlog;
         let version = self.table.version + 1;
         let table = Arc::new(RoutingTable::build(&config, &mut self.registry, version));
+        // Wait until every worker has swapped it in, so a reload that returned is in force
+        // for the next request on every connection.
+        let (ack, acked) = flume::unbounded();
+        let mut sent = 0;
         for w in &self.workers {
-            let _ = w.control.send(Control::Install(table.clone()));
+            if w.control
+                .send(Control::Install(table.clone(), Some(ack.clone())))
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        let deadline = Instant::now() + INSTALL_ACK_TIMEOUT;
+        for _ in 0..sent {
+            if acked.recv_deadline(deadline).is_err() {
+                tracing::warn!("a worker did not acknowledge the new table in time");
+                break;
+            }
         }
         let live: Vec<SocketAddr> = table.backends.iter().map(|b| b.addr).collect();
         self.registry.retain(|a| live.contains(a));
         self.table = table;
         self.config = config;
+        self.reloads_ok += 1;
+        self.last_reload_error = None;
         for key in &needs_restart {
             tracing::warn!(
                 key,
                 "changed in the config file but needs a restart to apply"
             );
         }
+        tracing::info!(
+            version,
+            hash = format!("{:016x}", self.config.source.hash),
+            "routing table installed"
+        );
         Reloaded {
             version,
             needs_restart,
         }
     }
 
-    /// Stop accepting, let in-flight requests finish within `grace`, then stop.
-    pub fn drain(self, grace: Duration) {
+    /// Stop accepting, let in-flight requests finish within `grace`, then stop the workers
+    /// and flush the access log.
+    pub fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         for w in &self.workers {
             let _ = w.control.send(Control::Drain { deadline });
         }
-        for w in self.workers {
+        for w in self.workers.drain(..) {
             let _ = w.thread.join();
         }
+        if let Some((log, handle)) = self.access_log.take() {
+            access_log::stop(&log, handle);
+        }
     }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.drain(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Ask every worker for its metrics (each answers between requests); workers that do not
+/// answer within `timeout` are left out.
+pub fn collect_snapshots(
+    controls: &[flume::Sender<Control>],
+    timeout: Duration,
+) -> Vec<MetricsSnapshot> {
+    let (tx, rx) = flume::unbounded();
+    let mut asked = 0;
+    for c in controls {
+        if c.send(Control::Snapshot(tx.clone())).is_ok() {
+            asked += 1;
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(asked);
+    while out.len() < asked {
+        match rx.recv_deadline(deadline) {
+            Ok(s) => out.push(s),
+            Err(_) => break,
+        }
+    }
+    out.sort_by_key(|s| s.worker);
+    out
 }

@@ -22,23 +22,28 @@ use std::time::{Duration, Instant};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
+use crate::access_log::AccessLog;
 use crate::config::{DriverChoice, Settings};
 use crate::error::ProxyError;
 use crate::forward::splice::PipePair;
+use crate::metrics::{bump, MetricsSnapshot, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
 use crate::upstream::pool::{Pools, UpstreamConn};
 
 /// Messages from the control plane to a worker.
 pub enum Control {
-    /// Install a new routing table (between requests).
-    Install(Arc<RoutingTable>),
+    /// Install a new routing table (between requests); acknowledge on the sender once
+    /// installed.
+    Install(Arc<RoutingTable>, Option<flume::Sender<()>>),
     /// Stop accepting, finish in-flight requests, close idle connections, exit by the
     /// deadline.
     Drain {
         /// When to give up on requests still in flight.
         deadline: Instant,
     },
+    /// Send a copy of this worker's metrics.
+    Snapshot(flume::Sender<MetricsSnapshot>),
 }
 
 /// The io driver a worker actually runs on.
@@ -76,6 +81,8 @@ pub struct WorkerSpec {
     pub table: Arc<RoutingTable>,
     /// Open connections beyond which new ones are refused.
     pub max_connections: usize,
+    /// The shared access log, when enabled.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// A running worker as seen by the control plane.
@@ -103,9 +110,9 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
                     tracing::warn!(worker = id, core, "could not pin worker to core");
                 }
             }
-            run_on_driver(spec.driver, spec.ring_entries, ready_tx, move || {
-                worker_main(spec.table, spec.listener, spec.max_connections, id, inbox)
-            });
+            let driver = spec.driver;
+            let entries = spec.ring_entries;
+            run_on_driver(driver, entries, ready_tx, move || worker_main(spec, inbox));
         })?;
     let driver = ready_rx
         .recv()
@@ -183,13 +190,23 @@ pub struct Worker {
     max_connections: usize,
     is_draining: Cell<bool>,
     idle_canceller: RefCell<Canceller>,
-    stale_upstreams: Cell<u64>,
+    /// This worker's counters and histograms.
+    pub metrics: WorkerMetrics,
+    /// The shared access log, when enabled.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Worker {
-    fn new(id: usize, table: Arc<RoutingTable>, max_connections: usize) -> Self {
+    fn new(
+        id: usize,
+        table: Arc<RoutingTable>,
+        max_connections: usize,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Self {
         Self {
             id,
+            metrics: WorkerMetrics::new(&table),
+            access_log,
             pools: RefCell::new(Pools::new(&table)),
             table: RefCell::new(Rc::new(WorkerTable::new(table))),
             scanner: RefCell::new(JsonScanner::new()),
@@ -198,7 +215,6 @@ impl Worker {
             max_connections,
             is_draining: Cell::new(false),
             idle_canceller: RefCell::new(Canceller::new()),
-            stale_upstreams: Cell::new(0),
         }
     }
 
@@ -211,7 +227,15 @@ impl Worker {
     /// Install a new table between requests; re-key the pools.
     fn install(&self, table: Arc<RoutingTable>) {
         self.pools.borrow_mut().install(&table);
-        *self.table.borrow_mut() = Rc::new(WorkerTable::new(table));
+        let old = self.table.replace(Rc::new(WorkerTable::new(table.clone())));
+        self.metrics.relayout(Some(&old.table), &table);
+    }
+
+    fn snapshot(&self) -> MetricsSnapshot {
+        let table = self.table();
+        let idle = self.pools.borrow().idle_counts().collect();
+        self.metrics
+            .snapshot(self.id, &table.table, self.open_connections.get(), idle)
     }
 
     /// Whether a drain started.
@@ -245,11 +269,11 @@ impl Worker {
         }
     }
 
-    /// A pooled connection to backend `b`, if one is idle and alive.
-    pub fn take_upstream(&self, b: u16, s: &Settings) -> Option<UpstreamConn> {
+    /// A pooled connection to backend `b` of table `version`, if one is idle and alive.
+    pub fn take_upstream(&self, b: u16, version: u64, s: &Settings) -> Option<UpstreamConn> {
         self.pools
             .borrow_mut()
-            .take(b, Instant::now(), s.pool_idle_timeout)
+            .take(b, version, Instant::now(), s.pool_idle_timeout)
     }
 
     /// Return a connection to the pool after a clean exchange.
@@ -260,26 +284,21 @@ impl Worker {
             .put(b, version, conn, Instant::now(), max);
     }
 
-    /// Count a pooled connection found dead at use.
-    pub fn note_stale_upstream(&self) {
-        self.stale_upstreams.set(self.stale_upstreams.get() + 1);
-    }
-
     /// Open client connections.
     pub fn open_connections(&self) -> usize {
         self.open_connections.get()
     }
 }
 
-async fn worker_main(
-    table: Arc<RoutingTable>,
-    listener: std::net::TcpListener,
-    max_connections: usize,
-    id: usize,
-    inbox: flume::Receiver<Control>,
-) {
-    let worker = Rc::new(Worker::new(id, table, max_connections));
-    let listener = match TcpListener::from_std(listener) {
+async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
+    let id = spec.id;
+    let worker = Rc::new(Worker::new(
+        id,
+        spec.table,
+        spec.max_connections,
+        spec.access_log,
+    ));
+    let listener = match TcpListener::from_std(spec.listener) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(worker = id, error = %e, "cannot adopt listener");
@@ -287,28 +306,30 @@ async fn worker_main(
         }
     };
     monoio::spawn(sweep_pools(worker.clone()));
+    // Accepting runs in its own task and stops through a cancel handle, never by dropping
+    // an accept in flight: a dropped io_uring accept may already hold a connection that
+    // would then be lost.
+    let accept_stop = Canceller::new();
+    let accepting = monoio::spawn(accept_loop(worker.clone(), listener, accept_stop.handle()));
     let deadline = loop {
-        monoio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => admit(&worker, stream, peer),
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(worker = id, error = %e, "accept failed");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
+        match inbox.recv_async().await {
+            Ok(Control::Install(t, ack)) => {
+                tracing::debug!(worker = id, version = t.version, "installed routing table");
+                worker.install(t);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
                 }
-            },
-            msg = inbox.recv_async() => match msg {
-                Ok(Control::Install(t)) => {
-                    tracing::debug!(worker = id, version = t.version, "installed routing table");
-                    worker.install(t);
-                }
-                Ok(Control::Drain { deadline }) => break deadline,
-                Err(_) => break Instant::now(),
-            },
+            }
+            Ok(Control::Snapshot(reply)) => {
+                let _ = reply.send(worker.snapshot());
+            }
+            Ok(Control::Drain { deadline }) => break deadline,
+            Err(_) => break Instant::now(),
         }
     };
-    drop(listener);
     worker.is_draining.set(true);
+    accept_stop.cancel();
+    accepting.await;
     // Wake connections waiting for their next request; they see the drain and close.
     let c = worker.idle_canceller.replace(Canceller::new());
     c.cancel();
@@ -323,12 +344,28 @@ async fn worker_main(
     );
 }
 
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stop: CancelHandle) {
+    loop {
+        match listener.cancelable_accept(stop.clone()).await {
+            Ok((stream, peer)) => admit(&worker, stream, peer),
+            Err(_) if worker.is_draining() => return,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
     if worker.open_connections.get() >= worker.max_connections {
         // At the bound: refuse by closing at once (the kernel backlog absorbs bursts).
+        bump(&worker.metrics.refused, 1);
         drop(stream);
         return;
     }
+    bump(&worker.metrics.accepted, 1);
     worker
         .open_connections
         .set(worker.open_connections.get() + 1);

@@ -49,6 +49,8 @@ pub struct Backend {
     pub circuit_opened_ms: CachePadded<AtomicU64>,
     /// A half-open probe is in flight (only one at a time).
     pub probe_in_flight: CachePadded<AtomicBool>,
+    /// Transitions into closed, open and half-open.
+    transitions: [AtomicU64; 3],
 }
 
 impl Backend {
@@ -62,6 +64,7 @@ impl Backend {
             consecutive_failures: CachePadded::new(AtomicU32::new(0)),
             circuit_opened_ms: CachePadded::new(AtomicU64::new(0)),
             probe_in_flight: CachePadded::new(AtomicBool::new(false)),
+            transitions: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -90,13 +93,38 @@ impl Backend {
         }
     }
 
-    /// Set circuit state; returns the previous one.
+    /// Set circuit state; returns the previous one. A change is counted.
     pub fn swap_circuit(&self, c: Circuit) -> Circuit {
-        match self.circuit.swap(c as u8, Ordering::AcqRel) {
+        let prev = match self.circuit.swap(c as u8, Ordering::AcqRel) {
             0 => Circuit::Closed,
             1 => Circuit::Open,
             _ => Circuit::HalfOpen,
+        };
+        if prev != c {
+            self.transitions[c as usize].fetch_add(1, Ordering::Relaxed);
         }
+        prev
+    }
+
+    /// Move from `from` to `to` only if the circuit is in `from`; true if it moved.
+    pub fn transition_circuit(&self, from: Circuit, to: Circuit) -> bool {
+        let moved = self
+            .circuit
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if moved && from != to {
+            self.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        moved
+    }
+
+    /// Transition counts by target state label.
+    pub fn circuit_transitions(&self) -> [(&'static str, u64); 3] {
+        [
+            ("closed", self.transitions[0].load(Ordering::Relaxed)),
+            ("open", self.transitions[1].load(Ordering::Relaxed)),
+            ("half_open", self.transitions[2].load(Ordering::Relaxed)),
+        ]
     }
 
     /// Whether an operator drained this backend.

@@ -79,8 +79,18 @@ impl Pools {
         // Whatever is left belongs to backends that left the config: dropped (closed).
     }
 
-    /// An idle, live connection to backend `b`, if any.
-    pub fn take(&mut self, b: u16, now: Instant, idle_timeout: Duration) -> Option<UpstreamConn> {
+    /// An idle, live connection to backend `b` of table `version`, if any. A request that
+    /// started on an older table gets none (its backend indices mean other servers now).
+    pub fn take(
+        &mut self,
+        b: u16,
+        version: u64,
+        now: Instant,
+        idle_timeout: Duration,
+    ) -> Option<UpstreamConn> {
+        if version != self.version {
+            return None;
+        }
         let stack = self.idle.get_mut(b as usize)?;
         while let Some(idle) = stack.pop() {
             if now.saturating_duration_since(idle.since) >= idle_timeout {

@@ -57,7 +57,7 @@ impl Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
+        if let Some(mut s) = self.server.take() {
             s.drain(Duration::from_millis(200));
         }
     }
@@ -89,7 +89,7 @@ impl Response {
         let text = self.text();
         let pat = format!("\"{key}\":");
         let start = text.find(&pat)? + pat.len();
-        let rest = &text[start..];
+        let rest = text[start..].trim_start();
         if let Some(stripped) = rest.strip_prefix('"') {
             let mut out = String::new();
             let mut chars = stripped.chars();

@@ -1,0 +1,282 @@
+//! The optional access log: one line per request, written by its own thread.
+//!
+//! A worker formats the line into a recycled buffer and pushes it onto a bounded lock-free
+//! queue; the writer thread drains the queue to the file and hands the buffers back. A
+//! slow disk therefore never stalls a worker: when the queue is full the line is dropped
+//! and counted (`ringgate_access_log_dropped_total`).
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_queue::ArrayQueue;
+
+/// Line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `time client method path key=value ...`
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where and how to write the access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// A file path, or `-` for stderr.
+    pub path: PathBuf,
+    /// Line format.
+    pub format: AccessLogFormat,
+    /// Lines queued before new ones are dropped.
+    pub queue_lines: usize,
+}
+
+/// The fields of one line (borrowed from the request's buffers).
+pub struct AccessRecord<'a> {
+    /// Client address.
+    pub client: IpAddr,
+    /// Method token.
+    pub method: &'a [u8],
+    /// Request target as received.
+    pub target: &'a [u8],
+    /// User id, if found.
+    pub user: Option<&'a [u8]>,
+    /// "command"/"query", if classified.
+    pub class: &'a str,
+    /// Partition name, if chosen.
+    pub partition: &'a str,
+    /// Backend address, if chosen (formatted by the caller's Display).
+    pub backend: Option<std::net::SocketAddr>,
+    /// Status sent (0: none).
+    pub status: u16,
+    /// Request duration.
+    pub duration: Duration,
+}
+
+/// The producer side, shared by all workers (lock-free).
+pub struct AccessLog {
+    lines: ArrayQueue<Vec<u8>>,
+    free: ArrayQueue<Vec<u8>>,
+    format: AccessLogFormat,
+    stop: AtomicBool,
+}
+
+impl AccessLog {
+    /// Queue one line; false if it was dropped (queue full).
+    pub fn log(&self, r: &AccessRecord<'_>) -> bool {
+        let mut buf = self.free.pop().unwrap_or_else(|| Vec::with_capacity(256));
+        buf.clear();
+        format_line(&mut buf, r, self.format);
+        match self.lines.push(buf) {
+            Ok(()) => true,
+            Err(buf) => {
+                let _ = self.free.push(buf);
+                false
+            }
+        }
+    }
+}
+
+/// Start the writer thread. Returns the shared producer and the thread's handle; call
+/// [`stop`] to flush and end it.
+pub fn start(config: &AccessLogConfig) -> std::io::Result<(Arc<AccessLog>, JoinHandle<()>)> {
+    let mut out: Box<dyn Write + Send> = if config.path.as_os_str() == "-" {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&config.path)?,
+        )
+    };
+    let log = Arc::new(AccessLog {
+        lines: ArrayQueue::new(config.queue_lines.max(16)),
+        free: ArrayQueue::new(config.queue_lines.max(16)),
+        format: config.format,
+        stop: AtomicBool::new(false),
+    });
+    let shared = log.clone();
+    let handle = std::thread::Builder::new()
+        .name("ringgate-accesslog".into())
+        .spawn(move || {
+            let mut w = BufWriter::with_capacity(64 * 1024, &mut out);
+            loop {
+                let mut wrote = false;
+                while let Some(line) = shared.lines.pop() {
+                    let _ = w.write_all(&line);
+                    let _ = shared.free.push(line);
+                    wrote = true;
+                }
+                if wrote {
+                    let _ = w.flush();
+                } else if shared.stop.load(Ordering::Acquire) {
+                    let _ = w.flush();
+                    return;
+                } else {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })?;
+    Ok((log, handle))
+}
+
+/// Ask the writer to flush what is queued and exit.
+pub fn stop(log: &AccessLog, handle: JoinHandle<()>) {
+    log.stop.store(true, Ordering::Release);
+    let _ = handle.join();
+}
+
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Append `bytes`, replacing what could break the line format (controls, quotes,
+/// backslashes, non-ASCII) with escapes.
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            0x20..=0x7e => out.push(b),
+            _ => {
+                let _ = write!(Bytes(out), "\\u{b:04x}");
+            }
+        }
+    }
+}
+
+fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, format: AccessLogFormat) {
+    let time = humantime::format_rfc3339_millis(SystemTime::now());
+    let micros = r.duration.as_micros();
+    match format {
+        AccessLogFormat::Text => {
+            let _ = write!(Bytes(out), "{time} {} ", r.client);
+            push_escaped(out, r.method);
+            out.push(b' ');
+            push_escaped(out, r.target);
+            out.extend_from_slice(b" user=");
+            match r.user {
+                Some(u) => push_escaped(out, u),
+                None => out.push(b'-'),
+            }
+            let _ = write!(
+                Bytes(out),
+                " class={} partition={} backend=",
+                or_dash(r.class),
+                or_dash(r.partition)
+            );
+            match r.backend {
+                Some(b) => {
+                    let _ = write!(Bytes(out), "{b}");
+                }
+                None => out.push(b'-'),
+            }
+            let _ = write!(Bytes(out), " status={} duration_us={micros}\n", r.status);
+        }
+        AccessLogFormat::Json => {
+            let _ = write!(
+                Bytes(out),
+                "{{\"time\":\"{time}\",\"client\":\"{}\",\"method\":\"",
+                r.client
+            );
+            push_escaped(out, r.method);
+            out.extend_from_slice(b"\",\"path\":\"");
+            push_escaped(out, r.target);
+            out.extend_from_slice(b"\",\"user_id\":");
+            match r.user {
+                Some(u) => {
+                    out.push(b'"');
+                    push_escaped(out, u);
+                    out.push(b'"');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            let _ = write!(Bytes(out), ",\"class\":\"{}\",\"partition\":\"", r.class);
+            push_escaped(out, r.partition.as_bytes());
+            out.extend_from_slice(b"\",\"backend\":\"");
+            if let Some(b) = r.backend {
+                let _ = write!(Bytes(out), "{b}");
+            }
+            let _ = write!(
+                Bytes(out),
+                "\",\"status\":{},\"duration_us\":{micros}}}\n",
+                r.status
+            );
+        }
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord<'static> {
+        AccessRecord {
+            client: "10.0.0.1".parse().unwrap(),
+            method: b"POST",
+            target: b"/api/spot/v2/order?x=\"1\"",
+            user: Some(b"alice"),
+            class: "command",
+            partition: "zone_1",
+            backend: Some("127.0.0.1:3001".parse().unwrap()),
+            status: 200,
+            duration: Duration::from_micros(85),
+        }
+    }
+
+    #[test]
+    fn text_and_json_lines() {
+        let mut out = Vec::new();
+        format_line(&mut out, &record(), AccessLogFormat::Text);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with(" 10.0.0.1 POST /api/spot/v2/order?x=\\\"1\\\" user=alice class=command partition=zone_1 backend=127.0.0.1:3001 status=200 duration_us=85\n"), "{line}");
+        let mut out = Vec::new();
+        format_line(&mut out, &record(), AccessLogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_id"], "alice");
+        assert_eq!(v["path"], "/api/spot/v2/order?x=\"1\"");
+        assert_eq!(v["status"], 200);
+    }
+
+    #[test]
+    fn full_queue_drops_and_writer_flushes() {
+        let dir = std::env::temp_dir().join(format!("rg-al-{}", std::process::id()));
+        let config = AccessLogConfig {
+            path: dir.clone(),
+            format: AccessLogFormat::Text,
+            queue_lines: 16,
+        };
+        let (log, handle) = start(&config).unwrap();
+        let mut accepted = 0;
+        for _ in 0..10_000 {
+            accepted += usize::from(log.log(&record()));
+        }
+        stop(&log, handle);
+        let text = std::fs::read_to_string(&dir).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(text.lines().count(), accepted);
+        assert!(accepted >= 16);
+    }
+}

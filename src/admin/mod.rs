@@ -1,0 +1,295 @@
+//! The admin listener (loopback by default): liveness, readiness, config, reload, backend
+//! drain/undrain and Prometheus metrics.
+//!
+//! It runs on its own thread with blocking sockets, one short-lived thread per admin
+//! connection (bounded), and never on a worker. Endpoints:
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/health` | 200 while the process runs |
+//! | GET | `/ready` | 200 once workers run and every partition has an available server for both classes; 503 with the reasons otherwise |
+//! | GET | `/config` | JSON: version, hash, load time, partitions and servers with their state |
+//! | POST | `/reload` | re-read the config file; 200 with the new version, or 400 with the reason (the old table keeps running) |
+//! | POST | `/backends/{addr}/drain` | stop sending new requests to that server |
+//! | POST | `/backends/{addr}/undrain` | resume |
+//! | GET | `/metrics` | Prometheus text format |
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::metrics::export;
+use crate::route::router::{Class, RoutingTable};
+use crate::runtime::server::{collect_snapshots, Server};
+use crate::upstream::backend::{Backend, Circuit, Health};
+
+/// The server as shared by the admin thread and the signal handler.
+pub type SharedServer = Arc<Mutex<Server>>;
+
+/// Admin connections served at once; more are refused with 503.
+const MAX_CONCURRENT: usize = 32;
+/// Largest admin request head.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
+    server.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bind the admin listener and serve it on a background thread.
+pub fn spawn(
+    addr: SocketAddr,
+    server: SharedServer,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicUsize::new(0));
+    let handle = std::thread::Builder::new()
+        .name("ringgate-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if active.load(Ordering::Acquire) >= MAX_CONCURRENT {
+                    let _ = respond(&mut stream, 503, "text/plain", "admin busy\n");
+                    continue;
+                }
+                active.fetch_add(1, Ordering::AcqRel);
+                let server = server.clone();
+                let in_thread = active.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("ringgate-admin-conn".into())
+                    .spawn(move || {
+                        serve(&mut stream, &server);
+                        in_thread.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        })?;
+    Ok((bound, handle))
+}
+
+fn serve(stream: &mut TcpStream, server: &SharedServer) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::with_capacity(1024);
+    let mut tmp = [0u8; 4096];
+    let (method, path) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (
+                    req.method.unwrap_or("").to_string(),
+                    req.path.unwrap_or("").to_string(),
+                );
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => {}
+            _ => {
+                let _ = respond(stream, 400, "text/plain", "bad request\n");
+                return;
+            }
+        }
+        match stream.read(&mut tmp) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let path = path.split('?').next().unwrap_or("").to_string();
+    let (status, content_type, body) = route(&method, &path, server);
+    let _ = respond(stream, status, content_type, &body);
+}
+
+fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str, String) {
+    const JSON: &str = "application/json";
+    match (method, path) {
+        ("GET" | "HEAD", "/health") => (200, "text/plain", "ok\n".into()),
+        ("GET" | "HEAD", "/ready") => {
+            let s = lock(server);
+            let problems = readiness_problems(&s);
+            if problems.is_empty() {
+                (200, "text/plain", "ready\n".into())
+            } else {
+                (
+                    503,
+                    "text/plain",
+                    format!("not ready: {}\n", problems.join("; ")),
+                )
+            }
+        }
+        ("GET" | "HEAD", "/config") => (200, JSON, pretty(&config_json(&lock(server)))),
+        ("POST", "/reload") => {
+            let mut s = lock(server);
+            match s.reload() {
+                Ok(r) => (
+                    200,
+                    JSON,
+                    pretty(&json!({
+                        "reloaded": true,
+                        "version": r.version,
+                        "config_hash": format!("{:016x}", s.config().source.hash),
+                        "needs_restart": r.needs_restart,
+                    })),
+                ),
+                Err(e) => (
+                    400,
+                    JSON,
+                    pretty(&json!({
+                        "reloaded": false,
+                        "error": e.to_string(),
+                        "version": s.table().version,
+                    })),
+                ),
+            }
+        }
+        ("GET" | "HEAD", "/metrics") => {
+            let (table, controls, stats) = {
+                let s = lock(server);
+                (s.table().clone(), s.worker_controls(), s.process_stats())
+            };
+            let snapshots = collect_snapshots(&controls, Duration::from_secs(2));
+            (
+                200,
+                "text/plain; version=0.0.4",
+                export::render(&snapshots, &table, &stats),
+            )
+        }
+        ("POST", p) if p.starts_with("/backends/") => {
+            let rest = &p["/backends/".len()..];
+            let (addr, action) = match rest.rsplit_once('/') {
+                Some((a, "drain")) => (a, true),
+                Some((a, "undrain")) => (a, false),
+                _ => return (404, "text/plain", "unknown endpoint\n".into()),
+            };
+            let Ok(addr) = addr.parse::<SocketAddr>() else {
+                return (400, "text/plain", format!("\"{addr}\" is not an address\n"));
+            };
+            let s = lock(server);
+            match s.table().backends.iter().find(|b| b.addr == addr) {
+                Some(b) => {
+                    b.set_drained(action);
+                    tracing::info!(backend = %addr, drained = action, "backend drain state changed");
+                    (200, JSON, pretty(&backend_json(b)))
+                }
+                None => (
+                    404,
+                    "text/plain",
+                    format!("no backend {addr} in the routing table\n"),
+                ),
+            }
+        }
+        (_, "/health" | "/ready" | "/config" | "/metrics" | "/reload") => {
+            (405, "text/plain", "method not allowed\n".into())
+        }
+        _ => (404, "text/plain", "unknown endpoint\n".into()),
+    }
+}
+
+/// Why the router is not ready (empty: ready).
+fn readiness_problems(s: &Server) -> Vec<String> {
+    if !s.is_running() {
+        return vec!["workers stopped".into()];
+    }
+    let table = s.table();
+    let mut problems = Vec::new();
+    for p in table.partitions.iter() {
+        for class in [Class::Command, Class::Query] {
+            let any = p
+                .servers(class)
+                .iter()
+                .any(|&b| table.backends[b as usize].is_available());
+            if !any {
+                problems.push(format!(
+                    "partition {} has no available {} server",
+                    p.name,
+                    class.label()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn backend_json(b: &Backend) -> Value {
+    json!({
+        "address": b.addr.to_string(),
+        "up": b.health() == Health::Up,
+        "circuit": match b.circuit() {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        },
+        "drained": b.is_drained(),
+        "available": b.is_available(),
+    })
+}
+
+fn config_json(s: &Server) -> Value {
+    let table: &RoutingTable = s.table();
+    let config = s.config();
+    let servers = |list: &[u16]| -> Vec<Value> {
+        list.iter()
+            .map(|&b| backend_json(&table.backends[b as usize]))
+            .collect()
+    };
+    let partitions: Vec<Value> = table
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name.as_ref(),
+                "policy": format!("{:?}", p.policy),
+                "write": servers(&p.write),
+                "read": servers(&p.read),
+            })
+        })
+        .collect();
+    json!({
+        "version": table.version,
+        "config_hash": format!("{:016x}", table.config_hash),
+        "loaded_at": humantime::format_rfc3339_millis(table.loaded_at).to_string(),
+        "path": config.source.path.display().to_string(),
+        "listen": s.listen_addr.to_string(),
+        "workers": s.drivers().iter().map(|d| d.label()).collect::<Vec<_>>(),
+        "partitions": partitions,
+        "explicit_users": config.routes.users.len(),
+        "default": match &config.routes.default {
+            crate::config::DefaultRoute::Partition(i) => Value::from(config.routes.partitions[*i].name.clone()),
+            crate::config::DefaultRoute::Reject => Value::Null,
+        },
+        "reloads": { "ok": s.process_stats().reloads_ok, "failed": s.process_stats().reloads_failed },
+        "last_reload_error": s.last_reload_error(),
+    })
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}

@@ -1,0 +1,332 @@
+//! Prometheus text exposition (format 0.0.4), merged from per-worker snapshots at scrape
+//! time. Runs on the admin thread, never on a worker.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+use super::names::*;
+use super::MetricsSnapshot;
+use crate::error::ERROR_KIND_LABELS;
+use crate::route::router::RoutingTable;
+use crate::upstream::backend::{Circuit, Health};
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS_S: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Quantiles exported from the merged HDR histograms.
+const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
+
+/// Process-level figures the exporter adds to the workers' own.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessStats {
+    /// Successful reloads.
+    pub reloads_ok: u64,
+    /// Refused reloads.
+    pub reloads_failed: u64,
+    /// Workers running.
+    pub workers: usize,
+}
+
+/// Escape a label value.
+fn label(v: &str) -> String {
+    let mut o = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Render everything.
+pub fn render(
+    snapshots: &[MetricsSnapshot],
+    table: &RoutingTable,
+    process: &ProcessStats,
+) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+
+    header(
+        &mut out,
+        REQUESTS,
+        "counter",
+        "Requests finished, by class, partition, backend and status class.",
+    );
+    let mut requests: BTreeMap<_, u64> = BTreeMap::new();
+    for s in snapshots {
+        for (k, n) in &s.requests {
+            *requests.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+    for (k, n) in &requests {
+        let _ = writeln!(
+            out,
+            "{REQUESTS}{{class=\"{}\",partition=\"{}\",backend=\"{}\",status=\"{}\"}} {n}",
+            k.class,
+            label(&k.partition),
+            label(&k.backend),
+            k.status
+        );
+    }
+
+    header(&mut out, ERRORS, "counter", "Failures by kind.");
+    for (i, kind) in ERROR_KIND_LABELS.iter().enumerate() {
+        let n: u64 = snapshots.iter().map(|s| s.errors[i]).sum();
+        let _ = writeln!(out, "{ERRORS}{{kind=\"{kind}\"}} {n}");
+    }
+
+    let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 9] = [
+        (
+            RETRIES,
+            "Queries re-sent to an upstream after a failure.",
+            |s| s.retries,
+        ),
+        (
+            FAILOVERS,
+            "Connect failures answered by trying the next server.",
+            |s| s.failovers,
+        ),
+        (
+            POOL_REUSED,
+            "Upstream connections taken from a keep-alive pool.",
+            |s| s.pool_reused,
+        ),
+        (POOL_OPENED, "Upstream connections opened.", |s| {
+            s.pool_opened
+        }),
+        (
+            POOL_STALE,
+            "Pooled upstream connections found closed at use.",
+            |s| s.pool_stale,
+        ),
+        (CONNECTIONS_ACCEPTED, "Client connections accepted.", |s| {
+            s.accepted
+        }),
+        (
+            CONNECTIONS_REFUSED,
+            "Client connections refused at the per-worker bound.",
+            |s| s.refused,
+        ),
+        (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
+            s.spliced_bytes
+        }),
+        (
+            ACCESS_LOG_DROPPED,
+            "Access log lines dropped because the writer fell behind.",
+            |s| s.access_log_dropped,
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(&mut out, name, "counter", help);
+        let n: u64 = snapshots.iter().map(get).sum();
+        let _ = writeln!(out, "{name} {n}");
+    }
+
+    header(
+        &mut out,
+        CONNECTIONS_OPEN,
+        "gauge",
+        "Open client connections.",
+    );
+    let open: usize = snapshots.iter().map(|s| s.open_connections).sum();
+    let _ = writeln!(out, "{CONNECTIONS_OPEN} {open}");
+
+    header(
+        &mut out,
+        POOL_IDLE,
+        "gauge",
+        "Idle pooled upstream connections, by backend.",
+    );
+    let mut idle: BTreeMap<String, usize> = BTreeMap::new();
+    for s in snapshots {
+        for (addr, n) in &s.pool_idle {
+            *idle.entry(addr.to_string()).or_insert(0) += n;
+        }
+    }
+    for (addr, n) in &idle {
+        let _ = writeln!(out, "{POOL_IDLE}{{backend=\"{addr}\"}} {n}");
+    }
+
+    header(
+        &mut out,
+        BACKEND_UP,
+        "gauge",
+        "1 when the backend passes active health checks.",
+    );
+    for b in table.backends.iter() {
+        let _ = writeln!(
+            out,
+            "{BACKEND_UP}{{backend=\"{}\"}} {}",
+            b.addr,
+            u8::from(b.health() == Health::Up)
+        );
+    }
+    header(
+        &mut out,
+        BACKEND_CIRCUIT,
+        "gauge",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+    );
+    for b in table.backends.iter() {
+        let state = match b.circuit() {
+            Circuit::Closed => 0,
+            Circuit::Open => 1,
+            Circuit::HalfOpen => 2,
+        };
+        let _ = writeln!(out, "{BACKEND_CIRCUIT}{{backend=\"{}\"}} {state}", b.addr);
+    }
+    header(
+        &mut out,
+        CIRCUIT_TRANSITIONS,
+        "counter",
+        "Circuit breaker transitions, by backend and new state.",
+    );
+    for b in table.backends.iter() {
+        for (state, n) in b.circuit_transitions() {
+            let _ = writeln!(
+                out,
+                "{CIRCUIT_TRANSITIONS}{{backend=\"{}\",state=\"{state}\"}} {n}",
+                b.addr
+            );
+        }
+    }
+    header(
+        &mut out,
+        BACKEND_DRAINED,
+        "gauge",
+        "1 when an operator drained the backend.",
+    );
+    for b in table.backends.iter() {
+        let _ = writeln!(
+            out,
+            "{BACKEND_DRAINED}{{backend=\"{}\"}} {}",
+            b.addr,
+            u8::from(b.is_drained())
+        );
+    }
+
+    header(
+        &mut out,
+        RELOADS,
+        "counter",
+        "Configuration reloads, by result.",
+    );
+    let _ = writeln!(out, "{RELOADS}{{result=\"ok\"}} {}", process.reloads_ok);
+    let _ = writeln!(
+        out,
+        "{RELOADS}{{result=\"failed\"}} {}",
+        process.reloads_failed
+    );
+    header(
+        &mut out,
+        CONFIG_VERSION,
+        "gauge",
+        "Routing table version in force.",
+    );
+    let _ = writeln!(out, "{CONFIG_VERSION} {}", table.version);
+    header(&mut out, WORKERS, "gauge", "Workers running.");
+    let _ = writeln!(out, "{WORKERS} {}", process.workers);
+
+    let merged = merge_latency(snapshots);
+    header(
+        &mut out,
+        DURATION,
+        "histogram",
+        "Request duration from complete head to response sent, by class.",
+    );
+    for (class, h) in ["command", "query"].iter().zip(&merged) {
+        for le in BUCKETS_S {
+            let n = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, (le * 1e9) as u64)
+            };
+            let _ = writeln!(
+                out,
+                "{DURATION}_bucket{{class=\"{class}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{DURATION}_bucket{{class=\"{class}\",le=\"+Inf\"}} {}",
+            h.len()
+        );
+        let _ = writeln!(
+            out,
+            "{DURATION}_sum{{class=\"{class}\"}} {}",
+            sum_seconds(h)
+        );
+        let _ = writeln!(out, "{DURATION}_count{{class=\"{class}\"}} {}", h.len());
+    }
+    header(&mut out, DURATION_QUANTILES, "summary", "Request duration quantiles from per-worker HDR histograms merged at scrape time, by class.");
+    for (class, h) in ["command", "query"].iter().zip(&merged) {
+        for q in QUANTILES {
+            let v = if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1e9
+            };
+            let _ = writeln!(
+                out,
+                "{DURATION_QUANTILES}{{class=\"{class}\",quantile=\"{q}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{DURATION_QUANTILES}_sum{{class=\"{class}\"}} {}",
+            sum_seconds(h)
+        );
+        let _ = writeln!(
+            out,
+            "{DURATION_QUANTILES}_count{{class=\"{class}\"}} {}",
+            h.len()
+        );
+    }
+    out
+}
+
+/// Merge the workers' histograms per class.
+pub fn merge_latency(snapshots: &[MetricsSnapshot]) -> [Histogram<u64>; 2] {
+    let mut merged = [
+        Histogram::new_from(
+            &snapshots
+                .first()
+                .map_or_else(empty, |s| s.latency[0].clone()),
+        ),
+        Histogram::new_from(
+            &snapshots
+                .first()
+                .map_or_else(empty, |s| s.latency[1].clone()),
+        ),
+    ];
+    for s in snapshots {
+        for (m, h) in merged.iter_mut().zip(&s.latency) {
+            let _ = m.add(h);
+        }
+    }
+    merged
+}
+
+fn empty() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+fn sum_seconds(h: &Histogram<u64>) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.mean() * h.len() as f64 / 1e9
+    }
+}

@@ -1,0 +1,345 @@
+//! Per-worker metrics: plain counters and HDR histograms owned by one worker, merged by the
+//! exporter at scrape time.
+//!
+//! # Hot path
+//! Recording a request is a handful of non-atomic increments and one histogram record on
+//! memory only this worker touches: no lock, no atomic read-modify-write, no allocation.
+//! The admin thread asks each worker for a [`MetricsSnapshot`] through its control
+//! channel; the worker copies its counters out between requests.
+
+pub mod export;
+pub mod names;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::error::{ErrorKind, ERROR_KIND_LABELS};
+use crate::route::router::{Class, RoutingTable};
+
+/// Status classes: 1xx..5xx, and "no response" (the client went away).
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+/// Highest latency the histograms track (60 s, in ns); longer ones saturate.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+fn status_class(status: Option<u16>) -> usize {
+    match status {
+        Some(s @ 100..=599) => (s / 100 - 1) as usize,
+        _ => 5,
+    }
+}
+
+/// The labels of one request counter.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKey {
+    /// "command" or "query".
+    pub class: &'static str,
+    /// Partition name ("" when routing failed before a partition was chosen).
+    pub partition: String,
+    /// Backend address ("" when no backend was chosen).
+    pub backend: String,
+    /// "2xx", "5xx", ... or "none".
+    pub status: &'static str,
+}
+
+/// How one request ended, as far as metrics and the access log care.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    /// Class, once classified.
+    pub class: Option<Class>,
+    /// Partition index in the request's table, once chosen.
+    pub partition: Option<u16>,
+    /// Backend index in the request's table, once chosen.
+    pub backend: Option<u16>,
+    /// Status sent to the client (None: nothing was sent).
+    pub status: Option<u16>,
+    /// The failure, if the request failed.
+    pub error: Option<ErrorKind>,
+}
+
+/// Counters and histograms of one worker.
+pub struct WorkerMetrics {
+    /// Layout of `requests`: (partitions, backends) of the table it is indexed by.
+    layout: Cell<(usize, usize, u64)>,
+    requests: RefCell<Vec<u64>>,
+    /// Counts from earlier tables, keyed by names so they survive reloads.
+    retired: RefCell<BTreeMap<RequestKey, u64>>,
+    errors: [Cell<u64>; ERROR_KIND_LABELS.len()],
+    /// Re-sent Queries.
+    pub retries: Cell<u64>,
+    /// Connect failures answered by the next server.
+    pub failovers: Cell<u64>,
+    /// Pooled connections reused.
+    pub pool_reused: Cell<u64>,
+    /// Upstream connections opened.
+    pub pool_opened: Cell<u64>,
+    /// Pooled connections found dead.
+    pub pool_stale: Cell<u64>,
+    /// Client connections accepted.
+    pub accepted: Cell<u64>,
+    /// Client connections refused at the bound.
+    pub refused: Cell<u64>,
+    /// Bytes spliced.
+    pub spliced_bytes: Cell<u64>,
+    /// Access log lines dropped.
+    pub access_log_dropped: Cell<u64>,
+    latency: [RefCell<Histogram<u64>>; 2],
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+impl WorkerMetrics {
+    /// Metrics laid out for `table`.
+    pub fn new(table: &RoutingTable) -> Self {
+        let m = Self {
+            layout: Cell::new((0, 0, 0)),
+            requests: RefCell::new(Vec::new()),
+            retired: RefCell::new(BTreeMap::new()),
+            errors: std::array::from_fn(|_| Cell::new(0)),
+            retries: Cell::new(0),
+            failovers: Cell::new(0),
+            pool_reused: Cell::new(0),
+            pool_opened: Cell::new(0),
+            pool_stale: Cell::new(0),
+            accepted: Cell::new(0),
+            refused: Cell::new(0),
+            spliced_bytes: Cell::new(0),
+            access_log_dropped: Cell::new(0),
+            latency: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
+        };
+        m.relayout(None, table);
+        m
+    }
+
+    /// Re-index the request counters for a new table; counts so far are kept by name.
+    pub fn relayout(&self, old: Option<&RoutingTable>, table: &RoutingTable) {
+        if let Some(old) = old {
+            let mut retired = self.retired.borrow_mut();
+            for (key, n) in self.named_requests(old) {
+                *retired.entry(key).or_insert(0) += n;
+            }
+        }
+        let (p, b) = (table.partitions.len() + 1, table.backends.len() + 1);
+        self.layout.set((p, b, table.version));
+        let mut v = self.requests.borrow_mut();
+        v.clear();
+        v.resize(2 * p * b * STATUS_CLASSES.len(), 0);
+    }
+
+    /// Count one finished request and its latency. `version` is the table it ran on.
+    #[inline]
+    pub fn record(&self, outcome: &Outcome, version: u64, elapsed: Duration) {
+        let (p, b, current) = self.layout.get();
+        if let Some(kind) = outcome.error {
+            let c = &self.errors[kind.metric_index()];
+            c.set(c.get() + 1);
+        }
+        let class = outcome.class.unwrap_or(Class::Command);
+        if version == current {
+            let pi = outcome.partition.map_or(p - 1, |x| (x as usize).min(p - 1));
+            let bi = outcome.backend.map_or(b - 1, |x| (x as usize).min(b - 1));
+            let idx = ((class as usize * p + pi) * b + bi) * STATUS_CLASSES.len()
+                + status_class(outcome.status);
+            if let Some(slot) = self.requests.borrow_mut().get_mut(idx) {
+                *slot += 1;
+            }
+        }
+        if outcome.class.is_some() {
+            // Requests refused before classification (bad input) have no class latency.
+            let ns = elapsed.as_nanos().min(u128::from(MAX_LATENCY_NS)) as u64;
+            self.latency[class as usize]
+                .borrow_mut()
+                .saturating_record(ns.max(1));
+        }
+    }
+
+    /// Count an error that is not tied to a finished request (e.g. a failover).
+    pub fn count_error(&self, kind: ErrorKind) {
+        let c = &self.errors[kind.metric_index()];
+        c.set(c.get() + 1);
+    }
+
+    fn named_requests(&self, table: &RoutingTable) -> Vec<(RequestKey, u64)> {
+        let (p, b, _) = self.layout.get();
+        let v = self.requests.borrow();
+        let mut out = Vec::new();
+        for (idx, &n) in v.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let status = idx % STATUS_CLASSES.len();
+            let rest = idx / STATUS_CLASSES.len();
+            let bi = rest % b;
+            let rest = rest / b;
+            let pi = rest % p;
+            let class = if rest / p == 0 {
+                Class::Command
+            } else {
+                Class::Query
+            };
+            out.push((
+                RequestKey {
+                    class: class.label(),
+                    partition: table
+                        .partitions
+                        .get(pi)
+                        .map_or(String::new(), |x| x.name.to_string()),
+                    backend: table
+                        .backends
+                        .get(bi)
+                        .map_or(String::new(), |x| x.addr.to_string()),
+                    status: STATUS_CLASSES[status],
+                },
+                n,
+            ));
+        }
+        out
+    }
+
+    /// Copy everything out (between requests, on the worker thread).
+    pub fn snapshot(
+        &self,
+        worker: usize,
+        table: &RoutingTable,
+        open_connections: usize,
+        pool_idle: Vec<(SocketAddr, usize)>,
+    ) -> MetricsSnapshot {
+        let mut requests = self.retired.borrow().clone();
+        for (k, n) in self.named_requests(table) {
+            *requests.entry(k).or_insert(0) += n;
+        }
+        MetricsSnapshot {
+            worker,
+            requests,
+            errors: std::array::from_fn(|i| self.errors[i].get()),
+            retries: self.retries.get(),
+            failovers: self.failovers.get(),
+            pool_reused: self.pool_reused.get(),
+            pool_opened: self.pool_opened.get(),
+            pool_stale: self.pool_stale.get(),
+            accepted: self.accepted.get(),
+            refused: self.refused.get(),
+            spliced_bytes: self.spliced_bytes.get(),
+            access_log_dropped: self.access_log_dropped.get(),
+            open_connections,
+            pool_idle,
+            latency: [
+                self.latency[0].borrow().clone(),
+                self.latency[1].borrow().clone(),
+            ],
+        }
+    }
+}
+
+/// Increment a `Cell` counter.
+#[inline]
+pub fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// One worker's metrics at one instant (sent to the exporter).
+#[derive(Clone, Debug)]
+pub struct MetricsSnapshot {
+    /// Worker index.
+    pub worker: usize,
+    /// Requests by labels.
+    pub requests: BTreeMap<RequestKey, u64>,
+    /// Errors by kind (see [`ERROR_KIND_LABELS`]).
+    pub errors: [u64; ERROR_KIND_LABELS.len()],
+    /// Re-sent Queries.
+    pub retries: u64,
+    /// Failovers after connect failures.
+    pub failovers: u64,
+    /// Pooled connections reused.
+    pub pool_reused: u64,
+    /// Upstream connections opened.
+    pub pool_opened: u64,
+    /// Pooled connections found dead.
+    pub pool_stale: u64,
+    /// Client connections accepted.
+    pub accepted: u64,
+    /// Client connections refused.
+    pub refused: u64,
+    /// Bytes spliced.
+    pub spliced_bytes: u64,
+    /// Access log lines dropped.
+    pub access_log_dropped: u64,
+    /// Open client connections.
+    pub open_connections: usize,
+    /// Idle pooled connections per backend.
+    pub pool_idle: Vec<(SocketAddr, usize)>,
+    /// Latency in ns: [command, query].
+    pub latency: [Histogram<u64>; 2],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::upstream::backend::BackendRegistry;
+    use std::path::Path;
+
+    fn table(text: &str, version: u64, reg: &mut BackendRegistry) -> RoutingTable {
+        RoutingTable::build(&Config::parse(text, Path::new("t")).unwrap(), reg, version)
+    }
+
+    #[test]
+    fn counts_survive_a_reload_by_name() {
+        let mut reg = BackendRegistry::new();
+        let t1 = table("[partitions.a]\nservers=[\"127.0.0.1:1\"]\n", 1, &mut reg);
+        let m = WorkerMetrics::new(&t1);
+        let ok = Outcome {
+            class: Some(Class::Query),
+            partition: Some(0),
+            backend: Some(0),
+            status: Some(200),
+            error: None,
+        };
+        m.record(&ok, 1, Duration::from_micros(50));
+        m.record(&ok, 1, Duration::from_micros(70));
+        let t2 = table("[partitions.b]\nservers=[\"127.0.0.1:2\"]\n[partitions.a]\nservers=[\"127.0.0.1:1\"]\n", 2, &mut reg);
+        m.relayout(Some(&t1), &t2);
+        // Partitions are ordered by name, so "a" is still index 0 in the new table.
+        m.record(&ok, 2, Duration::from_micros(60));
+        m.record(&ok, 1, Duration::from_micros(60)); // finished on the old table: latency only
+        let s = m.snapshot(0, &t2, 0, Vec::new());
+        let key = RequestKey {
+            class: "query",
+            partition: "a".into(),
+            backend: "127.0.0.1:1".into(),
+            status: "2xx",
+        };
+        assert_eq!(s.requests.get(&key), Some(&3));
+        assert_eq!(s.latency[1].len(), 4);
+        let p50 = s.latency[1].value_at_quantile(0.5);
+        assert!((59_000..=61_000).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn errors_and_missing_labels() {
+        let mut reg = BackendRegistry::new();
+        let t = table("[partitions.a]\nservers=[\"127.0.0.1:1\"]\n", 1, &mut reg);
+        let m = WorkerMetrics::new(&t);
+        m.record(
+            &Outcome {
+                error: Some(ErrorKind::BadRequest("x")),
+                status: Some(400),
+                ..Default::default()
+            },
+            1,
+            Duration::from_micros(5),
+        );
+        let s = m.snapshot(0, &t, 0, Vec::new());
+        assert_eq!(s.errors[0], 1);
+        let (k, n) = s.requests.iter().next().unwrap();
+        assert_eq!(
+            (k.partition.as_str(), k.backend.as_str(), k.status, *n),
+            ("", "", "4xx", 1)
+        );
+    }
+}

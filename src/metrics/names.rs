@@ -1,0 +1,47 @@
+//! Every metric name, once (Prometheus conventions: `ringgate_` prefix, base units,
+//! `_total` for counters).
+
+/// Counter: requests finished, by class, partition, backend and status class.
+pub const REQUESTS: &str = "ringgate_requests_total";
+/// Counter: failures by kind.
+pub const ERRORS: &str = "ringgate_errors_total";
+/// Counter: Queries re-sent to an upstream after a failure.
+pub const RETRIES: &str = "ringgate_retries_total";
+/// Counter: connect failures answered by trying the next server.
+pub const FAILOVERS: &str = "ringgate_failovers_total";
+/// Counter: upstream connections taken from a pool.
+pub const POOL_REUSED: &str = "ringgate_upstream_connections_reused_total";
+/// Counter: upstream connections opened.
+pub const POOL_OPENED: &str = "ringgate_upstream_connections_opened_total";
+/// Counter: pooled connections found dead at use.
+pub const POOL_STALE: &str = "ringgate_upstream_connections_stale_total";
+/// Gauge: idle pooled connections per backend.
+pub const POOL_IDLE: &str = "ringgate_upstream_pool_idle_connections";
+/// Gauge: open client connections.
+pub const CONNECTIONS_OPEN: &str = "ringgate_client_connections_open";
+/// Counter: client connections accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "ringgate_client_connections_accepted_total";
+/// Counter: client connections refused at the per-worker bound.
+pub const CONNECTIONS_REFUSED: &str = "ringgate_client_connections_refused_total";
+/// Counter: body bytes moved with splice(2).
+pub const SPLICED_BYTES: &str = "ringgate_spliced_bytes_total";
+/// Histogram: request duration (head received → response sent), by class.
+pub const DURATION: &str = "ringgate_request_duration_seconds";
+/// Summary: request duration quantiles from the merged per-worker HDR histograms.
+pub const DURATION_QUANTILES: &str = "ringgate_request_duration_quantiles_seconds";
+/// Gauge: 1 when a backend passes active health checks.
+pub const BACKEND_UP: &str = "ringgate_backend_up";
+/// Gauge: circuit state per backend (0 closed, 1 open, 2 half-open).
+pub const BACKEND_CIRCUIT: &str = "ringgate_backend_circuit_state";
+/// Gauge: 1 when an operator drained a backend.
+pub const BACKEND_DRAINED: &str = "ringgate_backend_drained";
+/// Counter: circuit transitions per backend and target state.
+pub const CIRCUIT_TRANSITIONS: &str = "ringgate_circuit_transitions_total";
+/// Counter: config reloads by result.
+pub const RELOADS: &str = "ringgate_config_reloads_total";
+/// Gauge: routing table version in force.
+pub const CONFIG_VERSION: &str = "ringgate_config_version";
+/// Counter: access log lines dropped because the writer fell behind.
+pub const ACCESS_LOG_DROPPED: &str = "ringgate_access_log_dropped_total";
+/// Gauge: workers running.
+pub const WORKERS: &str = "ringgate_workers";

@@ -1,0 +1,443 @@
+//! Control plane over real sockets: hot reload under load (zero errors), user migration,
+//! partition added, server removed, invalid reloads, every admin endpoint, Prometheus
+//! metrics (checked by `promtool`), the access log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ringgate::admin::{self, SharedServer};
+use ringgate::config::Config;
+use ringgate::runtime::server::Server;
+
+/// A router started from a config *file* (so reloads re-read it), with an admin listener.
+struct Managed {
+    server: SharedServer,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    path: PathBuf,
+}
+
+impl Managed {
+    fn start(name: &str, routes: &str) -> Managed {
+        let path =
+            std::env::temp_dir().join(format!("ringgate-test-{}-{name}.toml", std::process::id()));
+        write_config(&path, routes);
+        let config = Config::load(&path).expect("valid config");
+        let server = Server::start(config).expect("starts");
+        let addr = server.listen_addr;
+        let server: SharedServer = Arc::new(Mutex::new(server));
+        let (admin, _) = admin::spawn("127.0.0.1:0".parse().unwrap(), server.clone()).unwrap();
+        Managed {
+            server,
+            addr,
+            admin,
+            path,
+        }
+    }
+
+    fn rewrite(&self, routes: &str) {
+        write_config(&self.path, routes);
+    }
+
+    fn admin_get(&self, path: &str) -> Response {
+        get(self.admin, path, "")
+    }
+
+    fn admin_post(&self, path: &str) -> Response {
+        request(
+            self.admin,
+            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        )
+    }
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        self.server
+            .lock()
+            .unwrap()
+            .drain(Duration::from_millis(200));
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn write_config(path: &Path, routes: &str) {
+    let text = format!("{routes}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 2\npin = false\n");
+    std::fs::write(path, text).unwrap();
+}
+
+fn zones(z1: &[SocketAddr], z2: &[SocketAddr], users: &str) -> String {
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "default_backend = \"zone_1\"\n[partitions.zone_1]\nservers = [{}]\n[partitions.zone_2]\nservers = [{}]\n[users]\n{users}\n",
+        list(z1),
+        list(z2)
+    )
+}
+
+/// Keep-alive clients hammering the router until stopped; counts successes and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|i| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut c = Conn::open(addr);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let raw = if n % 2 == 0 {
+                            format!("GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: user-{i}-{}\r\n\r\n", n % 7)
+                        } else {
+                            let body = format!(r#"{{"user_id":"user-{i}-{}","n":{n}}}"#, n % 7);
+                            format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                        };
+                        c.send(raw.as_bytes());
+                        match c.read_response(false) {
+                            Some(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                eprintln!("load failure: {other:?}");
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                c = Conn::open(addr);
+                            }
+                        }
+                        // A fresh connection now and then, so reloads meet new ones too.
+                        if n % 50 == 0 {
+                            c = Conn::open(addr);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn reloads_under_load_lose_nothing() {
+    let z1 = [backend("zone_1"), backend("zone_1")];
+    let z2 = [backend("zone_2"), backend("zone_2")];
+    let m = Managed::start("load", &zones(&z1, &z2, "alice = \"zone_1\""));
+    let load = Load::start(m.addr, 4);
+    for i in 0..30 {
+        std::thread::sleep(Duration::from_millis(30));
+        // Alternate: move alice, drop a server from each zone, bring them back.
+        let text = if i % 2 == 0 {
+            zones(&z1[..1], &z2[..1], "alice = \"zone_2\"")
+        } else {
+            zones(&z1, &z2, "alice = \"zone_1\"")
+        };
+        m.rewrite(&text);
+        let r = m.admin_post("/reload");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, failed) = load.finish();
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during 30 reloads ({ok} succeeded)"
+    );
+    assert!(ok > 300, "load ran: {ok}");
+    let cfg = m.admin_get("/config");
+    assert_eq!(cfg.json_field("version").unwrap(), "31");
+}
+
+#[test]
+fn user_migration_partition_addition_and_server_removal_apply_at_once() {
+    let z1 = [backend("zone_1"), backend("zone_1b")];
+    let z2 = [backend("zone_2")];
+    let z3 = backend("zone_3");
+    let m = Managed::start("migrate", &zones(&z1, &z2, "alice = \"zone_1\""));
+    let mut c = Conn::open(m.addr);
+    let alice = b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
+    assert!(c.roundtrip(alice).zone().starts_with("zone_1"));
+
+    // Migrate alice: the same keep-alive connection follows at once.
+    m.rewrite(&zones(&z1, &z2, "alice = \"zone_2\""));
+    assert_eq!(m.admin_post("/reload").status, 200);
+    assert_eq!(c.roundtrip(alice).zone(), "zone_2");
+
+    // Add a partition and place a user there.
+    let with_z3 = format!(
+        "{}[partitions.zone_3]\nservers = [\"{z3}\"]\n",
+        zones(&z1, &z2, "alice = \"zone_2\"\neve = \"zone_3\"")
+    );
+    m.rewrite(&with_z3);
+    assert_eq!(m.admin_post("/reload").status, 200);
+    let eve = get(m.addr, "/api/spot/user/data", "X-User-Id: eve\r\n");
+    assert_eq!(eve.zone(), "zone_3");
+
+    // Remove zone_1b: no request reaches it afterwards.
+    m.rewrite(&zones(&z1[..1], &z2, ""));
+    assert_eq!(m.admin_post("/reload").status, 200);
+    let before = served(z1[1]);
+    for _ in 0..10 {
+        assert_eq!(get(m.addr, "/x", "").zone(), "zone_1");
+    }
+    assert_eq!(served(z1[1]), before);
+}
+
+#[test]
+fn invalid_reload_keeps_serving_and_says_why() {
+    let z1 = [backend("zone_1")];
+    let z2 = [backend("zone_2")];
+    let m = Managed::start("invalid", &zones(&z1, &z2, "alice = \"zone_1\""));
+    m.rewrite(&zones(&z1, &z2, "alice = \"zone_9\""));
+    let r = m.admin_post("/reload");
+    assert_eq!(r.status, 400);
+    let err = r.json_field("error").unwrap();
+    assert!(
+        err.contains(":7: key `users.alice`: unknown partition \"zone_9\""),
+        "{err}"
+    );
+    assert_eq!(get(m.addr, "/x", "X-User-Id: alice\r\n").zone(), "zone_1");
+    let metrics = m.admin_get("/metrics").text();
+    assert!(
+        metrics.contains("ringgate_config_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let cfg = m.admin_get("/config");
+    assert!(cfg
+        .json_field("last_reload_error")
+        .unwrap()
+        .contains("zone_9"));
+    assert_eq!(cfg.json_field("version").unwrap(), "1");
+}
+
+#[test]
+fn admin_endpoints() {
+    let z1 = [backend("zone_1"), backend("zone_1")];
+    let z2 = [backend("zone_2")];
+    let m = Managed::start("admin", &zones(&z1, &z2, ""));
+    assert_eq!(m.admin_get("/health").status, 200);
+    assert_eq!(m.admin_get("/ready").status, 200);
+    let cfg = m.admin_get("/config");
+    assert_eq!(cfg.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&cfg.body).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["config_hash"].as_str().unwrap().len(), 16);
+    assert_eq!(v["partitions"][0]["name"], "zone_1");
+    assert_eq!(v["partitions"][0]["write"][0]["up"], true);
+    assert_eq!(v["workers"].as_array().unwrap().len(), 2);
+
+    // Drain one zone_1 server: traffic avoids it; undrain: it comes back.
+    let drained = z1[0];
+    let r = m.admin_post(&format!("/backends/{drained}/drain"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = served(drained);
+    for _ in 0..8 {
+        assert_eq!(get(m.addr, "/x", "").status, 200);
+    }
+    assert_eq!(served(drained), before, "drained server got traffic");
+    assert_eq!(
+        m.admin_post(&format!("/backends/{drained}/undrain")).status,
+        200
+    );
+    for _ in 0..8 {
+        get(m.addr, "/x", "");
+    }
+    assert!(served(drained) > before);
+    assert_eq!(m.admin_post("/backends/127.0.0.1:1/drain").status, 404);
+
+    // Not ready while a partition has no available server.
+    m.admin_post(&format!("/backends/{}/drain", z2[0]));
+    let r = m.admin_get("/ready");
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("zone_2"), "{}", r.text());
+    m.admin_post(&format!("/backends/{}/undrain", z2[0]));
+    assert_eq!(m.admin_get("/ready").status, 200);
+    assert_eq!(m.admin_get("/nope").status, 404);
+    assert_eq!(m.admin_post("/health").status, 405);
+}
+
+fn metric(text: &str, line_prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn metrics_move_with_traffic_and_pass_promtool() {
+    let z1 = [backend("zone_1")];
+    let z2 = [backend("zone_2")];
+    let m = Managed::start(
+        "metrics",
+        &zones(&z1, &z2, "alice = \"zone_1\"\nbob = \"zone_2\""),
+    );
+    let before = m.admin_get("/metrics").text();
+    let mut c = Conn::open(m.addr);
+    for _ in 0..20 {
+        c.roundtrip(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
+    }
+    let body = r#"{"user_id":"bob"}"#;
+    for _ in 0..5 {
+        c.roundtrip(
+            format!(
+                "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    request(
+        m.addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    );
+    let after = m.admin_get("/metrics");
+    assert_eq!(
+        after.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    let text = after.text();
+    let q = format!("ringgate_requests_total{{class=\"query\",partition=\"zone_1\",backend=\"{}\",status=\"2xx\"}}", z1[0]);
+    let cmd = format!("ringgate_requests_total{{class=\"command\",partition=\"zone_2\",backend=\"{}\",status=\"2xx\"}}", z2[0]);
+    assert_eq!(metric(&text, &q), 20 + metric(&before, &q), "{text}");
+    assert_eq!(metric(&text, &cmd), 5);
+    assert_eq!(
+        metric(&text, "ringgate_errors_total{kind=\"bad_request\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "ringgate_request_duration_seconds_count{class=\"query\"}"
+        ),
+        20
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "ringgate_request_duration_quantiles_seconds_count{class=\"command\"}"
+        ),
+        5
+    );
+    assert!(metric(&text, "ringgate_upstream_connections_reused_total") >= 20);
+    assert!(text.contains(
+        "ringgate_request_duration_quantiles_seconds{class=\"query\",quantile=\"0.99\"}"
+    ));
+    assert!(text.contains(&format!("ringgate_backend_up{{backend=\"{}\"}} 1", z1[0])));
+    assert_eq!(metric(&text, "ringgate_workers"), 2);
+
+    // promtool validates the exposition format.
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "promtool: {report}");
+            assert!(report.trim().is_empty(), "promtool lint findings: {report}");
+        }
+        Err(e) => {
+            assert!(std::env::var_os("RINGGATE_SKIP_PROMTOOL").is_some(), "promtool not found ({e}); install the `prometheus` package or set RINGGATE_SKIP_PROMTOOL=1");
+        }
+    }
+}
+
+#[test]
+fn access_log_lines() {
+    let b = backend("zone_1");
+    let path = std::env::temp_dir().join(format!("ringgate-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[users]\nalice = \"zone_1\"\n[log]\naccess_log = \"{}\"\n",
+        path.display()
+    ));
+    get(r.addr, "/api/spot/user/data?x=1", "X-User-Id: alice\r\n");
+    let body = r#"{"user_id":"alice"}"#;
+    request(
+        r.addr,
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    request(
+        r.addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+    );
+    r.server().drain(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains(
+            " 127.0.0.1 GET /api/spot/user/data?x=1 user=alice class=query partition=zone_1"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!("backend={b} status=200 duration_us=")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("POST /api/spot/v2/order user=alice class=command"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("GET / user=- class=- partition=- backend=- status=400"),
+        "{}",
+        lines[2]
+    );
+}
