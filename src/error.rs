@@ -45,6 +45,8 @@ pub enum ErrorKind {
     ConnectFailed,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
+    /// The whole-request deadline passed, all attempts included (504).
+    DeadlineExceeded,
     /// The upstream closed or reset before a complete response (502).
     UpstreamReset,
     /// The upstream sent a response ringgate cannot frame safely (502).
@@ -105,7 +107,7 @@ impl ProxyError {
             ErrorKind::ClientGone => return None,
             ErrorKind::NoHealthyServer | ErrorKind::Overloaded => 503,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => 502,
-            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::UpstreamTimeout | ErrorKind::DeadlineExceeded => 504,
         })
     }
 
@@ -124,6 +126,7 @@ impl ProxyError {
             ErrorKind::NoHealthyServer => "no healthy server for this partition",
             ErrorKind::ConnectFailed => "could not connect to any upstream server",
             ErrorKind::UpstreamTimeout => "upstream timed out",
+            ErrorKind::DeadlineExceeded => "request deadline exceeded",
             ErrorKind::UpstreamReset => "upstream closed connection before responding",
             ErrorKind::BadResponse(r) => r,
             ErrorKind::Overloaded => "router overloaded",
@@ -158,7 +161,7 @@ impl ProxyError {
 }
 
 /// Metric label of each error kind, in [`ErrorKind::metric_index`] order.
-pub const ERROR_KIND_LABELS: [&str; 15] = [
+pub const ERROR_KIND_LABELS: [&str; 16] = [
     "bad_request",
     "head_too_large",
     "body_too_large",
@@ -174,6 +177,7 @@ pub const ERROR_KIND_LABELS: [&str; 15] = [
     "upstream_reset",
     "bad_response",
     "overloaded",
+    "deadline",
 ];
 
 impl ErrorKind {
@@ -195,6 +199,7 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => 12,
             ErrorKind::BadResponse(_) => 13,
             ErrorKind::Overloaded => 14,
+            ErrorKind::DeadlineExceeded => 15,
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   hashes unknown users onto partitions, `router` classifies and picks a server.
 //! - [`upstream`]: `backend` holds each server's shared health atomics, `pool` the
 //!   per-worker keep-alive pools.
+//! - [`health`]: active checks on their own thread (rise/fall), and the circuit breaker
+//!   the workers drive with atomics.
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
 //! - [`config`]: the TOML file and its validation; [`error`]: the one error type.
 //! - [`metrics`]: per-worker counters and HDR histograms, merged into Prometheus text at
@@ -35,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod route;

@@ -66,7 +66,9 @@ fn exchange(c: &mut TcpStream, req: &[u8], buf: &mut [u8]) {
 fn warm_request_path_does_not_allocate() {
     let (_guard, b) = external_backend();
     let router = common::Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[users]\nalice = \"zone_1\"\n"
+        // Health checks run on their own thread and allocate per probe round; they are
+        // switched off so the count covers only the request path.
+        "default_backend = \"{b}\"\n[health]\nenabled = false\n[partitions.zone_1]\nservers = [\"{b}\"]\n[users]\nalice = \"zone_1\"\n"
     ));
     let body = r#"{"user_id":"alice","symbol":"BTCUSDT","side":"buy","price":50000.5,"quantity":1.25,"client_order_id":"c-000001","time_in_force":"GTC"}"#;
     let command = format!(

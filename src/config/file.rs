@@ -48,6 +48,18 @@ pub struct FileConfig {
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
+    /// `[health]`
+    #[serde(default)]
+    pub health: HealthSection,
+    /// `[circuit]`
+    #[serde(default)]
+    pub circuit: CircuitSection,
+    /// `[retry]`
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// `[overload]`
+    #[serde(default)]
+    pub overload: OverloadSection,
     /// `[partitions.NAME]`
     #[serde(default)]
     pub partitions: BTreeMap<String, Spanned<PartitionSection>>,
@@ -164,6 +176,9 @@ pub struct TimeoutsSection {
     pub upstream_connect_ms: u64,
     /// From request sent to response head, and longest pause in a response body (504).
     pub upstream_response_ms: u64,
+    /// Whole request, from complete head to response head, all attempts included (504);
+    /// 0 = no deadline.
+    pub request_deadline_ms: u64,
 }
 
 impl Default for TimeoutsSection {
@@ -174,6 +189,7 @@ impl Default for TimeoutsSection {
             client_body_ms: 30_000,
             upstream_connect_ms: 1_000,
             upstream_response_ms: 30_000,
+            request_deadline_ms: 0,
         }
     }
 }
@@ -285,6 +301,109 @@ impl Default for LogSection {
             access_log: String::new(),
             access_log_format: Spanned::new(0..0, "text".into()),
             access_log_queue_lines: 65_536,
+        }
+    }
+}
+
+/// `[health]`: active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Run active checks.
+    pub enabled: bool,
+    /// Time between checks of one backend.
+    pub interval_ms: u64,
+    /// A check slower than this fails.
+    pub timeout_ms: u64,
+    /// Consecutive failures that mark a backend down.
+    pub fall: u32,
+    /// Consecutive successes that mark it up again.
+    pub rise: u32,
+    /// "" = TCP connect check; a path (e.g. "/health") = HTTP GET expecting 2xx.
+    pub http_path: String,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fall: 3,
+            rise: 2,
+            http_path: String::new(),
+        }
+    }
+}
+
+/// `[circuit]`: passive ejection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitSection {
+    /// Open circuits on consecutive failures.
+    pub enabled: bool,
+    /// Consecutive failures (connect, reset, timeout, and 5xx when counted) that open it.
+    pub consecutive_failures: u32,
+    /// How long an open circuit rejects traffic before one probe request is let through.
+    pub cooldown_ms: u64,
+    /// Count 5xx responses as failures.
+    pub count_5xx: bool,
+}
+
+impl Default for CircuitSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            cooldown_ms: 5_000,
+            count_5xx: true,
+        }
+    }
+}
+
+/// `[retry]`: re-sending Queries (never Commands).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Attempts per Query, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Backoff before retry n is base × 2^(n-1), capped at `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    /// Longest backoff.
+    pub backoff_max_ms: u64,
+    /// Retries allowed per request served (the budget earns this per request).
+    pub budget_ratio: f64,
+    /// Retries the budget holds at most (and starts with).
+    pub budget_reserve: f64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            max_attempts: 2,
+            backoff_base_ms: 2,
+            backoff_max_ms: 50,
+            budget_ratio: 0.1,
+            budget_reserve: 10.0,
+        }
+    }
+}
+
+/// `[overload]`: load shedding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadSection {
+    /// Requests in flight per worker at which Commands are shed too (503).
+    pub max_in_flight_per_worker: usize,
+    /// Fraction of that bound at which Queries start being shed (503).
+    pub query_shed_ratio: f64,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_worker: 4096,
+            query_shed_ratio: 0.8,
         }
     }
 }

@@ -114,6 +114,59 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Add `X-Forwarded-For`.
     pub x_forwarded_for: bool,
+    /// Whole-request deadline (None: none).
+    pub request_deadline: Option<Duration>,
+    /// Circuit breaker (None: off).
+    pub circuit: Option<CircuitSettings>,
+    /// Query retries.
+    pub retry: RetrySettings,
+    /// In-flight requests per worker at which Commands are shed.
+    pub max_in_flight: usize,
+    /// In-flight requests per worker at which Queries are shed.
+    pub query_shed_in_flight: usize,
+}
+
+/// Passive ejection settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// Open → half-open after this long.
+    pub cooldown: Duration,
+    /// 5xx responses count as failures.
+    pub count_5xx: bool,
+}
+
+/// Query retry settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrySettings {
+    /// Attempts per Query including the first.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Budget earned per request.
+    pub budget_ratio: f64,
+    /// Budget cap (and initial value).
+    pub budget_reserve: f64,
+}
+
+impl Eq for RetrySettings {}
+
+/// Active health check settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Between checks.
+    pub interval: Duration,
+    /// Per check.
+    pub timeout: Duration,
+    /// Failures to mark down.
+    pub fall: u32,
+    /// Successes to mark up.
+    pub rise: u32,
+    /// HTTP path, or None for a TCP connect check.
+    pub http_path: Option<String>,
 }
 
 impl Default for Settings {
@@ -207,6 +260,8 @@ pub struct Config {
     pub routes: RouteSpec,
     /// Access log (None: off).
     pub access_log: Option<AccessLogConfig>,
+    /// Active health checks (None: off).
+    pub health: Option<HealthSettings>,
 }
 
 impl Config {
@@ -417,6 +472,24 @@ fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings {
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
         pool_idle_timeout: ms(f.pool.idle_timeout_ms.max(1)),
         x_forwarded_for: f.forward.x_forwarded_for,
+        request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
+        circuit: f.circuit.enabled.then(|| CircuitSettings {
+            consecutive_failures: f.circuit.consecutive_failures.max(1),
+            cooldown: ms(f.circuit.cooldown_ms.max(1)),
+            count_5xx: f.circuit.count_5xx,
+        }),
+        retry: RetrySettings {
+            max_attempts: f.retry.max_attempts.clamp(1, 16),
+            backoff_base: ms(f.retry.backoff_base_ms),
+            backoff_max: ms(f.retry.backoff_max_ms),
+            budget_ratio: f.retry.budget_ratio.clamp(0.0, 1.0),
+            budget_reserve: f.retry.budget_reserve.max(0.0),
+        },
+        max_in_flight: f.overload.max_in_flight_per_worker.max(1),
+        query_shed_in_flight: ((f.overload.max_in_flight_per_worker.max(1) as f64
+            * f.overload.query_shed_ratio.clamp(0.0, 1.0))
+        .ceil() as usize)
+            .max(1),
     }
 }
 
@@ -489,6 +562,13 @@ fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
         settings,
         routes,
         access_log,
+        health: f.health.enabled.then(|| HealthSettings {
+            interval: Duration::from_millis(f.health.interval_ms.max(10)),
+            timeout: Duration::from_millis(f.health.timeout_ms.max(1)),
+            fall: f.health.fall.max(1),
+            rise: f.health.rise.max(1),
+            http_path: (!f.health.http_path.is_empty()).then(|| f.health.http_path.clone()),
+        }),
     }
 }
 

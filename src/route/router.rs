@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, DefaultRoute, Policy, Settings};
 use crate::error::{ErrorKind, ProxyError};
+use crate::health::state::{admit, Admission};
 use crate::http::parse::Method;
 use crate::route::extract::ExtractRules;
 use crate::route::partition::{partition_seed, rendezvous_pick, user_hash};
@@ -222,9 +223,10 @@ impl WorkerTable {
     }
 
     /// Pick a server for `class` in partition `p`, skipping positions in `tried` and
-    /// unavailable backends. Returns the backend index and its list position.
+    /// backends that are down, drained or whose circuit is open. Returns the backend
+    /// index, its list position, and whether the request is a half-open probe.
     #[inline]
-    pub fn pick_server(&self, p: u16, class: Class, tried: Tried) -> Option<(u16, u32)> {
+    pub fn pick_server(&self, p: u16, class: Class, tried: Tried) -> Option<(u16, u32, Admission)> {
         let part = &self.table.partitions[p as usize];
         let list = part.servers(class);
         let n = list.len().min(64) as u32;
@@ -240,14 +242,15 @@ impl WorkerTable {
                 s % n
             }
         };
+        let circuit = self.table.settings.circuit.as_ref();
         for k in 0..n {
             let pos = (start + k) % n;
             if tried & (1u64 << pos) != 0 {
                 continue;
             }
             let b = list[pos as usize];
-            if self.table.backends[b as usize].is_available() {
-                return Some((b, pos));
+            if let Some(admission) = admit(&self.table.backends[b as usize], circuit) {
+                return Some((b, pos, admission));
             }
         }
         None
@@ -342,7 +345,7 @@ carol = "zone_3"
                 "127.0.0.1:3005"
             );
         }
-        let (_, pos) = t.pick_server(carol, Class::Command, 0).unwrap();
+        let (_, pos, _) = t.pick_server(carol, Class::Command, 0).unwrap();
         assert_eq!(
             addr(
                 &t,

@@ -25,6 +25,7 @@
 //! Failures before the response started are answered with a short plain-text status
 //! ([`ProxyError`]); after that, the client connection is closed.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -43,6 +44,7 @@ use crate::forward::relay::{
     relay_chunked, relay_length, relay_until_close, RelayFail, RelayOptions,
 };
 use crate::forward::tunnel;
+use crate::health::state::{report, Admission};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{
     response_is_verbatim, write_request_head, write_response_head, ConnectionField,
@@ -169,7 +171,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             finish(&worker, &table, &client, &outcome, started.elapsed());
             break;
         }
-        let next = match handle(&worker, &table, &mut client, &mut outcome).await {
+        let next = match handle(&worker, &table, &mut client, &mut outcome, started).await {
             Ok(next) => next,
             Err(f) => {
                 outcome.error = Some(f.error.kind);
@@ -339,6 +341,7 @@ async fn handle(
     wt: &WorkerTable,
     c: &mut Client,
     outcome: &mut Outcome,
+    started: Instant,
 ) -> Result<Next, Failure> {
     let table = &*wt.table;
     let s = &table.settings;
@@ -427,20 +430,48 @@ async fn handle(
         spliced: &worker.metrics.spliced_bytes,
     };
 
-    // 4. Send it, failing over on connect errors; re-send a buffered Query once when a
-    //    reused connection proves dead before answering.
+    // 4. Shed load before touching an upstream: Queries first, then Commands.
+    let in_flight = worker.in_flight.get();
+    let limit = match class {
+        Class::Query => s.query_shed_in_flight,
+        Class::Command => s.max_in_flight,
+    };
+    if in_flight >= limit {
+        return Err(Failure {
+            error: ProxyError::internal(ErrorKind::Overloaded),
+            response_started: false,
+            body_consumed: body_complete,
+        });
+    }
+    let _in_flight = InFlight::enter(&worker.in_flight);
+    worker.earn_retry_budget(&s.retry);
+    let deadline = s.request_deadline.map(|d| started + d);
+
+    // 5. Send it. Connect failures fail over to the next server (nothing was sent). A
+    //    buffered Query may be re-sent: once on a fresh connection when a reused pooled
+    //    connection proves dead, and on another server after a reset or a timeout
+    //    (bounded attempts, exponential backoff, retry budget). A Command whose bytes may
+    //    have reached an upstream is never sent again.
     let mut tried = 0u64;
     let mut fresh_only = false;
+    let mut attempts = 0u32;
     let mut consumed_in_buf = head_len + body_in_buf;
+    let circuit = s.circuit.as_ref();
+    // The failure that made us retry: reported if no server is left to retry on.
+    let mut retried_after: Option<ErrorKind> = None;
     let (backend, mut up, version) = 'attempt: loop {
-        let (backend, pos, mut up) = checkout(worker, wt, partition, class, &mut tried, fresh_only)
-            .await
-            .map_err(|e| Failure {
-                error: e,
-                response_started: false,
-                body_consumed: body_complete,
-            })?;
+        attempts += 1;
+        let (backend, pos, admission, mut up) = checkout(
+            worker, wt, partition, class, &mut tried, fresh_only, deadline,
+        )
+        .await
+        .map_err(|e| Failure {
+            error: retried_after.map_or(e, ProxyError::upstream),
+            response_started: false,
+            body_consumed: body_complete,
+        })?;
         outcome.backend = Some(backend);
+        let b = &*table.backends[backend as usize];
         let out_len = c.out.len();
         let (res, any_sent) = write_range(
             &mut up.stream,
@@ -458,6 +489,7 @@ async fn handle(
                 if up.is_reused {
                     bump(&worker.metrics.pool_stale, 1);
                 } else {
+                    report(b, circuit, admission, false);
                     tried |= 1u64 << pos;
                 }
                 if any_sent {
@@ -466,6 +498,7 @@ async fn handle(
                 fresh_only = true;
                 continue 'attempt;
             }
+            report(b, circuit, admission, false);
             return Err(upstream_failure(ErrorKind::UpstreamReset, body_complete));
         }
         if !is_inline {
@@ -479,6 +512,7 @@ async fn handle(
             )
             .await;
             if res.is_err() {
+                report(b, circuit, admission, false);
                 return Err(upstream_failure(ErrorKind::UpstreamReset, false));
             }
             if !body_complete {
@@ -525,28 +559,61 @@ async fn handle(
                     }
                     Err(RelayFail::Write(_)) => {
                         // The upstream stopped reading: it may have answered early.
+                        report(b, circuit, admission, false);
                         return Err(upstream_failure(ErrorKind::UpstreamReset, false));
                     }
                 }
             }
         }
-        // 5. The response head (interim responses are relayed or absorbed).
-        match read_response_head(c, &mut up, is_head_request, s).await {
-            Ok(()) => break 'attempt (backend, up, wt.table.version),
-            Err(e)
-                if e.kind == ErrorKind::UpstreamReset
-                    && up.is_reused
-                    && class == Class::Query
-                    && is_inline
-                    && !fresh_only =>
-            {
-                bump(&worker.metrics.pool_stale, 1);
-                bump(&worker.metrics.retries, 1);
-                fresh_only = true;
-                continue 'attempt;
+        // 6. The response head (interim responses are relayed or absorbed).
+        let error = match read_response_head(c, &mut up, is_head_request, s, deadline).await {
+            Ok(()) => {
+                let is_5xx = c.response.status >= 500;
+                report(
+                    b,
+                    circuit,
+                    admission,
+                    !(is_5xx && circuit.is_some_and(|k| k.count_5xx)),
+                );
+                break 'attempt (backend, up, wt.table.version);
             }
-            Err(e) => return Err(upstream_failure(e.kind, true)),
+            Err(e) => e,
+        };
+        report(b, circuit, admission, false);
+        let retryable = matches!(
+            error.kind,
+            ErrorKind::UpstreamReset | ErrorKind::UpstreamTimeout
+        );
+        if !(class == Class::Query && is_inline && retryable) {
+            return Err(upstream_failure(error.kind, true));
         }
+        if error.kind == ErrorKind::UpstreamReset && up.is_reused && !fresh_only {
+            // The pooled connection died in the meantime; the request never reached the
+            // application. Re-send on a fresh connection, outside the retry budget.
+            bump(&worker.metrics.pool_stale, 1);
+            bump(&worker.metrics.retries, 1);
+            fresh_only = true;
+            continue 'attempt;
+        }
+        if attempts >= s.retry.max_attempts || !worker.spend_retry_budget() {
+            return Err(upstream_failure(error.kind, true));
+        }
+        // Another server, after a backoff.
+        retried_after = Some(error.kind);
+        tried |= 1u64 << pos;
+        fresh_only = false;
+        let backoff = s
+            .retry
+            .backoff_base
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(s.retry.backoff_max);
+        if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+            return Err(upstream_failure(ErrorKind::DeadlineExceeded, true));
+        }
+        if !backoff.is_zero() {
+            monoio::time::sleep(backoff).await;
+        }
+        bump(&worker.metrics.retries, 1);
     };
 
     if c.response.status == 101 {
@@ -668,6 +735,22 @@ async fn handle(
     })
 }
 
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a Cell<usize>) -> Self {
+        c.set(c.get() + 1);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 fn upstream_failure(kind: ErrorKind, body_consumed: bool) -> Failure {
     Failure {
         error: ProxyError::upstream(kind),
@@ -685,34 +768,48 @@ async fn checkout(
     class: Class,
     tried: &mut u64,
     fresh_only: bool,
-) -> Result<(u16, u32, UpstreamConn), ProxyError> {
+    deadline: Option<Instant>,
+) -> Result<(u16, u32, Admission, UpstreamConn), ProxyError> {
     let s = &wt.table.settings;
     let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
     loop {
-        let Some((backend, pos)) = wt.pick_server(partition, class, *tried) else {
+        let Some((backend, pos, admission)) = wt.pick_server(partition, class, *tried) else {
             return Err(last_error);
         };
         if !fresh_only {
             if let Some(conn) = worker.take_upstream(backend, wt.table.version, s) {
                 bump(&worker.metrics.pool_reused, 1);
-                return Ok((backend, pos, conn));
+                return Ok((backend, pos, admission, conn));
             }
         }
         if *tried != 0 {
             bump(&worker.metrics.failovers, 1);
         }
-        let addr = wt.table.backends[backend as usize].addr;
-        match connect(addr, s.upstream_connect_timeout).await {
+        let b = &*wt.table.backends[backend as usize];
+        let timeout = match remaining(deadline) {
+            Some(left) if left.is_zero() => {
+                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
+            }
+            Some(left) => left.min(s.upstream_connect_timeout),
+            None => s.upstream_connect_timeout,
+        };
+        match connect(b.addr, timeout).await {
             Ok(conn) => {
                 bump(&worker.metrics.pool_opened, 1);
-                return Ok((backend, pos, conn));
+                return Ok((backend, pos, admission, conn));
             }
             Err(e) => {
+                report(b, s.circuit.as_ref(), admission, false);
                 *tried |= 1u64 << pos;
                 last_error = e;
             }
         }
     }
+}
+
+/// Time left until `deadline` (None: no deadline).
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
 /// Read the upstream response head into `up.buf` and parse it into `c.response`.
@@ -723,6 +820,7 @@ async fn read_response_head(
     up: &mut UpstreamConn,
     is_head_request: bool,
     s: &Settings,
+    deadline: Option<Instant>,
 ) -> Result<(), ProxyError> {
     let mut scanner = HeadScanner::new();
     loop {
@@ -742,14 +840,13 @@ async fn read_response_head(
                 up.buf.reserve(up.buf.capacity());
             }
             let room = up.buf.capacity() - up.buf.len();
-            match read_some(
-                &mut up.stream,
-                &mut up.buf,
-                room,
-                s.upstream_response_timeout,
-            )
-            .await
-            {
+            let (timeout, kind) = match remaining(deadline) {
+                Some(left) if left < s.upstream_response_timeout => {
+                    (left, ErrorKind::DeadlineExceeded)
+                }
+                _ => (s.upstream_response_timeout, ErrorKind::UpstreamTimeout),
+            };
+            match read_some(&mut up.stream, &mut up.buf, room, timeout).await {
                 Ok(0) => {
                     return Err(ProxyError::upstream(if up.buf.is_empty() {
                         ErrorKind::UpstreamReset
@@ -758,9 +855,7 @@ async fn read_response_head(
                     }))
                 }
                 Ok(_) => {}
-                Err(IoFail::Timeout) => {
-                    return Err(ProxyError::upstream(ErrorKind::UpstreamTimeout))
-                }
+                Err(IoFail::Timeout) => return Err(ProxyError::upstream(kind)),
                 Err(_) => return Err(ProxyError::upstream(ErrorKind::UpstreamReset)),
             }
         };

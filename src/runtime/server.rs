@@ -17,6 +17,7 @@ use super::listener::bind_reuseport;
 use super::worker::{self, ActiveDriver, Control, WorkerHandle, WorkerSpec};
 use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ConfigError};
+use crate::health::{HealthChecker, HealthTargets};
 use crate::metrics::export::ProcessStats;
 use crate::metrics::MetricsSnapshot;
 use crate::route::router::RoutingTable;
@@ -34,6 +35,7 @@ pub struct Server {
     config: Config,
     table: Arc<RoutingTable>,
     access_log: Option<(Arc<AccessLog>, JoinHandle<()>)>,
+    health: Option<HealthChecker>,
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_error: Option<String>,
@@ -92,6 +94,13 @@ impl Server {
             );
             workers.push(handle);
         }
+        let health = match &config.health {
+            Some(settings) => Some(HealthChecker::spawn(HealthTargets {
+                backends: table.backends.to_vec(),
+                settings: settings.clone(),
+            })?),
+            None => None,
+        };
         Ok(Server {
             listen_addr,
             workers,
@@ -99,6 +108,7 @@ impl Server {
             config,
             table,
             access_log,
+            health,
             reloads_ok: 0,
             reloads_failed: 0,
             last_reload_error: None,
@@ -209,6 +219,15 @@ impl Server {
         }
         let live: Vec<SocketAddr> = table.backends.iter().map(|b| b.addr).collect();
         self.registry.retain(|a| live.contains(a));
+        match (&mut self.health, &config.health) {
+            (Some(checker), Some(settings)) => checker.update(HealthTargets {
+                backends: table.backends.to_vec(),
+                settings: settings.clone(),
+            }),
+            (None, Some(_)) => needs_restart.push("health.enabled"),
+            (Some(_), None) => needs_restart.push("health.enabled"),
+            (None, None) => {}
+        }
         self.table = table;
         self.config = config;
         self.reloads_ok += 1;
@@ -239,6 +258,9 @@ impl Server {
         }
         for w in self.workers.drain(..) {
             let _ = w.thread.join();
+        }
+        if let Some(mut checker) = self.health.take() {
+            checker.stop();
         }
         if let Some((log, handle)) = self.access_log.take() {
             access_log::stop(&log, handle);

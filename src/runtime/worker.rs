@@ -23,7 +23,7 @@ use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
 use crate::access_log::AccessLog;
-use crate::config::{DriverChoice, Settings};
+use crate::config::{DriverChoice, RetrySettings, Settings};
 use crate::error::ProxyError;
 use crate::forward::splice::PipePair;
 use crate::metrics::{bump, MetricsSnapshot, WorkerMetrics};
@@ -194,6 +194,10 @@ pub struct Worker {
     pub metrics: WorkerMetrics,
     /// The shared access log, when enabled.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Requests between routing and the end of their response.
+    pub in_flight: Cell<usize>,
+    /// Retries this worker may still spend (earned per request, capped).
+    retry_budget: Cell<f64>,
 }
 
 impl Worker {
@@ -207,6 +211,8 @@ impl Worker {
             id,
             metrics: WorkerMetrics::new(&table),
             access_log,
+            in_flight: Cell::new(0),
+            retry_budget: Cell::new(table.settings.retry.budget_reserve),
             pools: RefCell::new(Pools::new(&table)),
             table: RefCell::new(Rc::new(WorkerTable::new(table))),
             scanner: RefCell::new(JsonScanner::new()),
@@ -282,6 +288,24 @@ impl Worker {
         self.pools
             .borrow_mut()
             .put(b, version, conn, Instant::now(), max);
+    }
+
+    /// Earn retry budget for one request.
+    #[inline]
+    pub fn earn_retry_budget(&self, r: &RetrySettings) {
+        let b = self.retry_budget.get() + r.budget_ratio;
+        self.retry_budget.set(b.min(r.budget_reserve.max(1.0)));
+    }
+
+    /// Spend one retry if the budget allows.
+    pub fn spend_retry_budget(&self) -> bool {
+        let b = self.retry_budget.get();
+        if b >= 1.0 {
+            self.retry_budget.set(b - 1.0);
+            true
+        } else {
+            false
+        }
     }
 
     /// Open client connections.

@@ -1,0 +1,226 @@
+//! Backend state machines: active-check hysteresis (rise/fall) and the passive circuit
+//! breaker (closed → open → half-open → closed/open).
+//!
+//! # Hot path
+//! Workers call [`admit`] while picking a server and [`report`] after each upstream
+//! attempt. Both are relaxed atomic loads in the common case (circuit closed, no failure
+//! streak): a success stores only when a failure streak must be reset, so a healthy
+//! backend's cache lines stay shared, not bounced between cores.
+//!
+//! # Invariants
+//! - One probe at a time: the open → half-open transition is a compare-and-swap; only the
+//!   worker that wins it sends the probe request. A probe that never reports back (its
+//!   request was abandoned) expires after another cool-down.
+//! - A backend flaps only after `fall` consecutive failed checks and returns only after
+//!   `rise` consecutive good ones.
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::config::CircuitSettings;
+use crate::upstream::backend::{Backend, Circuit, Health};
+
+/// Milliseconds since the first call in this process (a monotonic clock for atomics).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// How a request may use a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Normal traffic.
+    Normal,
+    /// This request is the half-open probe: its result closes or re-opens the circuit.
+    Probe,
+}
+
+/// Whether a request may be sent to `b` now (None: skip it).
+#[inline]
+pub fn admit(b: &Backend, circuit: Option<&CircuitSettings>) -> Option<Admission> {
+    if b.health() != Health::Up || b.is_drained() {
+        return None;
+    }
+    match b.circuit() {
+        Circuit::Closed => Some(Admission::Normal),
+        state => {
+            // A circuit left open when a reload disabled the breaker does not block.
+            let Some(settings) = circuit else {
+                return Some(Admission::Normal);
+            };
+            let since = b.circuit_opened_ms.load(Ordering::Acquire);
+            let now = now_ms();
+            if now.saturating_sub(since) < settings.cooldown.as_millis() as u64 {
+                return None;
+            }
+            // Cool-down over (or a half-open probe went missing): one worker wins the
+            // right to probe by moving the timestamp.
+            if b.circuit_opened_ms
+                .compare_exchange(since, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return None;
+            }
+            if state == Circuit::Open {
+                b.transition_circuit(Circuit::Open, Circuit::HalfOpen);
+                tracing::info!(backend = %b.addr, "circuit half-open: sending one probe request");
+            }
+            Some(Admission::Probe)
+        }
+    }
+}
+
+/// Record the result of one upstream attempt.
+#[inline]
+pub fn report(
+    b: &Backend,
+    circuit: Option<&CircuitSettings>,
+    admission: Admission,
+    is_success: bool,
+) {
+    let Some(settings) = circuit else { return };
+    if is_success {
+        if b.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            b.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if admission == Admission::Probe && b.transition_circuit(Circuit::HalfOpen, Circuit::Closed)
+        {
+            tracing::info!(backend = %b.addr, "circuit closed: probe succeeded");
+        }
+        return;
+    }
+    if admission == Admission::Probe {
+        b.circuit_opened_ms.store(now_ms(), Ordering::Release);
+        if b.transition_circuit(Circuit::HalfOpen, Circuit::Open) {
+            tracing::warn!(backend = %b.addr, "circuit re-opened: probe failed");
+        }
+        return;
+    }
+    let streak = b.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+    if streak >= settings.consecutive_failures && b.circuit() == Circuit::Closed {
+        b.circuit_opened_ms.store(now_ms(), Ordering::Release);
+        if b.transition_circuit(Circuit::Closed, Circuit::Open) {
+            tracing::warn!(backend = %b.addr, failures = streak, "circuit opened");
+        }
+    }
+}
+
+/// Rise/fall hysteresis for active checks (owned by the health checker thread).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hysteresis {
+    successes: u32,
+    failures: u32,
+}
+
+impl Hysteresis {
+    /// Feed one check result; returns the new health if it changes.
+    pub fn observe(&mut self, current: Health, ok: bool, rise: u32, fall: u32) -> Option<Health> {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            (current == Health::Down && self.successes >= rise).then_some(Health::Up)
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            (current == Health::Up && self.failures >= fall).then_some(Health::Down)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(cooldown_ms: u64) -> CircuitSettings {
+        CircuitSettings {
+            consecutive_failures: 3,
+            cooldown: Duration::from_millis(cooldown_ms),
+            count_5xx: true,
+        }
+    }
+
+    #[test]
+    fn hysteresis_needs_streaks() {
+        let mut h = Hysteresis::default();
+        let mut state = Health::Up;
+        let mut apply = |ok| {
+            if let Some(s) = h.observe(state, ok, 2, 3) {
+                state = s;
+            }
+            state
+        };
+        assert_eq!(apply(false), Health::Up);
+        assert_eq!(apply(false), Health::Up);
+        assert_eq!(
+            apply(true),
+            Health::Up,
+            "a success resets the failure streak"
+        );
+        assert_eq!(apply(false), Health::Up);
+        assert_eq!(apply(false), Health::Up);
+        assert_eq!(apply(false), Health::Down);
+        assert_eq!(apply(true), Health::Down);
+        assert_eq!(apply(false), Health::Down);
+        assert_eq!(apply(true), Health::Down);
+        assert_eq!(apply(true), Health::Up);
+    }
+
+    #[test]
+    fn circuit_opens_probes_once_and_closes() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        let s = settings(50);
+        for _ in 0..2 {
+            report(&b, Some(&s), Admission::Normal, false);
+        }
+        assert_eq!(b.circuit(), Circuit::Closed);
+        report(&b, Some(&s), Admission::Normal, true);
+        for _ in 0..3 {
+            report(&b, Some(&s), Admission::Normal, false);
+        }
+        assert_eq!(b.circuit(), Circuit::Open);
+        assert_eq!(admit(&b, Some(&s)), None, "open during cool-down");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        assert_eq!(b.circuit(), Circuit::HalfOpen);
+        assert_eq!(admit(&b, Some(&s)), None, "only one probe");
+        report(&b, Some(&s), Admission::Probe, false);
+        assert_eq!(b.circuit(), Circuit::Open);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        report(&b, Some(&s), Admission::Probe, true);
+        assert_eq!(b.circuit(), Circuit::Closed);
+        assert_eq!(admit(&b, Some(&s)), Some(Admission::Normal));
+        let t = b.circuit_transitions();
+        assert_eq!((t[0].1, t[1].1, t[2].1), (1, 2, 2));
+    }
+
+    #[test]
+    fn lost_probe_expires() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        let s = settings(30);
+        for _ in 0..3 {
+            report(&b, Some(&s), Admission::Normal, false);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(
+            admit(&b, Some(&s)),
+            Some(Admission::Probe),
+            "the first probe never reported"
+        );
+    }
+
+    #[test]
+    fn disabled_circuit_admits_everything_up() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        for _ in 0..100 {
+            report(&b, None, Admission::Normal, false);
+        }
+        assert_eq!(admit(&b, None), Some(Admission::Normal));
+        b.set_health(Health::Down);
+        assert_eq!(admit(&b, None), None);
+    }
+}
