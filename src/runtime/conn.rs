@@ -454,13 +454,14 @@ async fn handle(
     //    have reached an upstream is never sent again.
     let mut tried = 0u64;
     let mut fresh_only = false;
-    let mut attempts = 0u32;
+    // Attempts that count against `retry.max_attempts` (re-sends after a stale pooled
+    // connection do not: the request never reached the application).
+    let mut attempts = 1u32;
     let mut consumed_in_buf = head_len + body_in_buf;
     let circuit = s.circuit.as_ref();
     // The failure that made us retry: reported if no server is left to retry on.
     let mut retried_after: Option<ErrorKind> = None;
     let (backend, mut up, version) = 'attempt: loop {
-        attempts += 1;
         let (backend, pos, admission, mut up) = checkout(
             worker, wt, partition, class, &mut tried, fresh_only, deadline,
         )
@@ -599,13 +600,14 @@ async fn handle(
             return Err(upstream_failure(error.kind, true));
         }
         // Another server, after a backoff.
+        attempts += 1;
         retried_after = Some(error.kind);
         tried |= 1u64 << pos;
         fresh_only = false;
         let backoff = s
             .retry
             .backoff_base
-            .saturating_mul(1 << (attempts - 1).min(16))
+            .saturating_mul(1 << (attempts - 2).min(16))
             .min(s.retry.backoff_max);
         if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
             return Err(upstream_failure(ErrorKind::DeadlineExceeded, true));

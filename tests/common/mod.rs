@@ -37,9 +37,12 @@ impl Router {
         Self::start_with(config_text, 1)
     }
 
+    /// `RINGGATE_TEST_DRIVER=epoll` runs every router of the suite on the epoll driver (CI
+    /// does one pass with it, so the fallback path is tested too).
     pub fn start_with(config_text: &str, workers: usize) -> Router {
+        let driver = std::env::var("RINGGATE_TEST_DRIVER").unwrap_or_else(|_| "auto".into());
         let text = format!(
-            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\n"
+            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
         );
         let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
         let server = Server::start(config).expect("router starts");
