@@ -42,6 +42,44 @@ struct Cli {
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
+    /// Also reload when the config file changes (checked once a second; off by default).
+    #[arg(long)]
+    watch: bool,
+}
+
+/// Print a line on stdout without panicking when stdout is closed (e.g. under systemd).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Poll the config file once a second; reload when its contents change.
+fn spawn_config_watcher(server: SharedServer, path: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("ringgate-watch".into())
+        .spawn(move || {
+            let mut last = std::fs::read(&path).ok();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = std::fs::read(&path).ok();
+                if now.is_none() || now == last {
+                    continue;
+                }
+                last = now;
+                let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
+                if !s.is_running() {
+                    return;
+                }
+                if let Ok(r) = s.reload() {
+                    tracing::info!(version = r.version, "config reloaded (file changed)");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the config watcher");
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,8 +111,7 @@ fn main() -> ExitCode {
         }
     }
     if cli.check {
-        print!("{}", config.summary());
-        println!("config OK");
+        say(&format!("{}config OK", config.summary()));
         return ExitCode::SUCCESS;
     }
     warn_on_low_memlock();
@@ -106,12 +143,15 @@ fn main() -> ExitCode {
         None => None,
     };
     // One machine-readable line on stdout: tests and scripts wait for it.
-    println!(
+    say(&format!(
         "ringgate listening on {listen_addr} admin {} workers {} driver {}",
         admin.map_or("off".to_string(), |a| a.to_string()),
         drivers.len(),
         drivers.first().copied().unwrap_or("none")
-    );
+    ));
+    if cli.watch {
+        spawn_config_watcher(server.clone(), cli.config.clone());
+    }
     tracing::info!(listen = %listen_addr, admin = ?admin, workers = drivers.len(), "ringgate ready");
 
     let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {

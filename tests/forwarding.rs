@@ -129,6 +129,24 @@ fn large_bodies_both_ways(threshold: u64) {
             .unwrap(),
         "/small"
     );
+    let mut r = r;
+    let snapshots = ringgate::runtime::server::collect_snapshots(
+        &r.server().worker_controls(),
+        std::time::Duration::from_secs(2),
+    );
+    assert_eq!(snapshots.len(), 1, "one worker answered");
+    let spliced: u64 = snapshots.iter().map(|s| s.spliced_bytes).sum();
+    if threshold == u64::MAX {
+        assert_eq!(spliced, 0, "copy path only");
+    } else {
+        // Both request bodies and the Content-Length response, minus what arrived with
+        // the heads (the demo backend's 64 KiB response chunks are copied: each chunk is
+        // partly in the buffer already, leaving less than the threshold to splice).
+        assert!(
+            spliced > 15 * 1024 * 1024,
+            "splice path used: {spliced} bytes"
+        );
+    }
 }
 
 #[test]

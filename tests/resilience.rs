@@ -552,3 +552,56 @@ fn the_epoll_driver_serves_the_same_traffic() {
     assert_eq!(resp.body.len(), 3_000_000);
     server.drain(Duration::from_millis(200));
 }
+
+#[test]
+fn http_health_checks_mark_a_failing_backend_down() {
+    let (sick, _) = scripted_backend(|_, req| {
+        if req.starts_with("GET /healthz ") {
+            Action::Respond(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else {
+            Action::Respond(ok_response("sick-but-answering"))
+        }
+    });
+    let good = backend("good");
+    let mut r = Router::start(&partition_of(
+        &[sick, good],
+        "[health]\ninterval_ms = 100\ntimeout_ms = 200\nfall = 2\nrise = 2\nhttp_path = \"/healthz\"\n",
+    ));
+    let sick_backend = r
+        .server()
+        .table()
+        .backends
+        .iter()
+        .find(|b| b.addr == sick)
+        .unwrap()
+        .clone();
+    wait_until("sick marked down", Duration::from_secs(3), || {
+        !sick_backend.is_available()
+    });
+    for _ in 0..6 {
+        assert_eq!(get(r.addr, "/x", "X-User-Id: u\r\n").zone(), "good");
+    }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_and_counted() {
+    let b = backend("zone_1");
+    let mut r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[timeouts]\nclient_idle_ms = 200\n"
+    ));
+    let mut c = Conn::open(r.addr);
+    assert_eq!(
+        c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    let started = Instant::now();
+    assert!(c.is_closed());
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let snaps = ringgate::runtime::server::collect_snapshots(
+        &r.server().worker_controls(),
+        Duration::from_secs(2),
+    );
+    assert_eq!(snaps.iter().map(|s| s.idle_timeouts).sum::<u64>(), 1);
+}

@@ -71,6 +71,7 @@ impl RelayOptions<'_> {
             self.write_timeout,
         )
         .await?;
+        self.spliced.set(self.spliced.get() + len);
         self.pipes.borrow_mut().push(pipe);
         Ok(())
     }

@@ -87,7 +87,7 @@ pub fn render(
         let _ = writeln!(out, "{ERRORS}{{kind=\"{kind}\"}} {n}");
     }
 
-    let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 9] = [
+    let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 10] = [
         (
             RETRIES,
             "Queries re-sent to an upstream after a failure.",
@@ -118,6 +118,11 @@ pub fn render(
             CONNECTIONS_REFUSED,
             "Client connections refused at the per-worker bound.",
             |s| s.refused,
+        ),
+        (
+            IDLE_TIMEOUTS,
+            "Keep-alive client connections closed by the idle timeout.",
+            |s| s.idle_timeouts,
         ),
         (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
             s.spliced_bytes

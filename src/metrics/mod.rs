@@ -82,6 +82,8 @@ pub struct WorkerMetrics {
     pub accepted: Cell<u64>,
     /// Client connections refused at the bound.
     pub refused: Cell<u64>,
+    /// Keep-alive connections closed by the idle timeout.
+    pub idle_timeouts: Cell<u64>,
     /// Bytes spliced.
     pub spliced_bytes: Cell<u64>,
     /// Access log lines dropped.
@@ -108,6 +110,7 @@ impl WorkerMetrics {
             pool_stale: Cell::new(0),
             accepted: Cell::new(0),
             refused: Cell::new(0),
+            idle_timeouts: Cell::new(0),
             spliced_bytes: Cell::new(0),
             access_log_dropped: Cell::new(0),
             latency: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
@@ -224,6 +227,7 @@ impl WorkerMetrics {
             pool_stale: self.pool_stale.get(),
             accepted: self.accepted.get(),
             refused: self.refused.get(),
+            idle_timeouts: self.idle_timeouts.get(),
             spliced_bytes: self.spliced_bytes.get(),
             access_log_dropped: self.access_log_dropped.get(),
             open_connections,
@@ -265,6 +269,8 @@ pub struct MetricsSnapshot {
     pub accepted: u64,
     /// Client connections refused.
     pub refused: u64,
+    /// Keep-alive connections closed by the idle timeout.
+    pub idle_timeouts: u64,
     /// Bytes spliced.
     pub spliced_bytes: u64,
     /// Access log lines dropped.

@@ -23,6 +23,8 @@ pub const CONNECTIONS_OPEN: &str = "ringgate_client_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "ringgate_client_connections_accepted_total";
 /// Counter: client connections refused at the per-worker bound.
 pub const CONNECTIONS_REFUSED: &str = "ringgate_client_connections_refused_total";
+/// Counter: keep-alive connections closed by the client idle timeout.
+pub const IDLE_TIMEOUTS: &str = "ringgate_client_idle_timeouts_total";
 /// Counter: body bytes moved with splice(2).
 pub const SPLICED_BYTES: &str = "ringgate_spliced_bytes_total";
 /// Histogram: request duration (head received → response sent), by class.

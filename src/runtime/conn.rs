@@ -305,7 +305,10 @@ async fn read_head(
                     c.buf = slice.into_inner();
                     return Ok(None);
                 }
-                Err(_) => return Ok(None),
+                Err(_) => {
+                    bump(&worker.metrics.idle_timeouts, 1);
+                    return Ok(None);
+                }
             }
         } else {
             let now = Instant::now();
