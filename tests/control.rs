@@ -441,3 +441,69 @@ fn access_log_lines() {
         lines[2]
     );
 }
+
+/// The real binary reloads on SIGHUP and, with `--watch`, when the file changes.
+#[test]
+fn binary_reloads_on_sighup_and_file_change() {
+    use std::io::BufRead;
+    let z1 = [backend("zone_1")];
+    let z2 = [backend("zone_2")];
+    let path =
+        std::env::temp_dir().join(format!("ringgate-bin-reload-{}.toml", std::process::id()));
+    let text = |users: &str| {
+        format!(
+            "{}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[workers]\ncount = 1\npin = false\n",
+            zones(&z1, &z2, users)
+        )
+    };
+    std::fs::write(&path, text("alice = \"zone_1\"")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["--config", path.to_str().unwrap(), "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let addr: SocketAddr = words[3].parse().unwrap();
+    let admin: SocketAddr = words[5].parse().unwrap();
+    let zone_of_alice = || get(addr, "/x", "X-User-Id: alice\r\n").zone();
+    assert_eq!(zone_of_alice(), "zone_1");
+
+    // File change, picked up by the watcher within a few seconds.
+    std::fs::write(&path, text("alice = \"zone_2\"")).unwrap();
+    let start = std::time::Instant::now();
+    while zone_of_alice() != "zone_2" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "watcher did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // SIGHUP.
+    std::fs::write(&path, text("alice = \"zone_1\"")).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let start = std::time::Instant::now();
+    while zone_of_alice() != "zone_1" {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let version: u64 = get(admin, "/config", "")
+        .json_field("version")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(version >= 3, "version {version}");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&path);
+}
