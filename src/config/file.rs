@@ -156,7 +156,7 @@ impl Default for LimitsSection {
             max_head_bytes: Spanned::new(0..0, 16 * 1024),
             max_headers: Spanned::new(0..0, 100),
             body_scan_bytes: Spanned::new(0..0, 64 * 1024),
-            splice_threshold_bytes: 256 * 1024,
+            splice_threshold_bytes: 64 * 1024,
             max_user_id_bytes: Spanned::new(0..0, 256),
         }
     }
