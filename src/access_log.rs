@@ -185,7 +185,7 @@ fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, format: AccessLogFormat)
                 }
                 None => out.push(b'-'),
             }
-            let _ = write!(Bytes(out), " status={} duration_us={micros}\n", r.status);
+            let _ = writeln!(Bytes(out), " status={} duration_us={micros}", r.status);
         }
         AccessLogFormat::Json => {
             let _ = write!(
@@ -211,9 +211,9 @@ fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, format: AccessLogFormat)
             if let Some(b) = r.backend {
                 let _ = write!(Bytes(out), "{b}");
             }
-            let _ = write!(
+            let _ = writeln!(
                 Bytes(out),
-                "\",\"status\":{},\"duration_us\":{micros}}}\n",
+                "\",\"status\":{},\"duration_us\":{micros}}}",
                 r.status
             );
         }

@@ -5,9 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,34 +82,10 @@ fn serve_ids(
     ids: Arc<Mutex<HashMap<String, usize>>>,
 ) {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
     loop {
-        let end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
+        let Some(request) = read_request(&mut s, &mut buf) else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap_or(0);
-        while buf.len() < end + len {
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
-        let request = String::from_utf8_lossy(&buf[..end + len]).into_owned();
-        buf.drain(..end + len);
         if !alive.load(Ordering::SeqCst) {
             return;
         }

@@ -20,6 +20,9 @@ const BUCKETS_S: [f64; 19] = [
 /// Quantiles exported from the merged HDR histograms.
 const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
 
+/// A plain counter: name, help text, and how to read it from a snapshot.
+type CounterSpec = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+
 /// Process-level figures the exporter adds to the workers' own.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessStats {
@@ -87,7 +90,7 @@ pub fn render(
         let _ = writeln!(out, "{ERRORS}{{kind=\"{kind}\"}} {n}");
     }
 
-    let counters: [(&str, &str, fn(&MetricsSnapshot) -> u64); 10] = [
+    let counters: [CounterSpec; 10] = [
         (
             RETRIES,
             "Queries re-sent to an upstream after a failure.",

@@ -40,9 +40,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_all, write_range, write_static, IoFail};
-use crate::forward::relay::{
-    relay_chunked, relay_length, relay_until_close, RelayFail, RelayOptions,
-};
+use crate::forward::relay::{relay_chunked, relay_length, relay_until_close, RelayFail};
 use crate::forward::tunnel;
 use crate::health::state::{report, Admission};
 use crate::http::chunked::ChunkedDecoder;
@@ -425,13 +423,8 @@ async fn handle(
             .extend_from_slice(&c.buf[head_len..head_len + body_in_buf]);
     }
     let is_head_request = c.head.method() == Method::Head;
-    let relay_opts = RelayOptions {
-        read_timeout: s.client_body_timeout,
-        write_timeout: s.upstream_response_timeout,
-        splice_threshold: s.splice_threshold_bytes,
-        pipes: &worker.pipes,
-        spliced: &worker.metrics.spliced_bytes,
-    };
+    // Request bodies: the client is read, the upstream written.
+    let relay_opts = worker.relay_options(s.client_body_timeout, s.upstream_response_timeout, s);
 
     // 4. Shed load before touching an upstream: Queries first, then Commands.
     let in_flight = worker.in_flight.get();
@@ -684,13 +677,7 @@ async fn handle(
     let mut is_reusable = c.response.is_keep_alive && !stray;
     if !complete {
         up.buf.clear();
-        let opts = RelayOptions {
-            read_timeout: s.upstream_response_timeout,
-            write_timeout: s.client_body_timeout,
-            splice_threshold: s.splice_threshold_bytes,
-            pipes: &worker.pipes,
-            spliced: &worker.metrics.spliced_bytes,
-        };
+        let opts = worker.relay_options(s.upstream_response_timeout, s.client_body_timeout, s);
         let relayed = match framing_out {
             ResponseFraming::Length(n) => {
                 relay_length(

@@ -25,6 +25,7 @@ use monoio::net::TcpListener;
 use crate::access_log::AccessLog;
 use crate::config::{DriverChoice, RetrySettings, Settings};
 use crate::error::ProxyError;
+use crate::forward::relay::RelayOptions;
 use crate::forward::splice::PipePair;
 use crate::metrics::{bump, MetricsSnapshot, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
@@ -288,6 +289,22 @@ impl Worker {
         self.pools
             .borrow_mut()
             .put(b, version, conn, Instant::now(), max);
+    }
+
+    /// Relay options for one direction: this worker's pipes and splice counter.
+    pub fn relay_options(
+        &self,
+        read_timeout: Duration,
+        write_timeout: Duration,
+        s: &Settings,
+    ) -> RelayOptions<'_> {
+        RelayOptions {
+            read_timeout,
+            write_timeout,
+            splice_threshold: s.splice_threshold_bytes,
+            pipes: &self.pipes,
+            spliced: &self.metrics.spliced_bytes,
+        }
     }
 
     /// Earn retry budget for one request.

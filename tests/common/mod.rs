@@ -359,35 +359,11 @@ where
             let count = c.clone();
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
-                let mut tmp = [0u8; 16384];
                 let mut index = 0;
                 loop {
-                    let end = loop {
-                        if let Some(i) = find(&buf, b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
+                    let Some(request) = read_request(&mut s, &mut buf) else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < end + len {
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    }
-                    let request = String::from_utf8_lossy(&buf[..end + len]).into_owned();
-                    buf.drain(..end + len);
                     count.fetch_add(1, Ordering::SeqCst);
                     match script(index, &request) {
                         Action::Respond(bytes) => {
@@ -412,6 +388,39 @@ where
         }
     });
     (addr, count)
+}
+
+/// Read one request (head and `Content-Length` body) from a backend-side socket; bytes
+/// after it stay in `buf`. `None` when the peer closed first.
+pub fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut tmp = [0u8; 16384];
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    while buf.len() < end + len {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..end + len]).into_owned();
+    buf.drain(..end + len);
+    Some(request)
 }
 
 /// A minimal 200 response with a body.
