@@ -107,7 +107,7 @@ impl Load {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
-                        let raw = if n % 2 == 0 {
+                        let raw = if n.is_multiple_of(2) {
                             format!("GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: user-{i}-{}\r\n\r\n", n % 7)
                         } else {
                             let body = format!(r#"{{"user_id":"user-{i}-{}","n":{n}}}"#, n % 7);
@@ -125,7 +125,7 @@ impl Load {
                             }
                         }
                         // A fresh connection now and then, so reloads meet new ones too.
-                        if n % 50 == 0 {
+                        if n.is_multiple_of(50) {
                             c = Conn::open(addr);
                         }
                     }
