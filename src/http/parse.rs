@@ -340,7 +340,12 @@ impl FieldState {
         let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
         match name.len() {
             2 if eq(b"te") => return Ok(true),
-            4 if eq(b"host") => self.host_count += 1,
+            4 if eq(b"host") => {
+                self.host_count += 1;
+                if !is_host_value(value) {
+                    return Err(bad("invalid Host value"));
+                }
+            }
             6 if eq(b"expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
                     self.expects_continue = true;
@@ -369,6 +374,9 @@ impl FieldState {
             }
             16 if eq(b"proxy-connection") => return Ok(true),
             17 if eq(b"transfer-encoding") => self.observe_transfer_encoding(value)?,
+            14 | 17 if is_underscore_variant(name) => {
+                return Err(bad("underscore variant of a framing header name"))
+            }
             _ => {}
         }
         Ok(false)
@@ -444,37 +452,47 @@ impl FieldState {
         head.expects_continue = self.expects_continue && is_http11;
         head.is_upgrade = is_http11 && self.has_upgrade && self.connection_upgrade;
         head.body_may_be_json = !self.content_type_seen || self.content_type_json;
+        if self.connection_names_other {
+            mark_connection_named(bytes, head);
+        }
         if head.is_upgrade {
             // The Upgrade field travels to the backend; ringgate adds `Connection: upgrade`.
+            // This runs after the marking above, which would otherwise drop `Upgrade`
+            // (named by the `upgrade` token) whenever `Connection` also names another field.
             for f in head.headers.iter_mut() {
                 if f.name.len() == 7 && f.name.get(bytes).eq_ignore_ascii_case(b"upgrade") {
                     f.is_hop_by_hop = false;
                 }
             }
         }
-        if self.connection_names_other {
-            mark_connection_named(bytes, head);
-        }
         Ok(())
     }
 }
 
-/// Mark as hop-by-hop every field named in a `Connection` header (RFC 9110 §7.6.1).
+/// Mark as hop-by-hop every field named in a `Connection` header (RFC 9110 §7.6.1), in
+/// every `Connection` field (not only the first few: a name listed in the ninth one is
+/// just as hop-by-hop).
 pub(crate) fn mark_connection_named(bytes: &[u8], head: &mut RequestHead) {
-    let connection_values: [Option<Span>; 8] = {
-        let mut v = [None; 8];
-        let mut n = 0;
-        for f in head.headers.iter() {
-            if n < v.len() && f.name.get(bytes).eq_ignore_ascii_case(b"connection") {
-                v[n] = Some(f.value);
-                n += 1;
-            }
+    mark_named_fields(bytes, &mut head.headers, |_| true);
+}
+
+/// Mark the fields named by the tokens of every `Connection` field in `headers`, for the
+/// tokens `applies` accepts.
+pub(crate) fn mark_named_fields(
+    bytes: &[u8],
+    headers: &mut [HeaderField],
+    applies: impl Fn(&[u8]) -> bool,
+) {
+    for i in 0..headers.len() {
+        let field = headers[i];
+        if !field.name.get(bytes).eq_ignore_ascii_case(b"connection") {
+            continue;
         }
-        v
-    };
-    for value in connection_values.iter().flatten() {
-        for token in list_elements(value.get(bytes)).flatten() {
-            for f in head.headers.iter_mut() {
+        for token in list_elements(field.value.get(bytes)).flatten() {
+            if !applies(token) {
+                continue;
+            }
+            for f in headers.iter_mut() {
                 if f.name.get(bytes).eq_ignore_ascii_case(token) {
                     f.is_hop_by_hop = true;
                 }
@@ -505,6 +523,59 @@ pub fn trim_ows(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+/// `Content_Length` or `Transfer_Encoding` (any case, any mix of `_` and `-`). Some
+/// servers read `_` as `-` (CGI-style header maps); ringgate would forward such a field
+/// as an unknown one while the backend frames the body by it, so it is refused.
+fn is_underscore_variant(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && [&b"content-length"[..], b"transfer-encoding"]
+            .iter()
+            .any(|lit| eq_dash_underscore(name, lit))
+}
+
+/// Case-insensitive equality where `_` and `-` are the same byte.
+pub fn eq_dash_underscore(a: &[u8], b: &[u8]) -> bool {
+    let norm = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
+}
+
+/// RFC 9112 §3.2: `Host = uri-host [ ":" port ]`, possibly empty. Checked as a byte set
+/// (reg-name, IP literal and port characters): a value with spaces, `/`, `@`, `?`, `#`,
+/// `"` or obs-text is refused with 400, as the RFC requires, before a backend picks a
+/// virtual host from it.
+fn is_host_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
 }
 
 fn is_known_coding(coding: &[u8]) -> bool {
@@ -694,6 +765,70 @@ mod tests {
         assert!(h10ka.is_keep_alive);
         let close = parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
         assert!(!close.is_keep_alive);
+    }
+
+    #[test]
+    fn upgrade_survives_connection_naming_other_fields() {
+        // Regression (fuzz target request_head): with `Connection: Upgrade, X-A` the
+        // marking of Connection-named fields dropped `Upgrade` again after it had been
+        // kept, so the backend got `Connection: upgrade` without an `Upgrade` field.
+        let raw = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, X-A\r\nUpgrade: websocket\r\nX-A: 1\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert!(h.is_upgrade);
+        let flags: Vec<bool> = h.headers.iter().map(|f| f.is_hop_by_hop).collect();
+        assert_eq!(flags, vec![false, true, false, true]);
+    }
+
+    #[test]
+    fn every_connection_field_names_hop_by_hop_fields() {
+        // Regression: only the first eight `Connection` fields were honoured.
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..9 {
+            raw.extend_from_slice(format!("Connection: X-{i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"X-8: late\r\nX-Kept: k\r\n\r\n");
+        let h = parse(&raw).unwrap();
+        let named = |n: &[u8]| {
+            h.headers
+                .iter()
+                .find(|f| f.name.get(&raw) == n)
+                .unwrap()
+                .is_hop_by_hop
+        };
+        assert!(named(b"X-8"));
+        assert!(!named(b"X-Kept"));
+    }
+
+    #[test]
+    fn underscore_framing_names_and_bad_hosts_are_refused() {
+        // Hardening: a backend that maps `_` to `-` would frame the body by these fields
+        // while ringgate forwards them as unknown ones (cross-request desync on a pooled
+        // connection); RFC 9112 §3.2 requires 400 for an invalid Host value.
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\ncontent_length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTRANSFER_encoding: gzip\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\xc3\xa9\r\n\r\n",
+        ] {
+            let r = reason(raw);
+            assert!(
+                r.starts_with("400"),
+                "{:?} -> {r}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a.example:8080\r\nX_Other: 1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: my_host%41\r\n\r\n",
+        ] {
+            assert_eq!(reason(raw), "ok", "{:?}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]

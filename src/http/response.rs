@@ -8,7 +8,9 @@
 
 use std::mem::MaybeUninit;
 
-use super::parse::{list_elements, parse_content_length, HeaderField, Span, MAX_HEADERS_LIMIT};
+use super::parse::{
+    list_elements, mark_named_fields, parse_content_length, HeaderField, Span, MAX_HEADERS_LIMIT,
+};
 use crate::error::{ErrorKind, ProxyError};
 
 /// How a response body is delimited.
@@ -179,8 +181,12 @@ pub fn parse_response(
         }
     };
     head.framing = Some(framing);
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; it is
+    // relayed as framed, but its connection is closed after it, never reused.
+    let is_faulty_http10 = head.minor_version == 0 && te_seen;
     head.is_keep_alive = framing != ResponseFraming::UntilClose
         && head.status != 101
+        && !is_faulty_http10
         && if head.minor_version == 1 {
             !conn_close
         } else {
@@ -189,29 +195,16 @@ pub fn parse_response(
     Ok(())
 }
 
+/// Mark the fields named in `Connection` (every one of them) as hop-by-hop, except the
+/// framing the client needs and, on a 101, the `Upgrade` field the client must see.
 fn mark_named(bytes: &[u8], head: &mut ResponseHead) {
-    let mut names: [Option<Span>; 8] = [None; 8];
-    let mut n = 0;
-    for f in head.headers.iter() {
-        if n < names.len() && f.name.get(bytes).eq_ignore_ascii_case(b"connection") {
-            names[n] = Some(f.value);
-            n += 1;
-        }
-    }
-    for value in names.iter().flatten() {
-        for token in list_elements(value.get(bytes)).flatten() {
-            let framing = token.eq_ignore_ascii_case(b"content-length")
-                || token.eq_ignore_ascii_case(b"transfer-encoding");
-            if framing {
-                continue; // never strip the framing the client needs
-            }
-            for f in head.headers.iter_mut() {
-                if f.name.get(bytes).eq_ignore_ascii_case(token) {
-                    f.is_hop_by_hop = true;
-                }
-            }
-        }
-    }
+    let is_switch = head.status == 101;
+    mark_named_fields(bytes, &mut head.headers, |token| {
+        let framing = token.eq_ignore_ascii_case(b"content-length")
+            || token.eq_ignore_ascii_case(b"transfer-encoding");
+        let switch_upgrade = is_switch && token.eq_ignore_ascii_case(b"upgrade");
+        !(framing || switch_upgrade)
+    });
 }
 
 #[cfg(test)]
@@ -280,6 +273,29 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn http10_with_transfer_encoding_is_never_reused() {
+        // Regression (fuzz target response_head): RFC 9112 §6.1 says such framing is
+        // faulty and the connection must close after the message; it was pooled.
+        let h = parse(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing(), ResponseFraming::Chunked);
+        assert!(!h.is_keep_alive);
+    }
+
+    #[test]
+    fn switching_protocols_keeps_upgrade_when_connection_names_others() {
+        // Regression: `Connection: upgrade, X-A` on a 101 dropped the `Upgrade` field the
+        // client needs to complete the switch.
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade, X-A\r\nUpgrade: websocket\r\nX-A: 1\r\n\r\n";
+        let h = parse(raw, false).unwrap();
+        let flags: Vec<bool> = h.headers.iter().map(|f| f.is_hop_by_hop).collect();
+        assert_eq!(flags, vec![true, false, true]);
     }
 
     #[test]

@@ -48,11 +48,15 @@ impl HeadScanner {
     /// the head length including the final blank line, `Ok(None)` when more bytes are
     /// needed, or an error. `max_len` bounds the head size.
     pub fn scan(&mut self, buf: &[u8], max_len: usize) -> Result<Option<usize>, ScanError> {
-        let start = self.scanned;
-        for i in memchr2_iter(b'\r', b'\n', &buf[start..]) {
+        // Only the first `max_len` bytes can belong to an acceptable head. Looking past
+        // them would make the answer depend on how many bytes one read delivered (a bare
+        // LF beyond the limit would be reported instead of TooLarge).
+        let window = &buf[..buf.len().min(max_len)];
+        let start = self.scanned.min(window.len());
+        for i in memchr2_iter(b'\r', b'\n', &window[start..]) {
             let i = start + i;
-            if buf[i] == b'\r' {
-                match buf.get(i + 1) {
+            if window[i] == b'\r' {
+                match window.get(i + 1) {
                     Some(b'\n') => continue,
                     Some(_) => return Err(ScanError::BareCr),
                     None => {
@@ -63,19 +67,16 @@ impl HeadScanner {
                 }
             }
             // An LF: must follow a CR (guaranteed i >= 1 when the CR case matched).
-            if i == 0 || buf[i - 1] != b'\r' {
+            if i == 0 || window[i - 1] != b'\r' {
                 return Err(ScanError::BareLf);
             }
-            if i >= 3 && buf[i - 2] == b'\n' && buf[i - 3] == b'\r' {
-                let len = i + 1;
-                if len > max_len {
-                    return Err(ScanError::TooLarge);
-                }
+            if i >= 3 && window[i - 2] == b'\n' && window[i - 3] == b'\r' {
+                // i < window.len() <= max_len, so the head fits.
                 self.scanned = 0;
-                return Ok(Some(len));
+                return Ok(Some(i + 1));
             }
         }
-        self.scanned = buf.len();
+        self.scanned = window.len();
         self.check_limit(buf.len(), max_len)
     }
 
@@ -164,6 +165,29 @@ mod tests {
             s.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 10),
             Err(ScanError::TooLarge)
         );
+    }
+
+    #[test]
+    fn answer_past_the_limit_does_not_depend_on_reads() {
+        // Regression (fuzz target request_head): a bare LF or CR beyond `max_len` was
+        // reported when it arrived in the same read as the bytes before it (400), but
+        // TooLarge when a first read already filled the limit (431).
+        let mut input = vec![b'a'; 40];
+        input.extend_from_slice(b"\nGET\r\r\n\r\n");
+        for r in scan_split(&input, 32) {
+            assert_eq!(r, Err(ScanError::TooLarge));
+        }
+        // A CR as the last byte of the window cannot start an acceptable end.
+        let mut input = vec![b'a'; 31];
+        input.extend_from_slice(b"\r\n\r\n");
+        for r in scan_split(&input, 32) {
+            assert_eq!(r, Err(ScanError::TooLarge));
+        }
+        // A head of exactly `max_len` bytes is accepted at every split.
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for r in scan_split(head, head.len()) {
+            assert_eq!(r, Ok(Some(head.len())));
+        }
     }
 
     #[test]

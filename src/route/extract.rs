@@ -20,7 +20,7 @@
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use crate::error::ProxyError;
-use crate::http::parse::RequestHead;
+use crate::http::parse::{eq_dash_underscore, RequestHead};
 
 /// Where a user id was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +131,16 @@ pub fn user_id_from_headers(
     let mut agree = Agreement::new(out, rules.max_user_id_bytes, "conflicting user id headers");
     for f in &head.headers {
         let name = f.name.get(buf);
+        if name.contains(&b'_')
+            && rules
+                .headers
+                .iter()
+                .any(|n| !n.eq_ignore_ascii_case(name) && eq_dash_underscore(n, name))
+        {
+            // `X_User_Id` reads as `X-User-Id` to servers that map `_` to `-`: it could
+            // name a different user than the one ringgate routes for.
+            return Err(bad("ambiguous user id header name"));
+        }
         if rules.headers.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             if f.is_hop_by_hop {
                 return Err(bad("Connection names the user id header"));
@@ -146,17 +156,42 @@ pub fn user_id_from_headers(
 
 /// Look for the user id in the query string (`a=1&user_id=x`), percent-decoding names
 /// and values (`+` is a space, as in form encoding).
+///
+/// Some servers also split a query on `;` (older Python `parse_qs`, some frameworks):
+/// `x=1;user_id=bob&user_id=alice` names alice for ringgate but bob (or both) for them
+/// ("parameter cloaking"). A query holding a `;` is therefore read both ways, and
+/// refused unless both readings name the same user (or nobody).
 pub fn user_id_from_query(
     query: &[u8],
     rules: &ExtractRules,
     out: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let found = query_user_id(query, rules, out, |b| b == b'&')?;
+    if memchr::memchr(b';', query).is_none() {
+        return Ok(found);
+    }
+    let ambiguous = || bad("ambiguous user id in query (`;` separator)");
+    let mut other = Vec::new();
+    let other_found = query_user_id(query, rules, &mut other, |b| b == b'&' || b == b';')
+        .map_err(|_| ambiguous())?;
+    if other_found != found || (found && other != *out) {
+        return Err(ambiguous());
+    }
+    Ok(found)
+}
+
+fn query_user_id(
+    query: &[u8],
+    rules: &ExtractRules,
+    out: &mut Vec<u8>,
+    is_separator: impl Fn(u8) -> bool,
 ) -> Result<bool, ProxyError> {
     let mut agree = Agreement::new(
         out,
         rules.max_user_id_bytes,
         "conflicting user id parameters",
     );
-    for pair in query.split(|&b| b == b'&') {
+    for pair in query.split(|&b| is_separator(b)) {
         let (key, value) = match memchr::memchr(b'=', pair) {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[pair.len()..]),
@@ -476,6 +511,20 @@ mod tests {
         assert!(q("user_id=%zz").is_err());
         assert!(q("user_id=%4").is_err());
         assert_eq!(q("user%zzid=x").unwrap(), None);
+        // Hardening (parameter cloaking): `;` readings must agree with `&` readings.
+        assert!(q("x=1;user_id=bob&user_id=alice").is_err());
+        assert!(q("user_id=alice;user_id=bob").is_err());
+        assert!(q("user_id=a;b").is_err());
+        assert!(q("user_id=alice;user_id=alice").is_err());
+        assert_eq!(
+            q("a=1;b=2&user_id=alice").unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            q("user_id=alice&a=1;b=2").unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(q("a=1;b=2").unwrap(), None);
     }
 
     #[test]
@@ -509,5 +558,18 @@ mod tests {
                 .is_err()
         );
         assert_eq!(get(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap(), None);
+        // Hardening: an underscore spelling of a user id header is ambiguous (a server
+        // mapping `_` to `-` reads it as the real one), alone or next to the real one.
+        assert!(get(b"GET / HTTP/1.1\r\nHost: a\r\nX_User_Id: bob\r\n\r\n").is_err());
+        assert!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Id: alice\r\nx_user-id: bob\r\n\r\n")
+                .is_err()
+        );
+        assert_eq!(
+            get(b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Id: alice\r\nX_Other: 1\r\n\r\n")
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
     }
 }

@@ -1,0 +1,237 @@
+//! Fuzz target: the strict incremental chunked decoder.
+//!
+//! # Guarantee
+//! For any bytes:
+//! - [`ChunkedDecoder::feed`] never panics and never claims more bytes than it was given;
+//! - **split invariance**: feeding the bytes in arbitrary pieces gives the same outcome
+//!   (same error, or the same number of message bytes, completion and decoded data) as
+//!   feeding them whole — also when the relay moves chunk data past the decoder with
+//!   [`ChunkedDecoder::skip_data`] (the splice path);
+//! - **reference agreement**: a separate, line-oriented reading of RFC 9112 §7.1 with the
+//!   same limits accepts, refuses or waits for more on exactly the same inputs, with the
+//!   same message length and chunk data.
+//!
+//! Input layout: byte 0 seeds the split points (its low bit selects the skip_data path),
+//! the rest is the body.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringgate::http::chunked::{
+    is_tchar, ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES,
+};
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Message complete after this many bytes, with this chunk data.
+    Complete(usize, Vec<u8>),
+    /// Valid so far, needs more.
+    Incomplete(Vec<u8>),
+    /// Refused.
+    Invalid,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+
+    // Whole.
+    let mut d = ChunkedDecoder::new();
+    let mut decoded = Vec::new();
+    let whole = d.feed(body, &mut |s| decoded.extend_from_slice(s));
+    let whole_outcome = match whole {
+        Ok(n) => {
+            assert!(n <= body.len());
+            if d.is_done() {
+                Outcome::Complete(n, decoded.clone())
+            } else {
+                assert_eq!(n, body.len(), "stopped early without finishing");
+                Outcome::Incomplete(decoded.clone())
+            }
+        }
+        Err(_) => Outcome::Invalid,
+    };
+
+    // Pieces, optionally skipping chunk data like the splice path does.
+    let use_skip = seed & 1 == 1;
+    let (pieces, skipped) = feed_in_pieces(body, seed, use_skip);
+    match (&whole, &pieces) {
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (Ok(n), Ok((m, data, done))) => {
+            assert_eq!(n, m, "consumed differs between whole and pieces");
+            assert_eq!(d.is_done(), *done);
+            if !skipped {
+                assert_eq!(&decoded, data, "decoded data differs");
+            }
+        }
+        _ => panic!("whole {whole:?} vs pieces {pieces:?}"),
+    }
+
+    // Independent reading of the grammar.
+    let reference = reference(body);
+    assert_eq!(
+        whole_outcome, reference,
+        "decoder disagrees with the reference"
+    );
+});
+
+/// (consumed, decoded data, done) or the error.
+type PiecesOutcome = Result<(usize, Vec<u8>, bool), ChunkError>;
+
+/// Feed `body` in pseudo-random pieces; returns (consumed, data, done) or the error, and
+/// whether any data was skipped.
+fn feed_in_pieces(body: &[u8], seed: u8, use_skip: bool) -> (PiecesOutcome, bool) {
+    let mut d = ChunkedDecoder::new();
+    let mut data = Vec::new();
+    let mut pos = 0;
+    let mut x = u32::from(seed) | 0x100;
+    let mut skipped = false;
+    while pos < body.len() && !d.is_done() {
+        if use_skip && d.data_remaining() > 0 {
+            let k = d.data_remaining().min((body.len() - pos) as u64);
+            d.skip_data(k);
+            pos += k as usize;
+            skipped = true;
+            continue;
+        }
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let step = 1 + (x >> 16) as usize % 17;
+        let end = (pos + step).min(body.len());
+        match d.feed(&body[pos..end], &mut |s| data.extend_from_slice(s)) {
+            Ok(n) => {
+                assert!(n <= end - pos);
+                if !d.is_done() {
+                    assert_eq!(n, end - pos, "stopped early without finishing");
+                }
+                pos += n;
+            }
+            Err(e) => return (Err(e), skipped),
+        }
+    }
+    (Ok((pos, data, d.is_done())), skipped)
+}
+
+/// A line-oriented reading of RFC 9112 §7.1 with ringgate's limits:
+/// `chunk-size [ ";" ext-bytes ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
+/// CRLF. chunk-size: 1–16 HEXDIG; ext-bytes: HTAB / SP..~ / obs-text; the size line holds
+/// at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are `token ":" value`, at
+/// most MAX_TRAILER_BYTES in total (CRLFs not counted).
+fn reference(b: &[u8]) -> Outcome {
+    let mut data = Vec::new();
+    let mut i = 0;
+    macro_rules! need {
+        ($n:expr) => {
+            if i + $n > b.len() {
+                return Outcome::Incomplete(data);
+            }
+        };
+    }
+    loop {
+        // chunk-size line
+        let start = i;
+        while i < b.len() && b[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        let digits = i - start;
+        if digits > 16 {
+            return Outcome::Invalid;
+        }
+        need!(1);
+        if digits == 0 {
+            return Outcome::Invalid;
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(&b[start..i]).unwrap(), 16).unwrap();
+        if b[i] == b';' {
+            i += 1;
+            while i < b.len() && b[i] != b'\r' {
+                if !(b[i] == b'\t' || (b' '..=b'~').contains(&b[i]) || b[i] >= 0x80) {
+                    return Outcome::Invalid;
+                }
+                i += 1;
+                if i - start > MAX_CHUNK_LINE as usize {
+                    return Outcome::Invalid;
+                }
+            }
+            if i - start > MAX_CHUNK_LINE as usize {
+                return Outcome::Invalid;
+            }
+            need!(1);
+        }
+        if b[i] != b'\r' {
+            return Outcome::Invalid;
+        }
+        i += 1;
+        need!(1);
+        if b[i] != b'\n' {
+            return Outcome::Invalid;
+        }
+        i += 1;
+        if size == 0 {
+            break;
+        }
+        // data CRLF
+        let avail = (b.len() - i) as u64;
+        if avail < size {
+            data.extend_from_slice(&b[i..]);
+            return Outcome::Incomplete(data);
+        }
+        let size = size as usize;
+        data.extend_from_slice(&b[i..i + size]);
+        i += size;
+        need!(1);
+        if b[i] != b'\r' {
+            return Outcome::Invalid;
+        }
+        i += 1;
+        need!(1);
+        if b[i] != b'\n' {
+            return Outcome::Invalid;
+        }
+        i += 1;
+    }
+    // trailer section
+    let mut trailer_bytes = 0usize;
+    loop {
+        need!(1);
+        if b[i] == b'\r' {
+            i += 1;
+            need!(1);
+            return if b[i] == b'\n' {
+                Outcome::Complete(i + 1, data)
+            } else {
+                Outcome::Invalid
+            };
+        }
+        // field name
+        let mut saw_colon = false;
+        let mut name_len = 0;
+        loop {
+            need!(1);
+            let c = b[i];
+            if !saw_colon {
+                if c == b':' && name_len > 0 {
+                    saw_colon = true;
+                } else if is_tchar(c) {
+                    name_len += 1;
+                } else {
+                    return Outcome::Invalid;
+                }
+            } else if c == b'\r' {
+                break;
+            } else if !(c == b'\t' || (b' '..=b'~').contains(&c) || c >= 0x80) {
+                return Outcome::Invalid;
+            }
+            trailer_bytes += 1;
+            i += 1;
+            if trailer_bytes > MAX_TRAILER_BYTES as usize {
+                return Outcome::Invalid;
+            }
+        }
+        i += 1;
+        need!(1);
+        if b[i] != b'\n' {
+            return Outcome::Invalid;
+        }
+        i += 1;
+    }
+}

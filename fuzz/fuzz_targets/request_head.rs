@@ -1,0 +1,208 @@
+//! Fuzz target: request head scanner + parser + framing decision + forwarded head.
+//!
+//! # Guarantee
+//! For any bytes:
+//! - [`HeadScanner::scan`], [`parse_request`] and [`write_request_head`] never panic;
+//! - **split invariance**: feeding the bytes to one `HeadScanner` as a growing buffer cut
+//!   at arbitrary points gives exactly the answer of scanning them whole (so the result
+//!   never depends on how TCP segmented the head);
+//! - the scanner and `httparse` agree on where a head can end (a head the scanner
+//!   delimits is never "partial" for `httparse`, and bytes the scanner wants more of are
+//!   never a complete request for it);
+//! - an accepted head is internally consistent (offsets in bounds, a framing that matches
+//!   the `Content-Length` / `Transfer-Encoding` fields present), and the head ringgate
+//!   forwards re-parses with the *same* method, target, version and body framing, with no
+//!   hop-by-hop field left in it — the backend reads the message boundaries ringgate read.
+//!
+//! Input layout: byte 0 picks `max_head_bytes`, byte 1 seeds the split points, the rest
+//! is the head.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringgate::http::head::write_request_head;
+use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
+use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
+
+/// `max_headers` as configured by default.
+const MAX_HEADERS: usize = 100;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let max_len = 32 + usize::from(data[0]) * 32;
+    let seed = data[1];
+    let raw = &data[2..];
+    // conn.rs drops a few leading empty lines before a head starts.
+    let raw = &raw[leading_crlf_len(raw)..];
+
+    let whole = HeadScanner::new().scan(raw, max_len);
+    for cuts in split_plans(raw.len(), seed) {
+        let pieces = scan_in_pieces(raw, &cuts, max_len);
+        assert_eq!(pieces, whole, "split at {cuts:?} changed the answer");
+    }
+    check_against_httparse(raw, whole);
+
+    if let Ok(Some(len)) = whole {
+        assert!(len <= max_len && len <= raw.len() && raw[..len].ends_with(b"\r\n\r\n"));
+        let mut head = RequestHead::default();
+        if parse_request(raw, len, MAX_HEADERS, &mut head).is_ok() {
+            check_accepted(raw, len, &head);
+        }
+    }
+});
+
+/// Feed `raw[..cut]` for each cut, the way successive reads grow the buffer.
+fn scan_in_pieces(raw: &[u8], cuts: &[usize], max_len: usize) -> Result<Option<usize>, ScanError> {
+    let mut s = HeadScanner::new();
+    for &cut in cuts {
+        match s.scan(&raw[..cut], max_len) {
+            Ok(None) => {}
+            other => return other,
+        }
+    }
+    s.scan(raw, max_len)
+}
+
+/// Every cut for short inputs (byte by byte), else a few pseudo-random ones.
+fn split_plans(len: usize, seed: u8) -> Vec<Vec<usize>> {
+    let mut plans = Vec::new();
+    if len <= 256 {
+        plans.push((1..len).collect());
+    }
+    let mut x = u32::from(seed) | 0x100;
+    let mut cuts = Vec::new();
+    let mut pos = 0usize;
+    if len > 1 {
+        loop {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            pos += 1 + (x >> 16) as usize % (len / 4 + 1);
+            if pos >= len {
+                break;
+            }
+            cuts.push(pos);
+        }
+    }
+    plans.push(cuts);
+    plans
+}
+
+fn check_against_httparse(raw: &[u8], scanned: Result<Option<usize>, ScanError>) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_LIMIT];
+    match scanned {
+        Ok(Some(len)) => {
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(status) = req.parse(&raw[..len]) {
+                // httparse skips leading empty lines; the scanner sees them as a blank line.
+                assert!(
+                    status.is_complete() || raw.starts_with(b"\r\n"),
+                    "scanner found an end httparse did not"
+                );
+            }
+        }
+        Ok(None) => {
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(raw) {
+                // httparse may skip leading empty lines differently; a complete request
+                // needs a blank line, which the scanner would have found.
+                panic!("httparse found a complete head of {n} bytes the scanner missed");
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
+    let bytes = &raw[..len];
+    // Offsets are in bounds and ordered.
+    assert_eq!(head.len, len);
+    let in_head = |s: ringgate::http::parse::Span| {
+        assert!(
+            s.start <= s.end && (s.end as usize) <= len,
+            "{s:?} out of {len}"
+        );
+    };
+    in_head(head.target);
+    in_head(head.path);
+    if let Some(q) = head.query {
+        in_head(q);
+        assert!(q.start >= head.path.end);
+    }
+    assert!(head.path.start >= head.target.start && head.path.end <= head.target.end);
+    let mut last = head.request_line_end();
+    assert!(last <= len);
+    for (i, f) in head.headers.iter().enumerate() {
+        in_head(f.name);
+        in_head(f.value);
+        let (start, end) = head.header_line(i);
+        assert!(start >= last && start <= end && end <= len - 2);
+        last = end;
+    }
+
+    // The framing decision matches the fields present.
+    let count = |name: &[u8]| {
+        head.headers
+            .iter()
+            .filter(|f| f.name.get(bytes).eq_ignore_ascii_case(name))
+            .count()
+    };
+    let (cl, te) = (count(b"content-length"), count(b"transfer-encoding"));
+    match head.framing() {
+        BodyFraming::Chunked => {
+            assert!(te > 0 && cl == 0 && head.minor_version == 1);
+        }
+        BodyFraming::Length(n) => {
+            assert!(n > 0 && cl == 1 && te == 0);
+        }
+        BodyFraming::None => assert!(cl <= 1 && te == 0),
+    }
+    assert!(count(b"host") <= 1);
+
+    // The forwarded head reads the same.
+    let mut out = Vec::new();
+    write_request_head(raw, head, b"X-Forwarded-For: 192.0.2.1\r\n", &mut out);
+    let end = HeadScanner::new().scan(&out, usize::MAX);
+    assert_eq!(
+        end,
+        Ok(Some(out.len())),
+        "forwarded head is not one clean head"
+    );
+    let mut again = RequestHead::default();
+    if let Err(e) = parse_request(&out, out.len(), MAX_HEADERS_LIMIT, &mut again) {
+        panic!(
+            "forwarded head refused ({}): {:?}",
+            e.reason(),
+            String::from_utf8_lossy(&out)
+        );
+    }
+    assert_eq!(again.method(), head.method());
+    assert_eq!(again.target.get(&out), head.target.get(bytes));
+    assert_eq!(again.minor_version, head.minor_version);
+    assert_eq!(
+        again.framing(),
+        head.framing(),
+        "framing changed on forwarding"
+    );
+    assert_eq!(
+        again.is_upgrade, head.is_upgrade,
+        "upgrade changed on forwarding"
+    );
+    for f in &again.headers {
+        let name = f.name.get(&out);
+        for hop in [&b"te"[..], b"keep-alive", b"proxy-connection", b"expect"] {
+            assert!(
+                !name.eq_ignore_ascii_case(hop),
+                "hop-by-hop {hop:?} forwarded"
+            );
+        }
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            assert!(head.is_upgrade, "Upgrade forwarded without an upgrade");
+        }
+    }
+    let connection_fields = again
+        .headers
+        .iter()
+        .filter(|f| f.name.get(&out).eq_ignore_ascii_case(b"connection"))
+        .count();
+    assert!(connection_fields <= 1, "client Connection field forwarded");
+}

@@ -1,0 +1,218 @@
+//! Fuzz target: user id extraction from a JSON body, differential against `serde_json`.
+//!
+//! # Guarantee
+//! For any body bytes, ringgate's `simd-json` tape walk ([`JsonScanner::scan`]) and an
+//! independent reading with `serde_json` agree on which user the body names:
+//! - only top-level keys of a top-level object count, matched exactly after JSON
+//!   unescaping against the configured keys; nested keys and keys inside strings never
+//!   count;
+//! - a string value names that string; an integer value (no fraction, no exponent, within
+//!   i64/u64) names its decimal form; `null` and `""` name nobody;
+//! - any other value type for a configured key is refused, an id longer than
+//!   `max_user_id_bytes` is refused, and two configured keys (or one key twice) naming
+//!   different users are refused as a *conflict* — both sides say "conflict";
+//! - a body that is not a valid JSON document names nobody.
+//!
+//! It also checks that a reused scanner (buffers and tape kept from the previous input,
+//! as on a worker) answers exactly like a fresh one.
+#![no_main]
+
+use std::cell::RefCell;
+use std::fmt;
+
+use libfuzzer_sys::fuzz_target;
+use ringgate::route::extract::{ExtractRules, JsonScanner};
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Nobody,
+    User(Vec<u8>),
+    Conflict,
+    BadType,
+    TooLong,
+}
+
+thread_local! {
+    static WARM: RefCell<JsonScanner> = RefCell::new(JsonScanner::new());
+}
+
+fuzz_target!(|body: &[u8]| {
+    let rules = ExtractRules::default();
+    let fresh = ringgate_verdict(&mut JsonScanner::new(), body, &rules);
+    let warm = WARM.with(|s| ringgate_verdict(&mut s.borrow_mut(), body, &rules));
+    assert_eq!(fresh, warm, "a reused scanner answered differently");
+    let reference = reference_verdict(body, &rules);
+    assert_eq!(
+        fresh,
+        reference,
+        "ringgate and serde_json disagree on {:?}",
+        String::from_utf8_lossy(body)
+    );
+});
+
+fn ringgate_verdict(scanner: &mut JsonScanner, body: &[u8], rules: &ExtractRules) -> Verdict {
+    let mut out = Vec::new();
+    match scanner.scan(body, rules, &mut out) {
+        Ok(true) => Verdict::User(out),
+        Ok(false) => Verdict::Nobody,
+        Err(e) => match e.reason() {
+            "conflicting user ids in body" => Verdict::Conflict,
+            "user id must be a string or an integer" => Verdict::BadType,
+            "user id too long" => Verdict::TooLong,
+            other => panic!("unexpected refusal: {other}"),
+        },
+    }
+}
+
+/// The top-level entries of an object, in order, duplicates kept, values unparsed.
+struct Entries(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = map.next_entry::<String, Box<RawValue>>()? {
+                    v.push((k, val));
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Any JSON value, read in full and thrown away.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Valid;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+                while map.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn reference_verdict(body: &[u8], rules: &ExtractRules) -> Verdict {
+    // A JSON document serde_json reads in full (every string decoded, every number
+    // parsed; any depth: the recursion limit is off, as simd-json has none)?
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.disable_recursion_limit();
+    let valid: Result<Valid, _> = serde::Deserialize::deserialize(&mut de);
+    if valid.is_err() || de.end().is_err() {
+        return Verdict::Nobody;
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Verdict::Nobody;
+    };
+    if !text
+        .trim_start_matches([' ', '\t', '\r', '\n'])
+        .starts_with('{')
+    {
+        return Verdict::Nobody;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    // Keys are decoded now; a key serde_json cannot decode (a lone surrogate escape)
+    // makes the body unreadable for it: nobody.
+    let entries: Entries = match serde::Deserialize::deserialize(&mut de) {
+        Ok(e) => e,
+        Err(_) => return Verdict::Nobody,
+    };
+
+    let mut found: Option<Vec<u8>> = None;
+    for (key, value) in entries.0 {
+        if !rules.json_keys.iter().any(|k| **k == *key.as_bytes()) {
+            continue;
+        }
+        let id: Vec<u8> = match classify(value.get()) {
+            Value::Null => continue,
+            Value::Other => return Verdict::BadType,
+            Value::Unreadable => return Verdict::Nobody,
+            Value::Id(id) => id,
+        };
+        if id.is_empty() {
+            continue;
+        }
+        if id.len() > rules.max_user_id_bytes {
+            return Verdict::TooLong;
+        }
+        match &found {
+            None => found = Some(id),
+            Some(first) if *first == id => {}
+            Some(_) => return Verdict::Conflict,
+        }
+    }
+    found.map_or(Verdict::Nobody, Verdict::User)
+}
+
+enum Value {
+    Null,
+    Id(Vec<u8>),
+    Other,
+    /// A string serde_json cannot decode.
+    Unreadable,
+}
+
+fn classify(raw: &str) -> Value {
+    match raw.as_bytes()[0] {
+        b'"' => match serde_json::from_str::<String>(raw) {
+            Ok(s) => Value::Id(s.into_bytes()),
+            Err(_) => Value::Unreadable,
+        },
+        b'n' => Value::Null,
+        b'-' | b'0'..=b'9' => {
+            if raw.contains(['.', 'e', 'E']) {
+                return Value::Other;
+            }
+            match raw.parse::<i128>() {
+                Ok(n) if n >= i128::from(i64::MIN) && n <= i128::from(u64::MAX) => {
+                    Value::Id(n.to_string().into_bytes())
+                }
+                _ => Value::Other,
+            }
+        }
+        _ => Value::Other,
+    }
+}
