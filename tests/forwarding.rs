@@ -271,7 +271,9 @@ fn upgrade_backend() -> SocketAddr {
                     let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end);
-                    if head.starts_with("GET /ws ") {
+                    if head.starts_with("GET /ws ")
+                        && head.to_ascii_lowercase().contains("\r\nupgrade:")
+                    {
                         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").unwrap();
                         s.write_all(&buf).unwrap();
                         loop {
@@ -294,7 +296,7 @@ fn upgrade_backend() -> SocketAddr {
 fn upgrade_tunnels_only_after_101() {
     let b = upgrade_backend();
     let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"
+        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n[forward]\nupgrade_protocols = [\"echo\"]\n"
     ));
     // Declined upgrade: the connection stays HTTP.
     let mut c = Conn::open(r.addr);
@@ -329,4 +331,19 @@ fn upgrade_tunnels_only_after_101() {
     let mut got = [0u8; 9];
     c.stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping-pong");
+}
+
+#[test]
+fn upgrades_to_unlisted_protocols_stay_http() {
+    let b = upgrade_backend();
+    // Default allow-list: websocket only. An `echo` upgrade is forwarded without its
+    // Upgrade field, so even a backend that would switch answers as plain HTTP.
+    let r = Router::start(&format!(
+        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"
+    ));
+    let mut c = Conn::open(r.addr);
+    let resp =
+        c.roundtrip(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"no");
 }

@@ -834,12 +834,10 @@ fn smuggling_corpus() {
 
 /// With `reject_without_user`, a keep-alive request without a user id gets 400 and the
 /// connection goes on; the request's body must be consumed with it, whatever its framing.
-/// Content-Length bodies are; a chunked body is left in the buffer and parsed as the next
-/// "request", so the pipelined `/after` gets a spurious 400 instead of its response
-/// (a response-to-the-wrong-request desync, found by this corpus; the fix belongs in
-/// `runtime/conn.rs`, `body_len_in_buffer`, which only knows Content-Length).
+/// Regression: a chunked body used to be left in the buffer and parsed as the next
+/// "request", so the pipelined `/after` got a spurious 400 instead of its own response
+/// (a response-to-the-wrong-request desync found by this corpus).
 #[test]
-#[ignore = "known bug in src/runtime/conn.rs: chunked body not dropped after a keep-alive error"]
 fn rejected_chunked_request_body_is_consumed() {
     let (b, log) = recording_backend();
     let r = Router::start(&format!(

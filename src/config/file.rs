@@ -273,12 +273,16 @@ impl Default for ExtractSection {
 pub struct ForwardSection {
     /// Add `X-Forwarded-For: <client ip>` to forwarded requests.
     pub x_forwarded_for: bool,
+    /// Protocols an `Upgrade` request may switch to (tunnelled after a 101); others are
+    /// forwarded as plain HTTP without the `Upgrade` field.
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl Default for ForwardSection {
     fn default() -> Self {
         Self {
             x_forwarded_for: true,
+            upgrade_protocols: vec!["websocket".into()],
         }
     }
 }

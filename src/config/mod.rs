@@ -114,6 +114,8 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Add `X-Forwarded-For`.
     pub x_forwarded_for: bool,
+    /// Protocols an upgrade may switch to.
+    pub upgrade_protocols: Vec<Box<[u8]>>,
     /// Whole-request deadline (None: none).
     pub request_deadline: Option<Duration>,
     /// Circuit breaker (None: off).
@@ -472,6 +474,12 @@ fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings {
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
         pool_idle_timeout: ms(f.pool.idle_timeout_ms.max(1)),
         x_forwarded_for: f.forward.x_forwarded_for,
+        upgrade_protocols: f
+            .forward
+            .upgrade_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec().into_boxed_slice())
+            .collect(),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         circuit: f.circuit.enabled.then(|| CircuitSettings {
             consecutive_failures: f.circuit.consecutive_failures.max(1),

@@ -7,8 +7,8 @@
 //! read differently.
 //!
 //! # Invariants
-//! - chunk-size is 1–16 hex digits, nothing else before `;` or CRLF (no `0x`, no sign,
-//!   no whitespace);
+//! - chunk-size is hex digits with a value below 2^63, nothing else before `;` or CRLF
+//!   (no `0x`, no sign, no whitespace);
 //! - a chunk line (size + extensions) is at most [`MAX_CHUNK_LINE`] bytes;
 //! - chunk data is followed by exactly CRLF;
 //! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
@@ -24,7 +24,7 @@ pub const MAX_TRAILER_BYTES: u32 = 8192;
 pub enum ChunkError {
     /// A byte that cannot appear where it did.
     InvalidSize,
-    /// The size has more than 16 hex digits.
+    /// The size does not fit an i64 (2^63 or more).
     SizeOverflow,
     /// A chunk line longer than [`MAX_CHUNK_LINE`].
     LineTooLong,
@@ -163,7 +163,9 @@ impl ChunkedDecoder {
         match self.state {
             State::Size => {
                 if let Some(d) = hex_value(b) {
-                    if self.digits == 16 {
+                    // Sizes must fit an i64: backends that parse into signed integers
+                    // must not read a huge chunk as a negative one.
+                    if self.size > (i64::MAX as u64) >> 4 {
                         return Err(ChunkError::SizeOverflow);
                     }
                     self.size = (self.size << 4) | u64::from(d);
@@ -355,9 +357,20 @@ mod tests {
     }
 
     #[test]
-    fn max_size_chunk_is_accepted() {
+    fn chunk_sizes_are_capped_at_i64_max() {
         let mut d = ChunkedDecoder::new();
-        assert_eq!(d.feed(b"FFFFFFFFFFFFFFFF\r\n", &mut |_| {}).unwrap(), 18);
-        assert_eq!(d.data_remaining(), u64::MAX);
+        assert_eq!(d.feed(b"7FFFFFFFFFFFFFFF\r\n", &mut |_| {}).unwrap(), 18);
+        assert_eq!(d.data_remaining(), i64::MAX as u64);
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.feed(b"8000000000000000\r\n", &mut |_| {}),
+            Err(ChunkError::SizeOverflow)
+        );
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.feed(b"00000000000000001\r\n", &mut |_| {}).unwrap(),
+            19,
+            "leading zeros do not overflow"
+        );
     }
 }

@@ -469,6 +469,39 @@ impl FieldState {
     }
 }
 
+/// Keep a protocol upgrade only if every protocol the `Upgrade` fields offer (compared
+/// without version, case-insensitively) is in `allowed`. Otherwise the request goes on
+/// as plain HTTP without its `Upgrade` field, so a backend cannot switch the connection
+/// to a protocol (say `h2c`) that would carry requests past per-request routing.
+pub fn restrict_upgrade(buf: &[u8], head: &mut RequestHead, allowed: &[Box<[u8]>]) {
+    if !head.is_upgrade {
+        return;
+    }
+    let is_upgrade_field =
+        |f: &HeaderField| f.name.len() == 7 && f.name.get(buf).eq_ignore_ascii_case(b"upgrade");
+    let all_allowed = head
+        .headers
+        .iter()
+        .filter(|f| is_upgrade_field(f))
+        .all(|f| {
+            list_elements(f.value.get(buf)).all(|p| match p {
+                Some(p) => {
+                    let name = p.split(|&b| b == b'/').next().unwrap_or(p);
+                    allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+                }
+                None => false,
+            })
+        });
+    if !all_allowed {
+        head.is_upgrade = false;
+        for f in head.headers.iter_mut() {
+            if is_upgrade_field(f) {
+                f.is_hop_by_hop = true;
+            }
+        }
+    }
+}
+
 /// Mark as hop-by-hop every field named in a `Connection` header (RFC 9110 §7.6.1), in
 /// every `Connection` field (not only the first few: a name listed in the ninth one is
 /// just as hop-by-hop).
@@ -828,6 +861,26 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: my_host%41\r\n\r\n",
         ] {
             assert_eq!(reason(raw), "ok", "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn upgrades_are_limited_to_allowed_protocols() {
+        let allowed: Vec<Box<[u8]>> = vec![b"websocket".to_vec().into_boxed_slice()];
+        let ws =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: WebSocket\r\n\r\n";
+        let mut h = parse(ws).unwrap();
+        restrict_upgrade(ws, &mut h, &allowed);
+        assert!(h.is_upgrade);
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n\r\n",
+        ] {
+            let mut h = parse(raw).unwrap();
+            restrict_upgrade(raw, &mut h, &allowed);
+            assert!(!h.is_upgrade, "{:?}", String::from_utf8_lossy(raw));
+            assert!(h.headers.iter().filter(|f| f.name.get(raw).eq_ignore_ascii_case(b"upgrade")).all(|f| f.is_hop_by_hop));
         }
     }
 

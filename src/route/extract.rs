@@ -446,6 +446,10 @@ mod tests {
             (r#""user_id""#, None),
             (r#"{"user_id":null}"#, None),
             (r#"{"user_id":""}"#, None),
+            (
+                r#"{"user_id":"alice","n":18446744073709551616}"#,
+                Some("alice"),
+            ),
             (r#"{"user_id":"a","user_id":"a"}"#, Some("a")),
             (r#"{"user_id":"7","uid":7}"#, Some("7")),
             (r#"{"user_id": "alice""#, None),

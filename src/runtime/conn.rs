@@ -47,7 +47,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{
     response_is_verbatim, write_request_head, write_response_head, ConnectionField,
 };
-use crate::http::parse::{parse_request, BodyFraming, Method, RequestHead};
+use crate::http::parse::{parse_request, restrict_upgrade, BodyFraming, Method, RequestHead};
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
 use crate::metrics::{bump, Outcome};
@@ -110,6 +110,8 @@ struct Client {
     forwarded_for: Vec<u8>,
     /// Copy of the request line, kept for the access log (only when it is enabled).
     request_line: Vec<u8>,
+    /// Raw length of the current request's body bytes in `buf` (set while handling).
+    body_in_buf: usize,
 }
 
 /// Serve one accepted client connection until it closes.
@@ -131,6 +133,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         user: Vec::with_capacity(64),
         forwarded_for,
         request_line: Vec::new(),
+        body_in_buf: 0,
     };
     loop {
         let idle_table = worker.table();
@@ -155,6 +158,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         let settings = &table.table.settings;
         let started = Instant::now();
         let mut outcome = Outcome::default();
+        client.body_in_buf = 0;
         if worker.access_log.is_some() {
             let line_end = memchr::memchr(b'\r', &client.buf[..len]).unwrap_or(0);
             client.request_line.clear();
@@ -184,7 +188,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                     respond_error(&mut client, f.error, !keep, settings).await;
                     if keep {
                         // The whole request was consumed: drop it and go on.
-                        let consumed = client.head.len + body_len_in_buffer(&client);
+                        let consumed = client.head.len + client.body_in_buf;
                         client.buf.drain(..consumed.min(client.buf.len()));
                         Next::KeepAlive
                     } else {
@@ -236,14 +240,6 @@ fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elap
         if !log.log(&record) {
             bump(&worker.metrics.access_log_dropped, 1);
         }
-    }
-}
-
-/// Length of a fully buffered body after the head (only meaningful when it was consumed).
-fn body_len_in_buffer(client: &Client) -> usize {
-    match client.head.framing() {
-        BodyFraming::Length(n) => n as usize,
-        _ => 0,
     }
 }
 
@@ -346,6 +342,7 @@ async fn handle(
 ) -> Result<Next, Failure> {
     let table = &*wt.table;
     let s = &table.settings;
+    restrict_upgrade(&c.buf, &mut c.head, &s.upgrade_protocols);
     let head_len = c.head.len;
     let framing = c.head.framing();
 
@@ -398,6 +395,10 @@ async fn handle(
             }
         }
     }
+
+    // Raw body bytes (chunk framing included) that sit in the buffer after the head:
+    // what to drop if the request is refused but the connection kept.
+    c.body_in_buf = body_in_buf;
 
     // 2. Which class, partition and servers.
     let user = if found { Some(&c.user[..]) } else { None };
