@@ -111,8 +111,10 @@ setup() {
 
     mkdir -p "$WORK"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
     chmod 777 "$WORK"/nginx-*
-    local mask
-    mask=$(printf '1%0*d' "$PROXY_CPU" 0) # worker_cpu_affinity bit mask, CPU 0 = "1"
+    local mask i
+    # worker_cpu_affinity bit mask: CPU 0 = "1", CPU 1 = "10", ...
+    mask=1
+    for ((i = 0; i < PROXY_CPU; i++)); do mask="${mask}0"; done
     fill_template "$REPO_ROOT/benches/peers/nginx.conf.in" "$WORK/nginx.conf" \
         WORK="$WORK" CPU_MASK="$mask" PORT="$PORT_NGINX" \
         BACKEND_1="$PORT_BACKEND_1" BACKEND_2="$PORT_BACKEND_2"
@@ -157,8 +159,7 @@ proxy_pids_of() {
 
 # One load run: run_one PATH MODE (MODE = a rate, or "max"). Appends a row to $WORK/rows.tsv.
 run_one() {
-    local path=$1 mode=$2 name json args pids=() t0 t1 b0 b1 i0 i1
-    local busy0 idle0 busy1 idle1
+    local path=$1 mode=$2 name json args pids=() t0 t1
     name="$path-$mode"
     json=$WORK/$name.json
     if [[ $mode == max ]]; then
@@ -180,8 +181,6 @@ run_one() {
     remember_pid "$load_pid"
     sleep "$WARMUP_S"
     t0=$(cpu_ticks "${pids[@]}")
-    read -r busy0 idle0 < <(cpu_busy_idle "$PROXY_CPU")
-    read -r busy1 idle1 < <(cpu_busy_idle "$LOAD_CPU")
     if ! wait "$load_pid"; then
         forget_pid "$load_pid"
         cat "$WORK/$name.txt" >&2
@@ -189,34 +188,26 @@ run_one() {
     fi
     forget_pid "$load_pid"
     t1=$(cpu_ticks "${pids[@]}")
-    read -r b0 i0 < <(cpu_busy_idle "$PROXY_CPU")
-    read -r b1 i1 < <(cpu_busy_idle "$LOAD_CPU")
     # Columns: path mode rps p50 p99 p99.9 completed failed proxy_ticks
-    #          proxy_core_busy proxy_core_total load_core_busy load_core_total
     jq -r --arg path "$path" --arg mode "$mode" --arg t "$((t1 - t0))" \
-        --arg pb "$((b0 - busy0))" --arg pt "$((b0 - busy0 + i0 - idle0))" \
-        --arg lb "$((b1 - busy1))" --arg lt "$((b1 - busy1 + i1 - idle1))" \
         '[$path, $mode, .rps, .latency_us.p50, .latency_us.p99, .latency_us.p99_9,
           .requests.completed,
           (.requests.errors + .requests.non_2xx + .requests.unfinished + .requests.unsent),
-          $t, $pb, $pt, $lb, $lt] | @tsv' "$json" >>"$WORK/rows.tsv"
+          $t] | @tsv' "$json" >>"$WORK/rows.tsv"
     log "$(printf '%-8s %-6s' "$path" "$mode") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")"
 }
 
 # The Markdown table from rows.tsv (ratios against direct and against ringgate, per mode).
 render_table() {
     awk -F'\t' -v tck="$CLK_TCK" '
-    function pct(b, t) { return t > 0 ? sprintf("%.0f", 100 * b / t) : "?" }
     {
         k = $1 SUBSEP $2; order[++rows] = k; mode[k] = $2; path[k] = $1
         rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; n[k] = $7; err[k] = $8
         cu[k] = ($1 == "direct" || $7 == 0) ? -1 : 1e6 * $9 / tck / $7
-        core[k] = ($7 > 0) ? 1e6 * $10 / tck / $7 : 0
-        busy[k] = pct($10, $11) " / " pct($12, $13)
     }
     END {
-        print "| path | mode | req/s | p50 µs | p99 µs | p99.9 µs | errors | proxy CPU µs/req | proxy core µs/req | ≈ req/s per proxy core | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) | busy % proxy core / load core |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        print "| path | mode | req/s | p50 µs | p99 µs | p99.9 µs | errors | proxy CPU µs/req | ≈ req/s per proxy core | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
+        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         for (i = 1; i <= rows; i++) {
             k = order[i]; m = mode[k]; d = "direct" SUBSEP m; r = "ringgate" SUBSEP m
             label = (m == "max") ? "max (closed loop)" : m " req/s (open loop)"
@@ -225,8 +216,8 @@ render_table() {
             added = (path[k] == "direct" || !(d in p50)) ? "—" : sprintf("+%.0f / +%.0f", p50[k] - p50[d], p99[k] - p99[d])
             thr = (path[k] == "direct" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
             cr = (cu[k] <= 0 || !(r in cu) || cu[r] <= 0) ? "—" : sprintf("%.2f×", cu[r] / cu[k])
-            printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %.1f | %s | %s | %s | %s | %s |\n",
-                path[k], label, rps[k], p50[k], p99[k], p999[k], err[k], c, core[k], per, added, thr, cr, busy[k]
+            printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s |\n",
+                path[k], label, rps[k], p50[k], p99[k], p999[k], err[k], c, per, added, thr, cr
         }
     }' "$WORK/rows.tsv"
 }
@@ -292,9 +283,8 @@ main() {
         echo "open loop: $CONNS connections, corrected for coordinated omission; max: closed loop,"
         echo "$MAX_CONNS connections, pipeline $MAX_PIPELINE. $DURATION measured after $WARMUP warm-up per cell."
         echo "Proxy CPU µs/req = utime+stime of all the proxy's processes and threads over the"
-        echo "measured part / requests completed; ≈ req/s per proxy core = 10⁶ / that. Proxy core"
-        echo "µs/req = everything CPU $PROXY_CPU did (incl. softirq network work not charged to any"
-        echo "process, and any other tenant) / requests; on the direct rows it is the noise floor."
+        echo "measured part / requests completed (on loopback the kernel's receive path runs in"
+        echo "the sender's context, so it is charged to the proxy); ≈ req/s per proxy core = 10⁶ / that."
         echo
         echo "$table"
         echo

@@ -171,15 +171,6 @@ cpu_ticks() {
     echo "$total"
 }
 
-# "busy idle" jiffies of one CPU from /proc/stat.
-cpu_busy_idle() {
-    awk -v cpu="cpu$1" '$1 == cpu {
-        idle = $5 + $6; total = 0
-        for (i = 2; i <= NF; i++) total += $i
-        print total - idle, idle
-    }' /proc/stat
-}
-
 # Resident set size (KiB) and open file descriptors of a process.
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
