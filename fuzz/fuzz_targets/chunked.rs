@@ -113,7 +113,7 @@ fn feed_in_pieces(body: &[u8], seed: u8, use_skip: bool) -> (PiecesOutcome, bool
 
 /// A line-oriented reading of RFC 9112 §7.1 with ringgate's limits:
 /// `chunk-size [ ";" ext-bytes ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
-/// CRLF. chunk-size: 1–16 HEXDIG; ext-bytes: HTAB / SP..~ / obs-text; the size line holds
+/// CRLF. chunk-size: HEXDIG with a value below 2^63; ext-bytes: HTAB / SP..~ / obs-text; the size line holds
 /// at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are `token ":" value`, at
 /// most MAX_TRAILER_BYTES in total (CRLFs not counted).
 fn reference(b: &[u8]) -> Outcome {
@@ -133,14 +133,22 @@ fn reference(b: &[u8]) -> Outcome {
             i += 1;
         }
         let digits = i - start;
-        if digits > 16 {
+        // The value must fit an i64 (leading zeros are fine).
+        let significant = &b[start..i][b[start..i].iter().take_while(|&&c| c == b'0').count()..];
+        if significant.len() > 16
+            || (significant.len() == 16 && significant[0].to_ascii_lowercase() > b'7')
+        {
             return Outcome::Invalid;
         }
         need!(1);
         if digits == 0 {
             return Outcome::Invalid;
         }
-        let size = u64::from_str_radix(std::str::from_utf8(&b[start..i]).unwrap(), 16).unwrap();
+        let size = if significant.is_empty() {
+            0
+        } else {
+            u64::from_str_radix(std::str::from_utf8(significant).unwrap(), 16).unwrap()
+        };
         if b[i] == b';' {
             i += 1;
             while i < b.len() && b[i] != b'\r' {

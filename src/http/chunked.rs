@@ -169,7 +169,7 @@ impl ChunkedDecoder {
                         return Err(ChunkError::SizeOverflow);
                     }
                     self.size = (self.size << 4) | u64::from(d);
-                    self.digits += 1;
+                    self.digits = self.digits.saturating_add(1);
                     self.bump_line()?;
                 } else if self.digits == 0 {
                     return Err(ChunkError::InvalidSize);
