@@ -246,23 +246,16 @@ pub struct ExtractSection {
 
 impl Default for ExtractSection {
     fn default() -> Self {
+        use crate::route::extract::{DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
         let s = |v: &[&str]| {
             v.iter()
                 .map(|x| Spanned::new(0..0, x.to_string()))
                 .collect()
         };
         Self {
-            headers: s(&["X-User-Id", "X-Trader-Id"]),
-            query: s(&["user_id", "userId"]),
-            json_keys: s(&[
-                "user_id",
-                "userId",
-                "trader_id",
-                "traderId",
-                "uid",
-                "accountId",
-                "account_id",
-            ]),
+            headers: s(DEFAULT_HEADERS),
+            query: s(DEFAULT_QUERY_KEYS),
+            json_keys: s(DEFAULT_JSON_KEYS),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! re-serialised, so whatever the client sent (case, spacing, order) reaches the backend
 //! unchanged (SPEC §1 "Forwarding").
 
-use super::parse::{HeaderField, RequestHead};
+use super::parse::{field_line, HeaderField, RequestHead};
 use super::response::ResponseHead;
 
 /// What ringgate says about the connection in a forwarded head.
@@ -37,13 +37,12 @@ fn copy_without_hop_by_hop(
     buf: &[u8],
     head_len: usize,
     headers: &[HeaderField],
-    line: impl Fn(usize) -> (usize, usize),
     out: &mut Vec<u8>,
 ) {
     let mut pos = 0;
     for (i, f) in headers.iter().enumerate() {
         if f.is_hop_by_hop {
-            let (start, end) = line(i);
+            let (start, end) = field_line(headers, head_len, i);
             out.extend_from_slice(&buf[pos..start]);
             pos = end;
         }
@@ -57,7 +56,7 @@ fn copy_without_hop_by_hop(
 /// empty.
 pub fn write_request_head(buf: &[u8], head: &RequestHead, extra: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    copy_without_hop_by_hop(buf, head.len, &head.headers, |i| head.header_line(i), out);
+    copy_without_hop_by_hop(buf, head.len, &head.headers, out);
     let connection = if head.is_upgrade {
         ConnectionField::Upgrade
     } else if head.minor_version == 0 {
@@ -84,7 +83,7 @@ pub fn write_response_head(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    copy_without_hop_by_hop(buf, head.len, &head.headers, |i| head.header_line(i), out);
+    copy_without_hop_by_hop(buf, head.len, &head.headers, out);
     out.extend_from_slice(connection.line());
     out.extend_from_slice(b"\r\n");
 }

@@ -139,6 +139,18 @@ pub struct HeaderField {
     pub is_hop_by_hop: bool,
 }
 
+/// Byte range of field line `i` (name through CRLF) in a head of `head_len` bytes whose
+/// fields are `headers`: a line ends where the next one starts, the last one before the
+/// final blank line.
+pub fn field_line(headers: &[HeaderField], head_len: usize, i: usize) -> (usize, usize) {
+    let start = headers[i].name.start as usize;
+    let end = match headers.get(i + 1) {
+        Some(next) => next.name.start as usize,
+        None => head_len - 2,
+    };
+    (start, end)
+}
+
 /// A parsed request head: offsets into the connection buffer plus framing decisions.
 #[derive(Debug, Default)]
 pub struct RequestHead {
@@ -181,12 +193,7 @@ impl RequestHead {
 
     /// Byte range of header line `i` (name through CRLF) within the head.
     pub fn header_line(&self, i: usize) -> (usize, usize) {
-        let start = self.headers[i].name.start as usize;
-        let end = match self.headers.get(i + 1) {
-            Some(next) => next.name.start as usize,
-            None => self.len - 2,
-        };
-        (start, end)
+        field_line(&self.headers, self.len, i)
     }
 
     /// End of the request line (start of the first header line).

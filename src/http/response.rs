@@ -9,7 +9,8 @@
 use std::mem::MaybeUninit;
 
 use super::parse::{
-    list_elements, mark_named_fields, parse_content_length, HeaderField, Span, MAX_HEADERS_LIMIT,
+    field_line, list_elements, mark_named_fields, parse_content_length, HeaderField, Span,
+    MAX_HEADERS_LIMIT,
 };
 use crate::error::{ErrorKind, ProxyError};
 
@@ -58,12 +59,7 @@ impl ResponseHead {
 
     /// Byte range of header line `i` within the head.
     pub fn header_line(&self, i: usize) -> (usize, usize) {
-        let start = self.headers[i].name.start as usize;
-        let end = match self.headers.get(i + 1) {
-            Some(next) => next.name.start as usize,
-            None => self.len - 2,
-        };
-        (start, end)
+        field_line(&self.headers, self.len, i)
     }
 }
 

@@ -46,23 +46,28 @@ pub struct ExtractRules {
     pub max_user_id_bytes: usize,
 }
 
+/// Default user id header fields, in priority order (SPEC §1).
+pub const DEFAULT_HEADERS: &[&str] = &["X-User-Id", "X-Trader-Id"];
+/// Default user id query parameters, in priority order.
+pub const DEFAULT_QUERY_KEYS: &[&str] = &["user_id", "userId"];
+/// Default top-level JSON keys naming the user.
+pub const DEFAULT_JSON_KEYS: &[&str] = &[
+    "user_id",
+    "userId",
+    "trader_id",
+    "traderId",
+    "uid",
+    "accountId",
+    "account_id",
+];
+
 impl Default for ExtractRules {
     fn default() -> Self {
-        let b = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
+        let b = |v: &[&str]| -> Vec<Box<[u8]>> { v.iter().map(|s| s.as_bytes().into()).collect() };
         Self {
-            headers: ["X-User-Id", "X-Trader-Id"].map(b).to_vec(),
-            query_keys: ["user_id", "userId"].map(b).to_vec(),
-            json_keys: [
-                "user_id",
-                "userId",
-                "trader_id",
-                "traderId",
-                "uid",
-                "accountId",
-                "account_id",
-            ]
-            .map(b)
-            .to_vec(),
+            headers: b(DEFAULT_HEADERS),
+            query_keys: b(DEFAULT_QUERY_KEYS),
+            json_keys: b(DEFAULT_JSON_KEYS),
             max_user_id_bytes: 256,
         }
     }
