@@ -53,23 +53,9 @@ PORT_HAPROXY=$((PORT_BASE + 2))
 PORT_BACKEND_1=$((PORT_BASE + 10))
 PORT_BACKEND_2=$((PORT_BASE + 11))
 
-WORK=$(mktemp -d /tmp/ringgate-bench.XXXXXX)
+use_work_dir bench "${BENCH_KEEP:-0}"
 chmod 755 "$WORK" # nginx workers run as nobody
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_all
-    if [[ ${BENCH_KEEP:-0} == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # Seconds in a ringgate-load duration ("8s", "500ms", "2m", "3").
 seconds_of() {

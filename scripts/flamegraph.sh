@@ -34,21 +34,7 @@ PORT_RINGGATE=$PORT_BASE
 PORT_BACKEND_1=$((PORT_BASE + 10))
 PORT_BACKEND_2=$((PORT_BASE + 11))
 
-WORK=$(mktemp -d /tmp/ringgate-flame.XXXXXX)
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_all
-    if [[ ${FLAME_KEEP:-0} == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+use_work_dir flame "${FLAME_KEEP:-0}"
 
 # Shares of the folded stacks (inferno --all: kernel frames end in _[k]) by category, and
 # the top user-space frames by self time. A user-space sample is charged to the innermost

@@ -43,21 +43,7 @@ PORT_BACKEND_1=$((PORT_BASE + 10))
 PORT_BACKEND_2=$((PORT_BASE + 11))
 POOL_MAX_IDLE=64
 
-WORK=$(mktemp -d /tmp/ringgate-soak.XXXXXX)
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_all
-    if [[ ${SOAK_KEEP:-0} == 1 || $rc != 0 ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+use_work_dir soak "${SOAK_KEEP:-0}"
 
 # Sample "elapsed_s rss_kib fds" of $1 every second into $2 until the process is gone.
 sample_loop() {

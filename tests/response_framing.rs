@@ -10,47 +10,15 @@
 //! `POISON` instead of its own `good:/good/<case>`. Each case checks what the first client
 //! got, then that the second client gets exactly its own response.
 
+mod common;
+
+use common::{find, Router};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use ringgate::config::Config;
-use ringgate::runtime::server::Server;
-
-struct Router {
-    server: Option<Server>,
-    addr: SocketAddr,
-}
-
-impl Router {
-    fn start(config_text: &str) -> Router {
-        let text = format!(
-            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\n"
-        );
-        let config = Config::parse(&text, Path::new("response.toml")).expect("valid config");
-        let server = Server::start(config).expect("router starts");
-        let addr = server.listen_addr;
-        Router {
-            server: Some(server),
-            addr,
-        }
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.drain(Duration::from_millis(200));
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
 
 /// What the backend does with a request.
 struct Script {

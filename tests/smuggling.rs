@@ -25,46 +25,18 @@
 //! The recording backend is written here (not the demo backend, which shares ringgate's
 //! parsers) so the check does not depend on the code under test.
 
+mod common;
+
+use common::{find, Router};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use ringgate::config::Config;
-use ringgate::runtime::server::Server;
 
 // ---------------------------------------------------------------------------------------
 // Router and recording backend
 // ---------------------------------------------------------------------------------------
-
-struct Router {
-    server: Option<Server>,
-    addr: SocketAddr,
-}
-
-impl Router {
-    fn start(config_text: &str) -> Router {
-        let text = format!(
-            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\n"
-        );
-        let config = Config::parse(&text, Path::new("smuggling.toml")).expect("valid config");
-        let server = Server::start(config).expect("router starts");
-        let addr = server.listen_addr;
-        Router {
-            server: Some(server),
-            addr,
-        }
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.drain(Duration::from_millis(200));
-        }
-    }
-}
 
 /// One request as the backend read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,10 +177,6 @@ fn chunked_len(b: &[u8]) -> Option<usize> {
         }
         i += size + 2;
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -208,3 +208,26 @@ start_ringgate() {
     cat "$logfile" >&2
     die "ringgate did not start"
 }
+
+# Create $WORK (mktemp under /tmp/ringgate-NAME.*) and stop everything started, on exit,
+# failure or signal. The directory is kept when KEEP is 1 or the script failed.
+# Usage: use_work_dir NAME KEEP
+use_work_dir() {
+    WORK=$(mktemp -d "/tmp/ringgate-$1.XXXXXX")
+    WORK_KEEP=$2
+    trap cleanup_work_dir EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+cleanup_work_dir() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_all
+    if [[ $WORK_KEEP == 1 || $rc != 0 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
