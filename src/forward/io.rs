@@ -1,40 +1,130 @@
 //! Timed reads and writes on owned buffers (monoio's rent model).
 //!
 //! monoio operations take a buffer by value and hand it back with the result, so the
-//! kernel can own it while io_uring works. These helpers keep a `&mut Vec<u8>` interface
-//! for the relay code: they move the buffer out, run the operation under a timeout, and
-//! put it back. If the timeout fires, the in-flight buffer is lost with the cancelled
-//! operation and the caller's `Vec` is left empty; every caller closes the connection on
-//! a timeout, so nothing reads it again.
+//! kernel can own it while io_uring works. These helpers keep a `&mut Vec<u8>` interface:
+//! they move the buffer out, run the operation under a timeout, and put it back.
+//!
+//! Two kinds of helpers:
+//! - plain ([`read_some`], [`write_range`]): if the timeout fires, the operation is dropped
+//!   (monoio cancels it) and the buffer goes with it: the caller's `Vec` is left empty.
+//!   Used where a timeout closes the connection anyway.
+//! - stoppable ([`read_some_stoppable`], [`send_range`]): the operation is tied to a
+//!   [`Stopper`]; on a timeout, or when someone else fires the stopper, the operation is
+//!   cancelled and *awaited*, so the buffer always comes back with exactly what was
+//!   transferred. Used for request bytes that a retry may send again and for client reads
+//!   whose position in the stream must stay known.
 
-use std::io;
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent,
+    Canceller,
+};
+use monoio::BufResult;
 
 /// How a timed I/O operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoFail {
     /// The timeout elapsed.
     Timeout,
-    /// The peer closed (read returned 0 where bytes were required).
+    /// The peer closed (read returned 0 where bytes were required, or a write took none).
     Closed,
+    /// The operation was stopped through its [`Stopper`].
+    Stopped,
     /// Any other I/O error (reset, broken pipe, ...).
     Error,
 }
 
-impl From<io::Error> for IoFail {
-    fn from(_: io::Error) -> Self {
-        IoFail::Error
+impl From<std::io::Error> for IoFail {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ECANCELED) {
+            IoFail::Stopped
+        } else {
+            IoFail::Error
+        }
+    }
+}
+
+/// Stops the operations tied to it. One per actor (e.g. the request sender of a client
+/// connection), so firing it never touches another actor's operations.
+///
+/// Once fired, every operation tied to it — those in flight and those started later —
+/// ends with [`IoFail::Stopped`] until [`Stopper::reset`], so an actor that was between two
+/// operations when it was stopped cannot start another one.
+#[derive(Default)]
+pub struct Stopper {
+    live: RefCell<Canceller>,
+    fired: RefCell<Option<CancelHandle>>,
+}
+
+impl Stopper {
+    /// A stopper with nothing tied to it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A handle to tie an operation to this stopper.
+    pub fn handle(&self) -> CancelHandle {
+        match &*self.fired.borrow() {
+            Some(fired) => fired.clone(),
+            None => self.live.borrow().handle(),
+        }
+    }
+
+    /// Cancel every operation tied so far, and every one started before the next reset.
+    pub fn fire(&self) {
+        if self.fired.borrow().is_some() {
+            return;
+        }
+        let fired = self.live.borrow().handle();
+        let old = self.live.take();
+        *self.live.borrow_mut() = old.cancel();
+        *self.fired.borrow_mut() = Some(fired);
+    }
+
+    /// Let operations run again.
+    pub fn reset(&self) {
+        self.fired.borrow_mut().take();
+    }
+}
+
+/// Await `op` for at most `timeout`; past it, fire `stop` and await the cancelled
+/// operation so its buffer comes back. `None` in the flag means it timed out.
+async fn stoppable<T>(
+    op: impl Future<Output = BufResult<usize, T>>,
+    timeout: Duration,
+    stop: &Stopper,
+) -> (BufResult<usize, T>, bool) {
+    let mut op = pin!(op);
+    let mut sleep = pin!(monoio::time::sleep(timeout));
+    let first = poll_fn(|cx| {
+        if let Poll::Ready(r) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    match first {
+        Some(r) => (r, false),
+        None => {
+            stop.fire();
+            (op.await, true)
+        }
     }
 }
 
 /// Read at most `max` more bytes, appended after `buf.len()`. Returns the count (0 = EOF).
-/// The caller guarantees spare capacity.
-pub async fn read_some(
-    stream: &mut TcpStream,
+/// The caller guarantees spare capacity. On a timeout the buffer is lost (left empty).
+pub async fn read_some<R: AsyncReadRent>(
+    r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
     timeout: Duration,
@@ -43,7 +133,7 @@ pub async fn read_some(
     let end = buf.capacity().min(len.saturating_add(max));
     debug_assert!(end > len, "read_some needs spare capacity");
     let owned = std::mem::take(buf);
-    match monoio::time::timeout(timeout, stream.read(owned.slice_mut(len..end))).await {
+    match monoio::time::timeout(timeout, r.read(owned.slice_mut(len..end))).await {
         Ok((res, slice)) => {
             *buf = slice.into_inner();
             Ok(res?)
@@ -52,52 +142,104 @@ pub async fn read_some(
     }
 }
 
-/// Write `buf[range]` entirely. Returns whether *any* byte was accepted by the kernel
-/// alongside the result, so callers can tell "nothing sent" from "maybe sent".
-pub async fn write_range(
-    stream: &mut TcpStream,
+/// [`read_some`] tied to `stop`: the buffer always comes back, with whatever was read.
+pub async fn read_some_stoppable<R: CancelableAsyncReadRent>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+    timeout: Duration,
+    stop: &Stopper,
+) -> Result<usize, IoFail> {
+    let len = buf.len();
+    let end = buf.capacity().min(len.saturating_add(max));
+    debug_assert!(end > len, "read_some needs spare capacity");
+    let owned = std::mem::take(buf);
+    let op = r.cancelable_read(owned.slice_mut(len..end), stop.handle());
+    let ((res, slice), timed_out) = stoppable(op, timeout, stop).await;
+    *buf = slice.into_inner();
+    match res {
+        Ok(n) => Ok(n),
+        Err(_) if timed_out => Err(IoFail::Timeout),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write `buf[start..end]` entirely. Returns the result and how many bytes the kernel
+/// accepted. On a timeout the buffer is lost (left empty).
+pub async fn write_range<W: AsyncWriteRent>(
+    w: &mut W,
     buf: &mut Vec<u8>,
     start: usize,
     end: usize,
     timeout: Duration,
-) -> (Result<(), IoFail>, bool) {
+) -> (Result<(), IoFail>, usize) {
     let mut pos = start;
     while pos < end {
         let owned = std::mem::take(buf);
-        match monoio::time::timeout(timeout, stream.write(owned.slice(pos..end))).await {
+        match monoio::time::timeout(timeout, w.write(owned.slice(pos..end))).await {
             Ok((res, slice)) => {
                 *buf = slice.into_inner();
                 match res {
-                    Ok(0) => return (Err(IoFail::Closed), pos > start),
+                    Ok(0) => return (Err(IoFail::Closed), pos - start),
                     Ok(n) => pos += n,
-                    Err(_) => return (Err(IoFail::Error), pos > start),
+                    Err(e) => return (Err(e.into()), pos - start),
                 }
             }
-            Err(_) => return (Err(IoFail::Timeout), pos > start),
+            Err(_) => return (Err(IoFail::Timeout), pos - start),
         }
     }
-    (Ok(()), true)
+    (Ok(()), end - start)
 }
 
-/// Write all of `buf`.
-pub async fn write_all(
-    stream: &mut TcpStream,
+/// [`write_range`] tied to `stop`: the buffer always comes back, and the count is exact.
+pub async fn send_range<W: CancelableAsyncWriteRent>(
+    w: &mut W,
+    buf: &mut Vec<u8>,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+    stop: &Stopper,
+) -> (Result<(), IoFail>, usize) {
+    let mut pos = start;
+    while pos < end {
+        let owned = std::mem::take(buf);
+        let op = w.cancelable_write(owned.slice(pos..end), stop.handle());
+        let ((res, slice), timed_out) = stoppable(op, timeout, stop).await;
+        *buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(IoFail::Closed), pos - start),
+            Ok(n) => pos += n,
+            Err(_) if timed_out => return (Err(IoFail::Timeout), pos - start),
+            Err(e) => return (Err(e.into()), pos - start),
+        }
+    }
+    (Ok(()), end - start)
+}
+
+/// Write all of `buf` (plain timeout).
+pub async fn write_all<W: AsyncWriteRent>(
+    w: &mut W,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<(), IoFail> {
     let len = buf.len();
-    write_range(stream, buf, 0, len, timeout).await.0
+    write_range(w, buf, 0, len, timeout).await.0
 }
 
-/// Write a static byte string (error responses, `100 Continue`).
-pub async fn write_static(
-    stream: &mut TcpStream,
+/// Write a static byte string (`100 Continue`, fixed answers).
+pub async fn write_static<W: AsyncWriteRent>(
+    w: &mut W,
     bytes: &'static [u8],
     timeout: Duration,
 ) -> Result<(), IoFail> {
-    match monoio::time::timeout(timeout, stream.write_all(bytes)).await {
-        Ok((Ok(_), _)) => Ok(()),
-        Ok((Err(_), _)) => Err(IoFail::Error),
-        Err(_) => Err(IoFail::Timeout),
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match monoio::time::timeout(timeout, w.write(&bytes[pos..])).await {
+            Ok((Ok(0), _)) => return Err(IoFail::Closed),
+            Ok((Ok(n), _)) => pos += n,
+            Ok((Err(e), _)) => return Err(e.into()),
+            Err(_) => return Err(IoFail::Timeout),
+        }
     }
+    Ok(())
 }

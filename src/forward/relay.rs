@@ -1,18 +1,26 @@
 //! Relaying a message body from one socket to another, framing-aware.
 //!
-//! Three framings: a known length, chunked (decoded only to find the end; bytes are
-//! forwarded as sent), and until-close. Bodies (or chunk data) of at least the splice
-//! threshold move with `splice`; smaller ones are copied through the connection's
-//! buffer. Reads never run past the end of the message on a length-delimited body; on a
-//! chunked body the bytes after the end (a pipelined request, or junk from an upstream)
-//! stay in the buffer for the caller to judge.
+//! Two framings end by themselves — a known length, and chunked (decoded only to find the
+//! end; bytes are forwarded as sent) — and one ends with the connection (until-close).
+//! Bodies (or chunk data) of at least the splice threshold move with `splice`; smaller
+//! ones are copied through the connection's buffer.
+//!
+//! A [`BodyProgress`] says how much of the body is still to be *read* from the source, so
+//! a relay that is stopped part-way (an upstream answered early) leaves behind exactly
+//! what the caller needs to discard the rest of the body and keep the connection. Reads
+//! never run past the end of a length-delimited body; on a chunked body the bytes read
+//! after its end (a pipelined request, or junk from an upstream) stay in the buffer for the
+//! caller to judge.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use monoio::net::TcpStream;
+use monoio::io::splice::{SpliceDestination, SpliceSource};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent,
+};
 
-use super::io::{read_some, write_range, IoFail};
+use super::io::{read_some, read_some_stoppable, send_range, write_range, IoFail, Stopper};
 use super::splice::{splice_exact, PipePair, SpliceFail};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 
@@ -36,7 +44,70 @@ impl From<SpliceFail> for RelayFail {
     }
 }
 
-/// Timeouts and splice policy of one relay.
+/// What is left of a self-delimited body.
+#[derive(Clone, Copy, Debug)]
+pub enum BodyLeft {
+    /// This many bytes.
+    Length(u64),
+    /// A chunked body, at this decoder state.
+    Chunked(ChunkedDecoder),
+}
+
+/// How far a body relay got, in terms of the source stream.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyProgress {
+    /// What remains to be read from the source.
+    pub left: BodyLeft,
+    /// Bytes at the start of the relay buffer that belong to this message but have not
+    /// been written yet (body bytes read from the source).
+    pub pending: usize,
+}
+
+impl BodyProgress {
+    /// Progress at the start of (the rest of) a body.
+    pub fn new(left: BodyLeft) -> Self {
+        Self { left, pending: 0 }
+    }
+
+    /// Whether the whole body has been read from the source.
+    pub fn is_read(&self) -> bool {
+        match &self.left {
+            BodyLeft::Length(n) => *n == 0,
+            BodyLeft::Chunked(d) => d.is_done(),
+        }
+    }
+
+    /// Account for `buf`, freshly read from the source: returns how many of its bytes
+    /// belong to the body (the rest follows the body).
+    fn take(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        match &mut self.left {
+            BodyLeft::Length(n) => {
+                let k = (*n).min(buf.len() as u64);
+                *n -= k;
+                Ok(k as usize)
+            }
+            BodyLeft::Chunked(d) => d.feed(buf, &mut |_| {}),
+        }
+    }
+
+    /// A run of body bytes that can move without being looked at (all of a length, or the
+    /// rest of the current chunk's data).
+    fn opaque_run(&self) -> u64 {
+        match &self.left {
+            BodyLeft::Length(n) => *n,
+            BodyLeft::Chunked(d) => d.data_remaining(),
+        }
+    }
+
+    fn skip(&mut self, n: u64) {
+        match &mut self.left {
+            BodyLeft::Length(left) => *left -= n,
+            BodyLeft::Chunked(d) => d.skip_data(n),
+        }
+    }
+}
+
+/// Timeouts, splice policy and (optionally) a stopper of one relay.
 pub struct RelayOptions<'a> {
     /// Longest pause reading the source.
     pub read_timeout: Duration,
@@ -48,13 +119,19 @@ pub struct RelayOptions<'a> {
     pub pipes: &'a RefCell<Vec<PipePair>>,
     /// Counter of bytes moved by splice.
     pub spliced: &'a Cell<u64>,
+    /// When set, reads and writes are tied to it (and hand their buffer back when
+    /// stopped or timed out).
+    pub stop: Option<&'a Stopper>,
+    /// When set, true while a splice is in flight: a relay dropped then leaves the source
+    /// at an unknown position (bytes may sit in a pipe), so its connection cannot be kept.
+    pub splicing: Option<&'a Cell<bool>>,
 }
 
 impl RelayOptions<'_> {
     async fn splice(
         &self,
-        src: &mut TcpStream,
-        dst: &mut TcpStream,
+        src: &mut impl SpliceSource,
+        dst: &mut impl SpliceDestination,
         len: u64,
     ) -> Result<(), RelayFail> {
         let pipe = self.pipes.borrow_mut().pop();
@@ -75,89 +152,137 @@ impl RelayOptions<'_> {
         self.pipes.borrow_mut().push(pipe);
         Ok(())
     }
-}
 
-/// Move exactly `len` more bytes from `src` to `dst`. `buf` must be empty on entry
-/// (everything before has been relayed) and is empty on return.
-pub async fn relay_length(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    mut len: u64,
-    opts: &RelayOptions<'_>,
-) -> Result<(), RelayFail> {
-    debug_assert!(buf.is_empty());
-    if len >= opts.splice_threshold {
-        return opts.splice(src, dst, len).await;
-    }
-    while len > 0 {
-        let max = len.min(buf.capacity() as u64) as usize;
-        let n = read_some(src, buf, max, opts.read_timeout)
-            .await
-            .map_err(RelayFail::Read)?;
-        if n == 0 {
-            return Err(RelayFail::Read(IoFail::Closed));
+    async fn read<S: AsyncReadRent + CancelableAsyncReadRent>(
+        &self,
+        src: &mut S,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, RelayFail> {
+        let n = match self.stop {
+            Some(stop) => read_some_stoppable(src, buf, max, self.read_timeout, stop).await,
+            None => read_some(src, buf, max, self.read_timeout).await,
+        };
+        match n.map_err(RelayFail::Read)? {
+            0 => Err(RelayFail::Read(IoFail::Closed)),
+            n => Ok(n),
         }
-        let (res, _) = write_range(dst, buf, 0, n, opts.write_timeout).await;
-        res.map_err(RelayFail::Write)?;
-        buf.clear();
-        len -= n as u64;
     }
-    Ok(())
+
+    async fn write<D: AsyncWriteRent + CancelableAsyncWriteRent>(
+        &self,
+        dst: &mut D,
+        buf: &mut Vec<u8>,
+        len: usize,
+    ) -> Result<(), RelayFail> {
+        let (res, _) = match self.stop {
+            Some(stop) => send_range(dst, buf, 0, len, self.write_timeout, stop).await,
+            None => write_range(dst, buf, 0, len, self.write_timeout).await,
+        };
+        res.map_err(RelayFail::Write)
+    }
 }
 
-/// Continue a chunked body whose decoder has consumed everything before. `buf` must be
-/// empty on entry; on return it holds the bytes read past the end of the body.
-pub async fn relay_chunked(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+/// Move the rest of a self-delimited body from `src` to `dst`. `buf` must be empty on
+/// entry; on return it holds the bytes read past the end of a chunked body.
+pub async fn relay_body<S, D>(
+    src: &mut S,
+    dst: &mut D,
     buf: &mut Vec<u8>,
-    decoder: &mut ChunkedDecoder,
+    progress: &mut BodyProgress,
     opts: &RelayOptions<'_>,
-) -> Result<(), RelayFail> {
+) -> Result<(), RelayFail>
+where
+    S: AsyncReadRent + CancelableAsyncReadRent + SpliceSource,
+    D: AsyncWriteRent + CancelableAsyncWriteRent + SpliceDestination,
+{
     debug_assert!(buf.is_empty());
-    while !decoder.is_done() {
-        let data = decoder.data_remaining();
-        if data >= opts.splice_threshold {
-            opts.splice(src, dst, data).await?;
-            decoder.skip_data(data);
+    while !progress.is_read() {
+        let run = progress.opaque_run();
+        if run >= opts.splice_threshold {
+            if let Some(flag) = opts.splicing {
+                flag.set(true);
+            }
+            opts.splice(src, dst, run).await?;
+            progress.skip(run);
+            if let Some(flag) = opts.splicing {
+                flag.set(false);
+            }
             continue;
         }
-        let cap = buf.capacity();
-        let n = read_some(src, buf, cap, opts.read_timeout)
-            .await
-            .map_err(RelayFail::Read)?;
-        if n == 0 {
-            return Err(RelayFail::Read(IoFail::Closed));
-        }
-        let used = decoder.feed(buf, &mut |_| {}).map_err(RelayFail::Framing)?;
-        let (res, _) = write_range(dst, buf, 0, used, opts.write_timeout).await;
-        res.map_err(RelayFail::Write)?;
+        let max = match progress.left {
+            BodyLeft::Length(n) => n.min(buf.capacity() as u64) as usize,
+            BodyLeft::Chunked(_) => buf.capacity(),
+        };
+        opts.read(src, buf, max).await?;
+        let used = progress.take(buf).map_err(RelayFail::Framing)?;
+        progress.pending = used;
+        opts.write(dst, buf, used).await?;
         buf.drain(..used);
-        if !decoder.is_done() {
-            debug_assert!(buf.is_empty());
-        }
+        progress.pending = 0;
+        debug_assert!(progress.is_read() || buf.is_empty());
     }
     Ok(())
+}
+
+/// Read and drop the rest of a body from `src`, at most `max_bytes` of it and with no
+/// pause longer than `opts.read_timeout`. On entry `buf` holds only bytes that `progress`
+/// has not accounted for yet (normally none); on success it holds the bytes that followed
+/// the body. False when the body could not
+/// be read to its end within the bounds.
+pub async fn discard_body<S: AsyncReadRent + CancelableAsyncReadRent>(
+    src: &mut S,
+    buf: &mut Vec<u8>,
+    progress: &mut BodyProgress,
+    max_bytes: u64,
+    opts: &RelayOptions<'_>,
+) -> bool {
+    let mut budget = max_bytes;
+    if buf.capacity() == 0 {
+        buf.reserve(16 * 1024);
+    }
+    loop {
+        if !buf.is_empty() {
+            let Ok(used) = progress.take(buf) else {
+                return false;
+            };
+            buf.drain(..used);
+            budget = budget.saturating_sub(used as u64);
+        }
+        if progress.is_read() {
+            return true;
+        }
+        if budget == 0 {
+            return false;
+        }
+        let max = match progress.left {
+            BodyLeft::Length(n) => n.min(budget).min(buf.capacity() as u64) as usize,
+            BodyLeft::Chunked(_) => buf.capacity(),
+        };
+        if opts.read(src, buf, max).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// Copy until `src` closes. `buf` must be empty on entry.
-pub async fn relay_until_close(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+pub async fn relay_until_close<S, D>(
+    src: &mut S,
+    dst: &mut D,
     buf: &mut Vec<u8>,
     opts: &RelayOptions<'_>,
-) -> Result<(), RelayFail> {
+) -> Result<(), RelayFail>
+where
+    S: AsyncReadRent + CancelableAsyncReadRent,
+    D: AsyncWriteRent + CancelableAsyncWriteRent,
+{
     loop {
         let cap = buf.capacity();
-        let n = read_some(src, buf, cap, opts.read_timeout)
-            .await
-            .map_err(RelayFail::Read)?;
-        if n == 0 {
-            return Ok(());
+        match opts.read(src, buf, cap).await {
+            Ok(n) => opts.write(dst, buf, n).await?,
+            Err(RelayFail::Read(IoFail::Closed)) => return Ok(()),
+            Err(e) => return Err(e),
         }
-        let (res, _) = write_range(dst, buf, 0, n, opts.write_timeout).await;
-        res.map_err(RelayFail::Write)?;
         buf.clear();
     }
 }

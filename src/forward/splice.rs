@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::net::unix::new_pipe;
-use monoio::net::{Pipe, TcpStream};
+use monoio::net::Pipe;
 
 use super::io::IoFail;
 
@@ -41,8 +41,8 @@ pub enum SpliceFail {
 /// Move exactly `len` bytes from `src` to `dst` through `pipe`. On error the pipe may
 /// hold data and must be dropped.
 pub async fn splice_exact(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: &mut impl SpliceSource,
+    dst: &mut impl SpliceDestination,
     pipe: &mut PipePair,
     mut len: u64,
     read_timeout: Duration,

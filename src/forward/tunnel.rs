@@ -5,13 +5,16 @@
 //! Pingora). Once switched, bytes flow both ways until either side closes; a close on
 //! one side half-closes the other so in-flight bytes still arrive.
 
-use monoio::io::{AsyncWriteRent, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::AsyncWriteRent;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+
+/// Both halves of one side of a tunnel.
+pub type Halves = (TcpOwnedReadHalf, TcpOwnedWriteHalf);
 
 /// Copy both ways until both directions have ended.
-pub async fn run(client: TcpStream, upstream: TcpStream) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+pub async fn run(client: Halves, upstream: Halves) {
+    let (mut client_read, mut client_write) = client;
+    let (mut upstream_read, mut upstream_write) = upstream;
     let up = async {
         let _ = monoio::io::copy(&mut client_read, &mut upstream_write).await;
         let _ = upstream_write.shutdown().await;

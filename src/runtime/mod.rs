@@ -1,7 +1,9 @@
-//! The runtime: listeners, pinned workers, the per-connection loop, and the control
-//! plane's handle on them.
+//! The runtime: listeners, pinned workers, the per-connection loop, the exchange of one
+//! request, and the control plane's handle on them.
 
+pub mod client;
 pub mod conn;
+pub mod exchange;
 pub mod listener;
 pub mod server;
 pub mod worker;

@@ -214,7 +214,10 @@ impl Worker {
             access_log,
             in_flight: Cell::new(0),
             retry_budget: Cell::new(table.settings.retry.budget_reserve),
-            pools: RefCell::new(Pools::new(&table)),
+            pools: RefCell::new(Pools::new(
+                table.backends.iter().map(|b| b.addr),
+                table.version,
+            )),
             table: RefCell::new(Rc::new(WorkerTable::new(table))),
             scanner: RefCell::new(JsonScanner::new()),
             pipes: RefCell::new(Vec::new()),
@@ -233,7 +236,9 @@ impl Worker {
 
     /// Install a new table between requests; re-key the pools.
     fn install(&self, table: Arc<RoutingTable>) {
-        self.pools.borrow_mut().install(&table);
+        self.pools
+            .borrow_mut()
+            .install(table.backends.iter().map(|b| b.addr), table.version);
         let old = self.table.replace(Rc::new(WorkerTable::new(table.clone())));
         self.metrics.relayout(Some(&old.table), &table);
     }
@@ -304,6 +309,8 @@ impl Worker {
             splice_threshold: s.splice_threshold_bytes,
             pipes: &self.pipes,
             spliced: &self.metrics.spliced_bytes,
+            stop: None,
+            splicing: None,
         }
     }
 
@@ -412,7 +419,7 @@ fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) 
         .set(worker.open_connections.get() + 1);
     let w = worker.clone();
     monoio::spawn(async move {
-        super::conn::serve(w.clone(), stream, peer).await;
+        super::conn::serve(&w, stream, peer).await;
         w.open_connections.set(w.open_connections.get() - 1);
     });
 }

@@ -13,21 +13,26 @@
 //!   that left the config are closed.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use monoio::io::Splitable;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::route::router::RoutingTable;
 
 /// Bytes reserved for an upstream connection's read buffer.
 pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
 
-/// An upstream connection with its own read buffer.
+/// An upstream connection with its own read buffer. The socket is split once, when it
+/// opens, so a response can be read while the request is still being written.
 pub struct UpstreamConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// Reading side.
+    pub rd: TcpOwnedReadHalf,
+    /// Writing side (dropping it sends FIN).
+    pub wr: TcpOwnedWriteHalf,
+    fd: RawFd,
     /// Response bytes read but not yet relayed (empty when pooled).
     pub buf: Vec<u8>,
     /// Whether this connection came from the pool (it may have gone stale in flight).
@@ -39,7 +44,8 @@ struct Idle {
     since: Instant,
 }
 
-/// All pools of one worker, indexed like the backends of its current routing table.
+/// All pools of one worker, indexed like the backend list of one table version (backend
+/// `i` of that table is address `i` given to [`Pools::install`]).
 #[derive(Default)]
 pub struct Pools {
     version: u64,
@@ -48,34 +54,29 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Pools for `table`.
-    pub fn new(table: &RoutingTable) -> Self {
+    /// Pools keyed by `addrs` (the backends of table `version`, in table order).
+    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>, version: u64) -> Self {
         let mut p = Self::default();
-        p.install(table);
+        p.install(addrs, version);
         p
     }
 
-    /// Table version these pools are keyed by.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
     /// Re-key to a new table: keep pools of addresses still present, close the others.
-    pub fn install(&mut self, table: &RoutingTable) {
+    pub fn install(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, version: u64) {
         let mut old_addrs = std::mem::take(&mut self.addrs);
         let mut old_idle = std::mem::take(&mut self.idle);
-        for b in table.backends.iter() {
-            let idle = match old_addrs.iter().position(|a| *a == b.addr) {
+        for addr in addrs {
+            let idle = match old_addrs.iter().position(|a| *a == addr) {
                 Some(i) => {
                     old_addrs.swap_remove(i);
                     old_idle.swap_remove(i)
                 }
                 None => Vec::new(),
             };
-            self.addrs.push(b.addr);
+            self.addrs.push(addr);
             self.idle.push(idle);
         }
-        self.version = table.version;
+        self.version = version;
         // Whatever is left belongs to backends that left the config: dropped (closed).
     }
 
@@ -98,7 +99,7 @@ impl Pools {
                 stack.clear();
                 return None;
             }
-            if is_idle_conn_live(&idle.conn.stream) {
+            if is_idle_conn_live(idle.conn.fd) {
                 let mut conn = idle.conn;
                 conn.is_reused = true;
                 return Some(conn);
@@ -152,13 +153,13 @@ impl Pools {
 }
 
 /// Whether an idle socket is still usable: no EOF, no error, no unexpected bytes.
-fn is_idle_conn_live(stream: &TcpStream) -> bool {
+fn is_idle_conn_live(fd: RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the call; the fd
-    // is owned by `stream`, which outlives the call.
+    // is owned by the connection's halves, which outlive the call.
     let n = unsafe {
         libc::recv(
-            stream.as_raw_fd(),
+            fd,
             (&mut byte as *mut u8).cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -177,8 +178,12 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn
         Ok(Err(_)) | Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectFailed)),
     };
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (rd, wr) = stream.into_split();
     Ok(UpstreamConn {
-        stream,
+        rd,
+        wr,
+        fd,
         buf: Vec::with_capacity(UPSTREAM_BUFFER_BYTES),
         is_reused: false,
     })

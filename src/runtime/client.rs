@@ -1,0 +1,71 @@
+//! The state of one client connection, reused by every request on it.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use monoio::io::Splitable;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+use monoio::net::TcpStream;
+
+use crate::forward::io::Stopper;
+use crate::http::parse::RequestHead;
+use crate::http::response::ResponseHead;
+
+/// Initial size of a client connection's read buffer.
+pub const CLIENT_BUFFER_BYTES: usize = 16 * 1024;
+
+/// One client connection: its socket halves and the buffers every request reuses. Once
+/// warm, nothing here allocates per request.
+pub struct Client {
+    /// Reading side.
+    pub rd: TcpOwnedReadHalf,
+    /// Writing side.
+    pub wr: TcpOwnedWriteHalf,
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// Client bytes: the current request's head (from offset 0), then whatever followed.
+    pub buf: Vec<u8>,
+    /// The current request's parsed head (offsets into `buf`).
+    pub head: RequestHead,
+    /// The current request's user id.
+    pub user: Vec<u8>,
+    /// The request head as forwarded, with a small complete body riding along: what every
+    /// attempt sends. Written once per request, never modified by an attempt.
+    pub fwd: Vec<u8>,
+    /// Scratch for everything ringgate writes to the client itself: interim responses,
+    /// rewritten response heads, error answers.
+    pub out: Vec<u8>,
+    /// The current response head (offsets into the upstream connection's buffer).
+    pub response: ResponseHead,
+    /// `X-Forwarded-For: <peer>\r\n`, built once per connection.
+    pub forwarded_for: Vec<u8>,
+    /// Copy of the request line, kept for the access log (only when it is enabled).
+    pub request_line: Vec<u8>,
+    /// Stops the request sender's operations (client body reads, upstream writes) when an
+    /// upstream answers before the whole request was sent.
+    pub stop: Stopper,
+}
+
+impl Client {
+    /// State for a freshly accepted connection.
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        let _ = stream.set_nodelay(true);
+        let mut forwarded_for = Vec::with_capacity(48);
+        let _ = write!(forwarded_for, "X-Forwarded-For: {}\r\n", peer.ip());
+        let (rd, wr) = stream.into_split();
+        Self {
+            rd,
+            wr,
+            peer: peer.ip(),
+            buf: Vec::with_capacity(CLIENT_BUFFER_BYTES),
+            head: RequestHead::default(),
+            user: Vec::with_capacity(64),
+            fwd: Vec::with_capacity(1024),
+            out: Vec::with_capacity(1024),
+            response: ResponseHead::default(),
+            forwarded_for,
+            request_line: Vec::new(),
+            stop: Stopper::new(),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! One attempt: send the request on one upstream connection while reading its answer.
+//!
+//! Two actors run side by side on the same task:
+//! - the **sender** writes the forwarded head (with an inline body), then the buffered
+//!   body, then streams the rest of the body from the client;
+//! - the **reader** reads the upstream's response head, relaying interim responses
+//!   (`1xx` but `100` and `101`) to the client from the connection's own scratch buffer.
+//!
+//! Full duplex: an upstream that answers before it has read the whole request (401, 413,
+//! 417 with `Connection: close`) is heard at once. The sender is then stopped through the
+//! connection's [`Stopper`](crate::forward::io::Stopper); its operations hand their buffers
+//! back, so the caller knows exactly where the client body stands and can discard the rest
+//! of it to keep the connection.
+//!
+//! The request is never modified by an attempt: the head to forward lives in
+//! `Client::fwd`, the body in `Client::buf`, and a timed-out write hands its buffer back,
+//! so a retry sends the original bytes.
+
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+
+use super::request::{Body, Request};
+use crate::config::Settings;
+use crate::error::{ErrorKind, ProxyError};
+use crate::forward::io::{send_range, write_all, IoFail, Stopper};
+use crate::forward::relay::{relay_body, BodyProgress, RelayFail, RelayOptions};
+use crate::http::chunked::ChunkError;
+use crate::http::head::{write_response_head, ConnectionField};
+use crate::http::response::{parse_response, ResponseHead};
+use crate::http::scan::HeadScanner;
+use crate::runtime::client::Client;
+use crate::runtime::worker::Worker;
+use crate::upstream::pool::UpstreamConn;
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the request went out when the response head arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// All of it.
+    Whole,
+    /// The upstream answered before the whole request was sent. `exact`: the client body
+    /// position is known (the body progress is accurate); false when the sender was cut
+    /// off in a splice.
+    Early {
+        /// Whether the body progress can be trusted.
+        exact: bool,
+    },
+}
+
+/// A failed attempt: the error and what the upstream may have seen.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptError {
+    /// What failed, and on which side.
+    pub error: ProxyError,
+    /// Whether any byte of the request was accepted by the upstream socket.
+    pub reached: bool,
+    /// Whether the connection came from the pool.
+    pub reused: bool,
+}
+
+/// Where the sender failed.
+#[derive(Clone, Copy, Debug)]
+enum SendFail {
+    /// Reading the client's body.
+    Client(IoFail),
+    /// Writing the upstream.
+    Upstream(IoFail),
+    /// The client's chunked framing was invalid.
+    Framing(ChunkError),
+}
+
+impl From<RelayFail> for SendFail {
+    fn from(f: RelayFail) -> Self {
+        match f {
+            RelayFail::Read(e) => SendFail::Client(e),
+            RelayFail::Write(e) => SendFail::Upstream(e),
+            RelayFail::Framing(e) => SendFail::Framing(e),
+        }
+    }
+}
+
+/// What woke the attempt up.
+enum Event {
+    Head(Result<u16, ProxyError>),
+    Sent(Result<(), SendFail>),
+    Timer,
+}
+
+/// The sender's view of the client.
+struct SenderIo<'a> {
+    rd: &'a mut TcpOwnedReadHalf,
+    buf: &'a mut Vec<u8>,
+    fwd: &'a mut Vec<u8>,
+    stop: &'a Stopper,
+}
+
+/// The reader's view of the client.
+struct ReaderIo<'a> {
+    wr: &'a mut TcpOwnedWriteHalf,
+    out: &'a mut Vec<u8>,
+    response: &'a mut ResponseHead,
+}
+
+/// Send `req` on `up` and read the response head into `c.response` (the head stays in
+/// `up.buf`). `progress` is the client body's progress for a streamed body.
+pub async fn run(
+    worker: &Worker,
+    s: &Settings,
+    c: &mut Client,
+    req: &Request,
+    up: &mut UpstreamConn,
+    progress: &mut BodyProgress,
+    deadline: Option<Instant>,
+) -> Result<Sent, AttemptError> {
+    let reached = Cell::new(false);
+    let splicing = Cell::new(false);
+    let interim_at: Cell<Option<Instant>> = Cell::new(None);
+    c.stop.reset();
+    let opts = RelayOptions {
+        stop: Some(&c.stop),
+        splicing: Some(&splicing),
+        ..worker.relay_options(s.client_body_timeout, s.upstream_response_timeout, s)
+    };
+    let reused = up.is_reused;
+    let fail = |error: ProxyError| AttemptError {
+        error,
+        reached: reached.get(),
+        reused,
+    };
+    let sender_io = SenderIo {
+        rd: &mut c.rd,
+        buf: &mut c.buf,
+        fwd: &mut c.fwd,
+        stop: &c.stop,
+    };
+    let reader_io = ReaderIo {
+        wr: &mut c.wr,
+        out: &mut c.out,
+        response: &mut c.response,
+    };
+    let mut sender = pin!(send_request(
+        sender_io, &mut up.wr, req, progress, &opts, &reached
+    ));
+    let mut reader = pin!(read_response_head(
+        &mut up.rd,
+        &mut up.buf,
+        reader_io,
+        req.is_head,
+        s.client_body_timeout,
+        &interim_at,
+    ));
+    let far = Instant::now() + Duration::from_secs(86_400);
+    let mut timer = pin!(monoio::time::sleep_until(to_monoio(
+        deadline.unwrap_or(far)
+    )));
+    let mut sent: Option<Result<(), SendFail>> = None;
+    let mut sent_at = far;
+    loop {
+        // The sender first: a request that went out whole in the same wake-up as the
+        // response head arrived is not an early response.
+        let event = poll_fn(|cx| {
+            if sent.is_none() {
+                if let Poll::Ready(r) = sender.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Sent(r));
+                }
+            }
+            if let Poll::Ready(r) = reader.as_mut().poll(cx) {
+                return Poll::Ready(Event::Head(r));
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Sent(Ok(())) => {
+                sent = Some(Ok(()));
+                sent_at = Instant::now();
+            }
+            Event::Sent(Err(SendFail::Upstream(IoFail::Timeout))) => {
+                return Err(fail(ProxyError::upstream(ErrorKind::UpstreamTimeout)));
+            }
+            Event::Sent(Err(SendFail::Upstream(e))) => {
+                // The upstream stopped reading: it may have answered. Keep reading the
+                // head, within the response timeout.
+                sent = Some(Err(SendFail::Upstream(e)));
+                sent_at = Instant::now();
+            }
+            Event::Sent(Err(SendFail::Client(e))) => {
+                return Err(fail(ProxyError::downstream(match e {
+                    IoFail::Timeout => ErrorKind::BodyTimeout,
+                    _ => ErrorKind::ClientGone,
+                })));
+            }
+            Event::Sent(Err(SendFail::Framing(e))) => {
+                return Err(fail(ProxyError::bad_request(e.reason())));
+            }
+            Event::Head(result) => {
+                let mut whole = matches!(sent, Some(Ok(())));
+                if sent.is_none() && !splicing.get() {
+                    // The sender is still at work: stop it where it stands (if it finished
+                    // meanwhile, the request went out whole). A splice in flight cannot be
+                    // stopped cleanly; it is dropped with the attempt.
+                    c.stop.fire();
+                    whole = sender.as_mut().await.is_ok();
+                }
+                let status = result.map_err(fail)?;
+                if whole {
+                    return Ok(Sent::Whole);
+                }
+                if status == 101 {
+                    return Err(fail(ProxyError::upstream(ErrorKind::BadResponse(
+                        "101 before the request was sent",
+                    ))));
+                }
+                return Ok(Sent::Early {
+                    exact: !splicing.get(),
+                });
+            }
+            Event::Timer => {}
+        }
+        // (Re-)arm the timer: the response timeout runs from the end of the request (or
+        // the last interim response), the deadline always.
+        let now = Instant::now();
+        let since = interim_at.get().map_or(sent_at, |t| t.max(sent_at));
+        let response_due = since
+            .checked_add(s.upstream_response_timeout)
+            .unwrap_or(far);
+        let due = deadline.map_or(response_due, |d| d.min(response_due));
+        if now >= due {
+            let kind = if deadline.is_some_and(|d| d <= response_due) {
+                ErrorKind::DeadlineExceeded
+            } else {
+                ErrorKind::UpstreamTimeout
+            };
+            return Err(fail(ProxyError::upstream(kind)));
+        }
+        timer.as_mut().reset(to_monoio(due));
+    }
+}
+
+fn to_monoio(t: Instant) -> monoio::time::Instant {
+    monoio::time::Instant::from_std(t)
+}
+
+/// The sender: head (with an inline body), the buffered body, then the streamed rest.
+async fn send_request(
+    io: SenderIo<'_>,
+    up: &mut TcpOwnedWriteHalf,
+    req: &Request,
+    progress: &mut BodyProgress,
+    opts: &RelayOptions<'_>,
+    reached: &Cell<bool>,
+) -> Result<(), SendFail> {
+    let SenderIo { rd, buf, fwd, stop } = io;
+    let t = opts.write_timeout;
+    let len = fwd.len();
+    send_part(up, fwd, 0..len, t, stop, reached).await?;
+    let start = req.head_len;
+    match req.body {
+        Body::None | Body::Buffered { inline: true, .. } => Ok(()),
+        Body::Buffered { len, inline: false } => {
+            send_part(up, buf, start..start + len, t, stop, reached).await
+        }
+        Body::Streamed { in_buf, .. } => {
+            send_part(up, buf, start..start + in_buf, t, stop, reached).await?;
+            buf.clear();
+            progress.pending = 0;
+            relay_body(rd, up, buf, progress, opts).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Write `buf[range]` to the upstream, noting in `reached` whether any byte got there.
+async fn send_part(
+    up: &mut TcpOwnedWriteHalf,
+    buf: &mut Vec<u8>,
+    range: std::ops::Range<usize>,
+    timeout: Duration,
+    stop: &Stopper,
+    reached: &Cell<bool>,
+) -> Result<(), SendFail> {
+    let (res, n) = send_range(up, buf, range.start, range.end, timeout, stop).await;
+    if n > 0 {
+        reached.set(true);
+    }
+    res.map_err(SendFail::Upstream)
+}
+
+/// The reader: the response head into `up_buf` / `io.response`. Interim responses other
+/// than 101 are relayed to the client (100 is absorbed: ringgate answers `Expect`
+/// itself), each one noted in `interim_at` so the response timeout restarts.
+async fn read_response_head(
+    up_rd: &mut TcpOwnedReadHalf,
+    up_buf: &mut Vec<u8>,
+    io: ReaderIo<'_>,
+    is_head_request: bool,
+    client_timeout: Duration,
+    interim_at: &Cell<Option<Instant>>,
+) -> Result<u16, ProxyError> {
+    let ReaderIo { wr, out, response } = io;
+    let mut scanner = HeadScanner::new();
+    loop {
+        let len = loop {
+            if !up_buf.is_empty() {
+                match scanner.scan(up_buf, MAX_RESPONSE_HEAD_BYTES) {
+                    Ok(Some(len)) => break len,
+                    Ok(None) => {}
+                    Err(_) => {
+                        return Err(ProxyError::upstream(ErrorKind::BadResponse(
+                            "malformed response head from upstream",
+                        )))
+                    }
+                }
+            }
+            if up_buf.capacity() - up_buf.len() < 1024 {
+                up_buf.reserve(up_buf.capacity().max(1024));
+            }
+            let had = up_buf.len();
+            let end = up_buf.capacity();
+            let owned = std::mem::take(up_buf);
+            let (res, slice) = up_rd.read(owned.slice_mut(had..end)).await;
+            *up_buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    return Err(ProxyError::upstream(if up_buf.is_empty() {
+                        ErrorKind::UpstreamReset
+                    } else {
+                        ErrorKind::BadResponse("upstream closed mid-head")
+                    }))
+                }
+                Ok(_) => {}
+                Err(_) => return Err(ProxyError::upstream(ErrorKind::UpstreamReset)),
+            }
+        };
+        parse_response(up_buf, len, is_head_request, response)?;
+        if !response.is_interim() || response.status == 101 {
+            return Ok(response.status);
+        }
+        if response.status != 100 {
+            write_response_head(up_buf, response, ConnectionField::Omit, out);
+            if write_all(wr, out, client_timeout).await.is_err() {
+                return Err(ProxyError::downstream(ErrorKind::ClientGone));
+            }
+        }
+        up_buf.drain(..len);
+        scanner.reset();
+        interim_at.set(Some(Instant::now()));
+    }
+}

@@ -1,0 +1,297 @@
+//! The life of one request: route it, send it (attempt after attempt, as the retry policy
+//! allows), relay the response.
+//!
+//! - [`request`]: who the request is for, its class and partition, the head to forward and
+//!   where its body comes from — an immutable [`request::Request`] every attempt reads.
+//! - [`attempt`]: one attempt on one upstream connection, full duplex: the request is sent
+//!   while the response head is read, so an early answer is heard at once.
+//! - [`retry`]: whether and where a failed attempt goes again — one place, driven by the
+//!   error.
+//! - [`response`]: the response relay, and what becomes of both connections.
+//! - [`answer`]: ringgate's own error answers.
+//!
+//! # Invariants
+//! - Nothing of a request that failed framing checks reaches an upstream.
+//! - A Command is sent at most once: after any of its bytes were accepted by an upstream
+//!   socket it is never sent again; failures answer 502/504.
+//! - Every attempt sends the same bytes: the forwarded head and the buffered body are never
+//!   written into by an attempt; interim responses and error answers use their own buffer.
+//! - An upstream connection goes back to the pool only after a cleanly framed exchange in
+//!   which the whole request was sent, with no stray bytes.
+
+mod answer;
+mod attempt;
+mod request;
+mod response;
+mod retry;
+
+use std::cell::Cell;
+use std::time::Instant;
+
+pub use answer::{reason_phrase, respond_error};
+
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::forward::io::write_static;
+use crate::forward::relay::{BodyLeft, BodyProgress};
+use crate::health::state::{report, Admission};
+use crate::metrics::{bump, Outcome};
+use crate::route::router::{Class, Tried, WorkerTable};
+use crate::runtime::client::Client;
+use crate::runtime::worker::Worker;
+use crate::upstream::pool::{connect, UpstreamConn};
+
+use attempt::AttemptError;
+use request::{Body, Request, CONTINUE_100};
+use response::Answered;
+use retry::{Attempts, Retry};
+
+/// What happens to the client connection after a request.
+pub enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the client connection.
+    Close,
+    /// Close the client connection in stages: part of the request may still be unread.
+    CloseLingering,
+    /// Switch to a byte tunnel with this upstream (after a 101).
+    Tunnel(UpstreamConn),
+}
+
+/// A request that ended in an error.
+#[derive(Debug)]
+pub struct Failure {
+    /// What failed.
+    pub error: ProxyError,
+    /// The client already got bytes of a response: nothing more can be said, the
+    /// connection just closes.
+    pub response_started: bool,
+    /// Client-buffer bytes the request occupied, when all of it was read (the connection
+    /// may then be kept after the answer); `None` when part of it may still be unread.
+    pub consumed: Option<usize>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure {
+            error,
+            response_started: false,
+            consumed: None,
+        }
+    }
+}
+
+fn upstream_failure(kind: ErrorKind, consumed: Option<usize>) -> Failure {
+    Failure {
+        error: ProxyError::upstream(kind),
+        response_started: false,
+        consumed,
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a Cell<usize>) -> Self {
+        c.set(c.get() + 1);
+        Self(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Route, forward and relay the request whose head is parsed in `c.head`.
+pub async fn run(
+    worker: &Worker,
+    wt: &WorkerTable,
+    c: &mut Client,
+    outcome: &mut Outcome,
+    started: Instant,
+) -> Result<Next, Failure> {
+    let s = &wt.table.settings;
+    let req = request::prepare(worker, wt, c, outcome).await?;
+
+    // Shed load before touching an upstream: Queries first, then Commands.
+    let limit = match req.class {
+        Class::Query => s.query_shed_in_flight,
+        Class::Command => s.max_in_flight,
+    };
+    if worker.in_flight.get() >= limit {
+        return Err(Failure {
+            error: ProxyError::internal(ErrorKind::Overloaded),
+            response_started: false,
+            consumed: req.buffered_len(),
+        });
+    }
+    let _in_flight = InFlight::enter(&worker.in_flight);
+    worker.earn_retry_budget(&s.retry);
+    let deadline = s.request_deadline.map(|d| started + d);
+    if req.wants_continue {
+        write_static(&mut c.wr, CONTINUE_100, s.client_body_timeout)
+            .await
+            .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))?;
+    }
+    let mut progress = match req.body {
+        Body::Streamed { in_buf, left } => BodyProgress {
+            left,
+            pending: req.head_len + in_buf,
+        },
+        _ => BodyProgress::new(BodyLeft::Length(0)),
+    };
+    let answered = send(worker, wt, c, &req, &mut progress, deadline, outcome).await?;
+    response::relay(worker, s, c, &req, &mut progress, answered, outcome).await
+}
+
+/// The attempt loop: attempts until one gets a response head, or the retry policy says
+/// to answer the error.
+async fn send(
+    worker: &Worker,
+    wt: &WorkerTable,
+    c: &mut Client,
+    req: &Request,
+    progress: &mut BodyProgress,
+    deadline: Option<Instant>,
+    outcome: &mut Outcome,
+) -> Result<Answered, Failure> {
+    let table = &*wt.table;
+    let s = &table.settings;
+    let circuit = s.circuit.as_ref();
+    let consumed = req.buffered_len();
+    let mut tried: Tried = 0;
+    let mut attempts = Attempts::default();
+    // The failure that made us retry: reported if no server is left to retry on.
+    let mut retried_after: Option<ErrorKind> = None;
+    loop {
+        let (backend, pos, admission, mut up) =
+            checkout(worker, wt, req, &mut tried, attempts.fresh_only, deadline)
+                .await
+                .map_err(|e| Failure {
+                    error: retried_after.map_or(e, ProxyError::upstream),
+                    response_started: false,
+                    consumed,
+                })?;
+        outcome.backend = Some(backend);
+        let b = &*table.backends[backend as usize];
+        let e = match attempt::run(worker, s, c, req, &mut up, progress, deadline).await {
+            Ok(sent) => {
+                let is_5xx = c.response.status >= 500;
+                report(
+                    b,
+                    circuit,
+                    admission,
+                    !(is_5xx && circuit.is_some_and(|k| k.count_5xx)),
+                );
+                return Ok(Answered {
+                    backend,
+                    version: table.version,
+                    up,
+                    sent,
+                });
+            }
+            Err(e) => e,
+        };
+        let decision = attempts.decide(&e, req.class, req.body.is_replayable());
+        let stale_pool = decision
+            == Retry::Fresh {
+                server_failed: false,
+            };
+        if e.error.side != Side::Downstream && !stale_pool {
+            report(b, circuit, admission, false);
+        }
+        match decision {
+            Retry::No => return Err(attempt_failure(e, consumed)),
+            Retry::Fresh { server_failed } => {
+                if server_failed {
+                    tried |= 1u64 << pos;
+                } else {
+                    bump(&worker.metrics.pool_stale, 1);
+                }
+                if e.reached {
+                    bump(&worker.metrics.retries, 1);
+                }
+                attempts.fresh_only = true;
+            }
+            Retry::Elsewhere => {
+                if !attempts.may_count_another(&s.retry) || !worker.spend_retry_budget() {
+                    return Err(attempt_failure(e, consumed));
+                }
+                let backoff = attempts.backoff(&s.retry);
+                attempts.counted += 1;
+                attempts.fresh_only = false;
+                retried_after = Some(e.error.kind);
+                tried |= 1u64 << pos;
+                if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+                    return Err(upstream_failure(ErrorKind::DeadlineExceeded, consumed));
+                }
+                if !backoff.is_zero() {
+                    monoio::time::sleep(backoff).await;
+                }
+                bump(&worker.metrics.retries, 1);
+            }
+        }
+    }
+}
+
+fn attempt_failure(e: AttemptError, consumed: Option<usize>) -> Failure {
+    Failure {
+        error: e.error,
+        response_started: false,
+        consumed: if e.error.side == Side::Downstream {
+            None
+        } else {
+            consumed
+        },
+    }
+}
+
+/// An upstream connection for the request's partition: pooled if possible, else a new
+/// one; on connect failure the next available server of the list is tried.
+async fn checkout(
+    worker: &Worker,
+    wt: &WorkerTable,
+    req: &Request,
+    tried: &mut Tried,
+    fresh_only: bool,
+    deadline: Option<Instant>,
+) -> Result<(u16, u32, Admission, UpstreamConn), ProxyError> {
+    let s = &wt.table.settings;
+    let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
+    loop {
+        let Some((backend, pos, admission)) = wt.pick_server(req.partition, req.class, *tried)
+        else {
+            return Err(last_error);
+        };
+        if !fresh_only {
+            if let Some(conn) = worker.take_upstream(backend, wt.table.version, s) {
+                bump(&worker.metrics.pool_reused, 1);
+                return Ok((backend, pos, admission, conn));
+            }
+        }
+        if *tried != 0 {
+            bump(&worker.metrics.failovers, 1);
+        }
+        let b = &*wt.table.backends[backend as usize];
+        let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+            Some(left) if left.is_zero() => {
+                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
+            }
+            Some(left) => left.min(s.upstream_connect_timeout),
+            None => s.upstream_connect_timeout,
+        };
+        match connect(b.addr, timeout).await {
+            Ok(conn) => {
+                bump(&worker.metrics.pool_opened, 1);
+                return Ok((backend, pos, admission, conn));
+            }
+            Err(e) => {
+                report(b, s.circuit.as_ref(), admission, false);
+                *tried |= 1u64 << pos;
+                last_error = e;
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Relaying the upstream's response to the client, and what happens to both connections
+//! afterwards.
+//!
+//! An upstream connection goes back to the pool only after a cleanly framed exchange in
+//! which the whole request was sent, with no stray bytes; bytes an upstream sent past the
+//! end of its response are never delivered to any client. After an early response (the
+//! upstream answered before it had the whole request) the upstream connection is closed,
+//! and the client connection is kept only if the rest of its body can be read and
+//! discarded within bounds.
+
+use crate::config::Settings;
+use crate::error::ErrorKind;
+use crate::forward::io::{write_all, write_range, IoFail};
+use crate::forward::relay::{
+    discard_body, relay_body, relay_until_close, BodyLeft, BodyProgress, RelayFail,
+};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::head::{response_is_verbatim, write_response_head, ConnectionField};
+use crate::http::response::ResponseFraming;
+use crate::metrics::Outcome;
+use crate::runtime::client::Client;
+use crate::runtime::worker::Worker;
+use crate::upstream::pool::UpstreamConn;
+
+use super::attempt::Sent;
+use super::request::{Body, Request};
+use super::{Failure, Next};
+
+/// The most of a client body discarded after an early response to keep the connection.
+pub const DISCARD_BODY_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Where the exchange ended up when the response head arrived.
+pub struct Answered {
+    /// Backend index (in the request's table).
+    pub backend: u16,
+    /// Table version the backend index belongs to.
+    pub version: u64,
+    /// The upstream connection, its buffer holding the response head.
+    pub up: UpstreamConn,
+    /// How much of the request went out.
+    pub sent: Sent,
+}
+
+/// Whether the client connection can outlive this exchange, as far as the request side
+/// goes: its bytes are all accounted for, or can be read and discarded within bounds.
+fn request_side_keeps(req: &Request, sent: Sent, progress: &BodyProgress) -> bool {
+    match (sent, req.body) {
+        (Sent::Whole, _) | (_, Body::None | Body::Buffered { .. }) => true,
+        (Sent::Early { exact: false }, Body::Streamed { .. }) => false,
+        (Sent::Early { exact: true }, Body::Streamed { .. }) => match progress.left {
+            BodyLeft::Length(n) => n <= DISCARD_BODY_MAX_BYTES,
+            BodyLeft::Chunked(_) => true,
+        },
+    }
+}
+
+/// Relay the response whose head is in `a.up.buf`, then settle both connections.
+pub async fn relay(
+    worker: &Worker,
+    s: &Settings,
+    c: &mut Client,
+    req: &Request,
+    progress: &mut BodyProgress,
+    a: Answered,
+    outcome: &mut Outcome,
+) -> Result<Next, Failure> {
+    let Answered {
+        backend,
+        version,
+        mut up,
+        sent,
+    } = a;
+    if c.response.status == 101 {
+        outcome.status = Some(101);
+        return switch_protocols(c, req, up, s).await;
+    }
+    let framing = c.response.framing();
+    let client_keeps = c.head.is_keep_alive
+        && framing != ResponseFraming::UntilClose
+        && !worker.is_draining()
+        && request_side_keeps(req, sent, progress);
+    let connection = if !client_keeps {
+        ConnectionField::Close
+    } else if c.head.minor_version == 0 {
+        ConnectionField::KeepAlive
+    } else {
+        ConnectionField::Omit
+    };
+    let reusable = match relay_response(worker, s, c, &mut up, connection).await {
+        Relayed::Whole { reusable } => reusable,
+        Relayed::Refused(kind) => return Err(super::upstream_failure(kind, None)),
+        Relayed::Cut(kind) => {
+            // The client has a partial response (or none): close both sides.
+            outcome.status = Some(c.response.status);
+            outcome.error = Some(kind);
+            return Ok(Next::Close);
+        }
+    };
+    outcome.status = Some(c.response.status);
+    if reusable && sent == Sent::Whole {
+        worker.return_upstream(backend, version, up);
+    } else {
+        drop(up);
+    }
+    if !client_keeps {
+        return Ok(if request_side_keeps(req, sent, progress) {
+            Next::Close
+        } else {
+            Next::CloseLingering
+        });
+    }
+    // The request's bytes leave the client buffer; what follows is the next request.
+    match (sent, req.buffered_len()) {
+        (_, Some(consumed)) => {
+            c.buf.drain(..consumed.min(c.buf.len()));
+        }
+        (Sent::Whole, None) => {}
+        (Sent::Early { .. }, None) => {
+            c.buf.drain(..progress.pending.min(c.buf.len()));
+            let opts = worker.relay_options(s.client_body_timeout, s.client_body_timeout, s);
+            let max = DISCARD_BODY_MAX_BYTES;
+            if !discard_body(&mut c.rd, &mut c.buf, progress, max, &opts).await {
+                return Ok(Next::CloseLingering);
+            }
+        }
+    }
+    Ok(Next::KeepAlive)
+}
+
+/// How a response relay ended.
+enum Relayed {
+    /// All of it reached the client; `reusable`: the upstream connection is cleanly at
+    /// the end of it.
+    Whole {
+        /// Whether the upstream connection may be pooled.
+        reusable: bool,
+    },
+    /// Nothing was sent: the response cannot be framed (answer 502).
+    Refused(ErrorKind),
+    /// The relay broke off after the client got part of the response.
+    Cut(ErrorKind),
+}
+
+/// Write the response (head as received or rewritten, then the body, framing-aware) to
+/// the client.
+async fn relay_response(
+    worker: &Worker,
+    s: &Settings,
+    c: &mut Client,
+    up: &mut UpstreamConn,
+    connection: ConnectionField,
+) -> Relayed {
+    let framing = c.response.framing();
+    let resp_len = c.response.len;
+    let after = up.buf.len() - resp_len;
+    let mut decoder = ChunkedDecoder::new();
+    let (in_buf, stray) = match framing {
+        ResponseFraming::None => (0, after > 0),
+        ResponseFraming::Length(n) => (after.min(n as usize), after as u64 > n),
+        ResponseFraming::Chunked => match decoder.feed(&up.buf[resp_len..], &mut |_| {}) {
+            Ok(k) => (k, after > k),
+            Err(e) => return Relayed::Refused(ErrorKind::BadResponse(e.reason())),
+        },
+        ResponseFraming::UntilClose => (after, false),
+    };
+    let t = s.client_body_timeout;
+    let head_sent = if response_is_verbatim(&c.response, connection) {
+        write_range(&mut c.wr, &mut up.buf, 0, resp_len + in_buf, t)
+            .await
+            .0
+    } else {
+        write_response_head(&up.buf, &c.response, connection, &mut c.out);
+        c.out
+            .extend_from_slice(&up.buf[resp_len..resp_len + in_buf]);
+        write_all(&mut c.wr, &mut c.out, t).await
+    };
+    if head_sent.is_err() {
+        return Relayed::Cut(ErrorKind::ClientGone);
+    }
+    let left = match framing {
+        ResponseFraming::None => None,
+        ResponseFraming::Length(n) => Some(BodyLeft::Length(n - in_buf as u64)),
+        ResponseFraming::Chunked => Some(BodyLeft::Chunked(decoder)),
+        ResponseFraming::UntilClose => {
+            up.buf.clear();
+            let opts = worker.relay_options(s.upstream_response_timeout, t, s);
+            return match relay_until_close(&mut up.rd, &mut c.wr, &mut up.buf, &opts).await {
+                Ok(()) => Relayed::Whole { reusable: false },
+                Err(f) => Relayed::Cut(fail_kind(f)),
+            };
+        }
+    };
+    let reusable = c.response.is_keep_alive && !stray;
+    let Some(left) = left else {
+        return Relayed::Whole { reusable };
+    };
+    let mut progress = BodyProgress::new(left);
+    if progress.is_read() {
+        return Relayed::Whole { reusable };
+    }
+    up.buf.clear();
+    let opts = worker.relay_options(s.upstream_response_timeout, t, s);
+    match relay_body(&mut up.rd, &mut c.wr, &mut up.buf, &mut progress, &opts).await {
+        Ok(()) => Relayed::Whole {
+            reusable: c.response.is_keep_alive && up.buf.is_empty(),
+        },
+        Err(f) => Relayed::Cut(fail_kind(f)),
+    }
+}
+
+fn fail_kind(f: RelayFail) -> ErrorKind {
+    match f {
+        RelayFail::Read(IoFail::Timeout) => ErrorKind::UpstreamTimeout,
+        RelayFail::Read(_) => ErrorKind::UpstreamReset,
+        RelayFail::Framing(e) => ErrorKind::BadResponse(e.reason()),
+        RelayFail::Write(_) => ErrorKind::ClientGone,
+    }
+}
+
+/// Relay a 101 and hand both connections to the tunnel.
+async fn switch_protocols(
+    c: &mut Client,
+    req: &Request,
+    mut up: UpstreamConn,
+    s: &Settings,
+) -> Result<Next, Failure> {
+    if !req.is_upgrade {
+        return Err(super::upstream_failure(
+            ErrorKind::BadResponse("101 without an upgrade request"),
+            None,
+        ));
+    }
+    let resp_len = c.response.len;
+    write_response_head(&up.buf, &c.response, ConnectionField::Upgrade, &mut c.out);
+    c.out.extend_from_slice(&up.buf[resp_len..]);
+    if write_all(&mut c.wr, &mut c.out, s.client_body_timeout)
+        .await
+        .is_err()
+    {
+        return Ok(Next::Close);
+    }
+    // Client bytes that followed the upgrade request belong to the new protocol.
+    let consumed = req.buffered_len().unwrap_or(0);
+    let len = c.buf.len();
+    if consumed < len {
+        let (res, _) = write_range(
+            &mut up.wr,
+            &mut c.buf,
+            consumed,
+            len,
+            s.upstream_response_timeout,
+        )
+        .await;
+        if res.is_err() {
+            return Ok(Next::Close);
+        }
+    }
+    c.buf.clear();
+    Ok(Next::Tunnel(up))
+}
