@@ -243,3 +243,117 @@ pub async fn write_static<W: AsyncWriteRent>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use monoio::io::Splitable;
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    fn uring_runtime() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .ok()
+    }
+
+    /// A connected pair: (client stream, accepted stream).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = monoio::join!(TcpStream::connect(addr), l.accept());
+        (c.unwrap(), s.unwrap().0)
+    }
+
+    /// Fill the socket's send path (its buffer and the peer's, which is never read) until
+    /// the kernel takes no more, even after the buffers had time to grow.
+    fn fill(fd: i32) {
+        let chunk = [0u8; 65536];
+        let mut idle_rounds = 0;
+        while idle_rounds < 5 {
+            let mut took = 0;
+            loop {
+                // SAFETY: sends from a live stack buffer on an fd owned by the caller.
+                let n = unsafe {
+                    libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT)
+                };
+                if n <= 0 {
+                    break;
+                }
+                took += n;
+            }
+            idle_rounds = if took == 0 { idle_rounds + 1 } else { 0 };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    async fn write_timeout_keeps_the_buffer() {
+        let (c, _peer) = pair().await;
+        fill(c.as_raw_fd());
+        let (_rd, mut wr) = c.into_split();
+        let stop = Stopper::new();
+        let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody".to_vec();
+        let len = buf.len();
+        let (res, n) = send_range(&mut wr, &mut buf, 0, len, Duration::from_millis(50), &stop).await;
+        assert_eq!(res, Err(IoFail::Timeout));
+        assert_eq!(n, 0, "nothing fits in a full send buffer");
+        assert_eq!(buf, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", "the request survives");
+        // The plain write loses it: the reason `send_range` exists.
+        let (res, _) = write_range(&mut wr, &mut buf, 0, len, Duration::from_millis(50)).await;
+        assert_eq!(res, Err(IoFail::Timeout));
+        assert!(buf.is_empty());
+    }
+
+    async fn a_stopped_read_hands_back_what_it_holds() {
+        let (c, _peer) = pair().await;
+        let (mut rd, _wr) = c.into_split();
+        let stop = Stopper::new();
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"kept");
+        let read = read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_secs(10), &stop);
+        let fire = async {
+            monoio::time::sleep(Duration::from_millis(20)).await;
+            stop.fire();
+        };
+        let (res, ()) = monoio::join!(read, fire);
+        assert_eq!(res, Err(IoFail::Stopped));
+        assert_eq!(buf, b"kept");
+        // Fired stays fired until reset: a later operation stops at once.
+        let res = read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_secs(10), &stop).await;
+        assert_eq!(res, Err(IoFail::Stopped));
+        stop.reset();
+        let res = read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_millis(20), &stop).await;
+        assert_eq!(res, Err(IoFail::Timeout));
+        assert_eq!(buf, b"kept");
+    }
+
+    #[test]
+    fn stoppable_io_on_epoll() {
+        runtime().block_on(async {
+            write_timeout_keeps_the_buffer().await;
+            a_stopped_read_hands_back_what_it_holds().await;
+        });
+    }
+
+    #[test]
+    fn stoppable_io_on_io_uring() {
+        let Some(mut rt) = uring_runtime() else {
+            eprintln!("io_uring unavailable: covered by the epoll test only");
+            return;
+        };
+        rt.block_on(async {
+            write_timeout_keeps_the_buffer().await;
+            a_stopped_read_hands_back_what_it_holds().await;
+        });
+    }
+}

@@ -78,6 +78,20 @@ enum SendFail {
     Framing(ChunkError),
 }
 
+impl SendFail {
+    /// The error of a failed send (an upstream that merely stopped reading is not one: its
+    /// answer may be on the way).
+    fn into_error(self) -> ProxyError {
+        match self {
+            SendFail::Upstream(IoFail::Timeout) => ProxyError::upstream(ErrorKind::UpstreamTimeout),
+            SendFail::Upstream(_) => ProxyError::upstream(ErrorKind::UpstreamReset),
+            SendFail::Client(IoFail::Timeout) => ProxyError::downstream(ErrorKind::BodyTimeout),
+            SendFail::Client(_) => ProxyError::downstream(ErrorKind::ClientGone),
+            SendFail::Framing(e) => ProxyError::bad_request(e.reason()),
+        }
+    }
+}
+
 impl From<RelayFail> for SendFail {
     fn from(f: RelayFail) -> Self {
         match f {
@@ -158,12 +172,13 @@ pub async fn run(
         s.client_body_timeout,
         &interim_at,
     ));
-    let far = Instant::now() + Duration::from_secs(86_400);
-    let mut timer = pin!(monoio::time::sleep_until(to_monoio(
-        deadline.unwrap_or(far)
-    )));
+    let mut clock = Clock {
+        deadline,
+        timeout: s.upstream_response_timeout,
+        sent_at: None,
+    };
+    let mut timer = pin!(monoio::time::sleep_until(clock.due(None).0));
     let mut sent: Option<Result<(), SendFail>> = None;
-    let mut sent_at = far;
     loop {
         // The sender first: a request that went out whole in the same wake-up as the
         // response head arrived is not an early response.
@@ -183,27 +198,15 @@ pub async fn run(
         })
         .await;
         match event {
-            Event::Sent(Ok(())) => {
-                sent = Some(Ok(()));
-                sent_at = Instant::now();
-            }
-            Event::Sent(Err(SendFail::Upstream(IoFail::Timeout))) => {
-                return Err(fail(ProxyError::upstream(ErrorKind::UpstreamTimeout)));
-            }
-            Event::Sent(Err(SendFail::Upstream(e))) => {
-                // The upstream stopped reading: it may have answered. Keep reading the
-                // head, within the response timeout.
-                sent = Some(Err(SendFail::Upstream(e)));
-                sent_at = Instant::now();
-            }
-            Event::Sent(Err(SendFail::Client(e))) => {
-                return Err(fail(ProxyError::downstream(match e {
-                    IoFail::Timeout => ErrorKind::BodyTimeout,
-                    _ => ErrorKind::ClientGone,
-                })));
-            }
-            Event::Sent(Err(SendFail::Framing(e))) => {
-                return Err(fail(ProxyError::bad_request(e.reason())));
+            Event::Sent(r) => {
+                match r {
+                    // The upstream stopped reading: it may have answered. Keep reading
+                    // the head, within the response timeout.
+                    Ok(()) | Err(SendFail::Upstream(IoFail::Closed | IoFail::Error)) => {}
+                    Err(f) => return Err(fail(f.into_error())),
+                }
+                sent = Some(r);
+                clock.sent_at = Some(Instant::now());
             }
             Event::Head(result) => {
                 let mut whole = matches!(sent, Some(Ok(())));
@@ -215,42 +218,54 @@ pub async fn run(
                     whole = sender.as_mut().await.is_ok();
                 }
                 let status = result.map_err(fail)?;
-                if whole {
-                    return Ok(Sent::Whole);
-                }
-                if status == 101 {
-                    return Err(fail(ProxyError::upstream(ErrorKind::BadResponse(
+                return match (whole, status) {
+                    (true, _) => Ok(Sent::Whole),
+                    (false, 101) => Err(fail(ProxyError::upstream(ErrorKind::BadResponse(
                         "101 before the request was sent",
-                    ))));
-                }
-                return Ok(Sent::Early {
-                    exact: !splicing.get(),
-                });
+                    )))),
+                    (false, _) => Ok(Sent::Early {
+                        exact: !splicing.get(),
+                    }),
+                };
             }
             Event::Timer => {}
         }
-        // (Re-)arm the timer: the response timeout runs from the end of the request (or
-        // the last interim response), the deadline always.
-        let now = Instant::now();
-        let since = interim_at.get().map_or(sent_at, |t| t.max(sent_at));
-        let response_due = since
-            .checked_add(s.upstream_response_timeout)
-            .unwrap_or(far);
-        let due = deadline.map_or(response_due, |d| d.min(response_due));
-        if now >= due {
-            let kind = if deadline.is_some_and(|d| d <= response_due) {
-                ErrorKind::DeadlineExceeded
-            } else {
-                ErrorKind::UpstreamTimeout
-            };
+        let (due, kind) = clock.due(interim_at.get());
+        if monoio::time::Instant::now() >= due {
             return Err(fail(ProxyError::upstream(kind)));
         }
-        timer.as_mut().reset(to_monoio(due));
+        timer.as_mut().reset(due);
     }
 }
 
-fn to_monoio(t: Instant) -> monoio::time::Instant {
-    monoio::time::Instant::from_std(t)
+/// When an attempt gives up waiting for the response head: `timeout` after the request
+/// was sent (or after the last interim response), and at the request's deadline.
+struct Clock {
+    deadline: Option<Instant>,
+    timeout: Duration,
+    sent_at: Option<Instant>,
+}
+
+impl Clock {
+    /// The next time to give up, and the error then.
+    fn due(&self, interim_at: Option<Instant>) -> (monoio::time::Instant, ErrorKind) {
+        let since = match (self.sent_at, interim_at) {
+            (Some(sent), Some(interim)) => Some(sent.max(interim)),
+            (sent, _) => sent,
+        };
+        let response = since.and_then(|t| t.checked_add(self.timeout));
+        let (at, kind) = match (self.deadline, response) {
+            (Some(d), Some(r)) if d <= r => (d, ErrorKind::DeadlineExceeded),
+            (_, Some(r)) => (r, ErrorKind::UpstreamTimeout),
+            (Some(d), None) => (d, ErrorKind::DeadlineExceeded),
+            // Neither yet: wake up in a day to look again.
+            (None, None) => (
+                Instant::now() + Duration::from_secs(86_400),
+                ErrorKind::UpstreamTimeout,
+            ),
+        };
+        (monoio::time::Instant::from_std(at), kind)
+    }
 }
 
 /// The sender: head (with an inline body), the buffered body, then the streamed rest.
