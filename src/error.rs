@@ -2,7 +2,8 @@
 //!
 //! A [`ProxyError`] says *which side* failed (the client, an upstream, or ringgate itself),
 //! *what* failed, and from that: the status to answer, the plain-text reason, whether the
-//! client connection must be closed, and whether retrying the request elsewhere is safe.
+//! client connection must be closed. Whether a failed attempt is sent again is decided
+//! from the side and kind in one place, `runtime::exchange::retry`.
 //! It is `Copy` so the hot path never allocates to report a failure.
 
 use std::fmt;
@@ -142,15 +143,6 @@ impl ProxyError {
         )
     }
 
-    /// Whether sending the same request to another server is safe: only when no byte of
-    /// it can have reached an upstream.
-    pub fn is_retry_safe(&self) -> bool {
-        matches!(
-            self.kind,
-            ErrorKind::ConnectFailed | ErrorKind::NoHealthyServer
-        )
-    }
-
     /// Whether a `Retry-After` header belongs in the answer.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self.kind {
@@ -240,12 +232,5 @@ mod tests {
             Some(503)
         );
         assert_eq!(ProxyError::downstream(ErrorKind::ClientGone).status(), None);
-    }
-
-    #[test]
-    fn only_unsent_requests_are_retry_safe() {
-        assert!(ProxyError::upstream(ErrorKind::ConnectFailed).is_retry_safe());
-        assert!(!ProxyError::upstream(ErrorKind::UpstreamReset).is_retry_safe());
-        assert!(!ProxyError::upstream(ErrorKind::UpstreamTimeout).is_retry_safe());
     }
 }

@@ -304,10 +304,14 @@ mod tests {
         let stop = Stopper::new();
         let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody".to_vec();
         let len = buf.len();
-        let (res, n) = send_range(&mut wr, &mut buf, 0, len, Duration::from_millis(50), &stop).await;
+        let (res, n) =
+            send_range(&mut wr, &mut buf, 0, len, Duration::from_millis(50), &stop).await;
         assert_eq!(res, Err(IoFail::Timeout));
         assert_eq!(n, 0, "nothing fits in a full send buffer");
-        assert_eq!(buf, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", "the request survives");
+        assert_eq!(
+            buf, b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody",
+            "the request survives"
+        );
         // The plain write loses it: the reason `send_range` exists.
         let (res, _) = write_range(&mut wr, &mut buf, 0, len, Duration::from_millis(50)).await;
         assert_eq!(res, Err(IoFail::Timeout));
@@ -332,7 +336,8 @@ mod tests {
         let res = read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_secs(10), &stop).await;
         assert_eq!(res, Err(IoFail::Stopped));
         stop.reset();
-        let res = read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_millis(20), &stop).await;
+        let res =
+            read_some_stoppable(&mut rd, &mut buf, 60, Duration::from_millis(20), &stop).await;
         assert_eq!(res, Err(IoFail::Timeout));
         assert_eq!(buf, b"kept");
     }

@@ -195,6 +195,14 @@ async fn send(
             Err(e) => e,
         };
         let decision = attempts.decide(&e, req.class, req.body.is_replayable());
+        tracing::debug!(
+            backend = %b.addr,
+            error = %e.error,
+            reached = e.reached,
+            reused = e.reused,
+            ?decision,
+            "attempt failed"
+        );
         let stale_pool = decision
             == Retry::Fresh {
                 server_failed: false,
