@@ -5,5 +5,6 @@ pub mod client;
 pub mod conn;
 pub mod exchange;
 pub mod listener;
+pub mod ring;
 pub mod server;
 pub mod worker;

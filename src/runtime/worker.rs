@@ -12,7 +12,6 @@
 //! seccomp, memlock), the worker starts on monoio's epoll driver and says so once, loudly.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,6 +21,8 @@ use std::time::{Duration, Instant};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
+use super::ring::{self, RingSetup, RuntimeSpec};
+pub use super::ring::ActiveDriver;
 use crate::access_log::AccessLog;
 use crate::config::{DriverChoice, RetrySettings, Settings};
 use crate::error::ProxyError;
@@ -45,25 +46,6 @@ pub enum Control {
     },
     /// Send a copy of this worker's metrics.
     Snapshot(flume::Sender<MetricsSnapshot>),
-}
-
-/// The io driver a worker actually runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ActiveDriver {
-    /// io_uring.
-    IoUring,
-    /// epoll (monoio's legacy driver).
-    Epoll,
-}
-
-impl ActiveDriver {
-    /// Label for logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            ActiveDriver::IoUring => "io_uring",
-            ActiveDriver::Epoll => "epoll",
-        }
-    }
 }
 
 /// What a worker needs to start.
@@ -98,6 +80,14 @@ pub struct WorkerHandle {
     pub driver: ActiveDriver,
 }
 
+/// Ring setup from `RINGGATE_RING` (measurement experiments), else the default.
+fn experiment_ring() -> RingSetup {
+    std::env::var("RINGGATE_RING")
+        .ok()
+        .and_then(|v| RingSetup::parse(&v))
+        .unwrap_or(RingSetup::DeferTaskrun)
+}
+
 /// Start a worker thread; returns once its runtime is up (or failed to start).
 pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
     let (control, inbox) = flume::unbounded();
@@ -111,9 +101,14 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
                     tracing::warn!(worker = id, core, "could not pin worker to core");
                 }
             }
-            let driver = spec.driver;
-            let entries = spec.ring_entries;
-            run_on_driver(driver, entries, ready_tx, move || worker_main(spec, inbox));
+            let runtime = RuntimeSpec {
+                driver: spec.driver,
+                entries: spec.ring_entries,
+                ring: experiment_ring(),
+                busy_poll: std::env::var_os("RINGGATE_BUSY_POLL").is_some_and(|v| v == "1"),
+                core: spec.core,
+            };
+            ring::run(runtime, ready_tx, move || worker_main(spec, inbox));
         })?;
     let driver = ready_rx
         .recv()
@@ -124,58 +119,6 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
         thread,
         driver,
     })
-}
-
-/// Build the runtime for the chosen driver and run the worker on it.
-fn run_on_driver<F, Fut>(
-    choice: DriverChoice,
-    entries: u32,
-    ready: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
-    main: F,
-) where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    if choice != DriverChoice::Epoll {
-        let uring = if monoio::utils::detect_uring() {
-            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(entries)
-                .enable_timer()
-                .build()
-        } else {
-            Err(std::io::Error::other(
-                "io_uring not supported by this kernel",
-            ))
-        };
-        match uring {
-            Ok(mut rt) => {
-                let _ = ready.send(Ok(ActiveDriver::IoUring));
-                rt.block_on(main());
-                return;
-            }
-            Err(e) if choice == DriverChoice::IoUring => {
-                let _ = ready.send(Err(std::io::Error::other(format!(
-                    "io_uring requested but unavailable: {e}"
-                ))));
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "io_uring unavailable; this worker runs on the epoll driver (slower)");
-            }
-        }
-    }
-    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-    {
-        Ok(mut rt) => {
-            let _ = ready.send(Ok(ActiveDriver::Epoll));
-            rt.block_on(main());
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-        }
-    }
 }
 
 /// Per-worker state shared by its connection tasks (single-threaded: `Cell`/`RefCell`).

@@ -1,0 +1,227 @@
+//! How a worker's runtime is built: io_uring with the ring flags chosen by measurement,
+//! or monoio's epoll driver; and the optional busy-poll mode.
+//!
+//! # Ring setup
+//! - `defer_taskrun` (default): `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`.
+//!   Completions are produced only when the worker asks for them (`io_uring_enter` with
+//!   `GETEVENTS`), on the worker's own CPU and in batches, instead of as task work that
+//!   interrupts the worker — or runs at the exit of any syscall it makes. Measured the
+//!   cheapest per request on this project's bench (see README, Performance).
+//! - `coop_taskrun`: `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`: no
+//!   interrupting IPIs; task work runs at the worker's next kernel entry. The setup a
+//!   busy-polling worker needs (it enters the kernel on every spin).
+//! - `plain`: no flags (what monoio does by default).
+//! - `sqpoll`: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`), pinned
+//!   to the worker's core when it is pinned. Costs that thread's CPU.
+//!
+//! A setup the kernel refuses (older than 6.1 for `defer_taskrun`) falls back to `plain`,
+//! then to epoll (with `driver = "auto"`), and says so once.
+//!
+//! # Busy poll
+//! A busy-polling worker never sleeps: a task that always yields keeps the run queue
+//! non-empty, so the runtime submits and reaps completions in a loop instead of waiting in
+//! `io_uring_enter`. The worker's core runs at 100 % whatever the load; in exchange no
+//! request waits for a vCPU wake-up. For dedicated cores only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::config::DriverChoice;
+
+/// io_uring setup flags of a worker's ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingSetup {
+    /// No flags.
+    Plain,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`.
+    CoopTaskrun,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`.
+    DeferTaskrun,
+    /// `SQPOLL` (pinned to the worker's core when pinned).
+    Sqpoll,
+}
+
+impl RingSetup {
+    /// Parse a config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "plain" => Self::Plain,
+            "coop_taskrun" => Self::CoopTaskrun,
+            "defer_taskrun" => Self::DeferTaskrun,
+            "sqpoll" => Self::Sqpoll,
+            _ => return None,
+        })
+    }
+
+    /// Config/log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::CoopTaskrun => "coop_taskrun",
+            Self::DeferTaskrun => "defer_taskrun",
+            Self::Sqpoll => "sqpoll",
+        }
+    }
+
+    /// The setup a worker uses: a busy-polling worker needs completions produced at its
+    /// every kernel entry, which `defer_taskrun` does not do.
+    pub fn effective(self, busy_poll: bool) -> Self {
+        if busy_poll && self == Self::DeferTaskrun {
+            Self::CoopTaskrun
+        } else {
+            self
+        }
+    }
+
+    fn builder(self, core: Option<usize>) -> io_uring::Builder {
+        let mut b = io_uring::IoUring::builder();
+        match self {
+            Self::Plain => {}
+            Self::CoopTaskrun => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Self::DeferTaskrun => {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+            Self::Sqpoll => {
+                b.setup_sqpoll(1000);
+                if let Some(cpu) = core {
+                    b.setup_sqpoll_cpu(cpu as u32);
+                }
+            }
+        }
+        b
+    }
+}
+
+/// The io driver a worker actually runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveDriver {
+    /// io_uring, with this setup.
+    IoUring(RingSetup),
+    /// epoll (monoio's legacy driver).
+    Epoll,
+}
+
+impl ActiveDriver {
+    /// Label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ActiveDriver::IoUring(_) => "io_uring",
+            ActiveDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// What a worker's runtime is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeSpec {
+    /// Driver choice.
+    pub driver: DriverChoice,
+    /// Submission queue entries.
+    pub entries: u32,
+    /// Ring flags.
+    pub ring: RingSetup,
+    /// Never sleep (see the module docs).
+    pub busy_poll: bool,
+    /// The core the worker is pinned to.
+    pub core: Option<usize>,
+}
+
+/// Build the runtime `spec` asks for and run `main` on it. `ready` gets the driver in use
+/// (or why none could be built) before `main` starts.
+pub fn run<F, Fut>(
+    spec: RuntimeSpec,
+    ready: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
+    main: F,
+) where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let busy_poll = spec.busy_poll;
+    let main = move || async move {
+        if busy_poll {
+            monoio::spawn(spin());
+        }
+        main().await
+    };
+    if spec.driver != DriverChoice::Epoll {
+        match build_uring(&spec) {
+            Ok((mut rt, setup)) => {
+                let _ = ready.send(Ok(ActiveDriver::IoUring(setup)));
+                rt.block_on(main());
+                return;
+            }
+            Err(e) if spec.driver == DriverChoice::IoUring => {
+                let _ = ready.send(Err(std::io::Error::other(format!(
+                    "io_uring requested but unavailable: {e}"
+                ))));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable; this worker runs on the epoll driver (slower)");
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => {
+            let _ = ready.send(Ok(ActiveDriver::Epoll));
+            rt.block_on(main());
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// An io_uring runtime with the requested setup, or `plain` if the kernel refuses it.
+fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)> {
+    if !monoio::utils::detect_uring() {
+        return Err(std::io::Error::other("io_uring not supported by this kernel"));
+    }
+    let want = spec.ring.effective(spec.busy_poll);
+    let build = |setup: RingSetup| {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(spec.entries)
+            .uring_builder(setup.builder(spec.core))
+            .enable_timer()
+            .build()
+    };
+    match build(want) {
+        Ok(rt) => Ok((rt, want)),
+        Err(e) if want != RingSetup::Plain => {
+            tracing::warn!(setup = want.label(), error = %e, "ring setup refused by the kernel; using a plain ring");
+            build(RingSetup::Plain).map(|rt| (rt, RingSetup::Plain))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The busy-poll task: always runnable, so the runtime never parks.
+async fn spin() {
+    loop {
+        YieldNow(false).await;
+    }
+}
+
+/// Yield to the scheduler once.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
