@@ -11,6 +11,38 @@ use std::time::Duration;
 use ringgate::config::Config;
 use ringgate::runtime::server::Server;
 
+pub mod backend;
+pub mod client;
+pub mod router;
+
+/// How often [`wait_until`] and [`assert_holds_for`] look at their condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Poll `condition` until it is true; panic naming `what` if `timeout` passes first.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Check that `condition` stays true for `duration`; panic naming `what` as soon as it
+/// turns false.
+pub fn assert_holds_for(what: &str, duration: Duration, mut condition: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        assert!(condition(), "no longer true: {what}");
+        if started.elapsed() >= duration {
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 /// Start a demo backend on an ephemeral loopback port.
 pub fn backend(zone: &str) -> SocketAddr {
     ringgate::demo::spawn("127.0.0.1:0".parse().unwrap(), zone, 1).expect("demo backend")
