@@ -246,6 +246,8 @@ pub struct Connection {
     /// Every byte read from it, in order.
     pub received: Vec<u8>,
     pub requests: Vec<Request>,
+    /// The backend closed it (sent FIN or RST), whether or not it lingers on reading.
+    pub closed: bool,
     /// The backend is done with it (closed, reset, or the peer closed).
     pub ended: bool,
 }
@@ -427,6 +429,16 @@ impl ScriptedBackend {
             .count()
     }
 
+    /// Connections the backend closed (FIN or RST).
+    pub fn closed_count(&self) -> usize {
+        self.shared
+            .log()
+            .connections
+            .iter()
+            .filter(|c| c.closed)
+            .count()
+    }
+
     /// Connections the backend is done with.
     pub fn ended_count(&self) -> usize {
         self.shared
@@ -589,6 +601,7 @@ impl ConnIo<'_> {
     /// FIN, then read and discard until the peer closes, at most [`LINGER_LIMIT`].
     fn close_cleanly(mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+        self.shared.log().connections[self.conn].closed = true;
         let _ = self
             .stream
             .set_read_timeout(Some(Duration::from_millis(50)));
@@ -610,6 +623,8 @@ impl ConnIo<'_> {
     fn reset(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
         self.forget();
+        drop(self.stream);
+        self.shared.log().connections[self.conn].closed = true;
     }
 
     fn echo(mut self) {
