@@ -459,6 +459,31 @@ impl ScriptedBackend {
             .sum()
     }
 
+    /// Bytes written on connection `conn` that its peer has not acknowledged yet
+    /// (`SIOCOUTQ`); `None` once the connection is closed.
+    pub fn unacknowledged(&self, conn: usize) -> Option<usize> {
+        use std::os::fd::AsRawFd;
+        let live = self.shared.live.lock().unwrap();
+        let stream = live.get(&conn)?;
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int into `queued`, which outlives the
+        // call; the fd belongs to `stream`, kept open by the lock held here.
+        let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        assert_eq!(r, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+        Some(queued as usize)
+    }
+
+    /// Wait (up to 5 s) until the peer has acknowledged every byte written on connection
+    /// `conn`: they sit in the router's socket, where it can see them (a write returns
+    /// before loopback delivery, which a busy machine can defer).
+    pub fn wait_delivered(&self, conn: usize) {
+        wait_until(
+            &format!("the router acknowledged every byte on backend connection {conn}"),
+            Duration::from_secs(5),
+            || self.unacknowledged(conn).is_none_or(|n| n == 0),
+        );
+    }
+
     /// Wait (up to 5 s) until `n` requests have arrived.
     pub fn wait_for_requests(&self, n: usize) {
         wait_until(
