@@ -30,14 +30,21 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
-/// Check that `condition` stays true for `duration`; panic naming `what` as soon as it
-/// turns false.
-pub fn assert_holds_for(what: &str, duration: Duration, mut condition: impl FnMut() -> bool) {
+/// Check that `condition` stays true for `duration` (for "nothing else happens" checks,
+/// which no event can signal); panic naming `what` as soon as it turns false.
+pub fn assert_holds_for(what: &str, duration: Duration, condition: impl FnMut() -> bool) {
+    assert!(holds_for(duration, condition), "no longer true: {what}");
+}
+
+/// Whether `condition` stays true for `duration` (false as soon as it turns false).
+pub fn holds_for(duration: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();
     loop {
-        assert!(condition(), "no longer true: {what}");
+        if !condition() {
+            return false;
+        }
         if started.elapsed() >= duration {
-            return;
+            return true;
         }
         std::thread::sleep(POLL_INTERVAL);
     }
