@@ -22,8 +22,8 @@
 //! 101 — after any other status the connection stays HTTP and every later byte is parsed
 //! by ringgate.
 //!
-//! The recording backend is written here (not the demo backend, which shares ringgate's
-//! parsers) so the check does not depend on the code under test.
+//! The recording backend is the harness's scripted one (not the demo backend, which
+//! shares ringgate's parsers), so the check does not depend on the code under test.
 
 mod common;
 
