@@ -190,7 +190,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The whole body was read (false while the script runs, and when it never was).
     pub body_complete: bool,
-    /// The whole answer was written (before any lingering pause and the ending).
+    /// The whole answer was written (set when the last write returned, so a client may
+    /// read the answer a moment before; before any lingering pause and the ending).
     pub answered: bool,
 }
 
