@@ -20,7 +20,7 @@ use ringgate::config::Config;
 use ringgate::runtime::server::Server;
 
 use super::client::{get, request, Response};
-use super::wait_until;
+use super::{holds_for, wait_until};
 
 /// The driver every router of the suite runs on: `RINGGATE_TEST_DRIVER` (`auto` or
 /// `epoll`; CI does one pass with `epoll`, so the fallback path is tested too).
@@ -254,14 +254,12 @@ impl Drop for RouterProcess {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             self.signal(libc::SIGTERM);
-            let started = std::time::Instant::now();
-            while self.child.try_wait().ok().flatten().is_none() {
-                if started.elapsed() > Duration::from_secs(5) {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10)); // poll for the exit
+            let still_running = holds_for(Duration::from_secs(5), || {
+                self.child.try_wait().ok().flatten().is_none()
+            });
+            if still_running {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
             }
         }
         let _ = std::fs::remove_file(&self.path);
