@@ -295,3 +295,30 @@ fn backend_hangs_until_dropped_and_early_answers_leave_the_body_unread() {
     drop(b);
     h.expect_fin();
 }
+
+#[test]
+fn backend_can_leave_a_connection_unread_behind_a_small_receive_buffer() {
+    let b = ScriptedBackend::builder()
+        .recv_buffer(4096)
+        .never_read(|conn| conn == 0)
+        .start(|_| Reply::ok("served"));
+    let mut stuck = TcpStream::connect(b.addr).unwrap();
+    stuck.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 16 * 1024];
+    let mut written = 0;
+    loop {
+        match stuck.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(written < 16 << 20, "the buffers never filled");
+    }
+    // The other connections are served as usual.
+    let mut c = Client::connect(b.addr);
+    assert_eq!(c.roundtrip(b"GET / HTTP/1.1\r\n\r\n").body, b"served");
+    assert_eq!(b.accepted(), 2);
+    assert!(b.connection(0).received.is_empty());
+    assert!(b.connection(0).requests.is_empty());
+    assert!(written > 0);
+}
