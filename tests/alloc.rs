@@ -65,7 +65,7 @@ fn exchange(c: &mut TcpStream, req: &[u8], buf: &mut [u8]) {
 #[test]
 fn warm_request_path_does_not_allocate() {
     let (_guard, b) = external_backend();
-    let router = common::Router::start(&format!(
+    let router = common::router::Router::start(&format!(
         // Health checks run on their own thread and allocate per probe round; they are
         // switched off so the count covers only the request path.
         "default_backend = \"{b}\"\n[health]\nenabled = false\n[partitions.zone_1]\nservers = [\"{b}\"]\n[users]\nalice = \"zone_1\"\n"
@@ -85,17 +85,9 @@ fn warm_request_path_does_not_allocate() {
     c.set_nodelay(true).unwrap();
     let mut sizes = Vec::new();
     for req in [&command, &query] {
-        let mut conn = common::Conn::open(router.addr);
-        let r = conn.roundtrip(req);
+        let r = common::client::request(router.addr, req);
         assert_eq!(r.status, 200);
-        let head_len = r
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>()
-            + "HTTP/1.1 200 OK\r\n".len()
-            + 2;
-        sizes.push(head_len + r.body.len());
+        sizes.push(r.raw.len());
     }
     let mut cbuf = vec![0u8; sizes[0]];
     let mut qbuf = vec![0u8; sizes[1]];

@@ -5,71 +5,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use ringgate::admin::{self, SharedServer};
-use ringgate::config::Config;
-use ringgate::runtime::server::Server;
+use common::client::{get, request, Client};
+use common::router::{demo_backend, served, Router, RouterProcess};
+use common::wait_until;
 
-/// A router started from a config *file* (so reloads re-read it), with an admin listener.
-struct Managed {
-    server: SharedServer,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    path: PathBuf,
-}
-
-impl Managed {
-    fn start(name: &str, routes: &str) -> Managed {
-        let path =
-            std::env::temp_dir().join(format!("ringgate-test-{}-{name}.toml", std::process::id()));
-        write_config(&path, routes);
-        let config = Config::load(&path).expect("valid config");
-        let server = Server::start(config).expect("starts");
-        let addr = server.listen_addr;
-        let server: SharedServer = Arc::new(Mutex::new(server));
-        let (admin, _) = admin::spawn("127.0.0.1:0".parse().unwrap(), server.clone()).unwrap();
-        Managed {
-            server,
-            addr,
-            admin,
-            path,
-        }
-    }
-
-    fn rewrite(&self, routes: &str) {
-        write_config(&self.path, routes);
-    }
-
-    fn admin_get(&self, path: &str) -> Response {
-        get(self.admin, path, "")
-    }
-
-    fn admin_post(&self, path: &str) -> Response {
-        request(
-            self.admin,
-            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").as_bytes(),
-        )
-    }
-}
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        self.server
-            .lock()
-            .unwrap()
-            .drain(Duration::from_millis(200));
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn write_config(path: &Path, routes: &str) {
-    let text = format!("{routes}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 2\npin = false\n");
-    std::fs::write(path, text).unwrap();
+/// The real binary started from a config file (so reloads re-read it), with an admin
+/// listener and two workers.
+fn managed(name: &str, routes: &str) -> RouterProcess {
+    RouterProcess::start(name, routes, 2, true, &[])
 }
 
 fn zones(z1: &[SocketAddr], z2: &[SocketAddr], users: &str) -> String {
@@ -103,7 +50,7 @@ impl Load {
             .map(|i| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
                 std::thread::spawn(move || {
-                    let mut c = Conn::open(addr);
+                    let mut c = Client::connect(addr);
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
@@ -113,20 +60,22 @@ impl Load {
                             let body = format!(r#"{{"user_id":"user-{i}-{}","n":{n}}}"#, n % 7);
                             format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len())
                         };
-                        c.send(raw.as_bytes());
-                        match c.read_response(false) {
-                            Some(r) if r.status == 200 => {
+                        let got = c.try_send(raw.as_bytes()).map_err(|e| e.to_string()).and_then(
+                            |()| c.try_read_response().map_err(|e| e.to_string()),
+                        );
+                        match got {
+                            Ok(r) if r.status == 200 => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             other => {
                                 eprintln!("load failure: {other:?}");
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                c = Conn::open(addr);
+                                c = Client::connect(addr);
                             }
                         }
                         // A fresh connection now and then, so reloads meet new ones too.
                         if n.is_multiple_of(50) {
-                            c = Conn::open(addr);
+                            c = Client::connect(addr);
                         }
                     }
                 })
@@ -138,6 +87,21 @@ impl Load {
             failed,
             threads,
         }
+    }
+
+    /// Requests answered 200 so far.
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `n` more requests have been answered 200.
+    fn wait_for_more(&self, n: usize) {
+        let from = self.ok();
+        wait_until(
+            &format!("{n} more requests answered"),
+            Duration::from_secs(10),
+            || self.ok() >= from + n,
+        );
     }
 
     fn finish(self) -> (usize, usize) {
@@ -154,12 +118,13 @@ impl Load {
 
 #[test]
 fn reloads_under_load_lose_nothing() {
-    let z1 = [backend("zone_1"), backend("zone_1")];
-    let z2 = [backend("zone_2"), backend("zone_2")];
-    let m = Managed::start("load", &zones(&z1, &z2, "alice = \"zone_1\""));
+    let z1 = [demo_backend("zone_1"), demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2"), demo_backend("zone_2")];
+    let m = managed("load", &zones(&z1, &z2, "alice = \"zone_1\""));
     let load = Load::start(m.addr, 4);
     for i in 0..30 {
-        std::thread::sleep(Duration::from_millis(30));
+        // Traffic between every two reloads.
+        load.wait_for_more(12);
         // Alternate: move alice, drop a server from each zone, bring them back.
         let text = if i % 2 == 0 {
             zones(&z1[..1], &z2[..1], "alice = \"zone_2\"")
@@ -170,7 +135,7 @@ fn reloads_under_load_lose_nothing() {
         let r = m.admin_post("/reload");
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    std::thread::sleep(Duration::from_millis(100));
+    load.wait_for_more(12);
     let (ok, failed) = load.finish();
     assert_eq!(
         failed, 0,
@@ -183,11 +148,11 @@ fn reloads_under_load_lose_nothing() {
 
 #[test]
 fn user_migration_partition_addition_and_server_removal_apply_at_once() {
-    let z1 = [backend("zone_1"), backend("zone_1b")];
-    let z2 = [backend("zone_2")];
-    let z3 = backend("zone_3");
-    let m = Managed::start("migrate", &zones(&z1, &z2, "alice = \"zone_1\""));
-    let mut c = Conn::open(m.addr);
+    let z1 = [demo_backend("zone_1"), demo_backend("zone_1b")];
+    let z2 = [demo_backend("zone_2")];
+    let z3 = demo_backend("zone_3");
+    let m = managed("migrate", &zones(&z1, &z2, "alice = \"zone_1\""));
+    let mut c = Client::connect(m.addr);
     let alice = b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
     assert!(c.roundtrip(alice).zone().starts_with("zone_1"));
 
@@ -218,9 +183,9 @@ fn user_migration_partition_addition_and_server_removal_apply_at_once() {
 
 #[test]
 fn invalid_reload_keeps_serving_and_says_why() {
-    let z1 = [backend("zone_1")];
-    let z2 = [backend("zone_2")];
-    let m = Managed::start("invalid", &zones(&z1, &z2, "alice = \"zone_1\""));
+    let z1 = [demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2")];
+    let m = managed("invalid", &zones(&z1, &z2, "alice = \"zone_1\""));
     m.rewrite(&zones(&z1, &z2, "alice = \"zone_9\""));
     let r = m.admin_post("/reload");
     assert_eq!(r.status, 400);
@@ -245,9 +210,9 @@ fn invalid_reload_keeps_serving_and_says_why() {
 
 #[test]
 fn admin_endpoints() {
-    let z1 = [backend("zone_1"), backend("zone_1")];
-    let z2 = [backend("zone_2")];
-    let m = Managed::start("admin", &zones(&z1, &z2, ""));
+    let z1 = [demo_backend("zone_1"), demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2")];
+    let m = managed("admin", &zones(&z1, &z2, ""));
     assert_eq!(m.admin_get("/health").status, 200);
     assert_eq!(m.admin_get("/ready").status, 200);
     let cfg = m.admin_get("/config");
@@ -299,14 +264,14 @@ fn metric(text: &str, line_prefix: &str) -> u64 {
 
 #[test]
 fn metrics_move_with_traffic_and_pass_promtool() {
-    let z1 = [backend("zone_1")];
-    let z2 = [backend("zone_2")];
-    let m = Managed::start(
+    let z1 = [demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2")];
+    let m = managed(
         "metrics",
         &zones(&z1, &z2, "alice = \"zone_1\"\nbob = \"zone_2\""),
     );
     let before = m.admin_get("/metrics").text();
-    let mut c = Conn::open(m.addr);
+    let mut c = Client::connect(m.addr);
     for _ in 0..20 {
         c.roundtrip(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
     }
@@ -392,7 +357,7 @@ fn metrics_move_with_traffic_and_pass_promtool() {
 
 #[test]
 fn access_log_lines() {
-    let b = backend("zone_1");
+    let b = demo_backend("zone_1");
     let path = std::env::temp_dir().join(format!("ringgate-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let mut r = Router::start(&format!(
@@ -413,7 +378,7 @@ fn access_log_lines() {
         r.addr,
         b"GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
     );
-    r.server().drain(Duration::from_millis(200));
+    r.drain();
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
     let lines: Vec<&str> = text.lines().collect();
@@ -445,65 +410,38 @@ fn access_log_lines() {
 /// The real binary reloads on SIGHUP and, with `--watch`, when the file changes.
 #[test]
 fn binary_reloads_on_sighup_and_file_change() {
-    use std::io::BufRead;
-    let z1 = [backend("zone_1")];
-    let z2 = [backend("zone_2")];
-    let path =
-        std::env::temp_dir().join(format!("ringgate-bin-reload-{}.toml", std::process::id()));
-    let text = |users: &str| {
-        format!(
-            "{}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[workers]\ncount = 1\npin = false\n",
-            zones(&z1, &z2, users)
-        )
-    };
-    std::fs::write(&path, text("alice = \"zone_1\"")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["--config", path.to_str().unwrap(), "--watch"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let addr: SocketAddr = words[3].parse().unwrap();
-    let admin: SocketAddr = words[5].parse().unwrap();
+    let z1 = [demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2")];
+    let mut p = RouterProcess::start(
+        "bin-reload",
+        &zones(&z1, &z2, "alice = \"zone_1\""),
+        1,
+        true,
+        &["--watch"],
+    );
+    let addr = p.addr;
     let zone_of_alice = || get(addr, "/x", "X-User-Id: alice\r\n").zone();
     assert_eq!(zone_of_alice(), "zone_1");
 
     // File change, picked up by the watcher within a few seconds.
-    std::fs::write(&path, text("alice = \"zone_2\"")).unwrap();
-    let start = std::time::Instant::now();
-    while zone_of_alice() != "zone_2" {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "watcher did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    p.rewrite(&zones(&z1, &z2, "alice = \"zone_2\""));
+    wait_until("the watcher reloads", Duration::from_secs(5), || {
+        zone_of_alice() == "zone_2"
+    });
 
     // SIGHUP.
-    std::fs::write(&path, text("alice = \"zone_1\"")).unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    let start = std::time::Instant::now();
-    while zone_of_alice() != "zone_1" {
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "SIGHUP did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let version: u64 = get(admin, "/config", "")
+    p.rewrite(&zones(&z1, &z2, "alice = \"zone_1\""));
+    p.signal(libc::SIGHUP);
+    wait_until("SIGHUP reloads", Duration::from_secs(2), || {
+        zone_of_alice() == "zone_1"
+    });
+    let version: u64 = p
+        .admin_get("/config")
         .json_field("version")
         .unwrap()
         .parse()
         .unwrap();
     assert!(version >= 3, "version {version}");
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-    let _ = std::fs::remove_file(&path);
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit().success());
 }

@@ -3,14 +3,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use common::*;
-use ringgate::demo::pattern_byte;
+use common::backend::{Ending, Reply, ScriptedBackend};
+use common::client::{get, request, Client};
+use common::router::{demo_backend, fnv_hex, pattern_byte, Router};
 
 fn one_backend(extra: &str) -> (Router, SocketAddr) {
-    let b = backend("zone_1");
+    let b = demo_backend("zone_1");
     let r = Router::start(&format!(
         "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n{extra}"
     ));
@@ -20,7 +21,7 @@ fn one_backend(extra: &str) -> (Router, SocketAddr) {
 #[test]
 fn pipelined_requests_answer_in_order() {
     let (r, _) = one_backend("");
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let mut batch = Vec::new();
     for i in 0..20 {
         if i % 3 == 0 {
@@ -44,7 +45,7 @@ fn pipelined_requests_answer_in_order() {
     }
     c.send(&batch);
     for i in 0..20 {
-        let resp = c.read_response(false).expect("response");
+        let resp = c.read_response();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.json_field("path").unwrap(), format!("/p/{i}"));
     }
@@ -60,7 +61,7 @@ fn chunked_request_with_user_in_body_and_chunked_response() {
         a.len(),
         b.len()
     );
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let resp = c.roundtrip(raw.as_bytes());
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
@@ -84,7 +85,7 @@ fn big_body(len: usize) -> Vec<u8> {
 fn large_bodies_both_ways(threshold: u64) {
     let (r, _) = one_backend(&format!("[limits]\nsplice_threshold_bytes = {threshold}\n"));
     let body = big_body(6 * 1024 * 1024 + 123);
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     // Request direction (Content-Length), user id in a header so the body is not scanned.
     let mut raw = format!(
         "POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
@@ -129,13 +130,9 @@ fn large_bodies_both_ways(threshold: u64) {
             .unwrap(),
         "/small"
     );
-    let mut r = r;
-    let snapshots = ringgate::runtime::server::collect_snapshots(
-        &r.server().worker_controls(),
-        std::time::Duration::from_secs(2),
-    );
-    assert_eq!(snapshots.len(), 1, "one worker answered");
-    let spliced: u64 = snapshots.iter().map(|s| s.spliced_bytes).sum();
+    let metrics = r.metrics();
+    assert_eq!(metrics.workers, 1, "one worker answered");
+    let spliced = metrics.spliced_bytes;
     if threshold == u64::MAX {
         assert_eq!(spliced, 0, "copy path only");
     } else {
@@ -201,13 +198,12 @@ fn expect_100_continue_both_when_body_is_scanned_and_not() {
         ("", r#"{"user_id":"a"}"#),
         ("X-User-Id: a\r\n", "plain body"),
     ] {
-        let mut c = Conn::open(r.addr);
+        let mut c = Client::connect(r.addr);
         c.send(format!("POST /e HTTP/1.1\r\nHost: t\r\n{hdr}Expect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
-        let mut got = [0u8; 25];
-        c.stream.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"HTTP/1.1 100 Continue\r\n\r\n");
+        let interim = c.read_message();
+        assert_eq!(interim.raw, b"HTTP/1.1 100 Continue\r\n\r\n");
         c.send(body.as_bytes());
-        let resp = c.read_response(false).unwrap();
+        let resp = c.read_response();
         assert_eq!(resp.status, 200);
         assert_eq!(
             resp.json_field("body_fnv64").unwrap(),
@@ -219,18 +215,18 @@ fn expect_100_continue_both_when_body_is_scanned_and_not() {
 #[test]
 fn http10_requests_and_head_responses() {
     let (r, _) = one_backend("");
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let resp = c.roundtrip(b"GET /old HTTP/1.0\r\nX-User-Id: u\r\n\r\n");
     assert_eq!(resp.status, 200);
-    assert!(c.is_closed(), "HTTP/1.0 without keep-alive closes");
-    let mut c = Conn::open(r.addr);
+    c.expect_fin(); // HTTP/1.0 without keep-alive closes
+    let mut c = Client::connect(r.addr);
     for _ in 0..3 {
         let resp = c.roundtrip(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert_eq!(resp.header("connection"), Some("keep-alive"));
     }
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     c.send(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n");
-    let resp = c.read_response(true).unwrap();
+    let resp = c.read_head_response();
     assert_eq!(resp.status, 200);
     assert!(resp.header("content-length").is_some());
     assert_eq!(
@@ -244,62 +240,36 @@ fn http10_requests_and_head_responses() {
 #[test]
 fn connection_close_is_honoured() {
     let (r, _) = one_backend("");
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let resp = c.roundtrip(b"GET /c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert_eq!(resp.header("connection"), Some("close"));
-    assert!(c.is_closed());
+    c.expect_fin();
 }
 
 /// A backend that upgrades `/ws` with 101 and then echoes bytes, and answers anything else
 /// with a plain 200.
-fn upgrade_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let mut s = s.unwrap();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    while find(&buf, b"\r\n\r\n").is_none() {
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    }
-                    let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    if head.starts_with("GET /ws ")
-                        && head.to_ascii_lowercase().contains("\r\nupgrade:")
-                    {
-                        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").unwrap();
-                        s.write_all(&buf).unwrap();
-                        loop {
-                            match s.read(&mut tmp) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => s.write_all(&tmp[..n]).unwrap(),
-                            }
-                        }
-                    }
-                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
-                        .unwrap();
-                }
-            });
+fn upgrade_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|req| {
+        if req.method() == "GET" && req.target() == "/ws" && req.header("upgrade").is_some() {
+            Reply::bytes(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .then(Ending::Echo)
+        } else {
+            Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
         }
-    });
-    addr
+    })
 }
 
 #[test]
 fn upgrade_tunnels_only_after_101() {
     let b = upgrade_backend();
     let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n[forward]\nupgrade_protocols = [\"echo\"]\n"
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n[forward]\nupgrade_protocols = [\"echo\"]\n",
+        b.addr
     ));
     // Declined upgrade: the connection stays HTTP.
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let resp =
         c.roundtrip(b"GET /no HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
     assert_eq!(resp.status, 200);
@@ -310,27 +280,31 @@ fn upgrade_tunnels_only_after_101() {
         b"no"
     );
     // Accepted upgrade: 101, then raw bytes both ways (including bytes sent early).
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while find(&head, b"\r\n\r\n").is_none() {
-        c.stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let resp = c.read_response();
+    let head = String::from_utf8_lossy(&resp.raw).into_owned();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.contains("Upgrade: echo") && head.contains("Connection: upgrade"),
         "{head}"
     );
-    let mut got = [0u8; 5];
-    c.stream.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"early");
+    assert_eq!(c.read_raw(5), b"early");
     c.send(b"ping-pong");
-    let mut got = [0u8; 9];
-    c.stream.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"ping-pong");
+    assert_eq!(c.read_raw(9), b"ping-pong");
+    // The tunnel carried the bytes as sent: the backend read them after the head.
+    let ws = b
+        .requests()
+        .into_iter()
+        .find(|r| r.target() == "/ws")
+        .unwrap();
+    assert!(b
+        .connection(ws.conn)
+        .received
+        .ends_with(b"\r\n\r\nearlyping-pong"));
+    // Closing the client's side ends the tunnel cleanly.
+    c.finish_sending();
+    c.expect_fin();
 }
 
 #[test]
@@ -339,11 +313,54 @@ fn upgrades_to_unlisted_protocols_stay_http() {
     // Default allow-list: websocket only. An `echo` upgrade is forwarded without its
     // Upgrade field, so even a backend that would switch answers as plain HTTP.
     let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n",
+        b.addr
     ));
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     let resp =
         c.roundtrip(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"no");
+    assert_eq!(
+        b.requests()[0].header("upgrade"),
+        None,
+        "Upgrade was not forwarded"
+    );
+}
+
+#[test]
+fn interim_responses_are_relayed_before_the_final_one() {
+    let b = ScriptedBackend::start(|req| {
+        Reply::ok(req.target())
+            .interim(
+                "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+                Duration::from_millis(20),
+            )
+            .interim(
+                "HTTP/1.1 103 Early Hints\r\nLink: </app.js>\r\n\r\n",
+                Duration::ZERO,
+            )
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    for path in ["/hinted", "/again"] {
+        let resp = c.roundtrip(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!((resp.status, resp.body.as_slice()), (200, path.as_bytes()));
+        let links: Vec<_> = resp
+            .interim
+            .iter()
+            .map(|i| (i.status, i.header("link")))
+            .collect();
+        assert_eq!(
+            links,
+            vec![
+                (103, Some("</style.css>; rel=preload")),
+                (103, Some("</app.js>"))
+            ]
+        );
+    }
+    c.expect_open_for(Duration::from_millis(20));
 }

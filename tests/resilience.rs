@@ -5,103 +5,32 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::backend::{Ending, Reply, Request, ScriptedBackend};
+use common::client::{get, request, Client, Failure};
+use common::router::{demo_backend, fnv_hex, Router, RouterProcess};
+use common::wait_until;
 
-/// A backend that records every request id it receives and can be killed (listener closed,
-/// live connections reset) and restarted on the same address.
-struct Killable {
-    addr: SocketAddr,
-    alive: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    ids: Arc<Mutex<HashMap<String, usize>>>,
-    name: &'static str,
+/// What the backends of the kill test answer: their name as a zone, after 1 ms of work
+/// (so requests are in flight when the backend dies).
+fn named(name: &'static str) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
+    move |_| Reply::ok(format!("{{\"zone\":\"{name}\"}}")).delayed(Duration::from_millis(1))
 }
 
-impl Killable {
-    fn start(name: &'static str, ids: Arc<Mutex<HashMap<String, usize>>>) -> Killable {
-        Self::start_on("127.0.0.1:0".parse().unwrap(), name, ids)
-    }
-
-    fn start_on(
-        addr: SocketAddr,
-        name: &'static str,
-        ids: Arc<Mutex<HashMap<String, usize>>>,
-    ) -> Killable {
-        let listener = TcpListener::bind(addr).expect("bind");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let alive = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (a, c, i) = (alive.clone(), conns.clone(), ids.clone());
-        std::thread::spawn(move || {
-            while a.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        c.lock().unwrap().push(s.try_clone().unwrap());
-                        let (a, i) = (a.clone(), i.clone());
-                        std::thread::spawn(move || serve_ids(s, name, a, i));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
+/// The `"id"` of each Command a backend received, with how often it arrived.
+fn command_ids(backends: &[&ScriptedBackend], ids: &mut HashMap<String, usize>) {
+    for b in backends {
+        for r in b.requests() {
+            let text = r.text();
+            if let Some(i) = text.find("\"id\":\"") {
+                let rest = &text[i + 6..];
+                let id = rest[..rest.find('"').unwrap()].to_string();
+                *ids.entry(id).or_insert(0) += 1;
             }
-        });
-        Killable {
-            addr,
-            alive,
-            conns,
-            ids,
-            name,
-        }
-    }
-
-    fn kill(&self) {
-        self.alive.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restart(&self) -> Killable {
-        // The old listener thread notices `alive` within a few ms and drops the socket.
-        std::thread::sleep(Duration::from_millis(50));
-        Killable::start_on(self.addr, self.name, self.ids.clone())
-    }
-}
-
-fn serve_ids(
-    mut s: TcpStream,
-    name: &str,
-    alive: Arc<AtomicBool>,
-    ids: Arc<Mutex<HashMap<String, usize>>>,
-) {
-    let mut buf = Vec::new();
-    loop {
-        let Some(request) = read_request(&mut s, &mut buf) else {
-            return;
-        };
-        if !alive.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Some(i) = request.find("\"id\":\"") {
-            let rest = &request[i + 6..];
-            let id = rest[..rest.find('"').unwrap()].to_string();
-            *ids.lock().unwrap().entry(id).or_insert(0) += 1;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-        let body = format!("{{\"zone\":\"{name}\"}}");
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(resp.as_bytes()).is_err() {
-            return;
         }
     }
 }
@@ -116,9 +45,8 @@ fn partition_of(servers: &[SocketAddr], extra: &str) -> String {
 
 #[test]
 fn killing_a_backend_under_load_loses_no_query_and_duplicates_no_command() {
-    let ids = Arc::new(Mutex::new(HashMap::new()));
-    let a = Killable::start("a", ids.clone());
-    let b = Killable::start("b", ids.clone());
+    let a = ScriptedBackend::start(named("a"));
+    let b = ScriptedBackend::start(named("b"));
     let r = Router::start(&partition_of(
         &[a.addr, b.addr],
         "[health]\ninterval_ms = 100\ntimeout_ms = 100\nfall = 2\n",
@@ -129,7 +57,7 @@ fn killing_a_backend_under_load_loses_no_query_and_duplicates_no_command() {
         .map(|t| {
             let (stop, results, addr) = (stop.clone(), results.clone(), r.addr);
             std::thread::spawn(move || {
-                let mut c = Conn::open(addr);
+                let mut c = Client::connect(addr);
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
@@ -141,22 +69,37 @@ fn killing_a_backend_under_load_loses_no_query_and_duplicates_no_command() {
                     } else {
                         format!("GET /api/spot/user/data?user_id=u{t}&q={id} HTTP/1.1\r\nHost: t\r\n\r\n")
                     };
-                    c.send(raw.as_bytes());
-                    let status = match c.read_response(false) {
-                        Some(resp) => resp.status,
-                        None => 0,
+                    let status = match c.try_send(raw.as_bytes()) {
+                        Ok(()) => c.try_read_response().map_or(0, |resp| resp.status),
+                        Err(_) => 0,
                     };
                     if status != 200 {
-                        c = Conn::open(addr);
+                        c = Client::connect(addr);
                     }
                     results.lock().unwrap().push((is_command, id, status));
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    let count = || results.lock().unwrap().len();
+    wait_until(
+        "both backends serve the load",
+        Duration::from_secs(10),
+        || a.request_count() >= 25 && b.request_count() >= 25,
+    );
     a.kill();
-    std::thread::sleep(Duration::from_millis(1000));
+    let at_kill = count();
+    wait_until(
+        "the router marks the killed backend down",
+        Duration::from_secs(5),
+        || !r.backend_available(a.addr),
+    );
+    let at_down = count();
+    wait_until(
+        "the load goes on after the kill",
+        Duration::from_secs(10),
+        || count() >= (at_kill + 200).max(at_down + 100),
+    );
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().unwrap();
@@ -175,7 +118,8 @@ fn killing_a_backend_under_load_loses_no_query_and_duplicates_no_command() {
             "command {id} got {status}"
         );
     }
-    let ids = ids.lock().unwrap();
+    let mut ids = HashMap::new();
+    command_ids(&[&a, &b], &mut ids);
     let dup: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup.is_empty(), "commands delivered twice: {dup:?}");
     let ok_commands = commands.iter().filter(|r| r.2 == 200).count();
@@ -200,10 +144,10 @@ fn killing_a_backend_under_load_loses_no_query_and_duplicates_no_command() {
 
 #[test]
 fn silent_backend_times_out_and_queries_retry_elsewhere() {
-    let (hang, hang_count) = scripted_backend(|_, _| Action::Hang);
-    let good = backend("good");
+    let hang = ScriptedBackend::start(|_| Reply::hang());
+    let good = demo_backend("good");
     let r = Router::start(&partition_of(
-        &[hang, good],
+        &[hang.addr, good],
         "policy = \"primary_backup\"\n[timeouts]\nupstream_response_ms = 300\n[health]\nenabled = false\n",
     ));
     // A Command waits for the silent server, then gets 504; it is not re-sent.
@@ -219,18 +163,19 @@ fn silent_backend_times_out_and_queries_retry_elsewhere() {
     );
     assert_eq!(resp.status, 504);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(hang_count.load(Ordering::SeqCst), 1);
+    assert_eq!(hang.request_count(), 1);
     // A Query times out on the silent server and is retried on the next one.
     let resp = get(r.addr, "/api/spot/user/data", "X-User-Id: u\r\n");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.zone(), "good");
+    assert_eq!(hang.request_count(), 2);
 }
 
 #[test]
 fn request_deadline_bounds_all_attempts() {
-    let (hang, _) = scripted_backend(|_, _| Action::Hang);
+    let hang = ScriptedBackend::start(|_| Reply::hang());
     let r = Router::start(&partition_of(
-        &[hang],
+        &[hang.addr],
         "[timeouts]\nupstream_response_ms = 5000\nrequest_deadline_ms = 250\n[health]\nenabled = false\n",
     ));
     let started = Instant::now();
@@ -242,65 +187,54 @@ fn request_deadline_bounds_all_attempts() {
 
 #[test]
 fn reset_mid_response_closes_the_client_and_later_requests_are_clean() {
-    let (b, _) = scripted_backend(|_, req| {
-        if req.contains("/partial") {
-            Action::RespondThenClose(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part".to_vec(),
-                Duration::ZERO,
-            )
-        } else {
-            Action::Respond(ok_response("whole"))
+    // The upstream cuts a response short, with a FIN or with an RST.
+    let b = ScriptedBackend::start(|req| {
+        let partial = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part";
+        match req.path() {
+            "/partial-fin" => Reply::bytes(partial).then(Ending::Close),
+            "/partial-rst" => Reply::bytes(partial).then(Ending::Reset),
+            _ => Reply::ok("whole"),
         }
     });
-    let r = Router::start(&partition_of(&[b], "[health]\nenabled = false\n"));
-    let mut c = Conn::open(r.addr);
-    c.send(b"GET /partial HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
-    assert!(
-        c.read_response(false).is_none(),
-        "a truncated response is not completed"
-    );
-    for _ in 0..3 {
-        assert_eq!(get(r.addr, "/ok", "X-User-Id: u\r\n").body, b"whole");
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+    let r = Router::start(&partition_of(&[b.addr], "[health]\nenabled = false\n"));
+    for path in ["/partial-fin", "/partial-rst"] {
+        let mut c = Client::connect(r.addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes());
+        let e = c
+            .try_read_response()
+            .expect_err("a truncated response is not completed");
+        assert!(e.partial.starts_with(b"HTTP/1.1 200 "), "{path}: {e}");
+        assert_eq!(
+            e.failure,
+            Failure::Fin,
+            "{path}: the client is cut cleanly: {e}"
+        );
+        for _ in 0..3 {
+            assert_eq!(get(r.addr, "/ok", "X-User-Id: u\r\n").body, b"whole");
+        }
     }
 }
 
 #[test]
 fn a_dead_backend_is_marked_down_and_returns_after_rise_checks() {
-    let ids = Arc::new(Mutex::new(HashMap::new()));
-    let a = Killable::start("a", ids.clone());
-    let b = backend("b");
-    let mut r = Router::start(&partition_of(
+    let a = ScriptedBackend::start(named("a"));
+    let b = demo_backend("b");
+    let r = Router::start(&partition_of(
         &[a.addr, b],
         "[health]\ninterval_ms = 100\ntimeout_ms = 100\nfall = 2\nrise = 3\n",
     ));
-    let backend_a = r
-        .server()
-        .table()
-        .backends
-        .iter()
-        .find(|x| x.addr == a.addr)
-        .unwrap()
-        .clone();
     a.kill();
     wait_until("a marked down", Duration::from_secs(3), || {
-        !backend_a.is_available()
+        !r.backend_available(a.addr)
     });
     // While down, no request is even tried on it.
     for _ in 0..6 {
         assert_eq!(get(r.addr, "/x", "X-User-Id: u\r\n").zone(), "b");
     }
-    let restarted = a.restart();
+    let restarted = ScriptedBackend::builder().addr(a.addr).start(named("a"));
     let back_at = Instant::now();
     wait_until("a marked up", Duration::from_secs(3), || {
-        backend_a.is_available()
+        r.backend_available(a.addr)
     });
     assert!(
         back_at.elapsed() >= Duration::from_millis(150),
@@ -310,28 +244,27 @@ fn a_dead_backend_is_marked_down_and_returns_after_rise_checks() {
         .map(|_| get(r.addr, "/x", "X-User-Id: u\r\n").zone())
         .collect();
     assert!(zones.iter().any(|z| z == "a"), "{zones:?}");
-    drop(restarted);
+    assert!(restarted.request_count() > 0);
 }
 
 #[test]
 fn circuit_opens_on_5xx_then_one_probe_closes_it() {
     let failing = Arc::new(AtomicBool::new(true));
     let f = failing.clone();
-    let (b, count) = scripted_backend(move |_, _| {
+    let b = ScriptedBackend::start(move |_| {
         if f.load(Ordering::SeqCst) {
-            Action::Respond(
-                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nfail".to_vec(),
-            )
+            Reply::status("500 Internal Server Error", "fail")
         } else {
-            Action::Respond(ok_response("fine"))
+            Reply::ok("fine")
         }
     });
-    let mut r = Router::start(&partition_of(
-        &[b],
-        "[health]\nenabled = false\n[circuit]\nconsecutive_failures = 3\ncooldown_ms = 300\n[retry]\nmax_attempts = 1\n",
+    let cooldown = Duration::from_millis(300);
+    let r = Router::start(&partition_of(
+        &[b.addr],
+        &format!("[health]\nenabled = false\n[circuit]\nconsecutive_failures = 3\ncooldown_ms = {}\n[retry]\nmax_attempts = 1\n", cooldown.as_millis()),
     ));
-    let mut c = Conn::open(r.addr);
-    let cmd = |c: &mut Conn| {
+    let mut c = Client::connect(r.addr);
+    let cmd = |c: &mut Client| {
         let body = r#"{"user_id":"u"}"#;
         c.roundtrip(
             format!(
@@ -345,27 +278,26 @@ fn circuit_opens_on_5xx_then_one_probe_closes_it() {
         assert_eq!(cmd(&mut c).status, 500, "upstream 5xx is relayed");
     }
     // Open: rejected without reaching the backend.
-    let before = count.load(Ordering::SeqCst);
+    let before = b.request_count();
     for _ in 0..3 {
         let resp = cmd(&mut c);
         assert_eq!(resp.status, 503);
         assert_eq!(resp.header("retry-after"), Some("1"));
     }
-    assert_eq!(count.load(Ordering::SeqCst), before);
+    assert_eq!(b.request_count(), before);
     // Still failing after the cool-down: one probe goes through and re-opens it.
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(cooldown + Duration::from_millis(50)); // scenario: the cool-down passes
     assert_eq!(cmd(&mut c).status, 500);
-    assert_eq!(count.load(Ordering::SeqCst), before + 1);
+    assert_eq!(b.request_count(), before + 1);
     assert_eq!(cmd(&mut c).status, 503);
     // Healthy again: the next probe closes the circuit and traffic flows.
     failing.store(false, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(cooldown + Duration::from_millis(50)); // scenario: the cool-down passes
     for _ in 0..3 {
         assert_eq!(cmd(&mut c).status, 200);
     }
-    let m = r.server().table().backends[0].circuit_transitions();
     assert_eq!(
-        (m[0].1, m[1].1, m[2].1),
+        r.circuit_transitions(b.addr),
         (1, 2, 2),
         "closed, open and half-open transitions"
     );
@@ -373,9 +305,16 @@ fn circuit_opens_on_5xx_then_one_probe_closes_it() {
 
 #[test]
 fn saturation_sheds_queries_before_commands() {
-    let b = backend("slow");
+    // Commands to `/api/spot/v2/slow` take 800 ms; everything else is answered at once.
+    let b = ScriptedBackend::start(|req| {
+        if req.path() == "/api/spot/v2/slow" {
+            Reply::ok("slow").delayed(Duration::from_millis(800))
+        } else {
+            Reply::ok("fast")
+        }
+    });
     let r = Router::start(&partition_of(
-        &[b],
+        &[b.addr],
         "[overload]\nmax_in_flight_per_worker = 4\nquery_shed_ratio = 0.5\n",
     ));
     // Two slow Commands keep two requests in flight.
@@ -384,11 +323,11 @@ fn saturation_sheds_queries_before_commands() {
             let addr = r.addr;
             std::thread::spawn(move || {
                 let body = format!(r#"{{"user_id":"u{i}"}}"#);
-                request(addr, format!("POST /api/spot/v2/order?delay_ms=800 HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).status
+                request(addr, format!("POST /api/spot/v2/slow HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).status
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    b.wait_for_requests(2);
     let q = get(r.addr, "/api/spot/user/data", "X-User-Id: q\r\n");
     assert_eq!(q.status, 503, "Queries are shed at half the bound");
     assert_eq!(q.header("retry-after"), Some("1"));
@@ -402,6 +341,13 @@ fn saturation_sheds_queries_before_commands() {
         .as_bytes(),
     );
     assert_eq!(c.status, 200, "Commands still pass below the full bound");
+    assert!(
+        b.requests()
+            .iter()
+            .filter(|q| q.path() == "/api/spot/v2/slow")
+            .all(|q| !q.answered),
+        "while both slow Commands were in flight"
+    );
     for t in slow {
         assert_eq!(t.join().unwrap(), 200);
     }
@@ -414,28 +360,28 @@ fn saturation_sheds_queries_before_commands() {
 
 #[test]
 fn retries_are_bounded_by_attempts_and_budget() {
-    let (b1, c1) = scripted_backend(|_, _| Action::Close);
-    let (b2, c2) = scripted_backend(|_, _| Action::Close);
+    let b1 = ScriptedBackend::start(|_| Reply::close());
+    let b2 = ScriptedBackend::start(|_| Reply::close());
     let r = Router::start(&partition_of(
-        &[b1, b2],
+        &[b1.addr, b2.addr],
         "[health]\nenabled = false\n[circuit]\nenabled = false\n",
     ));
     assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 502);
     assert_eq!(
-        c1.load(Ordering::SeqCst) + c2.load(Ordering::SeqCst),
+        b1.request_count() + b2.request_count(),
         2,
         "first attempt + one retry"
     );
 
-    let (b3, c3) = scripted_backend(|_, _| Action::Close);
-    let (b4, c4) = scripted_backend(|_, _| Action::Close);
+    let b3 = ScriptedBackend::start(|_| Reply::close());
+    let b4 = ScriptedBackend::start(|_| Reply::close());
     let r = Router::start(&partition_of(
-        &[b3, b4],
+        &[b3.addr, b4.addr],
         "[health]\nenabled = false\n[circuit]\nenabled = false\n[retry]\nbudget_ratio = 0.0\nbudget_reserve = 0.0\n",
     ));
     assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 502);
     assert_eq!(
-        c3.load(Ordering::SeqCst) + c4.load(Ordering::SeqCst),
+        b3.request_count() + b4.request_count(),
         1,
         "an empty budget allows no retry"
     );
@@ -445,69 +391,63 @@ fn retries_are_bounded_by_attempts_and_budget() {
 /// connections are closed, new connections are refused, and it exits 0.
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
-    let b = backend("zone_1");
-    let path = std::env::temp_dir().join(format!("ringgate-drain-{}.toml", std::process::id()));
-    std::fs::write(
-        &path,
-        format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\n"),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
-        .args(["--config", path.to_str().unwrap(), "--drain-seconds", "5"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-
-    let mut idle = Conn::open(addr);
+    let b = ScriptedBackend::start(|req| {
+        let reply = Reply::ok(req.target());
+        if req.path() == "/slow" {
+            reply.delayed(Duration::from_millis(700))
+        } else {
+            reply
+        }
+    });
+    let mut p = RouterProcess::start(
+        "drain",
+        &format!(
+            "default_backend = \"{0}\"\n[partitions.zone_1]\nservers = [\"{0}\"]\n",
+            b.addr
+        ),
+        1,
+        false,
+        &["--drain-seconds", "5"],
+    );
+    let addr = p.addr;
+    let mut idle = Client::connect(addr);
     assert_eq!(
         idle.roundtrip(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n")
             .status,
         200
     );
     let in_flight = std::thread::spawn(move || {
-        let mut c = Conn::open(addr);
-        c.roundtrip(b"GET /slow?delay_ms=700 HTTP/1.1\r\nHost: t\r\n\r\n")
+        let mut c = Client::connect(addr);
+        let resp = c.roundtrip(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.expect_fin();
+        resp
     });
-    std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    std::thread::sleep(Duration::from_millis(150));
-    assert!(
-        idle.is_closed(),
-        "idle keep-alive connection closed by the drain"
-    );
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "new connections refused while draining"
+    b.wait_for_requests(2);
+    p.signal(libc::SIGTERM);
+    idle.expect_fin(); // the drain closes the idle keep-alive connection
+    wait_until(
+        "new connections are refused while draining",
+        Duration::from_secs(2),
+        || TcpStream::connect(addr).is_err(),
     );
     let resp = in_flight.join().unwrap();
     assert_eq!(resp.status, 200, "in-flight request completed");
+    assert_eq!(resp.body, b"/slow");
     assert_eq!(resp.header("connection"), Some("close"));
-    let status = child.wait().unwrap();
+    let status = p.wait_exit();
     assert!(status.success(), "exit status {status}");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
 fn the_epoll_driver_serves_the_same_traffic() {
-    let b = backend("zone_1");
-    let mut text = format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[limits]\nsplice_threshold_bytes = 65536\n");
-    text.push_str("\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\ndriver = \"epoll\"\n");
-    let config =
-        ringgate::config::Config::parse(&text, std::path::Path::new("epoll.toml")).unwrap();
-    let mut server = ringgate::runtime::server::Server::start(config).unwrap();
-    assert_eq!(
-        server.drivers(),
-        vec![ringgate::runtime::worker::ActiveDriver::Epoll]
+    let b = demo_backend("zone_1");
+    let r = Router::start_on(
+        &format!("default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[limits]\nsplice_threshold_bytes = 65536\n"),
+        1,
+        "epoll",
     );
-    let addr = server.listen_addr;
-    let mut c = Conn::open(addr);
+    assert_eq!(r.drivers(), vec!["Epoll".to_string()]);
+    let mut c = Client::connect(r.addr);
     for i in 0..5 {
         let resp = c.roundtrip(
             format!("GET /e/{i} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes(),
@@ -526,58 +466,49 @@ fn the_epoll_driver_serves_the_same_traffic() {
     let resp =
         c.roundtrip(b"GET /dl?resp_bytes=3000000 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
     assert_eq!(resp.body.len(), 3_000_000);
-    server.drain(Duration::from_millis(200));
 }
 
 #[test]
 fn http_health_checks_mark_a_failing_backend_down() {
-    let (sick, _) = scripted_backend(|_, req| {
-        if req.starts_with("GET /healthz ") {
-            Action::Respond(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
-            )
+    let sick = ScriptedBackend::start(|req| {
+        if req.method() == "GET" && req.path() == "/healthz" {
+            Reply::status("503 Service Unavailable", "")
         } else {
-            Action::Respond(ok_response("sick-but-answering"))
+            Reply::ok("sick-but-answering")
         }
     });
-    let good = backend("good");
-    let mut r = Router::start(&partition_of(
-        &[sick, good],
+    let good = demo_backend("good");
+    let r = Router::start(&partition_of(
+        &[sick.addr, good],
         "[health]\ninterval_ms = 100\ntimeout_ms = 200\nfall = 2\nrise = 2\nhttp_path = \"/healthz\"\n",
     ));
-    let sick_backend = r
-        .server()
-        .table()
-        .backends
-        .iter()
-        .find(|b| b.addr == sick)
-        .unwrap()
-        .clone();
     wait_until("sick marked down", Duration::from_secs(3), || {
-        !sick_backend.is_available()
+        !r.backend_available(sick.addr)
     });
+    let probes = sick.request_count();
+    assert!(probes >= 2, "fall = 2 probes at least: {probes}");
     for _ in 0..6 {
         assert_eq!(get(r.addr, "/x", "X-User-Id: u\r\n").zone(), "good");
     }
+    assert!(
+        sick.requests().iter().all(|q| q.path() == "/healthz"),
+        "only probes reached the sick backend"
+    );
 }
 
 #[test]
 fn idle_keep_alive_connections_are_closed_and_counted() {
-    let b = backend("zone_1");
-    let mut r = Router::start(&format!(
+    let b = demo_backend("zone_1");
+    let r = Router::start(&format!(
         "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[timeouts]\nclient_idle_ms = 200\n"
     ));
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     assert_eq!(
         c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
         200
     );
     let started = Instant::now();
-    assert!(c.is_closed());
+    c.expect_fin();
     assert!(started.elapsed() >= Duration::from_millis(150));
-    let snaps = ringgate::runtime::server::collect_snapshots(
-        &r.server().worker_controls(),
-        Duration::from_secs(2),
-    );
-    assert_eq!(snaps.iter().map(|s| s.idle_timeouts).sum::<u64>(), 1);
+    assert_eq!(r.metrics().idle_timeouts, 1);
 }

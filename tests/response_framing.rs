@@ -12,252 +12,107 @@
 
 mod common;
 
-use common::{find, Router};
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// What the backend does with a request.
-struct Script {
-    /// Written once the head is read (before the body) when `early`, else after the body.
-    bytes: Vec<u8>,
-    /// Answer before reading the body, and then read the body as the next request
-    /// (a desynchronised server).
-    early: bool,
-    /// After `bytes`: pause, then write these too (late junk), if any.
-    late: Option<(Duration, Vec<u8>)>,
-    /// Close the connection after writing (after the pause).
-    close: bool,
-    /// Answer every later request on this connection with `POISON`.
-    poison: bool,
-}
-
-fn good(path: &str) -> Script {
-    let body = format!("good:{path}");
-    Script {
-        bytes: format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-        early: false,
-        late: None,
-        close: false,
-        poison: false,
-    }
-}
-
-fn bad(bytes: impl AsRef<[u8]>) -> Script {
-    Script {
-        bytes: bytes.as_ref().to_vec(),
-        early: false,
-        late: None,
-        close: false,
-        poison: true,
-    }
-}
+use common::backend::{BodyRead, Ending, Reply, ScriptedBackend};
+use common::client::{Client, Closed, Failure, ReadError, Response};
+use common::router::Router;
+use common::{find, wait_until};
 
 const POISON_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON";
 
-/// A thread-per-connection backend: `/good/...` paths get their own response; other paths
-/// are looked up with `script`. Returns its address and the number of connections
-/// accepted.
-fn backend<F>(script: F) -> (SocketAddr, Arc<AtomicUsize>)
+/// `200` with body `good:<path>`.
+fn good(path: &str) -> Reply {
+    Reply::ok(format!("good:{path}"))
+}
+
+/// A backend: `/good/...` paths get their own response; other paths are looked up with
+/// `script`, which says what to send and whether that poisons the connection (every later
+/// request on it is answered with `POISON`).
+fn backend<F>(script: F) -> ScriptedBackend
 where
-    F: Fn(&str) -> Script + Send + Sync + 'static,
+    F: Fn(&str) -> (Reply, bool) + Send + Sync + 'static,
 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let conns2 = conns.clone();
-    let script = Arc::new(script);
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            conns2.fetch_add(1, Ordering::SeqCst);
-            let script = script.clone();
-            std::thread::spawn(move || serve(s, &*script));
+    let poisoned = Mutex::new(HashSet::new());
+    ScriptedBackend::start(move |req| {
+        let mut poisoned = poisoned.lock().unwrap();
+        if poisoned.contains(&req.conn) {
+            return Reply::bytes(POISON_RESPONSE);
         }
-    });
-    (addr, conns)
+        if req.path().starts_with("/good/") {
+            return good(req.path());
+        }
+        let (reply, poisons) = script(req.path());
+        if poisons {
+            poisoned.insert(req.conn);
+        }
+        reply
+    })
 }
 
-fn serve(mut s: TcpStream, script: &dyn Fn(&str) -> Script) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 65536];
-    let mut poisoned = false;
-    loop {
-        let end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0);
-        let plan = if poisoned {
-            bad(POISON_RESPONSE)
-        } else if path.starts_with("/good/") {
-            good(&path)
-        } else {
-            script(&path)
-        };
-        buf.drain(..end);
-        if !plan.early {
-            while buf.len() < len {
-                match s.read(&mut tmp) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-            buf.drain(..len);
-        }
-        poisoned |= plan.poison;
-        if s.write_all(&plan.bytes).is_err() {
-            return;
-        }
-        if let Some((pause, more)) = plan.late {
-            std::thread::sleep(pause);
-            if s.write_all(&more).is_err() {
-                return;
-            }
-        }
-        if plan.close {
-            std::thread::sleep(Duration::from_millis(20));
-            return;
-        }
-    }
+/// A misbehaving answer: poisons its connection.
+fn bad(bytes: impl AsRef<[u8]>) -> (Reply, bool) {
+    (Reply::bytes(bytes), true)
 }
 
-/// What a client got: status (if a head came), body bytes, whether the connection ended.
-#[derive(Debug)]
-struct Got {
-    status: Option<u16>,
-    body: Vec<u8>,
-    /// Everything received, raw.
-    raw: Vec<u8>,
+/// Close cleanly 20 ms after the answer.
+fn then_close((reply, poisons): (Reply, bool)) -> (Reply, bool) {
+    (
+        reply.then_after(Duration::from_millis(20), Ending::Close),
+        poisons,
+    )
 }
 
-/// Send one request on a fresh connection and read until the response is complete
-/// (by its own framing) or the connection ends.
-fn exchange(addr: SocketAddr, request: &[u8], is_head: bool) -> Got {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(request).unwrap();
-    let mut raw = Vec::new();
-    let mut tmp = [0u8; 65536];
-    let mut read = |s: &mut TcpStream, raw: &mut Vec<u8>| match s.read(&mut tmp) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            raw.extend_from_slice(&tmp[..n]);
-            true
-        }
-    };
-    let mut start = 0;
-    loop {
-        let end = loop {
-            if let Some(i) = find(&raw[start..], b"\r\n\r\n") {
-                break start + i + 4;
-            }
-            if !read(&mut s, &mut raw) {
-                return Got {
-                    status: None,
-                    body: Vec::new(),
-                    raw,
-                };
-            }
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut r = httparse::Response::new(&mut headers);
-        r.parse(&raw[start..end]).expect("router sent a valid head");
-        let status = r.code.unwrap();
-        let header = |name: &str| {
-            r.headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).into_owned())
-        };
-        if (100..200).contains(&status) && status != 101 {
-            start = end;
-            continue;
-        }
-        let cl: Option<usize> = header("content-length").map(|v| v.parse().unwrap());
-        let chunked = header("transfer-encoding").is_some_and(|v| v.ends_with("chunked"));
-        let no_body = is_head || status == 204 || status == 304;
-        loop {
-            let have = &raw[end..];
-            let complete = if no_body {
-                Some(0)
-            } else if chunked {
-                chunked_end(have)
-            } else if let Some(n) = cl {
-                (have.len() >= n).then_some(n)
-            } else {
-                None
-            };
-            if let Some(n) = complete {
-                return Got {
-                    status: Some(status),
-                    body: raw[end..end + n].to_vec(),
-                    raw,
-                };
-            }
-            if !read(&mut s, &mut raw) {
-                return Got {
-                    status: Some(status),
-                    body: raw[end..].to_vec(),
-                    raw,
-                };
-            }
-        }
-    }
-}
-
-fn chunked_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let line = find(&b[i..], b"\r\n")?;
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&b[i..i + line])
-                .ok()?
-                .split(';')
-                .next()?,
-            16,
-        )
-        .ok()?;
-        i += line + 2;
-        if size == 0 {
-            loop {
-                let e = find(&b[i..], b"\r\n")?;
-                i += e + 2;
-                if e == 0 {
-                    return Some(i);
-                }
-            }
-        }
-        if b.len() < i + size + 2 {
-            return None;
-        }
-        i += size + 2;
-    }
+/// After the answer, pause and send `late` too.
+fn with_late((reply, poisons): (Reply, bool), pause_ms: u64, late: &[u8]) -> (Reply, bool) {
+    (reply.late(Duration::from_millis(pause_ms), late), poisons)
 }
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+/// What a first client got: the response (or why there was none, with the bytes that
+/// came) and how the connection went on.
+#[derive(Debug)]
+struct Got {
+    response: Result<Response, ReadError>,
+    after: Closed,
+}
+
+impl Got {
+    /// Every byte received.
+    fn raw(&self) -> Vec<u8> {
+        let mut raw = match &self.response {
+            Ok(r) => r.raw.clone(),
+            Err(e) => e.partial.clone(),
+        };
+        raw.extend_from_slice(self.after.leftover());
+        raw
+    }
+}
+
+/// Send one request on a fresh connection, read the response by its own framing, then
+/// watch the connection briefly: a `Connection: close` answer must be followed by a FIN,
+/// any other by silence.
+fn exchange(addr: SocketAddr, request: &[u8], is_head: bool) -> Got {
+    let mut c = Client::connect(addr);
+    c.set_timeout(Duration::from_secs(5));
+    c.send(request);
+    let response = if is_head {
+        c.try_read_head_response()
+    } else {
+        c.try_read_response()
+    };
+    let wait = match &response {
+        Ok(r) if r.header("connection") != Some("close") => Duration::from_millis(30),
+        _ => Duration::from_secs(5),
+    };
+    let after = c.closed_within(wait);
+    Got { response, after }
 }
 
 /// The next client gets its own response, twice (the second may reuse a pooled
@@ -266,13 +121,21 @@ fn next_client_is_clean(addr: SocketAddr, case: &str) {
     for i in 0..2 {
         let path = format!("/good/{case}-{i}");
         let got = exchange(addr, &get(&path), false);
-        assert_eq!(got.status, Some(200), "{case}: {got:?}");
+        let resp = got
+            .response
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(resp.status, 200, "{case}: {got:?}");
         assert_eq!(
-            String::from_utf8_lossy(&got.body),
+            String::from_utf8_lossy(&resp.body),
             format!("good:{path}"),
             "{case}: the next client got someone else's bytes"
         );
-        assert!(find(&got.raw, b"POISON").is_none(), "{case}: {got:?}");
+        assert!(
+            matches!(&got.after, Closed::StillOpen { leftover } if leftover.is_empty()),
+            "{case}: {got:?}"
+        );
+        assert!(find(&got.raw(), b"POISON").is_none(), "{case}: {got:?}");
     }
 }
 
@@ -288,7 +151,7 @@ struct Case {
     name: &'static str,
     request: Vec<u8>,
     is_head: bool,
-    script: fn() -> Script,
+    script: fn() -> (Reply, bool),
     first: First,
     why: &'static str,
 }
@@ -358,10 +221,7 @@ fn cases() -> Vec<Case> {
             name: "bad_chunk_after_start",
             request: req("/bad-chunk-late"),
             is_head: false,
-            script: || Script {
-                late: Some((Duration::from_millis(50), b"zz\r\nPOISON\r\n0\r\n\r\n".to_vec())),
-                ..bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n")
-            },
+            script: || with_late(bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"), 50, b"zz\r\nPOISON\r\n0\r\n\r\n"),
             first: First::Truncated,
             why: "bad framing after the response started: the client connection is cut",
         },
@@ -377,10 +237,7 @@ fn cases() -> Vec<Case> {
             name: "extra_after_cl_body_late",
             request: req("/extra-cl-late"),
             is_head: false,
-            script: || Script {
-                late: Some((Duration::from_millis(30), POISON_RESPONSE.to_vec())),
-                ..bad("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            },
+            script: || with_late(bad("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), 30, POISON_RESPONSE),
             first: First::Exactly(200, b"ok"),
             why: "junk arriving while the connection idles in the pool: discarded at checkout",
         },
@@ -428,10 +285,7 @@ fn cases() -> Vec<Case> {
             name: "early_close_cl",
             request: req("/early-close-cl"),
             is_head: false,
-            script: || Script {
-                close: true,
-                ..bad("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-            },
+            script: || then_close(bad("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")),
             first: First::Truncated,
             why: "upstream closed mid-body: the client sees a cut connection, not a short body",
         },
@@ -439,10 +293,7 @@ fn cases() -> Vec<Case> {
             name: "early_close_chunked",
             request: req("/early-close-chunked"),
             is_head: false,
-            script: || Script {
-                close: true,
-                ..bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\npart")
-            },
+            script: || then_close(bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\npart")),
             first: First::Truncated,
             why: "the same inside a chunk",
         },
@@ -450,10 +301,7 @@ fn cases() -> Vec<Case> {
             name: "close_mid_head",
             request: req("/close-mid-head"),
             is_head: false,
-            script: || Script {
-                close: true,
-                ..bad("HTTP/1.1 200 OK\r\nContent-Len")
-            },
+            script: || then_close(bad("HTTP/1.1 200 OK\r\nContent-Len")),
             first: First::Exactly(502, b"upstream closed mid-head\n"),
             why: "no complete head",
         },
@@ -485,62 +333,97 @@ fn cases() -> Vec<Case> {
             name: "close_delimited",
             request: req("/until-close"),
             is_head: false,
-            script: || Script {
-                close: true,
-                ..bad("HTTP/1.1 200 OK\r\n\r\nall of it")
-            },
+            script: || then_close(bad("HTTP/1.1 200 OK\r\n\r\nall of it")),
             first: First::Exactly(200, b"all of it"),
             why: "no length: read until close, and that connection is done",
         },
     ]
 }
 
+fn route_to(b: &ScriptedBackend) -> Router {
+    Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n[timeouts]\nupstream_response_ms = 2000\n",
+        b.addr
+    ))
+}
+
+/// Wait until the backend has written its whole answer to `path` (late junk included)
+/// and ringgate's kernel has acknowledged it: bytes a backend sends *after* ringgate
+/// wrote the next request on a reused connection are indistinguishable from its answer
+/// (an inherent limit of HTTP/1.1 pooling), so the next exchange is judged only once
+/// they are in ringgate's socket.
+fn wait_answered(b: &ScriptedBackend, path: &str) {
+    let mut conn = None;
+    wait_until(
+        &format!("the backend answered {path}"),
+        Duration::from_secs(5),
+        || {
+            conn = b
+                .requests()
+                .iter()
+                .find(|r| r.path() == path && r.answered)
+                .map(|r| r.conn);
+            conn.is_some()
+        },
+    );
+    b.wait_delivered(conn.unwrap());
+}
+
 #[test]
 fn misbehaving_upstreams_never_leak_into_the_next_exchange() {
-    let (b, _conns) = backend(|path| {
+    let b = backend(|path| {
         let case = cases()
             .into_iter()
             .find(|c| String::from_utf8_lossy(&c.request).contains(&format!(" {path} ")))
             .unwrap_or_else(|| panic!("no script for {path}"));
         (case.script)()
     });
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n[timeouts]\nupstream_response_ms = 2000\n"
-    ));
+    let r = route_to(&b);
     // Warm the pool so that every case runs on a reused connection when it can.
     next_client_is_clean(r.addr, "warm");
     for case in cases() {
         let got = exchange(r.addr, &case.request, case.is_head);
-        match case.first {
-            First::Exactly(status, body) => {
+        let context = format!("{}: {} ({got:?})", case.name, case.why);
+        match (case.first, &got.response) {
+            (First::Exactly(status, body), Ok(resp)) => {
+                assert_eq!(resp.status, status, "{context}");
                 assert_eq!(
-                    got.status,
-                    Some(status),
-                    "{}: {} ({got:?})",
-                    case.name,
-                    case.why
-                );
-                assert_eq!(
-                    String::from_utf8_lossy(&got.body),
+                    String::from_utf8_lossy(resp.framed_body()),
                     String::from_utf8_lossy(body),
-                    "{}: {}",
-                    case.name,
-                    case.why
+                    "{context}"
+                );
+                if resp.header("connection") == Some("close") {
+                    assert!(
+                        matches!(&got.after, Closed::Fin { leftover } if leftover.is_empty()),
+                        "a clean close after `Connection: close`: {context}"
+                    );
+                } else {
+                    assert!(
+                        matches!(&got.after, Closed::StillOpen { leftover } if leftover.is_empty()),
+                        "kept open and quiet: {context}"
+                    );
+                }
+            }
+            (First::Truncated, Err(e)) => {
+                assert!(e.partial.starts_with(b"HTTP/1.1 200 "), "{context}");
+                assert_eq!(
+                    e.failure,
+                    Failure::Fin,
+                    "the cut is a clean close: {context}"
                 );
             }
-            First::Truncated => {
-                assert_eq!(got.status, Some(200), "{}: {got:?}", case.name);
-            }
+            _ => panic!("{context}"),
         }
         assert!(
-            find(&got.raw, b"POISON").is_none(),
-            "{}: bytes past the framed end reached the client: {got:?}",
-            case.name
+            find(&got.raw(), b"POISON").is_none(),
+            "bytes past the framed end reached the client: {context}"
         );
-        // Late junk must have arrived before the next request can be judged: bytes a
-        // backend sends *after* ringgate wrote the next request on a reused connection
-        // are indistinguishable from its answer (an inherent limit of HTTP/1.1 pooling).
-        std::thread::sleep(Duration::from_millis(100));
+        let path = String::from_utf8_lossy(&case.request)
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        wait_answered(&b, &path);
         next_client_is_clean(r.addr, case.name);
     }
 }
@@ -551,45 +434,49 @@ fn misbehaving_upstreams_never_leak_into_the_next_exchange() {
 #[test]
 fn response_before_the_request_body_never_reaches_another_client() {
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
-    let (b, _) = backend(|path| {
+    let b = backend(|path| {
         if path == "/smuggled" {
             return bad(POISON_RESPONSE);
         }
-        Script {
-            early: true,
-            ..good(path)
-        }
+        (good(path).early(BodyRead::Never), false)
     });
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n[timeouts]\nupstream_response_ms = 2000\n"
-    ));
+    let r = route_to(&b);
     next_client_is_clean(r.addr, "warm");
     // Small body (sent with the head) and a large one (relayed after it, > 16 KiB).
     for (name, pad) in [("small", 0usize), ("large", 40_000)] {
+        let path = format!("/early-{name}");
         let body = format!("{smuggled}{}", "x".repeat(pad));
         let request = format!(
-            "POST /early-{name} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let mut s = TcpStream::connect(r.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        // Head first, the body a little later: the answer comes before the body.
+        let mut c = Client::connect(r.addr);
+        c.set_timeout(Duration::from_secs(5));
+        // Head first, the body once the backend has answered: the answer comes before
+        // the body.
         let split = request.find("\r\n\r\n").unwrap() + 4;
-        s.write_all(&request.as_bytes()[..split]).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        let _ = s.write_all(&request.as_bytes()[split..]);
-        let mut raw = Vec::new();
-        let mut tmp = [0u8; 4096];
-        while find(&raw, b"\r\n\r\n").is_none_or(|i| raw.len() < i + 4 + 5) {
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&tmp[..n]),
-            }
-        }
-        assert!(find(&raw, b"POISON").is_none(), "{name}: {raw:?}");
+        c.send(&request.as_bytes()[..split]);
+        wait_answered(&b, &path);
+        let _ = c.try_send(&request.as_bytes()[split..]);
+        let first = c.try_read_response();
+        let after = c.closed_within(Duration::from_millis(30));
+        let got = Got {
+            response: first,
+            after,
+        };
+        assert!(find(&got.raw(), b"POISON").is_none(), "{name}: {got:?}");
         // Whatever the first client got (the early answer or a 502), the next one gets
-        // its own response.
-        std::thread::sleep(Duration::from_millis(50));
+        // its own response once the backend is done with the body: it has read the
+        // smuggled request from it, or its connection ended.
+        let conn = b.requests().iter().find(|r| r.path() == path).unwrap().conn;
+        wait_until(
+            &format!("{name}: the backend is done with the early request's body"),
+            Duration::from_secs(5),
+            || {
+                let c = b.connection(conn);
+                c.ended || c.requests.iter().any(|r| r.path() == "/smuggled")
+            },
+        );
         next_client_is_clean(r.addr, name);
     }
 }

@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::*;
-use ringgate::route::partition::{partition_seed, rendezvous_pick, user_hash};
+use common::client::{get, post_json, request, Client};
+use common::router::{demo_backend, expected_partition, fnv_hex, served, Router};
 
 struct Fleet {
     router: Router,
@@ -14,10 +14,10 @@ struct Fleet {
 }
 
 fn fleet() -> Fleet {
-    let z1 = [backend("zone_1"), backend("zone_1")];
-    let z2_write = backend("zone_2w");
-    let z2_read = [backend("zone_2r"), backend("zone_2r")];
-    let default = backend("default");
+    let z1 = [demo_backend("zone_1"), demo_backend("zone_1")];
+    let z2_write = demo_backend("zone_2w");
+    let z2_read = [demo_backend("zone_2r"), demo_backend("zone_2r")];
+    let default = demo_backend("default");
     let router = Router::start(&format!(
         r#"
 default_backend = "{default}"
@@ -175,7 +175,7 @@ fn conflicting_user_ids_are_refused() {
 #[test]
 fn cqrs_write_and_read_servers_with_round_robin() {
     let f = fleet();
-    let mut c = Conn::open(f.router.addr);
+    let mut c = Client::connect(f.router.addr);
     // Commands for bob: always the single write server.
     for _ in 0..4 {
         let body = r#"{"user_id":"bob","side":"buy"}"#;
@@ -233,19 +233,22 @@ fn method_rule_classifies_other_paths() {
 #[test]
 fn unknown_users_follow_the_consistent_hash() {
     let f = fleet();
-    let seeds = [partition_seed("zone_1"), partition_seed("zone_2")];
     let mut seen = [0usize; 2];
     for i in 0..40 {
         let user = format!("trader-{i}");
-        let want = rendezvous_pick(user_hash(user.as_bytes()), &seeds).unwrap();
-        seen[want] += 1;
+        let want = expected_partition(&user, &["zone_1", "zone_2"]);
+        seen[usize::from(want == "zone_2")] += 1;
         let zone = get(
             f.router.addr,
             "/api/spot/user/data",
             &format!("X-User-Id: {user}\r\n"),
         )
         .zone();
-        let expected = if want == 0 { "zone_1" } else { "zone_2r" };
+        let expected = if want == "zone_1" {
+            "zone_1"
+        } else {
+            "zone_2r"
+        };
         assert_eq!(zone, expected, "{user}");
     }
     assert!(
@@ -256,7 +259,7 @@ fn unknown_users_follow_the_consistent_hash() {
 
 #[test]
 fn requests_without_user_can_be_rejected() {
-    let b = backend("z");
+    let b = demo_backend("z");
     let r = Router::start(&format!("reject_without_user = true\ndefault_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n"));
     let resp = get(r.addr, "/x", "");
     assert_eq!(resp.status, 400);

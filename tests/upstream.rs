@@ -3,12 +3,15 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use common::backend::{Ending, Reply, ScriptedBackend};
+use common::client::{get, Client};
+use common::router::{dead_addr, demo_backend, Router};
+use common::wait_until;
 
-fn route_to(servers: &[std::net::SocketAddr], extra: &str) -> Router {
+fn route_to(servers: &[SocketAddr], extra: &str) -> Router {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     Router::start(&format!(
         "default_backend = \"z\"\n[partitions.z]\nservers = [{}]\n{extra}",
@@ -22,9 +25,9 @@ fn command(body: &str) -> Vec<u8> {
 
 #[test]
 fn connect_failure_fails_over_to_the_next_server() {
-    let alive = backend("alive");
+    let alive = demo_backend("alive");
     let r = route_to(&[dead_addr(), alive], "");
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     for i in 0..6 {
         let resp = c.roundtrip(&command(&format!(r#"{{"user_id":"u","n":{i}}}"#)));
         assert_eq!(resp.status, 200);
@@ -35,124 +38,153 @@ fn connect_failure_fails_over_to_the_next_server() {
 #[test]
 fn pooled_connection_closed_while_idle_is_never_used() {
     // Answers with a keep-alive response, then closes 50 ms later without saying so.
-    let (b, count) = scripted_backend(|_, _| {
-        Action::RespondThenClose(ok_response("done"), Duration::from_millis(50))
+    let b = ScriptedBackend::start(|_| {
+        Reply::ok("done").then_after(Duration::from_millis(50), Ending::Close)
     });
-    let r = route_to(&[b], "");
-    let mut c = Conn::open(r.addr);
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
     for i in 0..5 {
         let resp = c.roundtrip(&command(&format!(r#"{{"user_id":"u","n":{i}}}"#)));
         assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
-        std::thread::sleep(Duration::from_millis(150));
+        let conn = b.requests()[i].conn;
+        wait_until(
+            &format!("the backend closed connection {conn}"),
+            Duration::from_secs(5),
+            || b.connection(conn).closed,
+        );
     }
+    let requests = b.requests();
     assert_eq!(
-        count.load(Ordering::SeqCst),
+        requests.len(),
         5,
         "every Command reached the backend exactly once"
     );
+    for (i, req) in requests.iter().enumerate() {
+        assert_eq!(req.index, 0, "request {i} went on a fresh connection");
+        assert!(
+            req.text().contains(&format!("\"n\":{i}}}")),
+            "{}",
+            req.text()
+        );
+    }
 }
 
 #[test]
 fn a_command_that_reached_the_upstream_is_never_resent() {
     // The second request on every backend connection is read, then the connection closes
     // without an answer.
-    let (b, count) = scripted_backend(|i, _| {
-        if i == 0 {
-            Action::Respond(ok_response("first"))
+    let b = ScriptedBackend::start(|req| {
+        if req.index == 0 {
+            Reply::ok("first")
         } else {
-            Action::Close
+            Reply::close()
         }
     });
-    let r = route_to(&[b], "");
-    let mut c = Conn::open(r.addr);
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
     assert_eq!(
         c.roundtrip(&command(r#"{"user_id":"u","n":1}"#)).status,
         200
     );
-    let before = count.load(Ordering::SeqCst);
     let resp = c.roundtrip(&command(r#"{"user_id":"u","n":2}"#));
     assert_eq!(resp.status, 502, "{}", resp.text());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        count.load(Ordering::SeqCst),
-        before + 1,
-        "the Command was not sent twice"
-    );
+    // A re-send would have been read (and recorded) before the router could answer 502.
+    let sent: Vec<_> = b
+        .requests()
+        .into_iter()
+        .filter(|r| r.text().contains(r#""n":2"#))
+        .collect();
+    assert_eq!(sent.len(), 1, "the Command was sent once: {sent:?}");
+    assert!(sent[0].body_complete);
 }
 
 #[test]
 fn a_buffered_query_is_resent_once_on_a_fresh_connection() {
-    let (b, count) = scripted_backend(|i, _| {
-        if i == 0 {
-            Action::Respond(ok_response("answer"))
+    let b = ScriptedBackend::start(|req| {
+        if req.index == 0 {
+            Reply::ok("answer")
         } else {
-            Action::Close
+            Reply::close()
         }
     });
-    let r = route_to(&[b], "");
-    let mut c = Conn::open(r.addr);
-    assert_eq!(
-        c.roundtrip(b"GET /api/spot/user/data?user_id=u HTTP/1.1\r\nHost: t\r\n\r\n")
-            .status,
-        200
-    );
-    let resp = c.roundtrip(b"GET /api/spot/user/data?user_id=u HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
+    let query = b"GET /api/spot/user/data?user_id=u HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_eq!(c.roundtrip(query).status, 200);
+    let resp = c.roundtrip(query);
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.body, b"answer");
-    assert_eq!(count.load(Ordering::SeqCst), 3, "first, dropped, re-sent");
+    let reqs = b.requests();
+    assert_eq!(reqs.len(), 3, "first, dropped, re-sent");
+    assert_eq!(
+        (reqs[1].conn, reqs[1].index),
+        (reqs[0].conn, 1),
+        "dropped on the pooled connection"
+    );
+    assert_eq!(reqs[2].index, 0, "re-sent on a fresh connection");
+    assert_ne!(reqs[2].conn, reqs[1].conn);
+    assert_eq!(
+        reqs[2].raw(),
+        reqs[1].raw(),
+        "the retry is the same request byte for byte"
+    );
 }
 
 #[test]
 fn slow_upstream_gets_504_and_a_fresh_connection_next_time() {
-    let (b, _) = scripted_backend(|_, req| {
-        if req.contains("/slow") {
-            Action::Hang
+    let b = ScriptedBackend::start(|req| {
+        if req.path() == "/slow" {
+            Reply::hang()
         } else {
-            Action::Respond(ok_response("fast"))
+            Reply::ok("fast")
         }
     });
-    let r = route_to(&[b], "[timeouts]\nupstream_response_ms = 300\n");
+    let r = route_to(&[b.addr], "[timeouts]\nupstream_response_ms = 300\n");
     let resp = get(r.addr, "/slow", "X-User-Id: u\r\n");
     assert_eq!(resp.status, 504);
     assert_eq!(get(r.addr, "/fast", "X-User-Id: u\r\n").body, b"fast");
+    let reqs = b.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_ne!(
+        reqs[1].conn, reqs[0].conn,
+        "the timed-out connection is not reused"
+    );
 }
 
 #[test]
 fn no_available_server_gives_503_with_retry_after() {
-    let b = backend("z");
-    let mut r = route_to(&[b], "");
-    for backend in r.server().table().backends.iter() {
-        backend.set_drained(true);
-    }
+    let b = demo_backend("z");
+    let r = route_to(&[b], "");
+    r.set_drained(b, true);
     let resp = get(r.addr, "/x", "X-User-Id: u\r\n");
     assert_eq!(resp.status, 503);
     assert_eq!(resp.header("retry-after"), Some("1"));
-    for backend in r.server().table().backends.iter() {
-        backend.set_drained(false);
-    }
+    r.set_drained(b, false);
     assert_eq!(get(r.addr, "/x", "X-User-Id: u\r\n").status, 200);
 }
 
 #[test]
 fn upstream_response_framing_errors_are_not_delivered() {
-    let (b, _) = scripted_backend(|_, req| {
-        if req.contains("/conflict") {
-            Action::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec())
-        } else if req.contains("/extra") {
-            // Extra bytes after the body: the client must not see them on a later request.
-            Action::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled".to_vec())
-        } else {
-            Action::Respond(ok_response("clean"))
-        }
+    let b = ScriptedBackend::start(|req| {
+        match req.path() {
+        "/conflict" => Reply::bytes(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        // Extra bytes after the body: the client must not see them on a later request.
+        "/extra" => Reply::bytes(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+        ),
+        _ => Reply::ok("clean"),
+    }
     });
-    let r = route_to(&[b], "");
-    let mut c = Conn::open(r.addr);
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
     assert_eq!(
         c.roundtrip(b"GET /conflict HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n")
             .status,
         502
     );
-    let mut c = Conn::open(r.addr);
+    let mut c = Client::connect(r.addr);
     assert_eq!(
         c.roundtrip(b"GET /extra HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n")
             .body,
@@ -165,4 +197,5 @@ fn upstream_response_framing_errors_are_not_delivered() {
             b"clean"
         );
     }
+    c.expect_open_for(Duration::from_millis(20));
 }

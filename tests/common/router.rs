@@ -1,0 +1,341 @@
+//! The router under test and the crate's demo backends — the harness's only contact with
+//! the `ringgate` library.
+//!
+//! The crate surface used here, and nowhere else in `tests/` (bar `tests/soak_smoke.rs`,
+//! which checks [`Config`] itself): [`Config::parse`], [`Server::start`] / `drain` /
+//! `listen_addr` / `drivers` / `table` (backend state) / `worker_controls` with
+//! [`ringgate::runtime::server::collect_snapshots`] (metrics), and
+//! [`ringgate::demo::spawn`]. Hashes the tests must predict (the demo backend's body
+//! digest, the partition of an unknown user) are computed here from their documented
+//! definitions, not imported, so a moved function does not break the suite — and a
+//! changed one fails it.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
+
+use ringgate::config::Config;
+use ringgate::runtime::server::Server;
+
+use super::client::{get, request, Response};
+use super::{holds_for, wait_until};
+
+/// The driver every router of the suite runs on: `RINGGATE_TEST_DRIVER` (`auto` or
+/// `epoll`; CI does one pass with `epoll`, so the fallback path is tested too).
+pub fn test_driver() -> String {
+    std::env::var("RINGGATE_TEST_DRIVER").unwrap_or_else(|_| "auto".into())
+}
+
+/// A router started in-process from config text (top-level keys and partitions, plus any
+/// other section); listener, admin and worker sections are appended, so the text must
+/// not contain them. Drained when dropped.
+pub struct Router {
+    server: Option<Server>,
+    pub addr: SocketAddr,
+}
+
+/// Counters summed over the workers that answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterMetrics {
+    pub workers: usize,
+    pub idle_timeouts: u64,
+    pub spliced_bytes: u64,
+    pub open_connections: usize,
+    pub accepted: u64,
+}
+
+impl Router {
+    /// Start with one worker (deterministic round-robin), no pinning.
+    pub fn start(config_text: &str) -> Router {
+        Self::start_with(config_text, 1)
+    }
+
+    pub fn start_with(config_text: &str, workers: usize) -> Router {
+        Self::start_on(config_text, workers, &test_driver())
+    }
+
+    /// Start on a given driver (`auto`, `io_uring` or `epoll`).
+    pub fn start_on(config_text: &str, workers: usize, driver: &str) -> Router {
+        let text = format!(
+            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
+        );
+        let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
+        let server = Server::start(config).expect("router starts");
+        let addr = server.listen_addr;
+        Router {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("router still running")
+    }
+
+    /// Drain now (in-flight requests get 200 ms); flushes the access log.
+    pub fn drain(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.drain(Duration::from_millis(200));
+        }
+    }
+
+    /// The drivers the workers run on, by name (`Epoll`, `IoUring`).
+    pub fn drivers(&self) -> Vec<String> {
+        self.server()
+            .drivers()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect()
+    }
+
+    /// The workers' counters (each answers between requests).
+    pub fn metrics(&self) -> RouterMetrics {
+        let snaps = ringgate::runtime::server::collect_snapshots(
+            &self.server().worker_controls(),
+            Duration::from_secs(2),
+        );
+        RouterMetrics {
+            workers: snaps.len(),
+            idle_timeouts: snaps.iter().map(|s| s.idle_timeouts).sum(),
+            spliced_bytes: snaps.iter().map(|s| s.spliced_bytes).sum(),
+            open_connections: snaps.iter().map(|s| s.open_connections).sum(),
+            accepted: snaps.iter().map(|s| s.accepted).sum(),
+        }
+    }
+
+    fn with_backend<T>(
+        &self,
+        addr: SocketAddr,
+        f: impl FnOnce(&ringgate::upstream::backend::Backend) -> T,
+    ) -> T {
+        let table = self.server().table();
+        let b = table
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a backend of this router"));
+        f(b)
+    }
+
+    /// Whether the router would send a request to this backend now (up, circuit not
+    /// open, not drained).
+    pub fn backend_available(&self, addr: SocketAddr) -> bool {
+        self.with_backend(addr, |b| b.is_available())
+    }
+
+    /// Drain or undrain a backend, as the admin endpoint does.
+    pub fn set_drained(&self, addr: SocketAddr, drained: bool) {
+        self.with_backend(addr, |b| b.set_drained(drained))
+    }
+
+    /// Circuit transitions of a backend so far: (to closed, to open, to half-open).
+    pub fn circuit_transitions(&self, addr: SocketAddr) -> (u64, u64, u64) {
+        self.with_backend(addr, |b| {
+            let t = b.circuit_transitions();
+            let get = |name: &str| {
+                t.iter()
+                    .find(|(n, _)| n.replace('-', "_") == name)
+                    .unwrap_or_else(|| panic!("no {name} transition counter in {t:?}"))
+                    .1
+            };
+            (get("closed"), get("open"), get("half_open"))
+        })
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+/// The real `ringgate` binary, started from a config file this harness writes (listener,
+/// admin and worker sections appended), with its admin listener on an ephemeral port.
+/// SIGTERM and a bounded wait when dropped.
+pub struct RouterProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    /// `None` when started with `admin = false`.
+    pub admin: Option<SocketAddr>,
+    path: PathBuf,
+    workers: usize,
+    with_admin: bool,
+}
+
+impl RouterProcess {
+    /// Start with `workers` workers from `routes` (config without listener, admin and
+    /// worker sections); `args` are added to the command line.
+    pub fn start(
+        name: &str,
+        routes: &str,
+        workers: usize,
+        with_admin: bool,
+        args: &[&str],
+    ) -> RouterProcess {
+        let path =
+            std::env::temp_dir().join(format!("ringgate-test-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, config_file(routes, workers, with_admin)).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ringgate binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "ringgate listening on ADDR admin ADDR|off workers N driver D"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let addr: SocketAddr = words
+            .get(3)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from ringgate: {line:?}"));
+        let admin = words.get(5).and_then(|w| w.parse().ok());
+        RouterProcess {
+            child,
+            addr,
+            admin,
+            path,
+            workers,
+            with_admin,
+        }
+    }
+
+    /// Replace the config file's routes (sections as at start).
+    pub fn rewrite(&self, routes: &str) {
+        std::fs::write(
+            &self.path,
+            config_file(routes, self.workers, self.with_admin),
+        )
+        .unwrap();
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: sending a signal to our own child process, which has not been reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// Wait (up to 10 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut status = None;
+        wait_until(
+            "the ringgate process exits",
+            Duration::from_secs(10),
+            || {
+                status = self.child.try_wait().unwrap();
+                status.is_some()
+            },
+        );
+        status.unwrap()
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("started with an admin listener")
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        get(self.admin_addr(), path, "")
+    }
+
+    pub fn admin_post(&self, path: &str) -> Response {
+        request(
+            self.admin_addr(),
+            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        )
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let still_running = holds_for(Duration::from_secs(5), || {
+                self.child.try_wait().ok().flatten().is_none()
+            });
+            if still_running {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn config_file(routes: &str, workers: usize, with_admin: bool) -> String {
+    let admin = if with_admin { "127.0.0.1:0" } else { "" };
+    format!(
+        "{routes}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"{admin}\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{}\"\n",
+        test_driver()
+    )
+}
+
+/// Start a demo backend (the crate's `ringgate-backend`, in-process) on an ephemeral
+/// loopback port. It answers JSON naming its zone and port, the path, and the length and
+/// FNV-1a digest of the body it received; it lives as long as the test process.
+pub fn demo_backend(zone: &str) -> SocketAddr {
+    ringgate::demo::spawn("127.0.0.1:0".parse().unwrap(), zone, 1).expect("demo backend")
+}
+
+/// Requests served so far by a demo backend.
+pub fn served(demo: SocketAddr) -> u64 {
+    get(demo, "/__backend/stats", "")
+        .json_field("served")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// An address on which nothing listens (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// FNV-1a 64.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// FNV-1a 64 as lowercase hex: the `body_fnv64` a demo backend reports.
+pub fn fnv_hex(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a64(bytes))
+}
+
+/// Byte `i` of a demo backend's `resp_bytes=N` body.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// murmur3's 64-bit finaliser.
+fn mix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
+/// The partition (of `partitions`, by name) the router's documented rendezvous hash
+/// gives a user that the `[users]` table does not name: the largest
+/// `mix64(mix64(fnv(user)) ^ seed(partition))`, with
+/// `seed(name) = mix64(fnv(name) ^ 0x9e3779b97f4a7c15)`.
+pub fn expected_partition<'a>(user: &str, partitions: &[&'a str]) -> &'a str {
+    let user_hash = mix64(fnv1a64(user.as_bytes()));
+    partitions
+        .iter()
+        .max_by_key(|p| mix64(user_hash ^ mix64(fnv1a64(p.as_bytes()) ^ 0x9e37_79b9_7f4a_7c15)))
+        .expect("at least one partition")
+}
