@@ -65,17 +65,12 @@ fn served_since(b: &ScriptedBackend, from: usize) -> Vec<Served> {
         .collect()
 }
 
-/// Refusals that close with an RST today: the router closes with the rest of the
-/// oversized head unread.
-// RST today: lingering close pending
-const RESET_TODAY: &[&str] = &["head_too_large"];
-
-/// How the connection ended after the last response: a clean close with nothing more is
-/// the only acceptable end (FIN or RST for the cases in [`RESET_TODAY`]).
-fn clean_close(c: &mut Client, case: &str) -> Result<(), String> {
+/// How the connection ended after the last response: a clean close (FIN) with nothing
+/// more is the only acceptable end — a refusal with unread bytes behind it (an oversized
+/// head) too, as the router closes in stages.
+fn clean_close(c: &mut Client) -> Result<(), String> {
     match c.closed() {
         Closed::Fin { leftover } if leftover.is_empty() => Ok(()),
-        Closed::Reset { leftover } if leftover.is_empty() && RESET_TODAY.contains(&case) => Ok(()),
         other => Err(format!("connection not cleanly closed: {other}")),
     }
 }
@@ -496,7 +491,7 @@ fn run_case(r: &Router, b: &ScriptedBackend, case: &Case) -> Result<(), String> 
                     String::from_utf8_lossy(&reply.body)
                 ));
             }
-            if let Err(e) = clean_close(&mut c, case.name) {
+            if let Err(e) = clean_close(&mut c) {
                 return fail(e);
             }
             // The refusal is decided before any upstream is contacted; give a stray
@@ -523,7 +518,7 @@ fn run_case(r: &Router, b: &ScriptedBackend, case: &Case) -> Result<(), String> 
                 ));
             }
             if closes {
-                if let Err(e) = clean_close(&mut c, case.name) {
+                if let Err(e) = clean_close(&mut c) {
                     return fail(e);
                 }
             } else {
@@ -563,7 +558,7 @@ fn run_case(r: &Router, b: &ScriptedBackend, case: &Case) -> Result<(), String> 
                     second.status
                 ));
             }
-            if let Err(e) = clean_close(&mut c, case.name) {
+            if let Err(e) = clean_close(&mut c) {
                 return fail(e);
             }
             let new = served_since(b, served_before);

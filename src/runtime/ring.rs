@@ -183,7 +183,9 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriv
 /// An io_uring runtime with the requested setup, or `plain` if the kernel refuses it.
 fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)> {
     if !monoio::utils::detect_uring() {
-        return Err(std::io::Error::other("io_uring not supported by this kernel"));
+        return Err(std::io::Error::other(
+            "io_uring not supported by this kernel",
+        ));
     }
     let want = spec.ring.effective(spec.busy_poll);
     let build = |setup: RingSetup| {

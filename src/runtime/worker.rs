@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
-use super::ring::{self, RingSetup, RuntimeSpec};
 pub use super::ring::ActiveDriver;
+use super::ring::{self, RingSetup, RuntimeSpec};
 use crate::access_log::AccessLog;
 use crate::config::{DriverChoice, RetrySettings, Settings};
 use crate::error::ProxyError;
