@@ -1,0 +1,66 @@
+//! How the router closes a client connection it refuses: in stages (answer, FIN, read and
+//! discard what the client still sends, close), so unread bytes never turn the close into
+//! an RST that could destroy the answer in flight.
+
+mod common;
+
+use common::backend::{Reply, ScriptedBackend};
+use common::client::Client;
+use common::router::Router;
+
+fn router() -> (ScriptedBackend, Router) {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n",
+        b.addr
+    ));
+    (b, r)
+}
+
+/// Send `head` and `body` (written while the router may already be answering), read the
+/// answer, and require a clean FIN with nothing after it.
+fn refused_cleanly(head: &str, body: &[u8], status: u16) {
+    let (b, r) = router();
+    let mut c = Client::connect(r.addr);
+    c.send(head.as_bytes());
+    c.send(body);
+    let resp = c.read_response();
+    assert_eq!(resp.status, status, "{head}");
+    assert_eq!(resp.header("connection"), Some("close"));
+    c.finish_sending();
+    c.expect_fin();
+    assert_eq!(b.request_count(), 0, "nothing reaches the upstream");
+}
+
+#[test]
+fn a_body_too_large_to_scan_is_refused_with_a_clean_close() {
+    let body = vec![b' '; 300_000];
+    refused_cleanly(
+        &format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ),
+        &body,
+        413,
+    );
+}
+
+#[test]
+fn a_bad_chunk_size_with_a_large_body_behind_it_is_refused_with_a_clean_close() {
+    let mut body = b"zz\r\n".to_vec();
+    body.resize(300_000, b'x');
+    refused_cleanly(
+        "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &body,
+        400,
+    );
+}
+
+#[test]
+fn an_oversized_head_is_refused_with_a_clean_close() {
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(200_000)
+    );
+    refused_cleanly(&head, b"", 431);
+}
