@@ -64,3 +64,42 @@ fn an_oversized_head_is_refused_with_a_clean_close() {
     );
     refused_cleanly(&head, b"", 431);
 }
+
+#[test]
+fn connections_beyond_the_bound_get_503_and_a_clean_close() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start_with_listener(
+        &format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n",
+            b.addr
+        ),
+        "max_connections_per_worker = 2",
+    );
+    // Two connections take the worker's two places (each served once, then idle).
+    let mut held: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(r.addr);
+            assert_eq!(
+                c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+                200
+            );
+            c
+        })
+        .collect();
+    let mut third = Client::connect(r.addr);
+    third.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = third.read_response();
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(resp.header("connection"), Some("close"));
+    third.finish_sending();
+    third.expect_fin();
+    assert_eq!(r.metrics().refused, 1);
+    // The held ones still work.
+    for c in &mut held {
+        assert_eq!(
+            c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+    }
+}

@@ -17,7 +17,8 @@
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use super::client::{Client, CLIENT_BUFFER_BYTES};
@@ -26,7 +27,7 @@ use super::worker::Worker;
 use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::io::{read_some, IoFail};
+use crate::forward::io::{read_some, write_static, IoFail};
 use crate::forward::tunnel;
 use crate::http::parse::parse_request;
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
@@ -69,7 +70,12 @@ pub async fn serve(worker: &Worker, stream: TcpStream, peer: std::net::SocketAdd
             Next::Close => break false,
             Next::CloseLingering => break true,
             Next::Tunnel(up) => {
-                tunnel::run((c.rd, c.wr), (up.rd, up.wr)).await;
+                let opts = tunnel::TunnelOptions {
+                    idle: table.table.settings.tunnel_idle_timeout,
+                    stop: worker.tunnel_stop_handle(),
+                };
+                let end = tunnel::run((c.rd, c.wr), (up.rd, up.wr), opts).await;
+                tracing::debug!(?end, "tunnel ended");
                 return;
             }
         }
@@ -131,24 +137,46 @@ async fn serve_request(worker: &Worker, table: &WorkerTable, c: &mut Client, len
 
 /// Close in stages: FIN, then read and discard until the client closes (or the bounds).
 async fn linger(c: &mut Client) {
-    let _ = c.wr.shutdown().await;
+    linger_close(&mut c.rd, &mut c.wr, &mut c.buf).await;
+}
+
+/// Shut the write side (FIN after everything written), then read and discard until the
+/// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
+async fn linger_close(rd: &mut TcpOwnedReadHalf, wr: &mut TcpOwnedWriteHalf, buf: &mut Vec<u8>) {
+    let _ = wr.shutdown().await;
     let until = Instant::now() + LINGER_TIME;
     let mut drained = 0;
-    c.buf.clear();
-    if c.buf.capacity() == 0 {
-        c.buf.reserve(CLIENT_BUFFER_BYTES);
+    buf.clear();
+    if buf.capacity() == 0 {
+        buf.reserve(CLIENT_BUFFER_BYTES);
     }
     while drained < LINGER_BYTES {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
-        let cap = c.buf.capacity();
-        match read_some(&mut c.rd, &mut c.buf, cap, left).await {
+        let cap = buf.capacity();
+        match read_some(rd, buf, cap, left).await {
             Ok(0) | Err(_) => return,
             Ok(n) => drained += n,
         }
-        c.buf.clear();
+        buf.clear();
+    }
+}
+
+/// The answer to a connection beyond `listener.max_connections_per_worker`.
+const REFUSED_AT_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\nRetry-After: 1\r\nConnection: close\r\n\r\nconnection limit reached\n";
+
+/// Refuse a connection at the worker's connection bound: `503` with `Retry-After`, then a
+/// staged close, so the client reads the answer rather than a reset.
+pub async fn refuse(stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    if write_static(&mut wr, REFUSED_AT_BOUND, Duration::from_secs(1))
+        .await
+        .is_ok()
+    {
+        let mut buf = Vec::with_capacity(4096);
+        linger_close(&mut rd, &mut wr, &mut buf).await;
     }
 }
 

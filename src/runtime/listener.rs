@@ -1,5 +1,10 @@
 //! Data-plane listeners: one `SO_REUSEPORT` socket per worker, so the kernel spreads new
 //! connections over the workers with no accept lock and no hand-off between cores.
+//!
+//! `SO_REUSEPORT` would also let a second process — a second ringgate started by mistake —
+//! join the group and silently take a share of live traffic. So the address is first
+//! claimed with a plain bind (no `SO_REUSEPORT`): if anything already listens there, the
+//! bind fails and ringgate refuses to start. Its own workers still share the port.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +18,9 @@ pub fn bind_reuseport(
     count: usize,
     backlog: i32,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    if addr.port() != 0 {
+        ensure_unclaimed(addr)?;
+    }
     let mut bound = addr;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
@@ -30,4 +38,41 @@ pub fn bind_reuseport(
         out.push(listener);
     }
     Ok((bound, out))
+}
+
+/// Fail if another socket already listens on `addr` (a plain bind, without
+/// `SO_REUSEPORT`, cannot join a listening group).
+fn ensure_unclaimed(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} is already in use by another process; ringgate does not share its \
+                 listen address (stop the other instance, or choose another address)"
+            ),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_address_is_refused_and_workers_share_a_free_one() {
+        let (addr, group) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 2, 16).unwrap();
+        assert_eq!(group.len(), 2);
+        // A second group on the same address: refused, whoever holds it.
+        let e = bind_reuseport(addr, 2, 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("already in use"), "{e}");
+        drop(group);
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = bind_reuseport(other.local_addr().unwrap(), 1, 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
 }

@@ -132,8 +132,12 @@ pub struct Worker {
     pub pipes: RefCell<Vec<PipePair>>,
     open_connections: Cell<usize>,
     max_connections: usize,
+    /// Connections being refused at the bound (answered 503, closing).
+    refusing: Cell<usize>,
     is_draining: Cell<bool>,
     idle_canceller: RefCell<Canceller>,
+    /// Fired at the drain deadline: ends tunnels.
+    tunnel_canceller: RefCell<Canceller>,
     /// This worker's counters and histograms.
     pub metrics: WorkerMetrics,
     /// The shared access log, when enabled.
@@ -166,8 +170,10 @@ impl Worker {
             pipes: RefCell::new(Vec::new()),
             open_connections: Cell::new(0),
             max_connections,
+            refusing: Cell::new(0),
             is_draining: Cell::new(false),
             idle_canceller: RefCell::new(Canceller::new()),
+            tunnel_canceller: RefCell::new(Canceller::new()),
         }
     }
 
@@ -197,6 +203,11 @@ impl Worker {
     #[inline]
     pub fn is_draining(&self) -> bool {
         self.is_draining.get()
+    }
+
+    /// A handle that ends tunnels at the drain deadline.
+    pub fn tunnel_stop_handle(&self) -> CancelHandle {
+        self.tunnel_canceller.borrow().handle()
     }
 
     /// A handle that a drain uses to wake reads waiting between requests.
@@ -327,6 +338,13 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
     while worker.open_connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Tunnels have no request to finish: they end at the deadline.
+    let t = worker.tunnel_canceller.replace(Canceller::new());
+    t.cancel();
+    let grace = Instant::now() + Duration::from_millis(100);
+    while worker.open_connections.get() > 0 && Instant::now() < grace {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
     worker.pools.borrow_mut().clear();
     tracing::debug!(
         worker = id,
@@ -349,11 +367,24 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stop: CancelHand
     }
 }
 
+/// Connections refused at the bound that may be answered at once (each is told `503`
+/// and closed in stages); beyond, they are closed without an answer.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
     if worker.open_connections.get() >= worker.max_connections {
-        // At the bound: refuse by closing at once (the kernel backlog absorbs bursts).
         bump(&worker.metrics.refused, 1);
-        drop(stream);
+        let refusing = worker.refusing.get();
+        if refusing >= MAX_REFUSALS_IN_FLIGHT {
+            drop(stream);
+            return;
+        }
+        worker.refusing.set(refusing + 1);
+        let w = worker.clone();
+        monoio::spawn(async move {
+            super::conn::refuse(stream).await;
+            w.refusing.set(w.refusing.get() - 1);
+        });
         return;
     }
     bump(&worker.metrics.accepted, 1);

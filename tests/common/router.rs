@@ -44,6 +44,7 @@ pub struct RouterMetrics {
     pub spliced_bytes: u64,
     pub open_connections: usize,
     pub accepted: u64,
+    pub refused: u64,
 }
 
 impl Router {
@@ -58,8 +59,17 @@ impl Router {
 
     /// Start on a given driver (`auto`, `io_uring` or `epoll`).
     pub fn start_on(config_text: &str, workers: usize, driver: &str) -> Router {
+        Self::start_full(config_text, workers, driver, "")
+    }
+
+    /// Start with extra `[listener]` keys (lines such as `max_connections_per_worker = 2`).
+    pub fn start_with_listener(config_text: &str, listener: &str) -> Router {
+        Self::start_full(config_text, 1, &test_driver(), listener)
+    }
+
+    fn start_full(config_text: &str, workers: usize, driver: &str, listener: &str) -> Router {
         let text = format!(
-            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
+            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
         );
         let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
         let server = Server::start(config).expect("router starts");
@@ -102,6 +112,7 @@ impl Router {
             spliced_bytes: snaps.iter().map(|s| s.spliced_bytes).sum(),
             open_connections: snaps.iter().map(|s| s.open_connections).sum(),
             accepted: snaps.iter().map(|s| s.accepted).sum(),
+            refused: snaps.iter().map(|s| s.refused).sum(),
         }
     }
 
