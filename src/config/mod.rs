@@ -6,6 +6,7 @@
 //! Loading never touches the data path: the control plane builds a new routing table from
 //! a `Config` and hands it to the workers.
 
+mod extract;
 pub mod file;
 
 use std::fmt;
@@ -17,8 +18,10 @@ use std::time::{Duration, SystemTime};
 use toml::Spanned;
 
 use crate::access_log::{AccessLogConfig, AccessLogFormat};
-use crate::route::extract::ExtractRules;
-use crate::route::partition::fnv1a64;
+use crate::hash::fnv1a64;
+pub use extract::{
+    ExtractRules, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_MAX_USER_ID_BYTES, DEFAULT_QUERY_KEYS,
+};
 use file::FileConfig;
 
 /// A refused configuration: where and why.

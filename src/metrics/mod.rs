@@ -161,12 +161,6 @@ impl WorkerMetrics {
         }
     }
 
-    /// Count an error that is not tied to a finished request (e.g. a failover).
-    pub fn count_error(&self, kind: ErrorKind) {
-        let c = &self.errors[kind.metric_index()];
-        c.set(c.get() + 1);
-    }
-
     fn named_requests(&self, table: &RoutingTable) -> Vec<(RequestKey, u64)> {
         let (p, b, _) = self.layout.get();
         let v = self.requests.borrow();
