@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 /// A refused configuration: where and why.
@@ -52,13 +53,65 @@ impl ConfigError {
     }
 }
 
-/// A TOML syntax or type error, with its line (and, in a later change, its key).
+/// A TOML syntax or type error, with its line and the dotted key it is about.
+///
+/// serde reports only a byte span; the key is found by walking the parsed document (with
+/// its spans) down to the deepest key or value that contains the span's start. A syntax
+/// error, where the document cannot be parsed, names the line only.
 pub(crate) fn from_toml(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
+    let span = e.span();
     ConfigError {
         path: path.to_path_buf(),
-        line: e.span().map(|s| line_of(text, s.start)),
-        key: None,
+        line: span.as_ref().map(|s| line_of(text, s.start)),
+        key: span.and_then(|s| key_at(text, s.start)),
         message: e.message().to_string(),
+    }
+}
+
+/// The dotted key whose key or value holds byte `offset` of `text`, if the text parses.
+pub(crate) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find_in_table(doc.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
+/// Push onto `path` the keys leading to `offset` inside `table`; false if it is not there.
+fn find_in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table.iter() {
+        path.push(key_segment(key.get_ref()));
+        if find_in_value(value.get_ref(), offset, path)
+            || key.span().contains(&offset)
+            || value.span().contains(&offset)
+        {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+/// Tables and arrays are searched inside (their own spans do not always cover their
+/// contents: a `[section]` header is far from its keys); arrays add no key segment.
+fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    match value {
+        DeValue::Table(t) => find_in_table(t, offset, path),
+        DeValue::Array(items) => items
+            .iter()
+            .any(|item| find_in_value(item.get_ref(), offset, path)),
+        _ => false,
+    }
+}
+
+/// A key as TOML would write it: bare when it can be, quoted otherwise.
+fn key_segment(key: &str) -> String {
+    let is_bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if is_bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
     }
 }
 
@@ -75,17 +128,11 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 /// odd user id is visible in the message), and shortening very long keys.
 pub(crate) fn dotted(parent: &str, key: &str) -> String {
     const MAX_SHOWN_CHARS: usize = 40;
-    let is_bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if is_bare && key.len() <= MAX_SHOWN_CHARS {
-        return format!("{parent}.{key}");
+    if key.chars().count() <= MAX_SHOWN_CHARS {
+        return format!("{parent}.{}", key_segment(key));
     }
     let mut shown: String = key.chars().take(MAX_SHOWN_CHARS).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
-    }
+    shown.push('…');
     format!("{parent}.{shown:?}")
 }
 
@@ -172,6 +219,18 @@ mod tests {
             dotted("users", &long),
             format!("users.\"{}…\"", "x".repeat(40))
         );
+    }
+
+    #[test]
+    fn keys_are_found_from_an_offset() {
+        let text = "top = 1\n[workers]\ncount = \"two\"\n[users]\n\"a b\" = \"z\"\n[x]\nlist = [1, \"q\"]\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("1\n").as_deref(), Some("top"));
+        assert_eq!(at("\"two\"").as_deref(), Some("workers.count"));
+        assert_eq!(at("count").as_deref(), Some("workers.count"));
+        assert_eq!(at("\"z\"").as_deref(), Some("users.\"a b\""));
+        assert_eq!(at("\"q\"").as_deref(), Some("x.list"));
+        assert_eq!(key_at("x = [\n", 0), None, "unparsable text names no key");
     }
 
     #[test]

@@ -15,7 +15,9 @@ use super::error::{dotted, Errors};
 use super::file::{FileConfig, PartitionSection};
 use super::ExtractRules;
 
-/// Name of the partition made from a `default_backend` address.
+/// Name of the partition made from a `default_backend` address. A `[partitions.default]`
+/// beside such an address is refused rather than renamed, so the name in `/config`, metrics
+/// and logs always means the same partition.
 pub const IMPLICIT_DEFAULT_PARTITION: &str = "default";
 
 /// Load-balancing policy inside a server list.
@@ -82,7 +84,8 @@ pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec 
             "no partitions and no default_backend: nothing to route to".into(),
         );
     }
-    let users = users_from(f, &partitions, errors);
+    let extract = extract_rules_from(f, errors);
+    let users = users_from(f, &partitions, extract.max_user_id_bytes, errors);
     RouteSpec {
         partitions,
         users,
@@ -97,7 +100,7 @@ pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec 
             "classify.query_prefixes",
             errors,
         ),
-        extract: extract_rules_from(f, errors),
+        extract,
     }
 }
 
@@ -110,6 +113,9 @@ fn partition_from(
     let key = dotted("partitions", name);
     let span = section.span();
     let p = section.get_ref();
+    if name.is_empty() {
+        errors.add(span.clone(), &key, "a partition needs a name".into());
+    }
     let servers = server_list(&p.servers, &format!("{key}.servers"), errors);
     let mut write = server_list(&p.write, &format!("{key}.write"), errors);
     let mut read = server_list(&p.read, &format!("{key}.read"), errors);
@@ -179,32 +185,78 @@ fn default_route(
     if f.reject_without_user {
         return DefaultRoute::Reject;
     }
-    if let Some(i) = partitions.iter().position(|p| p.name == *v.get_ref()) {
+    let value = v.get_ref();
+    if let Some(i) = partitions.iter().position(|p| p.name == *value) {
         return DefaultRoute::Partition(i);
     }
-    match errors.addr(v, "default_backend") {
-        Some(a) => {
-            partitions.push(PartitionSpec {
-                name: IMPLICIT_DEFAULT_PARTITION.into(),
-                write: vec![a],
-                read: Vec::new(),
-                policy: Policy::RoundRobin,
-                is_hashed: false,
-            });
-            DefaultRoute::Partition(partitions.len() - 1)
-        }
-        None => DefaultRoute::Reject,
+    if !value.contains(':') {
+        // Every address has a port, so a value without ':' was meant as a partition name.
+        let known: Vec<&str> = partitions.iter().map(|p| p.name.as_str()).collect();
+        errors.add(
+            v.span(),
+            "default_backend",
+            format!(
+                "unknown partition \"{value}\" (partitions: {}); default_backend is a partition name or a host:port address",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        );
+        return DefaultRoute::Reject;
     }
+    let Some(a) = errors.addr(v, "default_backend") else {
+        return DefaultRoute::Reject;
+    };
+    if let Some(section) = f.partitions.get(IMPLICIT_DEFAULT_PARTITION) {
+        // Two partitions called "default" would be indistinguishable in /config, metrics
+        // and logs.
+        errors.add(
+            section.span(),
+            &dotted("partitions", IMPLICIT_DEFAULT_PARTITION),
+            format!(
+                "the name \"{IMPLICIT_DEFAULT_PARTITION}\" is reserved for the partition made from default_backend = \"{value}\"; rename this partition, or set default_backend = \"{IMPLICIT_DEFAULT_PARTITION}\" to send requests without a user id to it"
+            ),
+        );
+    }
+    partitions.push(PartitionSpec {
+        name: IMPLICIT_DEFAULT_PARTITION.into(),
+        write: vec![a],
+        read: Vec::new(),
+        policy: Policy::RoundRobin,
+        is_hashed: false,
+    });
+    DefaultRoute::Partition(partitions.len() - 1)
 }
 
-/// `[users]`: user id → index of a partition that takes hashed users.
+/// `[users]`: user id → index of a partition that takes hashed users. Ids must be ones a
+/// request could carry: not empty, at most `max_user_id_bytes` long.
 fn users_from(
     f: &FileConfig,
     partitions: &[PartitionSpec],
+    max_user_id_bytes: usize,
     errors: &mut Errors<'_>,
 ) -> Vec<(Box<[u8]>, usize)> {
     let mut users = Vec::with_capacity(f.users.len());
     for (user, part) in &f.users {
+        let key = dotted("users", user);
+        if user.is_empty() {
+            errors.add(
+                part.span(),
+                &key,
+                "an empty user id names nobody (requests without a user id go to default_backend)"
+                    .into(),
+            );
+            continue;
+        }
+        if user.len() > max_user_id_bytes {
+            errors.add(
+                part.span(),
+                &key,
+                format!(
+                    "user id is {} bytes, longer than limits.max_user_id_bytes = {max_user_id_bytes}: no request could carry it",
+                    user.len()
+                ),
+            );
+            continue;
+        }
         match partitions
             .iter()
             .position(|p| p.is_hashed && p.name == *part.get_ref())
@@ -212,7 +264,7 @@ fn users_from(
             Some(i) => users.push((user.as_bytes().to_vec().into_boxed_slice(), i)),
             None => errors.add(
                 part.span(),
-                &dotted("users", user),
+                &key,
                 format!("unknown partition \"{}\"", part.get_ref()),
             ),
         }
