@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::metrics::export;
 use crate::route::router::{Class, RoutingTable};
-use crate::runtime::server::{collect_snapshots, Server};
+use crate::runtime::server::Server;
 use crate::upstream::backend::{Backend, Circuit, Health};
 
 /// The server as shared by the admin thread and the signal handler.
@@ -148,15 +147,11 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
             }
         }
         ("GET" | "HEAD", "/metrics") => {
-            let (table, controls, stats) = {
-                let s = lock(server);
-                (s.table().clone(), s.worker_controls(), s.process_stats())
-            };
-            let snapshots = collect_snapshots(&controls, Duration::from_secs(2));
+            let scrape = lock(server).metrics_scrape();
             (
                 200,
                 "text/plain; version=0.0.4",
-                export::render(&snapshots, &table, &stats),
+                scrape.render(Duration::from_secs(2)),
             )
         }
         ("POST", p) if p.starts_with("/backends/") => {

@@ -1,5 +1,6 @@
-//! Prometheus text exposition (format 0.0.4), merged from per-worker snapshots at scrape
-//! time. Runs on the admin thread, never on a worker.
+//! Prometheus text exposition (format 0.0.4): counters summed over the per-worker
+//! snapshots of one scrape, latency from the cumulative histograms of the
+//! [`Scraper`](super::scrape::Scraper). Runs on the admin thread, never on a worker.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,7 +8,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::names::*;
-use super::MetricsSnapshot;
+use super::{LatencyHistograms, MetricsSnapshot};
 use crate::error::ERROR_KIND_LABELS;
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::{Circuit, Health};
@@ -53,9 +54,11 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Render everything.
+/// Render everything: counters from `snapshots`, request latency from `latency` (the
+/// cumulative totals, per class).
 pub fn render(
     snapshots: &[MetricsSnapshot],
+    latency: &LatencyHistograms,
     table: &RoutingTable,
     process: &ProcessStats,
 ) -> String {
@@ -66,7 +69,7 @@ pub fn render(
     render_connections(&mut out, snapshots);
     render_backends(&mut out, table);
     render_process(&mut out, table, process);
-    render_latency(&mut out, &merge_latency(snapshots));
+    render_latency(&mut out, latency);
     out
 }
 
@@ -257,7 +260,7 @@ fn render_process(out: &mut String, table: &RoutingTable, process: &ProcessStats
 }
 
 /// Request duration: Prometheus buckets and HDR quantiles, by class.
-fn render_latency(out: &mut String, merged: &[Histogram<u64>; 2]) {
+fn render_latency(out: &mut String, merged: &LatencyHistograms) {
     header(
         out,
         DURATION,
@@ -317,32 +320,6 @@ fn render_latency(out: &mut String, merged: &[Histogram<u64>; 2]) {
             h.len()
         );
     }
-}
-
-/// Merge the workers' histograms per class.
-pub fn merge_latency(snapshots: &[MetricsSnapshot]) -> [Histogram<u64>; 2] {
-    let mut merged = [
-        Histogram::new_from(
-            &snapshots
-                .first()
-                .map_or_else(empty, |s| s.latency[0].clone()),
-        ),
-        Histogram::new_from(
-            &snapshots
-                .first()
-                .map_or_else(empty, |s| s.latency[1].clone()),
-        ),
-    ];
-    for s in snapshots {
-        for (m, h) in merged.iter_mut().zip(&s.latency) {
-            let _ = m.add(h);
-        }
-    }
-    merged
-}
-
-fn empty() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
 fn sum_seconds(h: &Histogram<u64>) -> f64 {

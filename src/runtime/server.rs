@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,9 @@ use super::worker::{self, ActiveDriver, Control, WorkerHandle, WorkerSpec};
 use crate::access_log::{self, AccessLog};
 use crate::config::{Config, ConfigError};
 use crate::health::{HealthChecker, HealthTargets};
-use crate::metrics::export::ProcessStats;
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::export::{self, ProcessStats};
+use crate::metrics::scrape::Scraper;
+use crate::metrics::{MetricsSnapshot, SnapshotRequest};
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::BackendRegistry;
 
@@ -39,6 +40,32 @@ pub struct Server {
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_error: Option<String>,
+    /// Cumulative latency for `/metrics`; shared so a scrape runs without the server lock.
+    scraper: Arc<Mutex<Scraper>>,
+}
+
+/// What a `/metrics` scrape needs, taken under the server lock; the scrape itself (asking
+/// the workers, merging, rendering) runs without it.
+pub struct MetricsScrape {
+    table: Arc<RoutingTable>,
+    controls: Vec<flume::Sender<Control>>,
+    stats: ProcessStats,
+    scraper: Arc<Mutex<Scraper>>,
+}
+
+impl MetricsScrape {
+    /// Ask every worker (those that do not answer within `timeout` are left out of this
+    /// scrape's counters) and render the Prometheus text.
+    pub fn render(self, timeout: Duration) -> String {
+        let mut scraper = self.scraper.lock().unwrap_or_else(|e| e.into_inner());
+        let controls = &self.controls;
+        let snapshots = scraper.collect(
+            controls.len(),
+            |i, request| controls[i].send(Control::Snapshot(request)).is_ok(),
+            timeout,
+        );
+        export::render(&snapshots, scraper.totals(), &self.table, &self.stats)
+    }
 }
 
 /// Result of a successful reload.
@@ -112,6 +139,7 @@ impl Server {
             reloads_ok: 0,
             reloads_failed: 0,
             last_reload_error: None,
+            scraper: Arc::new(Mutex::new(Scraper::new())),
         })
     }
 
@@ -152,6 +180,16 @@ impl Server {
     /// The workers' control channels (to ask for metrics without holding the server).
     pub fn worker_controls(&self) -> Vec<flume::Sender<Control>> {
         self.workers.iter().map(|w| w.control.clone()).collect()
+    }
+
+    /// Prepare a `/metrics` scrape (cheap; run it after releasing the server lock).
+    pub fn metrics_scrape(&self) -> MetricsScrape {
+        MetricsScrape {
+            table: self.table.clone(),
+            controls: self.worker_controls(),
+            stats: self.process_stats(),
+            scraper: self.scraper.clone(),
+        }
     }
 
     /// Re-read the config file and install it. On error the old table keeps running.
@@ -276,8 +314,9 @@ impl Drop for Server {
     }
 }
 
-/// Ask every worker for its metrics (each answers between requests); workers that do not
-/// answer within `timeout` are left out.
+/// Ask every worker for its counters (each answers between requests); workers that do not
+/// answer within `timeout` are left out. The snapshots carry no latency: that stays with
+/// the workers for the next `/metrics` scrape ([`Server::metrics_scrape`]).
 pub fn collect_snapshots(
     controls: &[flume::Sender<Control>],
     timeout: Duration,
@@ -285,7 +324,8 @@ pub fn collect_snapshots(
     let (tx, rx) = flume::unbounded();
     let mut asked = 0;
     for c in controls {
-        if c.send(Control::Snapshot(tx.clone())).is_ok() {
+        let request = SnapshotRequest::counters_only(tx.clone());
+        if c.send(Control::Snapshot(request)).is_ok() {
             asked += 1;
         }
     }
