@@ -96,6 +96,10 @@ fn main() -> ExitCode {
         config.listen = a;
     }
     if let Some(a) = cli.admin {
+        if let Some(problem) = config.admin_access_problem(a) {
+            eprintln!("ringgate: --admin: {problem}");
+            return ExitCode::from(2);
+        }
         config.admin = Some(a);
     }
     if let Some(n) = cli.workers {

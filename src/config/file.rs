@@ -96,12 +96,16 @@ impl Default for ListenerSection {
 pub struct AdminSection {
     /// Admin listen address; empty string disables the admin listener.
     pub address: Spanned<String>,
+    /// File holding the bearer token admin requests must carry (relative paths are
+    /// relative to the config file's directory). Required off loopback.
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         Self {
             address: Spanned::new(0..0, "127.0.0.1:9901".into()),
+            token_file: None,
         }
     }
 }

@@ -10,11 +10,13 @@
 //! `upstream`, `forward`, `runtime`): they depend on it, never the other way round.
 //!
 //! - [`file`]: the serde mirror of the TOML file, with every default;
+//! - `admin`: the admin bearer token ([`AdminToken`]) and who needs one;
 //! - `error`: [`ConfigError`] and the collector validation reports into;
 //! - `settings`: workers, limits, timeouts, retries, health checks, access log;
 //! - `routes`: partitions, users, the default route, classification, extraction lists;
 //! - `extract`: [`ExtractRules`] and the default extraction lists.
 
+mod admin;
 mod error;
 mod extract;
 pub mod file;
@@ -27,6 +29,7 @@ use std::time::SystemTime;
 
 use crate::access_log::AccessLogConfig;
 use crate::hash::fnv1a64;
+pub use admin::{admin_needs_token, AdminToken, MIN_TOKEN_BYTES};
 pub use error::ConfigError;
 use error::Errors;
 pub use extract::{
@@ -62,6 +65,8 @@ pub struct Config {
     pub max_connections_per_worker: usize,
     /// Admin listener (None: disabled).
     pub admin: Option<SocketAddr>,
+    /// Bearer token admin requests must carry (None: none; then `admin` is loopback).
+    pub admin_token: Option<AdminToken>,
     /// Workers.
     pub workers: WorkerSettings,
     /// Per-request settings.
@@ -87,7 +92,7 @@ impl Config {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| error::from_toml(&e, text, path))?;
         let mut errors = Errors::new(path, text);
-        let config = build(&file, &mut errors);
+        let config = build(&file, path, &mut errors);
         match errors.into_first() {
             Some(e) => Err(e),
             None => Ok(Config {
@@ -99,6 +104,17 @@ impl Config {
                 ..config
             }),
         }
+    }
+
+    /// Why the admin listener may not run at `addr` with this config (an address given on
+    /// the command line bypasses the file's own check).
+    pub fn admin_access_problem(&self, addr: SocketAddr) -> Option<String> {
+        (admin_needs_token(addr) && self.admin_token.is_none()).then(|| {
+            format!(
+                "admin address {addr} is not loopback: set admin.token_file in {}",
+                self.source.path.display()
+            )
+        })
     }
 
     /// Number of distinct backend addresses.
@@ -126,9 +142,14 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "listen {}  admin {}",
+            "listen {}  admin {}{}",
             self.listen,
-            self.admin.map_or("off".into(), |a| a.to_string())
+            self.admin.map_or("off".into(), |a| a.to_string()),
+            if self.admin_token.is_some() {
+                " (bearer token required)"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             s,
@@ -171,7 +192,7 @@ fn list(v: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
+fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
     let listen = errors
         .addr(&f.listener.address, "listener.address")
         .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
@@ -180,6 +201,8 @@ fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
     } else {
         errors.addr(&f.admin.address, "admin.address")
     };
+    let admin_token = admin::token_from(f.admin.token_file.as_ref(), path, errors);
+    admin::check_admin_access(&f.admin.address, admin, admin_token.as_ref(), errors);
     Config {
         source: ConfigSource {
             path: PathBuf::new(),
@@ -190,6 +213,7 @@ fn build(f: &FileConfig, errors: &mut Errors<'_>) -> Config {
         backlog: f.listener.backlog.max(1),
         max_connections_per_worker: f.listener.max_connections_per_worker.max(1),
         admin,
+        admin_token,
         workers: settings::workers_from(f, errors),
         settings: settings::settings_from(f, errors),
         routes: routes::routes_from(f, errors),

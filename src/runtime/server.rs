@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::listener::bind_reuseport;
 use super::worker::{self, ActiveDriver, Control, WorkerHandle, WorkerSpec};
 use crate::access_log::{self, AccessLog};
-use crate::config::{Config, ConfigError};
+use crate::config::{admin_needs_token, Config, ConfigError};
 use crate::health::{HealthChecker, HealthTargets};
 use crate::metrics::export::{self, ProcessStats};
 use crate::metrics::scrape::Scraper;
@@ -42,6 +42,8 @@ pub struct Server {
     last_reload_error: Option<String>,
     /// Cumulative latency for `/metrics`; shared so a scrape runs without the server lock.
     scraper: Arc<Mutex<Scraper>>,
+    /// Where the admin listener actually runs, once it does.
+    admin_listener: Option<SocketAddr>,
 }
 
 /// What a `/metrics` scrape needs, taken under the server lock; the scrape itself (asking
@@ -140,6 +142,7 @@ impl Server {
             reloads_failed: 0,
             last_reload_error: None,
             scraper: Arc::new(Mutex::new(Scraper::new())),
+            admin_listener: None,
         })
     }
 
@@ -201,7 +204,7 @@ impl Server {
     /// Read a config from `path` and install it (the file the server was started with,
     /// or another one).
     pub fn reload_from(&mut self, path: &Path) -> Result<Reloaded, ConfigError> {
-        match Config::load(path) {
+        match Config::load(path).and_then(|c| self.check_admin_token(c, path)) {
             Ok(config) => Ok(self.install(config)),
             Err(e) => {
                 self.reloads_failed += 1;
@@ -209,6 +212,29 @@ impl Server {
                 tracing::error!(error = %e, "reload refused; the previous table keeps running");
                 Err(e)
             }
+        }
+    }
+
+    /// Record where the admin listener runs (called by `admin::spawn`).
+    pub fn set_admin_listener(&mut self, addr: SocketAddr) {
+        self.admin_listener = Some(addr);
+    }
+
+    /// The admin listener keeps its address across reloads; if that address is off
+    /// loopback (given with `--admin`, say), a new config must still carry a token.
+    fn check_admin_token(&self, config: Config, path: &Path) -> Result<Config, ConfigError> {
+        match self.admin_listener.or(self.config.admin) {
+            Some(addr) if admin_needs_token(addr) && config.admin_token.is_none() => {
+                Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    key: Some("admin.token_file".into()),
+                    message: format!(
+                        "the admin listener runs on {addr}, off loopback: the config must keep a token file"
+                    ),
+                })
+            }
+            _ => Ok(config),
         }
     }
 
