@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 use crate::config::admin_needs_token;
 use crate::route::router::{Class, RoutingTable};
-use crate::runtime::server::Server;
+use crate::runtime::server::{ReloadTrigger, Server};
 use crate::upstream::backend::{Backend, Circuit, Health};
 
 /// The server as shared by the admin thread and the signal handler.
@@ -146,7 +146,7 @@ fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool)
     };
     if let Err(refusal) = authorize(&req, server, must_authenticate) {
         tracing::warn!(
-            peer = ?stream.peer_addr().ok(),
+            peer = %stream.peer_addr().map_or("unknown".to_string(), |a| a.to_string()),
             method = %req.method,
             path = %req.path,
             reason = ?refusal,
@@ -204,7 +204,7 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
         ("GET" | "HEAD", "/config") => (200, JSON, pretty(&config_json(&lock(server)))),
         ("POST", "/reload") => {
             let mut s = lock(server);
-            match s.reload() {
+            match s.reload(ReloadTrigger::Admin) {
                 Ok(r) => (
                     200,
                     JSON,

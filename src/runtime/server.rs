@@ -70,6 +70,40 @@ impl MetricsScrape {
     }
 }
 
+/// A worker's core in logs: the number, or `none` when it is not pinned.
+struct CoreLabel(Option<usize>);
+
+impl std::fmt::Display for CoreLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(core) => write!(f, "{core}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// What asked for a reload (logged with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+    /// `--watch` saw the file change.
+    FileChange,
+}
+
+impl ReloadTrigger {
+    /// Label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::Admin => "admin",
+            ReloadTrigger::FileChange => "file_change",
+        }
+    }
+}
+
 /// Result of a successful reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
@@ -117,7 +151,7 @@ impl Server {
             })?;
             tracing::info!(
                 worker = id,
-                ?core,
+                core = %CoreLabel(core),
                 driver = handle.driver.label(),
                 "worker started"
             );
@@ -196,20 +230,38 @@ impl Server {
     }
 
     /// Re-read the config file and install it. On error the old table keeps running.
-    pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
+    /// Every reload, whatever its trigger, is logged here and only here.
+    pub fn reload(&mut self, trigger: ReloadTrigger) -> Result<Reloaded, ConfigError> {
         let path = self.config.source.path.clone();
-        self.reload_from(&path)
+        self.reload_from(&path, trigger)
     }
 
     /// Read a config from `path` and install it (the file the server was started with,
     /// or another one).
-    pub fn reload_from(&mut self, path: &Path) -> Result<Reloaded, ConfigError> {
+    pub fn reload_from(
+        &mut self,
+        path: &Path,
+        trigger: ReloadTrigger,
+    ) -> Result<Reloaded, ConfigError> {
         match Config::load(path).and_then(|c| self.check_admin_token(c, path)) {
-            Ok(config) => Ok(self.install(config)),
+            Ok(config) => {
+                let reloaded = self.install(config);
+                tracing::info!(
+                    trigger = trigger.label(),
+                    version = reloaded.version,
+                    hash = %format_args!("{:016x}", self.config.source.hash),
+                    "config reloaded"
+                );
+                Ok(reloaded)
+            }
             Err(e) => {
                 self.reloads_failed += 1;
                 self.last_reload_error = Some(e.to_string());
-                tracing::error!(error = %e, "reload refused; the previous table keeps running");
+                tracing::error!(
+                    trigger = trigger.label(),
+                    error = %e,
+                    "reload refused; the previous table keeps running"
+                );
                 Err(e)
             }
         }
@@ -302,9 +354,9 @@ impl Server {
                 "changed in the config file but needs a restart to apply"
             );
         }
-        tracing::info!(
+        tracing::debug!(
             version,
-            hash = format!("{:016x}", self.config.source.hash),
+            hash = %format_args!("{:016x}", self.config.source.hash),
             "routing table installed"
         );
         Reloaded {
