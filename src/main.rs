@@ -92,27 +92,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(a) = cli.listen {
-        config.listen = a;
-    }
-    if let Some(a) = cli.admin {
-        if let Some(problem) = config.admin_access_problem(a) {
-            eprintln!("ringgate: --admin: {problem}");
-            return ExitCode::from(2);
-        }
-        config.admin = Some(a);
-    }
-    if let Some(n) = cli.workers {
-        config.workers.count = n.max(1);
-    }
-    if let Some(d) = &cli.driver {
-        match DriverChoice::parse(d) {
-            Some(d) => config.workers.driver = d,
-            None => {
-                eprintln!("ringgate: --driver must be auto, io_uring or epoll");
-                return ExitCode::from(2);
-            }
-        }
+    if let Err(problem) = apply_overrides(&cli, &mut config) {
+        eprintln!("ringgate: {problem}");
+        return ExitCode::from(2);
     }
     if cli.check {
         say(&format!("{}config OK", config.summary()));
@@ -159,29 +141,53 @@ fn main() -> ExitCode {
     let admin_label = admin.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(listen = %listen_addr, admin = %admin_label, workers = drivers.len(), "ringgate ready");
 
-    let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
-        Ok(s) => s,
+    match wait_for_signals(&server, Duration::from_secs(cli.drain_seconds)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringgate: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for signal in signals.forever() {
-        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
-        match signal {
-            SIGHUP => {
-                // Logged by the server, like every reload.
-                let _ = s.reload(ReloadTrigger::Signal);
-            }
-            _ => {
-                tracing::info!(grace_s = cli.drain_seconds, "draining");
-                s.drain(Duration::from_secs(cli.drain_seconds));
-                tracing::info!("stopped");
-                return ExitCode::SUCCESS;
-            }
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+/// Command-line options win over the file; `--admin` off loopback still needs the file's
+/// token.
+fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
+    if let Some(a) = cli.listen {
+        config.listen = a;
+    }
+    if let Some(a) = cli.admin {
+        if let Some(problem) = config.admin_access_problem(a) {
+            return Err(format!("--admin: {problem}"));
+        }
+        config.admin = Some(a);
+    }
+    if let Some(n) = cli.workers {
+        config.workers.count = n.max(1);
+    }
+    if let Some(d) = &cli.driver {
+        config.workers.driver = DriverChoice::parse(d)
+            .ok_or_else(|| "--driver must be auto, io_uring or epoll".to_string())?;
+    }
+    Ok(())
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT drains (within `grace`) and returns.
+fn wait_for_signals(server: &SharedServer, grace: Duration) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    for signal in signals.forever() {
+        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
+        if signal == SIGHUP {
+            // Logged by the server, like every reload.
+            let _ = s.reload(ReloadTrigger::Signal);
+            continue;
+        }
+        tracing::info!(grace_s = grace.as_secs(), "draining");
+        s.drain(grace);
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    Ok(())
 }
 
 fn init_logging() {
