@@ -25,7 +25,8 @@
 //!   hash shared by config hashing, partitioning and the demo backend.
 //! - [`metrics`]: per-worker counters and HDR histograms, merged into Prometheus text at
 //!   scrape time; [`access_log`]: the optional access log, written by its own thread.
-//! - [`admin`]: the admin listener (health, readiness, config, reload, drain, metrics).
+//! - [`admin`]: the admin listener (health, readiness, config, reload, drain, metrics),
+//!   behind a bearer token off loopback.
 //! - [`demo`]: the demo/test backend behind `ringgate-backend` and `ringgate --demo`.
 //!
 //! `http`, `route`, `upstream` and `forward` never take a lock: cross-core state arrives as
