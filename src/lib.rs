@@ -20,10 +20,13 @@
 //! - [`health`]: active checks on their own thread (rise/fall), and the circuit breaker
 //!   the workers drive with atomics.
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
-//! - [`config`]: the TOML file and its validation; [`error`]: the one error type.
+//! - [`config`]: the TOML file and its validation, producing plain data that imports
+//!   nothing from the data path; [`error`]: the one error type; [`hash`]: the fixed FNV-1a
+//!   hash shared by config hashing, partitioning and the demo backend.
 //! - [`metrics`]: per-worker counters and HDR histograms, merged into Prometheus text at
 //!   scrape time; [`access_log`]: the optional access log, written by its own thread.
-//! - [`admin`]: the admin listener (health, readiness, config, reload, drain, metrics).
+//! - [`admin`]: the admin listener (health, readiness, config, reload, drain, metrics),
+//!   behind a bearer token off loopback.
 //! - [`demo`]: the demo/test backend behind `ringgate-backend` and `ringgate --demo`.
 //!
 //! `http`, `route`, `upstream` and `forward` never take a lock: cross-core state arrives as
@@ -37,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod hash;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -1,18 +1,19 @@
 //! `ringgate`: parse the command line, load the config, start the workers, wait for
 //! signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use ringgate::admin::SharedServer;
 use ringgate::config::{Config, DriverChoice};
-use ringgate::runtime::server::Server;
+use ringgate::runtime::server::{ReloadTrigger, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::sync::{Arc, Mutex};
 
 /// Thread-per-core io_uring HTTP/1.1 router: routes by user_id and Command/Query.
 #[derive(Parser, Debug)]
@@ -72,9 +73,8 @@ fn spawn_config_watcher(server: SharedServer, path: PathBuf) {
                 if !s.is_running() {
                     return;
                 }
-                if let Ok(r) = s.reload() {
-                    tracing::info!(version = r.version, "config reloaded (file changed)");
-                }
+                // Logged by the server, like every reload.
+                let _ = s.reload(ReloadTrigger::FileChange);
             }
         });
     if let Err(e) = spawned {
@@ -92,23 +92,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(a) = cli.listen {
-        config.listen = a;
-    }
-    if let Some(a) = cli.admin {
-        config.admin = Some(a);
-    }
-    if let Some(n) = cli.workers {
-        config.workers.count = n.max(1);
-    }
-    if let Some(d) = &cli.driver {
-        match DriverChoice::parse(d) {
-            Some(d) => config.workers.driver = d,
-            None => {
-                eprintln!("ringgate: --driver must be auto, io_uring or epoll");
-                return ExitCode::from(2);
-            }
-        }
+    if let Err(problem) = apply_overrides(&cli, &mut config) {
+        eprintln!("ringgate: {problem}");
+        return ExitCode::from(2);
     }
     if cli.check {
         say(&format!("{}config OK", config.summary()));
@@ -152,32 +138,56 @@ fn main() -> ExitCode {
     if cli.watch {
         spawn_config_watcher(server.clone(), cli.config.clone());
     }
-    tracing::info!(listen = %listen_addr, admin = ?admin, workers = drivers.len(), "ringgate ready");
+    let admin_label = admin.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(listen = %listen_addr, admin = %admin_label, workers = drivers.len(), "ringgate ready");
 
-    let mut signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
-        Ok(s) => s,
+    match wait_for_signals(&server, Duration::from_secs(cli.drain_seconds)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringgate: cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for signal in signals.forever() {
-        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
-        match signal {
-            SIGHUP => {
-                if let Ok(r) = s.reload() {
-                    tracing::info!(version = r.version, "config reloaded (SIGHUP)");
-                }
-            }
-            _ => {
-                tracing::info!(grace_s = cli.drain_seconds, "draining");
-                s.drain(Duration::from_secs(cli.drain_seconds));
-                tracing::info!("stopped");
-                return ExitCode::SUCCESS;
-            }
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+/// Command-line options win over the file; `--admin` off loopback still needs the file's
+/// token.
+fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
+    if let Some(a) = cli.listen {
+        config.listen = a;
+    }
+    if let Some(a) = cli.admin {
+        if let Some(problem) = config.admin_access_problem(a) {
+            return Err(format!("--admin: {problem}"));
+        }
+        config.admin = Some(a);
+    }
+    if let Some(n) = cli.workers {
+        config.workers.count = n.max(1);
+    }
+    if let Some(d) = &cli.driver {
+        config.workers.driver = DriverChoice::parse(d)
+            .ok_or_else(|| "--driver must be auto, io_uring or epoll".to_string())?;
+    }
+    Ok(())
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT drains (within `grace`) and returns.
+fn wait_for_signals(server: &SharedServer, grace: Duration) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    for signal in signals.forever() {
+        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
+        if signal == SIGHUP {
+            // Logged by the server, like every reload.
+            let _ = s.reload(ReloadTrigger::Signal);
+            continue;
+        }
+        tracing::info!(grace_s = grace.as_secs(), "draining");
+        s.drain(grace);
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -185,7 +195,9 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in journald or a log file.
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("RINGGATE_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -214,8 +226,13 @@ fn start_demo_backends(config: &Config) -> std::io::Result<()> {
     Ok(())
 }
 
-/// io_uring rings need locked memory on kernels before 5.12; say so before it bites.
+/// io_uring rings need locked memory on kernels before 5.12; say so before it bites, and
+/// only there: from 5.12 the rings are charged to the memory cgroup instead.
 fn warn_on_low_memlock() {
+    let release = kernel_release();
+    if !charges_rings_to_memlock(release.as_deref()) {
+        return;
+    }
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -223,11 +240,73 @@ fn warn_on_low_memlock() {
     // SAFETY: getrlimit writes into `lim`, a valid rlimit for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
         && lim.rlim_cur != libc::RLIM_INFINITY
-        && lim.rlim_cur < 64 * 1024 * 1024
+        && lim.rlim_cur < MEMLOCK_WANTED_BYTES
     {
-        tracing::info!(
+        tracing::warn!(
             memlock_bytes = lim.rlim_cur,
+            kernel = release.as_deref().unwrap_or("unknown"),
             "RLIMIT_MEMLOCK is low; kernels before 5.12 charge io_uring rings to it (raise with `ulimit -l` or LimitMEMLOCK=)"
         );
+    }
+}
+
+/// Locked memory that comfortably holds every worker's rings on an old kernel.
+const MEMLOCK_WANTED_BYTES: libc::rlim_t = 64 * 1024 * 1024;
+
+/// The running kernel's release (`uname -r`), e.g. `6.1.0-18-amd64`.
+fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain old data; all-zero is a valid value for uname to overwrite.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname writes NUL-terminated strings into `uts`, valid for the call.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8(bytes).ok()
+}
+
+/// `major.minor` of a kernel release string.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Whether this kernel charges io_uring rings to RLIMIT_MEMLOCK (before 5.12); an unknown
+/// kernel is assumed to, so the warning errs on the side of being shown.
+fn charges_rings_to_memlock(release: Option<&str>) -> bool {
+    release
+        .and_then(kernel_version)
+        .is_none_or(|version| version < (5, 12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.11.0-44-generic"), Some((5, 11)));
+        assert_eq!(kernel_version("5.12"), Some((5, 12)));
+        assert_eq!(kernel_version("4.19.0+"), Some((4, 19)));
+        assert_eq!(kernel_version("linux"), None);
+        assert_eq!(kernel_version("6"), None);
+    }
+
+    #[test]
+    fn memlock_matters_before_5_12_only() {
+        assert!(charges_rings_to_memlock(Some("5.11.0-44-generic")));
+        assert!(charges_rings_to_memlock(Some("4.19.0")));
+        assert!(!charges_rings_to_memlock(Some("5.12.0")));
+        assert!(!charges_rings_to_memlock(Some("6.18.44-fc-v669")));
+        assert!(charges_rings_to_memlock(Some("weird")));
+        assert!(charges_rings_to_memlock(None));
     }
 }

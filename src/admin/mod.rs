@@ -13,6 +13,15 @@
 //! | POST | `/backends/{addr}/drain` | stop sending new requests to that server |
 //! | POST | `/backends/{addr}/undrain` | resume |
 //! | GET | `/metrics` | Prometheus text format |
+//!
+//! # Access
+//! Off loopback, every endpoint but `GET /health` and `GET /ready` needs
+//! `Authorization: Bearer <token>` (the token from `admin.token_file`); a config with a
+//! non-loopback admin address and no token is refused, and [`spawn`] refuses to serve one.
+//! With a token configured, loopback requires it too. The token is read from the config in
+//! force at each request, so a reload rotates it. See [`auth`].
+
+pub mod auth;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,9 +32,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::metrics::export;
+use crate::config::admin_needs_token;
 use crate::route::router::{Class, RoutingTable};
-use crate::runtime::server::{collect_snapshots, Server};
+use crate::runtime::server::{ReloadTrigger, Server};
 use crate::upstream::backend::{Backend, Circuit, Health};
 
 /// The server as shared by the admin thread and the signal handler.
@@ -40,13 +49,25 @@ fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Bind the admin listener and serve it on a background thread.
+/// Bind the admin listener and serve it on a background thread. Off loopback, the config
+/// in force must have an admin token (`InvalidInput` otherwise).
 pub fn spawn(
     addr: SocketAddr,
     server: SharedServer,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let must_authenticate = admin_needs_token(bound);
+    {
+        let mut s = lock(&server);
+        if must_authenticate && s.config().admin_token.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin listener {bound} is not on loopback: set admin.token_file"),
+            ));
+        }
+        s.set_admin_listener(bound);
+    }
     let active = Arc::new(AtomicUsize::new(0));
     let handle = std::thread::Builder::new()
         .name("ringgate-admin".into())
@@ -54,7 +75,7 @@ pub fn spawn(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 if active.load(Ordering::Acquire) >= MAX_CONCURRENT {
-                    let _ = respond(&mut stream, 503, "text/plain", "admin busy\n");
+                    let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n");
                     continue;
                 }
                 active.fetch_add(1, Ordering::AcqRel);
@@ -63,7 +84,7 @@ pub fn spawn(
                 let spawned = std::thread::Builder::new()
                     .name("ringgate-admin-conn".into())
                     .spawn(move || {
-                        serve(&mut stream, &server);
+                        serve(&mut stream, &server, must_authenticate);
                         in_thread.fetch_sub(1, Ordering::AcqRel);
                     });
                 if spawned.is_err() {
@@ -74,35 +95,93 @@ pub fn spawn(
     Ok((bound, handle))
 }
 
-fn serve(stream: &mut TcpStream, server: &SharedServer) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+/// The parts of an admin request head that matter.
+struct AdminRequest {
+    method: String,
+    /// Without the query.
+    path: String,
+    /// Every `Authorization` field value.
+    authorization: Vec<Vec<u8>>,
+}
+
+/// Read one request head (bounded in size and time).
+fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
-    let (method, path) = loop {
+    loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
-                break (
-                    req.method.unwrap_or("").to_string(),
-                    req.path.unwrap_or("").to_string(),
-                );
+                let path = req.path.unwrap_or("");
+                return Ok(AdminRequest {
+                    method: req.method.unwrap_or("").to_string(),
+                    path: path.split('?').next().unwrap_or("").to_string(),
+                    authorization: req
+                        .headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+                        .map(|h| h.value.to_vec())
+                        .collect(),
+                });
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => {}
             _ => {
-                let _ = respond(stream, 400, "text/plain", "bad request\n");
-                return;
+                let _ = respond(stream, 400, "text/plain", "", "bad request\n");
+                return Err(());
             }
         }
         match stream.read(&mut tmp) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return Err(()),
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
         }
+    }
+}
+
+fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let Ok(req) = read_request(stream) else {
+        return;
     };
-    let path = path.split('?').next().unwrap_or("").to_string();
-    let (status, content_type, body) = route(&method, &path, server);
-    let _ = respond(stream, status, content_type, &body);
+    if let Err(refusal) = authorize(&req, server, must_authenticate) {
+        tracing::warn!(
+            peer = %stream.peer_addr().map_or("unknown".to_string(), |a| a.to_string()),
+            method = %req.method,
+            path = %req.path,
+            reason = ?refusal,
+            "admin request refused: bearer token missing or wrong"
+        );
+        let challenge = format!("WWW-Authenticate: {}\r\n", refusal.challenge());
+        let _ = respond(stream, 401, "text/plain", &challenge, "unauthorized\n");
+        return;
+    }
+    let (status, content_type, body) = route(&req.method, &req.path, server);
+    if req.method == "HEAD" {
+        // The same head as GET would get, without the body.
+        let length = format!("Content-Length: {}\r\n", body.len());
+        let _ = respond_head(stream, status, content_type, &length);
+    } else {
+        let _ = respond(stream, status, content_type, "", &body);
+    }
+}
+
+/// Whether the request may proceed: open endpoints always; others need the token when one
+/// is configured, and always off loopback (with no token configured there, nothing passes).
+fn authorize(
+    req: &AdminRequest,
+    server: &SharedServer,
+    must_authenticate: bool,
+) -> Result<(), auth::Refusal> {
+    if auth::is_open_endpoint(&req.method, &req.path) {
+        return Ok(());
+    }
+    let token = lock(server).config().admin_token.clone();
+    if token.is_none() && !must_authenticate {
+        return Ok(());
+    }
+    let fields: Vec<&[u8]> = req.authorization.iter().map(|v| v.as_slice()).collect();
+    auth::check(&fields, token.as_ref().map(|t| t.as_bytes()))
 }
 
 fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str, String) {
@@ -125,7 +204,7 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
         ("GET" | "HEAD", "/config") => (200, JSON, pretty(&config_json(&lock(server)))),
         ("POST", "/reload") => {
             let mut s = lock(server);
-            match s.reload() {
+            match s.reload(ReloadTrigger::Admin) {
                 Ok(r) => (
                     200,
                     JSON,
@@ -148,15 +227,11 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
             }
         }
         ("GET" | "HEAD", "/metrics") => {
-            let (table, controls, stats) = {
-                let s = lock(server);
-                (s.table().clone(), s.worker_controls(), s.process_stats())
-            };
-            let snapshots = collect_snapshots(&controls, Duration::from_secs(2));
+            let scrape = lock(server).metrics_scrape();
             (
                 200,
                 "text/plain; version=0.0.4",
-                export::render(&snapshots, &table, &stats),
+                scrape.render(Duration::from_secs(2)),
             )
         }
         ("POST", p) if p.starts_with("/backends/") => {
@@ -273,23 +348,41 @@ fn pretty(v: &Value) -> String {
     s
 }
 
+/// Write a whole response; `extra_headers` is zero or more `Name: value\r\n` lines.
 fn respond(
     stream: &mut TcpStream,
     status: u16,
     content_type: &str,
+    extra_headers: &str,
     body: &str,
+) -> std::io::Result<()> {
+    let length = format!("Content-Length: {}\r\n", body.len());
+    respond_head(
+        stream,
+        status,
+        content_type,
+        &format!("{length}{extra_headers}"),
+    )?;
+    stream.write_all(body.as_bytes())
+}
+
+/// Write a response head; `headers` must include the framing (`Content-Length`).
+fn respond_head(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    headers: &str,
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{headers}Connection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    stream.write_all(head.as_bytes())
 }

@@ -96,12 +96,16 @@ impl Default for ListenerSection {
 pub struct AdminSection {
     /// Admin listen address; empty string disables the admin listener.
     pub address: Spanned<String>,
+    /// File holding the bearer token admin requests must carry (relative paths are
+    /// relative to the config file's directory). Required off loopback.
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         Self {
             address: Spanned::new(0..0, "127.0.0.1:9901".into()),
+            token_file: None,
         }
     }
 }
@@ -157,7 +161,7 @@ impl Default for LimitsSection {
             max_headers: Spanned::new(0..0, 100),
             body_scan_bytes: Spanned::new(0..0, 64 * 1024),
             splice_threshold_bytes: 64 * 1024,
-            max_user_id_bytes: Spanned::new(0..0, 256),
+            max_user_id_bytes: Spanned::new(0..0, super::DEFAULT_MAX_USER_ID_BYTES),
         }
     }
 }
@@ -246,7 +250,7 @@ pub struct ExtractSection {
 
 impl Default for ExtractSection {
     fn default() -> Self {
-        use crate::route::extract::{DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
+        use super::{DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
         let s = |v: &[&str]| {
             v.iter()
                 .map(|x| Spanned::new(0..0, x.to_string()))

@@ -34,29 +34,7 @@ pub fn pattern_byte(i: u64) -> u8 {
 }
 
 /// Incremental FNV-1a 64, the digest the backend reports as `body_fnv64`.
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    /// Absorb bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    /// The digest.
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub use crate::hash::Fnv64;
 
 /// A demo backend's identity.
 #[derive(Clone, Debug)]
@@ -445,14 +423,6 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv_matches_the_partition_hash() {
-        let mut f = Fnv64::default();
-        f.update(b"hello ");
-        f.update(b"world");
-        assert_eq!(f.finish(), crate::route::partition::fnv1a64(b"hello world"));
-    }
 
     #[test]
     fn response_options() {

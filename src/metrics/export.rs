@@ -1,5 +1,6 @@
-//! Prometheus text exposition (format 0.0.4), merged from per-worker snapshots at scrape
-//! time. Runs on the admin thread, never on a worker.
+//! Prometheus text exposition (format 0.0.4): counters summed over the per-worker
+//! snapshots of one scrape, latency from the cumulative histograms of the
+//! [`Scraper`](super::scrape::Scraper). Runs on the admin thread, never on a worker.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,7 +8,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::names::*;
-use super::MetricsSnapshot;
+use super::{LatencyHistograms, MetricsSnapshot};
 use crate::error::ERROR_KIND_LABELS;
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::{Circuit, Health};
@@ -53,16 +54,29 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Render everything.
+/// Render everything: counters from `snapshots`, request latency from `latency` (the
+/// cumulative totals, per class).
 pub fn render(
     snapshots: &[MetricsSnapshot],
+    latency: &LatencyHistograms,
     table: &RoutingTable,
     process: &ProcessStats,
 ) -> String {
     let mut out = String::with_capacity(16 * 1024);
+    render_requests(&mut out, snapshots);
+    render_errors(&mut out, snapshots);
+    render_counters(&mut out, snapshots);
+    render_connections(&mut out, snapshots);
+    render_backends(&mut out, table);
+    render_process(&mut out, table, process);
+    render_latency(&mut out, latency);
+    out
+}
 
+/// Requests by class, partition, backend and status class, summed over workers.
+fn render_requests(out: &mut String, snapshots: &[MetricsSnapshot]) {
     header(
-        &mut out,
+        out,
         REQUESTS,
         "counter",
         "Requests finished, by class, partition, backend and status class.",
@@ -70,7 +84,7 @@ pub fn render(
     let mut requests: BTreeMap<_, u64> = BTreeMap::new();
     for s in snapshots {
         for (k, n) in &s.requests {
-            *requests.entry(k.clone()).or_insert(0) += n;
+            *requests.entry(k).or_insert(0) += n;
         }
     }
     for (k, n) in &requests {
@@ -83,76 +97,80 @@ pub fn render(
             k.status
         );
     }
+}
 
-    header(&mut out, ERRORS, "counter", "Failures by kind.");
+fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    header(out, ERRORS, "counter", "Failures by kind.");
     for (i, kind) in ERROR_KIND_LABELS.iter().enumerate() {
         let n: u64 = snapshots.iter().map(|s| s.errors[i]).sum();
         let _ = writeln!(out, "{ERRORS}{{kind=\"{kind}\"}} {n}");
     }
+}
 
-    let counters: [CounterSpec; 10] = [
-        (
-            RETRIES,
-            "Queries re-sent to an upstream after a failure.",
-            |s| s.retries,
-        ),
-        (
-            FAILOVERS,
-            "Connect failures answered by trying the next server.",
-            |s| s.failovers,
-        ),
-        (
-            POOL_REUSED,
-            "Upstream connections taken from a keep-alive pool.",
-            |s| s.pool_reused,
-        ),
-        (POOL_OPENED, "Upstream connections opened.", |s| {
-            s.pool_opened
-        }),
-        (
-            POOL_STALE,
-            "Pooled upstream connections found closed at use.",
-            |s| s.pool_stale,
-        ),
-        (CONNECTIONS_ACCEPTED, "Client connections accepted.", |s| {
-            s.accepted
-        }),
-        (
-            CONNECTIONS_REFUSED,
-            "Client connections refused at the per-worker bound.",
-            |s| s.refused,
-        ),
-        (
-            IDLE_TIMEOUTS,
-            "Keep-alive client connections closed by the idle timeout.",
-            |s| s.idle_timeouts,
-        ),
-        (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
-            s.spliced_bytes
-        }),
-        (
-            ACCESS_LOG_DROPPED,
-            "Access log lines dropped because the writer fell behind.",
-            |s| s.access_log_dropped,
-        ),
-    ];
-    for (name, help, get) in counters {
-        header(&mut out, name, "counter", help);
+/// The plain (unlabelled) counters, summed over workers.
+const COUNTERS: [CounterSpec; 10] = [
+    (
+        RETRIES,
+        "Queries re-sent to an upstream after a failure.",
+        |s| s.retries,
+    ),
+    (
+        FAILOVERS,
+        "Connect failures answered by trying the next server.",
+        |s| s.failovers,
+    ),
+    (
+        POOL_REUSED,
+        "Upstream connections taken from a keep-alive pool.",
+        |s| s.pool_reused,
+    ),
+    (POOL_OPENED, "Upstream connections opened.", |s| {
+        s.pool_opened
+    }),
+    (
+        POOL_STALE,
+        "Pooled upstream connections found closed at use.",
+        |s| s.pool_stale,
+    ),
+    (CONNECTIONS_ACCEPTED, "Client connections accepted.", |s| {
+        s.accepted
+    }),
+    (
+        CONNECTIONS_REFUSED,
+        "Client connections refused at the per-worker bound.",
+        |s| s.refused,
+    ),
+    (
+        IDLE_TIMEOUTS,
+        "Keep-alive client connections closed by the idle timeout.",
+        |s| s.idle_timeouts,
+    ),
+    (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
+        s.spliced_bytes
+    }),
+    (
+        ACCESS_LOG_DROPPED,
+        "Access log lines dropped because the writer fell behind.",
+        |s| s.access_log_dropped,
+    ),
+];
+
+fn render_counters(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    for (name, help, get) in COUNTERS {
+        header(out, name, "counter", help);
         let n: u64 = snapshots.iter().map(get).sum();
         let _ = writeln!(out, "{name} {n}");
     }
+}
 
-    header(
-        &mut out,
-        CONNECTIONS_OPEN,
-        "gauge",
-        "Open client connections.",
-    );
+/// Open client connections and idle pooled upstream connections.
+fn render_connections(out: &mut String, snapshots: &[MetricsSnapshot]) {
+    header(out, CONNECTIONS_OPEN, "gauge", "Open client connections.");
     let open: usize = snapshots.iter().map(|s| s.open_connections).sum();
     let _ = writeln!(out, "{CONNECTIONS_OPEN} {open}");
 
     header(
-        &mut out,
+        out,
         POOL_IDLE,
         "gauge",
         "Idle pooled upstream connections, by backend.",
@@ -166,23 +184,22 @@ pub fn render(
     for (addr, n) in &idle {
         let _ = writeln!(out, "{POOL_IDLE}{{backend=\"{addr}\"}} {n}");
     }
+}
 
+/// Health, circuit and drain state of every backend of the table in force.
+fn render_backends(out: &mut String, table: &RoutingTable) {
     header(
-        &mut out,
+        out,
         BACKEND_UP,
         "gauge",
         "1 when the backend passes active health checks.",
     );
     for b in table.backends.iter() {
-        let _ = writeln!(
-            out,
-            "{BACKEND_UP}{{backend=\"{}\"}} {}",
-            b.addr,
-            u8::from(b.health() == Health::Up)
-        );
+        let up = u8::from(b.health() == Health::Up);
+        let _ = writeln!(out, "{BACKEND_UP}{{backend=\"{}\"}} {up}", b.addr);
     }
     header(
-        &mut out,
+        out,
         BACKEND_CIRCUIT,
         "gauge",
         "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
@@ -196,7 +213,7 @@ pub fn render(
         let _ = writeln!(out, "{BACKEND_CIRCUIT}{{backend=\"{}\"}} {state}", b.addr);
     }
     header(
-        &mut out,
+        out,
         CIRCUIT_TRANSITIONS,
         "counter",
         "Circuit breaker transitions, by backend and new state.",
@@ -211,26 +228,20 @@ pub fn render(
         }
     }
     header(
-        &mut out,
+        out,
         BACKEND_DRAINED,
         "gauge",
         "1 when an operator drained the backend.",
     );
     for b in table.backends.iter() {
-        let _ = writeln!(
-            out,
-            "{BACKEND_DRAINED}{{backend=\"{}\"}} {}",
-            b.addr,
-            u8::from(b.is_drained())
-        );
+        let drained = u8::from(b.is_drained());
+        let _ = writeln!(out, "{BACKEND_DRAINED}{{backend=\"{}\"}} {drained}", b.addr);
     }
+}
 
-    header(
-        &mut out,
-        RELOADS,
-        "counter",
-        "Configuration reloads, by result.",
-    );
+/// Reloads, the table version in force, workers running.
+fn render_process(out: &mut String, table: &RoutingTable, process: &ProcessStats) {
+    header(out, RELOADS, "counter", "Configuration reloads, by result.");
     let _ = writeln!(out, "{RELOADS}{{result=\"ok\"}} {}", process.reloads_ok);
     let _ = writeln!(
         out,
@@ -238,23 +249,25 @@ pub fn render(
         process.reloads_failed
     );
     header(
-        &mut out,
+        out,
         CONFIG_VERSION,
         "gauge",
         "Routing table version in force.",
     );
     let _ = writeln!(out, "{CONFIG_VERSION} {}", table.version);
-    header(&mut out, WORKERS, "gauge", "Workers running.");
+    header(out, WORKERS, "gauge", "Workers running.");
     let _ = writeln!(out, "{WORKERS} {}", process.workers);
+}
 
-    let merged = merge_latency(snapshots);
+/// Request duration: Prometheus buckets and HDR quantiles, by class.
+fn render_latency(out: &mut String, merged: &LatencyHistograms) {
     header(
-        &mut out,
+        out,
         DURATION,
         "histogram",
         "Request duration from complete head to response sent, by class.",
     );
-    for (class, h) in ["command", "query"].iter().zip(&merged) {
+    for (class, h) in ["command", "query"].iter().zip(merged) {
         for le in BUCKETS_S {
             let n = if h.is_empty() {
                 0
@@ -266,20 +279,25 @@ pub fn render(
                 "{DURATION}_bucket{{class=\"{class}\",le=\"{le}\"}} {n}"
             );
         }
+        let count = h.len();
         let _ = writeln!(
             out,
-            "{DURATION}_bucket{{class=\"{class}\",le=\"+Inf\"}} {}",
-            h.len()
+            "{DURATION}_bucket{{class=\"{class}\",le=\"+Inf\"}} {count}"
         );
         let _ = writeln!(
             out,
             "{DURATION}_sum{{class=\"{class}\"}} {}",
             sum_seconds(h)
         );
-        let _ = writeln!(out, "{DURATION}_count{{class=\"{class}\"}} {}", h.len());
+        let _ = writeln!(out, "{DURATION}_count{{class=\"{class}\"}} {count}");
     }
-    header(&mut out, DURATION_QUANTILES, "summary", "Request duration quantiles from per-worker HDR histograms merged at scrape time, by class.");
-    for (class, h) in ["command", "query"].iter().zip(&merged) {
+    header(
+        out,
+        DURATION_QUANTILES,
+        "summary",
+        "Request duration quantiles from per-worker HDR histograms merged at scrape time, by class.",
+    );
+    for (class, h) in ["command", "query"].iter().zip(merged) {
         for q in QUANTILES {
             let v = if h.is_empty() {
                 0.0
@@ -302,33 +320,6 @@ pub fn render(
             h.len()
         );
     }
-    out
-}
-
-/// Merge the workers' histograms per class.
-pub fn merge_latency(snapshots: &[MetricsSnapshot]) -> [Histogram<u64>; 2] {
-    let mut merged = [
-        Histogram::new_from(
-            &snapshots
-                .first()
-                .map_or_else(empty, |s| s.latency[0].clone()),
-        ),
-        Histogram::new_from(
-            &snapshots
-                .first()
-                .map_or_else(empty, |s| s.latency[1].clone()),
-        ),
-    ];
-    for s in snapshots {
-        for (m, h) in merged.iter_mut().zip(&s.latency) {
-            let _ = m.add(h);
-        }
-    }
-    merged
-}
-
-fn empty() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
 fn sum_seconds(h: &Histogram<u64>) -> f64 {

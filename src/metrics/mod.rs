@@ -4,11 +4,21 @@
 //! # Hot path
 //! Recording a request is a handful of non-atomic increments and one histogram record on
 //! memory only this worker touches: no lock, no atomic read-modify-write, no allocation.
+//!
+//! # Scrapes
 //! The admin thread asks each worker for a [`MetricsSnapshot`] through its control
-//! channel; the worker copies its counters out between requests.
+//! channel ([`SnapshotRequest`]); the worker answers between requests. It copies its
+//! counters out (a few hundred bytes) but never copies a histogram: the request brings a
+//! pair of empty *spare* histograms, the worker swaps them with the ones it has been
+//! recording into (`std::mem::swap`, O(1)) and sends those away. The worker's histograms
+//! therefore hold only the latency recorded *since the last scrape*; the exporter
+//! ([`scrape::Scraper`]) adds each interval into its cumulative totals, resets the
+//! histograms it received and keeps them as the next spares. Merging and resetting
+//! (~220 kB per histogram) happen on the admin thread.
 
 pub mod export;
 pub mod names;
+pub mod scrape;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -91,8 +101,38 @@ pub struct WorkerMetrics {
     latency: [RefCell<Histogram<u64>>; 2],
 }
 
+/// Request latency in ns: `[command, query]`.
+pub type LatencyHistograms = [Histogram<u64>; 2];
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+/// An empty pair of latency histograms, laid out like the workers'.
+pub fn new_latency_histograms() -> LatencyHistograms {
+    [new_histogram(), new_histogram()]
+}
+
+/// A scrape's question to one worker.
+pub struct SnapshotRequest {
+    /// Where the answer goes.
+    reply: flume::Sender<MetricsSnapshot>,
+    /// Empty histograms to swap in (None: counters only, the latency stays with the worker).
+    spare: Option<LatencyHistograms>,
+    /// The scrape round this request belongs to.
+    round: u64,
+}
+
+impl SnapshotRequest {
+    /// Ask for counters only: the worker keeps its latency histograms (for tests and tools
+    /// that read counters; `/metrics` goes through [`scrape::Scraper`]).
+    pub fn counters_only(reply: flume::Sender<MetricsSnapshot>) -> Self {
+        Self {
+            reply,
+            spare: None,
+            round: 0,
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -161,12 +201,6 @@ impl WorkerMetrics {
         }
     }
 
-    /// Count an error that is not tied to a finished request (e.g. a failover).
-    pub fn count_error(&self, kind: ErrorKind) {
-        let c = &self.errors[kind.metric_index()];
-        c.set(c.get() + 1);
-    }
-
     fn named_requests(&self, table: &RoutingTable) -> Vec<(RequestKey, u64)> {
         let (p, b, _) = self.layout.get();
         let v = self.requests.borrow();
@@ -204,20 +238,53 @@ impl WorkerMetrics {
         out
     }
 
-    /// Copy everything out (between requests, on the worker thread).
+    /// Answer a scrape (between requests, on the worker thread): counters are copied, the
+    /// latency histograms are swapped with the request's spares. If the answer cannot be
+    /// delivered (the exporter is gone), the interval's latency is added back.
+    pub fn answer(
+        &self,
+        request: SnapshotRequest,
+        worker: usize,
+        table: &RoutingTable,
+        open_connections: usize,
+        pool_idle: Vec<(SocketAddr, usize)>,
+    ) {
+        let snapshot = self.snapshot(worker, table, open_connections, pool_idle, request.spare);
+        let snapshot = MetricsSnapshot {
+            round: request.round,
+            ..snapshot
+        };
+        if let Err(flume::SendError(undelivered)) = request.reply.send(snapshot) {
+            if let Some(latency) = undelivered.latency {
+                self.add_latency(&latency);
+            }
+        }
+    }
+
+    /// Copy the counters out; with `spare`, hand over the latency recorded since the last
+    /// such call and continue recording into `spare` (which must be empty).
     pub fn snapshot(
         &self,
         worker: usize,
         table: &RoutingTable,
         open_connections: usize,
         pool_idle: Vec<(SocketAddr, usize)>,
+        spare: Option<LatencyHistograms>,
     ) -> MetricsSnapshot {
         let mut requests = self.retired.borrow().clone();
         for (k, n) in self.named_requests(table) {
             *requests.entry(k).or_insert(0) += n;
         }
+        let latency = spare.map(|mut spare| {
+            for (mine, theirs) in self.latency.iter().zip(spare.iter_mut()) {
+                debug_assert!(theirs.is_empty(), "spare histograms must be empty");
+                std::mem::swap(&mut *mine.borrow_mut(), theirs);
+            }
+            spare
+        });
         MetricsSnapshot {
             worker,
+            round: 0,
             requests,
             errors: std::array::from_fn(|i| self.errors[i].get()),
             retries: self.retries.get(),
@@ -232,10 +299,15 @@ impl WorkerMetrics {
             access_log_dropped: self.access_log_dropped.get(),
             open_connections,
             pool_idle,
-            latency: [
-                self.latency[0].borrow().clone(),
-                self.latency[1].borrow().clone(),
-            ],
+            latency,
+        }
+    }
+
+    /// Add latency back (an interval whose snapshot could not be delivered).
+    fn add_latency(&self, latency: &LatencyHistograms) {
+        for (mine, h) in self.latency.iter().zip(latency) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = mine.borrow_mut().add(h);
         }
     }
 }
@@ -246,11 +318,14 @@ pub fn bump(c: &Cell<u64>, n: u64) {
     c.set(c.get() + n);
 }
 
-/// One worker's metrics at one instant (sent to the exporter).
+/// One worker's metrics at one instant (sent to the exporter): counters since start,
+/// latency since the previous scrape.
 #[derive(Clone, Debug)]
 pub struct MetricsSnapshot {
     /// Worker index.
     pub worker: usize,
+    /// The scrape round that asked for it (0: a counters-only request).
+    pub round: u64,
     /// Requests by labels.
     pub requests: BTreeMap<RequestKey, u64>,
     /// Errors by kind (see [`ERROR_KIND_LABELS`]).
@@ -279,8 +354,9 @@ pub struct MetricsSnapshot {
     pub open_connections: usize,
     /// Idle pooled connections per backend.
     pub pool_idle: Vec<(SocketAddr, usize)>,
-    /// Latency in ns: [command, query].
-    pub latency: [Histogram<u64>; 2],
+    /// Latency recorded since the previous scrape, when asked for (moving a histogram
+    /// moves its header; the counts stay where they are on the heap).
+    pub latency: Option<LatencyHistograms>,
 }
 
 #[cfg(test)]
@@ -313,7 +389,7 @@ mod tests {
         // Partitions are ordered by name, so "a" is still index 0 in the new table.
         m.record(&ok, 2, Duration::from_micros(60));
         m.record(&ok, 1, Duration::from_micros(60)); // finished on the old table: latency only
-        let s = m.snapshot(0, &t2, 0, Vec::new());
+        let s = m.snapshot(0, &t2, 0, Vec::new(), Some(new_latency_histograms()));
         let key = RequestKey {
             class: "query",
             partition: "a".into(),
@@ -321,8 +397,9 @@ mod tests {
             status: "2xx",
         };
         assert_eq!(s.requests.get(&key), Some(&3));
-        assert_eq!(s.latency[1].len(), 4);
-        let p50 = s.latency[1].value_at_quantile(0.5);
+        let latency = s.latency.unwrap();
+        assert_eq!(latency[1].len(), 4);
+        let p50 = latency[1].value_at_quantile(0.5);
         assert!((59_000..=61_000).contains(&p50), "{p50}");
     }
 
@@ -340,7 +417,8 @@ mod tests {
             1,
             Duration::from_micros(5),
         );
-        let s = m.snapshot(0, &t, 0, Vec::new());
+        let s = m.snapshot(0, &t, 0, Vec::new(), None);
+        assert!(s.latency.is_none());
         assert_eq!(s.errors[0], 1);
         let (k, n) = s.requests.iter().next().unwrap();
         assert_eq!(

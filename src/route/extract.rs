@@ -19,59 +19,9 @@
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
+pub use crate::config::{ExtractRules, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
 use crate::error::ProxyError;
 use crate::http::parse::{eq_dash_underscore, RequestHead};
-
-/// Where a user id was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UserIdSource {
-    /// A header field.
-    Header,
-    /// A query parameter.
-    Query,
-    /// A top-level key of the JSON body.
-    Body,
-}
-
-/// Which names to look for, in priority order, and how long an id may be.
-#[derive(Clone, Debug)]
-pub struct ExtractRules {
-    /// Header names (matched case-insensitively).
-    pub headers: Vec<Box<[u8]>>,
-    /// Query parameter names (matched after percent-decoding, case-sensitively).
-    pub query_keys: Vec<Box<[u8]>>,
-    /// Top-level JSON keys (matched after JSON unescaping, case-sensitively).
-    pub json_keys: Vec<Box<[u8]>>,
-    /// Longest accepted user id, in bytes.
-    pub max_user_id_bytes: usize,
-}
-
-/// Default user id header fields, in priority order (SPEC §1).
-pub const DEFAULT_HEADERS: &[&str] = &["X-User-Id", "X-Trader-Id"];
-/// Default user id query parameters, in priority order.
-pub const DEFAULT_QUERY_KEYS: &[&str] = &["user_id", "userId"];
-/// Default top-level JSON keys naming the user.
-pub const DEFAULT_JSON_KEYS: &[&str] = &[
-    "user_id",
-    "userId",
-    "trader_id",
-    "traderId",
-    "uid",
-    "accountId",
-    "account_id",
-];
-
-impl Default for ExtractRules {
-    fn default() -> Self {
-        let b = |v: &[&str]| -> Vec<Box<[u8]>> { v.iter().map(|s| s.as_bytes().into()).collect() };
-        Self {
-            headers: b(DEFAULT_HEADERS),
-            query_keys: b(DEFAULT_QUERY_KEYS),
-            json_keys: b(DEFAULT_JSON_KEYS),
-            max_user_id_bytes: 256,
-        }
-    }
-}
 
 fn bad(reason: &'static str) -> ProxyError {
     ProxyError::bad_request(reason)

@@ -15,16 +15,7 @@
 //! Cost: one pass over the user id plus one multiply-xorshift per partition; with the
 //! handful of partitions an exchange runs, a few nanoseconds.
 
-/// FNV-1a 64 over `bytes`.
-#[inline]
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+pub use crate::hash::fnv1a64;
 
 /// murmur3's 64-bit finaliser: full avalanche of all input bits.
 #[inline]

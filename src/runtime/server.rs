@@ -9,17 +9,18 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::listener::bind_reuseport;
 use super::worker::{self, ActiveDriver, Control, WorkerHandle, WorkerSpec};
 use crate::access_log::{self, AccessLog};
-use crate::config::{Config, ConfigError};
+use crate::config::{admin_needs_token, Config, ConfigError};
 use crate::health::{HealthChecker, HealthTargets};
-use crate::metrics::export::ProcessStats;
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::export::{self, ProcessStats};
+use crate::metrics::scrape::Scraper;
+use crate::metrics::{MetricsSnapshot, SnapshotRequest};
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::BackendRegistry;
 
@@ -39,6 +40,68 @@ pub struct Server {
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_error: Option<String>,
+    /// Cumulative latency for `/metrics`; shared so a scrape runs without the server lock.
+    scraper: Arc<Mutex<Scraper>>,
+    /// Where the admin listener actually runs, once it does.
+    admin_listener: Option<SocketAddr>,
+}
+
+/// What a `/metrics` scrape needs, taken under the server lock; the scrape itself (asking
+/// the workers, merging, rendering) runs without it.
+pub struct MetricsScrape {
+    table: Arc<RoutingTable>,
+    controls: Vec<flume::Sender<Control>>,
+    stats: ProcessStats,
+    scraper: Arc<Mutex<Scraper>>,
+}
+
+impl MetricsScrape {
+    /// Ask every worker (those that do not answer within `timeout` are left out of this
+    /// scrape's counters) and render the Prometheus text.
+    pub fn render(self, timeout: Duration) -> String {
+        let mut scraper = self.scraper.lock().unwrap_or_else(|e| e.into_inner());
+        let controls = &self.controls;
+        let snapshots = scraper.collect(
+            controls.len(),
+            |i, request| controls[i].send(Control::Snapshot(request)).is_ok(),
+            timeout,
+        );
+        export::render(&snapshots, scraper.totals(), &self.table, &self.stats)
+    }
+}
+
+/// A worker's core in logs: the number, or `none` when it is not pinned.
+struct CoreLabel(Option<usize>);
+
+impl std::fmt::Display for CoreLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(core) => write!(f, "{core}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// What asked for a reload (logged with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+    /// `--watch` saw the file change.
+    FileChange,
+}
+
+impl ReloadTrigger {
+    /// Label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::Admin => "admin",
+            ReloadTrigger::FileChange => "file_change",
+        }
+    }
 }
 
 /// Result of a successful reload.
@@ -88,7 +151,7 @@ impl Server {
             })?;
             tracing::info!(
                 worker = id,
-                ?core,
+                core = %CoreLabel(core),
                 driver = handle.driver.label(),
                 "worker started"
             );
@@ -112,6 +175,8 @@ impl Server {
             reloads_ok: 0,
             reloads_failed: 0,
             last_reload_error: None,
+            scraper: Arc::new(Mutex::new(Scraper::new())),
+            admin_listener: None,
         })
     }
 
@@ -154,23 +219,74 @@ impl Server {
         self.workers.iter().map(|w| w.control.clone()).collect()
     }
 
+    /// Prepare a `/metrics` scrape (cheap; run it after releasing the server lock).
+    pub fn metrics_scrape(&self) -> MetricsScrape {
+        MetricsScrape {
+            table: self.table.clone(),
+            controls: self.worker_controls(),
+            stats: self.process_stats(),
+            scraper: self.scraper.clone(),
+        }
+    }
+
     /// Re-read the config file and install it. On error the old table keeps running.
-    pub fn reload(&mut self) -> Result<Reloaded, ConfigError> {
+    /// Every reload, whatever its trigger, is logged here and only here.
+    pub fn reload(&mut self, trigger: ReloadTrigger) -> Result<Reloaded, ConfigError> {
         let path = self.config.source.path.clone();
-        self.reload_from(&path)
+        self.reload_from(&path, trigger)
     }
 
     /// Read a config from `path` and install it (the file the server was started with,
     /// or another one).
-    pub fn reload_from(&mut self, path: &Path) -> Result<Reloaded, ConfigError> {
-        match Config::load(path) {
-            Ok(config) => Ok(self.install(config)),
+    pub fn reload_from(
+        &mut self,
+        path: &Path,
+        trigger: ReloadTrigger,
+    ) -> Result<Reloaded, ConfigError> {
+        match Config::load(path).and_then(|c| self.check_admin_token(c, path)) {
+            Ok(config) => {
+                let reloaded = self.install(config);
+                tracing::info!(
+                    trigger = trigger.label(),
+                    version = reloaded.version,
+                    hash = %format_args!("{:016x}", self.config.source.hash),
+                    "config reloaded"
+                );
+                Ok(reloaded)
+            }
             Err(e) => {
                 self.reloads_failed += 1;
                 self.last_reload_error = Some(e.to_string());
-                tracing::error!(error = %e, "reload refused; the previous table keeps running");
+                tracing::error!(
+                    trigger = trigger.label(),
+                    error = %e,
+                    "reload refused; the previous table keeps running"
+                );
                 Err(e)
             }
+        }
+    }
+
+    /// Record where the admin listener runs (called by `admin::spawn`).
+    pub fn set_admin_listener(&mut self, addr: SocketAddr) {
+        self.admin_listener = Some(addr);
+    }
+
+    /// The admin listener keeps its address across reloads; if that address is off
+    /// loopback (given with `--admin`, say), a new config must still carry a token.
+    fn check_admin_token(&self, config: Config, path: &Path) -> Result<Config, ConfigError> {
+        match self.admin_listener.or(self.config.admin) {
+            Some(addr) if admin_needs_token(addr) && config.admin_token.is_none() => {
+                Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    key: Some("admin.token_file".into()),
+                    message: format!(
+                        "the admin listener runs on {addr}, off loopback: the config must keep a token file"
+                    ),
+                })
+            }
+            _ => Ok(config),
         }
     }
 
@@ -238,9 +354,9 @@ impl Server {
                 "changed in the config file but needs a restart to apply"
             );
         }
-        tracing::info!(
+        tracing::debug!(
             version,
-            hash = format!("{:016x}", self.config.source.hash),
+            hash = %format_args!("{:016x}", self.config.source.hash),
             "routing table installed"
         );
         Reloaded {
@@ -276,8 +392,9 @@ impl Drop for Server {
     }
 }
 
-/// Ask every worker for its metrics (each answers between requests); workers that do not
-/// answer within `timeout` are left out.
+/// Ask every worker for its counters (each answers between requests); workers that do not
+/// answer within `timeout` are left out. The snapshots carry no latency: that stays with
+/// the workers for the next `/metrics` scrape ([`Server::metrics_scrape`]).
 pub fn collect_snapshots(
     controls: &[flume::Sender<Control>],
     timeout: Duration,
@@ -285,7 +402,8 @@ pub fn collect_snapshots(
     let (tx, rx) = flume::unbounded();
     let mut asked = 0;
     for c in controls {
-        if c.send(Control::Snapshot(tx.clone())).is_ok() {
+        let request = SnapshotRequest::counters_only(tx.clone());
+        if c.send(Control::Snapshot(request)).is_ok() {
             asked += 1;
         }
     }

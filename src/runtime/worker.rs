@@ -28,7 +28,7 @@ use crate::config::{DriverChoice, RetrySettings, Settings};
 use crate::error::ProxyError;
 use crate::forward::relay::RelayOptions;
 use crate::forward::splice::PipePair;
-use crate::metrics::{bump, MetricsSnapshot, WorkerMetrics};
+use crate::metrics::{bump, SnapshotRequest, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
 use crate::upstream::pool::{Pools, UpstreamConn};
@@ -44,8 +44,8 @@ pub enum Control {
         /// When to give up on requests still in flight.
         deadline: Instant,
     },
-    /// Send a copy of this worker's metrics.
-    Snapshot(flume::Sender<MetricsSnapshot>),
+    /// Answer a metrics scrape (counters copied, latency histograms swapped, never copied).
+    Snapshot(SnapshotRequest),
 }
 
 /// What a worker needs to start.
@@ -192,11 +192,12 @@ impl Worker {
         self.metrics.relayout(Some(&old.table), &table);
     }
 
-    fn snapshot(&self) -> MetricsSnapshot {
+    fn answer_snapshot(&self, request: SnapshotRequest) {
         let table = self.table();
         let idle = self.pools.borrow().idle_counts().collect();
+        let open = self.open_connections.get();
         self.metrics
-            .snapshot(self.id, &table.table, self.open_connections.get(), idle)
+            .answer(request, self.id, &table.table, open, idle);
     }
 
     /// Whether a drain started.
@@ -322,9 +323,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
                     let _ = ack.send(());
                 }
             }
-            Ok(Control::Snapshot(reply)) => {
-                let _ = reply.send(worker.snapshot());
-            }
+            Ok(Control::Snapshot(request)) => worker.answer_snapshot(request),
             Ok(Control::Drain { deadline }) => break deadline,
             Err(_) => break Instant::now(),
         }

@@ -1,0 +1,331 @@
+//! The routing part of the file: partitions and their servers, explicit users, where
+//! requests without a user id go, classification prefixes and the extraction lists.
+//!
+//! # Invariants
+//! - every partition has at least one write server, and no server twice in one list;
+//! - the implicit partition made from a `default_backend` *address* is last, takes no
+//!   hashed users, and is named [`IMPLICIT_DEFAULT_PARTITION`];
+//! - every `[users]` entry names a partition that takes hashed users.
+
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use super::error::{dotted, Errors};
+use super::file::{FileConfig, PartitionSection};
+use super::ExtractRules;
+
+/// Name of the partition made from a `default_backend` address. A `[partitions.default]`
+/// beside such an address is refused rather than renamed, so the name in `/config`, metrics
+/// and logs always means the same partition.
+pub const IMPLICIT_DEFAULT_PARTITION: &str = "default";
+
+/// Load-balancing policy inside a server list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Round-robin over available servers (per worker).
+    RoundRobin,
+    /// First available server always.
+    PrimaryBackup,
+}
+
+/// A validated partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSpec {
+    /// Name (`zone_1`).
+    pub name: String,
+    /// Servers for Commands.
+    pub write: Vec<SocketAddr>,
+    /// Servers for Queries (empty: use `write`).
+    pub read: Vec<SocketAddr>,
+    /// Policy.
+    pub policy: Policy,
+    /// Whether unknown users may hash here (false for the implicit default partition).
+    pub is_hashed: bool,
+}
+
+/// Where requests without a user id go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultRoute {
+    /// To this partition (index into `partitions`).
+    Partition(usize),
+    /// Refused with 400.
+    Reject,
+}
+
+/// Everything the router needs to build a routing table.
+#[derive(Clone, Debug)]
+pub struct RouteSpec {
+    /// Partitions; the implicit default partition (if any) is last.
+    pub partitions: Vec<PartitionSpec>,
+    /// Explicit user → partition index.
+    pub users: Vec<(Box<[u8]>, usize)>,
+    /// Requests without a user id.
+    pub default: DefaultRoute,
+    /// Command path prefixes.
+    pub command_prefixes: Vec<Box<[u8]>>,
+    /// Query path prefixes.
+    pub query_prefixes: Vec<Box<[u8]>>,
+    /// Extraction lists.
+    pub extract: ExtractRules,
+}
+
+pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec {
+    let mut partitions: Vec<PartitionSpec> = f
+        .partitions
+        .iter()
+        .map(|(name, section)| partition_from(name, section, errors))
+        .collect();
+    let default = default_route(f, &mut partitions, errors);
+    if partitions.is_empty() {
+        errors.add(
+            0..0,
+            "partitions",
+            "no partitions and no default_backend: nothing to route to".into(),
+        );
+    }
+    let extract = extract_rules_from(f, errors);
+    let users = users_from(f, &partitions, extract.max_user_id_bytes, errors);
+    RouteSpec {
+        partitions,
+        users,
+        default,
+        command_prefixes: prefixes_from(
+            &f.classify.command_prefixes,
+            "classify.command_prefixes",
+            errors,
+        ),
+        query_prefixes: prefixes_from(
+            &f.classify.query_prefixes,
+            "classify.query_prefixes",
+            errors,
+        ),
+        extract,
+    }
+}
+
+/// One `[partitions.NAME]` section.
+fn partition_from(
+    name: &str,
+    section: &Spanned<PartitionSection>,
+    errors: &mut Errors<'_>,
+) -> PartitionSpec {
+    let key = dotted("partitions", name);
+    let span = section.span();
+    let p = section.get_ref();
+    if name.is_empty() {
+        errors.add(span.clone(), &key, "a partition needs a name".into());
+    }
+    let servers = server_list(&p.servers, &format!("{key}.servers"), errors);
+    let mut write = server_list(&p.write, &format!("{key}.write"), errors);
+    let mut read = server_list(&p.read, &format!("{key}.read"), errors);
+    if !servers.is_empty() {
+        if !write.is_empty() || !read.is_empty() {
+            errors.add(
+                span.clone(),
+                &key,
+                "use either `servers` or `write`/`read`, not both".into(),
+            );
+        }
+        write = servers;
+        read = Vec::new();
+    }
+    if write.is_empty() {
+        errors.add(
+            span,
+            &key,
+            "a partition needs at least one server (`servers` or `write`)".into(),
+        );
+    }
+    let policy = match p.policy.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("round_robin", _)) => Policy::RoundRobin,
+        Some(("primary_backup", _)) => Policy::PrimaryBackup,
+        Some((other, s)) => {
+            errors.add(
+                s,
+                &format!("{key}.policy"),
+                format!("\"{other}\" is not round_robin or primary_backup"),
+            );
+            Policy::RoundRobin
+        }
+    };
+    PartitionSpec {
+        name: name.to_string(),
+        write,
+        read,
+        policy,
+        is_hashed: true,
+    }
+}
+
+/// A list of `host:port` servers, each resolved, none twice.
+fn server_list(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for v in list {
+        if let Some(a) = errors.addr(v, key) {
+            if out.contains(&a) {
+                errors.add(v.span(), key, format!("{a} is listed twice"));
+            }
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Where requests without a user id go; adds the implicit default partition when
+/// `default_backend` is an address.
+fn default_route(
+    f: &FileConfig,
+    partitions: &mut Vec<PartitionSpec>,
+    errors: &mut Errors<'_>,
+) -> DefaultRoute {
+    let Some(v) = &f.default_backend else {
+        return DefaultRoute::Reject;
+    };
+    if f.reject_without_user {
+        return DefaultRoute::Reject;
+    }
+    let value = v.get_ref();
+    if let Some(i) = partitions.iter().position(|p| p.name == *value) {
+        return DefaultRoute::Partition(i);
+    }
+    if !value.contains(':') {
+        // Every address has a port, so a value without ':' was meant as a partition name.
+        let known: Vec<&str> = partitions.iter().map(|p| p.name.as_str()).collect();
+        errors.add(
+            v.span(),
+            "default_backend",
+            format!(
+                "unknown partition \"{value}\" (partitions: {}); default_backend is a partition name or a host:port address",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ),
+        );
+        return DefaultRoute::Reject;
+    }
+    let Some(a) = errors.addr(v, "default_backend") else {
+        return DefaultRoute::Reject;
+    };
+    if let Some(section) = f.partitions.get(IMPLICIT_DEFAULT_PARTITION) {
+        // Two partitions called "default" would be indistinguishable in /config, metrics
+        // and logs.
+        errors.add(
+            section.span(),
+            &dotted("partitions", IMPLICIT_DEFAULT_PARTITION),
+            format!(
+                "the name \"{IMPLICIT_DEFAULT_PARTITION}\" is reserved for the partition made from default_backend = \"{value}\"; rename this partition, or set default_backend = \"{IMPLICIT_DEFAULT_PARTITION}\" to send requests without a user id to it"
+            ),
+        );
+    }
+    partitions.push(PartitionSpec {
+        name: IMPLICIT_DEFAULT_PARTITION.into(),
+        write: vec![a],
+        read: Vec::new(),
+        policy: Policy::RoundRobin,
+        is_hashed: false,
+    });
+    DefaultRoute::Partition(partitions.len() - 1)
+}
+
+/// `[users]`: user id → index of a partition that takes hashed users. Ids must be ones a
+/// request could carry: not empty, at most `max_user_id_bytes` long.
+fn users_from(
+    f: &FileConfig,
+    partitions: &[PartitionSpec],
+    max_user_id_bytes: usize,
+    errors: &mut Errors<'_>,
+) -> Vec<(Box<[u8]>, usize)> {
+    let mut users = Vec::with_capacity(f.users.len());
+    for (user, part) in &f.users {
+        let key = dotted("users", user);
+        if user.is_empty() {
+            errors.add(
+                part.span(),
+                &key,
+                "an empty user id names nobody (requests without a user id go to default_backend)"
+                    .into(),
+            );
+            continue;
+        }
+        if user.len() > max_user_id_bytes {
+            errors.add(
+                part.span(),
+                &key,
+                format!(
+                    "user id is {} bytes, longer than limits.max_user_id_bytes = {max_user_id_bytes}: no request could carry it",
+                    user.len()
+                ),
+            );
+            continue;
+        }
+        match partitions
+            .iter()
+            .position(|p| p.is_hashed && p.name == *part.get_ref())
+        {
+            Some(i) => users.push((user.as_bytes().to_vec().into_boxed_slice(), i)),
+            None => errors.add(
+                part.span(),
+                &key,
+                format!("unknown partition \"{}\"", part.get_ref()),
+            ),
+        }
+    }
+    users
+}
+
+/// Path prefixes: each must start with `/`.
+fn prefixes_from(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -> Vec<Box<[u8]>> {
+    list.iter()
+        .map(|p| {
+            if !p.get_ref().starts_with('/') {
+                errors.add(
+                    p.span(),
+                    key,
+                    format!("\"{}\" must start with /", p.get_ref()),
+                );
+            }
+            p.get_ref().as_bytes().to_vec().into_boxed_slice()
+        })
+        .collect()
+}
+
+fn extract_rules_from(f: &FileConfig, errors: &mut Errors<'_>) -> ExtractRules {
+    ExtractRules {
+        headers: names_from(&f.extract.headers, "extract.headers", true, errors),
+        query_keys: names_from(&f.extract.query, "extract.query", false, errors),
+        json_keys: names_from(&f.extract.json_keys, "extract.json_keys", false, errors),
+        max_user_id_bytes: errors.range(
+            &f.limits.max_user_id_bytes,
+            "limits.max_user_id_bytes",
+            1,
+            4096,
+        ),
+    }
+}
+
+/// Field, parameter or key names: 1–64 bytes, and token characters for header names.
+fn names_from(
+    list: &[Spanned<String>],
+    key: &str,
+    is_header: bool,
+    errors: &mut Errors<'_>,
+) -> Vec<Box<[u8]>> {
+    list.iter()
+        .map(|n| {
+            let s = n.get_ref();
+            let valid = !s.is_empty()
+                && s.len() <= 64
+                && (!is_header || s.bytes().all(crate::http::chunked::is_tchar));
+            if !valid {
+                errors.add(
+                    n.span(),
+                    key,
+                    format!(
+                        "\"{s}\" is not a valid name (1-64 bytes{})",
+                        if is_header { ", token characters" } else { "" }
+                    ),
+                );
+            }
+            s.as_bytes().to_vec().into_boxed_slice()
+        })
+        .collect()
+}

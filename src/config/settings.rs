@@ -1,0 +1,258 @@
+//! Process and per-request settings: workers, limits, timeouts, pools, retries, circuit
+//! breaker, health checks, access log. Everything here is typed, with units in names
+//! (`Duration`s, `_bytes`), and clamped or refused when out of range.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::Errors;
+use super::file::FileConfig;
+use crate::access_log::{AccessLogConfig, AccessLogFormat};
+
+/// Which io driver workers run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring, falling back to epoll if it cannot be set up.
+    Auto,
+    /// io_uring only (fail if unavailable).
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+impl DriverChoice {
+    /// Parse `auto`, `io_uring`/`uring`, `epoll`/`legacy`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "io_uring" | "uring" | "iouring" => Some(Self::IoUring),
+            "epoll" | "legacy" => Some(Self::Epoll),
+            _ => None,
+        }
+    }
+}
+
+/// Worker threads.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Number of workers (resolved: never 0).
+    pub count: usize,
+    /// Pin each worker to a core.
+    pub pin: bool,
+    /// Cores in worker order (empty: worker i on core i mod cores).
+    pub cpus: Vec<usize>,
+    /// Driver choice.
+    pub driver: DriverChoice,
+    /// io_uring entries.
+    pub ring_entries: u32,
+}
+
+/// Settings a worker reads per request; swapped with the routing table on reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// 431 beyond.
+    pub max_head_bytes: usize,
+    /// 431 beyond.
+    pub max_headers: usize,
+    /// 413 beyond (only when the body is needed for routing).
+    pub body_scan_bytes: usize,
+    /// Bodies at least this large are spliced.
+    pub splice_threshold_bytes: u64,
+    /// Head read deadline.
+    pub client_header_timeout: Duration,
+    /// Keep-alive idle limit.
+    pub client_idle_timeout: Duration,
+    /// Longest pause in a request body.
+    pub client_body_timeout: Duration,
+    /// Upstream connect limit.
+    pub upstream_connect_timeout: Duration,
+    /// Upstream response limit.
+    pub upstream_response_timeout: Duration,
+    /// Idle pooled connections per backend per worker.
+    pub pool_max_idle_per_backend: usize,
+    /// Pooled connection idle limit.
+    pub pool_idle_timeout: Duration,
+    /// Add `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+    /// Protocols an upgrade may switch to.
+    pub upgrade_protocols: Vec<Box<[u8]>>,
+    /// Whole-request deadline (None: none).
+    pub request_deadline: Option<Duration>,
+    /// Circuit breaker (None: off).
+    pub circuit: Option<CircuitSettings>,
+    /// Query retries.
+    pub retry: RetrySettings,
+    /// In-flight requests per worker at which Commands are shed.
+    pub max_in_flight: usize,
+    /// In-flight requests per worker at which Queries are shed.
+    pub query_shed_in_flight: usize,
+}
+
+/// Passive ejection settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// Open → half-open after this long.
+    pub cooldown: Duration,
+    /// 5xx responses count as failures.
+    pub count_5xx: bool,
+}
+
+/// Query retry settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrySettings {
+    /// Attempts per Query including the first.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Budget earned per request.
+    pub budget_ratio: f64,
+    /// Budget cap (and initial value).
+    pub budget_reserve: f64,
+}
+
+impl Eq for RetrySettings {}
+
+/// Active health check settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Between checks.
+    pub interval: Duration,
+    /// Per check.
+    pub timeout: Duration,
+    /// Failures to mark down.
+    pub fall: u32,
+    /// Successes to mark up.
+    pub rise: u32,
+    /// HTTP path, or None for a TCP connect check.
+    pub http_path: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let text = "";
+        let file: FileConfig = toml::from_str(text).expect("empty config parses");
+        let mut errors = Errors::new(Path::new("<defaults>"), text);
+        settings_from(&file, &mut errors)
+    }
+}
+
+pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings {
+    let ms = Duration::from_millis;
+    let t = &f.timeouts;
+    Settings {
+        max_head_bytes: errors.range(
+            &f.limits.max_head_bytes,
+            "limits.max_head_bytes",
+            1024,
+            1 << 20,
+        ),
+        max_headers: errors.range(
+            &f.limits.max_headers,
+            "limits.max_headers",
+            8,
+            crate::http::parse::MAX_HEADERS_LIMIT,
+        ),
+        body_scan_bytes: errors.range(
+            &f.limits.body_scan_bytes,
+            "limits.body_scan_bytes",
+            0,
+            16 << 20,
+        ),
+        splice_threshold_bytes: f.limits.splice_threshold_bytes,
+        client_header_timeout: ms(t.client_header_ms.max(1)),
+        client_idle_timeout: ms(t.client_idle_ms.max(1)),
+        client_body_timeout: ms(t.client_body_ms.max(1)),
+        upstream_connect_timeout: ms(t.upstream_connect_ms.max(1)),
+        upstream_response_timeout: ms(t.upstream_response_ms.max(1)),
+        pool_max_idle_per_backend: f.pool.max_idle_per_backend,
+        pool_idle_timeout: ms(f.pool.idle_timeout_ms.max(1)),
+        x_forwarded_for: f.forward.x_forwarded_for,
+        upgrade_protocols: f
+            .forward
+            .upgrade_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec().into_boxed_slice())
+            .collect(),
+        request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
+        circuit: f.circuit.enabled.then(|| CircuitSettings {
+            consecutive_failures: f.circuit.consecutive_failures.max(1),
+            cooldown: ms(f.circuit.cooldown_ms.max(1)),
+            count_5xx: f.circuit.count_5xx,
+        }),
+        retry: RetrySettings {
+            max_attempts: f.retry.max_attempts.clamp(1, 16),
+            backoff_base: ms(f.retry.backoff_base_ms),
+            backoff_max: ms(f.retry.backoff_max_ms),
+            budget_ratio: f.retry.budget_ratio.clamp(0.0, 1.0),
+            budget_reserve: f.retry.budget_reserve.max(0.0),
+        },
+        max_in_flight: f.overload.max_in_flight_per_worker.max(1),
+        query_shed_in_flight: ((f.overload.max_in_flight_per_worker.max(1) as f64
+            * f.overload.query_shed_ratio.clamp(0.0, 1.0))
+        .ceil() as usize)
+            .max(1),
+    }
+}
+
+pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSettings {
+    let driver = DriverChoice::parse(f.workers.driver.get_ref()).unwrap_or_else(|| {
+        errors.add(
+            f.workers.driver.span(),
+            "workers.driver",
+            format!(
+                "\"{}\" is not one of auto, io_uring, epoll",
+                f.workers.driver.get_ref()
+            ),
+        );
+        DriverChoice::Auto
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    WorkerSettings {
+        count: if f.workers.count == 0 {
+            cores
+        } else {
+            f.workers.count
+        },
+        pin: f.workers.pin,
+        cpus: f.workers.cpus.clone(),
+        driver,
+        ring_entries: f.workers.ring_entries.clamp(64, 32768),
+    }
+}
+
+pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<AccessLogConfig> {
+    if f.log.access_log.is_empty() {
+        return None;
+    }
+    let format = match f.log.access_log_format.get_ref().as_str() {
+        "text" => AccessLogFormat::Text,
+        "json" => AccessLogFormat::Json,
+        other => {
+            errors.add(
+                f.log.access_log_format.span(),
+                "log.access_log_format",
+                format!("\"{other}\" is not text or json"),
+            );
+            AccessLogFormat::Text
+        }
+    };
+    Some(AccessLogConfig {
+        path: PathBuf::from(&f.log.access_log),
+        format,
+        queue_lines: f.log.access_log_queue_lines,
+    })
+}
+
+pub(crate) fn health_from(f: &FileConfig) -> Option<HealthSettings> {
+    f.health.enabled.then(|| HealthSettings {
+        interval: Duration::from_millis(f.health.interval_ms.max(10)),
+        timeout: Duration::from_millis(f.health.timeout_ms.max(1)),
+        fall: f.health.fall.max(1),
+        rise: f.health.rise.max(1),
+        http_path: (!f.health.http_path.is_empty()).then(|| f.health.http_path.clone()),
+    })
+}

@@ -1,0 +1,262 @@
+//! Admin access over real sockets: the bearer token from `admin.token_file`, required off
+//! loopback for everything but `GET /health` and `GET /ready`, and on loopback too once
+//! configured; configs and listeners that would expose the admin API without one are
+//! refused.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringgate::admin::{self, SharedServer};
+use ringgate::config::Config;
+use ringgate::runtime::server::Server;
+
+const TOKEN: &str = "s3cret-token-0123456789";
+
+/// Files in a per-test temp directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("ringgate-admin-auth-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config file: one (unreachable) partition, no health checks, the given `[admin]` lines.
+fn config_text(admin: &str) -> String {
+    format!(
+        "[partitions.zone_1]\nservers = [\"127.0.0.1:1\"]\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\n{admin}\n[workers]\ncount = 1\npin = false\n[health]\nenabled = false\n"
+    )
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One admin request on its own connection (the admin listener closes after each).
+fn call(addr: SocketAddr, method: &str, path: &str, headers: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{headers}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (head, body) = (head.to_string(), body.to_string());
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Reply { status, head, body }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// Start the router from `path` and its admin listener on `admin_addr`.
+fn start(path: &Path, admin_addr: &str) -> (SharedServer, std::io::Result<SocketAddr>) {
+    let server: SharedServer = Arc::new(Mutex::new(
+        Server::start(Config::load(path).unwrap()).unwrap(),
+    ));
+    let admin = admin::spawn(admin_addr.parse().unwrap(), server.clone()).map(|(a, _)| a);
+    (server, admin)
+}
+
+fn stop(server: &SharedServer) {
+    server.lock().unwrap().drain(Duration::from_millis(100));
+}
+
+#[test]
+fn a_configured_token_is_required_on_loopback_too() {
+    let dir = TempDir::new("loopback");
+    dir.write("admin.token", &format!("{TOKEN}\n"));
+    // A relative token_file is found beside the config file.
+    let path = dir.write(
+        "routing.toml",
+        &config_text("address = \"\"\ntoken_file = \"admin.token\""),
+    );
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+
+    // Probes need no token.
+    assert_eq!(call(admin, "GET", "/health", "").status, 200);
+    assert_ne!(call(admin, "GET", "/ready", "").status, 401);
+    let head = call(admin, "HEAD", "/health", "");
+    assert_eq!(
+        (head.status, head.body.as_str()),
+        (200, ""),
+        "HEAD has no body"
+    );
+    assert!(head.head.contains("Content-Length: 3"), "{}", head.head);
+
+    // Everything else does, and says how to authenticate.
+    for (method, path) in [
+        ("GET", "/config"),
+        ("GET", "/metrics"),
+        ("POST", "/reload"),
+        ("POST", "/backends/127.0.0.1:1/drain"),
+        ("GET", "/nope"),
+        ("POST", "/health"),
+    ] {
+        let r = call(admin, method, path, "");
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert!(
+            r.head
+                .contains("\r\nWWW-Authenticate: Bearer realm=\"ringgate-admin\""),
+            "{}",
+            r.head
+        );
+    }
+    let wrong = call(admin, "GET", "/config", &bearer("s3cret-token-0123456780"));
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.head.contains("error=\"invalid_token\""),
+        "{}",
+        wrong.head
+    );
+    assert_eq!(
+        call(admin, "GET", "/config", "Authorization: Basic czNjcmV0\r\n").status,
+        401
+    );
+    let twice = format!("{}{}", bearer(TOKEN), bearer(TOKEN));
+    assert_eq!(call(admin, "GET", "/config", &twice).status, 401);
+
+    assert_eq!(call(admin, "GET", "/config", &bearer(TOKEN)).status, 200);
+    assert_eq!(
+        call(
+            admin,
+            "GET",
+            "/metrics",
+            &format!("authorization: bearer {TOKEN}\r\n")
+        )
+        .status,
+        200
+    );
+    assert_eq!(call(admin, "GET", "/nope", &bearer(TOKEN)).status, 404);
+
+    // A reload re-reads the token file: the new token works at once, the old one no longer.
+    let rotated = "rotated-token-abcdefghijkl";
+    dir.write("admin.token", rotated);
+    assert_eq!(call(admin, "POST", "/reload", &bearer(TOKEN)).status, 200);
+    assert_eq!(call(admin, "GET", "/config", &bearer(TOKEN)).status, 401);
+    assert_eq!(call(admin, "GET", "/config", &bearer(rotated)).status, 200);
+    stop(&server);
+}
+
+#[test]
+fn off_loopback_the_token_is_required() {
+    let dir = TempDir::new("wildcard");
+    let token_file = dir.write("admin.token", TOKEN);
+    let path = dir.write(
+        "routing.toml",
+        &config_text(&format!(
+            "address = \"\"\ntoken_file = \"{}\"",
+            token_file.display()
+        )),
+    );
+    // 0.0.0.0 is not loopback; the test reaches it through 127.0.0.1.
+    let (server, admin) = start(&path, "0.0.0.0:0");
+    let admin: SocketAddr = ([127, 0, 0, 1], admin.unwrap().port()).into();
+    assert_eq!(call(admin, "GET", "/health", "").status, 200);
+    assert_eq!(call(admin, "GET", "/metrics", "").status, 401);
+    assert_eq!(call(admin, "GET", "/metrics", &bearer(TOKEN)).status, 200);
+
+    // A reload may not drop the token while the listener is off loopback.
+    std::fs::write(&path, config_text("address = \"\"")).unwrap();
+    let r = call(admin, "POST", "/reload", &bearer(TOKEN));
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("key `admin.token_file`"), "{}", r.body);
+    assert_eq!(call(admin, "GET", "/metrics", &bearer(TOKEN)).status, 200);
+    stop(&server);
+}
+
+#[test]
+fn no_admin_api_off_loopback_without_a_token() {
+    let dir = TempDir::new("refused");
+    // The file: refused, naming file, line and key.
+    let path = dir.write("routing.toml", &config_text("address = \"0.0.0.0:9901\""));
+    let e = Config::load(&path).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("{}:6: key `admin.address`: 0.0.0.0:9901 is not a loopback address: set admin.token_file", path.display())),
+        "{text}"
+    );
+
+    // A bad token file is refused where it is named.
+    dir.write("short.token", "abc");
+    let path = dir.write("short.toml", &config_text("token_file = \"short.token\""));
+    let text = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}:6: key `admin.token_file`: token file",
+            path.display()
+        )) && text.contains("at least 16"),
+        "{text}"
+    );
+    let path = dir.write("missing.toml", &config_text("token_file = \"nope.token\""));
+    let text = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        text.contains(":6: key `admin.token_file`: cannot read token file"),
+        "{text}"
+    );
+
+    // The listener itself refuses to serve off loopback without a token.
+    let path = dir.write("loopback.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "0.0.0.0:0");
+    assert_eq!(admin.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    stop(&server);
+
+    // So does the binary when --admin moves it off loopback.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args([
+            "--check",
+            "--config",
+            path.to_str().unwrap(),
+            "--admin",
+            "0.0.0.0:9901",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not loopback: set admin.token_file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_a_token_loopback_stays_open() {
+    let dir = TempDir::new("open");
+    let path = dir.write("routing.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    assert_eq!(call(admin, "GET", "/config", "").status, 200);
+    assert_eq!(call(admin, "GET", "/metrics", "").status, 200);
+    stop(&server);
+}

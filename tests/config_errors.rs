@@ -1,0 +1,151 @@
+//! Refused config files name the file, the line and the dotted key, for type errors as
+//! well as validation errors; the same message comes out of `ringgate --check`.
+
+use std::path::PathBuf;
+
+use ringgate::config::{Config, ConfigError, DefaultRoute};
+
+/// A config file in the temp dir, removed on drop.
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(name: &str, text: &str) -> TempConfig {
+        let path = std::env::temp_dir().join(format!(
+            "ringgate-config-errors-{}-{name}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, text).unwrap();
+        TempConfig(path)
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Load `text` from a file and return the refusal, checking that its message starts with
+/// `<file>:<line>: key `<key>`: `.
+fn refused(name: &str, text: &str, line: usize, key: &str) -> ConfigError {
+    let file = TempConfig::new(name, text);
+    let e = Config::load(&file.0).expect_err("config must be refused");
+    let prefix = format!("{}:{line}: key `{key}`: ", file.0.display());
+    assert!(
+        e.to_string().starts_with(&prefix),
+        "{e}\nexpected prefix {prefix}"
+    );
+    assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)));
+    e
+}
+
+const ZONES: &str = "[partitions.zone_1]\nservers = [\"127.0.0.1:3001\"]\n[partitions.zone_2]\nservers = [\"127.0.0.1:3002\"]\n";
+
+#[test]
+fn a_type_error_names_the_key() {
+    let text = format!("{ZONES}[workers]\ncount = \"two\"\n");
+    let e = refused("wrong_type", &text, 6, "workers.count");
+    assert!(e.message.contains("invalid type: string \"two\""), "{e}");
+
+    let e = refused(
+        "unknown_key",
+        &format!("{ZONES}[partitions.zone_3]\nservers = [\"127.0.0.1:1\"]\nweight = 2\n"),
+        7,
+        "partitions.zone_3.weight",
+    );
+    assert!(e.message.contains("unknown field `weight`"), "{e}");
+
+    refused(
+        "array_item",
+        &format!("{ZONES}[workers]\ncpus = [0, \"one\"]\n"),
+        6,
+        "workers.cpus",
+    );
+}
+
+#[test]
+fn a_misspelt_default_partition_is_called_unknown() {
+    let text = format!("default_backend = \"zone_7\"\n{ZONES}");
+    let e = refused("misspelt_default", &text, 1, "default_backend");
+    assert!(
+        e.message
+            .starts_with("unknown partition \"zone_7\" (partitions: zone_1, zone_2)"),
+        "{e}"
+    );
+    // An address that does not resolve is still reported as an address.
+    let e = refused(
+        "bad_address",
+        &format!("default_backend = \"no-such-host.invalid:80\"\n{ZONES}"),
+        1,
+        "default_backend",
+    );
+    assert!(e.message.contains("host:port"), "{e}");
+}
+
+#[test]
+fn a_partition_named_default_beside_an_implicit_one_is_refused() {
+    let text = format!(
+        "default_backend = \"127.0.0.1:3009\"\n{ZONES}[partitions.default]\nservers = [\"127.0.0.1:3003\"]\n"
+    );
+    let e = refused("two_defaults", &text, 6, "partitions.default");
+    assert!(e.message.contains("reserved"), "{e}");
+
+    // Naming it as the default route is fine: there is then no implicit partition.
+    let ok = TempConfig::new(
+        "named_default",
+        &format!("default_backend = \"default\"\n{ZONES}[partitions.default]\nservers = [\"127.0.0.1:3003\"]\n"),
+    );
+    let c = Config::load(&ok.0).unwrap();
+    let names: Vec<&str> = c
+        .routes
+        .partitions
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["default", "zone_1", "zone_2"]);
+    assert_eq!(c.routes.default, DefaultRoute::Partition(0));
+}
+
+#[test]
+fn user_ids_must_be_ones_a_request_can_carry() {
+    let e = refused(
+        "empty_user",
+        &format!("{ZONES}[users]\nalice = \"zone_1\"\n\"\" = \"zone_1\"\n"),
+        7,
+        "users.\"\"",
+    );
+    assert!(e.message.contains("empty user id"), "{e}");
+
+    let long = "u".repeat(33);
+    let e = refused(
+        "long_user",
+        &format!("{ZONES}[limits]\nmax_user_id_bytes = 32\n[users]\n{long} = \"zone_1\"\n"),
+        8,
+        &format!("users.{long}"),
+    );
+    assert!(e.message.contains("33 bytes"), "{e}");
+    // At the limit it is fine.
+    let ok = TempConfig::new(
+        "user_at_limit",
+        &format!("{ZONES}[limits]\nmax_user_id_bytes = 33\n[users]\n{long} = \"zone_1\"\n"),
+    );
+    assert_eq!(Config::load(&ok.0).unwrap().routes.users.len(), 1);
+}
+
+#[test]
+fn the_binary_prints_the_same_message() {
+    let file = TempConfig::new("binary", &format!("{ZONES}[workers]\ncount = \"two\"\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["--check", "--config", file.0.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6: key `workers.count`: invalid type",
+            file.0.display()
+        )),
+        "{stderr}"
+    );
+}
