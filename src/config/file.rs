@@ -124,6 +124,10 @@ pub struct WorkersSection {
     pub driver: Spanned<String>,
     /// io_uring submission queue entries.
     pub ring_entries: u32,
+    /// io_uring setup: `defer_taskrun`, `coop_taskrun`, `plain` or `sqpoll`.
+    pub ring: Spanned<String>,
+    /// Workers never sleep: they spin on their completion queue (dedicated cores).
+    pub busy_poll: bool,
 }
 
 impl Default for WorkersSection {
@@ -134,6 +138,8 @@ impl Default for WorkersSection {
             cpus: Vec::new(),
             driver: Spanned::new(0..0, "auto".into()),
             ring_entries: 1024,
+            ring: Spanned::new(0..0, "defer_taskrun".into()),
+            busy_poll: false,
         }
     }
 }
@@ -183,6 +189,8 @@ pub struct TimeoutsSection {
     /// Whole request, from complete head to response head, all attempts included (504);
     /// 0 = no deadline.
     pub request_deadline_ms: u64,
+    /// A tunnel (after a 101) with no byte in either direction for this long ends.
+    pub tunnel_idle_ms: u64,
 }
 
 impl Default for TimeoutsSection {
@@ -194,6 +202,7 @@ impl Default for TimeoutsSection {
             upstream_connect_ms: 1_000,
             upstream_response_ms: 30_000,
             request_deadline_ms: 0,
+            tunnel_idle_ms: 3_600_000,
         }
     }
 }

@@ -38,7 +38,8 @@ pub use extract::{
 use file::FileConfig;
 pub use routes::{DefaultRoute, PartitionSpec, Policy, RouteSpec, IMPLICIT_DEFAULT_PARTITION};
 pub use settings::{
-    CircuitSettings, DriverChoice, HealthSettings, RetrySettings, Settings, WorkerSettings,
+    CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
+    WorkerSettings,
 };
 
 /// Where a config came from.

@@ -32,6 +32,52 @@ impl DriverChoice {
     }
 }
 
+/// io_uring setup flags of a worker's ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingSetup {
+    /// No flags.
+    Plain,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`.
+    CoopTaskrun,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`.
+    DeferTaskrun,
+    /// `SQPOLL` (pinned to the worker's core when pinned).
+    Sqpoll,
+}
+
+impl RingSetup {
+    /// Parse a config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "plain" => Self::Plain,
+            "coop_taskrun" => Self::CoopTaskrun,
+            "defer_taskrun" => Self::DeferTaskrun,
+            "sqpoll" => Self::Sqpoll,
+            _ => return None,
+        })
+    }
+
+    /// Config/log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::CoopTaskrun => "coop_taskrun",
+            Self::DeferTaskrun => "defer_taskrun",
+            Self::Sqpoll => "sqpoll",
+        }
+    }
+
+    /// The setup a worker uses: a busy-polling worker needs completions produced at its
+    /// every kernel entry, which `defer_taskrun` does not do.
+    pub fn effective(self, busy_poll: bool) -> Self {
+        if busy_poll && self == Self::DeferTaskrun {
+            Self::CoopTaskrun
+        } else {
+            self
+        }
+    }
+}
+
 /// Worker threads.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -45,6 +91,10 @@ pub struct WorkerSettings {
     pub driver: DriverChoice,
     /// io_uring entries.
     pub ring_entries: u32,
+    /// io_uring setup flags.
+    pub ring: RingSetup,
+    /// Workers never sleep (spin on their completion queue).
+    pub busy_poll: bool,
 }
 
 /// Settings a worker reads per request; swapped with the routing table on reload.
@@ -78,6 +128,8 @@ pub struct Settings {
     pub upgrade_protocols: Vec<Box<[u8]>>,
     /// Whole-request deadline (None: none).
     pub request_deadline: Option<Duration>,
+    /// A tunnel with no byte either way for this long ends.
+    pub tunnel_idle_timeout: Duration,
     /// Circuit breaker (None: off).
     pub circuit: Option<CircuitSettings>,
     /// Query retries.
@@ -178,6 +230,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             .map(|p| p.as_bytes().to_vec().into_boxed_slice())
             .collect(),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
+        tunnel_idle_timeout: ms(t.tunnel_idle_ms.max(1)),
         circuit: f.circuit.enabled.then(|| CircuitSettings {
             consecutive_failures: f.circuit.consecutive_failures.max(1),
             cooldown: ms(f.circuit.cooldown_ms.max(1)),
@@ -210,6 +263,17 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
         );
         DriverChoice::Auto
     });
+    let ring = RingSetup::parse(f.workers.ring.get_ref()).unwrap_or_else(|| {
+        errors.add(
+            f.workers.ring.span(),
+            "workers.ring",
+            format!(
+                "\"{}\" is not one of defer_taskrun, coop_taskrun, plain, sqpoll",
+                f.workers.ring.get_ref()
+            ),
+        );
+        RingSetup::DeferTaskrun
+    });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     WorkerSettings {
         count: if f.workers.count == 0 {
@@ -221,6 +285,8 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
         cpus: f.workers.cpus.clone(),
         driver,
         ring_entries: f.workers.ring_entries.clamp(64, 32768),
+        ring,
+        busy_poll: f.workers.busy_poll,
     }
 }
 

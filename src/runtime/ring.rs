@@ -27,72 +27,27 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::config::DriverChoice;
+use crate::config::{DriverChoice, RingSetup};
 
-/// io_uring setup flags of a worker's ring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RingSetup {
-    /// No flags.
-    Plain,
-    /// `COOP_TASKRUN | TASKRUN_FLAG`.
-    CoopTaskrun,
-    /// `SINGLE_ISSUER | DEFER_TASKRUN`.
-    DeferTaskrun,
-    /// `SQPOLL` (pinned to the worker's core when pinned).
-    Sqpoll,
-}
-
-impl RingSetup {
-    /// Parse a config value.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "plain" => Self::Plain,
-            "coop_taskrun" => Self::CoopTaskrun,
-            "defer_taskrun" => Self::DeferTaskrun,
-            "sqpoll" => Self::Sqpoll,
-            _ => return None,
-        })
-    }
-
-    /// Config/log label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Plain => "plain",
-            Self::CoopTaskrun => "coop_taskrun",
-            Self::DeferTaskrun => "defer_taskrun",
-            Self::Sqpoll => "sqpoll",
+/// The io_uring flags of each setup.
+fn builder(setup: RingSetup, core: Option<usize>) -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    match setup {
+        RingSetup::Plain => {}
+        RingSetup::CoopTaskrun => {
+            b.setup_coop_taskrun().setup_taskrun_flag();
         }
-    }
-
-    /// The setup a worker uses: a busy-polling worker needs completions produced at its
-    /// every kernel entry, which `defer_taskrun` does not do.
-    pub fn effective(self, busy_poll: bool) -> Self {
-        if busy_poll && self == Self::DeferTaskrun {
-            Self::CoopTaskrun
-        } else {
-            self
+        RingSetup::DeferTaskrun => {
+            b.setup_single_issuer().setup_defer_taskrun();
         }
-    }
-
-    fn builder(self, core: Option<usize>) -> io_uring::Builder {
-        let mut b = io_uring::IoUring::builder();
-        match self {
-            Self::Plain => {}
-            Self::CoopTaskrun => {
-                b.setup_coop_taskrun().setup_taskrun_flag();
-            }
-            Self::DeferTaskrun => {
-                b.setup_single_issuer().setup_defer_taskrun();
-            }
-            Self::Sqpoll => {
-                b.setup_sqpoll(1000);
-                if let Some(cpu) = core {
-                    b.setup_sqpoll_cpu(cpu as u32);
-                }
+        RingSetup::Sqpoll => {
+            b.setup_sqpoll(1000);
+            if let Some(cpu) = core {
+                b.setup_sqpoll_cpu(cpu as u32);
             }
         }
-        b
     }
+    b
 }
 
 /// The io driver a worker actually runs on.
@@ -110,6 +65,14 @@ impl ActiveDriver {
         match self {
             ActiveDriver::IoUring(_) => "io_uring",
             ActiveDriver::Epoll => "epoll",
+        }
+    }
+
+    /// The ring setup in use, for logs (`-` on epoll).
+    pub fn ring_label(self) -> &'static str {
+        match self {
+            ActiveDriver::IoUring(setup) => setup.label(),
+            ActiveDriver::Epoll => "-",
         }
     }
 }
@@ -191,7 +154,7 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
     let build = |setup: RingSetup| {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(spec.entries)
-            .uring_builder(setup.builder(spec.core))
+            .uring_builder(builder(setup, spec.core))
             .enable_timer()
             .build()
     };

@@ -144,6 +144,8 @@ impl Server {
                 core,
                 driver: config.workers.driver,
                 ring_entries: config.workers.ring_entries,
+                ring: config.workers.ring,
+                busy_poll: config.workers.busy_poll,
                 listener,
                 table: table.clone(),
                 max_connections: config.max_connections_per_worker,
@@ -153,6 +155,7 @@ impl Server {
                 worker = id,
                 core = %CoreLabel(core),
                 driver = handle.driver.label(),
+                ring = handle.driver.ring_label(),
                 "worker started"
             );
             workers.push(handle);

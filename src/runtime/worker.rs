@@ -22,9 +22,9 @@ use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
 pub use super::ring::ActiveDriver;
-use super::ring::{self, RingSetup, RuntimeSpec};
+use super::ring::{self, RuntimeSpec};
 use crate::access_log::AccessLog;
-use crate::config::{DriverChoice, RetrySettings, Settings};
+use crate::config::{DriverChoice, RetrySettings, RingSetup, Settings};
 use crate::error::ProxyError;
 use crate::forward::relay::RelayOptions;
 use crate::forward::splice::PipePair;
@@ -58,6 +58,10 @@ pub struct WorkerSpec {
     pub driver: DriverChoice,
     /// io_uring entries.
     pub ring_entries: u32,
+    /// io_uring setup.
+    pub ring: RingSetup,
+    /// Never sleep.
+    pub busy_poll: bool,
     /// Its own listener (already bound with `SO_REUSEPORT`, non-blocking).
     pub listener: std::net::TcpListener,
     /// The first routing table.
@@ -80,14 +84,6 @@ pub struct WorkerHandle {
     pub driver: ActiveDriver,
 }
 
-/// Ring setup from `RINGGATE_RING` (measurement experiments), else the default.
-fn experiment_ring() -> RingSetup {
-    std::env::var("RINGGATE_RING")
-        .ok()
-        .and_then(|v| RingSetup::parse(&v))
-        .unwrap_or(RingSetup::DeferTaskrun)
-}
-
 /// Start a worker thread; returns once its runtime is up (or failed to start).
 pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
     let (control, inbox) = flume::unbounded();
@@ -104,8 +100,8 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
             let runtime = RuntimeSpec {
                 driver: spec.driver,
                 entries: spec.ring_entries,
-                ring: experiment_ring(),
-                busy_poll: std::env::var_os("RINGGATE_BUSY_POLL").is_some_and(|v| v == "1"),
+                ring: spec.ring,
+                busy_poll: spec.busy_poll,
                 core: spec.core,
             };
             ring::run(runtime, ready_tx, move || worker_main(spec, inbox));
