@@ -9,7 +9,7 @@
 //! `config` produces plain data and imports nothing from the data path (`route`,
 //! `upstream`, `forward`, `runtime`): they depend on it, never the other way round.
 //!
-//! - [`file`]: the serde mirror of the TOML file, with every default;
+//! - [`file`](mod@file): the serde mirror of the TOML file, with every default;
 //! - `admin`: the admin bearer token ([`AdminToken`]) and who needs one;
 //! - `error`: [`ConfigError`] and the collector validation reports into;
 //! - `settings`: workers, limits, timeouts, retries, health checks, access log;
