@@ -103,3 +103,28 @@ fn connections_beyond_the_bound_get_503_and_a_clean_close() {
         );
     }
 }
+
+#[test]
+fn a_body_that_will_be_refused_is_not_invited_with_100_continue() {
+    let (b, r) = router();
+    let mut c = Client::connect(r.addr);
+    c.send(b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n\r\n");
+    let first = c.read_message();
+    assert_eq!(first.status, 413, "refused before any 100 Continue");
+    c.finish_sending();
+    c.expect_fin();
+    // A body that will be read is invited.
+    let mut c = Client::connect(r.addr);
+    let body = br#"{"user_id":"alice"}"#;
+    c.send(
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_message().status, 100);
+    c.send(body);
+    assert_eq!(c.read_response().status, 200);
+    assert_eq!(b.request_count(), 1);
+}

@@ -364,3 +364,12 @@ fn interim_responses_are_relayed_before_the_final_one() {
     }
     c.expect_open_for(Duration::from_millis(20));
 }
+
+#[test]
+fn the_demo_backend_answers_the_same_request_with_the_same_length() {
+    // `ab` counts a change of length as a failed request: the `served` counter must not
+    // change the body's length as it grows from 9 to 10 and beyond.
+    let demo = demo_backend("zone_1");
+    let lengths: Vec<usize> = (0..12).map(|_| get(demo, "/same", "").body.len()).collect();
+    assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
+}

@@ -11,6 +11,9 @@
 //! pattern bytes, see [`pattern_byte`], instead of JSON), `chunked=1` (chunked response),
 //! `echo=head` (include the received head in the JSON, to see what the router forwarded).
 //! `GET /__backend/stats` returns the number of other requests this process has served.
+//! The JSON also carries that count (`served`), padded with spaces to a fixed width, so the
+//! same request always gets a response of the same length (load tools such as `ab` count a
+//! length change as a failed request).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -317,7 +320,7 @@ async fn write_response(
     if opts.resp_bytes.is_none() {
         let _ = write!(
             json,
-            "{{\"zone\":\"{}\",\"port\":{},\"method\":\"{}\",\"path\":\"{}\",\"body_len\":{},\"body_fnv64\":\"{:016x}\",\"served\":{}",
+            "{{\"zone\":\"{}\",\"port\":{},\"method\":\"{}\",\"path\":\"{}\",\"body_len\":{},\"body_fnv64\":\"{:016x}\",\"served\":{:<20}",
             id.zone,
             id.port,
             req.method,

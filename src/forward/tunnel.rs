@@ -6,8 +6,8 @@
 //!
 //! # How a tunnel ends
 //! - One side closes its sending direction (FIN): the close is passed on (the other side
-//!   gets a FIN after the last byte), and the other direction gets [`HALF_CLOSE_GRACE`] to
-//!   finish too; then the tunnel ends.
+//!   gets a FIN after the last byte), and the other direction gets [`HALF_CLOSE_GRACE`]
+//!   (or the idle timeout, if shorter) to finish too; then the tunnel ends.
 //! - A reset or error on either side ends it at once.
 //! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`).
 //! - The worker's drain deadline passes: it ends (the stop handle fires).
@@ -106,8 +106,18 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
     let (mut client_read, mut client_write) = client;
     let (mut upstream_read, mut upstream_write) = upstream;
     let active = Cell::new(Instant::now());
-    let mut up = pin!(flow(&mut client_read, &mut upstream_write, &active, &opts.stop));
-    let mut down = pin!(flow(&mut upstream_read, &mut client_write, &active, &opts.stop));
+    let mut up = pin!(flow(
+        &mut client_read,
+        &mut upstream_write,
+        &active,
+        &opts.stop
+    ));
+    let mut down = pin!(flow(
+        &mut upstream_read,
+        &mut client_write,
+        &active,
+        &opts.stop
+    ));
     let mut up_done: Option<Flow> = None;
     let mut down_done: Option<Flow> = None;
     let mut grace_until: Option<Instant> = None;
@@ -141,7 +151,7 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
             (Some(Flow::Error), _) | (_, Some(Flow::Error)) => return TunnelEnd::Error,
             (Some(Flow::Eof), Some(Flow::Eof)) => return TunnelEnd::Closed,
             (Some(_), None) | (None, Some(_)) if grace_until.is_none() => {
-                grace_until = Some(Instant::now() + HALF_CLOSE_GRACE);
+                grace_until = Some(Instant::now() + HALF_CLOSE_GRACE.min(opts.idle));
             }
             _ => {}
         }
