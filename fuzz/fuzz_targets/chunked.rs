@@ -16,9 +16,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringgate::http::chunked::{
-    is_tchar, ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES,
-};
+use ringgate::http::chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
+use ringgate::http::field::is_tchar;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {

@@ -19,6 +19,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringgate::http::field::Span;
 use ringgate::http::head::write_request_head;
 use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
 use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
@@ -116,7 +117,7 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
     let bytes = &raw[..len];
     // Offsets are in bounds and ordered.
     assert_eq!(head.len, len);
-    let in_head = |s: ringgate::http::parse::Span| {
+    let in_head = |s: Span| {
         assert!(
             s.start <= s.end && (s.end as usize) <= len,
             "{s:?} out of {len}"
@@ -129,7 +130,11 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
         assert!(q.start >= head.path.end);
     }
     assert!(head.path.start >= head.target.start && head.path.end <= head.target.end);
-    let mut last = head.request_line_end();
+    // The request line ends where the first field line starts.
+    let mut last = head
+        .headers
+        .first()
+        .map_or(len - 2, |f| f.name.start as usize);
     assert!(last <= len);
     for (i, f) in head.headers.iter().enumerate() {
         in_head(f.name);

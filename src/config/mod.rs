@@ -724,7 +724,7 @@ fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec {
                 let s = n.get_ref();
                 let valid = !s.is_empty()
                     && s.len() <= 64
-                    && (!header || s.bytes().all(crate::http::chunked::is_tchar));
+                    && (!header || s.bytes().all(crate::http::field::is_tchar));
                 if !valid {
                     errors.add(
                         n.span(),

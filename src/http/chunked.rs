@@ -14,6 +14,8 @@
 //! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
 //!   [`MAX_TRAILER_BYTES`] in total.
 
+use super::field::is_tchar;
+
 /// Longest accepted chunk-size line including extensions, without CRLF.
 pub const MAX_CHUNK_LINE: u32 = 4096;
 /// Largest accepted trailer section.
@@ -278,13 +280,6 @@ fn hex_value(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
-}
-
-/// RFC 9110 token character.
-pub fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-        | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
 #[cfg(test)]

@@ -23,51 +23,14 @@
 
 use std::mem::MaybeUninit;
 
+use super::field::{
+    field_line, is_underscore_framing_name, list_elements, mark_named_fields, parse_content_length,
+    trim_ows, HeaderField, Span,
+};
 use crate::error::{ErrorKind, ProxyError};
 
 /// Hard upper bound on the number of header fields, whatever the config says.
 pub const MAX_HEADERS_LIMIT: usize = 256;
-/// Longest `Content-Length` value accepted (digits); longer cannot fit in a u64 anyway.
-const MAX_CONTENT_LENGTH_DIGITS: usize = 18;
-
-/// A byte range inside the buffer that holds the head.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
-    /// First byte.
-    pub start: u32,
-    /// One past the last byte.
-    pub end: u32,
-}
-
-impl Span {
-    /// Span of `part`, a sub-slice of `base`.
-    #[inline]
-    pub fn of(base: &[u8], part: &[u8]) -> Self {
-        let start = part.as_ptr() as usize - base.as_ptr() as usize;
-        Self {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
-    }
-
-    /// The bytes this span covers in `buf`.
-    #[inline]
-    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start as usize..self.end as usize]
-    }
-
-    /// Length in bytes.
-    #[inline]
-    pub fn len(&self) -> usize {
-        (self.end - self.start) as usize
-    }
-
-    /// Whether the span is empty.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-}
 
 /// Request methods ringgate treats specially; everything else is `Other`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,29 +91,6 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// One header field: offsets of name and value, and whether it is dropped on forwarding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HeaderField {
-    /// Field name (as received, any case).
-    pub name: Span,
-    /// Field value without leading/trailing whitespace.
-    pub value: Span,
-    /// Hop-by-hop: not forwarded (RFC 9110 §7.6.1).
-    pub is_hop_by_hop: bool,
-}
-
-/// Byte range of field line `i` (name through CRLF) in a head of `head_len` bytes whose
-/// fields are `headers`: a line ends where the next one starts, the last one before the
-/// final blank line.
-pub fn field_line(headers: &[HeaderField], head_len: usize, i: usize) -> (usize, usize) {
-    let start = headers[i].name.start as usize;
-    let end = match headers.get(i + 1) {
-        Some(next) => next.name.start as usize,
-        None => head_len - 2,
-    };
-    (start, end)
-}
-
 /// A parsed request head: offsets into the connection buffer plus framing decisions.
 #[derive(Debug, Default)]
 pub struct RequestHead {
@@ -194,14 +134,6 @@ impl RequestHead {
     /// Byte range of header line `i` (name through CRLF) within the head.
     pub fn header_line(&self, i: usize) -> (usize, usize) {
         field_line(&self.headers, self.len, i)
-    }
-
-    /// End of the request line (start of the first header line).
-    pub fn request_line_end(&self) -> usize {
-        match self.headers.first() {
-            Some(h) => h.name.start as usize,
-            None => self.len - 2,
-        }
     }
 }
 
@@ -377,11 +309,12 @@ impl FieldState {
             }
             14 if eq(b"content-length") => {
                 self.content_length_count += 1;
-                self.content_length = Some(parse_content_length(value)?);
+                self.content_length =
+                    Some(parse_content_length(value).map_err(|e| bad(e.reason()))?);
             }
             16 if eq(b"proxy-connection") => return Ok(true),
             17 if eq(b"transfer-encoding") => self.observe_transfer_encoding(value)?,
-            14 | 17 if is_underscore_variant(name) => {
+            14 | 17 if is_underscore_framing_name(name) => {
                 return Err(bad("underscore variant of a framing header name"))
             }
             _ => {}
@@ -512,79 +445,8 @@ pub fn restrict_upgrade(buf: &[u8], head: &mut RequestHead, allowed: &[Box<[u8]>
 /// Mark as hop-by-hop every field named in a `Connection` header (RFC 9110 §7.6.1), in
 /// every `Connection` field (not only the first few: a name listed in the ninth one is
 /// just as hop-by-hop).
-pub(crate) fn mark_connection_named(bytes: &[u8], head: &mut RequestHead) {
+fn mark_connection_named(bytes: &[u8], head: &mut RequestHead) {
     mark_named_fields(bytes, &mut head.headers, |_| true);
-}
-
-/// Mark the fields named by the tokens of every `Connection` field in `headers`, for the
-/// tokens `applies` accepts.
-pub(crate) fn mark_named_fields(
-    bytes: &[u8],
-    headers: &mut [HeaderField],
-    applies: impl Fn(&[u8]) -> bool,
-) {
-    for i in 0..headers.len() {
-        let field = headers[i];
-        if !field.name.get(bytes).eq_ignore_ascii_case(b"connection") {
-            continue;
-        }
-        for token in list_elements(field.value.get(bytes)).flatten() {
-            if !applies(token) {
-                continue;
-            }
-            for f in headers.iter_mut() {
-                if f.name.get(bytes).eq_ignore_ascii_case(token) {
-                    f.is_hop_by_hop = true;
-                }
-            }
-        }
-    }
-}
-
-/// Iterate the elements of a comma-separated list, trimming optional whitespace.
-/// Empty elements are yielded as `None` so callers can refuse them.
-pub fn list_elements(value: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
-    value.split(|&b| b == b',').map(|e| {
-        let e = trim_ows(e);
-        if e.is_empty() {
-            None
-        } else {
-            Some(e)
-        }
-    })
-}
-
-/// Trim spaces and tabs on both sides.
-pub fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
-}
-
-/// `Content_Length` or `Transfer_Encoding` (any case, any mix of `_` and `-`). Some
-/// servers read `_` as `-` (CGI-style header maps); ringgate would forward such a field
-/// as an unknown one while the backend frames the body by it, so it is refused.
-fn is_underscore_variant(name: &[u8]) -> bool {
-    name.contains(&b'_')
-        && [&b"content-length"[..], b"transfer-encoding"]
-            .iter()
-            .any(|lit| eq_dash_underscore(name, lit))
-}
-
-/// Case-insensitive equality where `_` and `-` are the same byte.
-pub fn eq_dash_underscore(a: &[u8], b: &[u8]) -> bool {
-    let norm = |c: u8| {
-        if c == b'_' {
-            b'-'
-        } else {
-            c.to_ascii_lowercase()
-        }
-    };
-    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
 }
 
 /// RFC 9112 §3.2: `Host = uri-host [ ":" port ]`, possibly empty. Checked as a byte set
@@ -628,25 +490,6 @@ fn is_known_coding(coding: &[u8]) -> bool {
     ]
     .iter()
     .any(|k| coding.eq_ignore_ascii_case(k))
-}
-
-/// Strict `Content-Length`: 1–18 ASCII digits, no sign, no leading zero (except "0"),
-/// no list. Anything else is ambiguous between parsers and refused.
-pub fn parse_content_length(value: &[u8]) -> Result<u64, ProxyError> {
-    if value.is_empty() || value.len() > MAX_CONTENT_LENGTH_DIGITS {
-        return Err(bad("invalid Content-Length"));
-    }
-    if value.len() > 1 && value[0] == b'0' {
-        return Err(bad("invalid Content-Length (leading zero)"));
-    }
-    let mut n: u64 = 0;
-    for &b in value {
-        if !b.is_ascii_digit() {
-            return Err(bad("invalid Content-Length"));
-        }
-        n = n * 10 + u64::from(b - b'0');
-    }
-    Ok(n)
 }
 
 /// `application/json`, `text/json` or any `+json` structured syntax suffix.
@@ -923,23 +766,5 @@ mod tests {
                 .unwrap()
                 .body_may_be_json
         );
-    }
-
-    #[test]
-    fn content_length_parser() {
-        assert_eq!(parse_content_length(b"0").unwrap(), 0);
-        assert_eq!(parse_content_length(b"123456").unwrap(), 123456);
-        for bad in [
-            &b""[..],
-            b"00",
-            b"1a",
-            b"+1",
-            b" 1",
-            b"1,1",
-            b"0x10",
-            b"1234567890123456789",
-        ] {
-            assert!(parse_content_length(bad).is_err(), "{:?}", bad);
-        }
     }
 }

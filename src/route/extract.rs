@@ -20,7 +20,8 @@
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use crate::error::ProxyError;
-use crate::http::parse::{eq_dash_underscore, RequestHead};
+use crate::http::field::eq_dash_underscore;
+use crate::http::parse::RequestHead;
 
 /// Where a user id was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
