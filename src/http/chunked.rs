@@ -6,15 +6,27 @@
 //! only jobs are to find where the message ends and to refuse anything two parsers could
 //! read differently.
 //!
+//! The same decoder reads request bodies (a refusal is a 400) and upstream responses (a
+//! 502), so both directions follow the rules below.
+//!
 //! # Invariants
 //! - chunk-size is hex digits with a value below 2^63, nothing else before `;` or CRLF
 //!   (no `0x`, no sign, no whitespace);
+//! - chunk extensions are exactly `*( ";" token [ "=" ( token / quoted-string ) ] )`
+//!   (RFC 9112 §7.1.1, quoted-string per RFC 9110 §5.6.4) and travel byte for byte.
+//!   Stricter than the RFC in two places, both because ringgate forwards the line as
+//!   received and cannot normalise it: no BWS (a sender MUST NOT generate it, RFC 9110
+//!   §5.6.3; recipients disagree on `5 ;`), and no quoted-pair escaping `"` (a reader that
+//!   ignores `\` ends the string there and would then read a quote as still open). So a
+//!   valid line ends at its first CRLF for every reader: one that skips to CRLF, one that
+//!   honours quoted-strings, and one that reads quotes without escapes. `2;a="\r\nx"` —
+//!   framed differently by a reader that looks for the closing quote — is refused;
 //! - a chunk line (size + extensions) is at most [`MAX_CHUNK_LINE`] bytes;
 //! - chunk data is followed by exactly CRLF;
 //! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
 //!   [`MAX_TRAILER_BYTES`] in total.
 
-use super::field::is_tchar;
+use super::field::{is_qdtext, is_quoted_pair_byte, is_tchar};
 
 /// Longest accepted chunk-size line including extensions, without CRLF.
 pub const MAX_CHUNK_LINE: u32 = 4096;
@@ -34,6 +46,8 @@ pub enum ChunkError {
     MissingDataCrlf,
     /// A bare CR or LF.
     BadLineEnding,
+    /// A chunk extension outside the RFC 9112 §7.1.1 grammar (or with BWS or `\"`).
+    BadExtension,
     /// A malformed or oversized trailer section.
     BadTrailer,
 }
@@ -47,6 +61,7 @@ impl ChunkError {
             ChunkError::LineTooLong => "chunk line too long",
             ChunkError::MissingDataCrlf => "chunk data not followed by CRLF",
             ChunkError::BadLineEnding => "bare CR or LF in chunked body",
+            ChunkError::BadExtension => "invalid chunk extension",
             ChunkError::BadTrailer => "invalid trailer section",
         }
     }
@@ -56,8 +71,20 @@ impl ChunkError {
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// After `;`: extension bytes until CR.
-    Extension,
+    /// After `;`: the first byte of an extension name.
+    ExtNameStart,
+    /// Inside an extension name.
+    ExtName,
+    /// After `=`: the first byte of an extension value.
+    ExtValueStart,
+    /// Inside a token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After `\` inside a quoted-string.
+    ExtQuotedPair,
+    /// After the closing quote: `;` or CR.
+    ExtQuotedEnd,
     /// Saw CR after the size line, need LF.
     SizeLf,
     /// Inside chunk data.
@@ -176,7 +203,7 @@ impl ChunkedDecoder {
                 } else if self.digits == 0 {
                     return Err(ChunkError::InvalidSize);
                 } else if b == b';' {
-                    self.state = State::Extension;
+                    self.state = State::ExtNameStart;
                     self.bump_line()?;
                 } else if b == b'\r' {
                     self.state = State::SizeLf;
@@ -184,11 +211,13 @@ impl ChunkedDecoder {
                     return Err(ChunkError::InvalidSize);
                 }
             }
-            State::Extension => match b {
-                b'\r' => self.state = State::SizeLf,
-                b'\t' | b' '..=b'~' | 0x80..=0xff => self.bump_line()?,
-                _ => return Err(ChunkError::BadLineEnding),
-            },
+            State::ExtNameStart
+            | State::ExtName
+            | State::ExtValueStart
+            | State::ExtToken
+            | State::ExtQuoted
+            | State::ExtQuotedPair
+            | State::ExtQuotedEnd => self.step_extension(b)?,
             State::SizeLf => {
                 if b != b'\n' {
                     return Err(ChunkError::BadLineEnding);
@@ -256,6 +285,36 @@ impl ChunkedDecoder {
         Ok(())
     }
 
+    /// One byte of a chunk extension (RFC 9112 §7.1.1, without BWS):
+    /// `*( ";" token [ "=" ( token / quoted-string ) ] )`, ended by CR.
+    fn step_extension(&mut self, b: u8) -> Result<(), ChunkError> {
+        self.state = match (self.state, b) {
+            // A name: at least one tchar (so no bare `;`, no `;=v`, no `; a`).
+            (State::ExtNameStart, _) if is_tchar(b) => State::ExtName,
+            (State::ExtName, _) if is_tchar(b) => State::ExtName,
+            (State::ExtName, b'=') => State::ExtValueStart,
+            // A value: a token or a quoted-string (so no `a=`, no `a= b`).
+            (State::ExtValueStart, b'"') => State::ExtQuoted,
+            (State::ExtValueStart | State::ExtToken, _) if is_tchar(b) => State::ExtToken,
+            (State::ExtQuoted, b'"') => State::ExtQuotedEnd,
+            (State::ExtQuoted, b'\\') => State::ExtQuotedPair,
+            (State::ExtQuoted, _) if is_qdtext(b) => State::ExtQuoted,
+            // `\"` is valid RFC 9110 but ends the string early for a reader without
+            // escapes, and makes the rest of the line look quoted to it: refused.
+            (State::ExtQuotedPair, _) if b != b'"' && is_quoted_pair_byte(b) => State::ExtQuoted,
+            // After a complete name, value or quoted-string: the next extension or CRLF.
+            (State::ExtName | State::ExtToken | State::ExtQuotedEnd, b';') => State::ExtNameStart,
+            (State::ExtName | State::ExtToken | State::ExtQuotedEnd, b'\r') => {
+                self.state = State::SizeLf;
+                return Ok(());
+            }
+            // Anything else: BWS, CR/LF/NUL or other controls inside a quoted-string, an
+            // unterminated quote, a bare `;`, `;=`, `a=`, a second `=`.
+            _ => return Err(ChunkError::BadExtension),
+        };
+        self.bump_line()
+    }
+
     fn bump_line(&mut self) -> Result<(), ChunkError> {
         self.line_len += 1;
         if self.line_len > MAX_CHUNK_LINE {
@@ -321,7 +380,7 @@ mod tests {
             (b"5\r\nhelloX\r\n0\r\n\r\n", ChunkError::MissingDataCrlf),
             (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingDataCrlf),
             (b"10000000000000000\r\n", ChunkError::SizeOverflow),
-            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", ChunkError::BadLineEnding),
+            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
             (b"0\r\n folded\r\n\r\n", ChunkError::BadTrailer),
             (b"0\r\nNoColon\r\n\r\n", ChunkError::BadTrailer),
             (b"0\r\nX: a\nY: b\r\n\r\n", ChunkError::BadTrailer),
@@ -339,6 +398,155 @@ mod tests {
             ChunkedDecoder::new().feed(&long, &mut |_| {}),
             Err(ChunkError::LineTooLong)
         );
+    }
+
+    /// Feed `input` whole and one byte at a time; both must give the same answer.
+    fn outcome(input: &[u8]) -> Result<usize, ChunkError> {
+        let whole = ChunkedDecoder::new().feed(input, &mut |_| {});
+        let mut d = ChunkedDecoder::new();
+        let mut bytewise = Ok(0);
+        for (i, b) in input.iter().enumerate() {
+            match d.feed(std::slice::from_ref(b), &mut |_| {}) {
+                Ok(_) if d.is_done() => {
+                    bytewise = Ok(i + 1);
+                    break;
+                }
+                Ok(_) => bytewise = Ok(i + 1),
+                Err(e) => {
+                    bytewise = Err(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(whole, bytewise, "{:?}", String::from_utf8_lossy(input));
+        whole
+    }
+
+    /// A one-chunk body `5<ext>\r\nhello\r\n0\r\n\r\n`.
+    fn with_ext(ext: &[u8]) -> Vec<u8> {
+        let mut v = b"5".to_vec();
+        v.extend_from_slice(ext);
+        v.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        v
+    }
+
+    #[test]
+    fn chunk_extensions_per_rfc9112_7_1_1() {
+        for ext in [
+            &b""[..],
+            b";a",
+            b";a=b",
+            b";a=b;c",
+            b";name=value;other=\"quoted value\"",
+            b";a=\"\"",
+            b";a=\"x;y=z\"",
+            b";a=\"\\\\\"",
+            b";a=\"\\x\\\t\"",
+            b";a=\"tab\there\"",
+            b";a=\"\xc3\xa9 obs-text\"",
+            b";!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~",
+            b";a=\"x\";b=\"y\"",
+        ] {
+            let input = with_ext(ext);
+            assert_eq!(
+                outcome(&input),
+                Ok(input.len()),
+                "{:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+        for ext in [
+            // The smuggling vector: CR LF inside a quoted string.
+            &b";a=\"\r\nx\""[..],
+            b";a=\"\n\"",
+            b";a=\"\rx\"",
+            b";a=\"\0\"",
+            b";a=\"\x7f\"",
+            b";a=\"\x01\"",
+            // Unterminated quote (the line would end inside it).
+            b";a=\"x",
+            b";a=\"x\\\"",
+            // Escaped quote: valid RFC 9110, refused (see the module docs).
+            b";a=\"x\\\"y\"",
+            b";a=\"\\\"\"",
+            // quoted-pair of a control byte.
+            b";a=\"\\\r\"",
+            b";a=\"\\\0\"",
+            // Bare `;`, empty names and values.
+            b";",
+            b";;a",
+            b";a;",
+            b";=v",
+            b";a=",
+            b";a=;b",
+            // BWS anywhere (before the first `;` it is a size error, below).
+            b"; a",
+            b";a =b",
+            b";a= b",
+            b";a=b ",
+            b";a=\"x\" ",
+            // Not tokens.
+            b";a=b=c",
+            b";a=b\"c\"",
+            b";a\"b\"",
+            b";a=\"x\"y",
+            b";a/b",
+            b";a=b,c",
+            b";a@b",
+            b";\xc3\xa9",
+            b";a=\xc3\xa9",
+        ] {
+            assert_eq!(
+                outcome(&with_ext(ext)),
+                Err(ChunkError::BadExtension),
+                "{:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+        // The last chunk's extensions follow the same grammar.
+        assert_eq!(
+            outcome(b"0;a=\"x\"\r\n\r\n"),
+            Ok(b"0;a=\"x\"\r\n\r\n".len())
+        );
+        assert_eq!(
+            outcome(b"0;a=\"\r\n\"\r\n\r\n"),
+            Err(ChunkError::BadExtension)
+        );
+        // Whitespace right after the size stays a size error.
+        for ext in [&b" "[..], b" ;a", b"\t;a=b"] {
+            assert_eq!(outcome(&with_ext(ext)), Err(ChunkError::InvalidSize));
+        }
+    }
+
+    #[test]
+    fn quoted_crlf_cannot_hide_a_request() {
+        // A reader that looks for the closing quote would take `GET /smuggled ...` as
+        // part of the extension and read the chunk data from after it.
+        let attack = b"2;a=\"\r\nxx\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\"\r\nxx\r\n0\r\n\r\n";
+        assert_eq!(outcome(attack), Err(ChunkError::BadExtension));
+    }
+
+    #[test]
+    fn every_split_gives_the_same_answer() {
+        let inputs: &[&[u8]] = &[
+            b"5;a=\"q;\\\\x\";b=c\r\nhello\r\n0;z\r\nX-A: 1\r\nX-B:2\r\n\r\n",
+            b"5;a=\"\r\nhello\r\n0\r\n\r\n",
+        ];
+        for input in inputs {
+            let whole = ChunkedDecoder::new().feed(input, &mut |_| {});
+            for split in 1..input.len() {
+                let mut d = ChunkedDecoder::new();
+                let got = d
+                    .feed(&input[..split], &mut |_| {})
+                    .and_then(|n| Ok(n + d.feed(&input[split..], &mut |_| {})?));
+                assert_eq!(
+                    got,
+                    whole,
+                    "split at {split} of {:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 
     #[test]

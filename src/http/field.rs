@@ -1,10 +1,10 @@
 //! Field and token grammar shared by every parser (RFC 9110 §5, §5.6).
 //!
-//! What a field name, a list element or a `Content-Length` may be, decided once, here:
-//! request heads ([`super::parse`]), response heads ([`super::response`]), trailer
-//! sections ([`super::chunked`]), the head rewrite ([`super::head`]), the config (header
-//! names) and the demo backend all ask this module, so two of them can never disagree
-//! about the same bytes.
+//! What a field name, a list element, a `Content-Length` or a quoted-string may be,
+//! decided once, here: request heads ([`super::parse`]), response heads
+//! ([`super::response`]), chunk extensions and trailer sections ([`super::chunked`]), the
+//! head rewrite ([`super::head`]), the config (header names) and the demo backend all ask
+//! this module, so two of them can never disagree about the same bytes.
 //!
 //! Also here: [`Span`] and [`HeaderField`], the offsets a parsed head records for each
 //! field, and [`field_line`], the byte range of one field line.
@@ -105,6 +105,23 @@ pub fn is_tchar(b: u8) -> bool {
     matches!(b,
         b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
         | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+/// A byte of a field value (RFC 9110 §5.5 `field-content`): `field-vchar` (VCHAR or
+/// obs-text), SP or HTAB. Everything else — NUL, CR, LF, other controls, DEL — is refused.
+pub fn is_field_value_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b' '..=b'~' | 0x80..=0xff)
+}
+
+/// RFC 9110 §5.6.4 `qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text`: a byte
+/// that stands for itself inside a quoted-string (not `"`, not `\`, no control byte).
+pub fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
+}
+
+/// The byte after `\` in a quoted-pair (RFC 9110 §5.6.4): HTAB, SP, VCHAR or obs-text.
+pub fn is_quoted_pair_byte(b: u8) -> bool {
+    is_field_value_byte(b)
 }
 
 /// Trim spaces and tabs on both sides.
@@ -215,6 +232,31 @@ mod tests {
         for b in 0u8..=255 {
             let expected = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
             assert_eq!(is_tchar(b), expected, "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn value_and_quoted_string_bytes() {
+        for b in 0u8..=255 {
+            let vchar_or_obs = (0x21..=0x7e).contains(&b) || b >= 0x80;
+            assert_eq!(
+                is_field_value_byte(b),
+                vchar_or_obs || b == b' ' || b == b'\t',
+                "{b:#x}"
+            );
+            assert_eq!(
+                is_qdtext(b),
+                (vchar_or_obs || b == b' ' || b == b'\t') && b != b'"' && b != b'\\',
+                "{b:#x}"
+            );
+            assert_eq!(
+                is_quoted_pair_byte(b),
+                vchar_or_obs || b == b' ' || b == b'\t',
+                "{b:#x}"
+            );
+        }
+        for b in [0u8, b'\r', b'\n', 0x7f, 0x1f] {
+            assert!(!is_field_value_byte(b) && !is_qdtext(b) && !is_quoted_pair_byte(b));
         }
     }
 
