@@ -15,7 +15,8 @@
 //!   find a second request) is never served.
 //!
 //! Policy documented by the rows: ringgate forwards a correctly framed body on any method
-//! (GET, OPTIONS, DELETE...); trailer fields never frame anything and travel as sent;
+//! (GET, OPTIONS, DELETE...); trailer fields travel as sent, except the ones RFC 9110
+//! §6.5.1 keeps out of trailers (framing, routing, ...), which refuse the request;
 //! absolute-form targets travel as sent (the backend, as origin server, takes the
 //! authority from the target, and ringgate does not route by Host); an unknown method
 //! token is forwarded and classified as a write; `Upgrade` only switches protocols on a
@@ -431,11 +432,9 @@ fn corpus() -> Vec<Case> {
             "codings are case-insensitive (RFC 9112 §7)"),
         forwarded("te_gzip_then_chunked_fields", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", &cs, "/p",
             "a list split over fields is one list ending in chunked"),
-        forwarded("te_in_trailer", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-            format!("{:x}\r\n{s}\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", n), "/p",
-            "trailer fields never frame the message; forwarded as sent"),
-        forwarded("cl_in_trailer", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n", "/p",
+        refused("te_in_trailer", chunked(format!("{:x}\r\n{s}\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", n)), 400,
+            "framing fields are not allowed in trailers (RFC 9110 §6.5.1): a backend merging trailers would see TE"),
+        refused("cl_in_trailer", chunked("5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"), 400,
             "the same for Content-Length in a trailer"),
         // --- Content-Length --------------------------------------------------------------
         refused("cl_duplicate_equal", post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), 400,

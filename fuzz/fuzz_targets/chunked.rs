@@ -11,7 +11,10 @@
 //!   same limits and the same policy accepts, refuses or waits for more on exactly the
 //!   same inputs, with the same message length and chunk data. The policy: chunk
 //!   extensions are `*( ";" token [ "=" ( token / quoted-string ) ] )` without BWS and
-//!   without a quoted-pair escaping `"`; trailer lines are `token ":" field-content`.
+//!   without a quoted-pair escaping `"`; trailer lines are `token ":" field-content` and
+//!   never name a field [`is_forbidden_trailer`] refuses (the deny-list itself is data,
+//!   unit-tested in `http::field`; this reference checks the decoder applies it to the
+//!   whole name, whatever its length, case or split).
 //!
 //! Input layout: byte 0 seeds the split points (its low bit selects the skip_data path),
 //! the rest is the body.
@@ -19,6 +22,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringgate::http::chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
+use ringgate::http::field::is_forbidden_trailer;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -190,8 +194,8 @@ fn chunk_ext(e: &[u8]) -> Option<bool> {
 /// `chunk-size [ chunk-ext ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
 /// CRLF. chunk-size: HEXDIG with a value below 2^63; chunk-ext as [`chunk_ext`]; the size
 /// line holds at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are
-/// `token ":" *( HTAB / SP / VCHAR / obs-text )`, at most MAX_TRAILER_BYTES in total
-/// (CRLFs not counted).
+/// `token ":" *( HTAB / SP / VCHAR / obs-text )` with a name not on the deny-list, at most
+/// MAX_TRAILER_BYTES in total (CRLFs not counted).
 fn reference(b: &[u8]) -> Outcome {
     let mut data = Vec::new();
     let mut i = 0;
@@ -286,17 +290,18 @@ fn reference(b: &[u8]) -> Outcome {
             };
         }
         // field name
+        let name_start = i;
         let mut saw_colon = false;
-        let mut name_len = 0;
         loop {
             need!(1);
             let c = b[i];
             if !saw_colon {
-                if c == b':' && name_len > 0 {
+                if c == b':' && i > name_start {
+                    if is_forbidden_trailer(&b[name_start..i]) {
+                        return Outcome::Invalid;
+                    }
                     saw_colon = true;
-                } else if tchar(c) {
-                    name_len += 1;
-                } else {
+                } else if !tchar(c) {
                     return Outcome::Invalid;
                 }
             } else if c == b'\r' {

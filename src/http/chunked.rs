@@ -23,10 +23,18 @@
 //!   framed differently by a reader that looks for the closing quote — is refused;
 //! - a chunk line (size + extensions) is at most [`MAX_CHUNK_LINE`] bytes;
 //! - chunk data is followed by exactly CRLF;
-//! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
-//!   [`MAX_TRAILER_BYTES`] in total.
+//! - trailer lines are field lines as in a head (token name, colon, field-content bytes,
+//!   no obs-fold, no bare CR/LF), at most [`MAX_TRAILER_BYTES`] in total, and never name a
+//!   field RFC 9110 §6.5.1 keeps out of trailers (framing, routing, request modifiers,
+//!   authentication, response control, content format; see
+//!   [`super::field::is_forbidden_trailer`]). Such a trailer refuses the whole message;
+//!   it is not dropped, because the decoder only delimits bytes that are relayed as they
+//!   arrived.
 
-use super::field::{is_qdtext, is_quoted_pair_byte, is_tchar};
+use super::field::{
+    is_field_value_byte, is_forbidden_trailer, is_qdtext, is_quoted_pair_byte, is_tchar,
+    MAX_FORBIDDEN_TRAILER_NAME,
+};
 
 /// Longest accepted chunk-size line including extensions, without CRLF.
 pub const MAX_CHUNK_LINE: u32 = 4096;
@@ -50,6 +58,8 @@ pub enum ChunkError {
     BadExtension,
     /// A malformed or oversized trailer section.
     BadTrailer,
+    /// A trailer field that must not be sent in trailers (RFC 9110 §6.5.1).
+    ForbiddenTrailer,
 }
 
 impl ChunkError {
@@ -63,6 +73,7 @@ impl ChunkError {
             ChunkError::BadLineEnding => "bare CR or LF in chunked body",
             ChunkError::BadExtension => "invalid chunk extension",
             ChunkError::BadTrailer => "invalid trailer section",
+            ChunkError::ForbiddenTrailer => "field not allowed in a trailer section",
         }
     }
 }
@@ -95,8 +106,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    TrailerLine,
+    /// Inside a trailer field name.
+    TrailerName,
+    /// After the colon of a trailer line: the value until CR.
+    TrailerValue,
     /// Saw CR at the end of a trailer line, need LF.
     TrailerLf,
     /// Saw CR of the final empty line, need LF.
@@ -113,7 +126,10 @@ pub struct ChunkedDecoder {
     digits: u8,
     line_len: u32,
     trailer_len: u32,
-    saw_colon: bool,
+    /// The current trailer name's length, and its first bytes (enough to compare it with
+    /// the deny-list; a longer name cannot be on it).
+    name_len: u32,
+    name: [u8; MAX_FORBIDDEN_TRAILER_NAME],
 }
 
 impl Default for ChunkedDecoder {
@@ -131,7 +147,8 @@ impl ChunkedDecoder {
             digits: 0,
             line_len: 0,
             trailer_len: 0,
-            saw_colon: false,
+            name_len: 0,
+            name: [0; MAX_FORBIDDEN_TRAILER_NAME],
         }
     }
 
@@ -246,28 +263,40 @@ impl ChunkedDecoder {
                 if b == b'\r' {
                     self.state = State::EndLf;
                 } else if is_tchar(b) {
-                    self.saw_colon = false;
-                    self.state = State::TrailerLine;
+                    self.name_len = 0;
+                    self.push_name_byte(b);
+                    self.state = State::TrailerName;
                     self.bump_trailer()?;
                 } else {
                     // Includes SP/HTAB (obs-fold) and bare LF.
                     return Err(ChunkError::BadTrailer);
                 }
             }
-            State::TrailerLine => match b {
-                b'\r' if self.saw_colon => self.state = State::TrailerLf,
-                b':' => {
-                    self.saw_colon = true;
-                    self.bump_trailer()?;
-                }
-                b'\t' | b' '..=b'~' | 0x80..=0xff => {
-                    if !self.saw_colon && !is_tchar(b) {
-                        return Err(ChunkError::BadTrailer);
+            State::TrailerName => {
+                if is_tchar(b) {
+                    self.push_name_byte(b);
+                } else if b == b':' {
+                    let len = self.name_len as usize;
+                    if len <= MAX_FORBIDDEN_TRAILER_NAME && is_forbidden_trailer(&self.name[..len])
+                    {
+                        return Err(ChunkError::ForbiddenTrailer);
                     }
-                    self.bump_trailer()?;
+                    self.state = State::TrailerValue;
+                } else {
+                    // Whitespace before the colon, a missing colon, CR, LF, controls.
+                    return Err(ChunkError::BadTrailer);
                 }
-                _ => return Err(ChunkError::BadTrailer),
-            },
+                self.bump_trailer()?;
+            }
+            State::TrailerValue => {
+                if b == b'\r' {
+                    self.state = State::TrailerLf;
+                } else if is_field_value_byte(b) {
+                    self.bump_trailer()?;
+                } else {
+                    return Err(ChunkError::BadTrailer);
+                }
+            }
             State::TrailerLf => {
                 if b != b'\n' {
                     return Err(ChunkError::BadLineEnding);
@@ -313,6 +342,13 @@ impl ChunkedDecoder {
             _ => return Err(ChunkError::BadExtension),
         };
         self.bump_line()
+    }
+
+    fn push_name_byte(&mut self, b: u8) {
+        if let Some(slot) = self.name.get_mut(self.name_len as usize) {
+            *slot = b;
+        }
+        self.name_len = self.name_len.saturating_add(1);
     }
 
     fn bump_line(&mut self) -> Result<(), ChunkError> {
@@ -527,10 +563,125 @@ mod tests {
     }
 
     #[test]
+    fn trailer_fields_follow_head_rules() {
+        for trailer in [
+            &b"X-Checksum: abc\r\n"[..],
+            b"X-A:1\r\n",
+            b"X-Empty:\r\n",
+            b"X-Ows: \t v \t\r\n",
+            b"X-Obs: \xc3\xa9\r\n",
+            b"Trailer: X-Checksum\r\n",
+            b"Server-Timing: db;dur=53\r\nX-B: 2\r\n",
+            b"Content-Length2: 5\r\n",
+            b"X-Content-Length: 5\r\n",
+        ] {
+            let mut input = b"0\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(
+                outcome(&input),
+                Ok(input.len()),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+        for (trailer, want) in [
+            (&b"X: a\r\n b\r\n"[..], ChunkError::BadTrailer),
+            (b"X: a\r\n\tb\r\n", ChunkError::BadTrailer),
+            (b" X: a\r\n", ChunkError::BadTrailer),
+            (b"X : a\r\n", ChunkError::BadTrailer),
+            (b"X\t: a\r\n", ChunkError::BadTrailer),
+            (b": a\r\n", ChunkError::BadTrailer),
+            (b"NoColon\r\n", ChunkError::BadTrailer),
+            (b"X: a\nY: b\r\n", ChunkError::BadTrailer),
+            (b"X: a\rY: b\r\n", ChunkError::BadLineEnding),
+            (b"X: a\0b\r\n", ChunkError::BadTrailer),
+            (b"X: a\x7fb\r\n", ChunkError::BadTrailer),
+            (b"X: a\x0bb\r\n", ChunkError::BadTrailer),
+            (b"X\xc3\xa9: a\r\n", ChunkError::BadTrailer),
+            (b"X\"Y: a\r\n", ChunkError::BadTrailer),
+        ] {
+            let mut input = b"0\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(
+                outcome(&input),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+    }
+
+    #[test]
+    fn framing_and_routing_fields_are_refused_in_trailers() {
+        for trailer in [
+            &b"Content-Length: 5"[..],
+            b"content-length: 5",
+            b"CONTENT-LENGTH: 5",
+            b"Content_Length: 5",
+            b"Content-Length:",
+            b"Transfer-Encoding: chunked",
+            b"transfer-encoding: chunked",
+            b"TRANSFER_ENCODING: chunked",
+            b"Host: evil",
+            b"host: evil",
+            b"HoSt:evil",
+            b"Authorization: Bearer x",
+            b"Cookie: a=b",
+            b"Cache-Control: no-store",
+            b"If-Match: *",
+            b"Range: bytes=0-1",
+            b"Expect: 100-continue",
+            b"Location: /x",
+            b"Set-Cookie: a=b",
+            b"Content-Type: text/plain",
+            b"Connection: close",
+            b"Upgrade: h2c",
+            b"TE: trailers",
+            b"X-Forwarded-For: 1.2.3.4",
+            b"X-User-Id: bob",
+        ] {
+            // Also after an allowed trailer, and with the name split over feeds.
+            let mut input = b"3\r\nabc\r\n0\r\nX-Ok: 1\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                outcome(&input),
+                Err(ChunkError::ForbiddenTrailer),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+    }
+
+    #[test]
+    fn response_bodies_follow_the_same_rules() {
+        // relay_chunked reads upstream responses with this decoder; its errors become
+        // a 502. A `Content-Length` trailer in a response is refused the same way.
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.feed(
+                b"5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n",
+                &mut |_| {}
+            ),
+            Err(ChunkError::ForbiddenTrailer)
+        );
+        assert_eq!(
+            ChunkError::ForbiddenTrailer.reason(),
+            "field not allowed in a trailer section"
+        );
+        assert_eq!(ChunkError::BadExtension.reason(), "invalid chunk extension");
+    }
+
+    #[test]
     fn every_split_gives_the_same_answer() {
         let inputs: &[&[u8]] = &[
             b"5;a=\"q;\\\\x\";b=c\r\nhello\r\n0;z\r\nX-A: 1\r\nX-B:2\r\n\r\n",
             b"5;a=\"\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nproxy-authorization: x\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nproxy-authorizationx: x\r\n\r\n",
         ];
         for input in inputs {
             let whole = ChunkedDecoder::new().feed(input, &mut |_| {});

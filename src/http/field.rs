@@ -1,4 +1,4 @@
-//! Field and token grammar shared by every parser (RFC 9110 §5, §5.6).
+//! Field and token grammar shared by every parser (RFC 9110 §5, §5.6, §6.5.1).
 //!
 //! What a field name, a list element, a `Content-Length` or a quoted-string may be,
 //! decided once, here: request heads ([`super::parse`]), response heads
@@ -223,6 +223,95 @@ pub(crate) fn mark_named_fields(
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Trailer fields (RFC 9110 §6.5.1)
+// ---------------------------------------------------------------------------------------
+
+/// Field names that must never arrive in a trailer section. RFC 9110 §6.5.1: fields
+/// "necessary prior to receiving the content, such as those that describe message
+/// framing, routing, authentication, request modifiers, response controls, or content
+/// format" cannot be processed after the content; a recipient that merges trailers into
+/// the header section (many frameworks do) would act on a value ringgate never saw when
+/// it framed, routed and rewrote the head. The list follows the categories RFC 7230
+/// §4.1.2 spelled out, plus the hop-by-hop fields and the fields ringgate itself owns.
+const FORBIDDEN_TRAILER_FIELDS: &[&[u8]] = &[
+    // Message framing.
+    b"content-length",
+    b"transfer-encoding",
+    // Routing.
+    b"host",
+    // Request modifiers: controls and conditionals (RFC 9110 §13, RFC 9111 §5.2).
+    b"cache-control",
+    b"expect",
+    b"max-forwards",
+    b"pragma",
+    b"range",
+    b"te",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"if-range",
+    // Authentication and state (RFC 9110 §11, RFC 6265).
+    b"authorization",
+    b"proxy-authorization",
+    b"www-authenticate",
+    b"proxy-authenticate",
+    b"cookie",
+    b"set-cookie",
+    // Response control data.
+    b"age",
+    b"expires",
+    b"date",
+    b"location",
+    b"retry-after",
+    b"vary",
+    b"warning",
+    // Content format: how to process the content.
+    b"content-encoding",
+    b"content-type",
+    b"content-range",
+    // Connection management (hop-by-hop, RFC 9110 §7.6.1).
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"upgrade",
+    // Fields the edge owns (SPEC §8): a trailer must not re-introduce what the head
+    // rewrite drops or sets.
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+    // The SPEC's default user-id fields (SPEC §1): a backend reading the user from a
+    // merged trailer could act for another user than the one ringgate routed.
+    b"x-user-id",
+    b"x-trader-id",
+];
+
+/// Length of the longest name in the trailer deny-list: a trailer name longer than this
+/// is allowed without looking further.
+pub const MAX_FORBIDDEN_TRAILER_NAME: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < FORBIDDEN_TRAILER_FIELDS.len() {
+        if FORBIDDEN_TRAILER_FIELDS[i].len() > max {
+            max = FORBIDDEN_TRAILER_FIELDS[i].len();
+        }
+        i += 1;
+    }
+    max
+};
+
+/// Whether a field named `name` is refused in a trailer section (any case; `_` counts as
+/// `-`, for the servers that map one to the other).
+pub fn is_forbidden_trailer(name: &[u8]) -> bool {
+    name.len() <= MAX_FORBIDDEN_TRAILER_NAME
+        && FORBIDDEN_TRAILER_FIELDS
+            .iter()
+            .any(|f| eq_dash_underscore(name, f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +413,53 @@ mod tests {
         assert_eq!(flags, vec![false, true, false, true, false]);
         assert_eq!(field_line(&headers, raw.len() + 2, 1), (18, 24));
         assert_eq!(field_line(&headers, raw.len() + 2, 4), (36, raw.len()));
+    }
+
+    #[test]
+    fn trailer_deny_list() {
+        for name in [
+            &b"Content-Length"[..],
+            b"content-length",
+            b"CONTENT-LENGTH",
+            b"Content_Length",
+            b"transfer-encoding",
+            b"Transfer_Encoding",
+            b"Host",
+            b"HOST",
+            b"Authorization",
+            b"Cookie",
+            b"Set-Cookie",
+            b"Cache-Control",
+            b"If-None-Match",
+            b"Content-Type",
+            b"Connection",
+            b"TE",
+            b"X-Forwarded-For",
+            b"x-user-id",
+            b"X_Trader_Id",
+        ] {
+            assert!(
+                is_forbidden_trailer(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        for name in [
+            &b"X-Checksum"[..],
+            b"Server-Timing",
+            b"Trailer",
+            b"Content-Length2",
+            b"Hostx",
+            b"ETag",
+            b"Digest",
+            b"a",
+        ] {
+            assert!(
+                !is_forbidden_trailer(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert_eq!(MAX_FORBIDDEN_TRAILER_NAME, b"proxy-authorization".len());
     }
 }
