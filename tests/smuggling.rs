@@ -17,8 +17,9 @@
 //! Policy documented by the rows: ringgate forwards a correctly framed body on any method
 //! (GET, OPTIONS, DELETE...); trailer fields travel as sent, except the ones RFC 9110
 //! §6.5.1 keeps out of trailers (framing, routing, ...), which refuse the request;
-//! absolute-form targets travel as sent (the backend, as origin server, takes the
-//! authority from the target, and ringgate does not route by Host); an unknown method
+//! absolute-form targets travel as sent when their authority names the same origin as
+//! `Host` (the backend, as origin server, takes the authority from the target; anything
+//! reading `Host` must find the same one); an unknown method
 //! token is forwarded and classified as a write; `Upgrade` only switches protocols on a
 //! 101 — after any other status the connection stays HTTP and every later byte is parsed
 //! by ringgate.
@@ -601,11 +602,13 @@ fn corpus() -> Vec<Case> {
         refused("too_many_headers", get_with(&(0..120).map(|i| format!("X-{i}: v\r\n")).collect::<String>()), 431,
             "beyond max_headers"),
         forwarded("rl_options_asterisk", "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", "", "*", "asterisk-form for OPTIONS"),
-        forwarded("rl_absolute_form", "GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", "",
+        forwarded("rl_absolute_form", "GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: Other.Example:80\r\n\r\n", "",
             "http://other.example/abs?x=1",
-            "policy: absolute-form travels as sent; the origin takes the authority from it"),
-        forwarded("rl_absolute_authority_only", "GET http://other.example HTTP/1.1\r\nHost: t\r\n\r\n", "",
+            "policy: absolute-form travels as sent when Host names the same origin (RFC 9110 §4.2.3)"),
+        forwarded("rl_absolute_authority_only", "GET http://other.example HTTP/1.1\r\nHost: other.example\r\n\r\n", "",
             "http://other.example", "authority-only absolute-form"),
+        refused("rl_absolute_host_mismatch", "GET http://other.example/abs HTTP/1.1\r\nHost: t\r\n\r\n", 400,
+            "the origin reads the target's authority (RFC 9112 §3.2.2), anything reading Host another server"),
         forwarded("rl_lowercase_method", "get /lower HTTP/1.1\r\nHost: t\r\n\r\n", "", "/lower",
             "policy: an unknown method token is forwarded (classified as a write)"),
         forwarded("leading_crlf", "\r\n\r\nGET /lead HTTP/1.1\r\nHost: t\r\n\r\n", "", "/lead",

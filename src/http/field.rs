@@ -1,7 +1,7 @@
-//! Field and token grammar shared by every parser (RFC 9110 §5, §5.6, §6.5.1).
+//! Field and token grammar shared by every parser (RFC 9110 §5, §5.6, §6.5.1, §7.2).
 //!
-//! What a field name, a list element, a `Content-Length` or a quoted-string may be,
-//! decided once, here: request heads ([`super::parse`]), response heads
+//! What a field name, a list element, a `Content-Length`, a `Host` or a quoted-string may
+//! be, decided once, here: request heads ([`super::parse`]), response heads
 //! ([`super::response`]), chunk extensions and trailer sections ([`super::chunked`]), the
 //! head rewrite ([`super::head`]), the config (header names) and the demo backend all ask
 //! this module, so two of them can never disagree about the same bytes.
@@ -11,6 +11,12 @@
 //!
 //! # Hot path
 //! Byte predicates and slice walks; no allocation, no copies.
+//!
+//! # Invariants
+//! Stricter than the RFC grammar in a few documented places (a `,` in `Host`, an empty
+//! port, a host that ends in a number but is not a dotted quad, IPvFuture literals): each
+//! is a value different recipients read differently, so it is refused rather than passed
+//! on.
 
 /// Longest `Content-Length` value accepted (digits); longer cannot fit in a u64 anyway.
 const MAX_CONTENT_LENGTH_DIGITS: usize = 18;
@@ -312,6 +318,167 @@ pub fn is_forbidden_trailer(name: &[u8]) -> bool {
             .any(|f| eq_dash_underscore(name, f))
 }
 
+// ---------------------------------------------------------------------------------------
+// Host and authority (RFC 9110 §7.2, §4.2; RFC 3986 §3.2.2–3.2.3)
+// ---------------------------------------------------------------------------------------
+
+/// A validated `uri-host [ ":" port ]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPort<'a> {
+    /// The host: a reg-name, a dotted-quad IPv4 address, or `[IPv6]` with its brackets.
+    pub host: &'a [u8],
+    /// The port, when one was given.
+    pub port: Option<u16>,
+}
+
+impl HostPort<'_> {
+    /// Whether both name the same origin server: hosts equal ignoring ASCII case, ports
+    /// equal once a missing one is read as `default_port` (RFC 9110 §4.2.3).
+    pub fn is_same_origin(&self, other: &HostPort<'_>, default_port: u16) -> bool {
+        self.host.eq_ignore_ascii_case(other.host)
+            && self.port.unwrap_or(default_port) == other.port.unwrap_or(default_port)
+    }
+}
+
+/// Parse `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2) with a non-empty host:
+///
+/// - `host` is an IP-literal holding an IPv6 address (`[::1]`; IPvFuture and zone ids
+///   are refused), a dotted-quad IPv4 address (no leading zeros), or a reg-name
+///   (unreserved / pct-encoded / sub-delims). A reg-name that *ends in a number* (its
+///   last label all digits, or `0x` hex) must be a valid dotted quad: `127.1`,
+///   `010.0.0.1` or `0x7f.0.0.1` are IPv4 addresses to `inet_aton` and to the WHATWG URL
+///   parser, plain names to RFC 3986. A `,` is refused: it is what two `Host` fields
+///   combined into one value look like (RFC 9110 §5.3).
+/// - `port` is 1–5 digits with a value up to 65535. An empty port (`host:`) is valid
+///   RFC 3986 but refused: recipients disagree on whether `a:` is `a`.
+///
+/// Returns `None` for anything else.
+pub fn parse_host_port(value: &[u8]) -> Option<HostPort<'_>> {
+    let (host, rest) = if value.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', value)?;
+        let (literal, rest) = value.split_at(close + 1);
+        if !is_ipv6_literal(literal) {
+            return None;
+        }
+        (literal, rest)
+    } else {
+        let end = memchr::memchr(b':', value).unwrap_or(value.len());
+        let (name, rest) = value.split_at(end);
+        if !is_reg_name_or_ipv4(name) {
+            return None;
+        }
+        (name, rest)
+    };
+    let port = match rest {
+        [] => None,
+        [b':', digits @ ..] => Some(parse_port(digits)?),
+        _ => return None,
+    };
+    Some(HostPort { host, port })
+}
+
+/// A `Host` field value (RFC 9112 §3.2): empty (the target URI has no authority), or a
+/// valid [`parse_host_port`].
+pub fn is_host_value(value: &[u8]) -> bool {
+    value.is_empty() || parse_host_port(value).is_some()
+}
+
+/// `[` IPv6address `]`, checked by the standard library's parser (RFC 4291 text forms,
+/// embedded IPv4 included; no zone id, no IPvFuture).
+fn is_ipv6_literal(literal: &[u8]) -> bool {
+    let [b'[', inner @ .., b']'] = literal else {
+        return false;
+    };
+    inner
+        .iter()
+        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        && std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some()
+}
+
+fn is_reg_name_or_ipv4(name: &[u8]) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                if !(name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            // unreserved, then sub-delims without ','.
+            b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    !ends_in_a_number(name) || is_ipv4_dotted_quad(name)
+}
+
+/// WHATWG URL Standard "ends in a number": the last label (after one trailing dot) is all
+/// digits, or `0x`/`0X` followed by hex digits.
+fn ends_in_a_number(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let last = match memchr::memrchr(b'.', name) {
+        Some(i) => &name[i + 1..],
+        None => name,
+    };
+    if last.is_empty() {
+        return false;
+    }
+    if last.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    matches!(last, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// RFC 3986 `IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet`, where a
+/// dec-octet is 0–255 without leading zeros.
+fn is_ipv4_dotted_quad(name: &[u8]) -> bool {
+    let mut octets = 0;
+    for octet in name.split(|&b| b == b'.') {
+        octets += 1;
+        let valid = match octet {
+            [] => false,
+            [b'0'] => true,
+            [b'0', ..] => false,
+            _ => {
+                octet.len() <= 3
+                    && octet.iter().all(u8::is_ascii_digit)
+                    && octet
+                        .iter()
+                        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
+                        <= 255
+            }
+        };
+        if !valid {
+            return false;
+        }
+    }
+    octets == 4
+}
+
+/// 1–5 digits, at most 65535.
+fn parse_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,5 +628,129 @@ mod tests {
             );
         }
         assert_eq!(MAX_FORBIDDEN_TRAILER_NAME, b"proxy-authorization".len());
+    }
+
+    fn hp(host: &str, port: Option<u16>) -> Option<HostPort<'_>> {
+        Some(HostPort {
+            host: host.as_bytes(),
+            port,
+        })
+    }
+
+    #[test]
+    fn host_values_accepted() {
+        for (value, want) in [
+            ("example.com", hp("example.com", None)),
+            ("Example.COM:8080", hp("Example.COM", Some(8080))),
+            ("a", hp("a", None)),
+            ("localhost:0", hp("localhost", Some(0))),
+            ("h:65535", hp("h", Some(65535))),
+            ("h:00080", hp("h", Some(80))),
+            ("127.0.0.1:80", hp("127.0.0.1", Some(80))),
+            ("0.0.0.0", hp("0.0.0.0", None)),
+            ("255.255.255.255", hp("255.255.255.255", None)),
+            ("[::1]", hp("[::1]", None)),
+            ("[::1]:8080", hp("[::1]", Some(8080))),
+            (
+                "[2001:DB8::ffff:192.0.2.1]",
+                hp("[2001:DB8::ffff:192.0.2.1]", None),
+            ),
+            ("my_host%41", hp("my_host%41", None)),
+            ("a-b.c~d!$&'()*+;=", hp("a-b.c~d!$&'()*+;=", None)),
+            ("example.com.", hp("example.com.", None)),
+            ("v1.example", hp("v1.example", None)),
+            ("1a.example", hp("1a.example", None)),
+        ] {
+            assert_eq!(parse_host_port(value.as_bytes()), want, "{value:?}");
+            assert!(is_host_value(value.as_bytes()));
+        }
+        assert!(is_host_value(b""), "an empty Host is allowed");
+    }
+
+    #[test]
+    fn host_values_refused() {
+        for value in [
+            // The reported bug: a port that is not digits.
+            "ex:abc",
+            "ex:80a",
+            "ex:-1",
+            "ex:+80",
+            "ex: 80",
+            // Empty port (valid RFC 3986, refused: readers disagree).
+            "ex:",
+            "[::1]:",
+            // Too long or too large.
+            "ex:123456",
+            "ex:65536",
+            "ex:99999",
+            // Two ports, userinfo, path, query, fragment, spaces.
+            "ex:80:80",
+            "user@ex",
+            "user:pw@ex",
+            "ex/path",
+            "ex?q",
+            "ex#f",
+            "e x",
+            " ex",
+            "ex\t",
+            // Empty host.
+            ":80",
+            "",
+            // Bad pct-encoding.
+            "ex%",
+            "ex%4",
+            "ex%zz",
+            // A list (what two Host fields merged look like).
+            "a,b",
+            "a, b",
+            // Quotes, brackets out of place, obs-text, controls.
+            "\"ex\"",
+            "ex]",
+            "e[x",
+            "ex\u{e9}",
+            "ex\0",
+            // IPv6 without brackets, bad literals, zone ids, IPvFuture.
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[::1]]",
+            "[]",
+            "[:::1]",
+            "[1:2:3:4:5:6:7:8:9]",
+            "[fe80::1%25eth0]",
+            "[v1.fe80::1]",
+            "[127.0.0.1]",
+            // Ends in a number but not a dotted quad.
+            "127.1",
+            "010.0.0.1",
+            "0x7f.0.0.1",
+            "1.2.3.0x1",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "1.2.3.4.",
+            "example.123",
+            "example.0x",
+            "10",
+            "1..2.3",
+        ] {
+            if value.is_empty() {
+                assert!(parse_host_port(b"").is_none());
+                continue;
+            }
+            assert_eq!(parse_host_port(value.as_bytes()), None, "{value:?}");
+            assert!(!is_host_value(value.as_bytes()), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn same_origin() {
+        let a = parse_host_port(b"Example.com").unwrap();
+        let b = parse_host_port(b"example.COM:80").unwrap();
+        let c = parse_host_port(b"example.com:8080").unwrap();
+        assert!(a.is_same_origin(&b, 80));
+        assert!(!a.is_same_origin(&b, 443));
+        assert!(!a.is_same_origin(&c, 80));
+        let d = parse_host_port(b"other.example").unwrap();
+        assert!(!a.is_same_origin(&d, 80));
     }
 }

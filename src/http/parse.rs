@@ -14,6 +14,11 @@
 //!   (by the scanner or `httparse`).
 //! - `Connection` may not name a framing header (`Content-Length`, `Transfer-Encoding`,
 //!   `Host`): a proxy that honoured that would strip the framing its backend relies on.
+//! - `Host` must be empty or `uri-host [ ":" port ]` as [`parse_host_port`] reads it
+//!   (RFC 9110 §7.2; RFC 9112 §3.2 requires 400 otherwise). An absolute-form target must
+//!   name an authority without userinfo, and the same origin as `Host`: ringgate forwards
+//!   the head as received, so a backend reading `Host` and one reading the target (as
+//!   RFC 9112 §3.2.2 tells an origin server to) must find the same server name.
 //!
 //! # Hot path
 //! No allocation: header offsets go into a `Vec` that lives as long as the connection.
@@ -24,8 +29,8 @@
 use std::mem::MaybeUninit;
 
 use super::field::{
-    field_line, is_underscore_framing_name, list_elements, mark_named_fields, parse_content_length,
-    trim_ows, HeaderField, Span,
+    field_line, is_host_value, is_underscore_framing_name, list_elements, mark_named_fields,
+    parse_content_length, parse_host_port, trim_ows, HeaderField, HostPort, Span,
 };
 use crate::error::{ErrorKind, ProxyError};
 
@@ -171,9 +176,9 @@ pub fn parse_request(
     head.minor_version = req.version.unwrap_or(1);
     let target = req.path.unwrap_or("").as_bytes();
     head.target = Span::of(bytes, target);
-    let (path, query) = split_target(bytes, target, method)?;
-    head.path = path;
-    head.query = query;
+    let parts = split_target(bytes, target, method)?;
+    head.path = parts.path;
+    head.query = parts.query;
 
     let mut state = FieldState::default();
     for h in req.headers.iter() {
@@ -186,7 +191,7 @@ pub fn parse_request(
             is_hop_by_hop,
         });
     }
-    state.finish(bytes, head)
+    state.finish(bytes, head, parts.authority)
 }
 
 fn map_httparse_error(e: httparse::Error) -> ProxyError {
@@ -201,45 +206,64 @@ fn map_httparse_error(e: httparse::Error) -> ProxyError {
     }
 }
 
+/// The parts of a request-target ringgate uses.
+struct TargetParts<'a> {
+    path: Span,
+    query: Option<Span>,
+    /// Absolute-form only: the authority and the scheme's default port.
+    authority: Option<(HostPort<'a>, u16)>,
+}
+
 /// Split the request-target into path and query; accept origin-form, absolute-form and
-/// (for OPTIONS) asterisk-form.
-fn split_target(
+/// (for OPTIONS) asterisk-form. An absolute-form authority must be a valid, non-empty
+/// `host [ ":" port ]` without userinfo (RFC 9110 §4.2.1, §4.2.4).
+fn split_target<'a>(
     base: &[u8],
-    target: &[u8],
+    target: &'a [u8],
     method: Method,
-) -> Result<(Span, Option<Span>), ProxyError> {
+) -> Result<TargetParts<'a>, ProxyError> {
+    let mut authority = None;
     let path_and_query: &[u8] = match target.first() {
         Some(b'/') => target,
         Some(b'*') if target.len() == 1 && method == Method::Options => target,
         _ => {
-            let rest = strip_scheme(target).ok_or_else(|| bad("invalid request target"))?;
-            if rest.is_empty() || rest[0] == b'/' || rest[0] == b'?' {
-                return Err(bad("invalid request target"));
+            let (rest, default_port) =
+                strip_scheme(target).ok_or_else(|| bad("invalid request target"))?;
+            let end = memchr::memchr2(b'/', b'?', rest).unwrap_or(rest.len());
+            // Authority only (or authority + query): the path is empty ("/").
+            let (host_port, path_and_query) = rest.split_at(end);
+            if host_port.contains(&b'@') {
+                return Err(bad("userinfo in request target"));
             }
-            match memchr::memchr2(b'/', b'?', rest) {
-                Some(i) if rest[i] == b'/' => &rest[i..],
-                // Authority only (or authority + query): the path is empty ("/").
-                Some(i) => &rest[i..],
-                None => &rest[rest.len()..],
-            }
+            let host_port = parse_host_port(host_port)
+                .ok_or_else(|| bad("invalid authority in request target"))?;
+            authority = Some((host_port, default_port));
+            path_and_query
         }
     };
     if path_and_query.contains(&b'#') {
         return Err(bad("fragment in request target"));
     }
-    Ok(match memchr::memchr(b'?', path_and_query) {
+    let (path, query) = match memchr::memchr(b'?', path_and_query) {
         Some(q) => (
             Span::of(base, &path_and_query[..q]),
             Some(Span::of(base, &path_and_query[q + 1..])),
         ),
         None => (Span::of(base, path_and_query), None),
+    };
+    Ok(TargetParts {
+        path,
+        query,
+        authority,
     })
 }
 
-fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
-    for scheme in [&b"http://"[..], &b"https://"[..]] {
-        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Some(&target[scheme.len()..]);
+/// The target without its `http://` or `https://` (any case), and the scheme's default
+/// port.
+fn strip_scheme(target: &[u8]) -> Option<(&[u8], u16)> {
+    for (scheme, port) in [(&b"http://"[..], 80), (&b"https://"[..], 443)] {
+        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some((&target[scheme.len()..], port));
         }
     }
     None
@@ -247,11 +271,12 @@ fn strip_scheme(target: &[u8]) -> Option<&[u8]> {
 
 /// What the header walk learned, before the framing decision.
 #[derive(Default)]
-struct FieldState {
+struct FieldState<'a> {
     content_length: Option<u64>,
     content_length_count: u32,
     transfer_encoding: TransferCoding,
     host_count: u32,
+    host: Option<&'a [u8]>,
     connection_close: bool,
     connection_keep_alive: bool,
     connection_upgrade: bool,
@@ -273,9 +298,9 @@ enum TransferCoding {
     EndsOther,
 }
 
-impl FieldState {
+impl<'a> FieldState<'a> {
     /// Observe one field; returns whether it is hop-by-hop.
-    fn observe(&mut self, name: &[u8], value: &[u8]) -> Result<bool, ProxyError> {
+    fn observe(&mut self, name: &[u8], value: &'a [u8]) -> Result<bool, ProxyError> {
         let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
         match name.len() {
             2 if eq(b"te") => return Ok(true),
@@ -284,6 +309,7 @@ impl FieldState {
                 if !is_host_value(value) {
                     return Err(bad("invalid Host value"));
                 }
+                self.host = Some(value);
             }
             6 if eq(b"expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -364,10 +390,23 @@ impl FieldState {
         Ok(())
     }
 
-    fn finish(self, bytes: &[u8], head: &mut RequestHead) -> Result<(), ProxyError> {
+    fn finish(
+        self,
+        bytes: &[u8],
+        head: &mut RequestHead,
+        authority: Option<(HostPort<'_>, u16)>,
+    ) -> Result<(), ProxyError> {
         let is_http11 = head.minor_version == 1;
         if is_http11 && self.host_count != 1 || self.host_count > 1 {
             return Err(bad("exactly one Host header is required"));
+        }
+        if let (Some((target, default_port)), Some(host)) = (authority, self.host) {
+            // An HTTP/1.0 request may omit Host; then the target alone names the origin.
+            let agrees =
+                parse_host_port(host).is_some_and(|h| h.is_same_origin(&target, default_port));
+            if !agrees {
+                return Err(bad("Host does not match the request target"));
+            }
         }
         let framing = match (self.transfer_encoding, self.content_length_count) {
             (TransferCoding::Absent, 0) => BodyFraming::None,
@@ -447,37 +486,6 @@ pub fn restrict_upgrade(buf: &[u8], head: &mut RequestHead, allowed: &[Box<[u8]>
 /// just as hop-by-hop).
 fn mark_connection_named(bytes: &[u8], head: &mut RequestHead) {
     mark_named_fields(bytes, &mut head.headers, |_| true);
-}
-
-/// RFC 9112 §3.2: `Host = uri-host [ ":" port ]`, possibly empty. Checked as a byte set
-/// (reg-name, IP literal and port characters): a value with spaces, `/`, `@`, `?`, `#`,
-/// `"` or obs-text is refused with 400, as the RFC requires, before a backend picks a
-/// virtual host from it.
-fn is_host_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-            )
-    })
 }
 
 fn is_known_coding(coding: &[u8]) -> bool {
@@ -743,6 +751,103 @@ mod tests {
         let raw = b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(parse(raw).unwrap().path.get(raw), b"*");
         assert!(reason(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("400"));
+    }
+
+    #[test]
+    fn host_values_per_rfc9110_7_2() {
+        for host in [
+            "ex:abc",
+            "ex:",
+            "ex:80:80",
+            "ex:65536",
+            "ex:123456",
+            "a,b",
+            "a, b",
+            "127.1",
+            "0x7f.0.0.1",
+            "::1",
+            "[::1",
+            "[v1.x]",
+            "[fe80::1%25eth0]",
+            ":80",
+            "ex%zz",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), "400 invalid Host value", "{host:?}");
+        }
+        for host in [
+            "ex:8080",
+            "ex:0",
+            "ex:65535",
+            "127.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "Example.COM",
+            "",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), "ok", "{host:?}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_authority_agrees_with_host() {
+        for (target, host) in [
+            ("http://example.com/x", "example.com"),
+            ("http://Example.COM/x", "example.com"),
+            ("http://example.com/x", "EXAMPLE.com:80"),
+            ("http://example.com:80/x", "example.com"),
+            ("HTTPS://example.com/x", "example.com:443"),
+            ("https://example.com:8443/x", "example.com:8443"),
+            ("http://example.com", "example.com"),
+            ("http://example.com?user_id=7", "example.com"),
+            ("http://[::1]:8080/x", "[::1]:8080"),
+            ("http://127.0.0.1/x", "127.0.0.1:80"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), "ok", "{target} / {host}");
+        }
+        for (target, host) in [
+            ("http://other.example/x", "example.com"),
+            ("http://example.com:8080/x", "example.com"),
+            ("http://example.com/x", "example.com:8080"),
+            ("https://example.com/x", "example.com:80"),
+            ("http://example.com/x", ""),
+            ("http://[::1]/x", "[0:0::1]"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(
+                reason(raw.as_bytes()),
+                "400 Host does not match the request target",
+                "{target} / {host}"
+            );
+        }
+        for (target, why) in [
+            (
+                "http://user@example.com/x",
+                "400 userinfo in request target",
+            ),
+            (
+                "http://user:pw@example.com/x",
+                "400 userinfo in request target",
+            ),
+            ("http://ex:abc/x", "400 invalid authority in request target"),
+            ("http://ex:/x", "400 invalid authority in request target"),
+            ("http:///x", "400 invalid authority in request target"),
+            ("http://?x", "400 invalid authority in request target"),
+            ("http://a,b/x", "400 invalid authority in request target"),
+            ("http://", "400 invalid authority in request target"),
+            ("ftp://example.com/x", "400 invalid request target"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+            assert_eq!(reason(raw.as_bytes()), why, "{target}");
+        }
+        // HTTP/1.0 may omit Host: the target alone names the origin.
+        assert_eq!(reason(b"GET http://example.com/x HTTP/1.0\r\n\r\n"), "ok");
+        assert_eq!(
+            reason(b"GET http://example.com/x HTTP/1.0\r\nHost: other\r\n\r\n"),
+            "400 Host does not match the request target"
+        );
     }
 
     #[test]
