@@ -15,9 +15,11 @@
 //!   find a second request) is never served.
 //!
 //! Policy documented by the rows: ringgate forwards a correctly framed body on any method
-//! (GET, OPTIONS, DELETE...); trailer fields never frame anything and travel as sent;
-//! absolute-form targets travel as sent (the backend, as origin server, takes the
-//! authority from the target, and ringgate does not route by Host); an unknown method
+//! (GET, OPTIONS, DELETE...); trailer fields travel as sent, except the ones RFC 9110
+//! §6.5.1 keeps out of trailers (framing, routing, ...), which refuse the request;
+//! absolute-form targets travel as sent when their authority names the same origin as
+//! `Host` (the backend, as origin server, takes the authority from the target; anything
+//! reading `Host` must find the same one); an unknown method
 //! token is forwarded and classified as a write; `Upgrade` only switches protocols on a
 //! 101 — after any other status the connection stays HTTP and every later byte is parsed
 //! by ringgate.
@@ -230,11 +232,9 @@ fn corpus() -> Vec<Case> {
             "codings are case-insensitive (RFC 9112 §7)"),
         forwarded("te_gzip_then_chunked_fields", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", &cs, "/p",
             "a list split over fields is one list ending in chunked"),
-        forwarded("te_in_trailer", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-            format!("{:x}\r\n{s}\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", n), "/p",
-            "trailer fields never frame the message; forwarded as sent"),
-        forwarded("cl_in_trailer", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n", "/p",
+        refused("te_in_trailer", chunked(format!("{:x}\r\n{s}\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", n)), 400,
+            "framing fields are not allowed in trailers (RFC 9110 §6.5.1): a backend merging trailers would see TE"),
+        refused("cl_in_trailer", chunked("5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"), 400,
             "the same for Content-Length in a trailer"),
         // --- Content-Length --------------------------------------------------------------
         refused("cl_duplicate_equal", post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"), 400,
@@ -324,9 +324,8 @@ fn corpus() -> Vec<Case> {
             "A\r\n0123456789\r\n0\r\n\r\n", "/p", "HEXDIG is case-insensitive"),
         forwarded("chunk_ext_quoted", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
             "5;name=\"quoted;value\"\r\nhello\r\n0\r\n\r\n", "/p", "a quoted extension with ; inside"),
-        forwarded("chunk_ext_unterminated_quote", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "5;a=\"x\r\nhello\r\n0\r\n\r\n", "/p",
-            "a quoted-string cannot hold CR/LF, so the line ends at CRLF; forwarded as framed"),
+        refused("chunk_ext_unterminated_quote", chunked("5;a=\"x\r\nhello\r\n0\r\n\r\n"), 400,
+            "not chunk-ext (RFC 9112 §7.1.1): a reader looking for the closing quote reads past the CRLF"),
         forwarded("chunk_ext_long_ok", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
             format!("5;{}\r\nhello\r\n0\r\n\r\n", "a".repeat(4000)), "/p", "long but within the 4096-byte line bound"),
         forwarded("chunk_trailers_ok", "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -402,11 +401,13 @@ fn corpus() -> Vec<Case> {
         refused("too_many_headers", get_with(&(0..120).map(|i| format!("X-{i}: v\r\n")).collect::<String>()), 431,
             "beyond max_headers"),
         forwarded("rl_options_asterisk", "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", "", "*", "asterisk-form for OPTIONS"),
-        forwarded("rl_absolute_form", "GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", "",
+        forwarded("rl_absolute_form", "GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: Other.Example:80\r\n\r\n", "",
             "http://other.example/abs?x=1",
-            "policy: absolute-form travels as sent; the origin takes the authority from it"),
-        forwarded("rl_absolute_authority_only", "GET http://other.example HTTP/1.1\r\nHost: t\r\n\r\n", "",
+            "policy: absolute-form travels as sent when Host names the same origin (RFC 9110 §4.2.3)"),
+        forwarded("rl_absolute_authority_only", "GET http://other.example HTTP/1.1\r\nHost: other.example\r\n\r\n", "",
             "http://other.example", "authority-only absolute-form"),
+        refused("rl_absolute_host_mismatch", "GET http://other.example/abs HTTP/1.1\r\nHost: t\r\n\r\n", 400,
+            "the origin reads the target's authority (RFC 9112 §3.2.2), anything reading Host another server"),
         forwarded("rl_lowercase_method", "get /lower HTTP/1.1\r\nHost: t\r\n\r\n", "", "/lower",
             "policy: an unknown method token is forwarded (classified as a write)"),
         forwarded("leading_crlf", "\r\n\r\nGET /lead HTTP/1.1\r\nHost: t\r\n\r\n", "", "/lead",

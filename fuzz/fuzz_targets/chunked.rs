@@ -8,17 +8,21 @@
 //!   feeding them whole — also when the relay moves chunk data past the decoder with
 //!   [`ChunkedDecoder::skip_data`] (the splice path);
 //! - **reference agreement**: a separate, line-oriented reading of RFC 9112 §7.1 with the
-//!   same limits accepts, refuses or waits for more on exactly the same inputs, with the
-//!   same message length and chunk data.
+//!   same limits and the same policy accepts, refuses or waits for more on exactly the
+//!   same inputs, with the same message length and chunk data. The policy: chunk
+//!   extensions are `*( ";" token [ "=" ( token / quoted-string ) ] )` without BWS and
+//!   without a quoted-pair escaping `"`; trailer lines are `token ":" field-content` and
+//!   never name a field [`is_forbidden_trailer`] refuses (the deny-list itself is data,
+//!   unit-tested in `http::field`; this reference checks the decoder applies it to the
+//!   whole name, whatever its length, case or split).
 //!
 //! Input layout: byte 0 seeds the split points (its low bit selects the skip_data path),
 //! the rest is the body.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringgate::http::chunked::{
-    is_tchar, ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES,
-};
+use ringgate::http::chunked::{ChunkError, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
+use ringgate::http::field::is_forbidden_trailer;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -111,11 +115,87 @@ fn feed_in_pieces(body: &[u8], seed: u8, use_skip: bool) -> (PiecesOutcome, bool
     (Ok((pos, data, d.is_done())), skipped)
 }
 
+/// RFC 9110 §5.6.2 tchar, written out again.
+fn tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// VCHAR / obs-text.
+fn vchar_or_obs(c: u8) -> bool {
+    (0x21..=0x7e).contains(&c) || c >= 0x80
+}
+
+/// Read `e` (the bytes of a size line from its first `;` up to, not including, CR or the
+/// end of the input) as `*( ";" token [ "=" ( token / quoted-string ) ] )`:
+/// `Some(true)` if it is a complete chunk-ext, `Some(false)` if it is only the beginning
+/// of one, `None` if no continuation can make it one.
+fn chunk_ext(e: &[u8]) -> Option<bool> {
+    let mut i = 0;
+    let run = |i: usize| e[i..].iter().take_while(|&&c| tchar(c)).count();
+    while i < e.len() {
+        if e[i] != b';' {
+            return None;
+        }
+        i += 1;
+        let name = run(i);
+        if name == 0 {
+            return if i == e.len() { Some(false) } else { None };
+        }
+        i += name;
+        if i == e.len() {
+            return Some(true);
+        }
+        if e[i] == b';' {
+            continue;
+        }
+        if e[i] != b'=' {
+            return None;
+        }
+        i += 1;
+        if i == e.len() {
+            return Some(false);
+        }
+        if e[i] == b'"' {
+            i += 1;
+            loop {
+                let Some(&c) = e.get(i) else {
+                    return Some(false);
+                };
+                if c == b'"' {
+                    i += 1;
+                    break;
+                } else if c == b'\\' {
+                    let Some(&q) = e.get(i + 1) else {
+                        return Some(false);
+                    };
+                    // quoted-pair, minus the escaped DQUOTE (policy).
+                    if q == b'"' || !(q == b'\t' || q == b' ' || vchar_or_obs(q)) {
+                        return None;
+                    }
+                    i += 2;
+                } else if c == b'\t' || c == b' ' || vchar_or_obs(c) {
+                    i += 1;
+                } else {
+                    return None;
+                }
+            }
+        } else {
+            let value = run(i);
+            if value == 0 {
+                return None;
+            }
+            i += value;
+        }
+    }
+    Some(true)
+}
+
 /// A line-oriented reading of RFC 9112 §7.1 with ringgate's limits:
-/// `chunk-size [ ";" ext-bytes ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
-/// CRLF. chunk-size: HEXDIG with a value below 2^63; ext-bytes: HTAB / SP..~ / obs-text; the size line holds
-/// at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are `token ":" value`, at
-/// most MAX_TRAILER_BYTES in total (CRLFs not counted).
+/// `chunk-size [ chunk-ext ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
+/// CRLF. chunk-size: HEXDIG with a value below 2^63; chunk-ext as [`chunk_ext`]; the size
+/// line holds at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are
+/// `token ":" *( HTAB / SP / VCHAR / obs-text )` with a name not on the deny-list, at most
+/// MAX_TRAILER_BYTES in total (CRLFs not counted).
 fn reference(b: &[u8]) -> Outcome {
     let mut data = Vec::new();
     let mut i = 0;
@@ -150,18 +230,17 @@ fn reference(b: &[u8]) -> Outcome {
             u64::from_str_radix(std::str::from_utf8(significant).unwrap(), 16).unwrap()
         };
         if b[i] == b';' {
-            i += 1;
+            let ext_start = i;
             while i < b.len() && b[i] != b'\r' {
-                if !(b[i] == b'\t' || (b' '..=b'~').contains(&b[i]) || b[i] >= 0x80) {
-                    return Outcome::Invalid;
-                }
                 i += 1;
-                if i - start > MAX_CHUNK_LINE as usize {
-                    return Outcome::Invalid;
-                }
             }
             if i - start > MAX_CHUNK_LINE as usize {
                 return Outcome::Invalid;
+            }
+            match chunk_ext(&b[ext_start..i]) {
+                None => return Outcome::Invalid,
+                Some(false) if i < b.len() => return Outcome::Invalid,
+                _ => {}
             }
             need!(1);
         }
@@ -211,22 +290,23 @@ fn reference(b: &[u8]) -> Outcome {
             };
         }
         // field name
+        let name_start = i;
         let mut saw_colon = false;
-        let mut name_len = 0;
         loop {
             need!(1);
             let c = b[i];
             if !saw_colon {
-                if c == b':' && name_len > 0 {
+                if c == b':' && i > name_start {
+                    if is_forbidden_trailer(&b[name_start..i]) {
+                        return Outcome::Invalid;
+                    }
                     saw_colon = true;
-                } else if is_tchar(c) {
-                    name_len += 1;
-                } else {
+                } else if !tchar(c) {
                     return Outcome::Invalid;
                 }
             } else if c == b'\r' {
                 break;
-            } else if !(c == b'\t' || (b' '..=b'~').contains(&c) || c >= 0x80) {
+            } else if !(c == b'\t' || c == b' ' || vchar_or_obs(c)) {
                 return Outcome::Invalid;
             }
             trailer_bytes += 1;

@@ -12,13 +12,20 @@
 //! - an accepted head is internally consistent (offsets in bounds, a framing that matches
 //!   the `Content-Length` / `Transfer-Encoding` fields present), and the head ringgate
 //!   forwards re-parses with the *same* method, target, version and body framing, with no
-//!   hop-by-hop field left in it — the backend reads the message boundaries ringgate read.
+//!   hop-by-hop field left in it — the backend reads the message boundaries ringgate read;
+//! - an accepted `Host` is empty or valid for an independent reading of RFC 9110 §7.2
+//!   with ringgate's policy (written here with the standard library's IP parsers), and an
+//!   absolute-form target names the same host and port as `Host` — a backend reading
+//!   either finds the same server name.
 //!
 //! Input layout: byte 0 picks `max_head_bytes`, byte 1 seeds the split points, the rest
 //! is the head.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ringgate::http::field::Span;
 use ringgate::http::head::write_request_head;
 use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
 use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
@@ -116,7 +123,7 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
     let bytes = &raw[..len];
     // Offsets are in bounds and ordered.
     assert_eq!(head.len, len);
-    let in_head = |s: ringgate::http::parse::Span| {
+    let in_head = |s: Span| {
         assert!(
             s.start <= s.end && (s.end as usize) <= len,
             "{s:?} out of {len}"
@@ -129,7 +136,11 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
         assert!(q.start >= head.path.end);
     }
     assert!(head.path.start >= head.target.start && head.path.end <= head.target.end);
-    let mut last = head.request_line_end();
+    // The request line ends where the first field line starts.
+    let mut last = head
+        .headers
+        .first()
+        .map_or(len - 2, |f| f.name.start as usize);
     assert!(last <= len);
     for (i, f) in head.headers.iter().enumerate() {
         in_head(f.name);
@@ -157,6 +168,7 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
         BodyFraming::None => assert!(cl <= 1 && te == 0),
     }
     assert!(count(b"host") <= 1);
+    check_host(bytes, head);
 
     // The forwarded head reads the same.
     let mut out = Vec::new();
@@ -205,4 +217,120 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
         .filter(|f| f.name.get(&out).eq_ignore_ascii_case(b"connection"))
         .count();
     assert!(connection_fields <= 1, "client Connection field forwarded");
+}
+
+/// `Host` and an absolute-form authority, read again without ringgate's code.
+fn check_host(bytes: &[u8], head: &RequestHead) {
+    let host = head
+        .headers
+        .iter()
+        .find(|f| f.name.get(bytes).eq_ignore_ascii_case(b"host"))
+        .map(|f| f.value.get(bytes));
+    let parsed_host = host.and_then(|v| {
+        if v.is_empty() {
+            return None;
+        }
+        let parsed = host_port(v);
+        assert!(
+            parsed.is_some(),
+            "accepted Host {:?}",
+            String::from_utf8_lossy(v)
+        );
+        parsed
+    });
+    let target = head.target.get(bytes);
+    let lower = target.to_ascii_lowercase();
+    let (rest, default_port) = if lower.starts_with(b"http://") {
+        (&target[7..], 80)
+    } else if lower.starts_with(b"https://") {
+        (&target[8..], 443)
+    } else {
+        return;
+    };
+    let end = rest
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .unwrap_or(rest.len());
+    let authority = host_port(&rest[..end]).unwrap_or_else(|| {
+        panic!(
+            "accepted authority {:?}",
+            String::from_utf8_lossy(&rest[..end])
+        )
+    });
+    if let Some(host) = host {
+        let h = parsed_host.unwrap_or_else(|| {
+            panic!(
+                "absolute-form accepted with Host {:?}",
+                String::from_utf8_lossy(host)
+            )
+        });
+        assert!(
+            h.0.eq_ignore_ascii_case(authority.0)
+                && h.1.unwrap_or(default_port) == authority.1.unwrap_or(default_port),
+            "Host {:?} differs from the target {:?}",
+            String::from_utf8_lossy(host),
+            String::from_utf8_lossy(target)
+        );
+    }
+}
+
+/// `uri-host [ ":" port ]` with ringgate's policy: an IPv6 literal, a dotted-quad IPv4
+/// address, or a reg-name without `,` that does not end in a number unless it is a dotted
+/// quad; a port of 1–5 digits up to 65535.
+fn host_port(v: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        s.split_at(close + 1)
+    } else {
+        s.split_at(s.find(':').unwrap_or(s.len()))
+    };
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => None,
+        None => return None,
+        Some(d) => {
+            if d.is_empty() || d.len() > 5 || !d.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            Some(u16::try_from(d.parse::<u32>().ok()?).ok()?)
+        }
+    };
+    if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']')?.parse::<Ipv6Addr>().ok()?;
+    } else {
+        if host.is_empty() {
+            return None;
+        }
+        let b = host.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(|c| c.is_ascii_hexdigit()) {
+                    return None;
+                }
+                i += 3;
+                continue;
+            }
+            if !(b[i].is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b[i])) {
+                return None;
+            }
+            i += 1;
+        }
+        let last = host
+            .strip_suffix('.')
+            .unwrap_or(host)
+            .rsplit('.')
+            .next()
+            .unwrap_or("");
+        let is_number = !last.is_empty()
+            && (last.bytes().all(|c| c.is_ascii_digit())
+                || (last.len() >= 2
+                    && last[..2].eq_ignore_ascii_case("0x")
+                    && last[2..].bytes().all(|c| c.is_ascii_hexdigit())));
+        if is_number && host.parse::<Ipv4Addr>().is_err() {
+            return None;
+        }
+    }
+    Some((host.as_bytes(), port))
 }

@@ -20,8 +20,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringgate::http::chunked::ChunkedDecoder;
+use ringgate::http::field::list_elements;
 use ringgate::http::head::{write_response_head, ConnectionField};
-use ringgate::http::parse::list_elements;
 use ringgate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use ringgate::http::scan::HeadScanner;
 

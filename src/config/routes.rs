@@ -314,7 +314,7 @@ fn names_from(
             let s = n.get_ref();
             let valid = !s.is_empty()
                 && s.len() <= 64
-                && (!is_header || s.bytes().all(crate::http::chunked::is_tchar));
+                && (!is_header || s.bytes().all(crate::http::field::is_tchar));
             if !valid {
                 errors.add(
                     n.span(),

@@ -27,7 +27,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::parse::{list_elements, parse_content_length};
+use crate::http::field::{list_elements, parse_content_length};
 use crate::http::scan::HeadScanner;
 use crate::runtime::listener::bind_reuseport;
 

@@ -6,13 +6,35 @@
 //! only jobs are to find where the message ends and to refuse anything two parsers could
 //! read differently.
 //!
+//! The same decoder reads request bodies (a refusal is a 400) and upstream responses (a
+//! 502), so both directions follow the rules below.
+//!
 //! # Invariants
 //! - chunk-size is hex digits with a value below 2^63, nothing else before `;` or CRLF
 //!   (no `0x`, no sign, no whitespace);
+//! - chunk extensions are exactly `*( ";" token [ "=" ( token / quoted-string ) ] )`
+//!   (RFC 9112 §7.1.1, quoted-string per RFC 9110 §5.6.4) and travel byte for byte.
+//!   Stricter than the RFC in two places, both because ringgate forwards the line as
+//!   received and cannot normalise it: no BWS (a sender MUST NOT generate it, RFC 9110
+//!   §5.6.3; recipients disagree on `5 ;`), and no quoted-pair escaping `"` (a reader that
+//!   ignores `\` ends the string there and would then read a quote as still open). So a
+//!   valid line ends at its first CRLF for every reader: one that skips to CRLF, one that
+//!   honours quoted-strings, and one that reads quotes without escapes. `2;a="\r\nx"` —
+//!   framed differently by a reader that looks for the closing quote — is refused;
 //! - a chunk line (size + extensions) is at most [`MAX_CHUNK_LINE`] bytes;
 //! - chunk data is followed by exactly CRLF;
-//! - trailer lines are field-shaped (no obs-fold, no bare CR/LF) and at most
-//!   [`MAX_TRAILER_BYTES`] in total.
+//! - trailer lines are field lines as in a head (token name, colon, field-content bytes,
+//!   no obs-fold, no bare CR/LF), at most [`MAX_TRAILER_BYTES`] in total, and never name a
+//!   field RFC 9110 §6.5.1 keeps out of trailers (framing, routing, request modifiers,
+//!   authentication, response control, content format; see
+//!   [`super::field::is_forbidden_trailer`]). Such a trailer refuses the whole message;
+//!   it is not dropped, because the decoder only delimits bytes that are relayed as they
+//!   arrived.
+
+use super::field::{
+    is_field_value_byte, is_forbidden_trailer, is_qdtext, is_quoted_pair_byte, is_tchar,
+    MAX_FORBIDDEN_TRAILER_NAME,
+};
 
 /// Longest accepted chunk-size line including extensions, without CRLF.
 pub const MAX_CHUNK_LINE: u32 = 4096;
@@ -32,8 +54,12 @@ pub enum ChunkError {
     MissingDataCrlf,
     /// A bare CR or LF.
     BadLineEnding,
+    /// A chunk extension outside the RFC 9112 §7.1.1 grammar (or with BWS or `\"`).
+    BadExtension,
     /// A malformed or oversized trailer section.
     BadTrailer,
+    /// A trailer field that must not be sent in trailers (RFC 9110 §6.5.1).
+    ForbiddenTrailer,
 }
 
 impl ChunkError {
@@ -45,7 +71,9 @@ impl ChunkError {
             ChunkError::LineTooLong => "chunk line too long",
             ChunkError::MissingDataCrlf => "chunk data not followed by CRLF",
             ChunkError::BadLineEnding => "bare CR or LF in chunked body",
+            ChunkError::BadExtension => "invalid chunk extension",
             ChunkError::BadTrailer => "invalid trailer section",
+            ChunkError::ForbiddenTrailer => "field not allowed in a trailer section",
         }
     }
 }
@@ -54,8 +82,20 @@ impl ChunkError {
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// After `;`: extension bytes until CR.
-    Extension,
+    /// After `;`: the first byte of an extension name.
+    ExtNameStart,
+    /// Inside an extension name.
+    ExtName,
+    /// After `=`: the first byte of an extension value.
+    ExtValueStart,
+    /// Inside a token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After `\` inside a quoted-string.
+    ExtQuotedPair,
+    /// After the closing quote: `;` or CR.
+    ExtQuotedEnd,
     /// Saw CR after the size line, need LF.
     SizeLf,
     /// Inside chunk data.
@@ -66,8 +106,10 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    TrailerLine,
+    /// Inside a trailer field name.
+    TrailerName,
+    /// After the colon of a trailer line: the value until CR.
+    TrailerValue,
     /// Saw CR at the end of a trailer line, need LF.
     TrailerLf,
     /// Saw CR of the final empty line, need LF.
@@ -84,7 +126,10 @@ pub struct ChunkedDecoder {
     digits: u8,
     line_len: u32,
     trailer_len: u32,
-    saw_colon: bool,
+    /// The current trailer name's length, and its first bytes (enough to compare it with
+    /// the deny-list; a longer name cannot be on it).
+    name_len: u32,
+    name: [u8; MAX_FORBIDDEN_TRAILER_NAME],
 }
 
 impl Default for ChunkedDecoder {
@@ -102,7 +147,8 @@ impl ChunkedDecoder {
             digits: 0,
             line_len: 0,
             trailer_len: 0,
-            saw_colon: false,
+            name_len: 0,
+            name: [0; MAX_FORBIDDEN_TRAILER_NAME],
         }
     }
 
@@ -174,7 +220,7 @@ impl ChunkedDecoder {
                 } else if self.digits == 0 {
                     return Err(ChunkError::InvalidSize);
                 } else if b == b';' {
-                    self.state = State::Extension;
+                    self.state = State::ExtNameStart;
                     self.bump_line()?;
                 } else if b == b'\r' {
                     self.state = State::SizeLf;
@@ -182,11 +228,13 @@ impl ChunkedDecoder {
                     return Err(ChunkError::InvalidSize);
                 }
             }
-            State::Extension => match b {
-                b'\r' => self.state = State::SizeLf,
-                b'\t' | b' '..=b'~' | 0x80..=0xff => self.bump_line()?,
-                _ => return Err(ChunkError::BadLineEnding),
-            },
+            State::ExtNameStart
+            | State::ExtName
+            | State::ExtValueStart
+            | State::ExtToken
+            | State::ExtQuoted
+            | State::ExtQuotedPair
+            | State::ExtQuotedEnd => self.step_extension(b)?,
             State::SizeLf => {
                 if b != b'\n' {
                     return Err(ChunkError::BadLineEnding);
@@ -215,28 +263,40 @@ impl ChunkedDecoder {
                 if b == b'\r' {
                     self.state = State::EndLf;
                 } else if is_tchar(b) {
-                    self.saw_colon = false;
-                    self.state = State::TrailerLine;
+                    self.name_len = 0;
+                    self.push_name_byte(b);
+                    self.state = State::TrailerName;
                     self.bump_trailer()?;
                 } else {
                     // Includes SP/HTAB (obs-fold) and bare LF.
                     return Err(ChunkError::BadTrailer);
                 }
             }
-            State::TrailerLine => match b {
-                b'\r' if self.saw_colon => self.state = State::TrailerLf,
-                b':' => {
-                    self.saw_colon = true;
-                    self.bump_trailer()?;
-                }
-                b'\t' | b' '..=b'~' | 0x80..=0xff => {
-                    if !self.saw_colon && !is_tchar(b) {
-                        return Err(ChunkError::BadTrailer);
+            State::TrailerName => {
+                if is_tchar(b) {
+                    self.push_name_byte(b);
+                } else if b == b':' {
+                    let len = self.name_len as usize;
+                    if len <= MAX_FORBIDDEN_TRAILER_NAME && is_forbidden_trailer(&self.name[..len])
+                    {
+                        return Err(ChunkError::ForbiddenTrailer);
                     }
-                    self.bump_trailer()?;
+                    self.state = State::TrailerValue;
+                } else {
+                    // Whitespace before the colon, a missing colon, CR, LF, controls.
+                    return Err(ChunkError::BadTrailer);
                 }
-                _ => return Err(ChunkError::BadTrailer),
-            },
+                self.bump_trailer()?;
+            }
+            State::TrailerValue => {
+                if b == b'\r' {
+                    self.state = State::TrailerLf;
+                } else if is_field_value_byte(b) {
+                    self.bump_trailer()?;
+                } else {
+                    return Err(ChunkError::BadTrailer);
+                }
+            }
             State::TrailerLf => {
                 if b != b'\n' {
                     return Err(ChunkError::BadLineEnding);
@@ -252,6 +312,43 @@ impl ChunkedDecoder {
             State::Data | State::Done => unreachable!("handled by feed"),
         }
         Ok(())
+    }
+
+    /// One byte of a chunk extension (RFC 9112 §7.1.1, without BWS):
+    /// `*( ";" token [ "=" ( token / quoted-string ) ] )`, ended by CR.
+    fn step_extension(&mut self, b: u8) -> Result<(), ChunkError> {
+        self.state = match (self.state, b) {
+            // A name: at least one tchar (so no bare `;`, no `;=v`, no `; a`).
+            (State::ExtNameStart, _) if is_tchar(b) => State::ExtName,
+            (State::ExtName, _) if is_tchar(b) => State::ExtName,
+            (State::ExtName, b'=') => State::ExtValueStart,
+            // A value: a token or a quoted-string (so no `a=`, no `a= b`).
+            (State::ExtValueStart, b'"') => State::ExtQuoted,
+            (State::ExtValueStart | State::ExtToken, _) if is_tchar(b) => State::ExtToken,
+            (State::ExtQuoted, b'"') => State::ExtQuotedEnd,
+            (State::ExtQuoted, b'\\') => State::ExtQuotedPair,
+            (State::ExtQuoted, _) if is_qdtext(b) => State::ExtQuoted,
+            // `\"` is valid RFC 9110 but ends the string early for a reader without
+            // escapes, and makes the rest of the line look quoted to it: refused.
+            (State::ExtQuotedPair, _) if b != b'"' && is_quoted_pair_byte(b) => State::ExtQuoted,
+            // After a complete name, value or quoted-string: the next extension or CRLF.
+            (State::ExtName | State::ExtToken | State::ExtQuotedEnd, b';') => State::ExtNameStart,
+            (State::ExtName | State::ExtToken | State::ExtQuotedEnd, b'\r') => {
+                self.state = State::SizeLf;
+                return Ok(());
+            }
+            // Anything else: BWS, CR/LF/NUL or other controls inside a quoted-string, an
+            // unterminated quote, a bare `;`, `;=`, `a=`, a second `=`.
+            _ => return Err(ChunkError::BadExtension),
+        };
+        self.bump_line()
+    }
+
+    fn push_name_byte(&mut self, b: u8) {
+        if let Some(slot) = self.name.get_mut(self.name_len as usize) {
+            *slot = b;
+        }
+        self.name_len = self.name_len.saturating_add(1);
     }
 
     fn bump_line(&mut self) -> Result<(), ChunkError> {
@@ -278,13 +375,6 @@ fn hex_value(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
-}
-
-/// RFC 9110 token character.
-pub fn is_tchar(b: u8) -> bool {
-    matches!(b,
-        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-        | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
 #[cfg(test)]
@@ -326,7 +416,7 @@ mod tests {
             (b"5\r\nhelloX\r\n0\r\n\r\n", ChunkError::MissingDataCrlf),
             (b"5\r\nhello\n0\r\n\r\n", ChunkError::MissingDataCrlf),
             (b"10000000000000000\r\n", ChunkError::SizeOverflow),
-            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", ChunkError::BadLineEnding),
+            (b"5;a\nb\r\nhello\r\n0\r\n\r\n", ChunkError::BadExtension),
             (b"0\r\n folded\r\n\r\n", ChunkError::BadTrailer),
             (b"0\r\nNoColon\r\n\r\n", ChunkError::BadTrailer),
             (b"0\r\nX: a\nY: b\r\n\r\n", ChunkError::BadTrailer),
@@ -344,6 +434,270 @@ mod tests {
             ChunkedDecoder::new().feed(&long, &mut |_| {}),
             Err(ChunkError::LineTooLong)
         );
+    }
+
+    /// Feed `input` whole and one byte at a time; both must give the same answer.
+    fn outcome(input: &[u8]) -> Result<usize, ChunkError> {
+        let whole = ChunkedDecoder::new().feed(input, &mut |_| {});
+        let mut d = ChunkedDecoder::new();
+        let mut bytewise = Ok(0);
+        for (i, b) in input.iter().enumerate() {
+            match d.feed(std::slice::from_ref(b), &mut |_| {}) {
+                Ok(_) if d.is_done() => {
+                    bytewise = Ok(i + 1);
+                    break;
+                }
+                Ok(_) => bytewise = Ok(i + 1),
+                Err(e) => {
+                    bytewise = Err(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(whole, bytewise, "{:?}", String::from_utf8_lossy(input));
+        whole
+    }
+
+    /// A one-chunk body `5<ext>\r\nhello\r\n0\r\n\r\n`.
+    fn with_ext(ext: &[u8]) -> Vec<u8> {
+        let mut v = b"5".to_vec();
+        v.extend_from_slice(ext);
+        v.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+        v
+    }
+
+    #[test]
+    fn chunk_extensions_per_rfc9112_7_1_1() {
+        for ext in [
+            &b""[..],
+            b";a",
+            b";a=b",
+            b";a=b;c",
+            b";name=value;other=\"quoted value\"",
+            b";a=\"\"",
+            b";a=\"x;y=z\"",
+            b";a=\"\\\\\"",
+            b";a=\"\\x\\\t\"",
+            b";a=\"tab\there\"",
+            b";a=\"\xc3\xa9 obs-text\"",
+            b";!#$%&'*+-.^_`|~09AZaz=!#$%&'*+-.^_`|~",
+            b";a=\"x\";b=\"y\"",
+        ] {
+            let input = with_ext(ext);
+            assert_eq!(
+                outcome(&input),
+                Ok(input.len()),
+                "{:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+        for ext in [
+            // The smuggling vector: CR LF inside a quoted string.
+            &b";a=\"\r\nx\""[..],
+            b";a=\"\n\"",
+            b";a=\"\rx\"",
+            b";a=\"\0\"",
+            b";a=\"\x7f\"",
+            b";a=\"\x01\"",
+            // Unterminated quote (the line would end inside it).
+            b";a=\"x",
+            b";a=\"x\\\"",
+            // Escaped quote: valid RFC 9110, refused (see the module docs).
+            b";a=\"x\\\"y\"",
+            b";a=\"\\\"\"",
+            // quoted-pair of a control byte.
+            b";a=\"\\\r\"",
+            b";a=\"\\\0\"",
+            // Bare `;`, empty names and values.
+            b";",
+            b";;a",
+            b";a;",
+            b";=v",
+            b";a=",
+            b";a=;b",
+            // BWS anywhere (before the first `;` it is a size error, below).
+            b"; a",
+            b";a =b",
+            b";a= b",
+            b";a=b ",
+            b";a=\"x\" ",
+            // Not tokens.
+            b";a=b=c",
+            b";a=b\"c\"",
+            b";a\"b\"",
+            b";a=\"x\"y",
+            b";a/b",
+            b";a=b,c",
+            b";a@b",
+            b";\xc3\xa9",
+            b";a=\xc3\xa9",
+        ] {
+            assert_eq!(
+                outcome(&with_ext(ext)),
+                Err(ChunkError::BadExtension),
+                "{:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+        // The last chunk's extensions follow the same grammar.
+        assert_eq!(
+            outcome(b"0;a=\"x\"\r\n\r\n"),
+            Ok(b"0;a=\"x\"\r\n\r\n".len())
+        );
+        assert_eq!(
+            outcome(b"0;a=\"\r\n\"\r\n\r\n"),
+            Err(ChunkError::BadExtension)
+        );
+        // Whitespace right after the size stays a size error.
+        for ext in [&b" "[..], b" ;a", b"\t;a=b"] {
+            assert_eq!(outcome(&with_ext(ext)), Err(ChunkError::InvalidSize));
+        }
+    }
+
+    #[test]
+    fn quoted_crlf_cannot_hide_a_request() {
+        // A reader that looks for the closing quote would take `GET /smuggled ...` as
+        // part of the extension and read the chunk data from after it.
+        let attack = b"2;a=\"\r\nxx\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\"\r\nxx\r\n0\r\n\r\n";
+        assert_eq!(outcome(attack), Err(ChunkError::BadExtension));
+    }
+
+    #[test]
+    fn trailer_fields_follow_head_rules() {
+        for trailer in [
+            &b"X-Checksum: abc\r\n"[..],
+            b"X-A:1\r\n",
+            b"X-Empty:\r\n",
+            b"X-Ows: \t v \t\r\n",
+            b"X-Obs: \xc3\xa9\r\n",
+            b"Trailer: X-Checksum\r\n",
+            b"Server-Timing: db;dur=53\r\nX-B: 2\r\n",
+            b"Content-Length2: 5\r\n",
+            b"X-Content-Length: 5\r\n",
+        ] {
+            let mut input = b"0\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(
+                outcome(&input),
+                Ok(input.len()),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+        for (trailer, want) in [
+            (&b"X: a\r\n b\r\n"[..], ChunkError::BadTrailer),
+            (b"X: a\r\n\tb\r\n", ChunkError::BadTrailer),
+            (b" X: a\r\n", ChunkError::BadTrailer),
+            (b"X : a\r\n", ChunkError::BadTrailer),
+            (b"X\t: a\r\n", ChunkError::BadTrailer),
+            (b": a\r\n", ChunkError::BadTrailer),
+            (b"NoColon\r\n", ChunkError::BadTrailer),
+            (b"X: a\nY: b\r\n", ChunkError::BadTrailer),
+            (b"X: a\rY: b\r\n", ChunkError::BadLineEnding),
+            (b"X: a\0b\r\n", ChunkError::BadTrailer),
+            (b"X: a\x7fb\r\n", ChunkError::BadTrailer),
+            (b"X: a\x0bb\r\n", ChunkError::BadTrailer),
+            (b"X\xc3\xa9: a\r\n", ChunkError::BadTrailer),
+            (b"X\"Y: a\r\n", ChunkError::BadTrailer),
+        ] {
+            let mut input = b"0\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n");
+            assert_eq!(
+                outcome(&input),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+    }
+
+    #[test]
+    fn framing_and_routing_fields_are_refused_in_trailers() {
+        for trailer in [
+            &b"Content-Length: 5"[..],
+            b"content-length: 5",
+            b"CONTENT-LENGTH: 5",
+            b"Content_Length: 5",
+            b"Content-Length:",
+            b"Transfer-Encoding: chunked",
+            b"transfer-encoding: chunked",
+            b"TRANSFER_ENCODING: chunked",
+            b"Host: evil",
+            b"host: evil",
+            b"HoSt:evil",
+            b"Authorization: Bearer x",
+            b"Cookie: a=b",
+            b"Cache-Control: no-store",
+            b"If-Match: *",
+            b"Range: bytes=0-1",
+            b"Expect: 100-continue",
+            b"Location: /x",
+            b"Set-Cookie: a=b",
+            b"Content-Type: text/plain",
+            b"Connection: close",
+            b"Upgrade: h2c",
+            b"TE: trailers",
+            b"X-Forwarded-For: 1.2.3.4",
+            b"X-User-Id: bob",
+        ] {
+            // Also after an allowed trailer, and with the name split over feeds.
+            let mut input = b"3\r\nabc\r\n0\r\nX-Ok: 1\r\n".to_vec();
+            input.extend_from_slice(trailer);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                outcome(&input),
+                Err(ChunkError::ForbiddenTrailer),
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+    }
+
+    #[test]
+    fn response_bodies_follow_the_same_rules() {
+        // relay_chunked reads upstream responses with this decoder; its errors become
+        // a 502. A `Content-Length` trailer in a response is refused the same way.
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.feed(
+                b"5\r\nhello\r\n0\r\nContent-Length: 99\r\n\r\n",
+                &mut |_| {}
+            ),
+            Err(ChunkError::ForbiddenTrailer)
+        );
+        assert_eq!(
+            ChunkError::ForbiddenTrailer.reason(),
+            "field not allowed in a trailer section"
+        );
+        assert_eq!(ChunkError::BadExtension.reason(), "invalid chunk extension");
+    }
+
+    #[test]
+    fn every_split_gives_the_same_answer() {
+        let inputs: &[&[u8]] = &[
+            b"5;a=\"q;\\\\x\";b=c\r\nhello\r\n0;z\r\nX-A: 1\r\nX-B:2\r\n\r\n",
+            b"5;a=\"\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nproxy-authorization: x\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nproxy-authorizationx: x\r\n\r\n",
+        ];
+        for input in inputs {
+            let whole = ChunkedDecoder::new().feed(input, &mut |_| {});
+            for split in 1..input.len() {
+                let mut d = ChunkedDecoder::new();
+                let got = d
+                    .feed(&input[..split], &mut |_| {})
+                    .and_then(|n| Ok(n + d.feed(&input[split..], &mut |_| {})?));
+                assert_eq!(
+                    got,
+                    whole,
+                    "split at {split} of {:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 
     #[test]

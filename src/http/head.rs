@@ -5,7 +5,8 @@
 //! re-serialised, so whatever the client sent (case, spacing, order) reaches the backend
 //! unchanged (SPEC §1 "Forwarding").
 
-use super::parse::{field_line, HeaderField, RequestHead};
+use super::field::{field_line, HeaderField};
+use super::parse::RequestHead;
 use super::response::ResponseHead;
 
 /// What ringgate says about the connection in a forwarded head.

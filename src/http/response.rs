@@ -8,10 +8,10 @@
 
 use std::mem::MaybeUninit;
 
-use super::parse::{
+use super::field::{
     field_line, list_elements, mark_named_fields, parse_content_length, HeaderField, Span,
-    MAX_HEADERS_LIMIT,
 };
+use super::parse::MAX_HEADERS_LIMIT;
 use crate::error::{ErrorKind, ProxyError};
 
 /// How a response body is delimited.

@@ -21,7 +21,8 @@ use simd_json::{Buffers, Node, StaticNode, Tape};
 
 pub use crate::config::{ExtractRules, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
 use crate::error::ProxyError;
-use crate::http::parse::{eq_dash_underscore, RequestHead};
+use crate::http::field::eq_dash_underscore;
+use crate::http::parse::RequestHead;
 
 fn bad(reason: &'static str) -> ProxyError {
     ProxyError::bad_request(reason)
