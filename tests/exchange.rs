@@ -192,15 +192,23 @@ fn an_early_answer_to_a_large_upload_reaches_the_client() {
         let r = c.read_response();
         assert_eq!(r.status, status[..3].parse::<u16>().unwrap(), "{status}");
         assert_eq!(r.text(), "early");
-        assert_eq!(r.header("connection"), Some("close"));
-        // The rest of the upload is read and dropped before the close: a clean FIN.
+        // Either way the rest of the upload is read and dropped: the connection is kept
+        // (the rest was discarded) or closed in stages (a clean FIN). Which one depends on
+        // whether the answer came while a splice of the body was in flight.
         c.send(&body[50_000..]);
-        c.finish_sending();
-        c.expect_fin();
+        if r.header("connection") == Some("close") {
+            c.finish_sending();
+            c.expect_fin();
+        } else {
+            let probe = c.roundtrip(
+                b"GET /api/spot/user/probe HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n",
+            );
+            assert_eq!(probe.text(), "later", "{status}");
+        }
         // The upstream connection is not reused: the next request opens a new one.
         let next = get(router.addr, "/api/spot/user/x", "X-User-Id: alice\r\n");
         assert_eq!(next.text(), "later", "{status}");
-        assert_eq!(a.accepted(), 2, "{status}: a new upstream connection");
+        assert!(a.accepted() >= 2, "{status}: a new upstream connection");
         assert_eq!(a.connection(0).requests.len(), 1, "{status}");
         nothing_smuggled(&[&a, &b]);
     }
