@@ -149,3 +149,21 @@ fn the_binary_prints_the_same_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn new_runtime_keys_are_validated() {
+    let e = refused(
+        "trusted_proxies",
+        &format!("{ZONES}[forward]\ntrusted_proxies = [\"10.0.0.0/8\",\n  \"10.0.0.300\"]\n"),
+        7,
+        "forward.trusted_proxies",
+    );
+    assert!(e.message.contains("not an IP address or a CIDR block"), "{e}");
+    let e = refused(
+        "ring",
+        &format!("{ZONES}[workers]\nring = \"turbo\"\n"),
+        6,
+        "workers.ring",
+    );
+    assert!(e.message.contains("defer_taskrun"), "{e}");
+}

@@ -180,8 +180,37 @@ fn hop_by_hop_fields_are_removed_and_xff_added() {
         head.contains("X-Keep:  spaced  value\r\n"),
         "bytes as received: {head}"
     );
-    assert!(head.contains("X-Forwarded-For: 10.9.9.9\r\n"));
+    // A client's own X-Forwarded-For is dropped (anyone can write one); ringgate's says
+    // who the peer is.
+    assert!(!head.contains("10.9.9.9"), "{head}");
     assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+}
+
+#[test]
+fn client_forwarding_fields_are_kept_only_from_trusted_proxies() {
+    let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.9.9.9, 10.8.8.8\r\nforwarded: for=10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\nX_Forwarded_For: 10.7.7.7\r\n\r\n";
+    // Untrusted peer (the default): every spelling of every forwarding field is dropped.
+    let (r, _) = one_backend("");
+    let head = request(r.addr, raw).json_field("head").unwrap();
+    for spoof in ["10.9.9.9", "10.8.8.8", "10.7.7.7", "orwarded:", "X-Real-IP"] {
+        assert!(!head.contains(spoof), "{spoof} forwarded: {head}");
+    }
+    assert!(
+        head.ends_with("X-Forwarded-For: 127.0.0.1\r\n\r\n"),
+        "{head}"
+    );
+    // Trusted peer (loopback is listed as a CIDR block): the chain is kept, in place, and
+    // extended with the peer.
+    let (r, _) = one_backend("[forward]\ntrusted_proxies = [\"10.0.0.1\", \"127.0.0.0/8\"]\n");
+    let head = request(r.addr, raw).json_field("head").unwrap();
+    assert!(
+        head.contains("X-Forwarded-For: 10.9.9.9, 10.8.8.8\r\nforwarded: for=10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.ends_with("X-Forwarded-For: 127.0.0.1\r\n\r\n"),
+        "{head}"
+    );
 }
 
 #[test]

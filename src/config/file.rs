@@ -282,6 +282,9 @@ pub struct ForwardSection {
     /// Protocols an `Upgrade` request may switch to (tunnelled after a 101); others are
     /// forwarded as plain HTTP without the `Upgrade` field.
     pub upgrade_protocols: Vec<String>,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` /
+    /// `X-Real-IP` are kept and extended; from anyone else they are dropped.
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 impl Default for ForwardSection {
@@ -289,6 +292,7 @@ impl Default for ForwardSection {
         Self {
             x_forwarded_for: true,
             upgrade_protocols: vec!["websocket".into()],
+            trusted_proxies: Vec::new(),
         }
     }
 }

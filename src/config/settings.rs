@@ -2,8 +2,12 @@
 //! breaker, health checks, access log. Everything here is typed, with units in names
 //! (`Duration`s, `_bytes`), and clamped or refused when out of range.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
 
 use super::error::Errors;
 use super::file::FileConfig;
@@ -124,6 +128,8 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Add `X-Forwarded-For`.
     pub x_forwarded_for: bool,
+    /// Peers whose forwarding fields are kept (empty: nobody's).
+    pub trusted_proxies: Vec<IpNet>,
     /// Protocols an upgrade may switch to.
     pub upgrade_protocols: Vec<Box<[u8]>>,
     /// Whole-request deadline (None: none).
@@ -223,6 +229,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
         pool_idle_timeout: ms(f.pool.idle_timeout_ms.max(1)),
         x_forwarded_for: f.forward.x_forwarded_for,
+        trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
         upgrade_protocols: f
             .forward
             .upgrade_protocols
@@ -321,4 +328,37 @@ pub(crate) fn health_from(f: &FileConfig) -> Option<HealthSettings> {
         rise: f.health.rise.max(1),
         http_path: (!f.health.http_path.is_empty()).then(|| f.health.http_path.clone()),
     })
+}
+
+/// `forward.trusted_proxies`: addresses (a /32 or /128) or CIDR blocks.
+fn trusted_proxies(list: &[Spanned<String>], errors: &mut Errors<'_>) -> Vec<IpNet> {
+    let mut out = Vec::with_capacity(list.len());
+    for v in list {
+        let text = v.get_ref().trim();
+        let net = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(n) => out.push(n.trunc()),
+            None => errors.add(
+                v.span(),
+                "forward.trusted_proxies",
+                format!("\"{text}\" is not an IP address or a CIDR block (e.g. 10.0.0.0/8)"),
+            ),
+        }
+    }
+    out
+}
+
+impl Settings {
+    /// Whether `peer` is a trusted proxy (its forwarding fields are kept).
+    #[inline]
+    pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        if self.trusted_proxies.is_empty() {
+            return false;
+        }
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
 }

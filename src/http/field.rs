@@ -69,6 +69,20 @@ pub struct HeaderField {
     pub value: Span,
     /// Hop-by-hop: not forwarded (RFC 9110 §7.6.1).
     pub is_hop_by_hop: bool,
+    /// A field that says who the client is (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`,
+    /// also spelt with `_`): a client can forge it, so it is forwarded only from a
+    /// trusted proxy.
+    pub is_forwarding: bool,
+}
+
+/// Whether `name` is one of the fields that carry the client's address through proxies
+/// (any case, `_` read as `-`, as CGI-style header maps do).
+pub fn is_forwarding_name(name: &[u8]) -> bool {
+    match name.len() {
+        9 => eq_dash_underscore(name, b"forwarded") || eq_dash_underscore(name, b"x-real-ip"),
+        15 => eq_dash_underscore(name, b"x-forwarded-for"),
+        _ => false,
+    }
 }
 
 /// Byte range of field line `i` (name through CRLF) in a head of `head_len` bytes whose
@@ -564,6 +578,7 @@ mod tests {
     fn connection_named_fields() {
         let raw = b"Connection: a, b\r\nA: 1\r\nb: 2\r\nC: 3\r\nConnection: c\r\n";
         let field = |name: &[u8], value: &[u8]| HeaderField {
+            is_forwarding: false,
             name: Span::of(raw, name),
             value: Span::of(raw, value),
             is_hop_by_hop: false,

@@ -33,16 +33,18 @@ impl ConnectionField {
     }
 }
 
-/// Copy `buf[..head_len - 2]` into `out`, skipping the lines of hop-by-hop fields.
+/// Copy `buf[..head_len - 2]` into `out`, skipping the lines of hop-by-hop fields (and
+/// of forwarding fields, unless `keep_forwarding`).
 fn copy_without_hop_by_hop(
     buf: &[u8],
     head_len: usize,
     headers: &[HeaderField],
+    keep_forwarding: bool,
     out: &mut Vec<u8>,
 ) {
     let mut pos = 0;
     for (i, f) in headers.iter().enumerate() {
-        if f.is_hop_by_hop {
+        if f.is_hop_by_hop || (f.is_forwarding && !keep_forwarding) {
             let (start, end) = field_line(headers, head_len, i);
             out.extend_from_slice(&buf[pos..start]);
             pos = end;
@@ -54,10 +56,18 @@ fn copy_without_hop_by_hop(
 /// Write the request head to forward upstream into `out` (cleared first).
 ///
 /// `extra` is a pre-built block of complete field lines (e.g. `X-Forwarded-For`), possibly
-/// empty.
-pub fn write_request_head(buf: &[u8], head: &RequestHead, extra: &[u8], out: &mut Vec<u8>) {
+/// empty. The client's own forwarding fields (`X-Forwarded-For`, `Forwarded`,
+/// `X-Real-IP`) are kept only when `trusted` (the client is a proxy whose chain counts);
+/// `extra` then follows them, extending the chain.
+pub fn write_request_head(
+    buf: &[u8],
+    head: &RequestHead,
+    extra: &[u8],
+    trusted: bool,
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    copy_without_hop_by_hop(buf, head.len, &head.headers, out);
+    copy_without_hop_by_hop(buf, head.len, &head.headers, trusted, out);
     let connection = if head.is_upgrade {
         ConnectionField::Upgrade
     } else if head.minor_version == 0 {
@@ -84,7 +94,7 @@ pub fn write_response_head(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    copy_without_hop_by_hop(buf, head.len, &head.headers, out);
+    copy_without_hop_by_hop(buf, head.len, &head.headers, false, out);
     out.extend_from_slice(connection.line());
     out.extend_from_slice(b"\r\n");
 }
@@ -101,7 +111,13 @@ mod tests {
         let mut head = RequestHead::default();
         parse_request(raw, raw.len() - 2, 100, &mut head).unwrap();
         let mut out = Vec::new();
-        write_request_head(raw, &head, b"X-Forwarded-For: 10.0.0.1\r\n", &mut out);
+        write_request_head(
+            raw,
+            &head,
+            b"X-Forwarded-For: 10.0.0.1\r\n",
+            false,
+            &mut out,
+        );
         assert_eq!(
             out,
             b"POST /x HTTP/1.1\r\nHost: a\r\nx-KEEP:  as-is \r\nContent-Length: 2\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
@@ -114,13 +130,13 @@ mod tests {
         let mut head = RequestHead::default();
         parse_request(raw, raw.len(), 100, &mut head).unwrap();
         let mut out = Vec::new();
-        write_request_head(raw, &head, b"", &mut out);
+        write_request_head(raw, &head, b"", false, &mut out);
         assert_eq!(out, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
 
         let raw =
             b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
         parse_request(raw, raw.len(), 100, &mut head).unwrap();
-        write_request_head(raw, &head, b"", &mut out);
+        write_request_head(raw, &head, b"", false, &mut out);
         assert_eq!(
             out,
             b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"

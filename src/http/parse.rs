@@ -29,8 +29,9 @@
 use std::mem::MaybeUninit;
 
 use super::field::{
-    field_line, is_host_value, is_underscore_framing_name, list_elements, mark_named_fields,
-    parse_content_length, parse_host_port, trim_ows, HeaderField, HostPort, Span,
+    field_line, is_forwarding_name, is_host_value, is_underscore_framing_name, list_elements,
+    mark_named_fields, parse_content_length, parse_host_port, trim_ows, HeaderField, HostPort,
+    Span,
 };
 use crate::error::{ErrorKind, ProxyError};
 
@@ -189,6 +190,7 @@ pub fn parse_request(
             name,
             value,
             is_hop_by_hop,
+            is_forwarding: is_forwarding_name(h.name.as_bytes()),
         });
     }
     state.finish(bytes, head, parts.authority)

@@ -146,6 +146,7 @@ pub fn parse_response(
             name: Span::of(bytes, name),
             value: Span::of(bytes, h.value),
             is_hop_by_hop,
+            is_forwarding: false,
         });
     }
     if conn_names_other {

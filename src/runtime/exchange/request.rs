@@ -153,7 +153,8 @@ pub async fn prepare(
     } else {
         b""
     };
-    write_request_head(&c.buf, &c.head, extra, &mut c.fwd);
+    let trusted = s.is_trusted_proxy(c.peer);
+    write_request_head(&c.buf, &c.head, extra, trusted, &mut c.fwd);
     let body = match body {
         Body::Buffered { len, .. } if len <= INLINE_BODY_BYTES => {
             c.fwd.extend_from_slice(&c.buf[head_len..head_len + len]);
