@@ -208,7 +208,7 @@ fn bench_decision(c: &mut Criterion) {
     g.bench_function("command_load_200B_json+head_rewrite", |b| {
         b.iter(|| {
             let routed = decide(black_box(buf), &wt, &mut state);
-            write_request_head(buf, &state.head, xff, &mut state.out);
+            write_request_head(buf, &state.head, xff, false, &mut state.out);
             (routed, state.out.len())
         })
     });
