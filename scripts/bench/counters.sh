@@ -8,8 +8,8 @@
 #                                  socket was not ready when it was issued).
 # perf counts only threads that exist when it attaches (every proxy here starts its
 # threads at start-up; io_uring's io-wq workers created later would be missed, but their
-# CPU time is still in utime/stime). perf's own cost inside the proxy (a counter bump per
-# event) is the same for every path.
+# CPU time is still in utime/stime): window_end warns when a thread appeared meanwhile.
+# perf's own cost inside the proxy (a counter bump per event) is the same for every path.
 #
 # perf is attached before the cell starts, with its events disabled (`-D -1`), and switched
 # on and off through its control FIFO exactly when the window opens and closes: its start-up
@@ -35,6 +35,14 @@ check_perf() {
     fi
 }
 
+# Thread ids of the given processes, sorted as text (for comm).
+thread_ids() {
+    local pid
+    for pid in "$@"; do
+        ls "/proc/$pid/task" 2>/dev/null || true
+    done | sort
+}
+
 # Send a command to the attached perf and wait for its "ack".
 perf_command() {
     local reply=""
@@ -56,6 +64,7 @@ counters_attach() {
     [[ ${BENCH_PERF:-1} == 1 ]] || return 0
     local out=$WORK/$WINDOW_NAME.perf pid_list
     pid_list=$(IFS=,; echo "${WINDOW_PIDS[*]}")
+    WINDOW_TIDS=$(thread_ids "${WINDOW_PIDS[@]}")
     rm -f "$out.ctl" "$out.ack"
     mkfifo "$out.ctl" "$out.ack"
     start_bg "$out.log" perf stat -x, -o "$out" -D -1 --control "fifo:$out.ctl,$out.ack" \
@@ -90,6 +99,13 @@ window_end() {
         perf_command disable
         counters_detach
         counts=$(perf_counts "$WORK/$WINDOW_NAME.perf")
+        local late
+        late=$(comm -13 <(echo "$WINDOW_TIDS") <(thread_ids "${WINDOW_PIDS[@]}") | paste -sd ' ')
+        if [[ -n $late ]]; then
+            log "warning: $WINDOW_NAME: thread(s) $late started after perf attached: their" \
+                "syscalls and io_uring events are not counted (their CPU time is)"
+            echo "late threads $late" >>"$WORK/$WINDOW_NAME.window"
+        fi
     fi
     # shellcheck disable=SC2034 # read by scripts/bench.sh
     WINDOW_COUNTERS="$((t1[0] - t0[0])) $((t1[1] - t0[1])) $counts"
