@@ -1,63 +1,119 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — ringgate side by side with the direct path, nginx and HAProxy (SPEC §6).
+# scripts/bench.sh — ringgate side by side with the direct path, a byte-relay floor, nginx,
+# HAProxy and optionally Pingora and another ringgate build (SPEC §6), showing where each
+# one's time goes.
 #
-# One command from a fresh clone: builds the release binaries, installs nginx, HAProxy
-# (and jq) from Debian's packages if missing, starts the same two demo backends for
-# everyone, and runs the same ringgate-load mix against
-#   direct   the backends themselves (the floor; the load goes to zone_1's backend),
-#   ringgate one worker,
-#   nginx    one worker, upstream keep-alive,
-#   haproxy  one thread, http mode, keep-alive, http-reuse always,
-# at fixed open-loop rates (coordinated-omission corrected) and at maximum (closed loop).
-# Paths are interleaved within each mode, so a disturbance hits one cell, not one path.
+# One command from a fresh clone: builds the release binaries and the relay, installs
+# nginx, HAProxy, wrk, perf and jq from Debian's packages if missing, and runs, for every
+# path in the same run:
+#   direct         the backend itself (the floor of latency; the load goes to zone_1's backend),
+#   relay          scripts/bench/relay.c: one thread, epoll, one backend connection per client
+#                  connection, bytes copied both ways with read/write, no HTTP work — the
+#                  floor of CPU every proxy on kernel sockets pays,
+#   ringgate       one worker,
+#   ringgate-base  (BENCH_BASELINE=/path/to/ringgate) that binary, same config: an A/B of
+#                  two builds in one run,
+#   nginx          one worker, upstream keep-alive,
+#   haproxy        one thread, http mode, keep-alive, http-reuse always,
+#   pingora        (BENCH_PINGORA=1) scripts/bench/pingora/: a minimal ProxyHttp over
+#                  Pingora's connection pool, one worker thread, built from crates.io in
+#                  ~/.cache/ringgate-bench/pingora with nice -n 19 (first build: long),
+# in these cells:
+#   rates  ringgate-load open loop at each of BENCH_RATES (coordinated-omission corrected),
+#   max    ringgate-load closed loop, BENCH_MAX_CONNS connections,
+#   c1     ringgate-load closed loop, one connection, one request at a time, in
+#          BENCH_C1_ROUNDS short rounds, paths round-robin within each round (the first path
+#          rotating); reported as the medians over the rounds of p50/p99 and of the added
+#          p50/p99 over direct in the same round (one c=1 run on a VM swings 0.2–1.5 ms),
+#   wrk    our field measurement: wrk (1 thread) POSTs a ~200-byte JSON body whose user_id
+#          is only in the body (ringgate parses every body), BENCH_WRK_CONNS connections,
+#          against an nginx `return 200` backend (see benches/peers/nginx-backend.conf.in
+#          for why not the demo backend), in the field's CPU layout (below).
+# Cells are interleaved across paths (a disturbance hits one cell, not one path).
 #
-# CPU layout (2-core box; override with BENCH_PROXY_CPU / BENCH_LOAD_CPU):
-#   core 0: the proxy under test (every process/thread of it, via taskset + its own pinning)
-#   core 1: ringgate-load (1 thread) and both backends (1 thread each)
-# The proxy's CPU time per request is (utime+stime of all its processes and threads,
-# from /proc/PID/stat, between the end of warm-up and the end of the run) / requests.
+# CPU layout (2-core box):
+#   rates/max/c1: the proxy under test on BENCH_PROXY_CPU (0), every process/thread of it
+#                 (taskset + its own pinning); ringgate-load (1 thread) and both demo backends
+#                 (1 thread each) on BENCH_LOAD_CPU (1).
+#   wrk:          the proxy on BENCH_WRK_PROXY_CPU (1); wrk and the nginx backend (1 worker)
+#                 on BENCH_WRK_LOAD_CPU (0). Every proxy is restarted for this layout.
 #
-# Output: one table on stdout and in benches/results/latest.md, and the latency curves
-# of the last fixed rate in benches/results/latency.svg. Everything started is stopped on
-# exit, failure included.
+# Per-request columns of every proxy path, over the measured window of each cell only
+# (after warm-up; scripts/bench/counters.sh): user and system CPU µs (utime/stime of all its
+# processes and threads, /proc/PID/stat), and from `perf stat -p` attached for the window:
+# syscalls (raw_syscalls:sys_enter), io_uring submissions (io_uring:io_uring_submit_req)
+# and io_uring poll arms (io_uring:io_uring_poll_arm). Ratios: ringgate ÷ each path for
+# req/s and CPU/req.
 #
-# Knobs (environment): BENCH_RATES ("5000 10000"), BENCH_DURATION (6s), BENCH_WARMUP (2s),
-# BENCH_CONNS (32, open loop), BENCH_MAX_CONNS (32), BENCH_MAX_PIPELINE (1),
-# BENCH_PORT_BASE (18800), BENCH_OUT (benches/results), BENCH_SKIP_BUILD=1,
-# BENCH_NICE (e.g. -10: every benchmarked process alike, above other work on a shared box),
-# BENCH_RT=1 (every benchmarked process under SCHED_RR, all alike: on a shared box, other
-# work then cannot delay a wake-up by a time slice; a core kept busier than 95 % by RT
-# tasks is throttled by the kernel, which can only show in the max cells),
-# BENCH_KEEP=1 (keep the work directory with every JSON/.hgrm and log), CARGO_TARGET_DIR.
+# Output: one table on stdout and in benches/results/latest.md, and the latency curves of
+# the last fixed rate in benches/results/latency.svg. Everything started is stopped on exit,
+# failure included.
+#
+# Knobs (environment):
+#   BENCH_CELLS ("rates max c1 wrk")  which cells to run, in this order
+#   BENCH_RATES ("5000 10000"), BENCH_CONNS (32)  open-loop rates and their connections
+#   BENCH_DURATION (6s), BENCH_WARMUP (2s)        measured time and warm-up per rates/max cell
+#   BENCH_MAX_CONNS (32), BENCH_MAX_PIPELINE (1)  the closed-loop max cell
+#   BENCH_C1_ROUNDS (5), BENCH_C1_DURATION (2s), BENCH_C1_WARMUP (1s)  the c=1 cell
+#   BENCH_WRK_CONNS (50), BENCH_WRK_DURATION (6s), BENCH_WRK_WARMUP (2s)  the wrk cell
+#                                                 (wrk takes whole seconds)
+#   BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1)       layout of rates/max/c1
+#   BENCH_WRK_PROXY_CPU (1), BENCH_WRK_LOAD_CPU (0)  layout of the wrk cell
+#   BENCH_BASELINE=/path/to/ringgate              add the ringgate-base path (A/B)
+#   BENCH_PINGORA=1                               add the pingora path (builds it if needed)
+#   BENCH_PINGORA_DIR (~/.cache/ringgate-bench/pingora)  where Pingora is built
+#   BENCH_PERF=0                                  no perf columns (utime/stime only)
+#   BENCH_PORT_BASE (18800), BENCH_OUT (benches/results), BENCH_SKIP_BUILD=1,
+#   BENCH_NICE (e.g. -10: every benchmarked process alike, above other work on a shared box),
+#   BENCH_RT=1 (every benchmarked process under SCHED_RR, all alike: on a shared box, other
+#   work then cannot delay a wake-up by a time slice; a core kept busier than 95 % by RT
+#   tasks is throttled by the kernel, which can only show in the max and wrk cells),
+#   BENCH_KEEP=1 (keep the work directory: every JSON/.hgrm, wrk and perf output, logs),
+#   CARGO_TARGET_DIR.
 
 set -euo pipefail
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/bench" && pwd)
 # shellcheck source=scripts/bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/bench/lib.sh"
+source "$BENCH_DIR/lib.sh"
+# shellcheck source=scripts/bench/counters.sh
+source "$BENCH_DIR/counters.sh"
 export PATH=$PATH:/usr/sbin:/sbin
 
+CELLS=${BENCH_CELLS:-rates max c1 wrk}
 RATES=${BENCH_RATES:-5000 10000}
 DURATION=${BENCH_DURATION:-6s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-32}
 MAX_CONNS=${BENCH_MAX_CONNS:-32}
 MAX_PIPELINE=${BENCH_MAX_PIPELINE:-1}
+C1_ROUNDS=${BENCH_C1_ROUNDS:-5}
+C1_DURATION=${BENCH_C1_DURATION:-2s}
+C1_WARMUP=${BENCH_C1_WARMUP:-1s}
+WRK_CONNS=${BENCH_WRK_CONNS:-50}
+WRK_DURATION=${BENCH_WRK_DURATION:-6s}
+WRK_WARMUP=${BENCH_WRK_WARMUP:-2s}
 PORT_BASE=${BENCH_PORT_BASE:-18800}
 OUT=${BENCH_OUT:-$REPO_ROOT/benches/results}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
-PATHS=(direct ringgate nginx haproxy)
+WRK_PROXY_CPU=${BENCH_WRK_PROXY_CPU:-1}
+WRK_LOAD_CPU=${BENCH_WRK_LOAD_CPU:-0}
+BASELINE=${BENCH_BASELINE:-}
+PINGORA=${BENCH_PINGORA:-0}
+PINGORA_DIR=${BENCH_PINGORA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringgate-bench/pingora}
 
-PORT_RINGGATE=$PORT_BASE
-PORT_NGINX=$((PORT_BASE + 1))
-PORT_HAPROXY=$((PORT_BASE + 2))
-PORT_BACKEND_1=$((PORT_BASE + 10))
-PORT_BACKEND_2=$((PORT_BASE + 11))
+PATHS=(direct relay ringgate)
+[[ -n $BASELINE ]] && PATHS+=(ringgate-base)
+PATHS+=(nginx haproxy)
+[[ $PINGORA == 1 ]] && PATHS+=(pingora)
+
+# Port of each path's listener and PID of its main process, per layout (start_paths).
+declare -A PORT_OF=() PID_OF=()
 
 use_work_dir bench "${BENCH_KEEP:-0}"
 chmod 755 "$WORK" # nginx workers run as nobody
 
-
-# Seconds in a ringgate-load duration ("8s", "500ms", "2m", "3").
+# Seconds in a duration ("8s", "500ms", "2m", "3").
 seconds_of() {
     awk -v d="$1" 'BEGIN {
         n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
@@ -66,211 +122,412 @@ seconds_of() {
     }'
 }
 
+# worker_cpu_affinity bit mask of one CPU: CPU 0 = "1", CPU 1 = "10", ...
+cpu_mask() {
+    local mask=1 i
+    for ((i = 0; i < $1; i++)); do mask="${mask}0"; done
+    echo "$mask"
+}
+
+has_cell() { [[ " $CELLS " == *" $1 "* ]]; }
+
+# Build Pingora's peer in $PINGORA_DIR (outside the repository's target) from the template
+# in scripts/bench/pingora/, at the lowest priority; cargo makes a rebuild a no-op.
+build_pingora() {
+    local f
+    # pingora-core's flate2 uses zlib-ng, built with cmake (and a C/C++ compiler).
+    ensure_commands cmake:cmake c++:g++
+    mkdir -p "$PINGORA_DIR"
+    for f in Cargo.toml Cargo.lock main.rs; do
+        [[ -f $BENCH_DIR/pingora/$f ]] || continue
+        cmp -s "$BENCH_DIR/pingora/$f" "$PINGORA_DIR/$f" || cp "$BENCH_DIR/pingora/$f" "$PINGORA_DIR/$f"
+    done
+    # The committed Cargo.lock pins every crate version, so the peer is the same build
+    # everywhere; --locked refuses to drift from it.
+    local locked=()
+    [[ -f $BENCH_DIR/pingora/Cargo.lock ]] && locked=(--locked)
+    log "building Pingora's peer in $PINGORA_DIR (nice -n 19; the first build on 2 cores takes long)"
+    if ! (cd "$PINGORA_DIR" && CARGO_TARGET_DIR="$PINGORA_DIR/target" \
+        nice -n 19 cargo build --release "${locked[@]}" >"$PINGORA_DIR/build.log" 2>&1); then
+        tail -n 30 "$PINGORA_DIR/build.log" >&2
+        die "Pingora's peer did not build (full log: $PINGORA_DIR/build.log)"
+    fi
+    PINGORA_BIN=$PINGORA_DIR/target/release/pingora-peer
+}
+
 setup() {
     build_release
-    ensure_commands nginx:nginx haproxy:haproxy jq:jq taskset:util-linux
-    local ncpu
+    ensure_commands nginx:nginx haproxy:haproxy jq:jq taskset:util-linux wrk:wrk cc:gcc
+    check_perf
+    log "cc -O2 scripts/bench/relay.c"
+    cc -O2 -Wall -o "$WORK/relay" "$BENCH_DIR/relay.c" || die "relay.c did not compile"
+    RELAY_BIN=$WORK/relay
+    if [[ -n $BASELINE ]]; then
+        [[ -x $BASELINE ]] || die "BENCH_BASELINE=$BASELINE is not an executable"
+    fi
+    [[ $PINGORA == 1 ]] && build_pingora
+    local ncpu cpu
     ncpu=$(nproc)
-    ((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) || die "CPU $PROXY_CPU or $LOAD_CPU not available"
+    for cpu in "$PROXY_CPU" "$LOAD_CPU" "$WRK_PROXY_CPU" "$WRK_LOAD_CPU"; do
+        ((cpu < ncpu)) || die "CPU $cpu not available"
+    done
     ((ncpu >= 2)) || log "warning: one CPU only: proxy and load share it"
-    local load1
-    load1=$(cut -d' ' -f1 /proc/loadavg)
-    LOAD_AT_START=$load1
-    if [[ ${BENCH_RT:-0} != 1 ]] && awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
-        log "warning: load average $load1: other work will disturb the latencies" \
+    LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
+    if [[ ${BENCH_RT:-0} != 1 ]] && awk -v l="$LOAD_AT_START" 'BEGIN { exit !(l > 0.5) }'; then
+        log "warning: load average $LOAD_AT_START: other work will disturb the figures" \
             "(wait, or BENCH_RT=1 BENCH_NICE=-10 to put every benchmarked process above it)"
     fi
-    require_free_ports "$PORT_RINGGATE" "$PORT_NGINX" "$PORT_HAPROXY" \
-        "$PORT_BACKEND_1" "$PORT_BACKEND_2"
+    local ports
+    mapfile -t ports < <(seq "$PORT_BASE" $((PORT_BASE + 31)))
+    require_free_ports "${ports[@]}"
+}
 
-    log "backends: zone_1 :$PORT_BACKEND_1, zone_2 :$PORT_BACKEND_2 (1 thread each, CPU $LOAD_CPU)"
-    start_backend "$PORT_BACKEND_1" zone_1 "$LOAD_CPU" "$WORK/backend-1.log"
-    PIDS_BACKENDS=("$LAST_PID")
-    start_backend "$PORT_BACKEND_2" zone_2 "$LOAD_CPU" "$WORK/backend-2.log"
-    PIDS_BACKENDS+=("$LAST_PID")
-
-    local vars=(PORT="$PORT_RINGGATE" ADMIN="" CPU="$PROXY_CPU"
-        BACKEND_1="$PORT_BACKEND_1" BACKEND_2="$PORT_BACKEND_2")
-    fill_template "$REPO_ROOT/benches/peers/ringgate.toml.in" "$WORK/ringgate.toml" "${vars[@]}"
-    start_ringgate "$WORK/ringgate.toml" "$WORK/ringgate.log" "$PROXY_CPU"
-    PID_RINGGATE=$LAST_PID
-
-    mkdir -p "$WORK"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
-    chmod 777 "$WORK"/nginx-*
-    local mask i
-    # worker_cpu_affinity bit mask: CPU 0 = "1", CPU 1 = "10", ...
-    mask=1
-    for ((i = 0; i < PROXY_CPU; i++)); do mask="${mask}0"; done
-    fill_template "$REPO_ROOT/benches/peers/nginx.conf.in" "$WORK/nginx.conf" \
-        WORK="$WORK" CPU_MASK="$mask" PORT="$PORT_NGINX" \
-        BACKEND_1="$PORT_BACKEND_1" BACKEND_2="$PORT_BACKEND_2"
-    start_bg "$WORK/nginx.out" "${RUN_PREFIX[@]}" taskset -c "$PROXY_CPU" nginx -p "$WORK" -e "$WORK/nginx-error.log" \
-        -c "$WORK/nginx.conf"
-    PID_NGINX=$LAST_PID
-    wait_port "$PORT_NGINX"
-
-    fill_template "$REPO_ROOT/benches/peers/haproxy.cfg.in" "$WORK/haproxy.cfg" \
-        CPU="$PROXY_CPU" PORT="$PORT_HAPROXY" \
-        BACKEND_1="$PORT_BACKEND_1" BACKEND_2="$PORT_BACKEND_2"
-    start_bg "$WORK/haproxy.out" "${RUN_PREFIX[@]}" taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
-    PID_HAPROXY=$LAST_PID
-    wait_port "$PORT_HAPROXY"
-    log "ringgate :$PORT_RINGGATE, nginx :$PORT_NGINX, haproxy :$PORT_HAPROXY (CPU $PROXY_CPU)"
+# Start every proxy path of one layout: start_paths TAG PORT0 PROXY_CPU BACKEND_1 BACKEND_2.
+# Listeners on PORT0 + 0..5; configs and logs in $WORK/TAG-*.
+start_paths() {
+    local tag=$1 port0=$2 cpu=$3 b1=$4 b2=$5 path port
+    PORT_OF=([direct]=$b1)
+    PID_OF=()
+    for path in "${PATHS[@]}"; do
+        [[ $path == direct ]] && continue
+        case $path in
+        ringgate) port=$port0 ;;
+        nginx) port=$((port0 + 1)) ;;
+        haproxy) port=$((port0 + 2)) ;;
+        relay) port=$((port0 + 3)) ;;
+        ringgate-base) port=$((port0 + 4)) ;;
+        pingora) port=$((port0 + 5)) ;;
+        esac
+        PORT_OF[$path]=$port
+        case $path in
+        relay)
+            start_bg "$WORK/$tag-relay.log" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$RELAY_BIN" \
+                "$port" "$b1" "$b2"
+            ;;
+        ringgate | ringgate-base)
+            fill_template "$REPO_ROOT/benches/peers/ringgate.toml.in" "$WORK/$tag-$path.toml" \
+                PORT="$port" ADMIN="" CPU="$cpu" BACKEND_1="$b1" BACKEND_2="$b2"
+            local bin=$BIN_DIR/ringgate
+            [[ $path == ringgate-base ]] && bin=$BASELINE
+            start_ringgate_bin "$bin" "$WORK/$tag-$path.toml" "$WORK/$tag-$path.log" "$cpu"
+            ;;
+        nginx)
+            mkdir -p "$WORK/$tag-nginx"
+            mkdir -p "$WORK/$tag-nginx"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
+            chmod 755 "$WORK/$tag-nginx"
+            chmod 777 "$WORK/$tag-nginx"/nginx-*
+            fill_template "$REPO_ROOT/benches/peers/nginx.conf.in" "$WORK/$tag-nginx/nginx.conf" \
+                WORK="$WORK/$tag-nginx" CPU_MASK="$(cpu_mask "$cpu")" PORT="$port" \
+                BACKEND_1="$b1" BACKEND_2="$b2"
+            start_bg "$WORK/$tag-nginx.out" "${RUN_PREFIX[@]}" taskset -c "$cpu" nginx \
+                -p "$WORK/$tag-nginx" -e "$WORK/$tag-nginx/nginx-error.log" -c "$WORK/$tag-nginx/nginx.conf"
+            ;;
+        haproxy)
+            fill_template "$REPO_ROOT/benches/peers/haproxy.cfg.in" "$WORK/$tag-haproxy.cfg" \
+                CPU="$cpu" PORT="$port" BACKEND_1="$b1" BACKEND_2="$b2"
+            start_bg "$WORK/$tag-haproxy.out" "${RUN_PREFIX[@]}" taskset -c "$cpu" haproxy -db \
+                -f "$WORK/$tag-haproxy.cfg"
+            ;;
+        pingora)
+            start_bg "$WORK/$tag-pingora.log" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$PINGORA_BIN" \
+                "127.0.0.1:$port" "$WORK/$tag-pingora.pid" "127.0.0.1:$b1" "127.0.0.1:$b2"
+            ;;
+        esac
+        PID_OF[$path]=$LAST_PID
+        wait_port "$port" 20
+    done
+    local summary=""
+    for path in "${PATHS[@]}"; do summary+=" $path :${PORT_OF[$path]}"; done
+    log "$tag layout, proxies on CPU $cpu:$summary"
     if [[ ${BENCH_RT:-0} == 1 ]]; then
-        local peers
-        mapfile -t peers < <(pid_tree "$PID_NGINX"; pid_tree "$PID_HAPROXY")
-        set_policy rr "${PIDS_BACKENDS[@]}" "$PID_RINGGATE" "${peers[@]}"
-        log "BENCH_RT=1: every benchmarked process runs under SCHED_RR"
+        local pids=()
+        for path in "${!PID_OF[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(pid_tree "${PID_OF[$path]}"); done
+        set_policy rr "${pids[@]}"
     fi
 }
 
-target_of() {
-    case $1 in
-    direct) echo "127.0.0.1:$PORT_BACKEND_1" ;;
-    ringgate) echo "127.0.0.1:$PORT_RINGGATE" ;;
-    nginx) echo "127.0.0.1:$PORT_NGINX" ;;
-    haproxy) echo "127.0.0.1:$PORT_HAPROXY" ;;
-    esac
-}
-
-# PIDs whose CPU time is charged to a path (nginx: master + workers, read at run time).
+# PIDs whose CPU time and counters are charged to a path (nginx: master + workers).
 proxy_pids_of() {
-    case $1 in
-    direct) ;;
-    ringgate) echo "$PID_RINGGATE" ;;
-    nginx) pid_tree "$PID_NGINX" ;;
-    haproxy) pid_tree "$PID_HAPROXY" ;;
-    esac
+    [[ $1 == direct ]] || pid_tree "${PID_OF[$1]}"
 }
 
-# One load run: run_one PATH MODE (MODE = a rate, or "max"). Appends a row to $WORK/rows.tsv.
-run_one() {
-    local path=$1 mode=$2 name json args pids=() t0 t1
-    name="$path-$mode"
-    json=$WORK/$name.json
-    if [[ $mode == max ]]; then
-        args=(-c "$MAX_CONNS" --pipeline "$MAX_PIPELINE")
-    else
-        args=(-R "$mode" -c "$CONNS")
-    fi
-    mapfile -t pids < <(proxy_pids_of "$path")
-    local load_prefix=("${RUN_PREFIX[@]}")
+# Prefix of every load generator (ringgate-load, wrk).
+load_prefix() {
     if [[ ${BENCH_RT:-0} == 1 ]]; then
-        load_prefix=(chrt -r "${BENCH_RT_PRIO:-10}")
+        echo chrt -r "${BENCH_RT_PRIO:-10}"
+    elif ((${#RUN_PREFIX[@]} > 0)); then
+        echo "${RUN_PREFIX[@]}"
     fi
-    timeout $((${DURATION_S%.*} + ${WARMUP_S%.*} + 60)) "${load_prefix[@]}" \
-        "$BIN_DIR/ringgate-load" --target "$(target_of "$path")" "${args[@]}" -t 1 \
-        --cpus "$LOAD_CPU" -d "$DURATION" --warmup "$WARMUP" \
+}
+
+# The rates/max/c1 layout: two demo backends on the load CPU, proxies on the proxy CPU.
+start_load_layout() {
+    local b1=$((PORT_BASE + 10)) b2=$((PORT_BASE + 11))
+    log "demo backends: zone_1 :$b1, zone_2 :$b2 (1 thread each, CPU $LOAD_CPU)"
+    start_backend "$b1" zone_1 "$LOAD_CPU" "$WORK/backend-1.log"
+    local backends=("$LAST_PID")
+    start_backend "$b2" zone_2 "$LOAD_CPU" "$WORK/backend-2.log"
+    backends+=("$LAST_PID")
+    [[ ${BENCH_RT:-0} == 1 ]] && set_policy rr "${backends[@]}"
+    start_paths load "$PORT_BASE" "$PROXY_CPU" "$b1" "$b2"
+}
+
+# The wrk layout: the nginx `return 200` backend (two ports) on the wrk CPU, proxies
+# restarted on the wrk proxy CPU.
+start_wrk_layout() {
+    local b1=$((PORT_BASE + 30)) b2=$((PORT_BASE + 31)) dir=$WORK/wrk-backend
+    mkdir -p "$dir"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
+    chmod 755 "$dir"
+    chmod 777 "$dir"/nginx-*
+    fill_template "$REPO_ROOT/benches/peers/nginx-backend.conf.in" "$dir/nginx.conf" \
+        WORK="$dir" CPU_MASK="$(cpu_mask "$WRK_LOAD_CPU")" BACKEND_1="$b1" BACKEND_2="$b2"
+    start_bg "$WORK/wrk-backend.out" "${RUN_PREFIX[@]}" taskset -c "$WRK_LOAD_CPU" nginx \
+        -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf"
+    local backend=$LAST_PID
+    wait_port "$b1"
+    wait_port "$b2"
+    log "nginx return-200 backend :$b1 :$b2 (1 worker, CPU $WRK_LOAD_CPU)"
+    if [[ ${BENCH_RT:-0} == 1 ]]; then
+        local pids
+        mapfile -t pids < <(pid_tree "$backend")
+        set_policy rr "${pids[@]}"
+    fi
+    start_paths wrk $((PORT_BASE + 20)) "$WRK_PROXY_CPU" "$b1" "$b2"
+}
+
+# Columns of a rows.tsv row (see scripts/bench/table.awk): path mode rps p50 p99 p99.9
+# completed failed utime stime syscalls submits arms, from a ringgate-load JSON and the
+# window's counters.
+load_row() {
+    local path=$1 mode=$2 json=$3 counters=$4
+    jq -r --arg path "$path" --arg mode "$mode" --arg c "$counters" \
+        '[$path, $mode, .rps, .latency_us.p50, .latency_us.p99, .latency_us.p99_9,
+          .requests.completed,
+          (.requests.errors + .requests.non_2xx + .requests.unfinished + .requests.unsent)]
+         + ($c | split(" ")) | @tsv' "$json"
+}
+
+# One ringgate-load run: run_load PATH MODE [ROUND] (MODE = a rate, "max" or "c1").
+# Appends a row to $WORK/rows.tsv (c1: to $WORK/c1.tsv, with the round).
+run_load() {
+    local path=$1 mode=$2 round=${3:-} name json args pids prefix duration=$DURATION warmup=$WARMUP
+    local warmup_s=$WARMUP_S
+    name="$path-$mode${round:+-$round}"
+    json=$WORK/$name.json
+    case $mode in
+    max) args=(-c "$MAX_CONNS" --pipeline "$MAX_PIPELINE") ;;
+    c1)
+        args=(-c 1)
+        duration=$C1_DURATION warmup=$C1_WARMUP warmup_s=$C1_WARMUP_S
+        ;;
+    *) args=(-R "$mode" -c "$CONNS") ;;
+    esac
+    mapfile -t pids < <(proxy_pids_of "$path")
+    counters_attach "$name" "${pids[@]}"
+    read -ra prefix <<<"$(load_prefix)"
+    timeout "$(awk -v a="$(seconds_of "$duration")" -v b="$warmup_s" 'BEGIN { print int(a + b + 60) }')" \
+        "${prefix[@]}" "$BIN_DIR/ringgate-load" --target "127.0.0.1:${PORT_OF[$path]}" "${args[@]}" -t 1 \
+        --cpus "$LOAD_CPU" -d "$duration" --warmup "$warmup" \
         --mix commands=30,queries=70 --query-form mixed --users 1000 \
         --label "$path" --json "$json" --hgrm "$WORK/$name.hgrm" >"$WORK/$name.txt" 2>&1 &
     local load_pid=$!
     remember_pid "$load_pid"
-    sleep "$WARMUP_S"
-    t0=$(cpu_ticks "${pids[@]}")
+    # The window is timed by this clock, as long as the load's measured part (starting
+    # the load takes a few ms, so both ends of the window shift alike).
+    sleep "$warmup_s"
+    window_begin
+    sleep "$(seconds_of "$duration")"
+    window_end
     if ! wait "$load_pid"; then
         forget_pid "$load_pid"
         cat "$WORK/$name.txt" >&2
         die "ringgate-load failed on $name"
     fi
     forget_pid "$load_pid"
-    t1=$(cpu_ticks "${pids[@]}")
-    # Columns: path mode rps p50 p99 p99.9 completed failed proxy_ticks
-    jq -r --arg path "$path" --arg mode "$mode" --arg t "$((t1 - t0))" \
-        '[$path, $mode, .rps, .latency_us.p50, .latency_us.p99, .latency_us.p99_9,
-          .requests.completed,
-          (.requests.errors + .requests.non_2xx + .requests.unfinished + .requests.unsent),
-          $t] | @tsv' "$json" >>"$WORK/rows.tsv"
-    log "$(printf '%-8s %-6s' "$path" "$mode") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")"
+    local counters=$WINDOW_COUNTERS
+    if [[ $mode == c1 ]]; then
+        printf '%s\t%s\n' "$(load_row "$path" "$mode" "$json" "$counters")" "$round" >>"$WORK/c1.tsv"
+    else
+        load_row "$path" "$mode" "$json" "$counters" >>"$WORK/rows.tsv"
+    fi
+    log "$(printf '%-13s %-8s' "$path" "$mode${round:+ #$round}") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")  [utime stime syscalls submits arms: $counters]"
 }
 
-# The Markdown table from rows.tsv (ratios against direct and against ringgate, per mode).
-render_table() {
-    awk -F'\t' -v tck="$CLK_TCK" '
-    {
-        k = $1 SUBSEP $2; order[++rows] = k; mode[k] = $2; path[k] = $1
-        rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; n[k] = $7; err[k] = $8
-        cu[k] = ($1 == "direct" || $7 == 0) ? -1 : 1e6 * $9 / tck / $7
-    }
-    END {
-        print "| path | mode | req/s | p50 µs | p99 µs | p99.9 µs | errors | proxy CPU µs/req | ≈ req/s per proxy core | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
-        print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        for (i = 1; i <= rows; i++) {
-            k = order[i]; m = mode[k]; d = "direct" SUBSEP m; r = "ringgate" SUBSEP m
-            label = (m == "max") ? "max (closed loop)" : m " req/s (open loop)"
-            c = (cu[k] < 0) ? "—" : sprintf("%.1f", cu[k])
-            per = (cu[k] <= 0) ? "—" : sprintf("%.0f", 1e6 / cu[k])
-            added = (path[k] == "direct" || !(d in p50)) ? "—" : sprintf("+%.0f / +%.0f", p50[k] - p50[d], p99[k] - p99[d])
-            thr = (path[k] == "direct" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
-            cr = (cu[k] <= 0 || !(r in cu) || cu[r] <= 0) ? "—" : sprintf("%.2f×", cu[r] / cu[k])
-            printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s |\n",
-                path[k], label, rps[k], p50[k], p99[k], p999[k], err[k], c, per, added, thr, cr
-        }
-    }' "$WORK/rows.tsv"
+# One wrk run (after a wrk warm-up run of its own): run_wrk PATH. Appends to rows.tsv.
+run_wrk() {
+    local path=$1 name pids prefix url out
+    name="$path-wrk"
+    url="http://127.0.0.1:${PORT_OF[$path]}/api/spot/v2/order"
+    mapfile -t pids < <(proxy_pids_of "$path")
+    counters_attach "$name" "${pids[@]}"
+    read -ra prefix <<<"$(load_prefix)"
+    local wrk=("${prefix[@]}" taskset -c "$WRK_LOAD_CPU" wrk -t1 -c "$WRK_CONNS" -s "$BENCH_DIR/wrk-post.lua")
+    run_tracked "$WORK/$name-warmup.txt" "${wrk[@]}" -d "${WRK_WARMUP_S}s" "$url" ||
+        die "wrk warm-up failed on $path: $(cat "$WORK/$name-warmup.txt")"
+    window_begin
+    if ! run_tracked "$WORK/$name.txt" "${wrk[@]}" -d "${WRK_DURATION_S}s" "$url"; then
+        counters_detach
+        die "wrk failed on $path: $(cat "$WORK/$name.txt")"
+    fi
+    window_end
+    local counters=$WINDOW_COUNTERS
+    out=$(awk '$1 == "ringgate-bench-wrk"' "$WORK/$name.txt")
+    [[ -n $out ]] || die "no summary from wrk on $path: $(cat "$WORK/$name.txt")"
+    # ringgate-bench-wrk requests duration_us connect read write status timeout p50 p99 p99.9
+    awk -v path="$path" -v c="$counters" 'BEGIN { OFS = "\t" } {
+        split(c, k, " ")
+        print path, "wrk", $2 / ($3 / 1e6), $9, $10, $11, $2, $4 + $5 + $6 + $7 + $8,
+            k[1], k[2], k[3], k[4], k[5]
+    }' <<<"$out" >>"$WORK/rows.tsv"
+    log "$(printf '%-13s %-8s' "$path" wrk) $(awk '{ printf "%.0f req/s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
 }
 
-# Order of the paths per mode, by p99 (fixed rates) or req/s (max), and by CPU/req.
+# Run a command to completion in the background (so that the EXIT trap can stop it):
+# run_tracked LOGFILE COMMAND...; returns its status.
+run_tracked() {
+    local logfile=$1 pid rc=0
+    shift
+    "$@" >"$logfile" 2>&1 &
+    pid=$!
+    remember_pid "$pid"
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    return "$rc"
+}
+
+# Order of the paths per mode: by p99 (rates, c1) or req/s (max, wrk), and by CPU/req.
 render_ranking() {
-    local mode by_latency by_cpu
+    local mode by_speed by_cpu
     for mode in "$@"; do
-        by_latency=$(awk -F'\t' -v m="$mode" '$2 == m { print (m == "max" ? -$3 : $5), $1 }' \
+        by_cpu=$(awk -F'\t' -v m="$mode" '$2 == m && $9 != "-" && $7 > 0 { print ($9 + $10) / $7, $1 }' \
             "$WORK/rows.tsv" | sort -g | awk '{ print $2 }' | paste -sd ' ')
-        by_cpu=$(awk -F'\t' -v m="$mode" '$2 == m && $1 != "direct" && $7 > 0 { print $9 / $7, $1 }' \
-            "$WORK/rows.tsv" | sort -g | awk '{ print $2 }' | paste -sd ' ')
-        if [[ $mode == max ]]; then
-            printf -- '- max: by req/s: %s; by proxy CPU/req: %s\n' \
-                "${by_latency// / > }" "${by_cpu// / < }"
-        else
-            printf -- '- %s req/s: by p99: %s; by proxy CPU/req: %s\n' "$mode" \
-                "${by_latency// / < }" "${by_cpu// / < }"
-        fi
+        case $mode in
+        max | wrk)
+            by_speed=$(awk -F'\t' -v m="$mode" '$2 == m { print -$3, $1 }' "$WORK/rows.tsv" |
+                sort -g | awk '{ print $2 }' | paste -sd ' ')
+            printf -- '- %s: by req/s: %s; by proxy CPU/req: %s\n' "$mode" \
+                "${by_speed// / > }" "${by_cpu// / < }"
+            ;;
+        *)
+            by_speed=$(awk -F'\t' -v m="$mode" '$2 == m { print $5, $1 }' "$WORK/rows.tsv" |
+                sort -g | awk '{ print $2 }' | paste -sd ' ')
+            printf -- '- %s: by p99: %s; by proxy CPU/req: %s\n' \
+                "$([[ $mode == c1 ]] && echo "c=1 (medians)" || echo "$mode req/s")" \
+                "${by_speed// / < }" "${by_cpu// / < }"
+            ;;
+        esac
     done
+}
+
+# What the run did, for the head of latest.md (only the cells that ran).
+describe_run() {
+    local nice="nice ${BENCH_NICE:-0}"
+    [[ ${BENCH_RT:-0} == 1 ]] && nice+=", SCHED_RR (BENCH_RT=1)"
+    echo "- Paths: direct = the load sent straight to a backend; relay = scripts/bench/relay.c, a"
+    echo "  one-thread epoll byte copier (one backend connection per client connection, read/write,"
+    echo "  no HTTP work): the floor of any proxy on kernel sockets. Every proxy: 1 worker/thread."
+    echo "  Every benchmarked process runs at $nice."
+    if has_cell rates || has_cell max || has_cell c1; then
+        echo "- rates/max/c1 layout: proxy on CPU $PROXY_CPU; ringgate-load (1 thread) and two ringgate-backend"
+        echo "  processes (1 thread each) on CPU $LOAD_CPU. Load: 30 % Commands (POST ~180 B JSON, user id"
+        echo "  in the body only) / 70 % Queries (GET, user id in X-User-Id or ?user_id=, 50/50), 1000"
+        echo "  uniform users."
+    fi
+    if has_cell rates || has_cell max; then
+        echo "- rates: open loop, $CONNS connections, corrected for coordinated omission; max: closed loop,"
+        echo "  $MAX_CONNS connections, pipeline $MAX_PIPELINE; $DURATION measured after $WARMUP warm-up per cell."
+    fi
+    if has_cell c1; then
+        echo "- c=1: one connection, closed loop, $C1_ROUNDS rounds × $C1_DURATION (after $C1_WARMUP warm-up), paths"
+        echo "  round-robin within a round; latencies and req/s are medians over the rounds, the added"
+        echo "  latency the median of each round's difference to direct in that round; the per-request"
+        echo "  columns are totals over the rounds ÷ requests."
+    fi
+    if has_cell wrk; then
+        echo "- wrk (field layout): proxy on CPU $WRK_PROXY_CPU; wrk (1 thread) and an nginx \`return 200\` backend"
+        echo "  (1 worker, two ports) on CPU $WRK_LOAD_CPU. POST of a 205-byte JSON body, user id only in the body"
+        echo "  (last key), $WRK_CONNS connections, ${WRK_DURATION_S} s measured after a ${WRK_WARMUP_S} s wrk warm-up run; closed loop"
+        echo "  (wrk's latencies are not corrected for coordinated omission)."
+    fi
+    echo "- Per request, over each cell's measured window only: user / sys µs = utime / stime of all"
+    echo "  the proxy's processes and threads (/proc/PID/stat; on loopback the kernel's receive path"
+    echo "  runs in the sender's context, so it is charged to the proxy); syscalls, io_uring submissions"
+    if [[ ${BENCH_PERF:-1} == 1 ]]; then
+        echo "  and poll arms counted by \`perf stat -p\` (raw_syscalls:sys_enter, io_uring:io_uring_submit_req,"
+        echo "  io_uring:io_uring_poll_arm), switched on and off at the window's ends."
+    else
+        echo "  and poll arms not measured (BENCH_PERF=0)."
+    fi
+    echo "  ≈ req/s per proxy core = 10⁶ ÷ CPU µs/req."
 }
 
 main() {
     local started=$SECONDS
-    DURATION_S=$(seconds_of "$DURATION")
     WARMUP_S=$(seconds_of "$WARMUP")
+    C1_WARMUP_S=$(seconds_of "$C1_WARMUP")
+    WRK_DURATION_S=$(awk -v s="$(seconds_of "$WRK_DURATION")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
+    WRK_WARMUP_S=$(awk -v s="$(seconds_of "$WRK_WARMUP")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
     setup
     : >"$WORK/rows.tsv"
-    local mode path modes
-    read -ra modes <<<"$RATES"
-    modes+=(max)
-    for mode in "${modes[@]}"; do
-        for path in "${PATHS[@]}"; do
-            run_one "$path" "$mode"
+    : >"$WORK/c1.tsv"
+    local mode path modes=() round i n=${#PATHS[@]}
+    if has_cell rates; then read -ra modes <<<"$RATES"; fi
+    if has_cell max; then modes+=(max); fi
+
+    if ((${#modes[@]} > 0)) || has_cell c1; then
+        start_load_layout
+        for mode in "${modes[@]}"; do
+            for path in "${PATHS[@]}"; do run_load "$path" "$mode"; done
         done
-    done
+        if has_cell c1; then
+            for ((round = 1; round <= C1_ROUNDS; round++)); do
+                for ((i = 0; i < n; i++)); do
+                    run_load "${PATHS[(i + round - 1) % n]}" c1 "$round"
+                done
+            done
+            awk -f "$BENCH_DIR/c1-medians.awk" "$WORK/c1.tsv" >>"$WORK/rows.tsv"
+            modes+=(c1)
+        fi
+        stop_all
+    fi
+    if has_cell wrk; then
+        start_wrk_layout
+        for path in "${PATHS[@]}"; do run_wrk "$path"; done
+        modes+=(wrk)
+        stop_all
+    fi
+    ((${#modes[@]} > 0)) || die "BENCH_CELLS=\"$CELLS\" names no cell (rates max c1 wrk)"
 
     mkdir -p "$OUT"
-    local plot_rate=${modes[${#modes[@]} - 2]}
-    "$BIN_DIR/ringgate-load" plot --out "$OUT/latency.svg" --log-y \
-        --title "Latency by percentile, $plot_rate req/s open loop (30% Commands, 70% Queries)" \
-        "direct=$WORK/direct-$plot_rate.json" "ringgate=$WORK/ringgate-$plot_rate.json" \
-        "nginx=$WORK/nginx-$plot_rate.json" "haproxy=$WORK/haproxy-$plot_rate.json" >/dev/null
+    local plot_rate="" plot_args=() rates
+    if has_cell rates; then
+        read -ra rates <<<"$RATES"
+        plot_rate=${rates[${#rates[@]} - 1]}
+        for path in "${PATHS[@]}"; do plot_args+=("$path=$WORK/$path-$plot_rate.json"); done
+        "$BIN_DIR/ringgate-load" plot --out "$OUT/latency.svg" --log-y \
+            --title "Latency by percentile, $plot_rate req/s open loop (30% Commands, 70% Queries)" \
+            "${plot_args[@]}" >/dev/null
+    fi
 
-    local rev table
+    local rev table base_rev="" load_at_end
+    load_at_end=$(cut -d' ' -f1 /proc/loadavg)
     rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     if [[ -n $(git -C "$REPO_ROOT" status --porcelain -- src 2>/dev/null) ]]; then
         rev="$rev+dirty"
     fi
-    table=$(render_table)
+    [[ -n $BASELINE ]] && base_rev="; ringgate-base = $BASELINE ($(sha256sum "$BASELINE" | cut -c1-12))"
+    table=$(awk -v tck="$CLK_TCK" -v conns="$CONNS" -v max_conns="$MAX_CONNS" \
+        -v max_pipeline="$MAX_PIPELINE" -v c1_rounds="$C1_ROUNDS" -v c1_duration="$C1_DURATION" \
+        -v wrk_conns="$WRK_CONNS" -f "$BENCH_DIR/table.awk" "$WORK/rows.tsv")
     {
-        echo "# scripts/bench.sh — $(date -u +%Y-%m-%dT%H:%MZ), ringgate $rev"
+        echo "# scripts/bench.sh — $(date -u +%Y-%m-%dT%H:%MZ), ringgate $rev$base_rev"
         echo
         echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r);"
-        echo "load average $LOAD_AT_START before the run."
-        echo "Peers: $(nginx -v 2>&1 | sed 's/.*version: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')."
-        echo "Layout: proxy on CPU $PROXY_CPU (1 worker/thread each); ringgate-load (1 thread) and"
-        echo "two ringgate-backend processes (1 thread each) on CPU $LOAD_CPU. Direct = the load sent"
-        echo "straight to zone_1's backend. Every benchmarked process runs at nice ${BENCH_NICE:-0}$(
-            [[ ${BENCH_RT:-0} == 1 ]] && echo ", under SCHED_RR (BENCH_RT=1)")."
-        echo "Load: ringgate-load, 30 % Commands (POST ~180 B JSON, user id in the body only) /"
-        echo "70 % Queries (GET, user id in X-User-Id or ?user_id=, 50/50), 1000 uniform users;"
-        echo "open loop: $CONNS connections, corrected for coordinated omission; max: closed loop,"
-        echo "$MAX_CONNS connections, pipeline $MAX_PIPELINE. $DURATION measured after $WARMUP warm-up per cell."
-        echo "Proxy CPU µs/req = utime+stime of all the proxy's processes and threads over the"
-        echo "measured part / requests completed (on loopback the kernel's receive path runs in"
-        echo "the sender's context, so it is charged to the proxy); ≈ req/s per proxy core = 10⁶ / that."
+        echo "load average $LOAD_AT_START before the run, $load_at_end after it; cells: $CELLS; $((SECONDS - started)) s in all."
+        echo "Peers: $(nginx -v 2>&1 | sed 's/.*version: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')$(
+            [[ $PINGORA == 1 ]] && echo ", Pingora $(awk '/name = "pingora-core"/ { getline; gsub(/[^0-9.]/, ""); print }' "$PINGORA_DIR/Cargo.lock" 2>/dev/null) (work_stealing off, 1 thread)")."
+        echo
+        describe_run
         echo
         echo "$table"
         echo
@@ -281,7 +538,7 @@ main() {
     echo
     cat "$OUT/latest.md"
     echo
-    log "wrote $OUT/latest.md and $OUT/latency.svg in $((SECONDS - started)) s"
+    log "wrote $OUT/latest.md${plot_rate:+ and $OUT/latency.svg} in $((SECONDS - started)) s"
 }
 
 main "$@"

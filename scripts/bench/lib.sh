@@ -160,15 +160,24 @@ pid_tree() {
 
 # utime+stime (clock ticks) of the given PIDs, all threads included.
 cpu_ticks() {
-    local total=0 pid stat fields
+    local split
+    read -ra split <<<"$(cpu_ticks_split "$@")"
+    echo $((split[0] + split[1]))
+}
+
+# "utime stime" (clock ticks, summed over the given PIDs, all threads included: live ones
+# and those that have exited).
+cpu_ticks_split() {
+    local user=0 system=0 pid stat fields
     for pid in "$@"; do
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
         # After "pid (comm) ", fields[0] is the state (field 3): utime (14) is
         # fields[11], stime (15) fields[12].
         read -ra fields <<<"${stat##*) }"
-        total=$((total + fields[11] + fields[12]))
+        user=$((user + fields[11]))
+        system=$((system + fields[12]))
     done
-    echo "$total"
+    echo "$user $system"
 }
 
 # Resident set size (KiB) and open file descriptors of a process.
@@ -197,9 +206,15 @@ fill_template() {
 # Start ringgate (confined to CPU $3 like the peers) and wait for its ready line.
 # start_ringgate CONFIG LOGFILE CPU [extra args...]
 start_ringgate() {
-    local config=$1 logfile=$2 cpu=$3 i
-    shift 3
-    start_bg "$logfile" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$BIN_DIR/ringgate" --config "$config" "$@"
+    start_ringgate_bin "$BIN_DIR/ringgate" "$@"
+}
+
+# The same with another ringgate binary (scripts/bench.sh's A/B path, BENCH_BASELINE):
+# start_ringgate_bin BINARY CONFIG LOGFILE CPU [extra args...]
+start_ringgate_bin() {
+    local bin=$1 config=$2 logfile=$3 cpu=$4 i
+    shift 4
+    start_bg "$logfile" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$bin" --config "$config" "$@"
     for ((i = 0; i < 200; i++)); do
         grep -q '^ringgate listening on' "$logfile" 2>/dev/null && return 0
         kill -0 "$LAST_PID" 2>/dev/null || break

@@ -1,0 +1,55 @@
+# The Markdown table of scripts/bench.sh from its rows.tsv (POSIX awk; mawk is fine).
+#
+# One row per cell, tab-separated: path, mode (a rate, "max", "c1" or "wrk"), req/s,
+# p50, p99, p99.9 (µs), requests completed, requests failed, utime and stime of the proxy
+# over the window (clock ticks), syscalls, io_uring submissions, io_uring poll arms (counts
+# over the window; "-" when not measured), added p50 and p99 over direct (µs; "-": taken
+# here from the direct row of the same mode; the c=1 rows bring the median of their
+# per-round differences).
+#
+# Variables: tck (clock ticks per second), conns, max_conns, max_pipeline, c1_rounds,
+# c1_duration, wrk_conns.
+
+BEGIN { FS = "\t" }
+
+{
+    k = $1 SUBSEP $2
+    order[++rows] = k; path[k] = $1; mode[k] = $2
+    rps[k] = $3; p50[k] = $4; p99[k] = $5; p999[k] = $6; n[k] = $7; err[k] = $8
+    measured[k] = ($9 != "-" && $7 > 0)
+    user[k] = measured[k] ? 1e6 * $9 / tck / $7 : -1
+    sys[k] = measured[k] ? 1e6 * $10 / tck / $7 : -1
+    cpu[k] = measured[k] ? user[k] + sys[k] : -1
+    sc[k] = per_request($11, $7); subm[k] = per_request($12, $7); arm[k] = per_request($13, $7)
+    add50[k] = $14; add99[k] = $15
+}
+
+function per_request(count, requests) {
+    return (count == "-" || requests == 0) ? "—" : sprintf("%.2f", count / requests)
+}
+
+function us(v) { return v < 0 ? "—" : sprintf("%.1f", v) }
+
+function label(m) {
+    if (m == "max") return "max (closed loop, c=" max_conns ", pipeline " max_pipeline ")"
+    if (m == "c1") return "c=1 (closed loop; median of " c1_rounds " × " c1_duration ")"
+    if (m == "wrk") return "wrk POST c=" wrk_conns " (field layout)"
+    return m " req/s (open loop, c=" conns ")"
+}
+
+END {
+    print "| path | cell | req/s | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req | syscalls/req | io_uring submits/req | poll arms/req | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= rows; i++) {
+        k = order[i]; m = mode[k]; d = "direct" SUBSEP m; r = "ringgate" SUBSEP m
+        if (path[k] == "direct") added = "—"
+        else if (add50[k] != "-" && add50[k] != "") added = sprintf("%+.0f / %+.0f", add50[k], add99[k])
+        else if (d in p50) added = sprintf("%+.0f / %+.0f", p50[k] - p50[d], p99[k] - p99[d])
+        else added = "—"
+        thr = (path[k] == "direct" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
+        cr = (cpu[k] <= 0 || !(r in cpu) || cpu[r] <= 0) ? "—" : sprintf("%.2f×", cpu[r] / cpu[k])
+        printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+            path[k], label(m), rps[k], p50[k], p99[k], p999[k], err[k], us(user[k]), us(sys[k]),
+            us(cpu[k]), sc[k], subm[k], arm[k], added, thr, cr
+    }
+}
