@@ -29,7 +29,14 @@ fn refused_cleanly(head: &str, body: &[u8], status: u16) {
     assert_eq!(resp.header("connection"), Some("close"));
     c.finish_sending();
     c.expect_fin();
-    assert_eq!(b.request_count(), 0, "nothing reaches the upstream");
+    // Nothing complete reaches the upstream (the head of a streamed body may have been
+    // forwarded before its framing failed; the upstream never gets a whole request).
+    assert!(
+        b.requests().iter().all(|r| !r.body_complete),
+        "{:?}",
+        b.requests()
+    );
+    assert_eq!(b.answered_count(), 0);
 }
 
 #[test]
