@@ -60,6 +60,10 @@
 #   BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1)       layout of rates/max/c1
 #   BENCH_WRK_PROXY_CPU (1), BENCH_WRK_LOAD_CPU (0)  layout of the wrk cell
 #   BENCH_BASELINE=/path/to/ringgate              add the ringgate-base path (A/B)
+#   BENCH_RINGGATE_ARGS, BENCH_BASELINE_ARGS      extra command-line arguments of each
+#                                                 (e.g. BENCH_BASELINE=target/release/ringgate
+#                                                 BENCH_BASELINE_ARGS="--ring plain": A/B of a
+#                                                 setting on the same build)
 #   BENCH_PINGORA=1                               add the pingora path (builds it if needed)
 #   BENCH_PINGORA_DIR (~/.cache/ringgate-bench/pingora)  where Pingora is built
 #   BENCH_PERF=0                                  no perf columns (utime/stime only)
@@ -208,8 +212,14 @@ start_paths() {
             fill_template "$REPO_ROOT/benches/peers/ringgate.toml.in" "$WORK/$tag-$path.toml" \
                 PORT="$port" ADMIN="" CPU="$cpu" BACKEND_1="$b1" BACKEND_2="$b2"
             local bin=$BIN_DIR/ringgate
-            [[ $path == ringgate-base ]] && bin=$BASELINE
-            start_ringgate_bin "$bin" "$WORK/$tag-$path.toml" "$WORK/$tag-$path.log" "$cpu"
+            local -a args
+            read -r -a args <<<"${BENCH_RINGGATE_ARGS:-}"
+            if [[ $path == ringgate-base ]]; then
+                bin=$BASELINE
+                read -r -a args <<<"${BENCH_BASELINE_ARGS:-}"
+            fi
+            start_ringgate_bin "$bin" "$WORK/$tag-$path.toml" "$WORK/$tag-$path.log" "$cpu" \
+                "${args[@]}"
             ;;
         nginx)
             mkdir -p "$WORK/$tag-nginx"

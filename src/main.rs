@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringgate::admin::SharedServer;
-use ringgate::config::{Config, DriverChoice};
+use ringgate::config::{Config, DriverChoice, RingSetup};
 use ringgate::runtime::server::{ReloadTrigger, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -34,6 +34,14 @@ struct Cli {
     /// io driver: auto, io_uring or epoll (overrides `[workers] driver`; env RINGGATE_DRIVER).
     #[arg(long, env = "RINGGATE_DRIVER")]
     driver: Option<String>,
+    /// io_uring setup: defer_taskrun, coop_taskrun, plain or sqpoll (overrides
+    /// `[workers] ring`).
+    #[arg(long)]
+    ring: Option<String>,
+    /// Workers never sleep: they spin on their completion queue (overrides
+    /// `[workers] busy_poll`; dedicated cores only).
+    #[arg(long)]
+    busy_poll: bool,
     /// Validate the config, print a summary and exit.
     #[arg(long)]
     check: bool,
@@ -168,6 +176,14 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
     if let Some(d) = &cli.driver {
         config.workers.driver = DriverChoice::parse(d)
             .ok_or_else(|| "--driver must be auto, io_uring or epoll".to_string())?;
+    }
+    if let Some(r) = &cli.ring {
+        config.workers.ring = RingSetup::parse(r).ok_or_else(|| {
+            "--ring must be defer_taskrun, coop_taskrun, plain or sqpoll".to_string()
+        })?;
+    }
+    if cli.busy_poll {
+        config.workers.busy_poll = true;
     }
     Ok(())
 }

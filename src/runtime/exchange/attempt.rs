@@ -136,6 +136,7 @@ pub async fn run(
     deadline: Option<Instant>,
 ) -> Result<Sent, AttemptError> {
     let reached = Cell::new(false);
+    let head_out = Cell::new(false);
     let splicing = Cell::new(false);
     let interim_at: Cell<Option<Instant>> = Cell::new(None);
     c.stop.reset();
@@ -162,7 +163,7 @@ pub async fn run(
         response: &mut c.response,
     };
     let mut sender = pin!(send_request(
-        sender_io, &mut up.wr, req, progress, &opts, &reached
+        sender_io, &mut up.wr, req, progress, &opts, &reached, &head_out
     ));
     let mut reader = pin!(read_response_head(
         &mut up.rd,
@@ -181,15 +182,20 @@ pub async fn run(
     let mut sent: Option<Result<(), SendFail>> = None;
     loop {
         // The sender first: a request that went out whole in the same wake-up as the
-        // response head arrived is not an early response.
+        // response head arrived is not an early response. The reader starts once the head
+        // is out (no answer can come before): its read is then submitted after the send's
+        // completion, not with it, and under load often finds the answer already there
+        // instead of arming a poll.
         let event = poll_fn(|cx| {
             if sent.is_none() {
                 if let Poll::Ready(r) = sender.as_mut().poll(cx) {
                     return Poll::Ready(Event::Sent(r));
                 }
             }
-            if let Poll::Ready(r) = reader.as_mut().poll(cx) {
-                return Poll::Ready(Event::Head(r));
+            if head_out.get() || sent.is_some() {
+                if let Poll::Ready(r) = reader.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Head(r));
+                }
             }
             if timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
@@ -200,9 +206,11 @@ pub async fn run(
         match event {
             Event::Sent(r) => {
                 match r {
-                    // The upstream stopped reading: it may have answered. Keep reading
-                    // the head, within the response timeout.
-                    Ok(()) | Err(SendFail::Upstream(IoFail::Closed | IoFail::Error)) => {}
+                    Ok(()) => {}
+                    // The upstream stopped reading after taking part of the request: it
+                    // may have answered. Keep reading the head, within the response
+                    // timeout.
+                    Err(SendFail::Upstream(IoFail::Closed | IoFail::Error)) if reached.get() => {}
                     Err(f) => return Err(fail(f.into_error())),
                 }
                 sent = Some(r);
@@ -276,11 +284,13 @@ async fn send_request(
     progress: &mut BodyProgress,
     opts: &RelayOptions<'_>,
     reached: &Cell<bool>,
+    head_out: &Cell<bool>,
 ) -> Result<(), SendFail> {
     let SenderIo { rd, buf, fwd, stop } = io;
     let t = opts.write_timeout;
     let len = fwd.len();
     send_part(up, fwd, 0..len, t, stop, reached).await?;
+    head_out.set(true);
     let start = req.head_len;
     match req.body {
         Body::None | Body::Buffered { inline: true, .. } => Ok(()),
