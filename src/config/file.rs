@@ -60,6 +60,15 @@ pub struct FileConfig {
     /// `[overload]`
     #[serde(default)]
     pub overload: OverloadSection,
+    /// `[rate_limit]`
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
+    /// `[migration]`
+    #[serde(default)]
+    pub migration: MigrationSection,
+    /// `[mirror]`
+    #[serde(default)]
+    pub mirror: MirrorSection,
     /// `[partitions.NAME]`
     #[serde(default)]
     pub partitions: BTreeMap<String, Spanned<PartitionSection>>,
@@ -422,6 +431,81 @@ impl Default for OverloadSection {
     }
 }
 
+/// `[rate_limit]`: per-user request rates (0 = no limit).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Commands per second per user.
+    pub per_user_commands: Spanned<f64>,
+    /// Queries per second per user.
+    pub per_user_queries: Spanned<f64>,
+    /// Seconds of the rate a user may send at once (bucket depth).
+    pub burst: Spanned<f64>,
+    /// Users tracked at once (the table is fixed; idle users make room). Restart to change.
+    pub max_users: usize,
+    /// Per-user overrides.
+    pub users: BTreeMap<String, Spanned<UserRateSection>>,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            per_user_commands: Spanned::new(0..0, 0.0),
+            per_user_queries: Spanned::new(0..0, 0.0),
+            burst: Spanned::new(0..0, 1.0),
+            max_users: 65_536,
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[rate_limit.users] NAME = { commands = N, queries = N }`: a user's own rates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRateSection {
+    /// Commands per second (default: `per_user_commands`).
+    #[serde(default)]
+    pub commands: Option<f64>,
+    /// Queries per second (default: `per_user_queries`).
+    #[serde(default)]
+    pub queries: Option<f64>,
+}
+
+/// `[migration]`: ordered moves of users between partitions on reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationSection {
+    /// Longest a Command waits for the user's Commands in flight to the old partition.
+    pub max_wait_ms: u64,
+    /// Users with Commands in flight tracked at once. Restart to change.
+    pub max_users: usize,
+}
+
+impl Default for MigrationSection {
+    fn default() -> Self {
+        Self {
+            max_wait_ms: 2_000,
+            max_users: 65_536,
+        }
+    }
+}
+
+/// `[mirror]`: Query mirroring to shadow partitions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorSection {
+    /// Mirrored requests in flight per worker; beyond, mirrors are dropped (and counted).
+    pub max_in_flight_per_worker: usize,
+}
+
+impl Default for MirrorSection {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_worker: 256,
+        }
+    }
+}
+
 /// `[partitions.NAME]`: either `servers` (reads and writes) or `write` + optional `read`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -438,4 +522,7 @@ pub struct PartitionSection {
     /// `round_robin` (default) or `primary_backup`.
     #[serde(default)]
     pub policy: Option<Spanned<String>>,
+    /// A partition whose read servers get a copy of every Query routed here.
+    #[serde(default)]
+    pub mirror: Option<Spanned<String>>,
 }

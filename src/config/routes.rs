@@ -40,8 +40,11 @@ pub struct PartitionSpec {
     pub read: Vec<SocketAddr>,
     /// Policy.
     pub policy: Policy,
-    /// Whether unknown users may hash here (false for the implicit default partition).
+    /// Whether unknown users may hash here (false for the implicit default partition and
+    /// for mirror targets).
     pub is_hashed: bool,
+    /// The partition (index) that gets a copy of every Query routed here.
+    pub mirror: Option<usize>,
 }
 
 /// Where requests without a user id go.
@@ -77,6 +80,7 @@ pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec 
         .map(|(name, section)| partition_from(name, section, errors))
         .collect();
     let default = default_route(f, &mut partitions, errors);
+    mirrors_from(f, &mut partitions, errors);
     if partitions.is_empty() {
         errors.add(
             0..0,
@@ -155,6 +159,45 @@ fn partition_from(
         read,
         policy,
         is_hashed: true,
+        mirror: None,
+    }
+}
+
+/// `mirror = "NAME"` of each partition: an existing partition, not itself, and not one that
+/// mirrors in turn (no chains). A mirror target takes no hashed users: it is a shadow.
+fn mirrors_from(f: &FileConfig, partitions: &mut [PartitionSpec], errors: &mut Errors<'_>) {
+    let index = |name: &str| partitions.iter().position(|p| p.name == name);
+    let mut links = Vec::new();
+    for (name, section) in &f.partitions {
+        let Some(target) = &section.get_ref().mirror else {
+            continue;
+        };
+        let key = format!("{}.mirror", dotted("partitions", name));
+        match index(target.get_ref()) {
+            None => errors.add(
+                target.span(),
+                &key,
+                format!("unknown partition \"{}\"", target.get_ref()),
+            ),
+            Some(t) if partitions[t].name == *name => {
+                errors.add(target.span(), &key, "a partition cannot mirror to itself".into())
+            }
+            Some(t) => links.push((index(name).expect("listed partition"), t, target.span(), key)),
+        }
+    }
+    for (from, to, span, key) in &links {
+        if links.iter().any(|(f2, ..)| f2 == to) {
+            errors.add(
+                span.clone(),
+                key,
+                format!(
+                    "\"{}\" mirrors to another partition itself; mirrors do not chain",
+                    partitions[*to].name
+                ),
+            );
+        }
+        partitions[*from].mirror = Some(*to);
+        partitions[*to].is_hashed = false;
     }
 }
 
@@ -222,6 +265,7 @@ fn default_route(
         read: Vec::new(),
         policy: Policy::RoundRobin,
         is_hashed: false,
+        mirror: None,
     });
     DefaultRoute::Partition(partitions.len() - 1)
 }
