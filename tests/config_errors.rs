@@ -158,7 +158,10 @@ fn new_runtime_keys_are_validated() {
         7,
         "forward.trusted_proxies",
     );
-    assert!(e.message.contains("not an IP address or a CIDR block"), "{e}");
+    assert!(
+        e.message.contains("not an IP address or a CIDR block"),
+        "{e}"
+    );
     let e = refused(
         "ring",
         &format!("{ZONES}[workers]\nring = \"turbo\"\n"),
