@@ -2,253 +2,50 @@
 //! (RFC 9110 §6.5.1), `Host` and absolute-form authorities (RFC 9110 §7.2, RFC 9112
 //! §3.2), in both directions.
 //!
-//! Requests go through a router to a *recording* backend written here (independent of
+//! Requests go through a router to the harness's *recording* backend (independent of
 //! ringgate's parsers; its chunked reader is the lenient kind that skips extensions to
-//! the CRLF and takes trailers as they come). Each refused request carries an attack and
-//! a pipelined probe (`GET /probe`): the client gets the stated status, the connection
-//! closes (the probe is never answered), the backend received no byte, and across the
-//! whole file nothing named `/smuggled` is ever served. Accepted requests reach the
-//! backend with their chunked body byte for byte, and the probe is served after them as
-//! its own request.
+//! the CRLF and takes trailers as they come, so a prefix a strict parser refuses may look
+//! complete to it). Each refused request carries an attack and a pipelined probe
+//! (`GET /probe`): the client gets the stated status and a clean close (FIN, nothing
+//! after the answer: the probe is never answered), and the backend gets nothing complete
+//! — not a byte when the defect is in the head; when it is in a chunked body, at most a
+//! head and a body prefix forwarded before the defect was found, on a connection that
+//! then ends unanswered. Across each test nothing named `/smuggled` reaches the backend.
+//! Accepted requests reach the backend with their chunked body byte for byte, and the
+//! probe is served after them as its own request.
 //!
-//! Responses come from a scripted backend (also here) whose connection is *poisoned*
-//! after a misbehaving answer: a reused connection would answer `POISON`. A bad chunk
-//! extension or a framing trailer from an upstream gives the client a 502 (when it
-//! arrives with the head) or a truncated, closed response (when the head was already
+//! Responses come from a scripted backend whose connection is *poisoned* after a
+//! misbehaving answer: a reused connection would answer `POISON`. A bad chunk extension
+//! or a framing trailer from an upstream gives the client a 502 (when it arrives with the
+//! head) or a truncated response cut by a clean close (when the head was already
 //! relayed); never the bytes behind it, and the next client gets its own answer.
 
 mod common;
 
-use common::find;
-use common::router::Router;
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
-// ---------------------------------------------------------------------------------------
-// Recording backend (requests)
-// ---------------------------------------------------------------------------------------
+use common::backend::{Reply, Request, ScriptedBackend};
+use common::client::{Client, Failure};
+use common::router::Router;
+use common::{find, holds_for, wait_until};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Served {
-    target: String,
-    /// Body bytes as they arrived (chunked framing included).
-    body: Vec<u8>,
+/// Read timeout of every client here.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client(addr: SocketAddr) -> Client {
+    let mut c = Client::connect(addr);
+    c.set_timeout(READ_TIMEOUT);
+    c
 }
 
-#[derive(Default)]
-struct Log {
-    served: Vec<Served>,
-    bytes_received: usize,
-}
-
-fn recording_backend() -> (SocketAddr, Arc<Mutex<Log>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let log = log2.clone();
-            std::thread::spawn(move || record(s, &log));
-        }
-    });
-    (addr, log)
-}
-
-fn record(mut s: TcpStream, log: &Mutex<Log>) {
-    let mut buf = Vec::new();
-    let more = |s: &mut TcpStream, buf: &mut Vec<u8>| -> bool {
-        let mut tmp = [0u8; 16384];
-        match s.read(&mut tmp) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                log.lock().unwrap().bytes_received += n;
-                buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-        }
-    };
-    loop {
-        let end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if !more(&mut s, &mut buf) {
-                return;
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let target = head.split(' ').nth(1).unwrap_or("").to_string();
-        let lower = head.to_ascii_lowercase();
-        let chunked = lower.contains("\r\ntransfer-encoding: chunked\r\n");
-        let length: usize = lower
-            .split("\r\n")
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        buf.drain(..end);
-        let body_len = loop {
-            let known = if chunked {
-                lenient_chunked_len(&buf)
-            } else {
-                (buf.len() >= length).then_some(length)
-            };
-            if let Some(n) = known {
-                break n;
-            }
-            if !more(&mut s, &mut buf) {
-                return;
-            }
-        };
-        let body: Vec<u8> = buf.drain(..body_len).collect();
-        log.lock().unwrap().served.push(Served {
-            target: target.clone(),
-            body,
-        });
-        let text = format!("served:{target}");
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        if s.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// Length of a complete chunked body at the start of `b`: sizes up to the first non-hex
-/// byte, the rest of a size line skipped to its CRLF, trailer lines until an empty one.
-fn lenient_chunked_len(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let line = find(&b[i..], b"\r\n")?;
-        let hex: String = b[i..i + line]
-            .iter()
-            .take_while(|c| c.is_ascii_hexdigit())
-            .map(|&c| c as char)
-            .collect();
-        let size = usize::from_str_radix(&hex, 16).ok()?;
-        i += line + 2;
-        if size == 0 {
-            loop {
-                let e = find(&b[i..], b"\r\n")?;
-                i += e + 2;
-                if e == 0 {
-                    return Some(i);
-                }
-            }
-        }
-        if b.len() < i + size + 2 {
-            return None;
-        }
-        i += size + 2;
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Client (reads Content-Length responses with its own framing)
-// ---------------------------------------------------------------------------------------
-
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Client {
-    fn open(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, raw: &[u8]) {
-        // The router may close before reading everything: that is what a refusal does.
-        let _ = self.stream.write_all(raw);
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 16384];
-        match self.stream.read(&mut tmp) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
-        }
-    }
-
-    /// The next final response (Content-Length framed), or `None` if the connection
-    /// ended first.
-    fn reply(&mut self) -> Option<Reply> {
-        loop {
-            let end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                    break i + 4;
-                }
-                if !self.fill() {
-                    return None;
-                }
-            };
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut r = httparse::Response::new(&mut headers);
-            r.parse(&self.buf[..end]).expect("valid response head");
-            let status = r.code.unwrap();
-            let len: usize = r
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-                .unwrap_or(0);
-            self.buf.drain(..end);
-            if (100..200).contains(&status) {
-                continue;
-            }
-            while self.buf.len() < len {
-                if !self.fill() {
-                    return None;
-                }
-            }
-            let body = self.buf.drain(..len).collect();
-            return Some(Reply { status, body });
-        }
-    }
-
-    /// Everything until the peer closes.
-    fn read_to_close(&mut self) -> Vec<u8> {
-        while self.fill() {}
-        std::mem::take(&mut self.buf)
-    }
-
-    /// Whether the router closed the connection with nothing more to say.
-    fn is_closed(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut tmp = [0u8; 1024];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => true,
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                false
-            }
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        }
-    }
+fn route_to(b: &ScriptedBackend) -> Router {
+    Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.zone_1]\nservers = [\"{0}\"]\n",
+        b.addr
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -260,6 +57,14 @@ const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
 /// The benign request pipelined behind every case.
 const PROBE: &[u8] = b"GET /probe HTTP/1.1\r\nHost: t\r\n\r\n";
 
+/// A request the backend read completely.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Served {
+    target: String,
+    /// Body bytes as they arrived (chunked framing included).
+    body: Vec<u8>,
+}
+
 fn chunked_post(body: impl AsRef<[u8]>) -> Vec<u8> {
     let mut v = b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     v.extend_from_slice(body.as_ref());
@@ -270,72 +75,149 @@ fn get(host: &str) -> Vec<u8> {
     format!("GET /g HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
 }
 
-fn start() -> (Router, Arc<Mutex<Log>>) {
-    let (b, log) = recording_backend();
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n"
-    ));
-    (r, log)
+/// The recording backend (answers `200` with body `served:<target>`) and a router to it.
+fn start() -> (ScriptedBackend, Router) {
+    let b = ScriptedBackend::start(|req| Reply::ok(format!("served:{}", req.target())));
+    let r = route_to(&b);
+    (b, r)
 }
 
-/// `raw` + the probe in one write: `status`, closed, no byte to the backend.
-fn expect_refused(r: &Router, log: &Mutex<Log>, name: &str, raw: &[u8], status: u16) {
-    let before = log.lock().unwrap().bytes_received;
-    let mut c = Client::open(r.addr);
-    let mut bytes = raw.to_vec();
-    bytes.extend_from_slice(PROBE);
-    c.send(&bytes);
-    let reply = c.reply().unwrap_or_else(|| panic!("{name}: no response"));
-    assert_eq!(
-        reply.status,
-        status,
-        "{name}: {:?}",
-        String::from_utf8_lossy(&reply.body)
-    );
+/// Requests the backend has seen (head received), from the `from`-th on.
+fn requests_since(b: &ScriptedBackend, from: usize) -> Vec<Request> {
+    b.requests().into_iter().skip(from).collect()
+}
+
+/// Where a refused request's defect is, which bounds what may reach the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Defect {
+    /// In the head: found before any upstream is contacted; not a byte may reach it.
+    Head,
+    /// In a chunked body: the head and a body prefix may have been forwarded before the
+    /// defect arrived, never the whole request.
+    Body,
+}
+
+/// Requests as text with their state, for failure messages.
+fn describe(reqs: &[Request]) -> Vec<String> {
+    reqs.iter()
+        .map(|r| {
+            format!(
+                "conn {} #{} (body complete: {}, answered: {}): {:?}",
+                r.conn,
+                r.index,
+                r.body_complete,
+                r.answered,
+                r.text()
+            )
+        })
+        .collect()
+}
+
+/// Nothing of a refused message reached the backend complete: no request whose body the
+/// backend read to its end, none answered, never the probe; a head forwarded ahead of a
+/// body defect stays incomplete until its upstream connection ends. With
+/// [`Defect::Head`], the backend received no byte at all since `bytes_before`.
+fn assert_nothing_complete(
+    b: &ScriptedBackend,
+    name: &str,
+    from: usize,
+    bytes_before: usize,
+    defect: Defect,
+) {
+    let incomplete = |reqs: &[Request]| {
+        reqs.iter()
+            .all(|r| !r.body_complete && !r.answered && r.path() != "/probe")
+    };
+    // The refusal came first; give a stray forward the time to show up anyway.
+    let quiet = holds_for(Duration::from_millis(20), || {
+        incomplete(&requests_since(b, from))
+            && (defect == Defect::Body || b.bytes_received() == bytes_before)
+    });
     assert!(
-        c.is_closed(),
-        "{name}: connection left open after a refusal"
+        quiet,
+        "{name}: a {defect:?} defect, and the backend got {} bytes of the refused request: {:#?}",
+        b.bytes_received() - bytes_before,
+        describe(&requests_since(b, from))
     );
-    std::thread::sleep(Duration::from_millis(5));
-    let l = log.lock().unwrap();
-    assert_eq!(
-        l.bytes_received, before,
-        "{name}: the backend received bytes of a refused request"
+    // A forwarded prefix: its connection must end without the rest.
+    for req in requests_since(b, from) {
+        wait_until(
+            &format!("{name}: backend connection {} ends", req.conn),
+            Duration::from_secs(5),
+            || b.connection(req.conn).ended,
+        );
+    }
+    let got = requests_since(b, from);
+    assert!(
+        incomplete(&got),
+        "{name}: the backend got a complete request from a refused message: {:#?}",
+        describe(&got)
     );
+}
+
+/// `raw` + the probe in one write: `status` with `Connection: close`, a clean close with
+/// nothing after the answer, nothing complete to the backend.
+fn expect_refused(
+    r: &Router,
+    b: &ScriptedBackend,
+    name: &str,
+    raw: &[u8],
+    status: u16,
+    defect: Defect,
+) {
+    let (from, bytes_before) = (b.request_count(), b.bytes_received());
+    let mut c = client(r.addr);
+    // The router may close before reading everything: that is what a refusal does.
+    let _ = c.try_send(&[raw, PROBE].concat());
+    let reply = c
+        .try_read_response()
+        .unwrap_or_else(|e| panic!("{name}: no response: {e}"));
+    assert_eq!(reply.status, status, "{name}: {:?}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"), "{name}");
+    c.expect_fin();
+    assert_nothing_complete(b, name, from, bytes_before, defect);
 }
 
 /// `head_and_body` + the probe in one write: the backend serves `target` with exactly
-/// `body`, then the probe; the client gets both answers in order.
+/// `body`, then the probe; the client gets both answers in order and nothing else.
 fn expect_forwarded(
     r: &Router,
-    log: &Mutex<Log>,
+    b: &ScriptedBackend,
     name: &str,
     head_and_body: &[u8],
     target: &str,
     body: &[u8],
 ) {
-    let before = log.lock().unwrap().served.len();
-    let mut c = Client::open(r.addr);
-    let mut bytes = head_and_body.to_vec();
-    bytes.extend_from_slice(PROBE);
-    c.send(&bytes);
+    let from = b.request_count();
+    let mut c = client(r.addr);
+    c.send(&[head_and_body, PROBE].concat());
     for want in [target, "/probe"] {
         let reply = c
-            .reply()
-            .unwrap_or_else(|| panic!("{name}: no response for {want}"));
+            .try_read_response()
+            .unwrap_or_else(|e| panic!("{name}: no response for {want}: {e}"));
         assert_eq!(
-            (
-                reply.status,
-                String::from_utf8_lossy(&reply.body).into_owned()
-            ),
+            (reply.status, reply.text()),
             (200, format!("served:{want}")),
             "{name}"
         );
     }
-    let l = log.lock().unwrap();
+    c.expect_open_for(Duration::from_millis(20));
+    let got = requests_since(b, from);
+    assert!(
+        got.iter().all(|r| r.body_complete),
+        "{name}: {:#?}",
+        describe(&got)
+    );
+    let served: Vec<Served> = got
+        .into_iter()
+        .map(|r| Served {
+            target: r.target().to_string(),
+            body: r.body,
+        })
+        .collect();
     assert_eq!(
-        &l.served[before..],
-        &[
+        served,
+        [
             Served {
                 target: target.into(),
                 body: body.to_vec(),
@@ -349,22 +231,23 @@ fn expect_forwarded(
     );
 }
 
-fn assert_nothing_smuggled(log: &Mutex<Log>) {
-    let l = log.lock().unwrap();
-    let smuggled: Vec<_> = l
-        .served
-        .iter()
-        .filter(|s| s.target.contains("smuggled"))
+/// No request for `/smuggled` ever reached the backend, not even its head.
+fn assert_nothing_smuggled(b: &ScriptedBackend) {
+    let smuggled: Vec<_> = b
+        .requests()
+        .into_iter()
+        .filter(|r| r.target().contains("smuggled"))
         .collect();
     assert!(
         smuggled.is_empty(),
-        "smuggled requests served: {smuggled:?}"
+        "smuggled requests reached the backend: {:#?}",
+        describe(&smuggled)
     );
 }
 
 #[test]
 fn bad_chunk_extensions_are_refused() {
-    let (r, log) = start();
+    let (b, r) = start();
     let s = SMUGGLED;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // The reported vector: a reader that looks for the closing quote reads the CRLF,
@@ -442,14 +325,14 @@ fn bad_chunk_extensions_are_refused() {
         ),
     ];
     for (name, raw) in &cases {
-        expect_refused(&r, &log, name, raw, 400);
+        expect_refused(&r, &b, name, raw, 400, Defect::Body);
     }
-    assert_nothing_smuggled(&log);
+    assert_nothing_smuggled(&b);
 }
 
 #[test]
 fn valid_chunk_extensions_travel_byte_for_byte() {
-    let (r, log) = start();
+    let (b, r) = start();
     for (name, body) in [
         ("token", &b"5;a=b;c\r\nhello\r\n0\r\n\r\n"[..]),
         (
@@ -465,14 +348,14 @@ fn valid_chunk_extensions_travel_byte_for_byte() {
             b"5;a=\"\xc3\xa9\"\r\nhello\r\n0\r\n\r\n",
         ),
     ] {
-        expect_forwarded(&r, &log, name, &chunked_post(body), "/p", body);
+        expect_forwarded(&r, &b, name, &chunked_post(body), "/p", body);
     }
-    assert_nothing_smuggled(&log);
+    assert_nothing_smuggled(&b);
 }
 
 #[test]
 fn framing_trailers_are_refused() {
-    let (r, log) = start();
+    let (b, r) = start();
     let s = SMUGGLED;
     let n = s.len();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -563,29 +446,29 @@ fn framing_trailers_are_refused() {
         ),
     ];
     for (name, raw) in &cases {
-        expect_refused(&r, &log, name, raw, 400);
+        expect_refused(&r, &b, name, raw, 400, Defect::Body);
     }
-    assert_nothing_smuggled(&log);
+    assert_nothing_smuggled(&b);
 }
 
 #[test]
 fn allowed_trailers_travel_byte_for_byte() {
-    let (r, log) = start();
+    let (b, r) = start();
     let body = b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=5\r\nTrailer: X-Checksum\r\n\r\n";
     let mut raw =
         b"POST /p HTTP/1.1\r\nHost: t\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n"
             .to_vec();
     raw.extend_from_slice(body);
-    expect_forwarded(&r, &log, "allowed_trailers", &raw, "/p", body);
+    expect_forwarded(&r, &b, "allowed_trailers", &raw, "/p", body);
 }
 
 /// The attack arrives after ringgate has already forwarded the head and the first
 /// chunk (the user id is in a header, so nothing waits for the body): the backend gets
 /// that prefix and then a closed connection, never a complete request; the client gets
-/// a 400; nothing after the bad bytes is served.
+/// a 400 and a clean close; nothing after the bad bytes is served.
 #[test]
 fn attack_split_from_the_head_is_never_served() {
-    let (r, log) = start();
+    let (b, r) = start();
     let head = "POST /split HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
     for (name, rest) in [
         (
@@ -597,30 +480,41 @@ fn attack_split_from_the_head_is_never_served() {
             format!("2;a=\"\r\n\r\nxx\r\n0\r\n\r\n{SMUGGLED}\"\r\nxx\r\n0\r\n\r\n"),
         ),
     ] {
-        let served_before = log.lock().unwrap().served.len();
-        let mut c = Client::open(r.addr);
+        let (from, bytes_before) = (b.request_count(), b.bytes_received());
+        let mut c = client(r.addr);
         c.send(head.as_bytes());
-        std::thread::sleep(Duration::from_millis(100));
-        let mut bytes = rest.into_bytes();
-        bytes.extend_from_slice(PROBE);
-        c.send(&bytes);
-        let reply = c.reply().unwrap_or_else(|| panic!("{name}: no response"));
-        assert_eq!(reply.status, 400, "{name}");
-        assert!(c.is_closed(), "{name}: connection left open");
-        std::thread::sleep(Duration::from_millis(50));
-        let l = log.lock().unwrap();
+        wait_until(
+            &format!("{name}: the backend has the head and the first chunk"),
+            Duration::from_secs(5),
+            || {
+                b.requests().get(from).is_some_and(|req| {
+                    req.path() == "/split"
+                        && b.connection(req.conn).received.ends_with(b"5\r\nhello\r\n")
+                })
+            },
+        );
+        let _ = c.try_send(&[rest.as_bytes(), PROBE].concat());
+        let reply = c
+            .try_read_response()
+            .unwrap_or_else(|e| panic!("{name}: no response: {e}"));
+        assert_eq!(reply.status, 400, "{name}: {:?}", reply.text());
+        assert_eq!(reply.header("connection"), Some("close"), "{name}");
+        c.expect_fin();
+        assert_nothing_complete(&b, name, from, bytes_before, Defect::Body);
+        let got = requests_since(&b, from);
         assert_eq!(
-            &l.served[served_before..],
-            &[],
-            "{name}: the backend served part of a refused request"
+            got.len(),
+            1,
+            "{name}: only the split head: {:#?}",
+            describe(&got)
         );
     }
-    assert_nothing_smuggled(&log);
+    assert_nothing_smuggled(&b);
 }
 
 #[test]
 fn host_values_are_validated() {
-    let (r, log) = start();
+    let (b, r) = start();
     for (name, host) in [
         ("non_numeric_port", "ex:abc"),
         ("empty_port", "ex:"),
@@ -638,7 +532,7 @@ fn host_values_are_validated() {
         ("bad_pct", "ex%zz"),
         ("only_port", ":80"),
     ] {
-        expect_refused(&r, &log, name, &get(host), 400);
+        expect_refused(&r, &b, name, &get(host), 400, Defect::Head);
     }
     for (name, host) in [
         ("name_port", "ex.example:8080"),
@@ -647,14 +541,14 @@ fn host_values_are_validated() {
         ("empty", ""),
         ("pct_encoded", "my_host%41"),
     ] {
-        expect_forwarded(&r, &log, name, &get(host), "/g", b"");
+        expect_forwarded(&r, &b, name, &get(host), "/g", b"");
     }
-    assert_nothing_smuggled(&log);
+    assert_nothing_smuggled(&b);
 }
 
 #[test]
 fn absolute_form_authority_must_agree_with_host() {
-    let (r, log) = start();
+    let (b, r) = start();
     for (name, raw) in [
         (
             "other_host",
@@ -675,7 +569,7 @@ fn absolute_form_authority_must_agree_with_host() {
         ("bad_port", "GET http://t:abc/a HTTP/1.1\r\nHost: t\r\n\r\n"),
         ("empty_host", "GET http://:80/a HTTP/1.1\r\nHost: t\r\n\r\n"),
     ] {
-        expect_refused(&r, &log, name, raw.as_bytes(), 400);
+        expect_refused(&r, &b, name, raw.as_bytes(), 400, Defect::Head);
     }
     for (name, raw, target) in [
         (
@@ -694,7 +588,7 @@ fn absolute_form_authority_must_agree_with_host() {
             "https://t/a",
         ),
     ] {
-        expect_forwarded(&r, &log, name, raw.as_bytes(), target, b"");
+        expect_forwarded(&r, &b, name, raw.as_bytes(), target, b"");
     }
 }
 
@@ -702,126 +596,91 @@ fn absolute_form_authority_must_agree_with_host() {
 // Responses
 // ---------------------------------------------------------------------------------------
 
-const POISON: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON";
+const POISON_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON";
+/// A response stuck behind bad framing: must never reach a client.
+const LEAK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nLEAK";
+/// Pause between the head (with the first chunk) and the bad bytes of a `/split_*`
+/// answer, so the router has relayed the head before the bad bytes arrive.
+const SPLIT_PAUSE: Duration = Duration::from_millis(100);
 
-/// What the scripted backend sends for a path: parts written with a pause between them.
-fn response_script(path: &str) -> Vec<Vec<u8>> {
+/// What the backend answers to `path`.
+fn response_script(path: &str) -> Reply {
     let chunked = |body: &str| {
         format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{body}").into_bytes()
     };
-    let leak = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nLEAK";
     match path {
-        "/ext_quoted_crlf" => vec![chunked(&format!(
-            "2;a=\"\r\nxx\r\n0\r\n\r\n{leak}\"\r\nxx\r\n0\r\n\r\n"
-        ))],
-        "/ext_bare_semicolon" => vec![chunked("5;\r\nhello\r\n0\r\n\r\n")],
-        "/ext_escaped_quote" => vec![chunked("5;a=\"\\\"\"\r\nhello\r\n0\r\n\r\n")],
-        "/ext_bws" => vec![chunked("5; a=b\r\nhello\r\n0\r\n\r\n")],
-        "/trailer_content_length" => {
-            vec![chunked(&format!(
-                "5\r\nhello\r\n0\r\nContent-Length: 4\r\n\r\n{leak}"
-            ))]
+        "/ext_quoted_crlf" => Reply::bytes(chunked(&format!(
+            "2;a=\"\r\nxx\r\n0\r\n\r\n{LEAK}\"\r\nxx\r\n0\r\n\r\n"
+        ))),
+        "/ext_bare_semicolon" => Reply::bytes(chunked("5;\r\nhello\r\n0\r\n\r\n")),
+        "/ext_escaped_quote" => Reply::bytes(chunked("5;a=\"\\\"\"\r\nhello\r\n0\r\n\r\n")),
+        "/ext_bws" => Reply::bytes(chunked("5; a=b\r\nhello\r\n0\r\n\r\n")),
+        "/trailer_content_length" => Reply::bytes(chunked(&format!(
+            "5\r\nhello\r\n0\r\nContent-Length: 4\r\n\r\n{LEAK}"
+        ))),
+        "/trailer_transfer_encoding" => Reply::bytes(chunked(
+            "5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n",
+        )),
+        "/trailer_set_cookie" => {
+            Reply::bytes(chunked("5\r\nhello\r\n0\r\nSet-Cookie: a=b\r\n\r\n"))
         }
-        "/trailer_transfer_encoding" => {
-            vec![chunked(
-                "5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n",
-            )]
-        }
-        "/trailer_set_cookie" => vec![chunked("5\r\nhello\r\n0\r\nSet-Cookie: a=b\r\n\r\n")],
-        "/trailer_obs_fold" => vec![chunked("5\r\nhello\r\n0\r\nX-A: 1\r\n b\r\n\r\n")],
+        "/trailer_obs_fold" => Reply::bytes(chunked("5\r\nhello\r\n0\r\nX-A: 1\r\n b\r\n\r\n")),
         // The head and first chunk go out before the bad bytes arrive.
-        "/split_trailer" => vec![
-            chunked("5\r\nhello\r\n"),
-            format!("0\r\nContent-Length: 4\r\n\r\n{leak}").into_bytes(),
-        ],
-        "/split_ext" => vec![
-            chunked("5\r\nhello\r\n"),
-            format!("2;a=\"\r\nxx\r\n0\r\n\r\n{leak}\"\r\nxx\r\n0\r\n\r\n").into_bytes(),
-        ],
-        "/ok" => vec![chunked(
+        "/split_trailer" => Reply::bytes(chunked("5\r\nhello\r\n"))
+            .late(SPLIT_PAUSE, format!("0\r\nContent-Length: 4\r\n\r\n{LEAK}")),
+        "/split_ext" => Reply::bytes(chunked("5\r\nhello\r\n")).late(
+            SPLIT_PAUSE,
+            format!("2;a=\"\r\nxx\r\n0\r\n\r\n{LEAK}\"\r\nxx\r\n0\r\n\r\n"),
+        ),
+        "/ok" => Reply::bytes(chunked(
             "5;a=\"q;x\"\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n",
-        )],
-        _ => {
-            let body = format!("good:{path}");
-            vec![format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .into_bytes()]
-        }
+        )),
+        _ => Reply::ok(format!("good:{path}")),
     }
 }
 
-/// Thread-per-connection backend: reads request heads (no bodies), answers with
-/// [`response_script`]; after any path other than `/good...` and `/ok` the connection is
-/// poisoned.
-fn scripted_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 16384];
-                let mut poisoned = false;
-                loop {
-                    let end = loop {
-                        if let Some(i) = find(&buf, b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let parts = if poisoned {
-                        vec![POISON.to_vec()]
-                    } else {
-                        response_script(&path)
-                    };
-                    poisoned |= !(path.starts_with("/good") || path == "/ok");
-                    for (i, part) in parts.iter().enumerate() {
-                        if i > 0 {
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                        if s.write_all(part).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+/// The scripted backend: answers with [`response_script`]; after any path other than
+/// `/good...` and `/ok` its connection is poisoned (every later request on it gets
+/// `POISON`).
+fn scripted_backend() -> ScriptedBackend {
+    let poisoned = Mutex::new(HashSet::new());
+    ScriptedBackend::start(move |req| {
+        let mut poisoned = poisoned.lock().unwrap();
+        if poisoned.contains(&req.conn) {
+            return Reply::bytes(POISON_RESPONSE);
         }
-    });
-    addr
+        let path = req.path();
+        if !(path.starts_with("/good") || path == "/ok") {
+            poisoned.insert(req.conn);
+        }
+        response_script(path)
+    })
 }
 
-/// A second client must get its own answer: no reused poisoned connection, no bytes
-/// left over from the bad response.
+/// The next client gets its own answer, twice (the second may reuse a pooled upstream
+/// connection, which must be a clean one): no poisoned connection, no bytes left over
+/// from the bad response.
 fn next_client_is_clean(addr: SocketAddr, case: &str) {
-    let mut c = Client::open(addr);
-    let path = format!("/good/{case}");
-    c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-    let reply = c.reply().expect("an answer for the next client");
-    assert_eq!(
-        (
-            reply.status,
-            String::from_utf8_lossy(&reply.body).into_owned()
-        ),
-        (200, format!("good:{path}")),
-        "after {case}"
-    );
+    for i in 0..2 {
+        let path = format!("/good/{case}-{i}");
+        let mut c = client(addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let reply = c
+            .try_read_response()
+            .unwrap_or_else(|e| panic!("after {case}: no answer for the next client: {e}"));
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, format!("good:{path}")),
+            "after {case}"
+        );
+        c.expect_open_for(Duration::from_millis(20));
+    }
 }
 
 #[test]
 fn bad_response_extensions_and_trailers_are_502() {
     let b = scripted_backend();
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n"
-    ));
+    let r = route_to(&b);
     for case in [
         "ext_quoted_crlf",
         "ext_bare_semicolon",
@@ -832,20 +691,22 @@ fn bad_response_extensions_and_trailers_are_502() {
         "trailer_set_cookie",
         "trailer_obs_fold",
     ] {
-        let mut c = Client::open(r.addr);
+        let mut c = client(r.addr);
         c.send(format!("GET /{case} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        let reply = c.reply().unwrap_or_else(|| panic!("{case}: no response"));
-        assert_eq!(
-            reply.status,
-            502,
-            "{case}: {:?}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        let rest = c.read_to_close();
+        let reply = c
+            .try_read_response()
+            .unwrap_or_else(|e| panic!("{case}: no response: {e}"));
+        assert_eq!(reply.status, 502, "{case}: {:?}", reply.text());
         assert!(
-            find(&rest, b"LEAK").is_none() && find(&reply.body, b"LEAK").is_none(),
+            find(&reply.raw, b"LEAK").is_none(),
             "{case}: bytes behind the bad framing reached the client"
         );
+        // Whether the 502 keeps the connection or not, nothing may follow it.
+        if reply.header("connection") == Some("close") {
+            c.expect_fin();
+        } else {
+            c.expect_open_for(Duration::from_millis(20));
+        }
         next_client_is_clean(r.addr, case);
     }
 }
@@ -853,14 +714,23 @@ fn bad_response_extensions_and_trailers_are_502() {
 #[test]
 fn bad_framing_after_the_head_truncates_and_closes() {
     let b = scripted_backend();
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n"
-    ));
+    let r = route_to(&b);
     for case in ["split_trailer", "split_ext"] {
-        let mut c = Client::open(r.addr);
+        let mut c = client(r.addr);
         c.send(format!("GET /{case} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        let got = c.read_to_close();
-        let text = String::from_utf8_lossy(&got);
+        let cut = match c.try_read_response() {
+            Ok(resp) => panic!(
+                "{case}: a complete response relayed from bad framing: {:?}",
+                String::from_utf8_lossy(&resp.raw)
+            ),
+            Err(e) => e,
+        };
+        let text = String::from_utf8_lossy(&cut.partial);
+        assert_eq!(
+            cut.failure,
+            Failure::Fin,
+            "{case}: the cut is a clean close: {cut}"
+        );
         assert!(text.starts_with("HTTP/1.1 200"), "{case}: {text:?}");
         assert!(
             !text.contains("LEAK") && !text.contains("\r\n0\r\n\r\n"),
@@ -873,16 +743,16 @@ fn bad_framing_after_the_head_truncates_and_closes() {
 #[test]
 fn valid_response_extensions_and_trailers_are_relayed_as_sent() {
     let b = scripted_backend();
-    let r = Router::start(&format!(
-        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n"
-    ));
-    let mut c = Client::open(r.addr);
+    let r = route_to(&b);
+    let mut c = client(r.addr);
     c.send(b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    let got = c.read_to_close();
-    let end = find(&got, b"\r\n\r\n").expect("a head") + 4;
-    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200);
     assert_eq!(
-        String::from_utf8_lossy(&got[end..]),
+        String::from_utf8_lossy(resp.framed_body()),
         "5;a=\"q;x\"\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n"
     );
+    assert_eq!(resp.text(), "hello");
+    assert_eq!(resp.trailers, [("X-Checksum".into(), "abc".into())]);
+    c.expect_fin();
 }
