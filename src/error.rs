@@ -54,6 +54,12 @@ pub enum ErrorKind {
     BadResponse(&'static str),
     /// The worker is at its connection or pool bound (503).
     Overloaded,
+    /// The user is over its rate limit; the next request is allowed in this many whole
+    /// seconds (429).
+    RateLimited(u32),
+    /// A moved user's Commands to its old partition did not complete within
+    /// `migration.max_wait_ms` (503).
+    MigrationWait,
 }
 
 /// A failure on the request path: side + kind. Small and `Copy`.
@@ -106,7 +112,8 @@ impl ProxyError {
             ErrorKind::NotImplemented(_) => 501,
             ErrorKind::HeaderTimeout | ErrorKind::BodyTimeout => 408,
             ErrorKind::ClientGone => return None,
-            ErrorKind::NoHealthyServer | ErrorKind::Overloaded => 503,
+            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => 503,
+            ErrorKind::RateLimited(_) => 429,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout | ErrorKind::DeadlineExceeded => 504,
         })
@@ -131,6 +138,8 @@ impl ProxyError {
             ErrorKind::UpstreamReset => "upstream closed connection before responding",
             ErrorKind::BadResponse(r) => r,
             ErrorKind::Overloaded => "router overloaded",
+            ErrorKind::RateLimited(_) => "rate limit exceeded for this user",
+            ErrorKind::MigrationWait => "user is moving between partitions; retry shortly",
         }
     }
 
@@ -139,21 +148,26 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         !matches!(
             self.kind,
-            ErrorKind::NoUserId | ErrorKind::NoHealthyServer | ErrorKind::Overloaded
+            ErrorKind::NoUserId
+                | ErrorKind::NoHealthyServer
+                | ErrorKind::Overloaded
+                | ErrorKind::RateLimited(_)
+                | ErrorKind::MigrationWait
         )
     }
 
     /// Whether a `Retry-After` header belongs in the answer.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self.kind {
-            ErrorKind::NoHealthyServer | ErrorKind::Overloaded => Some(1),
+            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => Some(1),
+            ErrorKind::RateLimited(secs) => Some(secs.max(1)),
             _ => None,
         }
     }
 }
 
 /// Metric label of each error kind, in [`ErrorKind::metric_index`] order.
-pub const ERROR_KIND_LABELS: [&str; 16] = [
+pub const ERROR_KIND_LABELS: [&str; 18] = [
     "bad_request",
     "head_too_large",
     "body_too_large",
@@ -170,6 +184,8 @@ pub const ERROR_KIND_LABELS: [&str; 16] = [
     "bad_response",
     "overloaded",
     "deadline",
+    "rate_limited",
+    "migration_wait",
 ];
 
 impl ErrorKind {
@@ -192,6 +208,8 @@ impl ErrorKind {
             ErrorKind::BadResponse(_) => 13,
             ErrorKind::Overloaded => 14,
             ErrorKind::DeadlineExceeded => 15,
+            ErrorKind::RateLimited(_) => 16,
+            ErrorKind::MigrationWait => 17,
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - `error`: [`ConfigError`] and the collector validation reports into;
 //! - `settings`: workers, limits, timeouts, retries, health checks, access log;
 //! - `routes`: partitions, users, the default route, classification, extraction lists;
-//! - `extract`: [`ExtractRules`] and the default extraction lists.
+//! - `extract`: [`ExtractRules`] and the default extraction lists;
+//! - `users`: per-user rate limits, migration and mirroring bounds.
 
 mod admin;
 mod error;
@@ -22,6 +23,7 @@ mod extract;
 pub mod file;
 mod routes;
 mod settings;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,7 @@ pub use settings::{
     CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
     WorkerSettings,
 };
+pub use users::{RateLimitSettings, UserTables};
 
 /// Where a config came from.
 #[derive(Clone, Debug)]
@@ -78,6 +81,8 @@ pub struct Config {
     pub access_log: Option<AccessLogConfig>,
     /// Active health checks (None: off).
     pub health: Option<HealthSettings>,
+    /// Sizes of the per-user tables.
+    pub user_tables: UserTables,
 }
 
 impl Config {
@@ -220,6 +225,7 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
         routes: routes::routes_from(f, errors),
         access_log: settings::access_log_from(f, errors),
         health: settings::health_from(f),
+        user_tables: users::user_tables_from(f),
     }
 }
 

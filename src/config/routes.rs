@@ -179,10 +179,17 @@ fn mirrors_from(f: &FileConfig, partitions: &mut [PartitionSpec], errors: &mut E
                 &key,
                 format!("unknown partition \"{}\"", target.get_ref()),
             ),
-            Some(t) if partitions[t].name == *name => {
-                errors.add(target.span(), &key, "a partition cannot mirror to itself".into())
-            }
-            Some(t) => links.push((index(name).expect("listed partition"), t, target.span(), key)),
+            Some(t) if partitions[t].name == *name => errors.add(
+                target.span(),
+                &key,
+                "a partition cannot mirror to itself".into(),
+            ),
+            Some(t) => links.push((
+                index(name).expect("listed partition"),
+                t,
+                target.span(),
+                key,
+            )),
         }
     }
     for (from, to, span, key) in &links {

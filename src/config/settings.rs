@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::error::Errors;
 use super::file::FileConfig;
+use super::users::RateLimitSettings;
 use crate::access_log::{AccessLogConfig, AccessLogFormat};
 
 /// Which io driver workers run on.
@@ -144,6 +145,13 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// In-flight requests per worker at which Queries are shed.
     pub query_shed_in_flight: usize,
+    /// Per-user rate limits (None: none).
+    pub rate_limit: Option<RateLimitSettings>,
+    /// Longest a moved user's Command waits for its Commands in flight to the old
+    /// partition (then 503).
+    pub migration_max_wait: Duration,
+    /// Mirrored Queries in flight per worker.
+    pub mirror_max_in_flight: usize,
 }
 
 /// Passive ejection settings.
@@ -255,6 +263,13 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             * f.overload.query_shed_ratio.clamp(0.0, 1.0))
         .ceil() as usize)
             .max(1),
+        rate_limit: super::users::rate_limit_from(
+            f,
+            (*f.limits.max_user_id_bytes.get_ref()).clamp(1, 4096),
+            errors,
+        ),
+        migration_max_wait: super::users::migration_wait_from(f),
+        mirror_max_in_flight: f.mirror.max_in_flight_per_worker,
     }
 }
 

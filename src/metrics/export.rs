@@ -66,6 +66,7 @@ pub fn render(
     render_requests(&mut out, snapshots);
     render_errors(&mut out, snapshots);
     render_counters(&mut out, snapshots);
+    super::users::render(&mut out, snapshots);
     render_connections(&mut out, snapshots);
     render_backends(&mut out, table);
     render_process(&mut out, table, process);

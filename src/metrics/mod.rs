@@ -19,6 +19,7 @@
 pub mod export;
 pub mod names;
 pub mod scrape;
+pub mod users;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub struct WorkerMetrics {
     pub spliced_bytes: Cell<u64>,
     /// Access log lines dropped.
     pub access_log_dropped: Cell<u64>,
+    /// Rate limits, migration, mirroring.
+    pub users: users::UserCounters,
     latency: [RefCell<Histogram<u64>>; 2],
 }
 
@@ -153,6 +156,7 @@ impl WorkerMetrics {
             idle_timeouts: Cell::new(0),
             spliced_bytes: Cell::new(0),
             access_log_dropped: Cell::new(0),
+            users: users::UserCounters::default(),
             latency: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
         };
         m.relayout(None, table);
@@ -297,6 +301,7 @@ impl WorkerMetrics {
             idle_timeouts: self.idle_timeouts.get(),
             spliced_bytes: self.spliced_bytes.get(),
             access_log_dropped: self.access_log_dropped.get(),
+            users: self.users.counts(),
             open_connections,
             pool_idle,
             latency,
@@ -350,6 +355,8 @@ pub struct MetricsSnapshot {
     pub spliced_bytes: u64,
     /// Access log lines dropped.
     pub access_log_dropped: u64,
+    /// Rate limits, migration, mirroring.
+    pub users: users::UserCounts,
     /// Open client connections.
     pub open_connections: usize,
     /// Idle pooled connections per backend.

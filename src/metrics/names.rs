@@ -47,3 +47,15 @@ pub const CONFIG_VERSION: &str = "ringgate_config_version";
 pub const ACCESS_LOG_DROPPED: &str = "ringgate_access_log_dropped_total";
 /// Gauge: workers running.
 pub const WORKERS: &str = "ringgate_workers";
+/// Counter: requests refused by their user's rate limit, by class.
+pub const RATE_LIMITED: &str = "ringgate_rate_limited_total";
+/// Counter: Commands held for a moved user's Commands in flight.
+pub const MIGRATION_HELD: &str = "ringgate_migration_held_total";
+/// Counter: time Commands spent held for a migration.
+pub const MIGRATION_HELD_SECONDS: &str = "ringgate_migration_held_seconds_total";
+/// Counter: Commands refused at the migration wait bound.
+pub const MIGRATION_REFUSED: &str = "ringgate_migration_refused_total";
+/// Counter: mirrored Queries by the shadow's status class.
+pub const MIRROR_REQUESTS: &str = "ringgate_mirror_requests_total";
+/// Counter: mirrors not sent.
+pub const MIRROR_DROPPED: &str = "ringgate_mirror_dropped_total";

@@ -308,11 +308,15 @@ impl Server {
         if config.access_log != self.config.access_log {
             needs_restart.push("log");
         }
+        if config.user_tables != self.config.user_tables {
+            needs_restart.push("rate_limit.max_users / migration.max_users");
+        }
         // Keep what cannot change live, so /config tells the truth.
         config.listen = self.config.listen;
         config.admin = self.config.admin;
         config.workers = self.config.workers.clone();
         config.access_log = self.config.access_log.clone();
+        config.user_tables = self.config.user_tables;
         config.max_connections_per_worker = self.config.max_connections_per_worker;
         config.backlog = self.config.backlog;
         let version = self.table.version + 1;
