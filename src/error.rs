@@ -159,7 +159,9 @@ impl ProxyError {
     /// Whether a `Retry-After` header belongs in the answer.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self.kind {
-            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => Some(1),
+            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => {
+                Some(1)
+            }
             ErrorKind::RateLimited(secs) => Some(secs.max(1)),
             _ => None,
         }

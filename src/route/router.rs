@@ -49,6 +49,8 @@ pub struct Partition {
     pub read: Box<[u16]>,
     /// Policy.
     pub policy: Policy,
+    /// The partition that gets a copy of every Query routed here.
+    pub mirror: Option<u16>,
 }
 
 impl Partition {
@@ -118,6 +120,7 @@ impl RoutingTable {
                     write,
                     read,
                     policy: p.policy,
+                    mirror: p.mirror.map(|m| m as u16),
                 }
             })
             .collect();

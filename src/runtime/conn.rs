@@ -14,6 +14,7 @@
 //! then is the socket closed, so the kernel never answers unread bytes with an RST that
 //! could destroy the answer in flight.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -42,7 +43,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serve one accepted client connection until it closes.
-pub async fn serve(worker: &Worker, stream: TcpStream, peer: std::net::SocketAddr) {
+pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::SocketAddr) {
     let mut c = Client::new(stream, peer);
     let linger_close = loop {
         let idle_table = worker.table();
@@ -90,7 +91,12 @@ pub async fn serve(worker: &Worker, stream: TcpStream, peer: std::net::SocketAdd
 }
 
 /// Parse, exchange and account for one request whose head is `c.buf[..len]`.
-async fn serve_request(worker: &Worker, table: &WorkerTable, c: &mut Client, len: usize) -> Next {
+async fn serve_request(
+    worker: &Rc<Worker>,
+    table: &Rc<WorkerTable>,
+    c: &mut Client,
+    len: usize,
+) -> Next {
     let s = &table.table.settings;
     let started = Instant::now();
     let mut outcome = Outcome::default();

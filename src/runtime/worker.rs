@@ -140,6 +140,10 @@ pub struct Worker {
     pub access_log: Option<Arc<AccessLog>>,
     /// Requests between routing and the end of their response.
     pub in_flight: Cell<usize>,
+    /// Mirrored Queries in flight.
+    pub mirrors_in_flight: Cell<usize>,
+    /// Recycled buffers of mirrored requests.
+    pub mirror_buffers: RefCell<Vec<Vec<u8>>>,
     /// Retries this worker may still spend (earned per request, capped).
     retry_budget: Cell<f64>,
 }
@@ -156,6 +160,8 @@ impl Worker {
             metrics: WorkerMetrics::new(&table),
             access_log,
             in_flight: Cell::new(0),
+            mirrors_in_flight: Cell::new(0),
+            mirror_buffers: RefCell::new(Vec::new()),
             retry_budget: Cell::new(table.settings.retry.budget_reserve),
             pools: RefCell::new(Pools::new(
                 table.backends.iter().map(|b| b.addr),

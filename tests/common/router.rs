@@ -45,6 +45,8 @@ pub struct RouterMetrics {
     pub open_connections: usize,
     pub accepted: u64,
     pub refused: u64,
+    /// Rate limits, migration and mirroring counters, summed over workers.
+    pub users: ringgate::metrics::users::UserCounts,
 }
 
 impl Router {
@@ -113,6 +115,19 @@ impl Router {
             open_connections: snaps.iter().map(|s| s.open_connections).sum(),
             accepted: snaps.iter().map(|s| s.accepted).sum(),
             refused: snaps.iter().map(|s| s.refused).sum(),
+            users: snaps.iter().fold(Default::default(), |mut a, s| {
+                let u = &s.users;
+                a.rate_limited[0] += u.rate_limited[0];
+                a.rate_limited[1] += u.rate_limited[1];
+                a.migration_held += u.migration_held;
+                a.migration_held_ns += u.migration_held_ns;
+                a.migration_refused += u.migration_refused;
+                for (x, y) in a.mirror_status.iter_mut().zip(u.mirror_status) {
+                    *x += y;
+                }
+                a.mirror_dropped += u.mirror_dropped;
+                a
+            }),
         }
     }
 

@@ -21,11 +21,13 @@
 
 mod answer;
 mod attempt;
+mod mirror;
 mod request;
 mod response;
 mod retry;
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
 pub use answer::{reason_phrase, respond_error};
@@ -106,14 +108,16 @@ impl Drop for InFlight<'_> {
 
 /// Route, forward and relay the request whose head is parsed in `c.head`.
 pub async fn run(
-    worker: &Worker,
-    wt: &WorkerTable,
+    worker: &Rc<Worker>,
+    wt: &Rc<WorkerTable>,
     c: &mut Client,
     outcome: &mut Outcome,
     started: Instant,
 ) -> Result<Next, Failure> {
     let s = &wt.table.settings;
     let req = request::prepare(worker, wt, c, outcome).await?;
+    // A copy for the shadow partition, sent once this exchange has ended.
+    let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
 
     // Shed load before touching an upstream: Queries first, then Commands.
     let limit = match req.class {

@@ -1,0 +1,216 @@
+//! Query mirroring: a copy of every Query routed to a partition with `mirror = "SHADOW"`
+//! is sent, fire and forget, to a read server of the shadow partition.
+//!
+//! # Independence from the client
+//! The copy is taken when the request has been routed and is sent by a task of its own,
+//! started only once the client's exchange has ended (response relayed, or failed): the
+//! client's response never waits for the mirror, and the mirror's answer — read and
+//! discarded, counted by status class — can change nothing the client sees. The mirror
+//! uses the shadow servers' own pooled connections (each backend has its own pool).
+//!
+//! # Bounds
+//! At most `mirror.max_in_flight_per_worker` mirrors per worker; beyond, a mirror is
+//! dropped and counted. A Query whose body streams from the client (not fully buffered)
+//! is not mirrored either (counted as dropped): its bytes are forwarded once, as they come.
+//! Copies live in buffers recycled per worker.
+
+use std::rc::Rc;
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+
+use super::request::{Body, Request};
+use crate::config::Settings;
+use crate::forward::io::write_all;
+use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
+use crate::health::state::report;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
+use crate::http::scan::HeadScanner;
+use crate::route::router::{Class, WorkerTable};
+use crate::runtime::client::Client;
+use crate::runtime::worker::Worker;
+use crate::upstream::pool::{connect, UpstreamConn};
+
+/// Largest response head a mirror reads.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// A mirror to send once the client's exchange has ended.
+pub struct MirrorJob {
+    worker: Rc<Worker>,
+    table: Rc<WorkerTable>,
+    partition: u16,
+    bytes: Vec<u8>,
+}
+
+impl MirrorJob {
+    /// A copy of `req` for the mirror of its partition, if it has one and the request is a
+    /// Query that can be copied; `None` otherwise (drops are counted).
+    pub fn prepare(
+        worker: &Rc<Worker>,
+        table: &Rc<WorkerTable>,
+        c: &Client,
+        req: &Request,
+    ) -> Option<MirrorJob> {
+        if req.class != Class::Query {
+            return None;
+        }
+        let partition = table.table.partitions[req.partition as usize].mirror?;
+        let s = &table.table.settings;
+        let body = match req.body {
+            Body::None | Body::Buffered { inline: true, .. } => None,
+            Body::Buffered { len, inline: false } => Some(req.head_len..req.head_len + len),
+            Body::Streamed { .. } => {
+                worker.metrics.users.mirror_dropped();
+                return None;
+            }
+        };
+        if worker.mirrors_in_flight.get() >= s.mirror_max_in_flight {
+            worker.metrics.users.mirror_dropped();
+            return None;
+        }
+        worker
+            .mirrors_in_flight
+            .set(worker.mirrors_in_flight.get() + 1);
+        let mut bytes = worker.mirror_buffers.borrow_mut().pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(&c.fwd);
+        if let Some(r) = body {
+            bytes.extend_from_slice(&c.buf[r]);
+        }
+        Some(MirrorJob {
+            worker: worker.clone(),
+            table: table.clone(),
+            partition,
+            bytes,
+        })
+    }
+
+    /// Send it in a task of its own.
+    fn launch(self) {
+        monoio::spawn(async move {
+            let MirrorJob {
+                worker,
+                table,
+                partition,
+                mut bytes,
+            } = self;
+            let status = send(&worker, &table, partition, &mut bytes).await;
+            worker.metrics.users.mirrored(status);
+            bytes.clear();
+            worker.mirror_buffers.borrow_mut().push(bytes);
+            worker
+                .mirrors_in_flight
+                .set(worker.mirrors_in_flight.get() - 1);
+        });
+    }
+}
+
+/// Send `bytes` to a read server of `partition` and read the answer through; its status.
+async fn send(
+    worker: &Worker,
+    wt: &WorkerTable,
+    partition: u16,
+    bytes: &mut Vec<u8>,
+) -> Option<u16> {
+    let s = &wt.table.settings;
+    let (backend, _, admission) = wt.pick_server(partition, Class::Query, 0)?;
+    let b = &*wt.table.backends[backend as usize];
+    let version = wt.table.version;
+    let mut up = match worker.take_upstream(backend, version, s) {
+        Some(up) => up,
+        None => match connect(b.addr, s.upstream_connect_timeout).await {
+            Ok(up) => up,
+            Err(_) => {
+                report(b, s.circuit.as_ref(), admission, false);
+                return None;
+            }
+        },
+    };
+    if write_all(&mut up.wr, bytes, s.upstream_response_timeout)
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let mut head = ResponseHead::default();
+    let status = read_answer(worker, s, &mut up, &mut head).await?;
+    report(b, s.circuit.as_ref(), admission, status < 500);
+    if head.is_keep_alive && up.buf.is_empty() {
+        worker.return_upstream(backend, version, up);
+    }
+    Some(status)
+}
+
+/// Read a response head (skipping interim ones) and its body, dropping both. `None` when
+/// no complete, well-framed answer came. `up.buf` is empty afterwards when the connection
+/// is at the end of the answer.
+async fn read_answer(
+    worker: &Worker,
+    s: &Settings,
+    up: &mut UpstreamConn,
+    head: &mut ResponseHead,
+) -> Option<u16> {
+    let len = loop {
+        let len = read_head(s, up).await?;
+        parse_response(&up.buf, len, false, head).ok()?;
+        if !head.is_interim() {
+            break len;
+        }
+        up.buf.drain(..len);
+    };
+    up.buf.drain(..len);
+    let left = match head.framing() {
+        ResponseFraming::None => return up.buf.is_empty().then_some(head.status),
+        ResponseFraming::Length(n) => BodyLeft::Length(n),
+        ResponseFraming::Chunked => BodyLeft::Chunked(ChunkedDecoder::new()),
+        ResponseFraming::UntilClose => BodyLeft::Length(u64::MAX),
+    };
+    let mut progress = BodyProgress::new(left);
+    let opts = worker.relay_options(s.upstream_response_timeout, s.upstream_response_timeout, s);
+    let whole = discard_body(&mut up.rd, &mut up.buf, &mut progress, u64::MAX, &opts).await;
+    if head.framing() == ResponseFraming::UntilClose {
+        head.is_keep_alive = false;
+        return Some(head.status);
+    }
+    whole.then_some(head.status)
+}
+
+/// Read until `up.buf` holds a whole response head; its length.
+async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
+    let mut scanner = HeadScanner::new();
+    loop {
+        if !up.buf.is_empty() {
+            if let Some(len) = scanner.scan(&up.buf, MAX_HEAD_BYTES).ok()? {
+                return Some(len);
+            }
+        }
+        if up.buf.capacity() - up.buf.len() < 1024 {
+            up.buf.reserve(up.buf.capacity().max(1024));
+        }
+        let had = up.buf.len();
+        let end = up.buf.capacity();
+        let owned = std::mem::take(&mut up.buf);
+        let read = up.rd.read(owned.slice_mut(had..end));
+        match monoio::time::timeout(s.upstream_response_timeout, read).await {
+            Ok((Ok(n), slice)) if n > 0 => up.buf = slice.into_inner(),
+            Ok((_, slice)) => {
+                up.buf = slice.into_inner();
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Launches its mirror when dropped: when the client's exchange has ended, however it
+/// ended.
+pub struct LaunchOnDrop(pub Option<MirrorJob>);
+
+impl Drop for LaunchOnDrop {
+    fn drop(&mut self) {
+        if let Some(job) = self.0.take() {
+            job.launch();
+        }
+    }
+}

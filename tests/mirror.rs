@@ -1,0 +1,117 @@
+//! Query mirroring to a shadow partition over real sockets: Queries reach the shadow with
+//! the same method, path, body and user, Commands never; the client never waits for the
+//! shadow, whatever it does; beyond the in-flight bound, mirrors are dropped and counted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backend::{Reply, ScriptedBackend};
+use common::client::Client;
+use common::router::{dead_addr, Router};
+use common::wait_until;
+
+/// Partition `z` (the primary) mirrors to `z_shadow`; every request is for alice, in `z`.
+fn config(primary: std::net::SocketAddr, shadow: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[partitions.z]\nservers = [\"{primary}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{shadow}\"]\n[users]\nalice = \"z\"\n[health]\nenabled = false\n{extra}"
+    )
+}
+
+const QUERY_GET: &[u8] =
+    b"GET /api/spot/user/positions?x=1 HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
+
+fn query_post(body: &str) -> Vec<u8> {
+    format!(
+        "POST /api/spot/user/search HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn command(body: &str) -> Vec<u8> {
+    format!(
+        "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn queries_are_mirrored_byte_for_byte_and_commands_never() {
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| Reply::ok("shadow"));
+    let r = Router::start(&config(primary.addr, shadow.addr, ""));
+    let mut c = Client::connect(r.addr);
+    let body = r#"{"user_id":"alice","q":"open orders"}"#;
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    assert_eq!(c.roundtrip(&query_post(body)).text(), "primary");
+    assert_eq!(c.roundtrip(&command(body)).text(), "primary");
+    wait_until("two mirrors arrive", Duration::from_secs(5), || {
+        shadow.request_count() == 2
+    });
+    // Exactly what the primary got for the same Queries.
+    let p = primary.requests();
+    let m = shadow.requests();
+    assert_eq!(m[0].raw(), p[0].raw(), "GET mirrored as forwarded");
+    assert_eq!(m[1].raw(), p[1].raw(), "POST Query mirrored with its body");
+    assert_eq!(m[1].body, body.as_bytes());
+    assert_eq!(m[0].header("x-user-id").as_deref(), Some("alice"));
+    // The Command went to the primary only.
+    assert_eq!(p[2].path(), "/api/spot/v2/order");
+    assert!(m
+        .iter()
+        .all(|r| r.method() != "POST" || r.path() != "/api/spot/v2/order"));
+    wait_until("counted", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 2
+    });
+}
+
+#[test]
+fn a_dead_or_hanging_shadow_changes_nothing_for_the_client() {
+    // Dead: nothing listens.
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let r = Router::start(&config(primary.addr, dead_addr(), ""));
+    let mut c = Client::connect(r.addr);
+    for _ in 0..5 {
+        let resp = c.roundtrip(QUERY_GET);
+        assert_eq!((resp.status, resp.text().as_str()), (200, "primary"));
+    }
+    wait_until("failed mirrors counted", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[5] == 5
+    });
+
+    // Hanging: it reads every mirror and never answers. The client's requests complete
+    // one after the other while all their mirrors are still open at the shadow.
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| Reply::hang());
+    let r = Router::start(&config(primary.addr, shadow.addr, ""));
+    let mut c = Client::connect(r.addr);
+    for _ in 0..10 {
+        assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    }
+    wait_until("ten mirrors held open", Duration::from_secs(5), || {
+        shadow.request_count() == 10
+    });
+}
+
+#[test]
+fn mirrors_beyond_the_in_flight_bound_are_dropped_and_counted() {
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| Reply::hang());
+    let r = Router::start(&config(
+        primary.addr,
+        shadow.addr,
+        "[mirror]\nmax_in_flight_per_worker = 3\n",
+    ));
+    let mut c = Client::connect(r.addr);
+    for _ in 0..8 {
+        assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    }
+    wait_until(
+        "three mirrors at the shadow",
+        Duration::from_secs(5),
+        || shadow.request_count() == 3,
+    );
+    assert_eq!(r.metrics().users.mirror_dropped, 5);
+}
