@@ -20,6 +20,8 @@
 //! - [`health`]: active checks on their own thread (rise/fall), and the circuit breaker
 //!   the workers drive with atomics.
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
+//! - [`users`]: the per-user state every worker shares, in fixed lock-free tables of
+//!   atomics: rate limits (GCRA) and the Commands in flight that order a user's move.
 //! - [`config`]: the TOML file and its validation, producing plain data that imports
 //!   nothing from the data path; [`error`]: the one error type; [`hash`]: the fixed FNV-1a
 //!   hash shared by config hashing, partitioning and the demo backend.
@@ -47,3 +49,4 @@ pub mod metrics;
 pub mod route;
 pub mod runtime;
 pub mod upstream;
+pub mod users;
