@@ -101,7 +101,7 @@ pub(crate) fn migration_wait_from(f: &FileConfig) -> Duration {
 /// Sizes of the per-user tables.
 pub(crate) fn user_tables_from(f: &FileConfig) -> UserTables {
     UserTables {
-        rate_users: f.rate_limit.max_users.clamp(64, 1 << 24),
-        migration_users: f.migration.max_users.clamp(64, 1 << 24),
+        rate_users: f.rate_limit.max_users.clamp(64, 1 << 20),
+        migration_users: f.migration.max_users.clamp(64, 1 << 20),
     }
 }

@@ -11,13 +11,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, DefaultRoute, Policy, Settings};
+use crate::config::{Config, DefaultRoute, Policy, RateLimitSettings, Settings};
 use crate::error::{ErrorKind, ProxyError};
 use crate::health::state::{admit, Admission};
 use crate::http::parse::Method;
 use crate::route::extract::ExtractRules;
 use crate::route::partition::{partition_seed, rendezvous_pick, user_hash};
 use crate::upstream::backend::{Backend, BackendRegistry};
+use crate::users::inflight::partition_id;
+use crate::users::rate::Limit;
 
 /// Command (write) or Query (read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +53,9 @@ pub struct Partition {
     pub policy: Policy,
     /// The partition that gets a copy of every Query routed here.
     pub mirror: Option<u16>,
+    /// Stable id (from the name) of this partition, the same in every table version:
+    /// what the migration table records a user's Commands in flight against.
+    pub id: u32,
 }
 
 impl Partition {
@@ -88,8 +93,52 @@ pub struct RoutingTable {
     query_prefixes: Box<[Box<[u8]>]>,
     /// Extraction lists.
     pub extract: ExtractRules,
+    /// Per-user rate limits (None: nobody is limited).
+    pub rate_limits: Option<RateLimits>,
     /// Per-request settings.
     pub settings: Settings,
+}
+
+/// The per-user rate limits of one table version.
+#[derive(Debug)]
+pub struct RateLimits {
+    /// Everyone's, by class (None: no limit).
+    default: [Option<Limit>; 2],
+    /// Users with their own.
+    users: HashMap<Box<[u8]>, [Option<Limit>; 2], ahash::RandomState>,
+}
+
+impl RateLimits {
+    fn build(r: &RateLimitSettings) -> Self {
+        let mut users = HashMap::with_capacity_and_hasher(r.users.len(), ahash::RandomState::new());
+        for (user, commands, queries) in &r.users {
+            users.insert(
+                user.clone(),
+                [
+                    Limit::new(*commands, r.burst_secs),
+                    Limit::new(*queries, r.burst_secs),
+                ],
+            );
+        }
+        Self {
+            default: [
+                Limit::new(r.commands, r.burst_secs),
+                Limit::new(r.queries, r.burst_secs),
+            ],
+            users,
+        }
+    }
+
+    /// The limit of `user` for `class` (None: not limited).
+    #[inline]
+    pub fn limit(&self, user: &[u8], class: Class) -> Option<Limit> {
+        let by_class = if self.users.is_empty() {
+            &self.default
+        } else {
+            self.users.get(user).unwrap_or(&self.default)
+        };
+        by_class[class as usize]
+    }
 }
 
 impl RoutingTable {
@@ -121,6 +170,7 @@ impl RoutingTable {
                     read,
                     policy: p.policy,
                     mirror: p.mirror.map(|m| m as u16),
+                    id: partition_id(&p.name),
                 }
             })
             .collect();
@@ -157,6 +207,7 @@ impl RoutingTable {
             command_prefixes: routes.command_prefixes.clone().into_boxed_slice(),
             query_prefixes: routes.query_prefixes.clone().into_boxed_slice(),
             extract: routes.extract.clone(),
+            rate_limits: config.settings.rate_limit.as_ref().map(RateLimits::build),
             settings: config.settings.clone(),
         }
     }

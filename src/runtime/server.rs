@@ -23,6 +23,7 @@ use crate::metrics::scrape::Scraper;
 use crate::metrics::{MetricsSnapshot, SnapshotRequest};
 use crate::route::router::RoutingTable;
 use crate::upstream::backend::BackendRegistry;
+use crate::users::UserState;
 
 /// How long a reload waits for the workers to install the new table.
 const INSTALL_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -124,6 +125,10 @@ impl Server {
         };
         let mut registry = BackendRegistry::new();
         let table = Arc::new(RoutingTable::build(&config, &mut registry, 1));
+        let users = Arc::new(UserState::new(
+            config.user_tables.rate_users,
+            config.user_tables.migration_users,
+        ));
         // The CPUs this process may run on (a cgroup or taskset may allow fewer than all).
         let allowed: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -150,6 +155,7 @@ impl Server {
                 table: table.clone(),
                 max_connections: config.max_connections_per_worker,
                 access_log: access_log.as_ref().map(|(log, _)| log.clone()),
+                users: users.clone(),
             })?;
             tracing::info!(
                 worker = id,

@@ -32,6 +32,7 @@ use crate::metrics::{bump, SnapshotRequest, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
 use crate::upstream::pool::{Pools, UpstreamConn};
+use crate::users::UserState;
 
 /// Messages from the control plane to a worker.
 pub enum Control {
@@ -70,6 +71,8 @@ pub struct WorkerSpec {
     pub max_connections: usize,
     /// The shared access log, when enabled.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Per-user tables shared by all workers.
+    pub users: Arc<UserState>,
 }
 
 /// A running worker as seen by the control plane.
@@ -138,6 +141,8 @@ pub struct Worker {
     pub metrics: WorkerMetrics,
     /// The shared access log, when enabled.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Per-user tables shared by all workers (rate limits, Commands in flight).
+    pub users: Arc<UserState>,
     /// Requests between routing and the end of their response.
     pub in_flight: Cell<usize>,
     /// Mirrored Queries in flight.
@@ -154,11 +159,13 @@ impl Worker {
         table: Arc<RoutingTable>,
         max_connections: usize,
         access_log: Option<Arc<AccessLog>>,
+        users: Arc<UserState>,
     ) -> Self {
         Self {
             id,
             metrics: WorkerMetrics::new(&table),
             access_log,
+            users,
             in_flight: Cell::new(0),
             mirrors_in_flight: Cell::new(0),
             mirror_buffers: RefCell::new(Vec::new()),
@@ -302,6 +309,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         spec.table,
         spec.max_connections,
         spec.access_log,
+        spec.users,
     ));
     let listener = match TcpListener::from_std(spec.listener) {
         Ok(l) => l,

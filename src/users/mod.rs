@@ -36,6 +36,35 @@ pub mod rate;
 pub use inflight::{partition_id, Busy, InFlightGuard, InFlightTable};
 pub use rate::{retry_after_secs, Limit, RateTable};
 
+/// Both tables, created once per process and shared by every worker (they outlive
+/// reloads: a reload must not forget who is over its limit or whose Commands are in
+/// flight).
+pub struct UserState {
+    /// Rate limits.
+    pub rate: RateTable,
+    /// Commands in flight, for ordered migration.
+    pub in_flight: InFlightTable,
+    /// The monotonic origin of the rate table's clock.
+    origin: std::time::Instant,
+}
+
+impl UserState {
+    /// Tables for `rate_users` and `in_flight_users` users at once.
+    pub fn new(rate_users: usize, in_flight_users: usize) -> Self {
+        Self {
+            rate: RateTable::new(rate_users),
+            in_flight: InFlightTable::new(in_flight_users),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the tables were created (the rate table's clock).
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
 /// Slots per bucket: 8 words of 8 bytes, one 64-byte cache line.
 pub const BUCKET_SLOTS: usize = 8;
 

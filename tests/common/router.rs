@@ -34,6 +34,8 @@ pub fn test_driver() -> String {
 pub struct Router {
     server: Option<Server>,
     pub addr: SocketAddr,
+    /// The listener, admin and worker sections appended to the test's config text.
+    sections: String,
 }
 
 /// Counters summed over the workers that answered.
@@ -70,13 +72,15 @@ impl Router {
     }
 
     fn start_full(config_text: &str, workers: usize, driver: &str, listener: &str) -> Router {
-        let text = format!(
-            "{config_text}\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
+        let sections = format!(
+            "\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
         );
+        let text = format!("{config_text}{sections}");
         let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
         let server = Server::start(config).expect("router starts");
         let addr = server.listen_addr;
         Router {
+            sections,
             server: Some(server),
             addr,
         }
@@ -84,6 +88,17 @@ impl Router {
 
     fn server(&self) -> &Server {
         self.server.as_ref().expect("router still running")
+    }
+
+    /// Reload from new config text (same listener, admin and worker sections): returns
+    /// once every worker has the new table, like a SIGHUP or `POST /reload`.
+    pub fn reload(&mut self, config_text: &str) {
+        let text = format!("{config_text}{}", self.sections);
+        let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
+        self.server
+            .as_mut()
+            .expect("router running")
+            .install(config);
     }
 
     /// Drain now (in-flight requests get 200 ms); flushes the access log.

@@ -25,6 +25,7 @@ mod mirror;
 mod request;
 mod response;
 mod retry;
+mod users;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -34,7 +35,7 @@ pub use answer::{reason_phrase, respond_error};
 
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::forward::io::write_static;
-use crate::forward::relay::{BodyLeft, BodyProgress};
+use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::health::state::{report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
@@ -119,18 +120,30 @@ pub async fn run(
     // A copy for the shadow partition, sent once this exchange has ended.
     let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
 
-    // Shed load before touching an upstream: Queries first, then Commands.
+    let mut progress = match req.body {
+        Body::Streamed { in_buf, left } => BodyProgress {
+            left,
+            pending: req.head_len + in_buf,
+        },
+        _ => BodyProgress::new(BodyLeft::Length(0)),
+    };
+    // The user's rate limit, then load shedding (Queries first, then Commands), then the
+    // order of a moved user's Commands: refusals that keep the connection.
+    if let Some(e) = users::over_rate_limit(worker, wt, c, &req) {
+        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
+    }
     let limit = match req.class {
         Class::Query => s.query_shed_in_flight,
         Class::Command => s.max_in_flight,
     };
     if worker.in_flight.get() >= limit {
-        return Err(Failure {
-            error: ProxyError::internal(ErrorKind::Overloaded),
-            response_started: false,
-            consumed: req.buffered_len(),
-        });
+        let e = ProxyError::internal(ErrorKind::Overloaded);
+        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
     }
+    let _order = match users::enter_in_flight(worker, wt, c, &req).await {
+        Ok(guard) => guard,
+        Err(e) => return Err(refuse_softly(worker, c, &req, &mut progress, e).await),
+    };
     let _in_flight = InFlight::enter(&worker.in_flight);
     worker.earn_retry_budget(&s.retry);
     let deadline = s.request_deadline.map(|d| started + d);
@@ -139,15 +152,39 @@ pub async fn run(
             .await
             .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))?;
     }
-    let mut progress = match req.body {
-        Body::Streamed { in_buf, left } => BodyProgress {
-            left,
-            pending: req.head_len + in_buf,
-        },
-        _ => BodyProgress::new(BodyLeft::Length(0)),
-    };
     let answered = send(worker, wt, c, &req, &mut progress, deadline, outcome).await?;
     response::relay(worker, s, c, &req, &mut progress, answered, outcome).await
+}
+
+/// A refusal before anything was sent that keeps the connection: the request's body is
+/// read and dropped first when it streams (within [`response::DISCARD_BODY_MAX_BYTES`]),
+/// unless the client waits for `100 Continue` (it then may never send it: close).
+async fn refuse_softly(
+    worker: &Worker,
+    c: &mut Client,
+    req: &Request,
+    progress: &mut BodyProgress,
+    error: ProxyError,
+) -> Failure {
+    let consumed = match req.body {
+        Body::Streamed { .. } if !req.wants_continue => {
+            let s = &worker.table().table.settings;
+            c.buf.drain(..progress.pending.min(c.buf.len()));
+            progress.pending = 0;
+            let opts = worker.relay_options(s.client_body_timeout, s.client_body_timeout, s);
+            let max = response::DISCARD_BODY_MAX_BYTES;
+            discard_body(&mut c.rd, &mut c.buf, progress, max, &opts)
+                .await
+                .then_some(0)
+        }
+        Body::Streamed { .. } => None,
+        _ => req.buffered_len(),
+    };
+    Failure {
+        error,
+        response_started: false,
+        consumed,
+    }
 }
 
 /// The attempt loop: attempts until one gets a response head, or the retry policy says

@@ -78,6 +78,8 @@ pub struct Request {
     pub is_head: bool,
     /// The client asked for a protocol switch.
     pub is_upgrade: bool,
+    /// A user id was found (it is in `Client::user`).
+    pub has_user: bool,
     /// `Expect: 100-continue` still needs an answer before the client sends the body.
     pub wants_continue: bool,
 }
@@ -170,6 +172,7 @@ pub async fn prepare(
         is_head: c.head.method() == Method::Head,
         is_upgrade: c.head.is_upgrade,
         wants_continue: wants_continue && matches!(body, Body::Streamed { .. }),
+        has_user: found,
     })
 }
 

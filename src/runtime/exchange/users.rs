@@ -1,0 +1,83 @@
+//! The per-user checks of a routed request: its rate limit, and the order of a moved
+//! user's Commands.
+//!
+//! Both use tables shared by every worker (`crate::users`); a request whose user is not
+//! limited, or a Query, or a Command whose user is not moving, never waits for another
+//! core.
+
+use std::time::{Duration, Instant};
+
+use super::request::Request;
+use crate::error::{ErrorKind, ProxyError};
+use crate::route::router::{Class, WorkerTable};
+use crate::runtime::client::Client;
+use crate::runtime::worker::Worker;
+use crate::users::{retry_after_secs, InFlightGuard};
+
+/// First pause of a held Command before it looks again; doubled up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_micros(100);
+const MAX_PAUSE: Duration = Duration::from_millis(1);
+
+/// The 429 for a user over its rate limit, if it is; counts the request otherwise.
+pub fn over_rate_limit(
+    worker: &Worker,
+    wt: &WorkerTable,
+    c: &Client,
+    req: &Request,
+) -> Option<ProxyError> {
+    let limits = wt.table.rate_limits.as_ref()?;
+    if !req.has_user {
+        return None;
+    }
+    let limit = limits.limit(&c.user, req.class)?;
+    let users = &worker.users;
+    match users
+        .rate
+        .admit(&c.user, req.class as usize, limit, users.now_ns())
+    {
+        Ok(()) => None,
+        Err(wait) => {
+            worker.metrics.users.rate_limited(req.class);
+            Some(ProxyError::internal(ErrorKind::RateLimited(
+                retry_after_secs(wait),
+            )))
+        }
+    }
+}
+
+/// Record a Command in flight to its partition. A user whose Commands are still in flight
+/// to another partition (it was moved by a reload) waits until they have completed, at
+/// most `migration.max_wait_ms`; then 503. The guard ends the record when dropped.
+pub async fn enter_in_flight<'w>(
+    worker: &'w Worker,
+    wt: &WorkerTable,
+    c: &Client,
+    req: &Request,
+) -> Result<Option<InFlightGuard<'w>>, ProxyError> {
+    if req.class != Class::Command || !req.has_user {
+        return Ok(None);
+    }
+    let partition = wt.table.partitions[req.partition as usize].id;
+    let table = &worker.users.in_flight;
+    if let Ok(guard) = table.try_enter(&c.user, partition) {
+        return Ok(Some(guard));
+    }
+    let started = Instant::now();
+    let max = wt.table.settings.migration_max_wait;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if started.elapsed() >= max {
+            worker.metrics.users.migration_refused();
+            return Err(ProxyError::internal(ErrorKind::MigrationWait));
+        }
+        monoio::time::sleep(pause.min(max.saturating_sub(started.elapsed()))).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+        if let Ok(guard) = table.try_enter(&c.user, partition) {
+            worker
+                .metrics
+                .users
+                .migration_held(started.elapsed().as_nanos() as u64);
+            return Ok(Some(guard));
+        }
+    }
+}

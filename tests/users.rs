@@ -1,0 +1,194 @@
+//! Per-user rate limits and ordered user migration over real sockets, across connections
+//! and workers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::backend::{Reply, ScriptedBackend};
+use common::client::Client;
+use common::router::Router;
+
+fn command_for(user: &str) -> Vec<u8> {
+    format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nContent-Length: 2\r\n\r\n{{}}")
+        .into_bytes()
+}
+
+fn query_for(user: &str) -> Vec<u8> {
+    format!("GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n")
+        .into_bytes()
+}
+
+/// Send `count` requests from `conns` connections in parallel, paced so that together they
+/// send `rate` per second; the statuses.
+fn paced(addr: SocketAddr, raw: Vec<u8>, conns: usize, count: usize, rate: f64) -> Vec<u16> {
+    let raw = Arc::new(raw);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            let raw = raw.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut out = Vec::new();
+                for k in (i..count).step_by(conns) {
+                    let due = started + Duration::from_secs_f64(k as f64 / rate);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let r = c.roundtrip(&raw);
+                    if r.status == 429 {
+                        let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                        assert!(secs >= 1, "Retry-After is whole seconds, at least 1");
+                    }
+                    out.push(r.status);
+                }
+                out
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_user_at_twice_its_limit_gets_its_limit_across_connections_and_workers() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start_with(
+        &format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_commands = 50\nburst = 1.0\n",
+            b.addr
+        ),
+        2,
+    );
+    // alice: 100/s (twice her limit) for 2 s over 4 connections; bob at his limit meanwhile.
+    let bob = {
+        let addr = r.addr;
+        std::thread::spawn(move || paced(addr, command_for("bob"), 1, 60, 30.0))
+    };
+    let alice = paced(r.addr, command_for("alice"), 4, 200, 100.0);
+    let admitted = alice.iter().filter(|&&s| s == 200).count() as f64;
+    let refused = alice.iter().filter(|&&s| s == 429).count();
+    // limit × 2 s + burst (50 × 1 s), within 10 %.
+    let expected = 50.0 * 2.0 + 50.0;
+    assert!(
+        (0.9 * expected..=1.1 * expected).contains(&admitted),
+        "admitted {admitted} of 200, expected {expected} ± 10 %"
+    );
+    assert_eq!(admitted as usize + refused, 200, "only 200 and 429");
+    assert!(
+        bob.join().unwrap().iter().all(|&s| s == 200),
+        "bob is untouched"
+    );
+    assert_eq!(r.metrics().users.rate_limited, [refused as u64, 0]);
+}
+
+#[test]
+fn a_429_keeps_the_connection_and_requests_without_a_user_are_not_limited() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = 1\nburst = 0\n[rate_limit.users]\nvip = {{ queries = 1000000 }}\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    assert_eq!(c.roundtrip(&query_for("alice")).status, 200);
+    let refused = c.roundtrip(&query_for("alice"));
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        refused.header("connection"),
+        None,
+        "the connection stays open"
+    );
+    // The same connection goes on: another user, a user with her own limit, no user.
+    assert_eq!(c.roundtrip(&query_for("carol")).status, 200);
+    for _ in 0..20 {
+        assert_eq!(c.roundtrip(&query_for("vip")).status, 200);
+        assert_eq!(
+            c.roundtrip(b"GET /anon HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+    }
+    // A refused Command with a streamed body: the body is read and dropped, the
+    // connection kept.
+    let body = vec![b'x'; 100_000];
+    let mut head = format!("POST /api/spot/user/upload HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    head.extend_from_slice(&body);
+    assert_eq!(c.roundtrip(&head).status, 429);
+    assert_eq!(c.roundtrip(&query_for("dave")).status, 200);
+}
+
+/// Partitions a and b; alice in `alice_in`.
+fn zones(a: SocketAddr, b: SocketAddr, alice_in: &str, extra: &str) -> String {
+    format!(
+        "[partitions.a]\nservers = [\"{a}\"]\n[partitions.b]\nservers = [\"{b}\"]\n[users]\nalice = \"{alice_in}\"\n[health]\nenabled = false\n{extra}"
+    )
+}
+
+#[test]
+fn a_moved_users_commands_wait_for_those_in_flight_to_the_old_partition() {
+    // The old partition is slow to answer alice's first Command.
+    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_millis(600)));
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let mut r = Router::start_with(&zones(a.addr, b.addr, "a", ""), 2);
+    let addr = r.addr;
+    let slow = std::thread::spawn(move || {
+        let resp = Client::connect(addr).roundtrip(&command_for("alice"));
+        (resp.text(), Instant::now())
+    });
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", ""));
+    // A Query is not held: it goes to b at once.
+    let q = Client::connect(addr).roundtrip(&query_for("alice"));
+    let query_done = Instant::now();
+    assert_eq!(q.text(), "b");
+    // A Command is held until the one in flight to a has completed, then goes to b.
+    let held = Client::connect(addr).roundtrip(&command_for("alice"));
+    let held_done = Instant::now();
+    let (first, first_done) = slow.join().unwrap();
+    assert_eq!((first.as_str(), held.text().as_str()), ("a", "b"));
+    assert!(query_done < first_done, "the Query did not wait");
+    assert!(
+        held_done >= first_done,
+        "the Command went to b only after a answered"
+    );
+    let m = r.metrics().users;
+    assert_eq!((m.migration_held, m.migration_refused), (1, 0));
+    // Another user's Commands never wait.
+    assert_eq!(
+        Client::connect(addr).roundtrip(&command_for("bob")).status,
+        200
+    );
+}
+
+#[test]
+fn a_held_command_gets_503_at_the_bound() {
+    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_secs(1)));
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let extra = "[migration]\nmax_wait_ms = 200\n";
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", extra));
+    let addr = r.addr;
+    let slow = std::thread::spawn(move || {
+        Client::connect(addr)
+            .roundtrip(&command_for("alice"))
+            .text()
+    });
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", extra));
+    let mut c = Client::connect(addr);
+    let refused = c.roundtrip(&command_for("alice"));
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        b.request_count(),
+        0,
+        "nothing reached the new partition early"
+    );
+    assert_eq!(slow.join().unwrap(), "a");
+    // Once the old Command completed, the next one goes to b.
+    assert_eq!(c.roundtrip(&command_for("alice")).text(), "b");
+    assert_eq!(r.metrics().users.migration_refused, 1);
+}
