@@ -168,9 +168,17 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
     }
 }
 
-/// The busy-poll task: always runnable, so the runtime never parks.
+/// The busy-poll task: keeps the runtime from sleeping.
+///
+/// It yields to the scheduler, so the run queue is never empty and the runtime submits and
+/// reaps completions on every turn instead of blocking in `io_uring_enter`. But monoio
+/// advances its timer wheel and takes cross-thread wake-ups (the control channel) only
+/// when it parks; so once per timer tick the task waits on a timer due in the current
+/// tick instead: the runtime then parks with a zero timeout — it reaps completions, fires
+/// due timers, takes wake-ups, and does not sleep.
 async fn spin() {
     loop {
+        monoio::time::sleep_until(monoio::time::Instant::now()).await;
         YieldNow(false).await;
     }
 }

@@ -63,17 +63,28 @@ impl Router {
 
     /// Start on a given driver (`auto`, `io_uring` or `epoll`).
     pub fn start_on(config_text: &str, workers: usize, driver: &str) -> Router {
-        Self::start_full(config_text, workers, driver, "")
+        Self::start_full(config_text, workers, driver, "", "")
     }
 
     /// Start with extra `[listener]` keys (lines such as `max_connections_per_worker = 2`).
     pub fn start_with_listener(config_text: &str, listener: &str) -> Router {
-        Self::start_full(config_text, 1, &test_driver(), listener)
+        Self::start_full(config_text, 1, &test_driver(), listener, "")
     }
 
-    fn start_full(config_text: &str, workers: usize, driver: &str, listener: &str) -> Router {
+    /// Start with extra `[workers]` keys (lines such as `ring = "plain"`).
+    pub fn start_with_workers(config_text: &str, workers_keys: &str) -> Router {
+        Self::start_full(config_text, 1, &test_driver(), "", workers_keys)
+    }
+
+    fn start_full(
+        config_text: &str,
+        workers: usize,
+        driver: &str,
+        listener: &str,
+        workers_keys: &str,
+    ) -> Router {
         let sections = format!(
-            "\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n"
+            "\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n{workers_keys}\n"
         );
         let text = format!("{config_text}{sections}");
         let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
