@@ -20,7 +20,8 @@
 //! - [`health`]: active checks on their own thread (rise/fall), and the circuit breaker
 //!   the workers drive with atomics.
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
-//! - [`tls`]: the rustls configurations built from PEM files.
+//! - [`tls`]: TLS handshakes and a split, cancel-safe TLS stream over monoio TCP halves,
+//!   and the rustls configurations built from PEM files.
 //! - [`config`]: the TOML file and its validation, producing plain data that imports
 //!   nothing from the data path; [`error`]: the one error type; [`hash`]: the fixed FNV-1a
 //!   hash shared by config hashing, partitioning and the demo backend.
