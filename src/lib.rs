@@ -22,6 +22,8 @@
 //! - [`forward`]: timed I/O on owned buffers, body relay (copy or `splice`), tunnels.
 //! - [`users`]: the per-user state every worker shares, in fixed lock-free tables of
 //!   atomics: rate limits (GCRA) and the Commands in flight that order a user's move.
+//! - [`tls`]: TLS handshakes and a split, cancel-safe TLS stream over monoio TCP halves,
+//!   and the rustls configurations built from PEM files.
 //! - [`config`]: the TOML file and its validation, producing plain data that imports
 //!   nothing from the data path; [`error`]: the one error type; [`hash`]: the fixed FNV-1a
 //!   hash shared by config hashing, partitioning and the demo backend.
@@ -48,5 +50,6 @@ pub mod http;
 pub mod metrics;
 pub mod route;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 pub mod users;

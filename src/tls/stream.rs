@@ -1,0 +1,727 @@
+//! The two halves of a TLS session over a split monoio TCP stream.
+//!
+//! # Invariants
+//! - The session, the socket's send side and the outgoing queue live in one [`Shared`],
+//!   behind `Rc<RefCell<..>>`; every borrow ends before the next `.await`.
+//! - The send side ([`Sender`]) is in its slot unless the write half is sending: an empty
+//!   slot is the "write in progress" flag. The write half takes it for a whole operation
+//!   and puts it back before returning; if its future is dropped instead, the slot stays
+//!   empty and the write direction is poisoned.
+//! - Outgoing ciphertext order: `Sender::out[sent..]`, then what rustls holds. Records
+//!   move from rustls to the back of the queue only.
+//! - The read half's ciphertext buffer holds `inbound[consumed..]`, bytes read from TCP
+//!   and not yet handed to rustls; rustls is fed only when it has no plaintext pending.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::ops::DerefMut;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent,
+};
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+use monoio::BufResult;
+use rustls::{CipherSuite, ConnectionCommon, ProtocolVersion, SideData};
+
+/// Size of the read half's ciphertext buffer: one TLS record at its largest (16 KiB of
+/// payload plus header and AEAD overhead) with room to spare, so a full record never needs
+/// two TCP reads on its own account.
+pub const CIPHERTEXT_READ_BYTES: usize = 18 * 1024;
+
+/// `ECANCELED`, the error monoio gives a cancelled operation.
+const OS_ECANCELED: i32 = libc::ECANCELED;
+
+/// What the handshake settled. The same for both halves; fixed for the life of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The negotiated protocol version (`TLSv1_2` or `TLSv1_3`).
+    pub protocol_version: ProtocolVersion,
+    /// The negotiated cipher suite.
+    pub cipher_suite: CipherSuite,
+    /// The ALPN protocol both sides agreed on (`b"http/1.1"`), if any was negotiated.
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// The SNI server name: as the client sent it (server side; `None` if it sent none), or
+    /// as we sent it (client side; `None` for an IP address, which is not sent).
+    pub server_name: Option<String>,
+    /// Whether the session was resumed (ticket or session id) rather than fully negotiated.
+    pub is_resumed: bool,
+}
+
+/// The socket's send side and the ciphertext queued for it.
+pub(super) struct Sender {
+    tcp: TcpOwnedWriteHalf,
+    /// Ciphertext; `out[..sent]` has been handed to the kernel.
+    out: Vec<u8>,
+    sent: usize,
+}
+
+impl Sender {
+    pub(super) fn new(tcp: TcpOwnedWriteHalf) -> Self {
+        Self {
+            tcp,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// Move the records rustls holds to the back of the queue.
+    fn take_records<SD: SideData>(&mut self, conn: &mut ConnectionCommon<SD>) -> io::Result<()> {
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Send the queue, including records the read side adds while this waits, until both
+    /// are empty. Progress is recorded as it happens, so a stop or an error leaves the
+    /// queue exact.
+    async fn send_all<C, SD>(
+        &mut self,
+        shared: &RefCell<Shared<C>>,
+        cancel: Option<&CancelHandle>,
+    ) -> io::Result<()>
+    where
+        C: DerefMut<Target = ConnectionCommon<SD>>,
+        SD: SideData,
+    {
+        loop {
+            if self.queued() == 0 {
+                let mut s = shared.borrow_mut();
+                if !s.is_closing {
+                    release_key_update(&mut s.conn);
+                }
+                self.take_records(&mut s.conn)?;
+                if self.queued() == 0 {
+                    return Ok(());
+                }
+            }
+            let out = std::mem::take(&mut self.out).slice(self.sent..);
+            let (res, out) = match cancel {
+                Some(c) => self.tcp.cancelable_write(out, c.clone()).await,
+                None => self.tcp.write(out).await,
+            };
+            self.out = out.into_inner();
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// What both halves share.
+pub(super) struct Shared<C> {
+    conn: C,
+    /// `None` while the write half is sending (the flag), or forever after a dropped write.
+    sender: Option<Sender>,
+    /// The socket, for the read half's non-blocking sends. Open as long as either half's TCP
+    /// half lives; only the read half uses it, while it holds its own.
+    fd: RawFd,
+    /// The error a read half's send met: the write direction is broken.
+    send_error: Option<i32>,
+    /// `close_notify` is queued: no more application data may be written.
+    is_closing: bool,
+}
+
+impl<C, SD> Shared<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Send queued records without waiting, if no write is in progress (one that is will
+    /// send them before it ends). What the socket does not take stays queued.
+    fn push_nonblocking(&mut self) {
+        let Shared {
+            conn,
+            sender,
+            fd,
+            send_error,
+            is_closing,
+        } = self;
+        if !*is_closing {
+            release_key_update(conn);
+        }
+        let Some(sender) = sender.as_mut() else {
+            return;
+        };
+        if send_error.is_some() || sender.take_records(conn).is_err() {
+            return;
+        }
+        while sender.queued() > 0 {
+            match send_nonblocking(*fd, &sender.out[sender.sent..]) {
+                Ok(n) => sender.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    *send_error = Some(e.raw_os_error().unwrap_or(libc::EPIPE));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// rustls holds a TLS 1.3 KeyUpdate answer back until the next plaintext write; an empty
+/// write releases it into the outgoing records (in order: it was encrypted when queued).
+fn release_key_update<SD: SideData>(conn: &mut ConnectionCommon<SD>) {
+    if !conn.is_handshaking() {
+        // An error here is the session's own fatal error, which reads and writes report.
+        let _ = conn.writer().write(&[]);
+    }
+}
+
+/// `send(2)` that never waits and never raises SIGPIPE.
+fn send_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a live slice for the length given; `fd` is the stream's socket,
+    // open while the calling read half holds its TCP half (see `Shared::fd`).
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(OS_ECANCELED)
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Copy up to `len` bytes of plaintext to `dst`: `Ok(0)` at a clean end, the reader's error
+/// (`WouldBlock` when nothing is ready, `UnexpectedEof` on truncation) if nothing was copied.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+unsafe fn copy_plaintext<SD: SideData>(
+    conn: &mut ConnectionCommon<SD>,
+    dst: *mut u8,
+    len: usize,
+) -> io::Result<usize> {
+    let mut reader = conn.reader();
+    let mut n = 0;
+    while n < len {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(_) if n > 0 => break,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let take = chunk.len().min(len - n);
+        // SAFETY: `dst + n .. dst + n + take` is within the caller's `len` bytes; `chunk` is
+        // rustls' buffer, which cannot overlap a buffer the caller owns.
+        unsafe { dst.add(n).copy_from_nonoverlapping(chunk.as_ptr(), take) };
+        reader.consume(take);
+        n += take;
+    }
+    Ok(n)
+}
+
+/// The initialized bytes of a rented buffer.
+fn init_bytes<T: IoBuf>(buf: &T) -> &[u8] {
+    let len = buf.bytes_init();
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: `IoBuf` promises `read_ptr()` points at `bytes_init()` initialized bytes
+    // that stay put while the buffer is neither moved nor changed, which the borrow of
+    // `buf` guarantees for the life of the slice.
+    unsafe { std::slice::from_raw_parts(buf.read_ptr(), len) }
+}
+
+/// The parts of a rented vectored buffer, in order.
+fn iovec_parts<T: IoVecBuf>(buf: &T) -> impl Iterator<Item = &[u8]> {
+    let iovecs = buf.read_iovec_ptr();
+    (0..buf.read_iovec_len()).map(move |i| {
+        // SAFETY: `IoVecBuf` promises `read_iovec_len()` valid iovecs at `read_iovec_ptr()`,
+        // each describing readable memory that stays put while `buf` is borrowed.
+        let iov = unsafe { *iovecs.add(i) };
+        if iov.iov_len == 0 {
+            &[][..]
+        } else {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len) }
+        }
+    })
+}
+
+/// The read half of a TLS stream: plaintext out, ciphertext in from its TCP read half.
+/// See the module docs for the stop and end-of-stream rules.
+pub struct TlsRead<C> {
+    shared: Rc<RefCell<Shared<C>>>,
+    tcp: TcpOwnedReadHalf,
+    /// Ciphertext read from TCP; `inbound[consumed..]` is not yet handed to rustls.
+    inbound: Vec<u8>,
+    consumed: usize,
+    /// A TCP read is in flight. Still set at the next call: its future was dropped and the
+    /// ciphertext went with its buffer.
+    is_reading: bool,
+    /// The session failed (bad record, fatal alert): every later read reports it.
+    failure: Option<rustls::Error>,
+    info: Rc<TlsInfo>,
+}
+
+/// The write half of a TLS stream: plaintext in, ciphertext out on the TCP write half the
+/// halves share. See the module docs for the flush and stop rules.
+pub struct TlsWrite<C> {
+    shared: Rc<RefCell<Shared<C>>>,
+    info: Rc<TlsInfo>,
+}
+
+impl<C> fmt::Debug for TlsRead<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsRead").field("info", &self.info).finish()
+    }
+}
+
+impl<C> fmt::Debug for TlsWrite<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsWrite")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Build the two halves of a session whose handshake is done. `inbound[consumed..]` is
+/// ciphertext read during the handshake and not yet handed to rustls.
+pub(super) fn split<C>(
+    conn: C,
+    tcp_read: TcpOwnedReadHalf,
+    sender: Sender,
+    fd: RawFd,
+    inbound: Vec<u8>,
+    consumed: usize,
+    info: TlsInfo,
+) -> (TlsRead<C>, TlsWrite<C>) {
+    let shared = Rc::new(RefCell::new(Shared {
+        conn,
+        sender: Some(sender),
+        fd,
+        send_error: None,
+        is_closing: false,
+    }));
+    let info = Rc::new(info);
+    let read = TlsRead {
+        shared: shared.clone(),
+        tcp: tcp_read,
+        inbound,
+        consumed,
+        is_reading: false,
+        failure: None,
+        info: info.clone(),
+    };
+    (read, TlsWrite { shared, info })
+}
+
+impl<C> TlsRead<C> {
+    /// What the handshake settled.
+    pub fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+}
+
+impl<C, SD> TlsRead<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Wait until rustls has something for a reader: plaintext, a clean end, or an error.
+    async fn ready(&mut self, cancel: Option<&CancelHandle>) -> io::Result<()> {
+        loop {
+            if self.is_reading {
+                return Err(io::Error::other(
+                    "an earlier TLS read was dropped while in flight: ciphertext was lost",
+                ));
+            }
+            if let Some(e) = &self.failure {
+                return Err(tls_error(e.clone()));
+            }
+            if self.has_reader_news() {
+                return Ok(());
+            }
+            if self.consumed < self.inbound.len() {
+                self.feed()?;
+                continue;
+            }
+            let mut buf = std::mem::take(&mut self.inbound);
+            buf.clear();
+            self.consumed = 0;
+            self.is_reading = true;
+            let (res, buf) = match cancel {
+                Some(c) => self.tcp.cancelable_read(buf, c.clone()).await,
+                None => self.tcp.read(buf).await,
+            };
+            self.is_reading = false;
+            self.inbound = buf;
+            if res? == 0 {
+                // TCP EOF: rustls now answers a clean end if close_notify came first, and
+                // `UnexpectedEof` otherwise.
+                self.shared.borrow_mut().conn.read_tls(&mut io::empty())?;
+            }
+        }
+    }
+
+    /// Whether a reader would get anything but `WouldBlock`.
+    fn has_reader_news(&self) -> bool {
+        let mut s = self.shared.borrow_mut();
+        !matches!(s.conn.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Hand buffered ciphertext to rustls until it yields plaintext or the buffer is empty,
+    /// then send what processing produced for the peer (alerts, KeyUpdate answers).
+    fn feed(&mut self) -> io::Result<()> {
+        let mut s = self.shared.borrow_mut();
+        let res = loop {
+            if self.consumed == self.inbound.len() {
+                break Ok(());
+            }
+            match s.conn.read_tls(&mut &self.inbound[self.consumed..]) {
+                // Only after close_notify: rustls takes nothing more, and nothing more counts.
+                Ok(0) => {
+                    self.consumed = self.inbound.len();
+                    break Ok(());
+                }
+                Ok(n) => self.consumed += n,
+                Err(e) => break Err(e),
+            }
+            match s.conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => {
+                    break Ok(())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.failure = Some(e.clone());
+                    break Err(tls_error(e));
+                }
+            }
+        };
+        s.push_nonblocking();
+        res
+    }
+
+    async fn read_inner<T: IoBufMut>(
+        &mut self,
+        mut buf: T,
+        cancel: Option<&CancelHandle>,
+    ) -> BufResult<usize, T> {
+        let len = buf.bytes_total();
+        if len == 0 {
+            return (Ok(0), buf);
+        }
+        if let Err(e) = self.ready(cancel).await {
+            return (Err(e), buf);
+        }
+        let dst = buf.write_ptr();
+        // SAFETY: `IoBufMut` promises `write_ptr()` is valid for `bytes_total()` bytes.
+        let res = unsafe { copy_plaintext(&mut self.shared.borrow_mut().conn, dst, len) };
+        if let Ok(n) = res {
+            // SAFETY: `copy_plaintext` initialized the first `n` bytes.
+            unsafe { buf.set_init(n) };
+        }
+        (res, buf)
+    }
+
+    async fn readv_inner<T: IoVecBufMut>(
+        &mut self,
+        mut buf: T,
+        cancel: Option<&CancelHandle>,
+    ) -> BufResult<usize, T> {
+        let iovecs = buf.write_iovec_ptr();
+        let count = buf.write_iovec_len();
+        // SAFETY (both): `IoVecBufMut` promises `count` valid iovecs at `iovecs`, each
+        // describing writable memory that stays put while the runtime (here: this future)
+        // owns `buf`.
+        let iovec = |i: usize| unsafe { *iovecs.add(i) };
+        if (0..count).all(|i| iovec(i).iov_len == 0) {
+            return (Ok(0), buf);
+        }
+        if let Err(e) = self.ready(cancel).await {
+            return (Err(e), buf);
+        }
+        let mut total = 0;
+        let mut res = Ok(());
+        {
+            let mut s = self.shared.borrow_mut();
+            for iov in (0..count).map(iovec).filter(|iov| iov.iov_len > 0) {
+                // SAFETY: see above.
+                match unsafe { copy_plaintext(&mut s.conn, iov.iov_base.cast(), iov.iov_len) } {
+                    Ok(n) => {
+                        total += n;
+                        if n < iov.iov_len {
+                            break;
+                        }
+                    }
+                    // Nothing at all: the reader's answer (an end or an error). Later
+                    // parts: what the earlier parts got is the answer.
+                    Err(e) => {
+                        if total == 0 {
+                            res = Err(e);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(e) = res {
+            return (Err(e), buf);
+        }
+        // SAFETY: the first `total` bytes across the iovecs, in order, were written.
+        unsafe { buf.set_init(total) };
+        (Ok(total), buf)
+    }
+}
+
+impl<C, SD> AsyncReadRent for TlsRead<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        self.read_inner(buf, None).await
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        self.readv_inner(buf, None).await
+    }
+}
+
+impl<C, SD> CancelableAsyncReadRent for TlsRead<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    async fn cancelable_read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        c: CancelHandle,
+    ) -> BufResult<usize, T> {
+        self.read_inner(buf, Some(&c)).await
+    }
+
+    async fn cancelable_readv<T: IoVecBufMut>(
+        &mut self,
+        buf: T,
+        c: CancelHandle,
+    ) -> BufResult<usize, T> {
+        self.readv_inner(buf, Some(&c)).await
+    }
+}
+
+impl<C> TlsWrite<C> {
+    /// What the handshake settled.
+    pub fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+
+    /// Ciphertext committed by earlier writes (or produced by the read side) that the
+    /// kernel has not taken yet: non-zero after a write or flush was stopped mid-send. It
+    /// goes out first on the next write, flush or shutdown (or a read's opportunistic send).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared
+            .borrow()
+            .sender
+            .as_ref()
+            .map_or(0, Sender::queued)
+    }
+}
+
+impl<C, SD> TlsWrite<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Take the send side for one operation.
+    fn take_sender(&self) -> io::Result<Sender> {
+        let mut s = self.shared.borrow_mut();
+        if let Some(errno) = s.send_error {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        s.sender.take().ok_or_else(|| {
+            io::Error::other(
+                "an earlier TLS write was dropped while in flight: the stream is unusable",
+            )
+        })
+    }
+
+    fn put_sender(&self, sender: Sender) {
+        self.shared.borrow_mut().sender = Some(sender);
+    }
+
+    /// Send what is queued, let `encrypt` commit plaintext, send its records. `Ok(n)` once
+    /// the `n` bytes `encrypt` took are committed (see the module docs for stops).
+    async fn write_with(
+        &mut self,
+        cancel: Option<&CancelHandle>,
+        encrypt: impl FnOnce(&mut ConnectionCommon<SD>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut sender = self.take_sender()?;
+        let res = async {
+            sender.send_all(&self.shared, cancel).await?;
+            let n = {
+                let mut s = self.shared.borrow_mut();
+                if s.is_closing {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "TLS write after shutdown",
+                    ));
+                }
+                let n = encrypt(&mut s.conn)?;
+                sender.take_records(&mut s.conn)?;
+                n
+            };
+            match sender.send_all(&self.shared, cancel).await {
+                Err(e) if !is_cancelled(&e) => Err(e),
+                _ => Ok(n),
+            }
+        }
+        .await;
+        self.put_sender(sender);
+        res
+    }
+
+    async fn flush_inner(&mut self, cancel: Option<&CancelHandle>) -> io::Result<()> {
+        let mut sender = self.take_sender()?;
+        let res = sender.send_all(&self.shared, cancel).await;
+        self.put_sender(sender);
+        res
+    }
+
+    async fn shutdown_inner(&mut self, cancel: Option<&CancelHandle>) -> io::Result<()> {
+        let mut sender = self.take_sender()?;
+        let res = async {
+            {
+                let mut s = self.shared.borrow_mut();
+                if !s.is_closing {
+                    s.is_closing = true;
+                    s.conn.send_close_notify();
+                }
+            }
+            sender.send_all(&self.shared, cancel).await?;
+            sender.tcp.shutdown().await
+        }
+        .await;
+        self.put_sender(sender);
+        res
+    }
+
+    async fn write_inner<T: IoBuf>(
+        &mut self,
+        buf: T,
+        cancel: Option<&CancelHandle>,
+    ) -> BufResult<usize, T> {
+        let bytes = init_bytes(&buf);
+        let res = if bytes.is_empty() {
+            Ok(0)
+        } else {
+            self.write_with(cancel, |conn| conn.writer().write(bytes))
+                .await
+        };
+        (res, buf)
+    }
+
+    async fn writev_inner<T: IoVecBuf>(
+        &mut self,
+        buf: T,
+        cancel: Option<&CancelHandle>,
+    ) -> BufResult<usize, T> {
+        if iovec_parts(&buf).all(<[u8]>::is_empty) {
+            return (Ok(0), buf);
+        }
+        let res = self
+            .write_with(cancel, |conn| {
+                let mut total = 0;
+                for part in iovec_parts(&buf) {
+                    match conn.writer().write(part) {
+                        Ok(n) => {
+                            total += n;
+                            if n < part.len() {
+                                break;
+                            }
+                        }
+                        // What earlier parts committed is the answer; the error comes back
+                        // on the next call.
+                        Err(_) if total > 0 => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(total)
+            })
+            .await;
+        (res, buf)
+    }
+}
+
+impl<C, SD> AsyncWriteRent for TlsWrite<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Encrypt and send up to 64 KiB of `buf`; `Ok(n)` once its records are in the kernel.
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        self.write_inner(buf, None).await
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> BufResult<usize, T> {
+        self.writev_inner(buf_vec, None).await
+    }
+
+    /// Send every queued record.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.flush_inner(None).await
+    }
+
+    /// Send `close_notify` (after every queued record), then shut the TCP write side.
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.shutdown_inner(None).await
+    }
+}
+
+impl<C, SD> CancelableAsyncWriteRent for TlsWrite<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    async fn cancelable_write<T: IoBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
+        self.write_inner(buf, Some(&c)).await
+    }
+
+    async fn cancelable_writev<T: IoVecBuf>(
+        &mut self,
+        buf_vec: T,
+        c: CancelHandle,
+    ) -> BufResult<usize, T> {
+        self.writev_inner(buf_vec, Some(&c)).await
+    }
+
+    async fn cancelable_flush(&mut self, c: CancelHandle) -> io::Result<()> {
+        self.flush_inner(Some(&c)).await
+    }
+
+    async fn cancelable_shutdown(&mut self, c: CancelHandle) -> io::Result<()> {
+        self.shutdown_inner(Some(&c)).await
+    }
+}
