@@ -22,6 +22,7 @@ use monoio::io::{
 
 use super::io::{read_some, read_some_stoppable, send_range, write_range, IoFail, Stopper};
 use super::splice::{splice_exact, PipePair, SpliceFail};
+use super::stream::{Reader, Writer};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 
 /// Where a relay failed.
@@ -184,31 +185,31 @@ impl RelayOptions<'_> {
 }
 
 /// Move the rest of a self-delimited body from `src` to `dst`. `buf` must be empty on
-/// entry; on return it holds the bytes read past the end of a chunked body.
-pub async fn relay_body<S, D>(
-    src: &mut S,
-    dst: &mut D,
+/// entry; on return it holds the bytes read past the end of a chunked body. Runs of at
+/// least the splice threshold are spliced when both ends are plain TCP (TLS bytes must
+/// pass through user space).
+pub async fn relay_body(
+    src: &mut Reader,
+    dst: &mut Writer,
     buf: &mut Vec<u8>,
     progress: &mut BodyProgress,
     opts: &RelayOptions<'_>,
-) -> Result<(), RelayFail>
-where
-    S: AsyncReadRent + CancelableAsyncReadRent + SpliceSource,
-    D: AsyncWriteRent + CancelableAsyncWriteRent + SpliceDestination,
-{
+) -> Result<(), RelayFail> {
     debug_assert!(buf.is_empty());
     while !progress.is_read() {
         let run = progress.opaque_run();
         if run >= opts.splice_threshold {
-            if let Some(flag) = opts.splicing {
-                flag.set(true);
+            if let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) {
+                if let Some(flag) = opts.splicing {
+                    flag.set(true);
+                }
+                opts.splice(s, d, run).await?;
+                progress.skip(run);
+                if let Some(flag) = opts.splicing {
+                    flag.set(false);
+                }
+                continue;
             }
-            opts.splice(src, dst, run).await?;
-            progress.skip(run);
-            if let Some(flag) = opts.splicing {
-                flag.set(false);
-            }
-            continue;
         }
         let max = match progress.left {
             BodyLeft::Length(n) => n.min(buf.capacity() as u64) as usize,

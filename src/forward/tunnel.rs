@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::io::write_range;
+use super::stream::{Reader, Writer};
 
 /// Both halves of one side of a tunnel.
-pub type Halves = (TcpOwnedReadHalf, TcpOwnedWriteHalf);
+pub type Halves = (Reader, Writer);
 
 /// How long the second direction may go on once the first has closed.
 pub const HALF_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -70,8 +70,8 @@ enum Flow {
 
 /// Copy `src` to `dst` until `src` closes (then half-close `dst`), noting activity.
 async fn flow(
-    src: &mut TcpOwnedReadHalf,
-    dst: &mut TcpOwnedWriteHalf,
+    src: &mut Reader,
+    dst: &mut Writer,
     active: &Cell<Instant>,
     stop: &CancelHandle,
 ) -> Flow {

@@ -3,11 +3,10 @@
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use monoio::io::Splitable;
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use crate::forward::io::Stopper;
+use crate::forward::stream::{plain, Reader, Writer};
 use crate::http::parse::RequestHead;
 use crate::http::response::ResponseHead;
 
@@ -18,9 +17,9 @@ pub const CLIENT_BUFFER_BYTES: usize = 16 * 1024;
 /// warm, nothing here allocates per request.
 pub struct Client {
     /// Reading side.
-    pub rd: TcpOwnedReadHalf,
+    pub rd: Reader,
     /// Writing side.
-    pub wr: TcpOwnedWriteHalf,
+    pub wr: Writer,
     /// The peer's address.
     pub peer: IpAddr,
     /// Client bytes: the current request's head (from offset 0), then whatever followed.
@@ -47,12 +46,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// State for a freshly accepted connection.
+    /// State for a freshly accepted plain TCP connection.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         let _ = stream.set_nodelay(true);
+        let (rd, wr) = plain(stream);
+        Self::with_halves(rd, wr, peer)
+    }
+
+    /// State for a connection whose halves are ready (after a TLS handshake).
+    pub fn with_halves(rd: Reader, wr: Writer, peer: SocketAddr) -> Self {
         let mut forwarded_for = Vec::with_capacity(48);
         let _ = write!(forwarded_for, "X-Forwarded-For: {}\r\n", peer.ip());
-        let (rd, wr) = stream.into_split();
         Self {
             rd,
             wr,

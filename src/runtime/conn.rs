@@ -18,8 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, Splitable};
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 use super::client::{Client, CLIENT_BUFFER_BYTES};
@@ -29,6 +28,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
+use crate::forward::stream::{plain, Reader, Writer};
 use crate::forward::tunnel;
 use crate::http::parse::parse_request;
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
@@ -148,7 +148,7 @@ async fn linger(c: &mut Client) {
 
 /// Shut the write side (FIN after everything written), then read and discard until the
 /// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
-async fn linger_close(rd: &mut TcpOwnedReadHalf, wr: &mut TcpOwnedWriteHalf, buf: &mut Vec<u8>) {
+async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) {
     let _ = wr.shutdown().await;
     let until = Instant::now() + LINGER_TIME;
     let mut drained = 0;
@@ -176,7 +176,7 @@ const REFUSED_AT_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Ty
 /// Refuse a connection at the worker's connection bound: `503` with `Retry-After`, then a
 /// staged close, so the client reads the answer rather than a reset.
 pub async fn refuse(stream: TcpStream) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = plain(stream);
     if write_static(&mut wr, REFUSED_AT_BOUND, Duration::from_secs(1))
         .await
         .is_ok()

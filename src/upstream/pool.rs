@@ -16,11 +16,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use monoio::io::Splitable;
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::net::TcpStream;
 
 use crate::error::{ErrorKind, ProxyError};
+use crate::forward::stream::{plain, Reader, Writer};
 
 /// Bytes reserved for an upstream connection's read buffer.
 pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
@@ -29,9 +28,9 @@ pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
 /// opens, so a response can be read while the request is still being written.
 pub struct UpstreamConn {
     /// Reading side.
-    pub rd: TcpOwnedReadHalf,
+    pub rd: Reader,
     /// Writing side (dropping it sends FIN).
-    pub wr: TcpOwnedWriteHalf,
+    pub wr: Writer,
     fd: RawFd,
     /// Response bytes read but not yet relayed (empty when pooled).
     pub buf: Vec<u8>,
@@ -179,7 +178,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = plain(stream);
     Ok(UpstreamConn {
         rd,
         wr,

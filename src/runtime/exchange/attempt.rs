@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::request::{Body, Request};
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{send_range, write_all, IoFail, Stopper};
 use crate::forward::relay::{relay_body, BodyProgress, RelayFail, RelayOptions};
+use crate::forward::stream::{Reader, Writer};
 use crate::http::chunked::ChunkError;
 use crate::http::head::{write_response_head, ConnectionField};
 use crate::http::response::{parse_response, ResponseHead};
@@ -111,7 +111,7 @@ enum Event {
 
 /// The sender's view of the client.
 struct SenderIo<'a> {
-    rd: &'a mut TcpOwnedReadHalf,
+    rd: &'a mut Reader,
     buf: &'a mut Vec<u8>,
     fwd: &'a mut Vec<u8>,
     stop: &'a Stopper,
@@ -119,7 +119,7 @@ struct SenderIo<'a> {
 
 /// The reader's view of the client.
 struct ReaderIo<'a> {
-    wr: &'a mut TcpOwnedWriteHalf,
+    wr: &'a mut Writer,
     out: &'a mut Vec<u8>,
     response: &'a mut ResponseHead,
 }
@@ -279,7 +279,7 @@ impl Clock {
 /// The sender: head (with an inline body), the buffered body, then the streamed rest.
 async fn send_request(
     io: SenderIo<'_>,
-    up: &mut TcpOwnedWriteHalf,
+    up: &mut Writer,
     req: &Request,
     progress: &mut BodyProgress,
     opts: &RelayOptions<'_>,
@@ -309,7 +309,7 @@ async fn send_request(
 
 /// Write `buf[range]` to the upstream, noting in `reached` whether any byte got there.
 async fn send_part(
-    up: &mut TcpOwnedWriteHalf,
+    up: &mut Writer,
     buf: &mut Vec<u8>,
     range: std::ops::Range<usize>,
     timeout: Duration,
@@ -327,7 +327,7 @@ async fn send_part(
 /// than 101 are relayed to the client (100 is absorbed: ringgate answers `Expect`
 /// itself), each one noted in `interim_at` so the response timeout restarts.
 async fn read_response_head(
-    up_rd: &mut TcpOwnedReadHalf,
+    up_rd: &mut Reader,
     up_buf: &mut Vec<u8>,
     io: ReaderIo<'_>,
     is_head_request: bool,
