@@ -48,6 +48,10 @@ struct Cli {
     /// Also start the demo backends named in the config (loopback addresses only).
     #[arg(long)]
     demo: bool,
+    /// With --demo: terminate TLS on the listener with a self-signed certificate for
+    /// localhost/127.0.0.1, written to DIR (cert.pem, key.pem) for clients to trust.
+    #[arg(long, value_name = "DIR", requires = "demo")]
+    demo_tls: Option<PathBuf>,
     /// Seconds to let in-flight requests finish on SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
@@ -109,6 +113,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     warn_on_low_memlock();
+    if let Some(dir) = &cli.demo_tls {
+        match demo_tls(dir) {
+            Ok(tls) => config.listener_tls = Some(tls),
+            Err(e) => {
+                eprintln!("ringgate: --demo-tls: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if cli.demo {
         if let Err(e) = start_demo_backends(&config) {
             eprintln!("ringgate: cannot start demo backends: {e}");
@@ -117,7 +130,12 @@ fn main() -> ExitCode {
     }
     let admin_addr = config.admin;
     let server = match Server::start(config) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            if cli.demo_tls.is_some() {
+                s.pin_listener_tls();
+            }
+            s
+        }
         Err(e) => {
             eprintln!("ringgate: cannot start: {e}");
             return ExitCode::FAILURE;
@@ -240,6 +258,24 @@ fn start_demo_backends(config: &Config) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A self-signed certificate for localhost/127.0.0.1 in `dir`, and the listener TLS that
+/// uses it.
+fn demo_tls(dir: &std::path::Path) -> Result<ringgate::config::ListenerTls, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    ringgate::tls::write_self_signed(&cert, &key)?;
+    let alpn = vec!["http/1.1".to_string()];
+    let server = ringgate::tls::server_config(&cert, &key, &[b"http/1.1".to_vec()])?;
+    tracing::info!(cert = %cert.display(), "demo TLS: self-signed certificate for localhost and 127.0.0.1");
+    Ok(ringgate::config::ListenerTls {
+        cert,
+        key,
+        alpn,
+        server,
+    })
 }
 
 /// io_uring rings need locked memory on kernels before 5.12; say so before it bites, and

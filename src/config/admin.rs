@@ -85,7 +85,8 @@ pub(crate) fn token_from(
 }
 
 /// `file` as written, or relative to the directory of the config file.
-fn resolve_beside(config_path: &Path, file: &str) -> PathBuf {
+/// A path from the config file: relative ones are relative to the file's directory.
+pub(crate) fn resolve_beside(config_path: &Path, file: &str) -> PathBuf {
     let p = Path::new(file);
     match config_path.parent() {
         Some(dir) if p.is_relative() => dir.join(p),

@@ -87,6 +87,8 @@ pub struct ListenerSection {
     pub backlog: i32,
     /// Open client connections per worker before new ones are refused.
     pub max_connections_per_worker: usize,
+    /// `[listener.tls]`: terminate TLS.
+    pub tls: Option<ListenerTlsSection>,
 }
 
 impl Default for ListenerSection {
@@ -95,8 +97,26 @@ impl Default for ListenerSection {
             address: Spanned::new(0..0, "0.0.0.0:8080".into()),
             backlog: 4096,
             max_connections_per_worker: 16_384,
+            tls: None,
         }
     }
+}
+
+/// `[listener.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSection {
+    /// Certificate chain, PEM (relative to the config file's directory).
+    pub cert: Spanned<String>,
+    /// Private key, PEM.
+    pub key: Spanned<String>,
+    /// ALPN protocols offered, in order.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["http/1.1".into()]
 }
 
 /// `[admin]`
@@ -200,6 +220,8 @@ pub struct TimeoutsSection {
     pub request_deadline_ms: u64,
     /// A tunnel (after a 101) with no byte in either direction for this long ends.
     pub tunnel_idle_ms: u64,
+    /// A TLS handshake (client side) that takes longer fails and the connection closes.
+    pub tls_handshake_ms: u64,
 }
 
 impl Default for TimeoutsSection {
@@ -212,6 +234,7 @@ impl Default for TimeoutsSection {
             upstream_response_ms: 30_000,
             request_deadline_ms: 0,
             tunnel_idle_ms: 3_600_000,
+            tls_handshake_ms: 10_000,
         }
     }
 }
@@ -525,4 +548,13 @@ pub struct PartitionSection {
     /// A partition whose read servers get a copy of every Query routed here.
     #[serde(default)]
     pub mirror: Option<Spanned<String>>,
+    /// The servers speak TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Name to verify (and send as SNI) with `tls`.
+    #[serde(default)]
+    pub sni: Option<Spanned<String>>,
+    /// CA certificates (PEM) to verify with, instead of the built-in roots.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
 }

@@ -23,6 +23,7 @@ mod extract;
 pub mod file;
 mod routes;
 mod settings;
+mod tls;
 mod users;
 
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub use settings::{
     CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
     WorkerSettings,
 };
+pub use tls::{ListenerTls, UpstreamTls};
 pub use users::{RateLimitSettings, UserTables};
 
 /// Where a config came from.
@@ -83,6 +85,8 @@ pub struct Config {
     pub health: Option<HealthSettings>,
     /// Sizes of the per-user tables.
     pub user_tables: UserTables,
+    /// TLS on the listener (None: cleartext).
+    pub listener_tls: Option<ListenerTls>,
 }
 
 impl Config {
@@ -222,7 +226,8 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
         admin_token,
         workers: settings::workers_from(f, errors),
         settings: settings::settings_from(f, errors),
-        routes: routes::routes_from(f, errors),
+        routes: routes::routes_from(f, path, errors),
+        listener_tls: tls::listener_tls_from(f.listener.tls.as_ref(), path, errors),
         access_log: settings::access_log_from(f, errors),
         health: settings::health_from(f),
         user_tables: users::user_tables_from(f),

@@ -8,8 +8,12 @@
 //! - every `[users]` entry names a partition that takes hashed users.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use toml::Spanned;
+
+use super::tls::{upstream_tls_from, UpstreamTls};
 
 use super::error::{dotted, Errors};
 use super::file::{FileConfig, PartitionSection};
@@ -45,6 +49,8 @@ pub struct PartitionSpec {
     pub is_hashed: bool,
     /// The partition (index) that gets a copy of every Query routed here.
     pub mirror: Option<usize>,
+    /// TLS to its servers (None: plain TCP).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Where requests without a user id go.
@@ -73,12 +79,13 @@ pub struct RouteSpec {
     pub extract: ExtractRules,
 }
 
-pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec {
+pub(crate) fn routes_from(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> RouteSpec {
     let mut partitions: Vec<PartitionSpec> = f
         .partitions
         .iter()
-        .map(|(name, section)| partition_from(name, section, errors))
+        .map(|(name, section)| partition_from(name, section, path, errors))
         .collect();
+    same_tls_for_each_server(f, &partitions, errors);
     let default = default_route(f, &mut partitions, errors);
     mirrors_from(f, &mut partitions, errors);
     if partitions.is_empty() {
@@ -112,6 +119,7 @@ pub(crate) fn routes_from(f: &FileConfig, errors: &mut Errors<'_>) -> RouteSpec 
 fn partition_from(
     name: &str,
     section: &Spanned<PartitionSection>,
+    path: &Path,
     errors: &mut Errors<'_>,
 ) -> PartitionSpec {
     let key = dotted("partitions", name);
@@ -153,6 +161,7 @@ fn partition_from(
             Policy::RoundRobin
         }
     };
+    let tls = upstream_tls_from(name, p, write.first().copied(), path, errors);
     PartitionSpec {
         name: name.to_string(),
         write,
@@ -160,6 +169,29 @@ fn partition_from(
         policy,
         is_hashed: true,
         mirror: None,
+        tls,
+    }
+}
+
+/// A server listed in several partitions must be spoken to the same way in all of them
+/// (its pooled connections are shared).
+fn same_tls_for_each_server(f: &FileConfig, partitions: &[PartitionSpec], errors: &mut Errors<'_>) {
+    let mut seen: Vec<(SocketAddr, &Option<Arc<UpstreamTls>>, &str)> = Vec::new();
+    for p in partitions {
+        for a in p.write.iter().chain(&p.read) {
+            match seen.iter().find(|(s, ..)| s == a) {
+                Some((_, tls, other)) if *tls != &p.tls => {
+                    let span = f.partitions.get(&p.name).map_or(0..0, |s| s.span());
+                    errors.add(
+                        span,
+                        &dotted("partitions", &p.name),
+                        format!("{a} is also in partition \"{other}\" with other TLS settings (tls, sni, ca must agree)"),
+                    );
+                }
+                Some(_) => {}
+                None => seen.push((*a, &p.tls, &p.name)),
+            }
+        }
     }
 }
 
@@ -273,6 +305,7 @@ fn default_route(
         policy: Policy::RoundRobin,
         is_hashed: false,
         mirror: None,
+        tls: None,
     });
     DefaultRoute::Partition(partitions.len() - 1)
 }

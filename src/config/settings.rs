@@ -137,6 +137,8 @@ pub struct Settings {
     pub request_deadline: Option<Duration>,
     /// A tunnel with no byte either way for this long ends.
     pub tunnel_idle_timeout: Duration,
+    /// Longest TLS handshake of a client connection.
+    pub tls_handshake_timeout: Duration,
     /// Circuit breaker (None: off).
     pub circuit: Option<CircuitSettings>,
     /// Query retries.
@@ -246,6 +248,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             .collect(),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         tunnel_idle_timeout: ms(t.tunnel_idle_ms.max(1)),
+        tls_handshake_timeout: ms(t.tls_handshake_ms.max(1)),
         circuit: f.circuit.enabled.then(|| CircuitSettings {
             consecutive_failures: f.circuit.consecutive_failures.max(1),
             cooldown: ms(f.circuit.cooldown_ms.max(1)),

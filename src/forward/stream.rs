@@ -7,7 +7,6 @@
 //! [`Reader::tcp`] / [`Writer::tcp`] say whether a relay may.
 
 use std::io;
-use std::os::fd::RawFd;
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{
@@ -78,12 +77,6 @@ impl Writer {
             _ => None,
         }
     }
-}
-
-/// The socket under a plain connection, for a liveness check on an idle pooled one.
-pub fn raw_fd(stream: &TcpStream) -> RawFd {
-    use std::os::fd::AsRawFd;
-    stream.as_raw_fd()
 }
 
 macro_rules! each {

@@ -109,7 +109,7 @@ fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 /// The plain (unlabelled) counters, summed over workers.
-const COUNTERS: [CounterSpec; 10] = [
+const COUNTERS: [CounterSpec; 11] = [
     (
         RETRIES,
         "Queries re-sent to an upstream after a failure.",
@@ -145,6 +145,11 @@ const COUNTERS: [CounterSpec; 10] = [
         IDLE_TIMEOUTS,
         "Keep-alive client connections closed by the idle timeout.",
         |s| s.idle_timeouts,
+    ),
+    (
+        TLS_HANDSHAKES_FAILED,
+        "Client TLS handshakes that failed or timed out (plain HTTP to the TLS port included).",
+        |s| s.tls_handshakes_failed,
     ),
     (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
         s.spliced_bytes

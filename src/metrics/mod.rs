@@ -95,6 +95,8 @@ pub struct WorkerMetrics {
     pub refused: Cell<u64>,
     /// Keep-alive connections closed by the idle timeout.
     pub idle_timeouts: Cell<u64>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshakes_failed: Cell<u64>,
     /// Bytes spliced.
     pub spliced_bytes: Cell<u64>,
     /// Access log lines dropped.
@@ -154,6 +156,7 @@ impl WorkerMetrics {
             accepted: Cell::new(0),
             refused: Cell::new(0),
             idle_timeouts: Cell::new(0),
+            tls_handshakes_failed: Cell::new(0),
             spliced_bytes: Cell::new(0),
             access_log_dropped: Cell::new(0),
             users: users::UserCounters::default(),
@@ -299,6 +302,7 @@ impl WorkerMetrics {
             accepted: self.accepted.get(),
             refused: self.refused.get(),
             idle_timeouts: self.idle_timeouts.get(),
+            tls_handshakes_failed: self.tls_handshakes_failed.get(),
             spliced_bytes: self.spliced_bytes.get(),
             access_log_dropped: self.access_log_dropped.get(),
             users: self.users.counts(),
@@ -351,6 +355,8 @@ pub struct MetricsSnapshot {
     pub refused: u64,
     /// Keep-alive connections closed by the idle timeout.
     pub idle_timeouts: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshakes_failed: u64,
     /// Bytes spliced.
     pub spliced_bytes: u64,
     /// Access log lines dropped.

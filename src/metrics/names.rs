@@ -25,6 +25,8 @@ pub const CONNECTIONS_ACCEPTED: &str = "ringgate_client_connections_accepted_tot
 pub const CONNECTIONS_REFUSED: &str = "ringgate_client_connections_refused_total";
 /// Counter: keep-alive connections closed by the client idle timeout.
 pub const IDLE_TIMEOUTS: &str = "ringgate_client_idle_timeouts_total";
+/// Counter: client TLS handshakes that failed or timed out.
+pub const TLS_HANDSHAKES_FAILED: &str = "ringgate_tls_handshakes_failed_total";
 /// Counter: body bytes moved with splice(2).
 pub const SPLICED_BYTES: &str = "ringgate_spliced_bytes_total";
 /// Histogram: request duration (head received → response sent), by class.

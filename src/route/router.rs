@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, DefaultRoute, Policy, RateLimitSettings, Settings};
+use crate::config::{Config, DefaultRoute, Policy, RateLimitSettings, Settings, UpstreamTls};
 use crate::error::{ErrorKind, ProxyError};
 use crate::health::state::{admit, Admission};
 use crate::http::parse::Method;
@@ -95,6 +95,10 @@ pub struct RoutingTable {
     pub extract: ExtractRules,
     /// Per-user rate limits (None: nobody is limited).
     pub rate_limits: Option<RateLimits>,
+    /// TLS to each backend (indexed like `backends`; None: plain TCP).
+    pub backend_tls: Box<[Option<Arc<UpstreamTls>>]>,
+    /// TLS on the listener for connections accepted from now on (None: cleartext).
+    pub listener_tls: Option<Arc<rustls::ServerConfig>>,
     /// Per-request settings.
     pub settings: Settings,
 }
@@ -154,6 +158,7 @@ impl RoutingTable {
             (backends.len() - 1) as u16
         };
         let routes = &config.routes;
+        let mut backend_tls: Vec<Option<Arc<UpstreamTls>>> = Vec::new();
         let partitions: Vec<Partition> = routes
             .partitions
             .iter()
@@ -164,6 +169,12 @@ impl RoutingTable {
                 } else {
                     p.read.iter().map(|&a| index_of(a)).collect()
                 };
+                for &b in write.iter().chain(read.iter()) {
+                    if backend_tls.len() <= b as usize {
+                        backend_tls.resize(b as usize + 1, None);
+                    }
+                    backend_tls[b as usize] = p.tls.clone();
+                }
                 Partition {
                     name: p.name.clone().into_boxed_str(),
                     write,
@@ -208,6 +219,8 @@ impl RoutingTable {
             query_prefixes: routes.query_prefixes.clone().into_boxed_slice(),
             extract: routes.extract.clone(),
             rate_limits: config.settings.rate_limit.as_ref().map(RateLimits::build),
+            backend_tls: backend_tls.into_boxed_slice(),
+            listener_tls: config.listener_tls.as_ref().map(|t| t.server.clone()),
             settings: config.settings.clone(),
         }
     }

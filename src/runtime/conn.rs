@@ -42,9 +42,17 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded from a closing connection.
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Serve one accepted client connection until it closes.
+/// Serve one accepted client connection until it closes: after a TLS handshake when the
+/// listener terminates TLS (the configuration current when the connection arrived).
 pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let mut c = Client::new(stream, peer);
+    let tls = worker.table().table.listener_tls.clone();
+    let mut c = match tls {
+        None => Client::new(stream, peer),
+        Some(config) => match handshake(worker, stream, peer, config).await {
+            Some(c) => c,
+            None => return,
+        },
+    };
     let linger_close = loop {
         let idle_table = worker.table();
         let len = match read_head(worker, &mut c, &idle_table.table.settings).await {
@@ -87,6 +95,41 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     // Unread request bytes (a pipelined request behind a close) count as unread too.
     if linger_close || !c.buf.is_empty() {
         linger(&mut c).await;
+    }
+}
+
+/// The server side of a TLS handshake, within `timeouts.tls_handshake_ms`. A failure (a
+/// timeout, plain HTTP to the TLS port, no common protocol) is counted and the
+/// connection closed; rustls has sent the alert it could.
+async fn handshake(
+    worker: &Worker,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> Option<Client> {
+    let _ = stream.set_nodelay(true);
+    let timeout = worker.table().table.settings.tls_handshake_timeout;
+    match crate::tls::accept(stream, config, timeout).await {
+        Ok((rd, wr)) => {
+            let info = rd.info();
+            tracing::debug!(
+                %peer,
+                sni = info.server_name.as_deref().unwrap_or("-"),
+                version = ?info.protocol_version,
+                resumed = info.is_resumed,
+                "TLS handshake"
+            );
+            Some(Client::with_halves(
+                Reader::ServerTls(rd),
+                Writer::ServerTls(wr),
+                peer,
+            ))
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            bump(&worker.metrics.tls_handshakes_failed, 1);
+            None
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use crate::config::UpstreamTls;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::stream::{plain, Reader, Writer};
 
@@ -170,15 +171,33 @@ fn is_idle_conn_live(fd: RawFd) -> bool {
     }
 }
 
-/// Open a new connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<UpstreamConn, ProxyError> {
+/// Open a new connection to `addr` within `timeout`, with a TLS handshake (within the
+/// same time) when `tls` says so.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<UpstreamConn, ProxyError> {
+    let started = std::time::Instant::now();
     let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectFailed)),
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let (rd, wr) = plain(stream);
+    let (rd, wr) = match tls {
+        None => plain(stream),
+        Some(t) => {
+            let left = timeout.saturating_sub(started.elapsed());
+            match crate::tls::connect(stream, t.client.clone(), t.server_name.clone(), left).await {
+                Ok((rd, wr)) => (Reader::ClientTls(rd), Writer::ClientTls(wr)),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");
+                    return Err(ProxyError::upstream(ErrorKind::ConnectFailed));
+                }
+            }
+        }
+    };
     Ok(UpstreamConn {
         rd,
         wr,

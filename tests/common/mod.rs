@@ -25,6 +25,7 @@
 pub mod backend;
 pub mod client;
 pub mod router;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -47,6 +47,7 @@ pub struct RouterMetrics {
     pub open_connections: usize,
     pub accepted: u64,
     pub refused: u64,
+    pub tls_handshakes_failed: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,
 }
@@ -141,6 +142,7 @@ impl Router {
             open_connections: snaps.iter().map(|s| s.open_connections).sum(),
             accepted: snaps.iter().map(|s| s.accepted).sum(),
             refused: snaps.iter().map(|s| s.refused).sum(),
+            tls_handshakes_failed: snaps.iter().map(|s| s.tls_handshakes_failed).sum(),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
                 let u = &s.users;
                 a.rate_limited[0] += u.rate_limited[0];

@@ -119,7 +119,16 @@ async fn send(
     let version = wt.table.version;
     let mut up = match worker.take_upstream(backend, version, s) {
         Some(up) => up,
-        None => match connect(b.addr, s.upstream_connect_timeout).await {
+        None => match connect(
+            b.addr,
+            s.upstream_connect_timeout,
+            wt.table
+                .backend_tls
+                .get(backend as usize)
+                .and_then(|t| t.as_deref()),
+        )
+        .await
+        {
             Ok(up) => up,
             Err(_) => {
                 report(b, s.circuit.as_ref(), admission, false);

@@ -331,7 +331,12 @@ async fn checkout(
             Some(left) => left.min(s.upstream_connect_timeout),
             None => s.upstream_connect_timeout,
         };
-        match connect(b.addr, timeout).await {
+        let tls = wt
+            .table
+            .backend_tls
+            .get(backend as usize)
+            .and_then(|t| t.as_deref());
+        match connect(b.addr, timeout, tls).await {
             Ok(conn) => {
                 bump(&worker.metrics.pool_opened, 1);
                 return Ok((backend, pos, admission, conn));

@@ -1,0 +1,131 @@
+//! TLS settings: the listener's certificate (`[listener.tls]`) and each partition's
+//! upstream TLS (`tls`, `sni`, `ca`). Certificates and keys are read and checked when the
+//! config is loaded, so a bad file refuses the config (file, line, key and reason) and a
+//! reload brings new certificates to new handshakes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+
+use super::admin::resolve_beside;
+use super::error::{dotted, Errors};
+use super::file::{ListenerTlsSection, PartitionSection};
+
+/// The listener's TLS.
+#[derive(Clone, Debug)]
+pub struct ListenerTls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+    /// The rustls configuration built from them (shared by every worker, so sessions
+    /// resume on any core).
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for ListenerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert == other.cert && self.key == other.key && self.alpn == other.alpn
+    }
+}
+
+/// TLS to a partition's servers.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// Name the certificate must carry (and SNI, unless an IP address).
+    pub server_name: ServerName<'static>,
+    /// CA file, if not the built-in roots.
+    pub ca: Option<PathBuf>,
+    /// The rustls configuration.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_name == other.server_name && self.ca == other.ca
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+/// `[listener.tls]`.
+pub(crate) fn listener_tls_from(
+    section: Option<&ListenerTlsSection>,
+    config_path: &Path,
+    errors: &mut Errors<'_>,
+) -> Option<ListenerTls> {
+    let t = section?;
+    let cert = resolve_beside(config_path, t.cert.get_ref());
+    let key = resolve_beside(config_path, t.key.get_ref());
+    let alpn: Vec<Vec<u8>> = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    match crate::tls::server_config(&cert, &key, &alpn) {
+        Ok(server) => Some(ListenerTls {
+            cert,
+            key,
+            alpn: t.alpn.clone(),
+            server,
+        }),
+        Err(why) => {
+            errors.add(t.cert.span(), "listener.tls", why);
+            None
+        }
+    }
+}
+
+/// A partition's `tls = true` (with `sni` and `ca`): its servers speak TLS. Without `sni`,
+/// the name checked is the host of the first server's address as written (an IP address:
+/// the certificate must carry it).
+pub(crate) fn upstream_tls_from(
+    name: &str,
+    p: &PartitionSection,
+    first_server: Option<SocketAddr>,
+    config_path: &Path,
+    errors: &mut Errors<'_>,
+) -> Option<Arc<UpstreamTls>> {
+    let key = dotted("partitions", name);
+    if !p.tls {
+        for (field, v) in [("sni", &p.sni), ("ca", &p.ca)] {
+            if let Some(v) = v {
+                errors.add(
+                    v.span(),
+                    &format!("{key}.{field}"),
+                    "needs tls = true".into(),
+                );
+            }
+        }
+        return None;
+    }
+    let server_name = match &p.sni {
+        Some(v) => match ServerName::try_from(v.get_ref().clone()) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.add(
+                    v.span(),
+                    &format!("{key}.sni"),
+                    format!("not a DNS name or IP address: {e}"),
+                );
+                return None;
+            }
+        },
+        None => ServerName::IpAddress(first_server?.ip().into()),
+    };
+    let ca =
+        p.ca.as_ref()
+            .map(|v| (v, resolve_beside(config_path, v.get_ref())));
+    match crate::tls::client_config(ca.as_ref().map(|(_, path)| path.as_path())) {
+        Ok(client) => Some(Arc::new(UpstreamTls {
+            server_name,
+            ca: ca.map(|(_, path)| path),
+            client,
+        })),
+        Err(why) => {
+            let span = ca.map_or(0..0, |(v, _)| v.span());
+            errors.add(span, &format!("{key}.ca"), why);
+            None
+        }
+    }
+}
