@@ -230,3 +230,42 @@ fn a_partition_reached_over_tls_with_pooled_connections() {
         .roundtrip(b"GET /x HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
     assert_eq!(resp.status, 502);
 }
+
+#[test]
+fn health_checks_speak_tls_to_tls_backends() {
+    let cert = TestCert::new("health");
+    let other = TestCert::new("health-other");
+    let backend = TlsBackend::start(&cert);
+    let config = |ca: &TestCert| {
+        format!(
+            "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\nalice = \"z\"\n[health]\ninterval_ms = 50\ntimeout_ms = 500\nfall = 2\nrise = 1\nhttp_path = \"/healthz\"\n",
+            backend.addr,
+            ca.cert.display()
+        )
+    };
+    // Checks over TLS with the right CA pass: the backend keeps its health checks' GETs.
+    let r = Router::start(&config(&cert));
+    common::wait_until(
+        "health checks reach the TLS backend",
+        Duration::from_secs(5),
+        || {
+            backend
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|q| q.starts_with(b"GET /healthz "))
+                .count()
+                >= 3
+        },
+    );
+    assert!(r.backend_available(backend.addr));
+    drop(r);
+    // With a CA that does not sign its certificate, the checks fail and mark it down.
+    let r = Router::start(&config(&other));
+    common::wait_until(
+        "the unverifiable backend is marked down",
+        Duration::from_secs(5),
+        || !r.backend_available(backend.addr),
+    );
+}

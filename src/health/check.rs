@@ -1,29 +1,68 @@
-//! Active health probes: a TCP connect, or an HTTP `GET` that must answer 2xx.
+//! Active health probes: a TCP connect (and TLS handshake, for a TLS backend), or an HTTP
+//! `GET` that must answer 2xx.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
+use crate::config::UpstreamTls;
+
 /// Probe `addr` once within `timeout`; true if it passed.
-pub async fn probe(addr: SocketAddr, http_path: Option<&str>, timeout: Duration) -> bool {
-    monoio::time::timeout(timeout, probe_inner(addr, http_path))
+pub async fn probe(
+    addr: SocketAddr,
+    http_path: Option<&str>,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> bool {
+    monoio::time::timeout(timeout, probe_inner(addr, http_path, tls, timeout))
         .await
         .unwrap_or(false)
 }
 
-async fn probe_inner(addr: SocketAddr, http_path: Option<&str>) -> bool {
-    let Ok(mut stream) = TcpStream::connect_addr(addr).await else {
+async fn probe_inner(
+    addr: SocketAddr,
+    http_path: Option<&str>,
+    tls: Option<&UpstreamTls>,
+    timeout: Duration,
+) -> bool {
+    let Ok(stream) = TcpStream::connect_addr(addr).await else {
         return false;
     };
-    let Some(path) = http_path else {
-        return true;
-    };
+    match tls {
+        None => {
+            let Some(path) = http_path else {
+                return true;
+            };
+            let (mut rd, mut wr) = stream.into_split();
+            http_get(&mut rd, &mut wr, addr, path).await
+        }
+        Some(t) => {
+            let Ok((mut rd, mut wr)) =
+                crate::tls::connect(stream, t.client.clone(), t.server_name.clone(), timeout).await
+            else {
+                return false;
+            };
+            match http_path {
+                None => true,
+                Some(path) => http_get(&mut rd, &mut wr, addr, path).await,
+            }
+        }
+    }
+}
+
+/// `GET path`; true on a 2xx status line.
+async fn http_get<R: AsyncReadRent, W: AsyncWriteRent>(
+    rd: &mut R,
+    wr: &mut W,
+    addr: SocketAddr,
+    path: &str,
+) -> bool {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringgate-health\r\nConnection: close\r\n\r\n"
     );
-    if stream.write_all(request.into_bytes()).await.0.is_err() {
+    if wr.write_all(request.into_bytes()).await.0.is_err() {
         return false;
     }
     let mut buf = Vec::with_capacity(1024);
@@ -37,11 +76,10 @@ async fn probe_inner(addr: SocketAddr, http_path: Option<&str>) -> bool {
             Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
             _ => return false,
         }
-        let spare = std::mem::take(&mut buf);
-        let len = spare.len();
-        let mut spare = spare;
+        let len = buf.len();
+        let mut spare = std::mem::take(&mut buf);
         spare.reserve(1024);
-        let (res, back) = stream
+        let (res, back) = rd
             .read(monoio::buf::IoBufMut::slice_mut(spare, len..))
             .await;
         buf = back.into_inner();

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::HealthSettings;
+use crate::config::{HealthSettings, UpstreamTls};
 use crate::upstream::backend::{Backend, Health};
 use state::Hysteresis;
 
@@ -23,6 +23,8 @@ use state::Hysteresis;
 pub struct HealthTargets {
     /// Backends of the current table.
     pub backends: Vec<Arc<Backend>>,
+    /// TLS to each backend (parallel to `backends`; None: plain TCP).
+    pub tls: Vec<Option<Arc<UpstreamTls>>>,
     /// Check settings of the current config.
     pub settings: HealthSettings,
 }
@@ -85,19 +87,23 @@ impl Drop for HealthChecker {
 async fn run(targets: Arc<Mutex<HealthTargets>>, stop: Arc<AtomicBool>) {
     let mut streaks: HashMap<SocketAddr, Hysteresis> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
-        let (backends, settings) = {
+        let (backends, tls, settings) = {
             let t = targets.lock().unwrap_or_else(|e| e.into_inner());
-            (t.backends.clone(), t.settings.clone())
+            (t.backends.clone(), t.tls.clone(), t.settings.clone())
         };
         streaks.retain(|a, _| backends.iter().any(|b| b.addr == *a));
         // Probe every backend concurrently, then apply the results.
         let probes: Vec<_> = backends
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let addr = b.addr;
                 let path = settings.http_path.clone();
                 let timeout = settings.timeout;
-                monoio::spawn(async move { check::probe(addr, path.as_deref(), timeout).await })
+                let tls = tls.get(i).cloned().flatten();
+                monoio::spawn(async move {
+                    check::probe(addr, path.as_deref(), tls.as_deref(), timeout).await
+                })
             })
             .collect();
         for (b, probe) in backends.iter().zip(probes) {

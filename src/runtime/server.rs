@@ -171,6 +171,7 @@ impl Server {
         let health = match &config.health {
             Some(settings) => Some(HealthChecker::spawn(HealthTargets {
                 backends: table.backends.to_vec(),
+                tls: table.backend_tls.to_vec(),
                 settings: settings.clone(),
             })?),
             None => None,
@@ -363,6 +364,7 @@ impl Server {
         match (&mut self.health, &config.health) {
             (Some(checker), Some(settings)) => checker.update(HealthTargets {
                 backends: table.backends.to_vec(),
+                tls: table.backend_tls.to_vec(),
                 settings: settings.clone(),
             }),
             (None, Some(_)) => needs_restart.push("health.enabled"),
