@@ -96,82 +96,99 @@ pub fn parse_response(
         return Err(bad("invalid status from upstream"));
     }
 
-    let mut content_length: Option<u64> = None;
-    let mut content_length_count = 0;
-    let mut te_seen = false;
-    let mut te_chunked_last = false;
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut conn_names_other = false;
+    let mut facts = Facts::default();
     for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
-        let mut is_hop_by_hop = false;
-        match name.len() {
-            2 if eq(b"te") => is_hop_by_hop = true,
-            7 if eq(b"upgrade") => is_hop_by_hop = head.status != 101,
-            10 if eq(b"connection") => {
-                is_hop_by_hop = true;
-                for token in list_elements(h.value).flatten() {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        conn_keep_alive = true;
-                    } else if !token.eq_ignore_ascii_case(b"upgrade") {
-                        conn_names_other = true;
-                    }
-                }
-            }
-            10 if eq(b"keep-alive") => is_hop_by_hop = true,
-            14 if eq(b"content-length") => {
-                content_length_count += 1;
-                content_length = Some(
-                    parse_content_length(h.value)
-                        .map_err(|_| bad("invalid Content-Length from upstream"))?,
-                );
-            }
-            16 if eq(b"proxy-connection") => is_hop_by_hop = true,
-            17 if eq(b"transfer-encoding") => {
-                te_seen = true;
-                for coding in list_elements(h.value) {
-                    let coding =
-                        coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
-                    te_chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                }
-            }
-            _ => {}
-        }
+        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head.status)?;
         head.has_hop_by_hop |= is_hop_by_hop;
         head.headers.push(HeaderField {
-            name: Span::of(bytes, name),
+            name: Span::of(bytes, h.name.as_bytes()),
             value: Span::of(bytes, h.value),
             is_hop_by_hop,
             is_forwarding: false,
         });
     }
-    if conn_names_other {
+    if facts.conn_names_other {
         mark_named(bytes, head);
     }
+    settle(head, &facts, is_head_request)
+}
 
-    if te_seen && content_length_count > 0 {
+/// What the fields of a response head say about its framing and its connection.
+#[derive(Default)]
+struct Facts {
+    content_length: Option<u64>,
+    content_length_count: usize,
+    te_seen: bool,
+    te_chunked_last: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_names_other: bool,
+}
+
+impl Facts {
+    /// Note one field; whether it is hop-by-hop.
+    fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
+        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
+        Ok(match name.len() {
+            2 if eq(b"te") => true,
+            7 if eq(b"upgrade") => status != 101,
+            10 if eq(b"connection") => {
+                for token in list_elements(value).flatten() {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.conn_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.conn_keep_alive = true;
+                    } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                        self.conn_names_other = true;
+                    }
+                }
+                true
+            }
+            10 if eq(b"keep-alive") => true,
+            14 if eq(b"content-length") => {
+                self.content_length_count += 1;
+                self.content_length = Some(
+                    parse_content_length(value)
+                        .map_err(|_| bad("invalid Content-Length from upstream"))?,
+                );
+                false
+            }
+            16 if eq(b"proxy-connection") => true,
+            17 if eq(b"transfer-encoding") => {
+                self.te_seen = true;
+                for coding in list_elements(value) {
+                    let coding =
+                        coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
+                    self.te_chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                }
+                false
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Framing (RFC 9112 §6.3) and keep-alive, from the fields' facts.
+fn settle(head: &mut ResponseHead, f: &Facts, is_head_request: bool) -> Result<(), ProxyError> {
+    if f.te_seen && f.content_length_count > 0 {
         return Err(bad(
             "upstream sent both Content-Length and Transfer-Encoding",
         ));
     }
-    if content_length_count > 1 {
+    if f.content_length_count > 1 {
         return Err(bad("upstream sent duplicate Content-Length"));
     }
     let no_body = is_head_request || head.status < 200 || head.status == 204 || head.status == 304;
     let framing = if no_body {
         ResponseFraming::None
-    } else if te_seen {
-        if te_chunked_last {
+    } else if f.te_seen {
+        if f.te_chunked_last {
             ResponseFraming::Chunked
         } else {
             ResponseFraming::UntilClose
         }
     } else {
-        match content_length {
+        match f.content_length {
             Some(0) => ResponseFraming::None,
             Some(n) => ResponseFraming::Length(n),
             None => ResponseFraming::UntilClose,
@@ -180,14 +197,14 @@ pub fn parse_response(
     head.framing = Some(framing);
     // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; it is
     // relayed as framed, but its connection is closed after it, never reused.
-    let is_faulty_http10 = head.minor_version == 0 && te_seen;
+    let is_faulty_http10 = head.minor_version == 0 && f.te_seen;
     head.is_keep_alive = framing != ResponseFraming::UntilClose
         && head.status != 101
         && !is_faulty_http10
         && if head.minor_version == 1 {
-            !conn_close
+            !f.conn_close
         } else {
-            conn_keep_alive && !conn_close
+            f.conn_keep_alive && !f.conn_close
         };
     Ok(())
 }

@@ -72,6 +72,7 @@
 
 mod config;
 mod handshake;
+mod shared;
 mod stream;
 
 pub use config::{
