@@ -170,3 +170,36 @@ fn new_runtime_keys_are_validated() {
     );
     assert!(e.message.contains("defer_taskrun"), "{e}");
 }
+
+#[test]
+fn a_tls_certificate_that_cannot_be_used_is_refused_with_file_and_reason() {
+    let dir =
+        std::env::temp_dir().join(format!("ringgate-config-errors-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    ringgate::tls::write_self_signed(&cert, &key).unwrap();
+    let (other_cert, other_key) = (dir.join("other.pem"), dir.join("other-key.pem"));
+    ringgate::tls::write_self_signed(&other_cert, &other_key).unwrap();
+    let text = |c: &std::path::Path, k: &std::path::Path| {
+        format!(
+            "{ZONES}[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            c.display(),
+            k.display()
+        )
+    };
+    // A key that is not the certificate's.
+    let e = refused("tls_mismatch", &text(&cert, &other_key), 6, "listener.tls");
+    assert!(e.message.contains("does not match the certificate"), "{e}");
+    // A missing key file.
+    let e = refused(
+        "tls_missing",
+        &text(&cert, &dir.join("nope.pem")),
+        6,
+        "listener.tls",
+    );
+    assert!(e.message.contains("nope.pem"), "{e}");
+    // The right pair loads.
+    let good = TempConfig::new("tls_good", &text(&cert, &key));
+    assert!(Config::load(&good.0).unwrap().listener_tls.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
