@@ -28,7 +28,22 @@
 #   wrk    our field measurement: wrk (1 thread) POSTs a ~200-byte JSON body whose user_id
 #          is only in the body (ringgate parses every body), BENCH_WRK_CONNS connections,
 #          against an nginx `return 200` backend (see benches/peers/nginx-backend.conf.in
-#          for why not the demo backend), in the field's CPU layout (below).
+#          for why not the demo backend), in the field's CPU layout (below),
+# and, with BENCH_TLS=1 (or these names in BENCH_CELLS), three TLS cells with ringgate, nginx
+# and HAProxy (and ringgate-base, which must then have [listener.tls]) each terminating TLS 1.3
+# with the same certificate, suite (TLS_AES_128_GCM_SHA256) and group (X25519), in front of
+# the wrk cell's backend, in its layout (scripts/bench/tls.sh says what is pinned where and
+# how it is checked):
+#   tls         keep-alive over TLS: the wrk cell's load over https://, BENCH_TLS_CONNS
+#               connections (one handshake each, at wrk's start),
+#   tls-hs      full handshakes: ab opens a new connection per request (HTTP/1.0, no
+#               keep-alive) and never offers a session: one full TLS 1.3 handshake and one
+#               POST per connection, BENCH_TLS_HS_CONNS at a time; rate = handshakes/s and
+#               CPU per request = the proxy's CPU per handshake,
+#   tls-resume  resumed handshakes: wrk with `Connection: close`, BENCH_TLS_HS_CONNS
+#               connections; wrk reconnects after every answer offering the session it got
+#               last, so every connection but each wrk connection's first resumes (PSK with
+#               X25519: no certificate, no signature).
 # Cells are interleaved across paths (a disturbance hits one cell, not one path).
 #
 # CPU layout (2-core box):
@@ -37,6 +52,11 @@
 #                 (1 thread each) on BENCH_LOAD_CPU (1).
 #   wrk:          the proxy on BENCH_WRK_PROXY_CPU (1); wrk and the nginx backend (1 worker)
 #                 on BENCH_WRK_LOAD_CPU (0). Every proxy is restarted for this layout.
+#   tls cells:    the same as wrk (ab too runs on BENCH_WRK_LOAD_CPU); the proxies are
+#                 restarted with their TLS configs (benches/peers/*-tls.*.in). The client's
+#                 side of a full handshake (OpenSSL 3.0) costs as much CPU as the proxy's or
+#                 more, so the tls-hs rate is likely the load CPU's limit: the TLS table shows
+#                 how busy each proxy's core was.
 #
 # Per-request columns of every proxy path, over the measured window of each cell only
 # (after warm-up; scripts/bench/counters.sh): user and system CPU µs (utime/stime of all its
@@ -45,9 +65,9 @@
 # and io_uring poll arms (io_uring:io_uring_poll_arm). Ratios: ringgate ÷ each path for
 # req/s and CPU/req.
 #
-# Output: one table on stdout and in benches/results/latest.md, and the latency curves of
-# the last fixed rate in benches/results/latency.svg. Everything started is stopped on exit,
-# failure included.
+# Output: one table on stdout and in benches/results/latest.md (the TLS cells in a second
+# table, with the proxy core's busy share), and the latency curves of the last fixed rate in
+# benches/results/latency.svg. Everything started is stopped on exit, failure included.
 #
 # Knobs (environment):
 #   BENCH_CELLS ("rates max c1 wrk")  which cells to run, in this order
@@ -58,13 +78,23 @@
 #   BENCH_WRK_CONNS (50), BENCH_WRK_DURATION (6s), BENCH_WRK_WARMUP (2s)  the wrk cell
 #                                                 (wrk takes whole seconds)
 #   BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1)       layout of rates/max/c1
-#   BENCH_WRK_PROXY_CPU (1), BENCH_WRK_LOAD_CPU (0)  layout of the wrk cell
+#   BENCH_WRK_PROXY_CPU (1), BENCH_WRK_LOAD_CPU (0)  layout of the wrk cell (and TLS cells)
+#   BENCH_TLS=1                                   add the cells tls tls-hs tls-resume (after
+#                                                 BENCH_CELLS; or name some in BENCH_CELLS)
+#   BENCH_TLS_CONNS (BENCH_WRK_CONNS)             connections of the tls (keep-alive) cell
+#   BENCH_TLS_HS_CONNS (50)                       concurrent connections of tls-hs/tls-resume
+#   BENCH_TLS_DURATION, BENCH_TLS_WARMUP (BENCH_WRK_DURATION, BENCH_WRK_WARMUP)  per TLS
+#                                                 cell (whole seconds)
+#   BENCH_TLS_CIPHER (TLS_AES_128_GCM_SHA256)     the one TLS 1.3 suite offered and accepted
+#   BENCH_TLS_CERT, BENCH_TLS_KEY                 your PEM certificate and key (default: a new
+#                                                 self-signed ECDSA P-256 one per run)
 #   BENCH_BASELINE=/path/to/ringgate              add the ringgate-base path (A/B)
 #   BENCH_RINGGATE_ARGS, BENCH_BASELINE_ARGS      extra command-line arguments of each
 #                                                 (e.g. BENCH_BASELINE=target/release/ringgate
 #                                                 BENCH_BASELINE_ARGS="--ring plain": A/B of a
 #                                                 setting on the same build)
-#   BENCH_PINGORA=1                               add the pingora path (builds it if needed)
+#   BENCH_PINGORA=1                               add the pingora path (builds it if needed;
+#                                                 not in the TLS cells)
 #   BENCH_PINGORA_DIR (~/.cache/ringgate-bench/pingora)  where Pingora is built
 #   BENCH_PERF=0                                  no perf columns (utime/stime only)
 #   BENCH_PORT_BASE (18800), BENCH_OUT (benches/results), BENCH_SKIP_BUILD=1,
@@ -81,9 +111,16 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/bench" && pwd)
 source "$BENCH_DIR/lib.sh"
 # shellcheck source=scripts/bench/counters.sh
 source "$BENCH_DIR/counters.sh"
+# shellcheck source=scripts/bench/tls.sh
+source "$BENCH_DIR/tls.sh"
 export PATH=$PATH:/usr/sbin:/sbin
 
 CELLS=${BENCH_CELLS:-rates max c1 wrk}
+if [[ ${BENCH_TLS:-0} == 1 ]]; then
+    for cell in tls tls-hs tls-resume; do
+        [[ " $CELLS " == *" $cell "* ]] || CELLS+=" $cell"
+    done
+fi
 RATES=${BENCH_RATES:-5000 10000}
 DURATION=${BENCH_DURATION:-6s}
 WARMUP=${BENCH_WARMUP:-2s}
@@ -96,6 +133,10 @@ C1_WARMUP=${BENCH_C1_WARMUP:-1s}
 WRK_CONNS=${BENCH_WRK_CONNS:-50}
 WRK_DURATION=${BENCH_WRK_DURATION:-6s}
 WRK_WARMUP=${BENCH_WRK_WARMUP:-2s}
+TLS_CONNS=${BENCH_TLS_CONNS:-$WRK_CONNS}
+TLS_HS_CONNS=${BENCH_TLS_HS_CONNS:-50}
+TLS_DURATION=${BENCH_TLS_DURATION:-$WRK_DURATION}
+TLS_WARMUP=${BENCH_TLS_WARMUP:-$WRK_WARMUP}
 PORT_BASE=${BENCH_PORT_BASE:-18800}
 OUT=${BENCH_OUT:-$REPO_ROOT/benches/results}
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
@@ -110,6 +151,10 @@ PATHS=(direct relay ringgate)
 [[ -n $BASELINE ]] && PATHS+=(ringgate-base)
 PATHS+=(nginx haproxy)
 [[ $PINGORA == 1 ]] && PATHS+=(pingora)
+# The TLS cells: the proxies that terminate TLS (no direct, relay or Pingora).
+TLS_PATHS=(ringgate)
+[[ -n $BASELINE ]] && TLS_PATHS+=(ringgate-base)
+TLS_PATHS+=(nginx haproxy)
 
 # Port of each path's listener and PID of its main process, per layout (start_paths).
 declare -A PORT_OF=() PID_OF=()
@@ -134,6 +179,12 @@ cpu_mask() {
 }
 
 has_cell() { [[ " $CELLS " == *" $1 "* ]]; }
+has_tls_cell() { has_cell tls || has_cell tls-hs || has_cell tls-resume; }
+
+# Whole seconds of a duration, at least 1 (wrk and ab take whole seconds).
+whole_seconds() {
+    awk -v s="$(seconds_of "$1")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }'
+}
 
 # Build Pingora's peer in $PINGORA_DIR (outside the repository's target) from the template
 # in scripts/bench/pingora/, at the lowest priority; cargo makes a rebuild a no-op.
@@ -170,6 +221,7 @@ setup() {
         [[ -x $BASELINE ]] || die "BENCH_BASELINE=$BASELINE is not an executable"
     fi
     [[ $PINGORA == 1 ]] && build_pingora
+    if has_tls_cell; then tls_setup; fi
     local ncpu cpu
     ncpu=$(nproc)
     for cpu in "$PROXY_CPU" "$LOAD_CPU" "$WRK_PROXY_CPU" "$WRK_LOAD_CPU"; do
@@ -183,16 +235,23 @@ setup() {
     fi
     local ports
     mapfile -t ports < <(seq "$PORT_BASE" $((PORT_BASE + 31)))
+    if has_tls_cell; then mapfile -t -O "${#ports[@]}" ports < <(seq $((PORT_BASE + 40)) $((PORT_BASE + 47))); fi
     require_free_ports "${ports[@]}"
 }
 
-# Start every proxy path of one layout: start_paths TAG PORT0 PROXY_CPU BACKEND_1 BACKEND_2.
-# Listeners on PORT0 + 0..5; configs and logs in $WORK/TAG-*.
+# Start the given paths of one layout:
+#   start_paths TAG PORT0 PROXY_CPU BACKEND_1 BACKEND_2 SCHEME PATH...
+# SCHEME http: the cleartext peer configs; https: their TLS variants (benches/peers/*-tls.*,
+# with the run's certificate and suite: scripts/bench/tls.sh). Listeners on PORT0 + 0..5;
+# configs and logs in $WORK/TAG-*. Sets LAYOUT_PATHS, PORT_OF and PID_OF.
 start_paths() {
-    local tag=$1 port0=$2 cpu=$3 b1=$4 b2=$5 path port
+    local tag=$1 port0=$2 cpu=$3 b1=$4 b2=$5 scheme=$6 path port tls=""
+    shift 6
+    LAYOUT_PATHS=("$@")
+    [[ $scheme == https ]] && tls=-tls
     PORT_OF=([direct]=$b1)
     PID_OF=()
-    for path in "${PATHS[@]}"; do
+    for path in "${LAYOUT_PATHS[@]}"; do
         [[ $path == direct ]] && continue
         case $path in
         ringgate) port=$port0 ;;
@@ -209,8 +268,9 @@ start_paths() {
                 "$port" "$b1" "$b2"
             ;;
         ringgate | ringgate-base)
-            fill_template "$REPO_ROOT/benches/peers/ringgate.toml.in" "$WORK/$tag-$path.toml" \
-                PORT="$port" ADMIN="" CPU="$cpu" BACKEND_1="$b1" BACKEND_2="$b2"
+            fill_template "$REPO_ROOT/benches/peers/ringgate$tls.toml.in" "$WORK/$tag-$path.toml" \
+                PORT="$port" ADMIN="" CPU="$cpu" BACKEND_1="$b1" BACKEND_2="$b2" \
+                CERT="${TLS_CERT:-}" KEY="${TLS_KEY:-}"
             local bin=$BIN_DIR/ringgate
             local -a args
             read -r -a args <<<"${BENCH_RINGGATE_ARGS:-}"
@@ -226,15 +286,17 @@ start_paths() {
             mkdir -p "$WORK/$tag-nginx"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
             chmod 755 "$WORK/$tag-nginx"
             chmod 777 "$WORK/$tag-nginx"/nginx-*
-            fill_template "$REPO_ROOT/benches/peers/nginx.conf.in" "$WORK/$tag-nginx/nginx.conf" \
+            fill_template "$REPO_ROOT/benches/peers/nginx$tls.conf.in" "$WORK/$tag-nginx/nginx.conf" \
                 WORK="$WORK/$tag-nginx" CPU_MASK="$(cpu_mask "$cpu")" PORT="$port" \
-                BACKEND_1="$b1" BACKEND_2="$b2"
+                BACKEND_1="$b1" BACKEND_2="$b2" CERT="${TLS_CERT:-}" KEY="${TLS_KEY:-}" \
+                CIPHER="$TLS_CIPHER"
             start_bg "$WORK/$tag-nginx.out" "${RUN_PREFIX[@]}" taskset -c "$cpu" nginx \
                 -p "$WORK/$tag-nginx" -e "$WORK/$tag-nginx/nginx-error.log" -c "$WORK/$tag-nginx/nginx.conf"
             ;;
         haproxy)
-            fill_template "$REPO_ROOT/benches/peers/haproxy.cfg.in" "$WORK/$tag-haproxy.cfg" \
-                CPU="$cpu" PORT="$port" BACKEND_1="$b1" BACKEND_2="$b2"
+            fill_template "$REPO_ROOT/benches/peers/haproxy$tls.cfg.in" "$WORK/$tag-haproxy.cfg" \
+                CPU="$cpu" PORT="$port" BACKEND_1="$b1" BACKEND_2="$b2" \
+                CERT_KEY="${TLS_CERT_KEY:-}" CIPHER="$TLS_CIPHER"
             start_bg "$WORK/$tag-haproxy.out" "${RUN_PREFIX[@]}" taskset -c "$cpu" haproxy -db \
                 -f "$WORK/$tag-haproxy.cfg"
             ;;
@@ -247,8 +309,8 @@ start_paths() {
         wait_port "$port" 20
     done
     local summary=""
-    for path in "${PATHS[@]}"; do summary+=" $path :${PORT_OF[$path]}"; done
-    log "$tag layout, proxies on CPU $cpu:$summary"
+    for path in "${LAYOUT_PATHS[@]}"; do summary+=" $path :${PORT_OF[$path]}"; done
+    log "$tag layout ($scheme), proxies on CPU $cpu:$summary"
     if [[ ${BENCH_RT:-0} == 1 ]]; then
         local pids=()
         for path in "${!PID_OF[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(pid_tree "${PID_OF[$path]}"); done
@@ -279,19 +341,19 @@ start_load_layout() {
     start_backend "$b2" zone_2 "$LOAD_CPU" "$WORK/backend-2.log"
     backends+=("$LAST_PID")
     [[ ${BENCH_RT:-0} == 1 ]] && set_policy rr "${backends[@]}"
-    start_paths load "$PORT_BASE" "$PROXY_CPU" "$b1" "$b2"
+    start_paths load "$PORT_BASE" "$PROXY_CPU" "$b1" "$b2" http "${PATHS[@]}"
 }
 
-# The wrk layout: the nginx `return 200` backend (two ports) on the wrk CPU, proxies
-# restarted on the wrk proxy CPU.
-start_wrk_layout() {
-    local b1=$((PORT_BASE + 30)) b2=$((PORT_BASE + 31)) dir=$WORK/wrk-backend
+# The nginx `return 200` backend of the wrk and TLS layouts, on the wrk load CPU:
+# start_return200_backend TAG PORT_1 PORT_2.
+start_return200_backend() {
+    local tag=$1 b1=$2 b2=$3 dir=$WORK/$1-backend
     mkdir -p "$dir"/nginx-{body,proxy,fastcgi,uwsgi,scgi}
     chmod 755 "$dir"
     chmod 777 "$dir"/nginx-*
     fill_template "$REPO_ROOT/benches/peers/nginx-backend.conf.in" "$dir/nginx.conf" \
         WORK="$dir" CPU_MASK="$(cpu_mask "$WRK_LOAD_CPU")" BACKEND_1="$b1" BACKEND_2="$b2"
-    start_bg "$WORK/wrk-backend.out" "${RUN_PREFIX[@]}" taskset -c "$WRK_LOAD_CPU" nginx \
+    start_bg "$WORK/$tag-backend.out" "${RUN_PREFIX[@]}" taskset -c "$WRK_LOAD_CPU" nginx \
         -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf"
     local backend=$LAST_PID
     wait_port "$b1"
@@ -302,7 +364,23 @@ start_wrk_layout() {
         mapfile -t pids < <(pid_tree "$backend")
         set_policy rr "${pids[@]}"
     fi
-    start_paths wrk $((PORT_BASE + 20)) "$WRK_PROXY_CPU" "$b1" "$b2"
+}
+
+# The wrk layout: the nginx `return 200` backend (two ports) on the wrk CPU, proxies
+# restarted on the wrk proxy CPU.
+start_wrk_layout() {
+    local b1=$((PORT_BASE + 30)) b2=$((PORT_BASE + 31))
+    start_return200_backend wrk "$b1" "$b2"
+    start_paths wrk $((PORT_BASE + 20)) "$WRK_PROXY_CPU" "$b1" "$b2" http "${PATHS[@]}"
+}
+
+# The TLS layout: the wrk layout with the TLS proxies (their own ports and backend), then
+# the check of what each one negotiates (scripts/bench/tls.sh).
+start_tls_layout() {
+    local b1=$((PORT_BASE + 46)) b2=$((PORT_BASE + 47)) path
+    start_return200_backend tls "$b1" "$b2"
+    start_paths tls $((PORT_BASE + 40)) "$WRK_PROXY_CPU" "$b1" "$b2" https "${TLS_PATHS[@]}"
+    for path in "${TLS_PATHS[@]}"; do tls_check_negotiation "$path" "${PORT_OF[$path]}"; done
 }
 
 # Columns of a rows.tsv row (see scripts/bench/table.awk): path mode rps p50 p99 p99.9
@@ -363,19 +441,34 @@ run_load() {
     log "$(printf '%-13s %-8s' "$path" "$mode${round:+ #$round}") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")  [utime stime syscalls submits arms: $counters]"
 }
 
-# One wrk run (after a wrk warm-up run of its own): run_wrk PATH. Appends to rows.tsv.
+# One wrk run (after a wrk warm-up run of its own): run_wrk PATH [MODE]. MODE wrk (the
+# default): the wrk cell; tls: the same over https:// (keep-alive); tls-resume: over
+# https:// with `Connection: close`, so wrk reconnects after every answer and resumes the
+# session (see the TLS cells at the top). Appends to rows.tsv.
 run_wrk() {
-    local path=$1 name pids prefix url out
-    name="$path-wrk"
+    local path=$1 mode=${2:-wrk} name pids prefix url out
+    local conns=$WRK_CONNS duration=$WRK_DURATION_S warmup=$WRK_WARMUP_S
+    local -a client=() extra=()
+    name="$path-$mode"
     url="http://127.0.0.1:${PORT_OF[$path]}/api/spot/v2/order"
+    if [[ $mode == tls* ]]; then
+        url="https${url#http}"
+        client=(env "OPENSSL_CONF=$TLS_CLIENT_CNF")
+        conns=$TLS_CONNS duration=$TLS_DURATION_S warmup=$TLS_WARMUP_S
+    fi
+    if [[ $mode == tls-resume ]]; then
+        conns=$TLS_HS_CONNS
+        extra=(-H "Connection: close")
+    fi
     mapfile -t pids < <(proxy_pids_of "$path")
     counters_attach "$name" "${pids[@]}"
     read -ra prefix <<<"$(load_prefix)"
-    local wrk=("${prefix[@]}" taskset -c "$WRK_LOAD_CPU" wrk -t1 -c "$WRK_CONNS" -s "$BENCH_DIR/wrk-post.lua")
-    run_tracked "$WORK/$name-warmup.txt" "${wrk[@]}" -d "${WRK_WARMUP_S}s" "$url" ||
+    local wrk=("${prefix[@]}" "${client[@]}" taskset -c "$WRK_LOAD_CPU" wrk -t1 -c "$conns"
+        -s "$BENCH_DIR/wrk-post.lua" "${extra[@]}")
+    run_tracked "$WORK/$name-warmup.txt" "${wrk[@]}" -d "${warmup}s" "$url" ||
         die "wrk warm-up failed on $path: $(cat "$WORK/$name-warmup.txt")"
     window_begin
-    if ! run_tracked "$WORK/$name.txt" "${wrk[@]}" -d "${WRK_DURATION_S}s" "$url"; then
+    if ! run_tracked "$WORK/$name.txt" "${wrk[@]}" -d "${duration}s" "$url"; then
         counters_detach
         die "wrk failed on $path: $(cat "$WORK/$name.txt")"
     fi
@@ -384,12 +477,14 @@ run_wrk() {
     out=$(awk '$1 == "ringgate-bench-wrk"' "$WORK/$name.txt")
     [[ -n $out ]] || die "no summary from wrk on $path: $(cat "$WORK/$name.txt")"
     # ringgate-bench-wrk requests duration_us connect read write status timeout p50 p99 p99.9
-    awk -v path="$path" -v c="$counters" 'BEGIN { OFS = "\t" } {
+    awk -v path="$path" -v mode="$mode" -v c="$counters" 'BEGIN { OFS = "\t" } {
         split(c, k, " ")
-        print path, "wrk", $2 / ($3 / 1e6), $9, $10, $11, $2, $4 + $5 + $6 + $7 + $8,
+        print path, mode, $2 / ($3 / 1e6), $9, $10, $11, $2, $4 + $5 + $6 + $7 + $8,
             k[1], k[2], k[3], k[4], k[5]
     }' <<<"$out" >>"$WORK/rows.tsv"
-    log "$(printf '%-13s %-8s' "$path" wrk) $(awk '{ printf "%.0f req/s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
+    local unit=req/s
+    [[ $mode == tls-resume ]] && unit=handshakes/s
+    log "$(printf '%-13s %-10s' "$path" "$mode") $(awk -v unit="$unit" '{ printf "%.0f %s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), unit, $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
 }
 
 # Run a command to completion in the background (so that the EXIT trap can stop it):
@@ -412,11 +507,13 @@ render_ranking() {
         by_cpu=$(awk -F'\t' -v m="$mode" '$2 == m && $9 != "-" && $7 > 0 { print ($9 + $10) / $7, $1 }' \
             "$WORK/rows.tsv" | sort -g | awk '{ print $2 }' | paste -sd ' ')
         case $mode in
-        max | wrk)
+        max | wrk | tls*)
             by_speed=$(awk -F'\t' -v m="$mode" '$2 == m { print -$3, $1 }' "$WORK/rows.tsv" |
                 sort -g | awk '{ print $2 }' | paste -sd ' ')
-            printf -- '- %s: by req/s: %s; by proxy CPU/req: %s\n' "$mode" \
-                "${by_speed// / > }" "${by_cpu// / < }"
+            local unit=req/s per=req
+            [[ $mode == tls-hs || $mode == tls-resume ]] && unit=handshakes/s per=handshake
+            printf -- '- %s: by %s: %s; by proxy CPU/%s: %s\n' "$mode" "$unit" \
+                "${by_speed// / > }" "$per" "${by_cpu// / < }"
             ;;
         *)
             by_speed=$(awk -F'\t' -v m="$mode" '$2 == m { print $5, $1 }' "$WORK/rows.tsv" |
@@ -433,10 +530,14 @@ render_ranking() {
 describe_run() {
     local nice="nice ${BENCH_NICE:-0}"
     [[ ${BENCH_RT:-0} == 1 ]] && nice+=", SCHED_RR (BENCH_RT=1)"
-    echo "- Paths: direct = the load sent straight to a backend; relay = scripts/bench/relay.c, a"
-    echo "  one-thread epoll byte copier (one backend connection per client connection, read/write,"
-    echo "  no HTTP work): the floor of any proxy on kernel sockets. Every proxy: 1 worker/thread."
-    echo "  Every benchmarked process runs at $nice."
+    if has_cell rates || has_cell max || has_cell c1 || has_cell wrk; then
+        echo "- Paths: direct = the load sent straight to a backend; relay = scripts/bench/relay.c, a"
+        echo "  one-thread epoll byte copier (one backend connection per client connection, read/write,"
+        echo "  no HTTP work): the floor of any proxy on kernel sockets. Every proxy: 1 worker/thread."
+        echo "  Every benchmarked process runs at $nice."
+    else
+        echo "- Every proxy: 1 worker/thread. Every benchmarked process runs at $nice."
+    fi
     if has_cell rates || has_cell max || has_cell c1; then
         echo "- rates/max/c1 layout: proxy on CPU $PROXY_CPU; ringgate-load (1 thread) and two ringgate-backend"
         echo "  processes (1 thread each) on CPU $LOAD_CPU. Load: 30 % Commands (POST ~180 B JSON, user id"
@@ -459,6 +560,7 @@ describe_run() {
         echo "  (last key), $WRK_CONNS connections, ${WRK_DURATION_S} s measured after a ${WRK_WARMUP_S} s wrk warm-up run; closed loop"
         echo "  (wrk's latencies are not corrected for coordinated omission)."
     fi
+    if has_tls_cell; then describe_tls; fi
     echo "- Per request, over each cell's measured window only: user / sys µs = utime / stime of all"
     echo "  the proxy's processes and threads (/proc/PID/stat; on loopback the kernel's receive path"
     echo "  runs in the sender's context, so it is charged to the proxy); syscalls, io_uring submissions"
@@ -471,12 +573,59 @@ describe_run() {
     echo "  ≈ req/s per proxy core = 10⁶ ÷ CPU µs/req."
 }
 
+# The TLS libraries of the run, for the head of latest.md.
+describe_tls_software() {
+    local rustls
+    rustls=$(awk '/^name = "rustls"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$REPO_ROOT/Cargo.lock")
+    # nginx -V: "built with OpenSSL A ... (running with OpenSSL B ...)": the one it runs with.
+    echo "TLS libraries: ringgate rustls $rustls (ring); nginx on $(nginx -V 2>&1 |
+        grep -o 'with OpenSSL [^ ]*' | tail -n 1 | sed 's/^with //');" \
+        "HAProxy on $(haproxy -vv 2>&1 | sed -n 's/^Running on OpenSSL version : \(OpenSSL [^ ]*\).*/\1/p');" \
+        "wrk, ab and s_client on $(openssl version | awk '{ print $1, $2 }')."
+}
+
+# What the TLS cells did, and what each proxy negotiated (scripts/bench/tls.sh).
+describe_tls() {
+    echo "- TLS cells (the wrk cell's layout; proxies restarted with benches/peers/*-tls.*): ringgate,"
+    echo "  nginx and HAProxy terminate TLS 1.3 with one certificate ($TLS_CERT_DESC),"
+    echo "  suite $TLS_CIPHER and group X25519: the clients offer nothing else"
+    echo "  (scripts/bench/tls-client.cnf.in), nginx and HAProxy accept nothing else, and ringgate, which"
+    echo "  has no such setting, follows the client's order (rustls). Each proxy sends two session tickets"
+    echo "  per full handshake. Checked before the cells with openssl s_client (a full, then a resumed"
+    echo "  handshake):"
+    local path version suite group sig alpn resumed
+    while IFS=$'\t' read -r path version suite group sig alpn resumed; do
+        echo "  $path: $version, $suite, $group, $sig certificate, ALPN $alpn, resumes: $resumed;"
+    done <"$TLS_DIR/negotiated.tsv"
+    if has_cell tls; then
+        echo "- tls: wrk (1 thread) over https://, the wrk cell's POST, $TLS_CONNS connections (one full"
+        echo "  handshake each, at wrk's start), ${TLS_DURATION_S} s measured after a ${TLS_WARMUP_S} s wrk warm-up run."
+    fi
+    if has_cell tls-hs; then
+        echo "- tls-hs: ab (1 thread) opens a connection per request (HTTP/1.0, no keep-alive: the proxy"
+        echo "  closes after the answer), a new SSL object each time and no session offered: every connection"
+        echo "  is a full TLS 1.3 handshake and one POST of the same body; $TLS_HS_CONNS at a time, ${TLS_DURATION_S} s"
+        echo "  after a ${TLS_WARMUP_S} s warm-up run. p50/p99: ab's connect-to-answer time (no p99.9)."
+    fi
+    if has_cell tls-resume; then
+        echo "- tls-resume: wrk (1 thread) with \`Connection: close\`, $TLS_HS_CONNS connections: it reconnects after"
+        echo "  every answer offering the session it got last, so all but each wrk connection's first"
+        echo "  handshake are resumed (PSK + X25519: no certificate, no signature). p50/p99: request to answer,"
+        echo "  without the handshake."
+    fi
+    echo "- proxy core busy: CPU per request × rate, the share of its one core the proxy used: well"
+    echo "  below 100 %, the load CPU (the client's half of every handshake) set the rate."
+}
+
 main() {
     local started=$SECONDS
     WARMUP_S=$(seconds_of "$WARMUP")
     C1_WARMUP_S=$(seconds_of "$C1_WARMUP")
     WRK_DURATION_S=$(awk -v s="$(seconds_of "$WRK_DURATION")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
     WRK_WARMUP_S=$(awk -v s="$(seconds_of "$WRK_WARMUP")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
+    TLS_DURATION_S=$(whole_seconds "$TLS_DURATION")
+    TLS_WARMUP_S=$(whole_seconds "$TLS_WARMUP")
+    if has_tls_cell; then tls_check_knobs; fi
     setup
     : >"$WORK/rows.tsv"
     : >"$WORK/c1.tsv"
@@ -506,7 +655,19 @@ main() {
         modes+=(wrk)
         stop_all
     fi
-    ((${#modes[@]} > 0)) || die "BENCH_CELLS=\"$CELLS\" names no cell (rates max c1 wrk)"
+    if has_tls_cell; then
+        start_tls_layout
+        for mode in tls tls-hs tls-resume; do
+            has_cell "$mode" || continue
+            for path in "${TLS_PATHS[@]}"; do
+                if [[ $mode == tls-hs ]]; then run_tls_handshakes "$path"; else run_wrk "$path" "$mode"; fi
+            done
+            modes+=("$mode")
+        done
+        stop_all
+    fi
+    ((${#modes[@]} > 0)) ||
+        die "BENCH_CELLS=\"$CELLS\" names no cell (rates max c1 wrk tls tls-hs tls-resume)"
 
     mkdir -p "$OUT"
     local plot_rate="" plot_args=() rates
@@ -526,9 +687,17 @@ main() {
         rev="$rev+dirty"
     fi
     [[ -n $BASELINE ]] && base_rev="; ringgate-base = $BASELINE ($(sha256sum "$BASELINE" | cut -c1-12))"
-    table=$(awk -v tck="$CLK_TCK" -v conns="$CONNS" -v max_conns="$MAX_CONNS" \
-        -v max_pipeline="$MAX_PIPELINE" -v c1_rounds="$C1_ROUNDS" -v c1_duration="$C1_DURATION" \
-        -v wrk_conns="$WRK_CONNS" -f "$BENCH_DIR/table.awk" "$WORK/rows.tsv")
+    local -a table_vars=(-v tck="$CLK_TCK" -v conns="$CONNS" -v max_conns="$MAX_CONNS"
+        -v max_pipeline="$MAX_PIPELINE" -v c1_rounds="$C1_ROUNDS" -v c1_duration="$C1_DURATION"
+        -v wrk_conns="$WRK_CONNS" -v tls_conns="$TLS_CONNS" -v tls_hs_conns="$TLS_HS_CONNS")
+    local tls_table=""
+    table=""
+    if awk -F'\t' '$2 !~ /^tls/ { found = 1 } END { exit !found }' "$WORK/rows.tsv"; then
+        table=$(awk "${table_vars[@]}" -f "$BENCH_DIR/table.awk" "$WORK/rows.tsv")
+    fi
+    if has_tls_cell; then
+        tls_table=$(awk "${table_vars[@]}" -v tls=1 -f "$BENCH_DIR/table.awk" "$WORK/rows.tsv")
+    fi
     {
         echo "# scripts/bench.sh — $(date -u +%Y-%m-%dT%H:%MZ), ringgate $rev$base_rev"
         echo
@@ -536,10 +705,19 @@ main() {
         echo "load average $LOAD_AT_START before the run, $load_at_end after it; cells: $CELLS; $((SECONDS - started)) s in all."
         echo "Peers: $(nginx -v 2>&1 | sed 's/.*version: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')$(
             [[ $PINGORA == 1 ]] && echo ", Pingora $(awk '/name = "pingora-core"/ { getline; gsub(/[^0-9.]/, ""); print }' "$PINGORA_DIR/Cargo.lock" 2>/dev/null) (work_stealing off, 1 thread)")."
+        if has_tls_cell; then describe_tls_software; fi
         echo
         describe_run
-        echo
-        echo "$table"
+        if [[ -n $table ]]; then
+            echo
+            echo "$table"
+        fi
+        if [[ -n $tls_table ]]; then
+            echo
+            echo "TLS 1.3 cells (proxy CPU $WRK_PROXY_CPU; load and backend CPU $WRK_LOAD_CPU):"
+            echo
+            echo "$tls_table"
+        fi
         echo
         echo "Ranking:"
         echo

@@ -1,6 +1,9 @@
-# The Markdown table of scripts/bench.sh from its rows.tsv (POSIX awk; mawk is fine).
+# The Markdown tables of scripts/bench.sh from its rows.tsv (POSIX awk; mawk is fine): with
+# tls=1 the table of the TLS cells (modes tls, tls-hs, tls-resume), otherwise the table of
+# all the other cells.
 #
-# One row per cell, tab-separated: path, mode (a rate, "max", "c1" or "wrk"), req/s,
+# One row per cell, tab-separated: path, mode (a rate, "max", "c1", "wrk", "tls", "tls-hs" or
+# "tls-resume"), req/s (tls-hs, tls-resume: connections, so handshakes, per second),
 # p50, p99, p99.9 (µs), requests completed, requests failed, utime and stime of the proxy
 # over the window (clock ticks), syscalls, io_uring submissions, io_uring poll arms (counts
 # over the window; "-" when not measured), added p50 and p99 over direct (µs; "-": taken
@@ -8,9 +11,15 @@
 # per-round differences).
 #
 # Variables: tck (clock ticks per second), conns, max_conns, max_pipeline, c1_rounds,
-# c1_duration, wrk_conns.
+# c1_duration, wrk_conns, tls (1: the TLS table), tls_conns, tls_hs_conns.
+#
+# The TLS table has no "added over direct" column (there is no TLS direct path) and has the
+# proxy core's busy share instead: CPU per request × rate, how much of its one core the proxy
+# used; well below 100 %, the rate was the load CPU's limit, not the proxy's.
 
 BEGIN { FS = "\t" }
+
+(($2 ~ /^tls/) ? 1 : 0) != (tls == 1 ? 1 : 0) { next }
 
 {
     k = $1 SUBSEP $2
@@ -30,14 +39,21 @@ function per_request(count, requests) {
 
 function us(v) { return v < 0 ? "—" : sprintf("%.1f", v) }
 
+# A latency column: "-" (not measured, e.g. ab's p99.9) as "—".
+function lat(v) { return v == "-" ? "—" : sprintf("%.0f", v) }
+
 function label(m) {
     if (m == "max") return "max (closed loop, c=" max_conns ", pipeline " max_pipeline ")"
     if (m == "c1") return "c=1 (closed loop; median of " c1_rounds " × " c1_duration ")"
     if (m == "wrk") return "wrk POST c=" wrk_conns " (field layout)"
+    if (m == "tls") return "TLS keep-alive, wrk POST c=" tls_conns
+    if (m == "tls-hs") return "TLS full handshake + 1 POST per connection, ab c=" tls_hs_conns
+    if (m == "tls-resume") return "TLS resumed handshake + 1 POST per connection, wrk c=" tls_hs_conns
     return m " req/s (open loop, c=" conns ")"
 }
 
 END {
+    if (tls == 1) { tls_table(); exit }
     print "| path | cell | req/s | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req | syscalls/req | io_uring submits/req | poll arms/req | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
     print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= rows; i++) {
@@ -51,5 +67,19 @@ END {
         printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
             path[k], label(m), rps[k], p50[k], p99[k], p999[k], err[k], us(user[k]), us(sys[k]),
             us(cpu[k]), sc[k], subm[k], arm[k], added, thr, cr
+    }
+}
+
+function tls_table(    i, k, r, thr, cr, busy) {
+    print "| proxy | cell | req/s (handshake cells: = handshakes/s) | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req (handshake cells: = per handshake) | proxy core busy | syscalls/req | io_uring submits/req | poll arms/req | ringgate ÷ proxy: req/s (>1: ringgate more) | ringgate ÷ proxy: CPU/req (<1: ringgate cheaper) |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= rows; i++) {
+        k = order[i]; r = "ringgate" SUBSEP mode[k]
+        thr = (path[k] == "ringgate" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
+        cr = (path[k] == "ringgate" || cpu[k] <= 0 || !(r in cpu) || cpu[r] <= 0) ? "—" : sprintf("%.2f×", cpu[r] / cpu[k])
+        busy = cpu[k] < 0 ? "—" : sprintf("%.0f %%", cpu[k] * rps[k] / 1e4)
+        printf "| %s | %s | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+            path[k], label(mode[k]), rps[k], lat(p50[k]), lat(p99[k]), lat(p999[k]), err[k],
+            us(user[k]), us(sys[k]), us(cpu[k]), busy, sc[k], subm[k], arm[k], thr, cr
     }
 }
