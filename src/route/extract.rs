@@ -369,7 +369,10 @@ impl<'a> Scan<'a> {
         key: &mut Vec<u8>,
         deep: &mut Vec<u64>,
     ) -> Step {
-        let filter = rules.json_keys.iter().fold(0, |m, k| m | key_filter_bit(k));
+        let (filter, longest) = rules
+            .json_keys
+            .iter()
+            .fold((0, 0), |(f, l), k| (f | key_filter_bit(k), k.len().max(l)));
         let is_id_key =
             |k: &[u8]| filter & key_filter_bit(k) != 0 && rules.json_keys.iter().any(|n| **n == *k);
         self.pos += 1; // `{`
@@ -382,12 +385,16 @@ impl<'a> Scan<'a> {
                 let start = self.pos;
                 let is_escaped = self.string()?;
                 let raw = &self.buf[start..self.pos - 1];
-                let is_id = if is_escaped {
+                let is_id = if !is_escaped {
+                    is_id_key(raw)
+                } else if raw.len() <= 6 * longest {
+                    // (Longer, it decodes to more than `longest` bytes: `\uXXXX` is the
+                    // densest escape.)
                     key.clear();
                     unescape_into(raw, key);
                     is_id_key(key)
                 } else {
-                    is_id_key(raw)
+                    false
                 };
                 self.skip_ws();
                 self.expect(b':')?;
@@ -435,6 +442,10 @@ impl<'a> Scan<'a> {
                 self.pos += 1;
                 let is_escaped = self.string()?;
                 let raw = &self.buf[start + 1..self.pos - 1];
+                if !is_escaped && raw.len() > agree.max {
+                    // Refused before it is copied anywhere.
+                    return self.refuse(bad("user id too long"));
+                }
                 agree.offer(|o| {
                     if is_escaped {
                         unescape_into(raw, o);
@@ -463,9 +474,14 @@ impl<'a> Scan<'a> {
                 Err(bad("user id must be a string or an integer"))
             }
         };
-        if let Err(e) = offered {
-            self.refusal = Some(e);
+        match offered {
+            Ok(()) => Ok(()),
+            Err(e) => self.refuse(e),
         }
+    }
+
+    fn refuse(&mut self, e: ProxyError) -> Step {
+        self.refusal = Some(e);
         Ok(())
     }
 
@@ -1215,6 +1231,17 @@ mod tests {
         );
         let long = format!(r#"{{"uid":"a","user_id":"{}"}}"#, "x".repeat(300));
         assert_eq!(reason(&long), "user id too long");
+        // A long value is refused without being copied; a long escaped key is not decoded.
+        let mut s = JsonScanner::new();
+        let mut out = Vec::with_capacity(64);
+        let huge = format!(
+            r#"{{"{}":1,"uid":"{}"}}"#,
+            r"\u0078".repeat(10_000),
+            "x".repeat(100_000)
+        );
+        let refused = s.scan(huge.as_bytes(), &ExtractRules::default(), &mut out);
+        assert_eq!(refused.unwrap_err().reason(), "user id too long");
+        assert!(out.capacity() < 1_000 && s.key.capacity() < 1_000);
         // Exactly the limit is accepted, escapes counted decoded.
         let at_limit = format!(r#"{{"uid":"{}"}}"#, r"\u00e9".repeat(128));
         assert_eq!(body_id(&at_limit).unwrap().map(|s| s.len()), Some(256));
