@@ -558,6 +558,7 @@ impl<'a> Scan<'a> {
     }
 
     /// `"name"` `:` and the whitespace around, up to a nested member's value.
+    #[inline(always)]
     fn member_name(&mut self) -> Step {
         self.expect(b'"')?;
         self.string()?;
@@ -567,6 +568,7 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &'static [u8]) -> Step {
         if self.buf.get(self.pos..self.pos + word.len()) != Some(word) {
             return Err(Invalid);
@@ -586,9 +588,8 @@ impl<'a> Scan<'a> {
                 let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
                 let (special, quote) = string_specials(word);
                 if special != 0 {
-                    let first = special & special.wrapping_neg();
-                    self.pos += (first.trailing_zeros() / 8) as usize;
-                    if quote & first != 0 {
+                    self.pos += (special.trailing_zeros() / 8) as usize;
+                    if quote & special & special.wrapping_neg() != 0 {
                         // The usual end: plain bytes, then the closing quote.
                         self.pos += 1;
                         return Ok(is_escaped);
@@ -645,6 +646,7 @@ impl<'a> Scan<'a> {
 
     /// A number (`pos` at its first byte). Returns whether it is an integer (no
     /// fraction, no exponent).
+    #[inline(always)]
     fn number(&mut self) -> Step<bool> {
         let start = self.pos;
         if self.peek() == b'-' {
