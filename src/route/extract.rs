@@ -813,15 +813,15 @@ fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
-/// One bit of a 128-bit filter for a key, from its length and its first and last bytes:
+/// One bit of a 64-bit filter for a key, from its length and its first and last bytes:
 /// most keys that are not configured miss the filter and cost no comparison.
 #[inline(always)]
-fn key_filter_bit(key: &[u8]) -> u128 {
+fn key_filter_bit(key: &[u8]) -> u64 {
     let (first, last) = (key.first().copied(), key.last().copied());
     let x = (key.len() as u32 & 0xFF)
         | u32::from(first.unwrap_or(0)) << 8
         | u32::from(last.unwrap_or(0)) << 16;
-    1 << (x.wrapping_mul(0x9E37_79B1) >> 25)
+    1 << (x.wrapping_mul(0x9E37_79B1) >> 26)
 }
 
 /// The text an integer names its user by: itself (JSON integers are already canonical),
