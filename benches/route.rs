@@ -17,8 +17,9 @@
 //!   the others are an SDK-style Command (11 header fields + the same body) and the two
 //!   Query forms `ringgate-load` sends. `command_load_200B_json_simd_json_tape` is the
 //!   goal case with the body scanned as ringgate did before its single-pass scanner
-//!   (`fixtures::tape`: a full `simd-json` tape), the "before" in the same run. `+head_rewrite` adds writing the head for the
-//!   upstream (hop-by-hop removal, `X-Forwarded-For`), the next step on the data path.
+//!   (`fixtures::tape`: a full `simd-json` tape), the "before" in the same run.
+//!   `+head_rewrite` adds writing the head for the upstream (hop-by-hop removal,
+//!   `X-Forwarded-For`), the next step on the data path.
 //!   Against what: the sum of the stage benches (`parse`, `extract`, `table/*`); a
 //!   decision much larger than that sum would point at glue cost.
 
