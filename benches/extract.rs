@@ -6,15 +6,22 @@
 //!   head `ringgate-load` sends, and an 11-field SDK head with `X-User-Id` 10th.
 //! - `query/*`: [`user_id_from_query`] on `user_id=u123` and on a 4-parameter query string
 //!   with `user_id` last (percent-decoding path included).
-//! - `json_200B/*` and `json_2KiB/*`: the body scan, four ways, on a 200-byte order with
-//!   `user_id` first and a 2-KiB batch order whose top-level `user_id` is last, after twelve
-//!   nested objects that carry `user_id` keys of their own:
-//!   - `simd_json`: ringgate's [`JsonScanner`] (simd-json tape into reused buffers, then a
-//!     walk over top-level keys only, all seven configured names, agreement check);
+//! - `json_200B_id_first/*`, `json_200B_id_last/*`, `json_2KiB_id_first/*` and
+//!   `json_2KiB_id_last/*`: the body scan, five ways, on a 200-byte order with `user_id`
+//!   first or last, and on a 2-KiB batch order whose top-level `user_id` is first or last,
+//!   the last after twelve nested objects that carry `user_id` keys of their own:
+//!   - `scanner`: ringgate's [`JsonScanner`] (one validating pass over the body in place,
+//!     nested values skipped, top-level keys compared in place, all seven configured
+//!     names, agreement check);
+//!   - `simd_json_tape`: what ringgate did before (`fixtures::tape`): the body copied into
+//!     a padded buffer, a full `simd-json` tape into reused buffers, then a walk over the
+//!     top-level entries, same names, same agreement check;
 //!   - `serde_json_value`: the obvious alternative, `serde_json::from_slice::<Value>` and
 //!     a top-level lookup of the seven names (allocates a tree per body);
 //!   - `serde_json_visitor`: the best serde_json can do: a streaming visitor that compares
-//!     top-level keys without allocating and skips every other value with `IgnoredAny`;
+//!     top-level keys without allocating and skips every other value with `IgnoredAny`
+//!     (which checks less than the scanner: skipped strings are not checked for UTF-8,
+//!     skipped numbers not for the `f64` range);
 //!   - `memchr_prescan`: `memmem` for `"user_id"` then read the string after it. **Not
 //!     correct** (it matches nested keys and keys inside strings, knows one name only, and
 //!     returns `sub0` instead of `u123` on the 2-KiB body — asserted below); it is here as
@@ -217,13 +224,34 @@ fn bench_json(c: &mut Criterion) {
     let rules = ExtractRules::default();
     let mut out = Vec::with_capacity(64);
     let mut scanner = JsonScanner::new();
+    let mut tape = fixtures::tape::TapeScanner::new();
     let finder = memchr::memmem::Finder::new(b"\"user_id\"");
     for (group, body, prescan_answer) in [
-        ("json_200B", fixtures::command_body_200(), &b"u123"[..]),
-        ("json_2KiB", fixtures::command_body_2k(), &b"sub0"[..]),
+        (
+            "json_200B_id_first",
+            fixtures::command_body_200(),
+            &b"u123"[..],
+        ),
+        (
+            "json_200B_id_last",
+            fixtures::command_body_200_id_last(),
+            &b"u123"[..],
+        ),
+        (
+            "json_2KiB_id_first",
+            fixtures::command_body_2k_id_first(),
+            &b"u123"[..],
+        ),
+        (
+            "json_2KiB_id_last",
+            fixtures::command_body_2k(),
+            &b"sub0"[..],
+        ),
     ] {
         // Every correct method finds the top-level id; the pre-scan is fooled by nesting.
         assert!(scanner.scan(&body, &rules, &mut out).unwrap());
+        assert_eq!(out, b"u123");
+        assert!(tape.scan(&body, &rules, &mut out).unwrap());
         assert_eq!(out, b"u123");
         assert!(serde_value_id(&body, &rules, &mut out));
         assert_eq!(out, b"u123");
@@ -233,8 +261,11 @@ fn bench_json(c: &mut Criterion) {
 
         let mut g = c.benchmark_group(group);
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_function("simd_json", |b| {
+        g.bench_function("scanner", |b| {
             b.iter(|| scanner.scan(black_box(&body), &rules, &mut out))
+        });
+        g.bench_function("simd_json_tape", |b| {
+            b.iter(|| tape.scan(black_box(&body), &rules, &mut out))
         });
         g.bench_function("serde_json_value", |b| {
             b.iter(|| serde_value_id(black_box(&body), &rules, &mut out))

@@ -15,8 +15,11 @@
 //!   JSON body, classify, partition, pick a server. `command_load_200B_json` is the SPEC
 //!   §7 goal case (head + 200-byte JSON body, user id only in the body; goal ≤ 500 ns);
 //!   the others are an SDK-style Command (11 header fields + the same body) and the two
-//!   Query forms `ringgate-load` sends. `+head_rewrite` adds writing the head for the
-//!   upstream (hop-by-hop removal, `X-Forwarded-For`), the next step on the data path.
+//!   Query forms `ringgate-load` sends. `command_load_200B_json_simd_json_tape` is the
+//!   goal case with the body scanned as ringgate did before its single-pass scanner
+//!   (`fixtures::tape`: a full `simd-json` tape), the "before" in the same run.
+//!   `+head_rewrite` adds writing the head for the upstream (hop-by-hop removal,
+//!   `X-Forwarded-For`), the next step on the data path.
 //!   Against what: the sum of the stage benches (`parse`, `extract`, `table/*`); a
 //!   decision much larger than that sum would point at glue cost.
 
@@ -36,6 +39,8 @@ use ringgate::route::router::{Class, RoutingTable, WorkerTable};
 use ringgate::upstream::backend::BackendRegistry;
 
 mod fixtures;
+
+use fixtures::tape::TapeScanner;
 
 const SEED_CONFIG: &str = r#"
 default_backend = "127.0.0.1:3001"
@@ -74,10 +79,20 @@ fn worker_table(text: &str) -> WorkerTable {
     WorkerTable::new(Arc::new(table))
 }
 
+/// Which JSON body scan a decision uses.
+#[derive(Clone, Copy)]
+enum BodyScan {
+    /// ringgate's [`JsonScanner`].
+    Scanner,
+    /// The `simd-json` tape scan it replaced (`fixtures::tape`).
+    SimdJsonTape,
+}
+
 /// Per-connection state the decision reuses, as `runtime::conn` keeps it.
 struct ConnState {
     head: RequestHead,
     json: JsonScanner,
+    tape: TapeScanner,
     user: Vec<u8>,
     out: Vec<u8>,
 }
@@ -87,6 +102,7 @@ impl ConnState {
         Self {
             head: RequestHead::default(),
             json: JsonScanner::new(),
+            tape: TapeScanner::new(),
             user: Vec::with_capacity(64),
             out: Vec::with_capacity(1024),
         }
@@ -95,7 +111,7 @@ impl ConnState {
 
 /// The routing decision for the request at the start of `buf` (head + complete body).
 /// Returns (class, partition, backend).
-fn decide(buf: &[u8], wt: &WorkerTable, c: &mut ConnState) -> (Class, u16, u16) {
+fn decide(buf: &[u8], wt: &WorkerTable, c: &mut ConnState, json: BodyScan) -> (Class, u16, u16) {
     let table = &*wt.table;
     let s = &table.settings;
     let len = HeadScanner::new()
@@ -113,7 +129,11 @@ fn decide(buf: &[u8], wt: &WorkerTable, c: &mut ConnState) -> (Class, u16, u16) 
     if !found && c.head.body_may_be_json {
         if let BodyFraming::Length(n) = c.head.framing() {
             let body = &buf[len..len + n as usize];
-            found = c.json.scan(body, rules, &mut c.user).expect("ok");
+            found = match json {
+                BodyScan::Scanner => c.json.scan(body, rules, &mut c.user),
+                BodyScan::SimdJsonTape => c.tape.scan(body, rules, &mut c.user),
+            }
+            .expect("ok");
         }
     }
     let user = if found { Some(&c.user[..]) } else { None };
@@ -170,44 +190,55 @@ fn bench_table(c: &mut Criterion) {
 fn bench_decision(c: &mut Criterion) {
     let wt = worker_table(SEED_CONFIG);
     let body = fixtures::command_body_200();
-    let cases: [(&str, Vec<u8>, Class); 4] = [
+    let load_command = fixtures::request(&fixtures::load_command_head(body.len()), &body);
+    let cases: [(&str, Vec<u8>, Class, BodyScan); 5] = [
         (
             "command_load_200B_json",
-            fixtures::request(&fixtures::load_command_head(body.len()), &body),
+            load_command.clone(),
             Class::Command,
+            BodyScan::Scanner,
+        ),
+        (
+            "command_load_200B_json_simd_json_tape",
+            load_command,
+            Class::Command,
+            BodyScan::SimdJsonTape,
         ),
         (
             "command_sdk_200B_json",
             fixtures::request(&fixtures::realistic_command_head(body.len()), &body),
             Class::Command,
+            BodyScan::Scanner,
         ),
         (
             "query_header",
             fixtures::QUERY_HEADER_HEAD.to_vec(),
             Class::Query,
+            BodyScan::Scanner,
         ),
         (
             "query_param",
             fixtures::QUERY_PARAM_HEAD.to_vec(),
             Class::Query,
+            BodyScan::Scanner,
         ),
     ];
     let mut state = ConnState::new();
     let expected_partition = wt.table.partition_for(Some(b"u123")).unwrap();
     let mut g = c.benchmark_group("decision");
-    for (name, buf, class) in &cases {
-        let (got_class, got_partition, _) = decide(buf, &wt, &mut state);
+    for (name, buf, class, json) in &cases {
+        let (got_class, got_partition, _) = decide(buf, &wt, &mut state, *json);
         assert_eq!((got_class, got_partition), (*class, expected_partition));
         assert_eq!(state.user, b"u123");
         g.bench_function(*name, |b| {
-            b.iter(|| decide(black_box(buf), &wt, &mut state))
+            b.iter(|| decide(black_box(buf), &wt, &mut state, *json))
         });
     }
-    let (_, buf, _) = &cases[0];
+    let (_, buf, ..) = &cases[0];
     let xff = b"X-Forwarded-For: 127.0.0.1\r\n";
     g.bench_function("command_load_200B_json+head_rewrite", |b| {
         b.iter(|| {
-            let routed = decide(black_box(buf), &wt, &mut state);
+            let routed = decide(black_box(buf), &wt, &mut state, BodyScan::Scanner);
             write_request_head(buf, &state.head, xff, false, &mut state.out);
             (routed, state.out.len())
         })
