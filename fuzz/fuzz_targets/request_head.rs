@@ -172,7 +172,7 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
 
     // The forwarded head reads the same.
     let mut out = Vec::new();
-    write_request_head(raw, head, b"X-Forwarded-For: 192.0.2.1\r\n", &mut out);
+    write_request_head(raw, head, b"X-Forwarded-For: 192.0.2.1\r\n", false, &mut out);
     let end = HeadScanner::new().scan(&out, usize::MAX);
     assert_eq!(
         end,
