@@ -173,12 +173,17 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
 /// It yields to the scheduler, so the run queue is never empty and the runtime submits and
 /// reaps completions on every turn instead of blocking in `io_uring_enter`. But monoio
 /// advances its timer wheel and takes cross-thread wake-ups (the control channel) only
-/// when it parks; so once per timer tick the task waits on a timer due in the current
-/// tick instead: the runtime then parks with a zero timeout — it reaps completions, fires
-/// due timers, takes wake-ups, and does not sleep.
+/// when it parks. So each turn the task first waits on a timer already one tick (1 ms)
+/// past due: while the wheel is current such a timer fires at once and the task just
+/// yields; once a tick has gone by without a park it is registered, the run queue empties,
+/// and the runtime parks — with a zero timeout, since a timer is due: it reaps
+/// completions, fires due timers and takes wake-ups without sleeping. (A timer due *now*
+/// would not do: deadlines round up to the next tick, and the park would sleep until it.)
 async fn spin() {
+    let tick = std::time::Duration::from_millis(1);
     loop {
-        monoio::time::sleep_until(monoio::time::Instant::now()).await;
+        let now = monoio::time::Instant::now();
+        monoio::time::sleep_until(now.checked_sub(tick).unwrap_or(now)).await;
         YieldNow(false).await;
     }
 }
