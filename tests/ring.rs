@@ -1,5 +1,7 @@
 //! Every io_uring setup, and the busy-poll mode, serve the same traffic: small requests,
-//! pipelining, and multi-megabyte bodies both ways (splice and copy paths).
+//! pipelining, and multi-megabyte bodies both ways (splice and copy paths); and their
+//! timers fire and cross-thread wake-ups arrive (an idle connection is closed, a reload
+//! reaches the worker) — what a worker that never sleeps could miss.
 
 mod common;
 
@@ -8,12 +10,10 @@ use common::router::{demo_backend, fnv_hex, Router};
 
 fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
     let b = demo_backend("zone_1");
-    let r = Router::start_with_workers(
-        &format!(
-            "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[health]\nenabled = false\n"
-        ),
-        workers_extra,
+    let config = format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[health]\nenabled = false\n[timeouts]\nclient_idle_ms = 200\n"
     );
+    let mut r = Router::start_with_workers(&config, workers_extra);
     if common::router::test_driver() != "epoll" {
         // The kernel took the setup asked for (no silent fallback to a plain ring).
         assert_eq!(r.drivers(), vec![format!("IoUring({expect_setup})")]);
@@ -47,6 +47,18 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
     let resp =
         c.roundtrip(b"GET /dl?resp_bytes=3000000 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
     assert_eq!(resp.body.len(), 3_000_000, "{workers_extra}");
+    // A timer: the idle keep-alive connection is closed cleanly.
+    c.expect_fin();
+    // A cross-thread wake-up: the reload returns once the worker has the new table, and a
+    // new route (the default partition's servers moved to a second backend) is used.
+    let b2 = demo_backend("zone_2");
+    r.reload(&config.replace(
+        &format!("servers = [\"{b}\"]"),
+        &format!("servers = [\"{b2}\"]"),
+    ));
+    let resp = Client::connect(r.addr)
+        .roundtrip(b"GET /after HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    assert_eq!(resp.zone(), "zone_2", "{workers_extra}");
 }
 
 #[test]

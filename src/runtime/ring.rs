@@ -103,9 +103,9 @@ pub fn run<F, Fut>(
     Fut: Future<Output = ()>,
 {
     let busy_poll = spec.busy_poll;
-    let main = move || async move {
+    let main = move |uring: bool| async move {
         if busy_poll {
-            monoio::spawn(spin());
+            monoio::spawn(spin(uring));
         }
         main().await
     };
@@ -113,7 +113,7 @@ pub fn run<F, Fut>(
         match build_uring(&spec) {
             Ok((mut rt, setup)) => {
                 let _ = ready.send(Ok(ActiveDriver::IoUring(setup)));
-                rt.block_on(main());
+                rt.block_on(main(true));
                 return;
             }
             Err(e) if spec.driver == DriverChoice::IoUring => {
@@ -133,7 +133,7 @@ pub fn run<F, Fut>(
     {
         Ok(mut rt) => {
             let _ = ready.send(Ok(ActiveDriver::Epoll));
-            rt.block_on(main());
+            rt.block_on(main(false));
         }
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -170,16 +170,39 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
 
 /// The busy-poll task: keeps the runtime from sleeping.
 ///
-/// It yields to the scheduler, so the run queue is never empty and the runtime submits and
-/// reaps completions on every turn instead of blocking in `io_uring_enter`. But monoio
-/// advances its timer wheel and takes cross-thread wake-ups (the control channel) only
-/// when it parks. So each turn the task first waits on a timer already one tick (1 ms)
-/// past due: while the wheel is current such a timer fires at once and the task just
-/// yields; once a tick has gone by without a park it is registered, the run queue empties,
-/// and the runtime parks — with a zero timeout, since a timer is due: it reaps
-/// completions, fires due timers and takes wake-ups without sleeping. (A timer due *now*
-/// would not do: deadlines round up to the next tick, and the park would sleep until it.)
-async fn spin() {
+/// monoio reaps completions, advances its timer wheel and takes cross-thread wake-ups
+/// when it parks, and it parks only when its run queue is empty. So on io_uring the task
+/// keeps one read of `/dev/zero` in flight instead of yielding: the run queue empties,
+/// the runtime parks, and the park's `io_uring_enter` (GETEVENTS, wait for one) submits
+/// the read, which completes at once — so the park returns at once, having reaped every
+/// completion the kernel posted, and the task issues the next read. One kernel entry per
+/// turn of the loop and no sleep. (Yielding does not do it there: with a non-empty run
+/// queue monoio only submits, and the completion queue is read at the next park.)
+///
+/// On epoll a turn with a non-empty run queue polls with a zero timeout, so the task
+/// yields; but the timer wheel advances only in a park, so once per timer tick it waits
+/// on a timer a tick past due: the run queue empties and the runtime parks with a zero
+/// timeout, firing due timers. (A timer due *now* would not do: deadlines round up to the
+/// next tick, and the park would sleep until it.)
+async fn spin(uring: bool) {
+    if uring {
+        match std::fs::File::open("/dev/zero").and_then(monoio::fs::File::from_std) {
+            Ok(zero) => {
+                let mut buf = vec![0u8; 1];
+                loop {
+                    let (res, back) = zero.read_at(buf, 0).await;
+                    buf = back;
+                    if let Err(e) = res {
+                        tracing::warn!(error = %e, "busy-poll read of /dev/zero failed; yielding instead");
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "busy-poll cannot open /dev/zero; yielding instead")
+            }
+        }
+    }
     let tick = std::time::Duration::from_millis(1);
     loop {
         let now = monoio::time::Instant::now();
