@@ -71,16 +71,9 @@ fn every_ring_setup_and_busy_poll_serve_the_same_traffic() {
     ];
     for (ring, setup) in setups {
         for busy_poll in [false, true] {
-            // A busy-polling worker needs completions at every kernel entry, which
-            // defer_taskrun does not give: it runs on coop_taskrun instead.
-            let expect = if busy_poll && ring == "defer_taskrun" {
-                "CoopTaskrun"
-            } else {
-                setup
-            };
             serves_the_same_traffic(
                 &format!("ring = \"{ring}\"\nbusy_poll = {busy_poll}"),
-                expect,
+                setup,
             );
         }
     }

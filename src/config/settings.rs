@@ -71,16 +71,6 @@ impl RingSetup {
             Self::Sqpoll => "sqpoll",
         }
     }
-
-    /// The setup a worker uses: a busy-polling worker needs completions produced at its
-    /// every kernel entry, which `defer_taskrun` does not do.
-    pub fn effective(self, busy_poll: bool) -> Self {
-        if busy_poll && self == Self::DeferTaskrun {
-            Self::CoopTaskrun
-        } else {
-            self
-        }
-    }
 }
 
 /// Worker threads.

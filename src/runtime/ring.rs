@@ -8,8 +8,7 @@
 //!   interrupts the worker — or runs at the exit of any syscall it makes. Measured the
 //!   cheapest per request on this project's bench (see README, Performance).
 //! - `coop_taskrun`: `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`: no
-//!   interrupting IPIs; task work runs at the worker's next kernel entry. The setup a
-//!   busy-polling worker needs (it enters the kernel on every spin).
+//!   interrupting IPIs; task work runs at the worker's next kernel entry.
 //! - `plain`: no flags (what monoio does by default).
 //! - `sqpoll`: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`), pinned
 //!   to the worker's core when it is pinned. Costs that thread's CPU.
@@ -18,10 +17,11 @@
 //! then to epoll (with `driver = "auto"`), and says so once.
 //!
 //! # Busy poll
-//! A busy-polling worker never sleeps: a task that always yields keeps the run queue
-//! non-empty, so the runtime submits and reaps completions in a loop instead of waiting in
-//! `io_uring_enter`. The worker's core runs at 100 % whatever the load; in exchange no
-//! request waits for a vCPU wake-up. For dedicated cores only.
+//! A busy-polling worker never sleeps: every turn of its loop asks the kernel for
+//! completions without waiting (see [`spin`]), on any ring setup — each such entry asks
+//! for completions, so `defer_taskrun` produces them too. The worker's core runs at 100 %
+//! whatever the load; in exchange no request waits for a vCPU wake-up. For dedicated
+//! cores only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -150,7 +150,7 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
             "io_uring not supported by this kernel",
         ));
     }
-    let want = spec.ring.effective(spec.busy_poll);
+    let want = spec.ring;
     let build = |setup: RingSetup| {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(spec.entries)
