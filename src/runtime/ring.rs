@@ -186,28 +186,34 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
 /// next tick, and the park would sleep until it.)
 async fn spin(uring: bool) {
     if uring {
-        match std::fs::File::open("/dev/zero").and_then(monoio::fs::File::from_std) {
-            Ok(zero) => {
-                let mut buf = vec![0u8; 1];
-                loop {
-                    let (res, back) = zero.read_at(buf, 0).await;
-                    buf = back;
-                    if let Err(e) = res {
-                        tracing::warn!(error = %e, "busy-poll read of /dev/zero failed; yielding instead");
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "busy-poll cannot open /dev/zero; yielding instead")
-            }
-        }
+        return spin_uring().await;
     }
     let tick = std::time::Duration::from_millis(1);
     loop {
         let now = monoio::time::Instant::now();
         monoio::time::sleep_until(now.checked_sub(tick).unwrap_or(now)).await;
         YieldNow(false).await;
+    }
+}
+
+/// The io_uring spinner: a read of `/dev/zero` always in flight. If it cannot be kept,
+/// the worker goes back to sleeping when idle (yielding would not reap completions).
+async fn spin_uring() {
+    let zero = match std::fs::File::open("/dev/zero").and_then(monoio::fs::File::from_std) {
+        Ok(zero) => zero,
+        Err(e) => {
+            tracing::warn!(error = %e, "busy-poll cannot open /dev/zero; this worker sleeps when idle");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 1];
+    loop {
+        let (res, back) = zero.read_at(buf, 0).await;
+        buf = back;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "busy-poll read of /dev/zero failed; this worker sleeps when idle");
+            return;
+        }
     }
 }
 
