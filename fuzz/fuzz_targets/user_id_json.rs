@@ -32,7 +32,8 @@ use std::cell::RefCell;
 use std::fmt;
 
 use libfuzzer_sys::fuzz_target;
-use ringgate::route::extract::{ExtractRules, JsonScanner};
+use ringgate::route::extract::ExtractRules;
+use ringgate::route::json::JsonScanner;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 

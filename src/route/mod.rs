@@ -2,5 +2,6 @@
 //! class and server (`router`).
 
 pub mod extract;
+pub mod json;
 pub mod partition;
 pub mod router;
