@@ -11,9 +11,9 @@
 //!   and 32 partitions (its cost grows with the partition count; a ring with binary
 //!   search would not, but would move more users on a change: see `route::partition`).
 //! - `decision/*`: everything ringgate does to a request before it touches an upstream,
-//!   as `runtime::conn` does it: scan + parse the head, user id from headers → query →
-//!   JSON body, classify, partition, pick a server. `command_load_200B_json` is the SPEC
-//!   §7 goal case (head + 200-byte JSON body, user id only in the body; goal ≤ 500 ns);
+//!   as the exchange does it: scan + parse the head, user id from headers → query →
+//!   JSON body, classify, partition, pick a server. `command_load_200B_json` is the
+//!   budget case (head + 200-byte JSON body, user id only in the body; goal ≤ 500 ns);
 //!   the others are an SDK-style Command (11 header fields + the same body) and the two
 //!   Query forms `ringgate-load` sends. `command_load_200B_json_simd_json_tape` is the
 //!   goal case with the body scanned as ringgate did before its single-pass scanner

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/bench.sh — ringgate side by side with the direct path, a byte-relay floor, nginx,
-# HAProxy and optionally Pingora and another ringgate build (SPEC §6), showing where each
+# HAProxy and optionally Pingora and another ringgate build, showing where each
 # one's time goes.
 #
 # One command from a fresh clone: builds the release binaries and the relay, installs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/soak.sh — memory and file descriptors stay flat over a million requests (SPEC §7).
+# scripts/soak.sh — memory and file descriptors stay flat over a million requests.
 #
 # Starts the two demo backends (CPU 1) and one ringgate worker (CPU 0), then runs
 # SOAK_REQUESTS (default 1,000,000) measured requests open loop at SOAK_RATE (10,000 req/s,

@@ -1,4 +1,4 @@
-//! Bad input over real sockets (SPEC §4): each case gets its status, the connection is
+//! Bad input over real sockets: each case gets its status, the connection is
 //! closed when framing is in doubt, and not one byte reaches the backend.
 
 mod common;

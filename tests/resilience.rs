@@ -1,4 +1,4 @@
-//! Resilience over real sockets (SPEC §3): a backend killed under load, backends that never
+//! Resilience over real sockets: a backend killed under load, backends that never
 //! answer or reset mid-response, recovery after `rise` probes, half-open probing, shedding
 //! order, bounded retries, and a graceful drain of the real binary on SIGTERM.
 

@@ -1,4 +1,4 @@
-//! Response-side framing (SPEC §4, RFC 9112 §6.3): upstreams that answer with conflicting
+//! Response-side framing (RFC 9112 §6.3): upstreams that answer with conflicting
 //! lengths, duplicate `Content-Length`, bad chunk framing, extra bytes after the body, a
 //! response before the request body was read, a 101 to a plain request, or a close in
 //! the middle of a body.

@@ -1,4 +1,4 @@
-//! Slow clients (slowloris, SPEC §4): many connections trickling a request head one byte
+//! Slow clients (slowloris): many connections trickling a request head one byte
 //! at a time cost a bounded amount of memory each, are cut by the header timeout
 //! (measured from their first byte, so trickling does not extend it), and do not delay
 //! other clients.

@@ -1,4 +1,4 @@
-//! Request smuggling corpus (SPEC §4; RFC 9112 §2–§7): a table of malicious or ambiguous
+//! Request smuggling corpus (RFC 9112 §2–§7): a table of malicious or ambiguous
 //! requests, each sent over a real socket to a router in front of an independent
 //! *recording* backend, with the outcome it must have and why.
 //!

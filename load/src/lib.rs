@@ -1,4 +1,4 @@
-//! `ringgate-load`: the project's own HTTP/1.1 load generator (SPEC §6).
+//! `ringgate-load`: the project's own HTTP/1.1 load generator.
 //!
 //! It drives a target with a mix of Commands (`POST` + JSON body carrying `user_id`) and
 //! Queries (`GET` with `X-User-Id` or `?user_id=`), either **open-loop** at a fixed rate with

@@ -4,7 +4,7 @@
 //! that `config` depends on nothing in `route` (the data path reads config, never the other
 //! way round).
 
-/// Default user id header fields, in priority order (SPEC §1).
+/// Default user id header fields, in priority order.
 pub const DEFAULT_HEADERS: &[&str] = &["X-User-Id", "X-Trader-Id"];
 /// Default user id query parameters, in priority order.
 pub const DEFAULT_QUERY_KEYS: &[&str] = &["user_id", "userId"];

@@ -296,14 +296,14 @@ const FORBIDDEN_TRAILER_FIELDS: &[&[u8]] = &[
     b"keep-alive",
     b"proxy-connection",
     b"upgrade",
-    // Fields the edge owns (SPEC §8): a trailer must not re-introduce what the head
+    // Fields the edge owns: a trailer must not re-introduce what the head
     // rewrite drops or sets.
     b"forwarded",
     b"x-forwarded-for",
     b"x-forwarded-host",
     b"x-forwarded-proto",
     b"x-real-ip",
-    // The SPEC's default user-id fields (SPEC §1): a backend reading the user from a
+    // The default user-id fields: a backend reading the user from a
     // merged trailer could act for another user than the one ringgate routed.
     b"x-user-id",
     b"x-trader-id",

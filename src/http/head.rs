@@ -3,7 +3,7 @@
 //!
 //! Field lines are copied by range from the buffer they arrived in; nothing is
 //! re-serialised, so whatever the client sent (case, spacing, order) reaches the backend
-//! unchanged (SPEC §1 "Forwarding").
+//! unchanged.
 
 use super::field::{field_line, HeaderField};
 use super::parse::RequestHead;

@@ -1,4 +1,4 @@
-//! Request head parsing and framing rules (RFC 9112 §2–§7, SPEC §4).
+//! Request head parsing and framing rules (RFC 9112 §2–§7).
 //!
 //! [`parse_request`] runs once per request, on a head whose end [`super::scan::HeadScanner`]
 //! already found. It uses `httparse` for the syntax, then records *offsets* (never copies)
@@ -79,7 +79,7 @@ impl Method {
         }
     }
 
-    /// True unless the method is GET, HEAD or OPTIONS (SPEC §1). Unknown methods count
+    /// True unless the method is GET, HEAD or OPTIONS. Unknown methods count
     /// as writes: a write is never retried, which is the safe default.
     pub fn is_write(&self) -> bool {
         !matches!(self, Method::Get | Method::Head | Method::Options)

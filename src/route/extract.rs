@@ -1,4 +1,4 @@
-//! Finding the `user_id` of a request (SPEC §1), cheapest source first:
+//! Finding the `user_id` of a request, cheapest source first:
 //!
 //! 1. header fields (`X-User-Id`, then `X-Trader-Id`, configurable);
 //! 2. query parameters (`user_id`, then `userId`), percent-decoded;

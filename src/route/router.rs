@@ -1,4 +1,4 @@
-//! The routing table: class → partition → server (SPEC §1).
+//! The routing table: class → partition → server.
 //!
 //! [`RoutingTable`] is immutable and built off the data path by the control plane, once
 //! per config version; every worker gets an `Arc` of it. What a worker mutates while

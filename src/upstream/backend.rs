@@ -2,7 +2,7 @@
 //!
 //! A [`Backend`] is one upstream address. Its health lives in atomics that the health
 //! checker and the circuit breaker write and every worker reads with a plain load on the
-//! request path (SPEC §1: cross-core state is read with atomic loads, each on its own
+//! request path (cross-core state is read with atomic loads, each on its own
 //! cache line). The [`BackendRegistry`] keeps one `Backend` per address across config
 //! reloads, so health, drain state and counters survive a reload.
 
