@@ -68,16 +68,21 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Poll the config file once a second; reload when its contents change.
-fn spawn_config_watcher(server: SharedServer, path: PathBuf) {
+/// Poll the config file once a second; reload when its contents differ from those the
+/// running config was loaded from (`loaded`: their hash, taken before the router started,
+/// so a change made as soon as it listens is not missed).
+fn spawn_config_watcher(server: SharedServer, path: PathBuf, loaded: u64) {
     let spawned = std::thread::Builder::new()
         .name("ringgate-watch".into())
         .spawn(move || {
-            let mut last = std::fs::read(&path).ok();
+            let mut last = loaded;
             loop {
                 std::thread::sleep(Duration::from_secs(1));
-                let now = std::fs::read(&path).ok();
-                if now.is_none() || now == last {
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let now = ringgate::hash::fnv1a64(&bytes);
+                if now == last {
                     continue;
                 }
                 last = now;
@@ -129,6 +134,7 @@ fn main() -> ExitCode {
         }
     }
     let admin_addr = config.admin;
+    let loaded_hash = config.source.hash;
     let server = match Server::start(config) {
         Ok(mut s) => {
             if cli.demo_tls.is_some() {
@@ -162,7 +168,7 @@ fn main() -> ExitCode {
         drivers.first().copied().unwrap_or("none")
     ));
     if cli.watch {
-        spawn_config_watcher(server.clone(), cli.config.clone());
+        spawn_config_watcher(server.clone(), cli.config.clone(), loaded_hash);
     }
     let admin_label = admin.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(listen = %listen_addr, admin = %admin_label, workers = drivers.len(), "ringgate ready");
