@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{Ending, Reply, Request, ScriptedBackend};
 use common::client::{get, request, Client, Failure};
-use common::router::{demo_backend, fnv_hex, Router, RouterProcess};
+use common::router::{demo_backend, exchange_large_bodies, Router, RouterProcess};
 use common::wait_until;
 
 /// What the backends of the kill test answer: their name as a zone, after 1 ms of work
@@ -454,18 +454,7 @@ fn the_epoll_driver_serves_the_same_traffic() {
         );
         assert_eq!(resp.json_field("path").unwrap(), format!("/e/{i}"));
     }
-    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-    let mut raw = format!(
-        "POST /big HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    let resp = c.roundtrip(&raw);
-    assert_eq!(resp.json_field("body_fnv64").unwrap(), fnv_hex(&body));
-    let resp =
-        c.roundtrip(b"GET /dl?resp_bytes=3000000 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
-    assert_eq!(resp.body.len(), 3_000_000);
+    exchange_large_bodies(&mut c);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use common::client::Client;
-use common::router::{demo_backend, fnv_hex, Router};
+use common::router::{demo_backend, exchange_large_bodies, Router};
 
 fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
     let b = demo_backend("zone_1");
@@ -33,20 +33,7 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
     c.send(b"GET /p/1 HTTP/1.1\r\nHost: t\r\n\r\nGET /p/2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.read_response().json_field("path").unwrap(), "/p/1");
     assert_eq!(c.read_response().json_field("path").unwrap(), "/p/2");
-    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-    let mut raw = format!(
-        "POST /big HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    assert_eq!(
-        c.roundtrip(&raw).json_field("body_fnv64").unwrap(),
-        fnv_hex(&body)
-    );
-    let resp =
-        c.roundtrip(b"GET /dl?resp_bytes=3000000 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
-    assert_eq!(resp.body.len(), 3_000_000, "{workers_extra}");
+    exchange_large_bodies(&mut c);
     // A timer: the idle keep-alive connection is closed cleanly.
     c.expect_fin();
     // A cross-thread wake-up: the reload returns once the worker has the new table, and a

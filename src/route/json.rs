@@ -182,8 +182,8 @@ impl<'a> Scan<'a> {
                 let is_id = if !is_escaped {
                     is_id_key(raw)
                 } else if raw.len() <= 6 * longest {
-                    // (Longer, it decodes to more than `longest` bytes: `\uXXXX` is the
-                    // densest escape.)
+                    // A longer raw key decodes to more than `longest` bytes, since no
+                    // escape packs more than six raw bytes into one (`\uXXXX`): skip it.
                     key.clear();
                     unescape_into(raw, key);
                     is_id_key(key)
