@@ -273,15 +273,8 @@ fn demo_tls(dir: &std::path::Path) -> Result<ringgate::config::ListenerTls, Stri
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     ringgate::tls::write_self_signed(&cert, &key)?;
-    let alpn = vec!["http/1.1".to_string()];
-    let server = ringgate::tls::server_config(&cert, &key, &[b"http/1.1".to_vec()])?;
     tracing::info!(cert = %cert.display(), "demo TLS: self-signed certificate for localhost and 127.0.0.1");
-    Ok(ringgate::config::ListenerTls {
-        cert,
-        key,
-        alpn,
-        server,
-    })
+    ringgate::config::ListenerTls::load(cert, key, vec!["http/1.1".to_string()])
 }
 
 /// io_uring rings need locked memory on kernels before 5.12; say so before it bites, and

@@ -27,6 +27,21 @@ pub struct ListenerTls {
     pub server: Arc<rustls::ServerConfig>,
 }
 
+impl ListenerTls {
+    /// Load the certificate chain and key and build the server configuration; the error
+    /// names the file and the reason.
+    pub fn load(cert: PathBuf, key: PathBuf, alpn: Vec<String>) -> Result<Self, String> {
+        let protocols: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let server = crate::tls::server_config(&cert, &key, &protocols)?;
+        Ok(Self {
+            cert,
+            key,
+            alpn,
+            server,
+        })
+    }
+}
+
 impl PartialEq for ListenerTls {
     fn eq(&self, other: &Self) -> bool {
         self.cert == other.cert && self.key == other.key && self.alpn == other.alpn
@@ -61,14 +76,8 @@ pub(crate) fn listener_tls_from(
     let t = section?;
     let cert = resolve_beside(config_path, t.cert.get_ref());
     let key = resolve_beside(config_path, t.key.get_ref());
-    let alpn: Vec<Vec<u8>> = t.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    match crate::tls::server_config(&cert, &key, &alpn) {
-        Ok(server) => Some(ListenerTls {
-            cert,
-            key,
-            alpn: t.alpn.clone(),
-            server,
-        }),
+    match ListenerTls::load(cert, key, t.alpn.clone()) {
+        Ok(tls) => Some(tls),
         Err(why) => {
             errors.add(t.cert.span(), "listener.tls", why);
             None
