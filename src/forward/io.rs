@@ -27,6 +27,8 @@ use monoio::io::{
 };
 use monoio::BufResult;
 
+use super::timer::{self, Timer};
+
 /// How a timed I/O operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoFail {
@@ -101,12 +103,12 @@ async fn stoppable<T>(
     stop: &Stopper,
 ) -> (BufResult<usize, T>, bool) {
     let mut op = pin!(op);
-    let mut sleep = pin!(monoio::time::sleep(timeout));
+    let mut timer = Timer::after(timeout);
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = op.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
         }
-        if sleep.as_mut().poll(cx).is_ready() {
+        if timer.poll_elapsed(cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -133,7 +135,7 @@ pub async fn read_some<R: AsyncReadRent>(
     let end = buf.capacity().min(len.saturating_add(max));
     debug_assert!(end > len, "read_some needs spare capacity");
     let owned = std::mem::take(buf);
-    match monoio::time::timeout(timeout, r.read(owned.slice_mut(len..end))).await {
+    match timer::timeout(timeout, r.read(owned.slice_mut(len..end))).await {
         Ok((res, slice)) => {
             *buf = slice.into_inner();
             Ok(res?)
@@ -176,7 +178,7 @@ pub async fn write_range<W: AsyncWriteRent>(
     let mut pos = start;
     while pos < end {
         let owned = std::mem::take(buf);
-        match monoio::time::timeout(timeout, w.write(owned.slice(pos..end))).await {
+        match timer::timeout(timeout, w.write(owned.slice(pos..end))).await {
             Ok((res, slice)) => {
                 *buf = slice.into_inner();
                 match res {
@@ -234,7 +236,7 @@ pub async fn write_static<W: AsyncWriteRent>(
 ) -> Result<(), IoFail> {
     let mut pos = 0;
     while pos < bytes.len() {
-        match monoio::time::timeout(timeout, w.write(&bytes[pos..])).await {
+        match timer::timeout(timeout, w.write(&bytes[pos..])).await {
             Ok((Ok(0), _)) => return Err(IoFail::Closed),
             Ok((Ok(n), _)) => pos += n,
             Ok((Err(e), _)) => return Err(e.into()),

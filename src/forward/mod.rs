@@ -5,4 +5,5 @@ pub mod io;
 pub mod relay;
 pub mod splice;
 pub mod stream;
+pub mod timer;
 pub mod tunnel;

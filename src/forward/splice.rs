@@ -11,6 +11,7 @@ use monoio::net::unix::new_pipe;
 use monoio::net::Pipe;
 
 use super::io::IoFail;
+use super::timer;
 
 /// Bytes moved per splice call (the default pipe capacity).
 pub const PIPE_CHUNK: u32 = 64 * 1024;
@@ -51,9 +52,7 @@ pub async fn splice_exact(
     while len > 0 {
         let want = len.min(u64::from(PIPE_CHUNK)) as u32;
         let got =
-            match monoio::time::timeout(read_timeout, src.splice_to_pipe(&mut pipe.write, want))
-                .await
-            {
+            match timer::timeout(read_timeout, src.splice_to_pipe(&mut pipe.write, want)).await {
                 Ok(Ok(0)) => return Err(SpliceFail::Source(IoFail::Closed)),
                 Ok(Ok(n)) => n,
                 Ok(Err(_)) => return Err(SpliceFail::Source(IoFail::Error)),
@@ -61,9 +60,7 @@ pub async fn splice_exact(
             };
         let mut left = got;
         while left > 0 {
-            match monoio::time::timeout(write_timeout, dst.splice_from_pipe(&mut pipe.read, left))
-                .await
-            {
+            match timer::timeout(write_timeout, dst.splice_from_pipe(&mut pipe.read, left)).await {
                 Ok(Ok(0)) => return Err(SpliceFail::Destination(IoFail::Closed)),
                 Ok(Ok(n)) => left -= n,
                 Ok(Err(_)) => return Err(SpliceFail::Destination(IoFail::Error)),

@@ -23,6 +23,7 @@ use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
 
 use super::io::write_range;
 use super::stream::{Reader, Writer};
+use super::timer::Timer;
 
 /// Both halves of one side of a tunnel.
 pub type Halves = (Reader, Writer);
@@ -121,7 +122,7 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
     let mut up_done: Option<Flow> = None;
     let mut down_done: Option<Flow> = None;
     let mut grace_until: Option<Instant> = None;
-    let mut timer = pin!(monoio::time::sleep(opts.idle));
+    let mut timer = Timer::after(opts.idle);
     loop {
         let woke_by_timer = poll_fn(|cx| {
             let mut progressed = false;
@@ -140,7 +141,7 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
             if progressed {
                 return Poll::Ready(false);
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.poll_elapsed(cx).is_ready() {
                 return Poll::Ready(true);
             }
             Poll::Pending
@@ -166,8 +167,6 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
         }
         let idle_at = active.get() + opts.idle;
         let due = grace_until.map_or(idle_at, |g| g.min(idle_at));
-        timer
-            .as_mut()
-            .reset(monoio::time::Instant::from_std(due.max(now)));
+        timer.reset(due.max(now));
     }
 }

@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
 use crate::forward::stream::{plain, Reader, Writer};
+use crate::forward::timer;
 use crate::forward::tunnel;
 use crate::http::parse::parse_request;
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
@@ -340,7 +341,7 @@ async fn read_idle(worker: &Worker, c: &mut Client, room: usize, s: &Settings) -
     let owned = std::mem::take(&mut c.buf);
     let read =
         c.rd.cancelable_read(owned.slice_mut(len..len + room), handle);
-    match monoio::time::timeout(s.client_idle_timeout, read).await {
+    match timer::timeout(s.client_idle_timeout, read).await {
         Ok((Ok(n), slice)) => {
             c.buf = slice.into_inner();
             Some(n)

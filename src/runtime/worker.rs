@@ -28,6 +28,7 @@ use crate::config::{DriverChoice, RetrySettings, RingSetup, Settings};
 use crate::error::ProxyError;
 use crate::forward::relay::RelayOptions;
 use crate::forward::splice::PipePair;
+use crate::forward::timer;
 use crate::metrics::{bump, SnapshotRequest, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
@@ -401,10 +402,11 @@ fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) 
         .open_connections
         .set(worker.open_connections.get() + 1);
     let w = worker.clone();
-    monoio::spawn(async move {
+    // The connection's timed I/O reuses the timers of its own pool.
+    monoio::spawn(timer::with_pool(async move {
         super::conn::serve(&w, stream, peer).await;
         w.open_connections.set(w.open_connections.get() - 1);
-    });
+    }));
 }
 
 /// Close pooled connections that have been idle too long, once a second.

@@ -21,6 +21,7 @@ use monoio::net::TcpStream;
 use crate::config::UpstreamTls;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::stream::{plain, Reader, Writer};
+use crate::forward::timer;
 
 /// Bytes reserved for an upstream connection's read buffer.
 pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
@@ -179,7 +180,7 @@ pub async fn connect(
     tls: Option<&UpstreamTls>,
 ) -> Result<UpstreamConn, ProxyError> {
     let started = std::time::Instant::now();
-    let stream = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+    let stream = match timer::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) | Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectFailed)),
     };

@@ -31,6 +31,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{send_range, write_all, IoFail, Stopper};
 use crate::forward::relay::{relay_body, BodyProgress, RelayFail, RelayOptions};
 use crate::forward::stream::{Reader, Writer};
+use crate::forward::timer::{self, Timer};
 use crate::http::chunked::ChunkError;
 use crate::http::head::{write_response_head, ConnectionField};
 use crate::http::response::{parse_response, ResponseHead};
@@ -178,7 +179,7 @@ pub async fn run(
         timeout: s.upstream_response_timeout,
         sent_at: None,
     };
-    let mut timer = pin!(monoio::time::sleep_until(clock.due(None).0));
+    let mut timer = Timer::at(clock.due(None).0);
     let mut sent: Option<Result<(), SendFail>> = None;
     loop {
         // The sender first: a request that went out whole in the same wake-up as the
@@ -197,7 +198,7 @@ pub async fn run(
                     return Poll::Ready(Event::Head(r));
                 }
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.poll_elapsed(cx).is_ready() {
                 return Poll::Ready(Event::Timer);
             }
             Poll::Pending
@@ -214,7 +215,8 @@ pub async fn run(
                     Err(f) => return Err(fail(f.into_error())),
                 }
                 sent = Some(r);
-                clock.sent_at = Some(Instant::now());
+                clock.sent_at = Some(timer::deadline_now());
+                timer.reset(clock.due(interim_at.get()).0);
             }
             Event::Head(result) => {
                 let mut whole = matches!(sent, Some(Ok(())));
@@ -236,13 +238,15 @@ pub async fn run(
                     }),
                 };
             }
-            Event::Timer => {}
+            // The due time may have moved (an interim response came): look again.
+            Event::Timer => {
+                let (due, kind) = clock.due(interim_at.get());
+                if Instant::now() >= due {
+                    return Err(fail(ProxyError::upstream(kind)));
+                }
+                timer.reset(due);
+            }
         }
-        let (due, kind) = clock.due(interim_at.get());
-        if monoio::time::Instant::now() >= due {
-            return Err(fail(ProxyError::upstream(kind)));
-        }
-        timer.as_mut().reset(due);
     }
 }
 
@@ -256,7 +260,7 @@ struct Clock {
 
 impl Clock {
     /// The next time to give up, and the error then.
-    fn due(&self, interim_at: Option<Instant>) -> (monoio::time::Instant, ErrorKind) {
+    fn due(&self, interim_at: Option<Instant>) -> (Instant, ErrorKind) {
         let since = match (self.sent_at, interim_at) {
             (Some(sent), Some(interim)) => Some(sent.max(interim)),
             (sent, _) => sent,
@@ -268,11 +272,11 @@ impl Clock {
             (Some(d), None) => (d, ErrorKind::DeadlineExceeded),
             // Neither yet: wake up in a day to look again.
             (None, None) => (
-                Instant::now() + Duration::from_secs(86_400),
+                timer::deadline_after(Duration::from_secs(86_400)),
                 ErrorKind::UpstreamTimeout,
             ),
         };
-        (monoio::time::Instant::from_std(at), kind)
+        (at, kind)
     }
 }
 
@@ -381,6 +385,6 @@ async fn read_response_head(
         }
         up_buf.drain(..len);
         scanner.reset();
-        interim_at.set(Some(Instant::now()));
+        interim_at.set(Some(timer::deadline_now()));
     }
 }

@@ -23,6 +23,7 @@ use super::request::{Body, Request};
 use crate::config::Settings;
 use crate::forward::io::write_all;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
+use crate::forward::timer;
 use crate::health::state::report;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
@@ -88,7 +89,7 @@ impl MirrorJob {
 
     /// Send it in a task of its own.
     fn launch(self) {
-        monoio::spawn(async move {
+        monoio::spawn(timer::with_pool(async move {
             let MirrorJob {
                 worker,
                 table,
@@ -102,7 +103,7 @@ impl MirrorJob {
             worker
                 .mirrors_in_flight
                 .set(worker.mirrors_in_flight.get() - 1);
-        });
+        }));
     }
 }
 
@@ -201,7 +202,7 @@ async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
         let end = up.buf.capacity();
         let owned = std::mem::take(&mut up.buf);
         let read = up.rd.read(owned.slice_mut(had..end));
-        match monoio::time::timeout(s.upstream_response_timeout, read).await {
+        match timer::timeout(s.upstream_response_timeout, read).await {
             Ok((Ok(n), slice)) if n > 0 => up.buf = slice.into_inner(),
             Ok((_, slice)) => {
                 up.buf = slice.into_inner();

@@ -1,0 +1,301 @@
+//! Timers for timed I/O, reused within a connection.
+//!
+//! Every read and write on the request path runs under a timeout. A fresh
+//! `monoio::time::Sleep` per operation costs a timer-wheel insert and remove, and its
+//! 512-byte, cache-aligned timer entry sits inline in every future that awaits one, so
+//! each nested call moves kilobytes. Here a connection task keeps a few boxed `Sleep`s in
+//! a [`TimerPool`] and each timed operation borrows one: the future holds a pointer, and
+//! re-arming a registered timer for a later deadline only updates it (the wheel moves it
+//! lazily when its old tick comes).
+//!
+//! A `Sleep` remembers the first waker that polled it until it fires, so a timer must
+//! only ever be polled by one task: the pool belongs to one task ([`with_pool`] wraps the
+//! task's future and makes the pool current while it is polled). Outside such a task
+//! (a mirror, a health check) [`Timer`] falls back to a `Sleep` of its own.
+//!
+//! Deadlines are taken from the coarse monotonic clock ([`coarse_now`]): reading it costs
+//! a few nanoseconds where the precise clock costs ~35 here, and a request arms several
+//! timeouts. A timeout then fires up to two clock ticks late, never early.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use monoio::time::Sleep;
+
+/// Most timers a pool keeps (more are dropped when returned).
+const POOL_MAX: usize = 8;
+
+/// A deadline far enough away to mean "not armed".
+const FAR: Duration = Duration::from_secs(86_400);
+
+/// The idle timers of one task.
+#[derive(Default)]
+pub struct TimerPool {
+    free: RefCell<Vec<Pin<Box<Sleep>>>>,
+}
+
+thread_local! {
+    /// The pool of the task being polled on this thread, if it has one.
+    static CURRENT: Cell<Option<Rc<TimerPool>>> = const { Cell::new(None) };
+}
+
+/// Run `fut` with a timer pool of its own: timed operations inside it reuse its timers.
+pub fn with_pool<F: Future>(fut: F) -> WithPool<F> {
+    WithPool {
+        fut,
+        pool: Rc::new(TimerPool::default()),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`with_pool`].
+    pub struct WithPool<F> {
+        #[pin]
+        fut: F,
+        pool: Rc<TimerPool>,
+    }
+}
+
+impl<F: Future> Future for WithPool<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let prev = CURRENT.replace(Some(this.pool.clone()));
+        let out = this.fut.poll(cx);
+        CURRENT.set(prev);
+        out
+    }
+}
+
+/// A timer borrowed from the current task's pool (or owned, outside a pooled task),
+/// given back when dropped.
+pub struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    pool: Option<Rc<TimerPool>>,
+}
+
+impl Timer {
+    /// A timer that fires at `deadline`.
+    pub fn at(deadline: Instant) -> Self {
+        let pool = CURRENT.take();
+        CURRENT.set(pool.clone());
+        let reused = pool.as_ref().and_then(|p| p.free.borrow_mut().pop());
+        let mut sleep = reused.unwrap_or_else(|| Box::pin(monoio::time::sleep(FAR)));
+        sleep
+            .as_mut()
+            .reset(monoio::time::Instant::from_std(deadline));
+        Timer {
+            sleep: Some(sleep),
+            pool,
+        }
+    }
+
+    /// A timer that fires `timeout` from now, or up to two clock ticks later (a timeout
+    /// too large to add never fires).
+    pub fn after(timeout: Duration) -> Self {
+        Self::at(deadline_after(timeout))
+    }
+
+    /// Fire at `deadline` instead.
+    pub fn reset(&mut self, deadline: Instant) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep
+                .as_mut()
+                .reset(monoio::time::Instant::from_std(deadline));
+        }
+    }
+
+    /// Whether the deadline has passed (registers the task to be woken when it does).
+    pub fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let (Some(sleep), Some(pool)) = (self.sleep.take(), self.pool.as_ref()) {
+            let mut free = pool.free.borrow_mut();
+            if free.len() < POOL_MAX {
+                free.push(sleep);
+            }
+        }
+    }
+}
+
+/// The coarse clock as an [`Instant`]: within one tick of `Instant::now()` either way.
+struct Coarse {
+    /// `Instant::now()` and the coarse clock, read together.
+    base: (Instant, Duration),
+    /// The coarse clock's resolution (one tick).
+    tick: Duration,
+}
+
+thread_local! {
+    static COARSE: Coarse = Coarse::new();
+}
+
+fn coarse_clock() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the current time into a live timespec; CLOCK_MONOTONIC_COARSE always
+    // exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl Coarse {
+    fn new() -> Self {
+        let mut res = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as in `coarse_clock`.
+        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+        Coarse {
+            base: (Instant::now(), coarse_clock()),
+            tick: Duration::new(res.tv_sec as u64, res.tv_nsec as u32),
+        }
+    }
+}
+
+/// Now, from the coarse monotonic clock: within one tick of `Instant::now()`. The coarse
+/// clock is the precise one as of the last tick, so both run on the same time base.
+pub fn coarse_now() -> Instant {
+    COARSE.with(|c| c.base.0 + coarse_clock().saturating_sub(c.base.1))
+}
+
+/// Now for deadlines: [`coarse_now`] plus one tick, so never earlier than
+/// `Instant::now()` (and at most two ticks later).
+pub fn deadline_now() -> Instant {
+    COARSE.with(|c| c.base.0 + coarse_clock().saturating_sub(c.base.1) + c.tick)
+}
+
+/// A deadline `timeout` from now that is never early (see [`deadline_now`]).
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = deadline_now();
+    now.checked_add(timeout).unwrap_or(now + FAR)
+}
+
+/// The deadline passed before the operation completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// Await `fut` for at most `timeout`.
+pub async fn timeout<F: Future>(timeout: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = Timer::after(timeout);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match timer.poll_elapsed(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    fn pooled(pool: &Rc<TimerPool>) -> usize {
+        pool.free.borrow().len()
+    }
+
+    #[test]
+    fn a_pooled_task_reuses_its_timers() {
+        runtime().block_on(async {
+            let task = with_pool(async {
+                let pool = CURRENT.take().unwrap();
+                CURRENT.set(Some(pool.clone()));
+                assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+                assert_eq!(pooled(&pool), 1, "the timer went back");
+                let first = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
+                assert_eq!(timeout(Duration::from_secs(5), async { 8 }).await, Ok(8));
+                let again = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
+                assert_eq!(first, again, "the same timer served both");
+                pool
+            });
+            let pool = task.await;
+            assert!(
+                CURRENT.take().is_none(),
+                "the pool is current only while polled"
+            );
+            assert_eq!(pooled(&pool), 1);
+        });
+    }
+
+    #[test]
+    fn a_reused_timer_fires_at_its_new_deadline() {
+        runtime().block_on(with_pool(async {
+            // Armed far away, returned, then reused for a short deadline: it must fire.
+            let _ = timeout(Duration::from_secs(60), async {}).await;
+            let started = Instant::now();
+            let never = std::future::pending::<()>();
+            assert_eq!(
+                timeout(Duration::from_millis(30), never).await,
+                Err(Elapsed)
+            );
+            assert!(started.elapsed() >= Duration::from_millis(29));
+            // And one that fired is armed again when reused.
+            let started = Instant::now();
+            let never = std::future::pending::<()>();
+            assert_eq!(
+                timeout(Duration::from_millis(20), never).await,
+                Err(Elapsed)
+            );
+            assert!(started.elapsed() >= Duration::from_millis(19));
+        }));
+    }
+
+    #[test]
+    fn the_coarse_clock_stays_within_a_tick() {
+        let tick = COARSE.with(|c| c.tick);
+        assert!(
+            tick > Duration::ZERO && tick <= Duration::from_millis(10),
+            "{tick:?}"
+        );
+        for _ in 0..1000 {
+            let before = Instant::now();
+            let coarse = coarse_now();
+            let after = Instant::now();
+            assert!(coarse + tick >= before, "more than a tick behind");
+            assert!(coarse <= after + tick, "more than a tick ahead");
+            assert!(
+                deadline_after(Duration::ZERO) >= before,
+                "a deadline is never early"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_pool_a_timer_is_its_own() {
+        runtime().block_on(async {
+            let never = std::future::pending::<()>();
+            assert_eq!(
+                timeout(Duration::from_millis(10), never).await,
+                Err(Elapsed)
+            );
+            assert_eq!(timeout(Duration::from_secs(1), async { 1 }).await, Ok(1));
+        });
+    }
+}
