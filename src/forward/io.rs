@@ -16,7 +16,7 @@
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -96,13 +96,13 @@ impl Stopper {
 }
 
 /// Await `op` for at most `timeout`; past it, fire `stop` and await the cancelled
-/// operation so its buffer comes back. `None` in the flag means it timed out.
-async fn stoppable<T>(
-    op: impl Future<Output = BufResult<usize, T>>,
+/// operation so its buffer comes back. The flag says whether it timed out. (The caller
+/// pins the operation: taken by value, it would be held twice in this future.)
+async fn stoppable<T, F: Future<Output = BufResult<usize, T>>>(
+    mut op: Pin<&mut F>,
     timeout: Duration,
     stop: &Stopper,
 ) -> (BufResult<usize, T>, bool) {
-    let mut op = pin!(op);
     let mut timer = Timer::after(timeout);
     let first = poll_fn(|cx| {
         if let Poll::Ready(r) = op.as_mut().poll(cx) {
@@ -156,7 +156,7 @@ pub async fn read_some_stoppable<R: CancelableAsyncReadRent>(
     let end = buf.capacity().min(len.saturating_add(max));
     debug_assert!(end > len, "read_some needs spare capacity");
     let owned = std::mem::take(buf);
-    let op = r.cancelable_read(owned.slice_mut(len..end), stop.handle());
+    let op = pin!(r.cancelable_read(owned.slice_mut(len..end), stop.handle()));
     let ((res, slice), timed_out) = stoppable(op, timeout, stop).await;
     *buf = slice.into_inner();
     match res {
@@ -205,7 +205,7 @@ pub async fn send_range<W: CancelableAsyncWriteRent>(
     let mut pos = start;
     while pos < end {
         let owned = std::mem::take(buf);
-        let op = w.cancelable_write(owned.slice(pos..end), stop.handle());
+        let op = pin!(w.cancelable_write(owned.slice(pos..end), stop.handle()));
         let ((res, slice), timed_out) = stoppable(op, timeout, stop).await;
         *buf = slice.into_inner();
         match res {

@@ -190,20 +190,41 @@ pub fn deadline_after(timeout: Duration) -> Instant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed;
 
-/// Await `fut` for at most `timeout`.
-pub async fn timeout<F: Future>(timeout: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let mut timer = Timer::after(timeout);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+/// Await `fut` for at most `timeout` (the timer is taken when first polled).
+pub fn timeout<F: Future>(timeout: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        timeout,
+        timer: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`timeout`]: the operation and a pointer-sized timer (an
+    /// `async fn` would hold the operation twice, as argument and as pinned local).
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        timeout: Duration,
+        timer: Option<Timer>,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
+        let timeout = *this.timeout;
+        let timer = this.timer.get_or_insert_with(|| Timer::after(timeout));
         match timer.poll_elapsed(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
@@ -221,16 +242,36 @@ mod tests {
         pool.free.borrow().len()
     }
 
+    /// Ready on the second poll (it wakes itself on the first): an operation in flight.
+    async fn in_flight<T>(value: T) -> T {
+        let mut pending = true;
+        std::future::poll_fn(|cx| {
+            if std::mem::take(&mut pending) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        })
+        .await;
+        value
+    }
+
     #[test]
     fn a_pooled_task_reuses_its_timers() {
         runtime().block_on(async {
             let task = with_pool(async {
                 let pool = CURRENT.take().unwrap();
                 CURRENT.set(Some(pool.clone()));
-                assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+                assert_eq!(timeout(Duration::from_secs(5), async { 6 }).await, Ok(6));
+                assert_eq!(
+                    pooled(&pool),
+                    0,
+                    "an operation ready at once needs no timer"
+                );
+                assert_eq!(timeout(Duration::from_secs(5), in_flight(7)).await, Ok(7));
                 assert_eq!(pooled(&pool), 1, "the timer went back");
                 let first = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
-                assert_eq!(timeout(Duration::from_secs(5), async { 8 }).await, Ok(8));
+                assert_eq!(timeout(Duration::from_secs(5), in_flight(8)).await, Ok(8));
                 let again = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
                 assert_eq!(first, again, "the same timer served both");
                 pool
@@ -248,7 +289,7 @@ mod tests {
     fn a_reused_timer_fires_at_its_new_deadline() {
         runtime().block_on(with_pool(async {
             // Armed far away, returned, then reused for a short deadline: it must fire.
-            let _ = timeout(Duration::from_secs(60), async {}).await;
+            let _ = timeout(Duration::from_secs(60), in_flight(())).await;
             let started = Instant::now();
             let never = std::future::pending::<()>();
             assert_eq!(
