@@ -218,6 +218,14 @@ fn a_partition_reached_over_tls_with_pooled_connections() {
     let seen = tls_backend.seen.lock().unwrap();
     assert_eq!(seen.len(), 6);
     assert!(seen[5].ends_with(body.as_bytes()));
+    // One upstream TLS connection served all six: pooled, and found live on each checkout
+    // (the server's session tickets were read with the first answer, not left unread).
+    assert_eq!(
+        tls_backend
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     // An upstream whose certificate does not verify is not used: 502.
     drop(seen);
     let other = TestCert::new("upstream-other");

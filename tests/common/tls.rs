@@ -158,10 +158,11 @@ impl TlsClient {
 }
 
 /// A TLS upstream: answers every request `200` with its path as the body, and records
-/// each request's raw bytes.
+/// each request's raw bytes and how many connections it accepted.
 pub struct TlsBackend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TlsBackend {
@@ -170,15 +171,21 @@ impl TlsBackend {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, a) = (seen.clone(), accepted.clone());
         std::thread::spawn(move || {
             for tcp in l.incoming() {
                 let Ok(tcp) = tcp else { return };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (config, seen) = (config.clone(), s.clone());
                 std::thread::spawn(move || serve(tcp, config, &seen));
             }
         });
-        TlsBackend { addr, seen }
+        TlsBackend {
+            addr,
+            seen,
+            accepted,
+        }
     }
 }
 
