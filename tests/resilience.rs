@@ -394,7 +394,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let b = ScriptedBackend::start(|req| {
         let reply = Reply::ok(req.target());
         if req.path() == "/slow" {
-            reply.delayed(Duration::from_millis(700))
+            reply.delayed(Duration::from_millis(1500))
         } else {
             reply
         }
@@ -425,6 +425,10 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     b.wait_for_requests(2);
     p.signal(libc::SIGTERM);
     idle.expect_fin(); // the drain closes the idle keep-alive connection
+    assert!(
+        !in_flight.is_finished(),
+        "the idle connection was closed at once, not after the in-flight request"
+    );
     wait_until(
         "new connections are refused while draining",
         Duration::from_secs(2),

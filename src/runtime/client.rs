@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 
 use monoio::net::TcpStream;
 
@@ -43,18 +44,22 @@ pub struct Client {
     /// Stops the request sender's operations (client body reads, upstream writes) when an
     /// upstream answers before the whole request was sent.
     pub stop: Stopper,
+    /// The socket (a drain shuts its reading side to wake an idle read).
+    pub fd: RawFd,
 }
 
 impl Client {
     /// State for a freshly accepted plain TCP connection.
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
         let (rd, wr) = plain(stream);
-        Self::with_halves(rd, wr, peer)
+        Self::with_halves(rd, wr, fd, peer)
     }
 
-    /// State for a connection whose halves are ready (after a TLS handshake).
-    pub fn with_halves(rd: Reader, wr: Writer, peer: SocketAddr) -> Self {
+    /// State for a connection whose halves (over socket `fd`) are ready (after a TLS
+    /// handshake).
+    pub fn with_halves(rd: Reader, wr: Writer, fd: RawFd, peer: SocketAddr) -> Self {
         let mut forwarded_for = Vec::with_capacity(48);
         let _ = write!(forwarded_for, "X-Forwarded-For: {}\r\n", peer.ip());
         Self {
@@ -70,6 +75,7 @@ impl Client {
             forwarded_for,
             request_line: Vec::new(),
             stop: Stopper::new(),
+            fd,
         }
     }
 }

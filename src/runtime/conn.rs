@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::client::{Client, CLIENT_BUFFER_BYTES};
@@ -109,6 +109,7 @@ async fn handshake(
     config: std::sync::Arc<rustls::ServerConfig>,
 ) -> Option<Client> {
     let _ = stream.set_nodelay(true);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let timeout = worker.table().table.settings.tls_handshake_timeout;
     match crate::tls::accept(stream, config, timeout).await {
         Ok((rd, wr)) => {
@@ -123,6 +124,7 @@ async fn handshake(
             Some(Client::with_halves(
                 Reader::ServerTls(rd),
                 Writer::ServerTls(wr),
+                fd,
                 peer,
             ))
         }
@@ -331,16 +333,16 @@ async fn read_head(
 }
 
 /// Wait for the first bytes of the next request: bounded by the idle timeout, and woken
-/// by a drain. `None`: the connection should end quietly.
+/// by a drain (which shuts the socket's reading side: the read ends with EOF). `None`:
+/// the connection should end quietly.
 async fn read_idle(worker: &Worker, c: &mut Client, room: usize, s: &Settings) -> Option<usize> {
     if worker.is_draining() {
         return None;
     }
-    let handle = worker.idle_cancel_handle();
+    let _idle = worker.idle_reads.enter(c.fd);
     let len = c.buf.len();
     let owned = std::mem::take(&mut c.buf);
-    let read =
-        c.rd.cancelable_read(owned.slice_mut(len..len + room), handle);
+    let read = c.rd.read(owned.slice_mut(len..len + room));
     match timer::timeout(s.client_idle_timeout, read).await {
         Ok((Ok(n), slice)) => {
             c.buf = slice.into_inner();

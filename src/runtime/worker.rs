@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -135,7 +136,8 @@ pub struct Worker {
     /// Connections being refused at the bound (answered 503, closing).
     refusing: Cell<usize>,
     is_draining: Cell<bool>,
-    idle_canceller: RefCell<Canceller>,
+    /// Connections waiting for their next request, woken by a drain.
+    pub idle_reads: IdleReads,
     /// Fired at the drain deadline: ends tunnels.
     tunnel_canceller: RefCell<Canceller>,
     /// This worker's counters and histograms.
@@ -182,7 +184,7 @@ impl Worker {
             max_connections,
             refusing: Cell::new(0),
             is_draining: Cell::new(false),
-            idle_canceller: RefCell::new(Canceller::new()),
+            idle_reads: IdleReads::default(),
             tunnel_canceller: RefCell::new(Canceller::new()),
         }
     }
@@ -219,11 +221,6 @@ impl Worker {
     /// A handle that ends tunnels at the drain deadline.
     pub fn tunnel_stop_handle(&self) -> CancelHandle {
         self.tunnel_canceller.borrow().handle()
-    }
-
-    /// A handle that a drain uses to wake reads waiting between requests.
-    pub fn idle_cancel_handle(&self) -> CancelHandle {
-        self.idle_canceller.borrow().handle()
     }
 
     /// Scan a buffered body (raw, chunked when `is_chunked`) for the user id.
@@ -343,8 +340,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
     accept_stop.cancel();
     accepting.await;
     // Wake connections waiting for their next request; they see the drain and close.
-    let c = worker.idle_canceller.replace(Canceller::new());
-    c.cancel();
+    worker.idle_reads.wake_all();
     while worker.open_connections.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -418,5 +414,56 @@ async fn sweep_pools(worker: Rc<Worker>) {
         }
         let idle = worker.table.borrow().table.settings.pool_idle_timeout;
         worker.pools.borrow_mut().sweep(Instant::now(), idle);
+    }
+}
+
+/// The sockets of connections waiting for their next request (a slot each, reused).
+///
+/// A drain wakes them by shutting each socket's reading side: the pending read ends with
+/// EOF and the connection closes quietly. Cheaper on every request than a cancellable
+/// read, whose registration hashes into a set (monoio's cancel bookkeeping).
+#[derive(Default)]
+pub struct IdleReads {
+    slots: RefCell<Vec<RawFd>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl IdleReads {
+    /// Register `fd` until the guard is dropped.
+    pub fn enter(&self, fd: RawFd) -> IdleRead<'_> {
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => {
+                self.slots.borrow_mut()[slot] = fd;
+                slot
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(fd);
+                slots.len() - 1
+            }
+        };
+        IdleRead { reads: self, slot }
+    }
+
+    /// Shut the reading side of every registered socket.
+    pub fn wake_all(&self) {
+        for &fd in self.slots.borrow().iter().filter(|&&fd| fd >= 0) {
+            // SAFETY: a registered fd belongs to a connection whose read is pending on this
+            // thread (the guard unregisters it before the connection can close it).
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+    }
+}
+
+/// A registration in [`IdleReads`].
+pub struct IdleRead<'a> {
+    reads: &'a IdleReads,
+    slot: usize,
+}
+
+impl Drop for IdleRead<'_> {
+    fn drop(&mut self) {
+        self.reads.slots.borrow_mut()[self.slot] = -1;
+        self.reads.free.borrow_mut().push(self.slot);
     }
 }
