@@ -179,7 +179,9 @@ pub async fn run(
         timeout: s.upstream_response_timeout,
         sent_at: None,
     };
-    let mut timer = Timer::at(clock.due(None).0);
+    // Armed once there is something to wait for: the request's deadline, or the response
+    // timeout once the request is out.
+    let mut timer = deadline.map(|_| Timer::at(clock.due(None).0));
     let mut sent: Option<Result<(), SendFail>> = None;
     loop {
         // The sender first: a request that went out whole in the same wake-up as the
@@ -198,7 +200,10 @@ pub async fn run(
                     return Poll::Ready(Event::Head(r));
                 }
             }
-            if timer.poll_elapsed(cx).is_ready() {
+            if timer
+                .as_mut()
+                .is_some_and(|t| t.poll_elapsed(cx).is_ready())
+            {
                 return Poll::Ready(Event::Timer);
             }
             Poll::Pending
@@ -216,7 +221,11 @@ pub async fn run(
                 }
                 sent = Some(r);
                 clock.sent_at = Some(timer::deadline_now());
-                timer.reset(clock.due(interim_at.get()).0);
+                let due = clock.due(interim_at.get()).0;
+                match timer.as_mut() {
+                    Some(t) => t.reset(due),
+                    None => timer = Some(Timer::at(due)),
+                }
             }
             Event::Head(result) => {
                 let mut whole = matches!(sent, Some(Ok(())));
@@ -244,7 +253,9 @@ pub async fn run(
                 if Instant::now() >= due {
                     return Err(fail(ProxyError::upstream(kind)));
                 }
-                timer.reset(due);
+                if let Some(t) = timer.as_mut() {
+                    t.reset(due);
+                }
             }
         }
     }
