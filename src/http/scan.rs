@@ -279,7 +279,7 @@ mod tests {
         }
     }
 
-    /// The scanner as it was before the word-at-a-time pass (memchr2 over every CR and
+    /// The scanner as it was before the block-at-a-time pass (memchr2 over every CR and
     /// LF): the reference the fast one must agree with.
     fn reference(
         scanned: &mut usize,
