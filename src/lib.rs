@@ -53,3 +53,23 @@ pub mod runtime;
 pub mod tls;
 pub mod upstream;
 pub mod users;
+
+/// Runtimes for the unit tests that drive sockets and timers.
+#[cfg(test)]
+pub(crate) mod test_runtime {
+    /// An epoll runtime with timers.
+    pub fn epoll() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+    }
+
+    /// An io_uring runtime with timers, if the kernel gives one.
+    pub fn uring() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .ok()
+    }
+}

@@ -254,20 +254,7 @@ mod tests {
     use monoio::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-    }
-
-    fn uring_runtime() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .ok()
-    }
+    use crate::test_runtime::{epoll as runtime, uring as uring_runtime};
 
     /// A connected pair: (client stream, accepted stream).
     async fn pair() -> (TcpStream, TcpStream) {

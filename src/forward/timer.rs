@@ -142,42 +142,44 @@ thread_local! {
     static COARSE: Coarse = Coarse::new();
 }
 
-fn coarse_clock() -> Duration {
+/// `CLOCK_MONOTONIC_COARSE` read by `clock_gettime` (the time) or `clock_getres` (its
+/// resolution).
+fn coarse_clock(
+    read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: writes the current time into a live timespec; CLOCK_MONOTONIC_COARSE always
-    // exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    // SAFETY: both functions only write into the live timespec; the clock always exists
+    // on Linux.
+    unsafe { read(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 impl Coarse {
     fn new() -> Self {
-        let mut res = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: as in `coarse_clock`.
-        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
         Coarse {
-            base: (Instant::now(), coarse_clock()),
-            tick: Duration::new(res.tv_sec as u64, res.tv_nsec as u32),
+            base: (Instant::now(), coarse_clock(libc::clock_gettime)),
+            tick: coarse_clock(libc::clock_getres),
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.base.0 + coarse_clock(libc::clock_gettime).saturating_sub(self.base.1)
     }
 }
 
 /// Now, from the coarse monotonic clock: within one tick of `Instant::now()`. The coarse
 /// clock is the precise one as of the last tick, so both run on the same time base.
 pub fn coarse_now() -> Instant {
-    COARSE.with(|c| c.base.0 + coarse_clock().saturating_sub(c.base.1))
+    COARSE.with(Coarse::now)
 }
 
 /// Now for deadlines: [`coarse_now`] plus one tick, so never earlier than
 /// `Instant::now()` (and at most two ticks later).
 pub fn deadline_now() -> Instant {
-    COARSE.with(|c| c.base.0 + coarse_clock().saturating_sub(c.base.1) + c.tick)
+    COARSE.with(|c| c.now() + c.tick)
 }
 
 /// A deadline `timeout` from now that is never early (see [`deadline_now`]).
@@ -230,13 +232,7 @@ impl<F: Future> Future for Timeout<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-    }
+    use crate::test_runtime::epoll as runtime;
 
     fn pooled(pool: &Rc<TimerPool>) -> usize {
         pool.free.borrow().len()

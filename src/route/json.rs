@@ -182,8 +182,9 @@ impl<'a> Scan<'a> {
                 let is_id = if !is_escaped {
                     is_id_key(raw)
                 } else if raw.len() <= 6 * longest {
-                    // A longer raw key decodes to more than `longest` bytes, since no
-                    // escape packs more than six raw bytes into one (`\uXXXX`): skip it.
+                    // Decoded, a raw key is at least a sixth of its length (`\uXXXX`, six
+                    // raw bytes, is the longest escape of one byte), so a longer one cannot
+                    // be a configured key and is not decoded (the `else` below).
                     key.clear();
                     unescape_into(raw, key);
                     is_id_key(key)

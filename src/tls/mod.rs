@@ -171,19 +171,12 @@ mod tests {
 
     #[test]
     fn both_ends_on_epoll() {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(both_ends_are_ours(scratch("epoll")));
+        crate::test_runtime::epoll().block_on(both_ends_are_ours(scratch("epoll")));
     }
 
     #[test]
     fn both_ends_on_io_uring() {
-        let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-        else {
+        let Some(mut rt) = crate::test_runtime::uring() else {
             eprintln!("io_uring unavailable: covered by the epoll test only");
             return;
         };
