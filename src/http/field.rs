@@ -376,9 +376,8 @@ pub fn parse_host_port(value: &[u8]) -> Option<HostPort<'_>> {
         }
         (literal, rest)
     } else {
-        let end = memchr::memchr(b':', value).unwrap_or(value.len());
-        let (name, rest) = value.split_at(end);
-        if !is_reg_name_or_ipv4(name) {
+        let (name, rest) = value.split_at(reg_name_len(value)?);
+        if ends_in_a_number(name) && !is_ipv4_dotted_quad(name) {
             return None;
         }
         (name, rest)
@@ -412,38 +411,50 @@ fn is_ipv6_literal(literal: &[u8]) -> bool {
             .is_some()
 }
 
-fn is_reg_name_or_ipv4(name: &[u8]) -> bool {
-    if name.is_empty() {
-        return false;
-    }
+/// Bytes of a reg-name other than its pct-encodings: unreserved, and sub-delims without
+/// `,` (RFC 3986 §3.2.2). A table, as the host check runs on every request.
+static REG_NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
     let mut i = 0;
-    while i < name.len() {
-        match name[i] {
-            b'%' => {
-                if !(name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-                {
-                    return false;
-                }
-                i += 3;
-                continue;
-            }
-            b if b.is_ascii_alphanumeric() => {}
-            // unreserved, then sub-delims without ','.
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'=' => {}
-            _ => return false,
-        }
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' // unreserved
+                    | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'='
+            );
         i += 1;
     }
-    !ends_in_a_number(name) || is_ipv4_dotted_quad(name)
+    table
+};
+
+/// The length of the non-empty reg-name `value` starts with, up to a `:` or its end, or
+/// `None` if a byte on the way is not a reg-name's.
+fn reg_name_len(value: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if REG_NAME_BYTE[usize::from(b)] {
+            i += 1;
+        } else if b == b'%'
+            && value.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && value.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        {
+            i += 3;
+        } else if b == b':' {
+            break;
+        } else {
+            return None;
+        }
+    }
+    (i > 0).then_some(i)
 }
 
 /// WHATWG URL Standard "ends in a number": the last label (after one trailing dot) is all
 /// digits, or `0x`/`0X` followed by hex digits.
 fn ends_in_a_number(name: &[u8]) -> bool {
     let name = name.strip_suffix(b".").unwrap_or(name);
-    let last = match memchr::memrchr(b'.', name) {
+    let last = match name.iter().rposition(|&b| b == b'.') {
         Some(i) => &name[i + 1..],
         None => name,
     };
