@@ -4,9 +4,13 @@
 //! `monoio::time::Sleep` per operation costs a timer-wheel insert and remove, and its
 //! 512-byte, cache-aligned timer entry sits inline in every future that awaits one, so
 //! each nested call moves kilobytes. Here a connection task keeps a few boxed `Sleep`s in
-//! a [`TimerPool`] and each timed operation borrows one: the future holds a pointer, and
-//! re-arming a registered timer for a later deadline only updates it (the wheel moves it
-//! lazily when its old tick comes).
+//! a [`TimerPool`] and each timed operation borrows one: the future holds a pointer.
+//!
+//! A borrowed timer is not re-armed when it is already armed no later than the new
+//! deadline, which is the rule when operations follow each other with the same timeout:
+//! it fires early, then, and [`Timer::poll_elapsed`] arms it again for the real deadline
+//! instead of reporting it. So a busy connection re-arms a timer about once per timeout,
+//! not once per operation.
 //!
 //! A `Sleep` remembers the first waker that polled it until it fires, so a timer must
 //! only ever be polled by one task: the pool belongs to one task ([`with_pool`] wraps the
@@ -35,7 +39,22 @@ const FAR: Duration = Duration::from_secs(86_400);
 /// The idle timers of one task.
 #[derive(Default)]
 pub struct TimerPool {
-    free: RefCell<Vec<Pin<Box<Sleep>>>>,
+    free: RefCell<Vec<Armed>>,
+}
+
+/// A boxed `Sleep` and the deadline it is armed for.
+struct Armed {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Armed {
+    fn arm(&mut self, at: Instant) {
+        self.sleep
+            .as_mut()
+            .reset(monoio::time::Instant::from_std(at));
+        self.at = at;
+    }
 }
 
 thread_local! {
@@ -75,7 +94,8 @@ impl<F: Future> Future for WithPool<F> {
 /// A timer borrowed from the current task's pool (or owned, outside a pooled task),
 /// given back when dropped.
 pub struct Timer {
-    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Armed>,
+    deadline: Instant,
     pool: Option<Rc<TimerPool>>,
 }
 
@@ -85,12 +105,25 @@ impl Timer {
         let pool = CURRENT.take();
         CURRENT.set(pool.clone());
         let reused = pool.as_ref().and_then(|p| p.free.borrow_mut().pop());
-        let mut sleep = reused.unwrap_or_else(|| Box::pin(monoio::time::sleep(FAR)));
-        sleep
-            .as_mut()
-            .reset(monoio::time::Instant::from_std(deadline));
+        let armed = match reused {
+            Some(mut armed) => {
+                if armed.at > deadline {
+                    armed.arm(deadline);
+                }
+                armed
+            }
+            None => {
+                let mut armed = Armed {
+                    sleep: Box::pin(monoio::time::sleep(FAR)),
+                    at: deadline,
+                };
+                armed.arm(deadline);
+                armed
+            }
+        };
         Timer {
-            sleep: Some(sleep),
+            armed: Some(armed),
+            deadline,
             pool,
         }
     }
@@ -103,28 +136,37 @@ impl Timer {
 
     /// Fire at `deadline` instead.
     pub fn reset(&mut self, deadline: Instant) {
-        if let Some(sleep) = self.sleep.as_mut() {
-            sleep
-                .as_mut()
-                .reset(monoio::time::Instant::from_std(deadline));
+        self.deadline = deadline;
+        if let Some(armed) = self.armed.as_mut().filter(|a| a.at > deadline) {
+            armed.arm(deadline);
         }
     }
 
     /// Whether the deadline has passed (registers the task to be woken when it does).
     pub fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.sleep.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Ready(()),
+        let Some(armed) = self.armed.as_mut() else {
+            return Poll::Ready(());
+        };
+        loop {
+            if armed.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if armed.at >= self.deadline {
+                return Poll::Ready(());
+            }
+            // Armed earlier than the deadline (see the module docs): arm it for the
+            // deadline and look again.
+            armed.arm(self.deadline);
         }
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        if let (Some(sleep), Some(pool)) = (self.sleep.take(), self.pool.as_ref()) {
+        if let (Some(armed), Some(pool)) = (self.armed.take(), self.pool.as_ref()) {
             let mut free = pool.free.borrow_mut();
             if free.len() < POOL_MAX {
-                free.push(sleep);
+                free.push(armed);
             }
         }
     }
@@ -266,9 +308,9 @@ mod tests {
                 );
                 assert_eq!(timeout(Duration::from_secs(5), in_flight(7)).await, Ok(7));
                 assert_eq!(pooled(&pool), 1, "the timer went back");
-                let first = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
+                let first = pool.free.borrow()[0].sleep.as_ref().get_ref() as *const Sleep;
                 assert_eq!(timeout(Duration::from_secs(5), in_flight(8)).await, Ok(8));
-                let again = pool.free.borrow()[0].as_ref().get_ref() as *const Sleep;
+                let again = pool.free.borrow()[0].sleep.as_ref().get_ref() as *const Sleep;
                 assert_eq!(first, again, "the same timer served both");
                 pool
             });
@@ -301,6 +343,25 @@ mod tests {
                 Err(Elapsed)
             );
             assert!(started.elapsed() >= Duration::from_millis(19));
+        }));
+    }
+
+    #[test]
+    fn a_timer_armed_before_its_deadline_does_not_fire_early() {
+        runtime().block_on(with_pool(async {
+            // Returned armed for ~20 ms from now; reused (not re-armed) for 80 ms.
+            let _ = timeout(Duration::from_millis(20), in_flight(())).await;
+            let started = Instant::now();
+            let never = std::future::pending::<()>();
+            assert_eq!(
+                timeout(Duration::from_millis(80), never).await,
+                Err(Elapsed)
+            );
+            assert!(
+                started.elapsed() >= Duration::from_millis(79),
+                "fired after {:?}",
+                started.elapsed()
+            );
         }));
     }
 
