@@ -10,6 +10,15 @@
 #   relay          scripts/bench/relay.c: one thread, epoll, one backend connection per client
 #                  connection, bytes copied both ways with read/write, no HTTP work — the
 #                  floor of CPU every proxy on kernel sockets pays,
+#   relay-uring    (BENCH_RELAY_URING=1) scripts/bench/relay-uring.c --mode plain: the same relay
+#                  on one io_uring (SINGLE_ISSUER|DEFER_TASKRUN, one io_uring_submit_and_wait per
+#                  loop turn), one recv per direction at a time into its buffer, then a send,
+#   relay-pf       (BENCH_RELAY_URING=1) the same --mode pollfirst: plain with
+#                  IORING_RECVSEND_POLL_FIRST on every recv (no recv attempt that fails first),
+#   relay-ms       (BENCH_RELAY_URING=1) the same --mode multishot: registered (fixed) sockets,
+#                  one multishot recv per socket from a provided-buffer ring, sends from those
+#                  buffers; with relay-uring, what io_uring's features save next to the epoll
+#                  floor (built with liburing, liburing-dev installed from Debian if missing),
 #   ringgate       one worker,
 #   ringgate-base  (BENCH_BASELINE=/path/to/ringgate) that binary, same config: an A/B of
 #                  two builds in one run,
@@ -93,6 +102,8 @@
 #                                                 (e.g. BENCH_BASELINE=target/release/ringgate
 #                                                 BENCH_BASELINE_ARGS="--ring plain": A/B of a
 #                                                 setting on the same build)
+#   BENCH_RELAY_URING=1                           add the relay-uring, relay-pf and relay-ms paths (io_uring
+#                                                 relays; not in the TLS cells)
 #   BENCH_PINGORA=1                               add the pingora path (builds it if needed;
 #                                                 not in the TLS cells)
 #   BENCH_PINGORA_DIR (~/.cache/ringgate-bench/pingora)  where Pingora is built
@@ -146,12 +157,15 @@ WRK_LOAD_CPU=${BENCH_WRK_LOAD_CPU:-0}
 BASELINE=${BENCH_BASELINE:-}
 PINGORA=${BENCH_PINGORA:-0}
 PINGORA_DIR=${BENCH_PINGORA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ringgate-bench/pingora}
+RELAY_URING=${BENCH_RELAY_URING:-0}
 
-PATHS=(direct relay ringgate)
+PATHS=(direct relay)
+[[ $RELAY_URING == 1 ]] && PATHS+=(relay-uring relay-pf relay-ms)
+PATHS+=(ringgate)
 [[ -n $BASELINE ]] && PATHS+=(ringgate-base)
 PATHS+=(nginx haproxy)
 [[ $PINGORA == 1 ]] && PATHS+=(pingora)
-# The TLS cells: the proxies that terminate TLS (no direct, relay or Pingora).
+# The TLS cells: the proxies that terminate TLS (no direct, relays or Pingora).
 TLS_PATHS=(ringgate)
 [[ -n $BASELINE ]] && TLS_PATHS+=(ringgate-base)
 TLS_PATHS+=(nginx haproxy)
@@ -210,6 +224,17 @@ build_pingora() {
     PINGORA_BIN=$PINGORA_DIR/target/release/pingora-peer
 }
 
+# Install liburing-dev (the header and library relay-uring.c is built with) if the compiler
+# does not find liburing, the way ensure_commands installs a missing command's package.
+ensure_liburing() {
+    echo '#include <liburing.h>' | cc -E -x c - >/dev/null 2>&1 && return 0
+    [[ $(id -u) == 0 ]] || die "need root to apt-get install liburing-dev"
+    log "apt-get install liburing-dev"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends liburing-dev \
+        >/dev/null || die "apt-get install liburing-dev failed"
+}
+
 setup() {
     build_release
     ensure_commands nginx:nginx haproxy:haproxy jq:jq taskset:util-linux wrk:wrk cc:gcc
@@ -217,6 +242,13 @@ setup() {
     log "cc -O2 scripts/bench/relay.c"
     cc -O2 -Wall -o "$WORK/relay" "$BENCH_DIR/relay.c" || die "relay.c did not compile"
     RELAY_BIN=$WORK/relay
+    if [[ $RELAY_URING == 1 ]]; then
+        ensure_liburing
+        log "cc -O2 scripts/bench/relay-uring.c -luring"
+        cc -O2 -Wall -o "$WORK/relay-uring" "$BENCH_DIR/relay-uring.c" -luring ||
+            die "relay-uring.c did not compile"
+        RELAY_URING_BIN=$WORK/relay-uring
+    fi
     if [[ -n $BASELINE ]]; then
         [[ -x $BASELINE ]] || die "BENCH_BASELINE=$BASELINE is not an executable"
     fi
@@ -242,8 +274,9 @@ setup() {
 # Start the given paths of one layout:
 #   start_paths TAG PORT0 PROXY_CPU BACKEND_1 BACKEND_2 SCHEME PATH...
 # SCHEME http: the cleartext peer configs; https: their TLS variants (benches/peers/*-tls.*,
-# with the run's certificate and suite: scripts/bench/tls.sh). Listeners on PORT0 + 0..5;
-# configs and logs in $WORK/TAG-*. Sets LAYOUT_PATHS, PORT_OF and PID_OF.
+# with the run's certificate and suite: scripts/bench/tls.sh). Listeners on PORT0 + 0..8
+# (relay-uring, relay-ms and relay-pf on 6, 7 and 8 are never in the TLS layout, whose
+# backends are there); configs and logs in $WORK/TAG-*. Sets LAYOUT_PATHS, PORT_OF and PID_OF.
 start_paths() {
     local tag=$1 port0=$2 cpu=$3 b1=$4 b2=$5 scheme=$6 path port tls=""
     shift 6
@@ -260,12 +293,22 @@ start_paths() {
         relay) port=$((port0 + 3)) ;;
         ringgate-base) port=$((port0 + 4)) ;;
         pingora) port=$((port0 + 5)) ;;
+        relay-uring) port=$((port0 + 6)) ;;
+        relay-ms) port=$((port0 + 7)) ;;
+        relay-pf) port=$((port0 + 8)) ;;
         esac
         PORT_OF[$path]=$port
         case $path in
         relay)
             start_bg "$WORK/$tag-relay.log" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$RELAY_BIN" \
                 "$port" "$b1" "$b2"
+            ;;
+        relay-uring | relay-pf | relay-ms)
+            local relay_mode=plain
+            [[ $path == relay-pf ]] && relay_mode=pollfirst
+            [[ $path == relay-ms ]] && relay_mode=multishot
+            start_bg "$WORK/$tag-$path.log" "${RUN_PREFIX[@]}" taskset -c "$cpu" "$RELAY_URING_BIN" \
+                --mode "$relay_mode" "$port" "$b1" "$b2"
             ;;
         ringgate | ringgate-base)
             fill_template "$REPO_ROOT/benches/peers/ringgate$tls.toml.in" "$WORK/$tag-$path.toml" \
@@ -534,6 +577,13 @@ describe_run() {
         echo "- Paths: direct = the load sent straight to a backend; relay = scripts/bench/relay.c, a"
         echo "  one-thread epoll byte copier (one backend connection per client connection, read/write,"
         echo "  no HTTP work): the floor of any proxy on kernel sockets. Every proxy: 1 worker/thread."
+        if [[ $RELAY_URING == 1 ]]; then
+            echo "  relay-uring / relay-pf / relay-ms = scripts/bench/relay-uring.c, the same relay on one"
+            echo "  io_uring (SINGLE_ISSUER|DEFER_TASKRUN, one io_uring_submit_and_wait per loop turn): --mode"
+            echo "  plain, one recv per direction at a time into its buffer, then a send / --mode pollfirst, the"
+            echo "  same with IORING_RECVSEND_POLL_FIRST on every recv / --mode multishot, registered sockets, one"
+            echo "  multishot recv per socket from a provided-buffer ring, sends from those buffers."
+        fi
         echo "  Every benchmarked process runs at $nice."
     else
         echo "- Every proxy: 1 worker/thread. Every benchmarked process runs at $nice."
