@@ -13,7 +13,8 @@
 # counted. The backend is nginx `return 200` (benches/peers/nginx-backend.conf.in's role).
 #
 # Usage: scripts/instructions.sh BINARY [BINARY ...]     (N=4000 C=4 by default)
-# KEEP=DIR keeps each build's callgrind output as DIR/<n>-<binary name>.cg, for
+# KEEP=DIR keeps each build's callgrind output as DIR/<n>-<binary name>.cg (n counting the
+# builds of this run; an earlier run's files are overwritten), for
 # `callgrind_annotate --inclusive=yes`.
 # Needs valgrind and nginx (installed with apt-get if missing). ~35 s per build.
 set -euo pipefail
@@ -50,6 +51,7 @@ NGX
 nginx -c "$W/nginx.conf" &
 NGINX_PID=$!
 
+kept=0
 for bin in "$@"; do
     port=$(free_port)
     cat >"$W/rg.toml" <<TOML
@@ -82,8 +84,8 @@ TOML
     ir=$(grep -hE "^summary:" "$W"/cg.out.* | head -1 | awk '{print $2}')
     if [[ -n ${KEEP:-} ]]; then
         mkdir -p "$KEEP"
-        n=$((${n:-0} + 1))
-        cp "$(ls "$W"/cg.out.* | head -1)" "$KEEP/$n-$(basename "$bin").cg"
+        kept=$((kept + 1))
+        cp "$(ls "$W"/cg.out.* | head -1)" "$KEEP/$kept-$(basename "$bin").cg"
     fi
     printf '%-40s %12d instructions  %8d per request\n' "$bin" "$ir" $((ir / N))
 done

@@ -346,11 +346,20 @@ mod tests {
         }));
     }
 
+    /// The `Sleep` the pool would lend next.
+    fn next_lent() -> *const Sleep {
+        let pool = CURRENT.take().unwrap();
+        CURRENT.set(Some(pool.clone()));
+        let free = pool.free.borrow();
+        free.last().unwrap().sleep.as_ref().get_ref() as *const Sleep
+    }
+
     #[test]
     fn a_timer_armed_before_its_deadline_does_not_fire_early() {
         runtime().block_on(with_pool(async {
             // Returned armed for ~20 ms from now; reused (not re-armed) for 80 ms.
             let _ = timeout(Duration::from_millis(20), in_flight(())).await;
+            let lent = next_lent();
             let started = Instant::now();
             let never = std::future::pending::<()>();
             assert_eq!(
@@ -361,6 +370,37 @@ mod tests {
                 started.elapsed() >= Duration::from_millis(79),
                 "fired after {:?}",
                 started.elapsed()
+            );
+            assert_eq!(
+                next_lent(),
+                lent,
+                "the early-armed timer was the one reused"
+            );
+        }));
+    }
+
+    #[test]
+    fn a_reset_timer_fires_at_its_new_deadline() {
+        runtime().block_on(with_pool(async {
+            async fn wait(timer: &mut Timer) {
+                std::future::poll_fn(|cx| timer.poll_elapsed(cx)).await
+            }
+            // Fired, then moved later (an interim answer restarting the response timeout).
+            let started = Instant::now();
+            let mut timer = Timer::after(Duration::from_millis(10));
+            wait(&mut timer).await;
+            timer.reset(deadline_after(Duration::from_millis(40)));
+            wait(&mut timer).await;
+            assert!(started.elapsed() >= Duration::from_millis(49));
+            // Armed far away, then moved earlier.
+            let started = Instant::now();
+            let mut timer = Timer::after(Duration::from_secs(60));
+            timer.reset(deadline_after(Duration::from_millis(20)));
+            wait(&mut timer).await;
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(19) && took < Duration::from_secs(5),
+                "{took:?}"
             );
         }));
     }
