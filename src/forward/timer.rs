@@ -230,6 +230,14 @@ pub fn deadline_after(timeout: Duration) -> Instant {
     now.checked_add(timeout).unwrap_or(now + FAR)
 }
 
+/// Wait for `duration` on a timer from the task's pool: a pointer in the awaiting future
+/// where `monoio::time::sleep` puts a 640-byte, 128-byte-aligned `Sleep`, which makes every
+/// future around it that large and that aligned (connection tasks included).
+pub async fn sleep(duration: Duration) {
+    let mut timer = Timer::after(duration);
+    std::future::poll_fn(|cx| timer.poll_elapsed(cx)).await
+}
+
 /// The deadline passed before the operation completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed;

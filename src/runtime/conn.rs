@@ -111,7 +111,9 @@ async fn handshake(
     let _ = stream.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let timeout = worker.table().table.settings.tls_handshake_timeout;
-    match crate::tls::accept(stream, config, timeout).await {
+    // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in every
+    // connection task, TLS or not.
+    match Box::pin(crate::tls::accept(stream, config, timeout)).await {
         Ok((rd, wr)) => {
             let info = rd.info();
             tracing::debug!(

@@ -190,7 +190,11 @@ pub async fn connect(
         None => plain(stream),
         Some(t) => {
             let left = timeout.saturating_sub(started.elapsed());
-            match crate::tls::connect(stream, t.client.clone(), t.server_name.clone(), left).await {
+            // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in
+            // every request's exchange future.
+            let handshake =
+                crate::tls::connect(stream, t.client.clone(), t.server_name.clone(), left);
+            match Box::pin(handshake).await {
                 Ok((rd, wr)) => (Reader::ClientTls(rd), Writer::ClientTls(wr)),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");

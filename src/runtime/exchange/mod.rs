@@ -36,6 +36,7 @@ pub use answer::{reason_phrase, respond_error};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::forward::io::write_static;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
+use crate::forward::timer;
 use crate::health::state::{report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
@@ -277,7 +278,7 @@ async fn send(
                     return Err(upstream_failure(ErrorKind::DeadlineExceeded, consumed));
                 }
                 if !backoff.is_zero() {
-                    monoio::time::sleep(backoff).await;
+                    timer::sleep(backoff).await;
                 }
                 bump(&worker.metrics.retries, 1);
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::request::Request;
 use crate::error::{ErrorKind, ProxyError};
+use crate::forward::timer;
 use crate::route::router::{Class, WorkerTable};
 use crate::runtime::client::Client;
 use crate::runtime::worker::Worker;
@@ -70,7 +71,7 @@ pub async fn enter_in_flight<'w>(
             worker.metrics.users.migration_refused();
             return Err(ProxyError::internal(ErrorKind::MigrationWait));
         }
-        monoio::time::sleep(pause.min(max.saturating_sub(started.elapsed()))).await;
+        timer::sleep(pause.min(max.saturating_sub(started.elapsed()))).await;
         pause = (pause * 2).min(MAX_PAUSE);
         if let Ok(guard) = table.try_enter(&c.user, partition) {
             worker
