@@ -182,9 +182,9 @@ impl<'a> Scan<'a> {
                 let is_id = if !is_escaped {
                     is_id_key(raw)
                 } else if raw.len() <= 6 * longest {
-                    // Decoded, a raw key is at least a sixth of its length (`\uXXXX`, six
-                    // raw bytes, is the longest escape of one byte), so a longer one cannot
-                    // be a configured key and is not decoded (the `else` below).
+                    // A key decodes to at least a sixth of its raw length (`\uXXXX`, six
+                    // raw bytes, is the longest escape of one byte): only a raw key this
+                    // short can decode to a configured one.
                     key.clear();
                     unescape_into(raw, key);
                     is_id_key(key)
