@@ -62,8 +62,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "relay-common.h"
+
 #define BUF_BYTES 16384
-#define MAX_BACKENDS 16
 #define RING_ENTRIES 4096 /* SQ entries (the CQ has twice as many) */
 #define BUF_COUNT 256     /* provided buffers of the multishot mode (a power of two) */
 #define BUF_GROUP 0
@@ -115,11 +116,6 @@ static int buf_next[BUF_COUNT];
 static int buffers_returned; /* some went back to the ring during this loop turn */
 static struct half *starved; /* halves waiting for buffers to re-arm their recv */
 static int *free_slots, free_slot_count; /* pair slots of the fixed-file table */
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
 
 static void die_with(const char *what, int negative_errno) {
     errno = -negative_errno;
@@ -362,20 +358,6 @@ static void set_socket_options(int fd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static int connect_backend(unsigned short port) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
-    }
-    set_socket_options(fd);
-    return fd;
-}
-
 /* Relay between two connected sockets (blocking descriptors, as the listener's: io_uring
  * tries without waiting and then polls, so relay.c's O_NONBLOCK is not needed): a new pair
  * with its recvs armed. Multishot mode: the sockets also go into a free slot of the
@@ -475,27 +457,16 @@ int main(int argc, char **argv) {
             }
         arg = 3;
     }
-    if (!known || argc - arg < 2 || argc - arg - 1 > MAX_BACKENDS) {
+    unsigned short listen_port;
+    struct backends backends;
+    if (!known || parse_ports(argc, argv, arg, &listen_port, &backends) < 0) {
         fprintf(stderr, "usage: %s [--mode plain|pollfirst|multishot] LISTEN_PORT"
                         " BACKEND_PORT... (127.0.0.1)\n", argv[0]);
         return 2;
     }
-    unsigned short listen_port = (unsigned short)atoi(argv[arg]);
-    unsigned short backends[MAX_BACKENDS];
-    int backend_count = argc - arg - 1, next_backend = 0;
-    for (int i = 0; i < backend_count; i++)
-        backends[i] = (unsigned short)atoi(argv[arg + 1 + i]);
     signal(SIGPIPE, SIG_IGN);
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in la = {.sin_family = AF_INET, .sin_port = htons(listen_port)};
-    la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(lfd, (struct sockaddr *)&la, sizeof la) < 0)
-        die("bind");
-    if (listen(lfd, 4096) < 0)
-        die("listen");
+    int lfd = listen_loopback(listen_port, 0);
 
     struct io_uring_params params = {
         .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN};
@@ -534,12 +505,12 @@ int main(int argc, char **argv) {
             if (cqe->res < 0)
                 continue;
             int cfd = cqe->res;
-            int bfd = connect_backend(backends[next_backend]);
-            next_backend = (next_backend + 1) % backend_count;
+            int bfd = connect_next_backend(&backends);
             if (bfd < 0) {
                 close(cfd);
                 continue;
             }
+            set_socket_options(bfd);
             set_socket_options(cfd);
             open_pair(cfd, bfd);
         }

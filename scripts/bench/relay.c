@@ -32,8 +32,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "relay-common.h"
+
 #define BUF_BYTES 16384
-#define MAX_BACKENDS 16
 #define MAX_EVENTS 256
 
 /* One direction of a relayed pair: bytes read from `from` waiting to be written to `to`. */
@@ -58,11 +59,6 @@ struct pair {
 };
 
 static int epfd;
-
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
 
 /* Events an end waits for: readable while its inbound half has nothing pending and is
  * open; writable while its outbound half has bytes pending. */
@@ -121,41 +117,16 @@ static void set_socket_options(int fd) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-static int connect_backend(unsigned short port) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
-    }
-    set_socket_options(fd);
-    return fd;
-}
-
 int main(int argc, char **argv) {
-    if (argc < 3 || argc - 2 > MAX_BACKENDS) {
+    unsigned short listen_port;
+    struct backends backends;
+    if (parse_ports(argc, argv, 1, &listen_port, &backends) < 0) {
         fprintf(stderr, "usage: %s LISTEN_PORT BACKEND_PORT... (127.0.0.1)\n", argv[0]);
         return 2;
     }
-    unsigned short listen_port = (unsigned short)atoi(argv[1]);
-    unsigned short backends[MAX_BACKENDS];
-    int backend_count = argc - 2, next_backend = 0;
-    for (int i = 0; i < backend_count; i++)
-        backends[i] = (unsigned short)atoi(argv[i + 2]);
     signal(SIGPIPE, SIG_IGN);
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in la = {.sin_family = AF_INET, .sin_port = htons(listen_port)};
-    la.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(lfd, (struct sockaddr *)&la, sizeof la) < 0)
-        die("bind");
-    if (listen(lfd, 4096) < 0)
-        die("listen");
+    int lfd = listen_loopback(listen_port, SOCK_NONBLOCK);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
         die("epoll_create1");
@@ -178,12 +149,12 @@ int main(int argc, char **argv) {
             if (e == NULL) { /* the listener */
                 int cfd;
                 while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    int bfd = connect_backend(backends[next_backend]);
-                    next_backend = (next_backend + 1) % backend_count;
+                    int bfd = connect_next_backend(&backends);
                     if (bfd < 0) {
                         close(cfd);
                         continue;
                     }
+                    set_socket_options(bfd);
                     set_socket_options(cfd);
                     struct pair *p = calloc(1, sizeof *p);
                     if (p == NULL)
