@@ -70,3 +70,16 @@ static int connect_next_backend(struct backends *b) {
     }
     return fd;
 }
+
+/* The backend connection for the newly accepted client `cfd`, both with the relay's socket
+ * options; -1 (and `cfd` closed) if the backend cannot be reached. */
+static int pair_with_backend(int cfd, struct backends *b, void (*set_options)(int fd)) {
+    int bfd = connect_next_backend(b);
+    if (bfd < 0) {
+        close(cfd);
+        return -1;
+    }
+    set_options(bfd);
+    set_options(cfd);
+    return bfd;
+}

@@ -505,14 +505,9 @@ int main(int argc, char **argv) {
             if (cqe->res < 0)
                 continue;
             int cfd = cqe->res;
-            int bfd = connect_next_backend(&backends);
-            if (bfd < 0) {
-                close(cfd);
-                continue;
-            }
-            set_socket_options(bfd);
-            set_socket_options(cfd);
-            open_pair(cfd, bfd);
+            int bfd = pair_with_backend(cfd, &backends, set_socket_options);
+            if (bfd >= 0)
+                open_pair(cfd, bfd);
         }
         io_uring_cq_advance(&ring, seen);
         if (buffers_returned && starved != NULL)

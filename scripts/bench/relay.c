@@ -149,13 +149,9 @@ int main(int argc, char **argv) {
             if (e == NULL) { /* the listener */
                 int cfd;
                 while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-                    int bfd = connect_next_backend(&backends);
-                    if (bfd < 0) {
-                        close(cfd);
+                    int bfd = pair_with_backend(cfd, &backends, set_socket_options);
+                    if (bfd < 0)
                         continue;
-                    }
-                    set_socket_options(bfd);
-                    set_socket_options(cfd);
                     struct pair *p = calloc(1, sizeof *p);
                     if (p == NULL)
                         die("calloc");
