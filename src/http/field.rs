@@ -470,37 +470,51 @@ fn ends_in_a_number(name: &[u8]) -> bool {
 /// RFC 3986 `IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet`, where a
 /// dec-octet is 0–255 without leading zeros.
 fn is_ipv4_dotted_quad(name: &[u8]) -> bool {
-    let mut octets = 0;
-    for octet in name.split(|&b| b == b'.') {
-        octets += 1;
-        let valid = match octet {
-            [] => false,
-            [b'0'] => true,
-            [b'0', ..] => false,
-            _ => {
-                octet.len() <= 3
-                    && octet.iter().all(u8::is_ascii_digit)
-                    && octet
-                        .iter()
-                        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
-                        <= 255
+    let mut at = 0;
+    for i in 0..4 {
+        if i > 0 {
+            if name.get(at) != Some(&b'.') {
+                return false;
             }
-        };
-        if !valid {
-            return false;
+            at += 1;
+        }
+        match dec_octet_len(&name[at..]) {
+            Some(n) => at += n,
+            None => return false,
         }
     }
-    octets == 4
+    at == name.len()
+}
+
+/// The length of the dec-octet `s` starts with (1–3 digits, 0–255, no leading zero) when
+/// no further digit follows it, or `None`.
+fn dec_octet_len(s: &[u8]) -> Option<usize> {
+    let digit = |i: usize| {
+        s.get(i)
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| u32::from(b - b'0'))
+    };
+    match (digit(0)?, digit(1), digit(2)) {
+        (0, None, _) => Some(1),
+        (0, Some(_), _) => None,
+        (_, None, _) => Some(1),
+        (_, Some(_), None) => Some(2),
+        (a, Some(b), Some(c)) => (a * 100 + b * 10 + c <= 255 && digit(3).is_none()).then_some(3),
+    }
 }
 
 /// 1–5 digits, at most 65535.
 fn parse_port(digits: &[u8]) -> Option<u16> {
-    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 5 {
         return None;
     }
-    let n = digits
-        .iter()
-        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    let mut n = 0u32;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(d - b'0');
+    }
     u16::try_from(n).ok()
 }
 
@@ -765,6 +779,46 @@ mod tests {
             }
             assert_eq!(parse_host_port(value.as_bytes()), None, "{value:?}");
             assert!(!is_host_value(value.as_bytes()), "{value:?}");
+        }
+    }
+
+    /// The dotted-quad check against the grammar read the plain way (split on `.`, four
+    /// decimal octets without leading zeros), over every string of up to six bytes of
+    /// digits, dots and one letter, and every octet value with a neighbour.
+    #[test]
+    fn dotted_quad_matches_the_grammar() {
+        fn reference(name: &[u8]) -> bool {
+            let octets: Vec<&[u8]> = name.split(|&b| b == b'.').collect();
+            octets.len() == 4
+                && octets.iter().all(|o| {
+                    !o.is_empty()
+                        && o.len() <= 3
+                        && o.iter().all(u8::is_ascii_digit)
+                        && (o.len() == 1 || o[0] != b'0')
+                        && std::str::from_utf8(o).unwrap().parse::<u32>().unwrap() <= 255
+                })
+        }
+        let alphabet = b"0125.9x";
+        let mut name = Vec::new();
+        for len in 0..=6u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                name.clear();
+                for _ in 0..len {
+                    name.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                assert_eq!(is_ipv4_dotted_quad(&name), reference(&name), "{name:?}");
+            }
+        }
+        for v in 0..=1000 {
+            for name in [
+                format!("{v}.0.0.1"),
+                format!("1.2.3.{v}"),
+                format!("1.{v}0.3.4"),
+            ] {
+                let name = name.as_bytes();
+                assert_eq!(is_ipv4_dotted_quad(name), reference(name), "{v}");
+            }
         }
     }
 

@@ -243,14 +243,19 @@ fn split_target<'a>(
             path_and_query
         }
     };
-    if path_and_query.contains(&b'#') {
-        return Err(bad("fragment in request target"));
-    }
-    let (path, query) = match memchr::memchr(b'?', path_and_query) {
-        Some(q) => (
-            Span::of(base, &path_and_query[..q]),
-            Some(Span::of(base, &path_and_query[q + 1..])),
-        ),
+    let fragment = || bad("fragment in request target");
+    let (path, query) = match memchr::memchr2(b'?', b'#', path_and_query) {
+        Some(q) if path_and_query[q] == b'?' => {
+            let query = &path_and_query[q + 1..];
+            if memchr::memchr(b'#', query).is_some() {
+                return Err(fragment());
+            }
+            (
+                Span::of(base, &path_and_query[..q]),
+                Some(Span::of(base, query)),
+            )
+        }
+        Some(_) => return Err(fragment()),
         None => (Span::of(base, path_and_query), None),
     };
     Ok(TargetParts {
@@ -597,6 +602,11 @@ mod tests {
             b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a?b#c HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a?b?#c HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /#?b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a/p?q#f HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a#f HTTP/1.1\r\nHost: a\r\n\r\n",
             b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for raw in cases {

@@ -89,17 +89,17 @@ pub fn user_id_from_headers(
     let mut agree = Agreement::new(out, rules.max_user_id_bytes, "conflicting user id headers");
     for f in &head.headers {
         let name = f.name.get(buf);
-        if name.contains(&b'_')
-            && rules
-                .headers
-                .iter()
-                .any(|n| !n.eq_ignore_ascii_case(name) && eq_dash_underscore(n, name))
-        {
-            // `X_User_Id` reads as `X-User-Id` to servers that map `_` to `-`: it could
-            // name a different user than the one ringgate routes for.
-            return Err(bad("ambiguous user id header name"));
+        let mut is_id_field = false;
+        for n in rules.headers.iter().filter(|n| n.len() == name.len()) {
+            if n.eq_ignore_ascii_case(name) {
+                is_id_field = true;
+            } else if name.contains(&b'_') && eq_dash_underscore(n, name) {
+                // `X_User_Id` reads as `X-User-Id` to servers that map `_` to `-`: it
+                // could name a different user than the one ringgate routes for.
+                return Err(bad("ambiguous user id header name"));
+            }
         }
-        if rules.headers.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if is_id_field {
             if f.is_hop_by_hop {
                 return Err(bad("Connection names the user id header"));
             }
