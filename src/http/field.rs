@@ -168,6 +168,42 @@ pub fn list_elements(value: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     })
 }
 
+/// Whether `s` is `lower` in any ASCII case, `lower` being written in lowercase (a
+/// literal such as `b"content-length"`): the answer of `eq_ignore_ascii_case`, eight
+/// bytes per step. Where `lower` has a letter, `| 0x20` folds `s`'s byte to lowercase (and
+/// only the two cases of that letter fold to it); anywhere else the bytes must be equal.
+/// The field walks compare every name and several values against such literals.
+#[inline]
+pub fn eq_lower(s: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.is_ascii() && !lower.iter().any(u8::is_ascii_uppercase));
+    if s.len() != lower.len() {
+        return false;
+    }
+    if s.len() < 8 {
+        return s.eq_ignore_ascii_case(lower);
+    }
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let eq_at = |at: usize| {
+        let l = word(lower, at);
+        // 0x80 in each byte of `l` from `a` to `z` (ASCII bytes: no carry leaves a byte).
+        let letters = l.wrapping_add(ONES * u64::from(0x80 - b'a'))
+            & !l.wrapping_add(ONES * u64::from(0x80 - b'z' - 1))
+            & (ONES * 0x80);
+        word(s, at) | letters >> 2 == l
+    };
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let last = s.len() - 8;
+    let mut at = 0;
+    while at < last {
+        if !eq_at(at) {
+            return false;
+        }
+        at += 8;
+    }
+    eq_at(last)
+}
+
 /// Case-insensitive equality where `_` and `-` are the same byte.
 pub fn eq_dash_underscore(a: &[u8], b: &[u8]) -> bool {
     let norm = |c: u8| {
@@ -227,7 +263,7 @@ pub(crate) fn mark_named_fields(
 ) {
     for i in 0..headers.len() {
         let field = headers[i];
-        if !field.name.get(bytes).eq_ignore_ascii_case(b"connection") {
+        if !eq_lower(field.name.get(bytes), b"connection") {
             continue;
         }
         for token in list_elements(field.value.get(bytes)).flatten() {
@@ -818,6 +854,39 @@ mod tests {
             ] {
                 let name = name.as_bytes();
                 assert_eq!(is_ipv4_dotted_quad(name), reference(name), "{v}");
+            }
+        }
+    }
+
+    /// `eq_lower` answers as `eq_ignore_ascii_case` for every byte value at every
+    /// position of the literals the field walks use, and for every length around them.
+    #[test]
+    fn eq_lower_is_eq_ignore_ascii_case() {
+        for lower in [
+            &b"content-length"[..],
+            b"transfer-encoding",
+            b"proxy-connection",
+            b"application/json",
+            b"100-continue",
+            b"keep-alive",
+            b"connection",
+            b"x-compress",
+            b"chunked",
+            b"te",
+            b"",
+        ] {
+            let upper = lower.to_ascii_uppercase();
+            assert!(eq_lower(lower, lower) && eq_lower(&upper, lower));
+            for i in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut s = upper.clone();
+                    s[i] = b;
+                    assert_eq!(eq_lower(&s, lower), s.eq_ignore_ascii_case(lower), "{s:?}");
+                }
+            }
+            for len in 0..lower.len() + 9 {
+                let s: Vec<u8> = upper.iter().copied().cycle().take(len).collect();
+                assert_eq!(eq_lower(&s, lower), s.eq_ignore_ascii_case(lower), "{s:?}");
             }
         }
     }

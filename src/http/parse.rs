@@ -29,9 +29,9 @@
 use std::mem::MaybeUninit;
 
 use super::field::{
-    field_line, is_forwarding_name, is_host_value, is_underscore_framing_name, list_elements,
-    mark_named_fields, parse_content_length, parse_host_port, trim_ows, HeaderField, HostPort,
-    Span,
+    eq_lower, field_line, is_forwarding_name, is_host_value, is_underscore_framing_name,
+    list_elements, mark_named_fields, parse_content_length, parse_host_port, trim_ows, HeaderField,
+    HostPort, Span,
 };
 use crate::error::{ErrorKind, ProxyError};
 
@@ -308,7 +308,7 @@ enum TransferCoding {
 impl<'a> FieldState<'a> {
     /// Observe one field; returns whether it is hop-by-hop.
     fn observe(&mut self, name: &[u8], value: &'a [u8]) -> Result<bool, ProxyError> {
-        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
+        let eq = |lit: &[u8]| eq_lower(name, lit);
         match name.len() {
             2 if eq(b"te") => return Ok(true),
             4 if eq(b"host") => {
@@ -319,7 +319,7 @@ impl<'a> FieldState<'a> {
                 self.host = Some(value);
             }
             6 if eq(b"expect") => {
-                if value.eq_ignore_ascii_case(b"100-continue") {
+                if eq_lower(value, b"100-continue") {
                     self.expects_continue = true;
                 } else {
                     return Err(ProxyError::downstream(ErrorKind::ExpectationFailed));
@@ -358,15 +358,15 @@ impl<'a> FieldState<'a> {
     fn observe_connection(&mut self, value: &[u8]) -> Result<(), ProxyError> {
         for token in list_elements(value) {
             let token = token.ok_or_else(|| bad("empty element in Connection"))?;
-            if token.eq_ignore_ascii_case(b"close") {
+            if eq_lower(token, b"close") {
                 self.connection_close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+            } else if eq_lower(token, b"keep-alive") {
                 self.connection_keep_alive = true;
-            } else if token.eq_ignore_ascii_case(b"upgrade") {
+            } else if eq_lower(token, b"upgrade") {
                 self.connection_upgrade = true;
-            } else if token.eq_ignore_ascii_case(b"content-length")
-                || token.eq_ignore_ascii_case(b"transfer-encoding")
-                || token.eq_ignore_ascii_case(b"host")
+            } else if eq_lower(token, b"content-length")
+                || eq_lower(token, b"transfer-encoding")
+                || eq_lower(token, b"host")
             {
                 return Err(bad("Connection names a framing header"));
             } else {
@@ -383,7 +383,7 @@ impl<'a> FieldState<'a> {
                 // Anything after chunked (even another chunked) is invalid (RFC 9112 §6.1).
                 return Err(bad("Transfer-Encoding continues after chunked"));
             }
-            self.transfer_encoding = if coding.eq_ignore_ascii_case(b"chunked") {
+            self.transfer_encoding = if eq_lower(coding, b"chunked") {
                 TransferCoding::EndsChunked
             } else if is_known_coding(coding) {
                 TransferCoding::EndsOther
@@ -446,7 +446,7 @@ impl<'a> FieldState<'a> {
             // This runs after the marking above, which would otherwise drop `Upgrade`
             // (named by the `upgrade` token) whenever `Connection` also names another field.
             for f in head.headers.iter_mut() {
-                if f.name.len() == 7 && f.name.get(bytes).eq_ignore_ascii_case(b"upgrade") {
+                if f.name.len() == 7 && eq_lower(f.name.get(bytes), b"upgrade") {
                     f.is_hop_by_hop = false;
                 }
             }
@@ -513,8 +513,8 @@ fn is_json_media_type(value: &[u8]) -> bool {
         Some(i) => trim_ows(&value[..i]),
         None => value,
     };
-    media.eq_ignore_ascii_case(b"application/json")
-        || media.eq_ignore_ascii_case(b"text/json")
+    eq_lower(media, b"application/json")
+        || eq_lower(media, b"text/json")
         || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 

@@ -9,7 +9,7 @@
 use std::mem::MaybeUninit;
 
 use super::field::{
-    field_line, list_elements, mark_named_fields, parse_content_length, HeaderField, Span,
+    eq_lower, field_line, list_elements, mark_named_fields, parse_content_length, HeaderField, Span,
 };
 use super::parse::MAX_HEADERS_LIMIT;
 use crate::error::{ErrorKind, ProxyError};
@@ -128,17 +128,17 @@ struct Facts {
 impl Facts {
     /// Note one field; whether it is hop-by-hop.
     fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
-        let eq = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
+        let eq = |lit: &[u8]| eq_lower(name, lit);
         Ok(match name.len() {
             2 if eq(b"te") => true,
             7 if eq(b"upgrade") => status != 101,
             10 if eq(b"connection") => {
                 for token in list_elements(value).flatten() {
-                    if token.eq_ignore_ascii_case(b"close") {
+                    if eq_lower(token, b"close") {
                         self.conn_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if eq_lower(token, b"keep-alive") {
                         self.conn_keep_alive = true;
-                    } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                    } else if !eq_lower(token, b"upgrade") {
                         self.conn_names_other = true;
                     }
                 }
@@ -159,7 +159,7 @@ impl Facts {
                 for coding in list_elements(value) {
                     let coding =
                         coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
-                    self.te_chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    self.te_chunked_last = eq_lower(coding, b"chunked");
                 }
                 false
             }
@@ -214,9 +214,8 @@ fn settle(head: &mut ResponseHead, f: &Facts, is_head_request: bool) -> Result<(
 fn mark_named(bytes: &[u8], head: &mut ResponseHead) {
     let is_switch = head.status == 101;
     mark_named_fields(bytes, &mut head.headers, |token| {
-        let framing = token.eq_ignore_ascii_case(b"content-length")
-            || token.eq_ignore_ascii_case(b"transfer-encoding");
-        let switch_upgrade = is_switch && token.eq_ignore_ascii_case(b"upgrade");
+        let framing = eq_lower(token, b"content-length") || eq_lower(token, b"transfer-encoding");
+        let switch_upgrade = is_switch && eq_lower(token, b"upgrade");
         !(framing || switch_upgrade)
     });
 }
