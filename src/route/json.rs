@@ -142,6 +142,10 @@ impl<'a> Scan<'a> {
 
     #[inline(always)]
     fn skip_ws(&mut self) {
+        // Most tokens follow each other without whitespace: one compare for those.
+        if self.peek() > b' ' {
+            return;
+        }
         while matches!(self.peek(), b' ' | b'\t' | b'\n' | b'\r') {
             self.pos += 1;
         }
