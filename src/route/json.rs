@@ -183,17 +183,10 @@ impl<'a> Scan<'a> {
                 let start = self.pos;
                 let is_escaped = self.string()?;
                 let raw = &self.buf[start..self.pos - 1];
-                let is_id = if !is_escaped {
-                    is_id_key(raw)
-                } else if raw.len() <= 6 * longest {
-                    // A key decodes to at least a sixth of its raw length (`\uXXXX`, six
-                    // raw bytes, is the longest escape of one byte): only a raw key this
-                    // short can decode to a configured one.
-                    key.clear();
-                    unescape_into(raw, key);
-                    is_id_key(key)
+                let is_id = if is_escaped {
+                    escaped_key_is_id(raw, longest, key, is_id_key)
                 } else {
-                    false
+                    is_id_key(raw)
                 };
                 self.skip_ws();
                 self.expect(b':')?;
@@ -581,6 +574,24 @@ fn hex4(digits: Option<&[u8]>) -> Step<u32> {
         .iter()
         .try_fold(0u32, |v, &d| Some(v << 4 | u32::from(hex(d)?)))
         .ok_or(Invalid)
+}
+
+/// Whether the escaped top-level key `raw` decodes to a configured key, `longest` being
+/// the longest configured key. A key decodes to at least a sixth of its raw length
+/// (`\uXXXX`, six raw bytes, is the longest escape of one byte), so a longer raw key is
+/// not decoded at all.
+fn escaped_key_is_id(
+    raw: &[u8],
+    longest: usize,
+    key: &mut Vec<u8>,
+    is_id_key: impl Fn(&[u8]) -> bool,
+) -> bool {
+    if raw.len() > 6 * longest {
+        return false;
+    }
+    key.clear();
+    unescape_into(raw, key);
+    is_id_key(key)
 }
 
 /// Append the decoded contents of a string the scanner has validated (no quotes).
