@@ -37,7 +37,11 @@
 #   wrk    our field measurement: wrk (1 thread) POSTs a ~200-byte JSON body whose user_id
 #          is only in the body (ringgate parses every body), BENCH_WRK_CONNS connections,
 #          against an nginx `return 200` backend (see benches/peers/nginx-backend.conf.in
-#          for why not the demo backend), in the field's CPU layout (below),
+#          for why not the demo backend), in the field's CPU layout (below); with
+#          BENCH_WRK_ROUNDS > 1, in that many rounds like c1 (each path once per round, the
+#          first path rotating), reported as medians over the rounds, and ringgate's CPU per
+#          request ÷ each path's as the median of the ratios within a round (one wrk run
+#          after another drifts with the host by 10–20 %; paths a few seconds apart do not),
 # and, with BENCH_TLS=1 (or these names in BENCH_CELLS), three TLS cells with ringgate, nginx
 # and HAProxy (and ringgate-base, which must then have [listener.tls]) each terminating TLS 1.3
 # with the same certificate, suite (TLS_AES_128_GCM_SHA256) and group (X25519), in front of
@@ -86,6 +90,8 @@
 #   BENCH_C1_ROUNDS (5), BENCH_C1_DURATION (2s), BENCH_C1_WARMUP (1s)  the c=1 cell
 #   BENCH_WRK_CONNS (50), BENCH_WRK_DURATION (6s), BENCH_WRK_WARMUP (2s)  the wrk cell
 #                                                 (wrk takes whole seconds)
+#   BENCH_WRK_ROUNDS (1)                          rounds of the wrk cell (e.g. 7 with
+#                                                 BENCH_WRK_DURATION=3s BENCH_WRK_WARMUP=1s)
 #   BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1)       layout of rates/max/c1
 #   BENCH_WRK_PROXY_CPU (1), BENCH_WRK_LOAD_CPU (0)  layout of the wrk cell (and TLS cells)
 #   BENCH_TLS=1                                   add the cells tls tls-hs tls-resume (after
@@ -144,6 +150,7 @@ C1_WARMUP=${BENCH_C1_WARMUP:-1s}
 WRK_CONNS=${BENCH_WRK_CONNS:-50}
 WRK_DURATION=${BENCH_WRK_DURATION:-6s}
 WRK_WARMUP=${BENCH_WRK_WARMUP:-2s}
+WRK_ROUNDS=${BENCH_WRK_ROUNDS:-1}
 TLS_CONNS=${BENCH_TLS_CONNS:-$WRK_CONNS}
 TLS_HS_CONNS=${BENCH_TLS_HS_CONNS:-50}
 TLS_DURATION=${BENCH_TLS_DURATION:-$WRK_DURATION}
@@ -484,15 +491,16 @@ run_load() {
     log "$(printf '%-13s %-8s' "$path" "$mode${round:+ #$round}") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")  [utime stime syscalls submits arms: $counters]"
 }
 
-# One wrk run (after a wrk warm-up run of its own): run_wrk PATH [MODE]. MODE wrk (the
+# One wrk run (after a wrk warm-up run of its own): run_wrk PATH [MODE [ROUND]]. MODE wrk (the
 # default): the wrk cell; tls: the same over https:// (keep-alive); tls-resume: over
 # https:// with `Connection: close`, so wrk reconnects after every answer and resumes the
-# session (see the TLS cells at the top). Appends to rows.tsv.
+# session (see the TLS cells at the top). Appends to rows.tsv (with a ROUND: to
+# wrk-rounds.tsv, with the round).
 run_wrk() {
-    local path=$1 mode=${2:-wrk} name pids prefix url out
+    local path=$1 mode=${2:-wrk} round=${3:-} name pids prefix url out
     local conns=$WRK_CONNS duration=$WRK_DURATION_S warmup=$WRK_WARMUP_S
     local -a client=() extra=()
-    name="$path-$mode"
+    name="$path-$mode${round:+-$round}"
     url="http://127.0.0.1:${PORT_OF[$path]}/api/spot/v2/order"
     if [[ $mode == tls* ]]; then
         url="https${url#http}"
@@ -520,11 +528,12 @@ run_wrk() {
     out=$(awk '$1 == "ringgate-bench-wrk"' "$WORK/$name.txt")
     [[ -n $out ]] || die "no summary from wrk on $path: $(cat "$WORK/$name.txt")"
     # ringgate-bench-wrk requests duration_us connect read write status timeout p50 p99 p99.9
-    awk -v path="$path" -v mode="$mode" -v c="$counters" 'BEGIN { OFS = "\t" } {
+    awk -v path="$path" -v mode="$mode" -v c="$counters" -v round="$round" 'BEGIN { OFS = "\t" } {
         split(c, k, " ")
-        print path, mode, $2 / ($3 / 1e6), $9, $10, $11, $2, $4 + $5 + $6 + $7 + $8,
-            k[1], k[2], k[3], k[4], k[5]
-    }' <<<"$out" >>"$WORK/rows.tsv"
+        row = path OFS mode OFS $2 / ($3 / 1e6) OFS $9 OFS $10 OFS $11 OFS $2 OFS \
+            $4 + $5 + $6 + $7 + $8 OFS k[1] OFS k[2] OFS k[3] OFS k[4] OFS k[5]
+        print (round == "" ? row : row OFS round)
+    }' <<<"$out" >>"$WORK/$([[ -n $round ]] && echo wrk-rounds || echo rows).tsv"
     local unit=req/s
     [[ $mode == tls-resume ]] && unit=handshakes/s
     log "$(printf '%-13s %-10s' "$path" "$mode") $(awk -v unit="$unit" '{ printf "%.0f %s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), unit, $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
@@ -602,13 +611,19 @@ describe_run() {
         echo "- c=1: one connection, closed loop, $C1_ROUNDS rounds × $C1_DURATION (after $C1_WARMUP warm-up), paths"
         echo "  round-robin within a round; latencies and req/s are medians over the rounds, the added"
         echo "  latency the median of each round's difference to direct in that round; the per-request"
-        echo "  columns are totals over the rounds ÷ requests."
+        echo "  columns are totals over the rounds ÷ requests; \"(rounds)\": ringgate ÷ path CPU/req is the"
+        echo "  median of the ratios within each round."
     fi
     if has_cell wrk; then
         echo "- wrk (field layout): proxy on CPU $WRK_PROXY_CPU; wrk (1 thread) and an nginx \`return 200\` backend"
         echo "  (1 worker, two ports) on CPU $WRK_LOAD_CPU. POST of a 205-byte JSON body, user id only in the body"
         echo "  (last key), $WRK_CONNS connections, ${WRK_DURATION_S} s measured after a ${WRK_WARMUP_S} s wrk warm-up run; closed loop"
         echo "  (wrk's latencies are not corrected for coordinated omission)."
+        if ((WRK_ROUNDS > 1)); then
+            echo "  In $WRK_ROUNDS rounds, paths round-robin within a round: req/s and latencies are medians over"
+            echo "  the rounds, the per-request columns totals over the rounds ÷ requests, and \"(rounds)\""
+            echo "  marks ringgate ÷ path CPU/req as the median of the ratios within each round."
+        fi
     fi
     if has_tls_cell; then describe_tls; fi
     echo "- Per request, over each cell's measured window only: user / sys µs = utime / stime of all"
@@ -694,14 +709,24 @@ main() {
                     run_load "${PATHS[(i + round - 1) % n]}" c1 "$round"
                 done
             done
-            awk -f "$BENCH_DIR/c1-medians.awk" "$WORK/c1.tsv" >>"$WORK/rows.tsv"
+            awk -f "$BENCH_DIR/rounds.awk" "$WORK/c1.tsv" >>"$WORK/rows.tsv"
             modes+=(c1)
         fi
         stop_all
     fi
     if has_cell wrk; then
         start_wrk_layout
-        for path in "${PATHS[@]}"; do run_wrk "$path"; done
+        if ((WRK_ROUNDS > 1)); then
+            : >"$WORK/wrk-rounds.tsv"
+            for ((round = 1; round <= WRK_ROUNDS; round++)); do
+                for ((i = 0; i < n; i++)); do
+                    run_wrk "${PATHS[(i + round - 1) % n]}" wrk "$round"
+                done
+            done
+            awk -f "$BENCH_DIR/rounds.awk" "$WORK/wrk-rounds.tsv" >>"$WORK/rows.tsv"
+        else
+            for path in "${PATHS[@]}"; do run_wrk "$path"; done
+        fi
         modes+=(wrk)
         stop_all
     fi
@@ -739,7 +764,7 @@ main() {
     [[ -n $BASELINE ]] && base_rev="; ringgate-base = $BASELINE ($(sha256sum "$BASELINE" | cut -c1-12))"
     local -a table_vars=(-v tck="$CLK_TCK" -v conns="$CONNS" -v max_conns="$MAX_CONNS"
         -v max_pipeline="$MAX_PIPELINE" -v c1_rounds="$C1_ROUNDS" -v c1_duration="$C1_DURATION"
-        -v wrk_conns="$WRK_CONNS" -v tls_conns="$TLS_CONNS" -v tls_hs_conns="$TLS_HS_CONNS")
+        -v wrk_conns="$WRK_CONNS" -v wrk_rounds="$WRK_ROUNDS" -v tls_conns="$TLS_CONNS" -v tls_hs_conns="$TLS_HS_CONNS")
     local tls_table=""
     table=""
     if awk -F'\t' '$2 !~ /^tls/ { found = 1 } END { exit !found }' "$WORK/rows.tsv"; then

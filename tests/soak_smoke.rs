@@ -132,3 +132,60 @@ fn proc_samplers_read_a_live_process() {
     assert!(v[2] >= 3, "stdin, stdout, stderr at least: {}", v[2]);
     assert_eq!(v[3], 0, "a missing process counts zero ticks");
 }
+
+/// scripts/bench/rounds.awk folds rounds into one row per path (medians of req/s and
+/// latency, totals of ticks and counts, the median per-round difference to direct and the
+/// median per-round CPU ratio to ringgate), and table.awk prints that ratio as such.
+#[test]
+fn rounds_fold_into_medians_and_per_round_ratios() {
+    if !has_bash() {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    // path mode req/s p50 p99 p99.9 requests failed utime stime syscalls submits arms round.
+    // Round 1: ringgate 30/180 ticks per request, nginx 40/160 (ratio 0.667); round 2:
+    // 20/190 against 20/160 (0.842); round 3: 30/200 against 20/100 (0.75). Median 0.75,
+    // whereas the totals (80/570 against 80/420) would give 0.737.
+    let rows = "direct\twrk\t100\t50\t60\t70\t200\t0\t-\t-\t-\t-\t-\t1\n\
+                ringgate\twrk\t90\t60\t80\t90\t180\t0\t10\t20\t5\t6\t7\t1\n\
+                nginx\twrk\t80\t70\t90\t95\t160\t0\t20\t20\t5\t6\t7\t1\n\
+                nginx\twrk\t81\t75\t90\t95\t160\t0\t10\t10\t5\t6\t7\t2\n\
+                direct\twrk\t100\t52\t61\t70\t200\t0\t-\t-\t-\t-\t-\t2\n\
+                ringgate\twrk\t95\t58\t80\t90\t190\t0\t10\t10\t5\t6\t7\t2\n\
+                ringgate\twrk\t99\t59\t81\t90\t200\t1\t10\t20\t5\t6\t7\t3\n\
+                nginx\twrk\t82\t90\t99\t99\t100\t0\t10\t10\t5\t6\t7\t3\n";
+    let script = repo().join("scripts/bench");
+    let out = with_lib(&format!(
+        "printf '{rows}' | awk -f {dir}/rounds.awk \
+         | awk -v tck=100 -v wrk_conns=50 -v wrk_rounds=3 -f {dir}/table.awk",
+        rows = rows.replace('\t', "\\t").replace('\n', "\\n"),
+        dir = script.display(),
+    ));
+    let row = |path: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("| {path} |")))
+            .unwrap_or_else(|| panic!("no {path} row in {out}"))
+            .split('|')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    let nginx = row("nginx");
+    assert_eq!(nginx[2], "wrk POST c=50 (field layout; median of 3 rounds)");
+    assert_eq!(nginx[3], "81", "median req/s");
+    assert_eq!(nginx[4], "75", "median p50");
+    assert_eq!(
+        nginx[14], "+22 / +30",
+        "medians of 20, 23 and of 30, 29: round 3 has no direct"
+    );
+    assert_eq!(
+        nginx[16], "0.75× (rounds)",
+        "median of the per-round CPU ratios"
+    );
+    assert_eq!(
+        nginx[10], "1904.8",
+        "CPU per request from the totals: 0.8 s / 420 requests"
+    );
+    let ringgate = row("ringgate");
+    assert_eq!(ringgate[7], "1", "failures are summed");
+    assert_eq!(ringgate[16], "1.00× (rounds)");
+}

@@ -7,11 +7,12 @@
 # p50, p99, p99.9 (µs), requests completed, requests failed, utime and stime of the proxy
 # over the window (clock ticks), syscalls, io_uring submissions, io_uring poll arms (counts
 # over the window; "-" when not measured), added p50 and p99 over direct (µs; "-": taken
-# here from the direct row of the same mode; the c=1 rows bring the median of their
-# per-round differences).
+# here from the direct row of the same mode; the cells run in rounds bring the median of
+# their per-round differences) and, for those cells, ringgate's CPU per request ÷ the
+# path's as the median of the per-round ratios (scripts/bench/rounds.awk).
 #
 # Variables: tck (clock ticks per second), conns, max_conns, max_pipeline, c1_rounds,
-# c1_duration, wrk_conns, tls (1: the TLS table), tls_conns, tls_hs_conns.
+# c1_duration, wrk_conns, wrk_rounds, tls (1: the TLS table), tls_conns, tls_hs_conns.
 #
 # The TLS table has no "added over direct" column (there is no TLS direct path) and has the
 # proxy core's busy share instead: CPU per request × rate, how much of its one core the proxy
@@ -30,7 +31,7 @@ BEGIN { FS = "\t" }
     sys[k] = measured[k] ? 1e6 * $10 / tck / $7 : -1
     cpu[k] = measured[k] ? user[k] + sys[k] : -1
     sc[k] = per_request($11, $7); subm[k] = per_request($12, $7); arm[k] = per_request($13, $7)
-    add50[k] = $14; add99[k] = $15
+    add50[k] = $14; add99[k] = $15; ratio[k] = $16
 }
 
 function per_request(count, requests) {
@@ -45,7 +46,7 @@ function lat(v) { return v == "-" ? "—" : sprintf("%.0f", v) }
 function label(m) {
     if (m == "max") return "max (closed loop, c=" max_conns ", pipeline " max_pipeline ")"
     if (m == "c1") return "c=1 (closed loop; median of " c1_rounds " × " c1_duration ")"
-    if (m == "wrk") return "wrk POST c=" wrk_conns " (field layout)"
+    if (m == "wrk") return "wrk POST c=" wrk_conns " (field layout" (wrk_rounds > 1 ? "; median of " wrk_rounds " rounds" : "") ")"
     if (m == "tls") return "TLS keep-alive, wrk POST c=" tls_conns
     if (m == "tls-hs") return "TLS full handshake + 1 POST per connection, ab c=" tls_hs_conns
     if (m == "tls-resume") return "TLS resumed handshake + 1 POST per connection, wrk c=" tls_hs_conns
@@ -64,6 +65,7 @@ END {
         else added = "—"
         thr = (path[k] == "direct" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
         cr = (cpu[k] <= 0 || !(r in cpu) || cpu[r] <= 0) ? "—" : sprintf("%.2f×", cpu[r] / cpu[k])
+        if (ratio[k] != "" && ratio[k] != "-") cr = sprintf("%.2f× (rounds)", ratio[k])
         printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
             path[k], label(m), rps[k], p50[k], p99[k], p999[k], err[k], us(user[k]), us(sys[k]),
             us(cpu[k]), sc[k], subm[k], arm[k], added, thr, cr
