@@ -28,7 +28,8 @@
 #                  Pingora's connection pool, one worker thread, built from crates.io in
 #                  ~/.cache/ringgate-bench/pingora with nice -n 19 (first build: long),
 # in these cells:
-#   rates  ringgate-load open loop at each of BENCH_RATES (coordinated-omission corrected),
+#   rates  ringgate-load open loop at each of BENCH_RATES (coordinated-omission corrected);
+#          with BENCH_RATE_ROUNDS > 1 in rounds, as c1 below,
 #   max    ringgate-load closed loop, BENCH_MAX_CONNS connections,
 #   c1     ringgate-load closed loop, one connection, one request at a time, in
 #          BENCH_C1_ROUNDS short rounds, paths round-robin within each round (the first path
@@ -85,6 +86,8 @@
 # Knobs (environment):
 #   BENCH_CELLS ("rates max c1 wrk")  which cells to run, in this order
 #   BENCH_RATES ("5000 10000"), BENCH_CONNS (32)  open-loop rates and their connections
+#   BENCH_RATE_ROUNDS (1)                         rounds of each rate (e.g. 5 with
+#                                                 BENCH_DURATION=3s BENCH_WARMUP=1s)
 #   BENCH_DURATION (6s), BENCH_WARMUP (2s)        measured time and warm-up per rates/max cell
 #   BENCH_MAX_CONNS (32), BENCH_MAX_PIPELINE (1)  the closed-loop max cell
 #   BENCH_C1_ROUNDS (5), BENCH_C1_DURATION (2s), BENCH_C1_WARMUP (1s)  the c=1 cell
@@ -139,6 +142,7 @@ if [[ ${BENCH_TLS:-0} == 1 ]]; then
     done
 fi
 RATES=${BENCH_RATES:-5000 10000}
+RATE_ROUNDS=${BENCH_RATE_ROUNDS:-1}
 DURATION=${BENCH_DURATION:-6s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-32}
@@ -446,7 +450,7 @@ load_row() {
 }
 
 # One ringgate-load run: run_load PATH MODE [ROUND] (MODE = a rate, "max" or "c1").
-# Appends a row to $WORK/rows.tsv (c1: to $WORK/c1.tsv, with the round).
+# Appends a row to $WORK/rows.tsv (with a ROUND: to $WORK/rounds-MODE.tsv, with the round).
 run_load() {
     local path=$1 mode=$2 round=${3:-} name json args pids prefix duration=$DURATION warmup=$WARMUP
     local warmup_s=$WARMUP_S
@@ -483,8 +487,8 @@ run_load() {
     fi
     forget_pid "$load_pid"
     local counters=$WINDOW_COUNTERS
-    if [[ $mode == c1 ]]; then
-        printf '%s\t%s\n' "$(load_row "$path" "$mode" "$json" "$counters")" "$round" >>"$WORK/c1.tsv"
+    if [[ -n $round ]]; then
+        printf '%s\t%s\n' "$(load_row "$path" "$mode" "$json" "$counters")" "$round" >>"$WORK/rounds-$mode.tsv"
     else
         load_row "$path" "$mode" "$json" "$counters" >>"$WORK/rows.tsv"
     fi
@@ -533,10 +537,25 @@ run_wrk() {
         row = path OFS mode OFS $2 / ($3 / 1e6) OFS $9 OFS $10 OFS $11 OFS $2 OFS \
             $4 + $5 + $6 + $7 + $8 OFS k[1] OFS k[2] OFS k[3] OFS k[4] OFS k[5]
         print (round == "" ? row : row OFS round)
-    }' <<<"$out" >>"$WORK/$([[ -n $round ]] && echo wrk-rounds || echo rows).tsv"
+    }' <<<"$out" >>"$WORK/$([[ -n $round ]] && echo "rounds-$mode" || echo rows).tsv"
     local unit=req/s
     [[ $mode == tls-resume ]] && unit=handshakes/s
     log "$(printf '%-13s %-10s' "$path" "$mode") $(awk -v unit="$unit" '{ printf "%.0f %s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), unit, $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
+}
+
+# A cell in rounds: in_rounds ROUNDS RUN MODE runs `RUN PATH MODE ROUND` for every path in
+# every round, round-robin within a round (the first path rotating, so that no path is
+# always measured first or last), then folds the rounds into one row per path
+# (scripts/bench/rounds.awk).
+in_rounds() {
+    local rounds=$1 run=$2 mode=$3 round i n=${#PATHS[@]}
+    : >"$WORK/rounds-$mode.tsv"
+    for ((round = 1; round <= rounds; round++)); do
+        for ((i = 0; i < n; i++)); do
+            "$run" "${PATHS[(i + round - 1) % n]}" "$mode" "$round"
+        done
+    done
+    awk -f "$BENCH_DIR/rounds.awk" "$WORK/rounds-$mode.tsv" >>"$WORK/rows.tsv"
 }
 
 # Run a command to completion in the background (so that the EXIT trap can stop it):
@@ -606,6 +625,9 @@ describe_run() {
     if has_cell rates || has_cell max; then
         echo "- rates: open loop, $CONNS connections, corrected for coordinated omission; max: closed loop,"
         echo "  $MAX_CONNS connections, pipeline $MAX_PIPELINE; $DURATION measured after $WARMUP warm-up per cell."
+        if has_cell rates && ((RATE_ROUNDS > 1)); then
+            echo "  Each rate in $RATE_ROUNDS rounds, folded as the c=1 cell's (below)."
+        fi
     fi
     if has_cell c1; then
         echo "- c=1: one connection, closed loop, $C1_ROUNDS rounds × $C1_DURATION (after $C1_WARMUP warm-up), paths"
@@ -693,23 +715,21 @@ main() {
     if has_tls_cell; then tls_check_knobs; fi
     setup
     : >"$WORK/rows.tsv"
-    : >"$WORK/c1.tsv"
-    local mode path modes=() round i n=${#PATHS[@]}
+    local mode path modes=()
     if has_cell rates; then read -ra modes <<<"$RATES"; fi
     if has_cell max; then modes+=(max); fi
 
     if ((${#modes[@]} > 0)) || has_cell c1; then
         start_load_layout
         for mode in "${modes[@]}"; do
-            for path in "${PATHS[@]}"; do run_load "$path" "$mode"; done
+            if [[ $mode != max ]] && ((RATE_ROUNDS > 1)); then
+                in_rounds "$RATE_ROUNDS" run_load "$mode"
+            else
+                for path in "${PATHS[@]}"; do run_load "$path" "$mode"; done
+            fi
         done
         if has_cell c1; then
-            for ((round = 1; round <= C1_ROUNDS; round++)); do
-                for ((i = 0; i < n; i++)); do
-                    run_load "${PATHS[(i + round - 1) % n]}" c1 "$round"
-                done
-            done
-            awk -f "$BENCH_DIR/rounds.awk" "$WORK/c1.tsv" >>"$WORK/rows.tsv"
+            in_rounds "$C1_ROUNDS" run_load c1
             modes+=(c1)
         fi
         stop_all
@@ -717,13 +737,7 @@ main() {
     if has_cell wrk; then
         start_wrk_layout
         if ((WRK_ROUNDS > 1)); then
-            : >"$WORK/wrk-rounds.tsv"
-            for ((round = 1; round <= WRK_ROUNDS; round++)); do
-                for ((i = 0; i < n; i++)); do
-                    run_wrk "${PATHS[(i + round - 1) % n]}" wrk "$round"
-                done
-            done
-            awk -f "$BENCH_DIR/rounds.awk" "$WORK/wrk-rounds.tsv" >>"$WORK/rows.tsv"
+            in_rounds "$WRK_ROUNDS" run_wrk wrk
         else
             for path in "${PATHS[@]}"; do run_wrk "$path"; done
         fi
@@ -749,7 +763,10 @@ main() {
     if has_cell rates; then
         read -ra rates <<<"$RATES"
         plot_rate=${rates[${#rates[@]} - 1]}
-        for path in "${PATHS[@]}"; do plot_args+=("$path=$WORK/$path-$plot_rate.json"); done
+        # In rounds: the last round's.
+        for path in "${PATHS[@]}"; do
+            plot_args+=("$path=$WORK/$path-$plot_rate$( ((RATE_ROUNDS > 1)) && echo "-$RATE_ROUNDS").json")
+        done
         "$BIN_DIR/ringgate-load" plot --out "$OUT/latency.svg" --log-y \
             --title "Latency by percentile, $plot_rate req/s open loop (30% Commands, 70% Queries)" \
             "${plot_args[@]}" >/dev/null
@@ -764,7 +781,8 @@ main() {
     [[ -n $BASELINE ]] && base_rev="; ringgate-base = $BASELINE ($(sha256sum "$BASELINE" | cut -c1-12))"
     local -a table_vars=(-v tck="$CLK_TCK" -v conns="$CONNS" -v max_conns="$MAX_CONNS"
         -v max_pipeline="$MAX_PIPELINE" -v c1_rounds="$C1_ROUNDS" -v c1_duration="$C1_DURATION"
-        -v wrk_conns="$WRK_CONNS" -v wrk_rounds="$WRK_ROUNDS" -v tls_conns="$TLS_CONNS" -v tls_hs_conns="$TLS_HS_CONNS")
+        -v wrk_conns="$WRK_CONNS" -v wrk_rounds="$WRK_ROUNDS" -v rate_rounds="$RATE_ROUNDS"
+        -v tls_conns="$TLS_CONNS" -v tls_hs_conns="$TLS_HS_CONNS")
     local tls_table=""
     table=""
     if awk -F'\t' '$2 !~ /^tls/ { found = 1 } END { exit !found }' "$WORK/rows.tsv"; then

@@ -12,7 +12,7 @@
 # path's as the median of the per-round ratios (scripts/bench/rounds.awk).
 #
 # Variables: tck (clock ticks per second), conns, max_conns, max_pipeline, c1_rounds,
-# c1_duration, wrk_conns, wrk_rounds, tls (1: the TLS table), tls_conns, tls_hs_conns.
+# c1_duration, wrk_conns, wrk_rounds, rate_rounds, tls (1: the TLS table), tls_conns, tls_hs_conns.
 #
 # The TLS table has no "added over direct" column (there is no TLS direct path) and has the
 # proxy core's busy share instead: CPU per request × rate, how much of its one core the proxy
@@ -50,7 +50,7 @@ function label(m) {
     if (m == "tls") return "TLS keep-alive, wrk POST c=" tls_conns
     if (m == "tls-hs") return "TLS full handshake + 1 POST per connection, ab c=" tls_hs_conns
     if (m == "tls-resume") return "TLS resumed handshake + 1 POST per connection, wrk c=" tls_hs_conns
-    return m " req/s (open loop, c=" conns ")"
+    return m " req/s (open loop, c=" conns (rate_rounds > 1 ? "; median of " rate_rounds " rounds" : "") ")"
 }
 
 END {
