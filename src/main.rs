@@ -42,6 +42,10 @@ struct Cli {
     /// `[workers] busy_poll`; dedicated cores only).
     #[arg(long)]
     busy_poll: bool,
+    /// After each request's arrival, poll instead of sleeping for this many microseconds
+    /// (overrides `[workers] spin_us`; io_uring only).
+    #[arg(long, value_name = "MICROSECONDS")]
+    spin_us: Option<u64>,
     /// Validate the config, print a summary and exit.
     #[arg(long)]
     check: bool,
@@ -208,6 +212,12 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
     }
     if cli.busy_poll {
         config.workers.busy_poll = true;
+    }
+    if let Some(us) = cli.spin_us {
+        if us > 10_000 {
+            return Err("--spin-us must be at most 10000".to_string());
+        }
+        config.workers.spin = std::time::Duration::from_micros(us);
     }
     Ok(())
 }

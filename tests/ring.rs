@@ -1,7 +1,7 @@
-//! Every io_uring setup, and the busy-poll mode, serve the same traffic: small requests,
+//! Every io_uring setup, with and without busy-poll or a spin window, serves the same traffic: small requests,
 //! pipelining, and multi-megabyte bodies both ways (splice and copy paths); and their
 //! timers fire and cross-thread wake-ups arrive (an idle connection is closed, a reload
-//! reaches the worker) — what a worker that never sleeps could miss.
+//! reaches the worker) — what a worker that never sleeps, or sleeps less, could miss.
 
 mod common;
 
@@ -49,7 +49,7 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
 }
 
 #[test]
-fn every_ring_setup_and_busy_poll_serve_the_same_traffic() {
+fn every_ring_setup_busy_poll_and_spin_window_serve_the_same_traffic() {
     let setups = [
         ("defer_taskrun", "DeferTaskrun"),
         ("coop_taskrun", "CoopTaskrun"),
@@ -57,11 +57,8 @@ fn every_ring_setup_and_busy_poll_serve_the_same_traffic() {
         ("sqpoll", "Sqpoll"),
     ];
     for (ring, setup) in setups {
-        for busy_poll in [false, true] {
-            serves_the_same_traffic(
-                &format!("ring = \"{ring}\"\nbusy_poll = {busy_poll}"),
-                setup,
-            );
+        for mode in ["busy_poll = false", "busy_poll = true", "spin_us = 200"] {
+            serves_the_same_traffic(&format!("ring = \"{ring}\"\n{mode}"), setup);
         }
     }
 }

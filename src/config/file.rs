@@ -157,6 +157,9 @@ pub struct WorkersSection {
     pub ring: Spanned<String>,
     /// Workers never sleep: they spin on their completion queue (dedicated cores).
     pub busy_poll: bool,
+    /// After each request's arrival a worker polls instead of sleeping for this long
+    /// (microseconds; 0: off). io_uring only; `busy_poll` supersedes it.
+    pub spin_us: Spanned<usize>,
 }
 
 impl Default for WorkersSection {
@@ -169,6 +172,7 @@ impl Default for WorkersSection {
             ring_entries: 1024,
             ring: Spanned::new(0..0, "defer_taskrun".into()),
             busy_poll: false,
+            spin_us: Spanned::new(0..0, 0),
         }
     }
 }

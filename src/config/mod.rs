@@ -292,6 +292,14 @@ bob = "zone_2"
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("bogus"), "{e}");
 
+        let e = parse("[workers]\nspin_us = 20000\n[partitions.z]\nservers=[\"127.0.0.1:1\"]")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("workers.spin_us"))
+        );
+        assert!(e.message.contains("0..=10000"), "{e}");
+
         let e = parse("[limits]\nmax_head_bytes = 10\n[partitions.z]\nservers=[\"127.0.0.1:1\"]")
             .unwrap_err();
         assert_eq!(

@@ -90,6 +90,9 @@ pub struct WorkerSettings {
     pub ring: RingSetup,
     /// Workers never sleep (spin on their completion queue).
     pub busy_poll: bool,
+    /// How long a worker polls instead of sleeping after each request's arrival (zero:
+    /// it sleeps whenever it is idle).
+    pub spin: Duration,
 }
 
 /// Settings a worker reads per request; swapped with the routing table on reload.
@@ -198,6 +201,10 @@ impl Default for Settings {
     }
 }
 
+/// The longest `workers.spin_us`: 10 ms, beyond which the worker is busy-polling in all
+/// but name.
+const MAX_SPIN_US: usize = 10_000;
+
 pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings {
     let ms = Duration::from_millis;
     let t = &f.timeouts;
@@ -302,6 +309,12 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
         ring_entries: f.workers.ring_entries.clamp(64, 32768),
         ring,
         busy_poll: f.workers.busy_poll,
+        spin: Duration::from_micros(errors.range(
+            &f.workers.spin_us,
+            "workers.spin_us",
+            0,
+            MAX_SPIN_US,
+        ) as u64),
     }
 }
 

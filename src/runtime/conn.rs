@@ -57,7 +57,10 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     let linger_close = loop {
         let idle_table = worker.table();
         let len = match read_head(worker, &mut c, &idle_table.table.settings).await {
-            Ok(Some(len)) => len,
+            Ok(Some(len)) => {
+                super::ring::activity();
+                len
+            }
             Ok(None) => break false,
             Err(e) => {
                 c.request_line.clear();

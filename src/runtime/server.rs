@@ -153,6 +153,7 @@ impl Server {
                 ring_entries: config.workers.ring_entries,
                 ring: config.workers.ring,
                 busy_poll: config.workers.busy_poll,
+                spin: config.workers.spin,
                 listener,
                 table: table.clone(),
                 max_connections: config.max_connections_per_worker,

@@ -65,6 +65,8 @@ pub struct WorkerSpec {
     pub ring: RingSetup,
     /// Never sleep.
     pub busy_poll: bool,
+    /// Poll instead of sleeping this long after each request's arrival.
+    pub spin: Duration,
     /// Its own listener (already bound with `SO_REUSEPORT`, non-blocking).
     pub listener: std::net::TcpListener,
     /// The first routing table.
@@ -107,6 +109,7 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
                 entries: spec.ring_entries,
                 ring: spec.ring,
                 busy_poll: spec.busy_poll,
+                spin: spec.spin,
                 core: spec.core,
             };
             ring::run(runtime, ready_tx, move || worker_main(spec, inbox));
