@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringgate::admin::SharedServer;
-use ringgate::config::{Config, DriverChoice, RingSetup};
+use ringgate::config::{Config, DriverChoice, RingSetup, MAX_SPIN_US};
 use ringgate::runtime::server::{ReloadTrigger, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -214,8 +214,8 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
         config.workers.busy_poll = true;
     }
     if let Some(us) = cli.spin_us {
-        if us > 10_000 {
-            return Err("--spin-us must be at most 10000".to_string());
+        if us > MAX_SPIN_US as u64 {
+            return Err(format!("--spin-us must be at most {MAX_SPIN_US}"));
         }
         config.workers.spin = std::time::Duration::from_micros(us);
     }

@@ -42,7 +42,7 @@ use file::FileConfig;
 pub use routes::{DefaultRoute, PartitionSpec, Policy, RouteSpec, IMPLICIT_DEFAULT_PARTITION};
 pub use settings::{
     CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
-    WorkerSettings,
+    WorkerSettings, MAX_SPIN_US,
 };
 pub use tls::{ListenerTls, UpstreamTls};
 pub use users::{RateLimitSettings, UserTables};

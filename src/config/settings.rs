@@ -203,7 +203,7 @@ impl Default for Settings {
 
 /// The longest `workers.spin_us`: 10 ms, beyond which the worker is busy-polling in all
 /// but name.
-const MAX_SPIN_US: usize = 10_000;
+pub const MAX_SPIN_US: usize = 10_000;
 
 pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings {
     let ms = Duration::from_millis;
