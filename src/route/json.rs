@@ -577,9 +577,9 @@ fn hex4(digits: Option<&[u8]>) -> Step<u32> {
 }
 
 /// Whether the escaped top-level key `raw` decodes to a configured key, `longest` being
-/// the longest configured key. A key decodes to at least a sixth of its raw length
-/// (`\uXXXX`, six raw bytes, is the longest escape of one byte), so a longer raw key is
-/// not decoded at all.
+/// the longest configured key. A key decodes to at least a sixth of its raw length (a
+/// `\u` escape with its four hex digits, six raw bytes, is the longest escape of one
+/// byte), so a longer raw key is not decoded at all.
 fn escaped_key_is_id(
     raw: &[u8],
     longest: usize,
