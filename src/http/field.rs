@@ -531,7 +531,6 @@ fn dec_octet_len(s: &[u8]) -> Option<usize> {
             .map(|b| u32::from(b - b'0'))
     };
     match (digit(0)?, digit(1), digit(2)) {
-        (0, None, _) => Some(1),
         (0, Some(_), _) => None,
         (_, None, _) => Some(1),
         (_, Some(_), None) => Some(2),

@@ -515,7 +515,7 @@ fn is_json_media_type(value: &[u8]) -> bool {
     };
     eq_lower(media, b"application/json")
         || eq_lower(media, b"text/json")
-        || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
+        || (media.len() > 5 && eq_lower(&media[media.len() - 5..], b"+json"))
 }
 
 #[cfg(test)]
