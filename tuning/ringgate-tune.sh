@@ -7,7 +7,8 @@
 #   revert  restore exactly the values saved by the last apply (or --state FILE)
 #
 # Areas: net (net.* sysctls, per network namespace), kernel (kernel.io_uring_disabled,
-# fs.nr_open), limits (nofile, memlock), governor, irq, isolation, thp.
+# fs.nr_open), limits (nofile, memlock), governor, idle (halt polling / C-states), irq,
+# isolation, thp.
 # See tuning/README.md.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -21,10 +22,12 @@ HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib/limits.sh"
 # shellcheck source=lib/cpu.sh
 . "$HERE/lib/cpu.sh"
+# shellcheck source=lib/idle.sh
+. "$HERE/lib/idle.sh"
 # shellcheck source=lib/thp.sh
 . "$HERE/lib/thp.sh"
 
-ALL_AREAS="net,kernel,limits,governor,irq,isolation,thp"
+ALL_AREAS="net,kernel,limits,governor,idle,irq,isolation,thp"
 
 usage() {
     cat <<EOF
@@ -48,6 +51,7 @@ run_areas() {
     area_sysctl
     area_limits
     area_governor
+    area_idle
     area_irq
     area_isolation
     area_thp

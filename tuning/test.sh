@@ -72,7 +72,7 @@ SETTINGS=(
     net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.core.busy_poll net.core.busy_read
     net.ipv4.tcp_fastopen kernel.io_uring_disabled fs.nr_open
     ulimit.nofile ulimit.memlock limits.d.ringgate systemd.LimitNOFILE systemd.LimitMEMLOCK
-    cpu.governor irq.irqbalance irq.affinity cmdline.isolcpus cmdline.nohz_full
+    cpu.governor cpu.idle irq.irqbalance irq.affinity cmdline.isolcpus cmdline.nohz_full
     cmdline.rcu_nocbs thp.enabled
 )
 
@@ -105,6 +105,8 @@ host_snapshot() {
         printf '%s=%s\n' "$f" "$(cat "/proc/sys/$f" 2>/dev/null || echo -)"
     done
     cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true
+    grep -H . /sys/module/haltpoll/parameters/guest_halt_poll_ns \
+        /sys/devices/system/cpu/cpu*/cpuidle/state*/disable 2>/dev/null || true
     grep -H . /proc/irq/*/smp_affinity_list 2>/dev/null || true
     grep -H . /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor 2>/dev/null || true
     sha256sum /etc/security/limits.d/90-ringgate.conf 2>/dev/null || echo "no limits.d file"
@@ -242,6 +244,16 @@ make_fake_tree() {
         put "$FAKE/sys/devices/system/cpu/cpu$c/cpufreq/scaling_available_governors" "performance powersave"
     done
     put "$FAKE/sys/kernel/mm/transparent_hugepage/enabled" always
+    put "$FAKE/sys/devices/system/cpu/cpuidle/current_driver" intel_idle
+    local s name latency
+    for c in 0 1 2 3; do
+        for s in "0 POLL 0" "1 C1 2" "2 C1E 10" "3 C6 133"; do
+            read -r s name latency <<<"$s"
+            put "$FAKE/sys/devices/system/cpu/cpu$c/cpuidle/state$s/name" "$name"
+            put "$FAKE/sys/devices/system/cpu/cpu$c/cpuidle/state$s/latency" "$latency"
+            put "$FAKE/sys/devices/system/cpu/cpu$c/cpuidle/state$s/disable" 0
+        done
+    done
     mkdir -p "$FAKE/etc/security/limits.d"
 }
 fake() {
@@ -297,6 +309,11 @@ if is_root; then
         expect_file "$FAKE/proc/irq/11/smp_affinity_list" 0
         expect_file "$FAKE/proc/irq/12/smp_affinity_list" 0
         expect_file "$FAKE/sys/kernel/mm/transparent_hugepage/enabled" madvise
+        c="$FAKE/sys/devices/system/cpu"
+        expect_file "$c/cpu0/cpuidle/state3/disable" 0
+        expect_file "$c/cpu1/cpuidle/state3/disable" 1
+        expect_file "$c/cpu3/cpuidle/state3/disable" 1
+        expect_file "$c/cpu1/cpuidle/state2/disable" 0
         grep -q '^ringgate hard memlock unlimited$' "$FAKE/etc/security/limits.d/90-ringgate.conf" 2>/dev/null ||
             FAKE_BAD="$FAKE_BAD limits.d-file"
         if [ -z "$FAKE_BAD" ]; then
@@ -347,6 +364,32 @@ if is_root; then
     else
         fail "second revert"
         show_out
+    fi
+
+    # A KVM guest: the haltpoll cpuidle driver, halt polling off.
+    HP="$TMP/fake-haltpoll"
+    put "$HP/sys/devices/system/cpu/online" 0-3
+    put "$HP/sys/devices/system/cpu/cpuidle/current_driver" haltpoll
+    put "$HP/sys/module/haltpoll/parameters/guest_halt_poll_ns" 0
+    hp() {
+        capture env RINGGATE_TUNE_PROC_ROOT="$HP/proc" RINGGATE_TUNE_SYS_ROOT="$HP/sys" \
+            RINGGATE_TUNE_ETC_ROOT="$HP/etc" RINGGATE_TUNING_STATE_DIR="$TMP/hp-state" \
+            bash "$TUNE" "$@" --workers-cpus 1-3
+    }
+    hp check --only idle
+    hp_check=$OUT
+    hp apply --only idle
+    hp_poll=$(cat "$HP/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    hp check --only idle
+    hp_after=$OUT
+    hp revert
+    if grep -q '^TUNE   cpu.idle  *halt poll 0 ns' <<<"$hp_check" && [ "$hp_poll" = 200000 ] &&
+        grep -q '^ok     cpu.idle' <<<"$hp_after" &&
+        [ "$(cat "$HP/sys/module/haltpoll/parameters/guest_halt_poll_ns")" = 0 ]; then
+        pass "a KVM guest: halt polling 0 -> 200000 ns by apply, back to 0 by revert"
+    else
+        fail "haltpoll guest: check/apply/revert (poll after apply: $hp_poll)"
+        printf '%s\n' "$hp_check" "$hp_after" | sed 's/^/      | /' | head -n 20
     fi
 else
     skip "fake-tree apply/revert: apply needs root"
