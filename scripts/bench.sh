@@ -204,6 +204,19 @@ cpu_mask() {
 }
 
 has_cell() { [[ " $CELLS " == *" $1 "* ]]; }
+# describe_idle -- how idle cores sleep (a KVM guest's halt polling moves every path's
+# low-rate figures several-fold; see tuning/README.md, cpu.idle).
+describe_idle() {
+    local driver poll
+    driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none)
+    poll=$(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null || true)
+    if [[ $driver == haltpoll && -n $poll ]]; then
+        echo "cpuidle haltpoll, guest_halt_poll_ns $poll"
+    else
+        echo "cpuidle $driver"
+    fi
+}
+
 has_tls_cell() { has_cell tls || has_cell tls-hs || has_cell tls-resume; }
 
 # Whole seconds of a duration, at least 1 (wrk and ab take whole seconds).
@@ -794,7 +807,7 @@ main() {
     {
         echo "# scripts/bench.sh — $(date -u +%Y-%m-%dT%H:%MZ), ringgate $rev$base_rev"
         echo
-        echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r);"
+        echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), $(describe_idle);"
         echo "load average $LOAD_AT_START before the run, $load_at_end after it; cells: $CELLS; $((SECONDS - started)) s in all."
         echo "Peers: $(nginx -v 2>&1 | sed 's/.*version: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')$(
             [[ $PINGORA == 1 ]] && echo ", Pingora $(awk '/name = "pingora-core"/ { getline; gsub(/[^0-9.]/, ""); print }' "$PINGORA_DIR/Cargo.lock" 2>/dev/null) (work_stealing off, 1 thread)")."
