@@ -1,0 +1,55 @@
+//! ringgate patch: a narrow escape hatch for operations monoio does not model (multishot
+//! receives from a provided-buffer ring). Completions whose user data has [`EXT_TAG`] set
+//! bypass the op table and go to the thread's handler; SQEs are pushed raw.
+
+use std::cell::Cell;
+use std::io;
+
+use super::{UringInner, CURRENT};
+use crate::driver::Inner;
+
+/// The bit that marks a completion for the handler.
+pub const EXT_TAG: u64 = 1 << 62;
+
+thread_local! {
+    static HANDLER: Cell<Option<fn(u64, i32, u32)>> = const { Cell::new(None) };
+}
+
+/// Route this thread's tagged completions to `handler(user_data, result, flags)`.
+pub fn set_handler(handler: fn(u64, i32, u32)) {
+    HANDLER.with(|h| h.set(Some(handler)));
+}
+
+pub(super) fn dispatch(user_data: u64, result: i32, flags: u32) {
+    if let Some(h) = HANDLER.with(|h| h.get()) {
+        h(user_data, result, flags);
+    }
+}
+
+fn with_inner<R>(f: impl FnOnce(&mut UringInner) -> io::Result<R>) -> io::Result<R> {
+    if !CURRENT.is_set() {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    CURRENT.with(|inner| match inner {
+        Inner::Uring(this) => f(unsafe { &mut *this.get() }),
+        #[allow(unreachable_patterns)]
+        _ => Err(io::ErrorKind::Unsupported.into()),
+    })
+}
+
+/// Push one SQE on the current thread's ring (submitted with the next enter).
+pub fn push(entry: io_uring::squeue::Entry) -> io::Result<()> {
+    with_inner(|inner| {
+        if inner.uring.submission().is_full() {
+            inner.submit()?;
+        }
+        // Safety: the caller keeps whatever the entry points at alive until completion.
+        unsafe { inner.uring.submission().push(&entry) }
+            .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))
+    })
+}
+
+/// Run `f` with the current ring's submitter (buffer-ring registration).
+pub fn with_submitter<R>(f: impl FnOnce(&io_uring::Submitter<'_>) -> io::Result<R>) -> io::Result<R> {
+    with_inner(|inner| f(&inner.uring.submitter()))
+}
