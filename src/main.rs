@@ -46,6 +46,10 @@ struct Cli {
     /// (overrides `[workers] spin_us`; io_uring only).
     #[arg(long, value_name = "MICROSECONDS")]
     spin_us: Option<u64>,
+    /// Receive plain TCP by multishot recv into a provided-buffer ring: true or false
+    /// (overrides `[workers] multishot`; io_uring only).
+    #[arg(long, value_name = "BOOL")]
+    multishot: Option<bool>,
     /// Validate the config, print a summary and exit.
     #[arg(long)]
     check: bool,
@@ -218,6 +222,9 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
             return Err(format!("--spin-us must be at most {MAX_SPIN_US}"));
         }
         config.workers.spin = std::time::Duration::from_micros(us);
+    }
+    if let Some(on) = cli.multishot {
+        config.workers.multishot = on;
     }
     Ok(())
 }

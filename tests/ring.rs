@@ -1,7 +1,8 @@
-//! Every io_uring setup, with and without busy-poll or a spin window, serves the same traffic: small requests,
-//! pipelining, and multi-megabyte bodies both ways (splice and copy paths); and their
-//! timers fire and cross-thread wake-ups arrive (an idle connection is closed, a reload
-//! reaches the worker) — what a worker that never sleeps, or sleeps less, could miss.
+//! Every io_uring setup, with and without busy-poll, a spin window or multishot receives,
+//! serves the same traffic: small requests, pipelining, and multi-megabyte bodies both
+//! ways (splice and copy paths); and their timers fire and cross-thread wake-ups arrive
+//! (an idle connection is closed, a reload reaches the worker) — what a worker that never
+//! sleeps, or sleeps less, or receives ahead, could miss.
 
 mod common;
 
@@ -17,6 +18,9 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
     if common::router::test_driver() != "epoll" {
         // The kernel took the setup asked for (no silent fallback to a plain ring).
         assert_eq!(r.drivers(), vec![format!("IoUring({expect_setup})")]);
+        if workers_extra.contains("multishot = true") {
+            assert_eq!(r.multishot(), vec![true], "{workers_extra}");
+        }
     }
     let mut c = Client::connect(r.addr);
     for i in 0..5 {
@@ -49,7 +53,7 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
 }
 
 #[test]
-fn every_ring_setup_busy_poll_and_spin_window_serve_the_same_traffic() {
+fn every_ring_setup_busy_poll_spin_window_and_multishot_serve_the_same_traffic() {
     let setups = [
         ("defer_taskrun", "DeferTaskrun"),
         ("coop_taskrun", "CoopTaskrun"),
@@ -57,7 +61,12 @@ fn every_ring_setup_busy_poll_and_spin_window_serve_the_same_traffic() {
         ("sqpoll", "Sqpoll"),
     ];
     for (ring, setup) in setups {
-        for mode in ["busy_poll = false", "busy_poll = true", "spin_us = 200"] {
+        for mode in [
+            "busy_poll = false",
+            "busy_poll = true",
+            "spin_us = 200",
+            "multishot = true",
+        ] {
             serves_the_same_traffic(&format!("ring = \"{ring}\"\n{mode}"), setup);
         }
     }

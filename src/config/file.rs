@@ -160,6 +160,9 @@ pub struct WorkersSection {
     /// After each request's arrival a worker polls instead of sleeping for this long
     /// (microseconds; 0: off). io_uring only; `busy_poll` supersedes it.
     pub spin_us: Spanned<usize>,
+    /// Plain TCP sockets receive by multishot recv into a provided-buffer ring (io_uring,
+    /// Linux 6.0; elsewhere ignored with a warning).
+    pub multishot: bool,
 }
 
 impl Default for WorkersSection {
@@ -173,6 +176,7 @@ impl Default for WorkersSection {
             ring: Spanned::new(0..0, "defer_taskrun".into()),
             busy_poll: false,
             spin_us: Spanned::new(0..0, 0),
+            multishot: true,
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct WorkerSettings {
     /// How long a worker polls instead of sleeping after each request's arrival (zero:
     /// it sleeps whenever it is idle).
     pub spin: Duration,
+    /// Plain TCP sockets receive by multishot recv (io_uring only).
+    pub multishot: bool,
 }
 
 /// Settings a worker reads per request; swapped with the routing table on reload.
@@ -315,6 +317,7 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
             0,
             MAX_SPIN_US,
         ) as u64),
+        multishot: f.workers.multishot,
     }
 }
 

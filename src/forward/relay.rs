@@ -199,6 +199,7 @@ pub async fn relay_body(
     while !progress.is_read() {
         let run = progress.opaque_run();
         if run >= opts.splice_threshold {
+            src.stop_receiving().await;
             if let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) {
                 if let Some(flag) = opts.splicing {
                     flag.set(true);

@@ -5,6 +5,7 @@ pub mod client;
 pub mod conn;
 pub mod exchange;
 pub mod listener;
+pub mod multishot;
 pub mod ring;
 pub mod server;
 pub mod worker;

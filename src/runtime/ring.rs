@@ -100,22 +100,38 @@ pub struct RuntimeSpec {
     /// Poll instead of sleeping this long after each request's arrival (see the module
     /// docs; zero: off).
     pub spin: std::time::Duration,
+    /// Plain TCP sockets receive by multishot recv (io_uring only; see
+    /// [`super::multishot`]).
+    pub multishot: bool,
     /// The core the worker is pinned to.
     pub core: Option<usize>,
 }
 
-/// Build the runtime `spec` asks for and run `main` on it. `ready` gets the driver in use
-/// (or why none could be built) before `main` starts.
-pub fn run<F, Fut>(
-    spec: RuntimeSpec,
-    ready: std::sync::mpsc::Sender<std::io::Result<ActiveDriver>>,
-    main: F,
-) where
+/// What a worker's runtime came up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The driver in use.
+    pub driver: ActiveDriver,
+    /// Whether its plain TCP sockets receive by multishot.
+    pub multishot: bool,
+}
+
+/// Where a worker reports how its runtime started (or why it could not).
+pub type Ready = std::sync::mpsc::Sender<std::io::Result<Started>>;
+
+/// Build the runtime `spec` asks for and run `main` on it. `ready` gets what started (or
+/// why nothing could) before `main` starts.
+pub fn run<F, Fut>(spec: RuntimeSpec, ready: Ready, main: F)
+where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (busy_poll, window) = (spec.busy_poll, spec.spin);
-    let main = move |uring: bool| async move {
+    let (busy_poll, window, multishot) = (spec.busy_poll, spec.spin, spec.multishot);
+    // `ready` is answered from inside the runtime, once the multishot ring is set up.
+    let main = move |driver: ActiveDriver, ready: Ready| async move {
+        let uring = matches!(driver, ActiveDriver::IoUring(_));
+        let multishot = multishot && start_multishot(uring);
+        let _ = ready.send(Ok(Started { driver, multishot }));
         if busy_poll {
             monoio::spawn(spin(uring));
         } else if !window.is_zero() {
@@ -130,8 +146,7 @@ pub fn run<F, Fut>(
     if spec.driver != DriverChoice::Epoll {
         match build_uring(&spec) {
             Ok((mut rt, setup)) => {
-                let _ = ready.send(Ok(ActiveDriver::IoUring(setup)));
-                rt.block_on(main(true));
+                rt.block_on(main(ActiveDriver::IoUring(setup), ready));
                 return;
             }
             Err(e) if spec.driver == DriverChoice::IoUring => {
@@ -149,12 +164,25 @@ pub fn run<F, Fut>(
         .enable_timer()
         .build()
     {
-        Ok(mut rt) => {
-            let _ = ready.send(Ok(ActiveDriver::Epoll));
-            rt.block_on(main(false));
-        }
+        Ok(mut rt) => rt.block_on(main(ActiveDriver::Epoll, ready)),
         Err(e) => {
             let _ = ready.send(Err(e));
+        }
+    }
+}
+
+/// Set up this worker's multishot receiving (see [`super::multishot`]); false, with a
+/// warning, where it cannot be.
+fn start_multishot(uring: bool) -> bool {
+    if !uring {
+        tracing::warn!("workers.multishot needs io_uring; this worker receives one read at a time");
+        return false;
+    }
+    match super::multishot::init() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no multishot recv; this worker receives one read at a time");
+            false
         }
     }
 }

@@ -154,6 +154,7 @@ impl Server {
                 ring: config.workers.ring,
                 busy_poll: config.workers.busy_poll,
                 spin: config.workers.spin,
+                multishot: config.workers.multishot,
                 listener,
                 table: table.clone(),
                 max_connections: config.max_connections_per_worker,
@@ -165,6 +166,7 @@ impl Server {
                 core = %CoreLabel(core),
                 driver = handle.driver.label(),
                 ring = handle.driver.ring_label(),
+                multishot = handle.multishot,
                 "worker started"
             );
             workers.push(handle);
@@ -213,6 +215,11 @@ impl Server {
     /// Drivers the workers run on, in worker order.
     pub fn drivers(&self) -> Vec<ActiveDriver> {
         self.workers.iter().map(|w| w.driver).collect()
+    }
+
+    /// Whether each worker's plain TCP sockets receive by multishot, in worker order.
+    pub fn multishot(&self) -> Vec<bool> {
+        self.workers.iter().map(|w| w.multishot).collect()
     }
 
     /// Whether workers are running (not drained).

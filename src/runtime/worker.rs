@@ -67,6 +67,8 @@ pub struct WorkerSpec {
     pub busy_poll: bool,
     /// Poll instead of sleeping this long after each request's arrival.
     pub spin: Duration,
+    /// Receive plain TCP by multishot recv.
+    pub multishot: bool,
     /// Its own listener (already bound with `SO_REUSEPORT`, non-blocking).
     pub listener: std::net::TcpListener,
     /// The first routing table.
@@ -89,12 +91,14 @@ pub struct WorkerHandle {
     pub thread: JoinHandle<()>,
     /// The driver it runs on.
     pub driver: ActiveDriver,
+    /// Whether its plain TCP sockets receive by multishot.
+    pub multishot: bool,
 }
 
 /// Start a worker thread; returns once its runtime is up (or failed to start).
 pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
     let (control, inbox) = flume::unbounded();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<ActiveDriver>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let id = spec.id;
     let thread = std::thread::Builder::new()
         .name(format!("ringgate-w{id}"))
@@ -110,18 +114,20 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
                 ring: spec.ring,
                 busy_poll: spec.busy_poll,
                 spin: spec.spin,
+                multishot: spec.multishot,
                 core: spec.core,
             };
             ring::run(runtime, ready_tx, move || worker_main(spec, inbox));
         })?;
-    let driver = ready_rx
+    let started: ring::Started = ready_rx
         .recv()
         .map_err(|_| std::io::Error::other("worker thread exited during startup"))??;
     Ok(WorkerHandle {
         id,
         control,
         thread,
-        driver,
+        driver: started.driver,
+        multishot: started.multishot,
     })
 }
 
@@ -355,6 +361,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.pools.borrow_mut().clear();
+    super::multishot::stop_all(Duration::from_millis(100)).await;
     tracing::debug!(
         worker = id,
         left = worker.open_connections.get(),

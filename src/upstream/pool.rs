@@ -6,7 +6,8 @@
 //! # Invariants
 //! - A connection the upstream closed (or wrote to) while idle is never handed out:
 //!   [`Pools::take`] peeks each candidate with a non-blocking `recv(MSG_PEEK)`; EOF, an
-//!   error or unexpected bytes discard it.
+//!   error or unexpected bytes discard it (and so do any a multishot reader received
+//!   while the connection was idle).
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
@@ -100,7 +101,7 @@ impl Pools {
                 stack.clear();
                 return None;
             }
-            if is_idle_conn_live(idle.conn.fd) {
+            if !idle.conn.rd.has_unread() && is_idle_conn_live(idle.conn.fd) {
                 let mut conn = idle.conn;
                 conn.is_reused = true;
                 return Some(conn);

@@ -28,6 +28,17 @@ pub fn test_driver() -> String {
     std::env::var("RINGGATE_TEST_DRIVER").unwrap_or_else(|_| "auto".into())
 }
 
+/// `workers.multishot` for every router of the suite: `RINGGATE_TEST_MULTISHOT=0` or `1`
+/// (unset: the default, on; CI does one io_uring pass with 0, so the one-read-at-a-time
+/// path is tested too). A test that sets `multishot` itself is left alone.
+fn test_multishot() -> Option<bool> {
+    match std::env::var("RINGGATE_TEST_MULTISHOT").as_deref() {
+        Ok("0") => Some(false),
+        Ok("1") => Some(true),
+        _ => None,
+    }
+}
+
 /// A router started in-process from config text (top-level keys and partitions, plus any
 /// other section); listener, admin and worker sections are appended, so the text must
 /// not contain them. Drained when dropped.
@@ -84,8 +95,12 @@ impl Router {
         listener: &str,
         workers_keys: &str,
     ) -> Router {
+        let multishot = match test_multishot() {
+            Some(on) if !workers_keys.contains("multishot") => format!("multishot = {on}\n"),
+            _ => String::new(),
+        };
         let sections = format!(
-            "\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n{workers_keys}\n"
+            "\n[listener]\naddress = \"127.0.0.1:0\"\n{listener}\n[admin]\naddress = \"\"\n[workers]\ncount = {workers}\npin = false\ndriver = \"{driver}\"\n{multishot}{workers_keys}\n"
         );
         let text = format!("{config_text}{sections}");
         let config = Config::parse(&text, Path::new("test.toml")).expect("valid test config");
@@ -118,6 +133,11 @@ impl Router {
         if let Some(mut s) = self.server.take() {
             s.drain(Duration::from_millis(200));
         }
+    }
+
+    /// Whether each worker receives by multishot.
+    pub fn multishot(&self) -> Vec<bool> {
+        self.server().multishot()
     }
 
     /// The drivers the workers run on, by name (`Epoll`, `IoUring`).

@@ -1,0 +1,431 @@
+//! Multishot receives into a provided-buffer ring (`workers.multishot`, io_uring only).
+//!
+//! A plain TCP reader keeps one multishot recv armed on its socket: for every arrival the
+//! kernel takes a buffer from the worker's buffer ring, fills it and posts a completion —
+//! no failed first attempt, no poll armed per read. Completions queue per socket until the
+//! reader asks; a read copies out as many queued bytes as fit and hands each buffer back
+//! to the ring at once. A read therefore never leaves a buffer with the kernel: dropping
+//! it (a timeout) or stopping it loses nothing.
+//!
+//! monoio 0.2.4 models one completion per operation, so the SQEs are pushed and the
+//! completions taken through the small escape hatch of the vendored monoio
+//! (`monoio::uring_ext`; vendor/monoio/RINGGATE-PATCH.md).
+//!
+//! # Invariants
+//! - A slot (one per multishot socket) is reused only after its last completion (one
+//!   without `IORING_CQE_F_MORE`) has come back, so a completion always finds its owner.
+//! - Every buffer the kernel hands out comes back to the ring exactly once: when its bytes
+//!   are read, or when the reader is dropped (queued and late completions alike).
+//! - Bounded: a socket holds at most [`MAX_QUEUED`] unread completions; past that its
+//!   multishot is cancelled, so a client that sends faster than it is served waits in its
+//!   own socket buffer (TCP back-pressure) instead of taking every buffer of the worker. A
+//!   socket that finds the ring empty (`ENOBUFS`) falls back to one ordinary read.
+//! - Splicing needs the socket's bytes left in the socket: [`Multi::poll_disarm`] stops the
+//!   multishot, and what it had already received is read first.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use io_uring::types::BufRingEntry;
+use io_uring::{cqueue, opcode, types};
+use monoio::uring_ext::{self, EXT_TAG};
+
+/// Buffer group id of the worker's ring.
+const BGID: u16 = 7;
+/// Bytes per provided buffer.
+const BUF_BYTES: usize = 2048;
+/// Buffers in the ring (a power of two). Small on purpose: the ring hands buffers out in
+/// turn, so the bytes the kernel and the reader touch stay in cache (1024 × 4 KiB
+/// measured 10 % dearer than 128 × 2 KiB under load).
+const ENTRIES: u16 = 256;
+/// Unread completions a socket may hold before its multishot is stopped.
+const MAX_QUEUED: usize = 16;
+/// Marks the user data of cancel requests (their completions are ignored).
+const CANCEL: u64 = EXT_TAG | (1 << 61);
+
+/// The worker's provided-buffer ring: entries shared with the kernel, and the buffers.
+struct Ring {
+    entries: *mut BufRingEntry,
+    bufs: Box<[u8]>,
+    tail: u16,
+}
+
+impl Ring {
+    fn new() -> io::Result<Ring> {
+        let bytes = usize::from(ENTRIES) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: a fresh anonymous mapping, checked below; it is never unmapped (the ring
+        // lives as long as the worker thread).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ring = Ring {
+            entries: base.cast(),
+            bufs: vec![0u8; usize::from(ENTRIES) * BUF_BYTES].into_boxed_slice(),
+            tail: 0,
+        };
+        // SAFETY: the mapping is page-aligned, holds ENTRIES entries and outlives the
+        // registration (the worker's ring).
+        uring_ext::with_submitter(|s| unsafe { s.register_buf_ring(base as u64, ENTRIES, BGID) })?;
+        for bid in 0..ENTRIES {
+            ring.give(bid);
+        }
+        Ok(ring)
+    }
+
+    /// Hand buffer `bid` (back) to the kernel.
+    fn give(&mut self, bid: u16) {
+        let i = usize::from(self.tail & (ENTRIES - 1));
+        // SAFETY: entry `i` is inside the mapping; the kernel reads only entries below the
+        // tail, which is published after the entry is written.
+        unsafe {
+            let e = &mut *self.entries.add(i);
+            e.set_addr(self.bufs.as_ptr().add(usize::from(bid) * BUF_BYTES) as u64);
+            e.set_len(BUF_BYTES as u32);
+            e.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            let tail = BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn buf(&self, bid: u16) -> &[u8] {
+        let at = usize::from(bid) * BUF_BYTES;
+        &self.bufs[at..at + BUF_BYTES]
+    }
+}
+
+/// One socket's multishot state.
+#[derive(Default)]
+struct Slot {
+    fd: RawFd,
+    /// The reader still exists (false: waiting for the last completion to free the slot).
+    open: bool,
+    /// A multishot recv is in flight (its last completion has not come back).
+    armed: bool,
+    /// A cancel was pushed for the one in flight.
+    cancelling: bool,
+    /// The ring was empty: the next read is an ordinary one.
+    starved: bool,
+    /// Completions not read yet: (result, flags).
+    queue: VecDeque<(i32, u32)>,
+    /// A buffer partly read: (buffer id, offset, length).
+    partial: Option<(u16, u32, u32)>,
+    waker: Option<Waker>,
+}
+
+struct State {
+    ring: Ring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+/// Whether the running kernel has multishot recv with buffer rings (Linux 6.0).
+fn kernel_supports() -> bool {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    // SAFETY: `release` is NUL-terminated by uname.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    let mut parts = release
+        .to_str()
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 0)
+}
+
+/// Set up this worker's buffer ring, so plain TCP readers made afterwards receive by
+/// multishot. Call from a task of a running io_uring runtime.
+pub fn init() -> io::Result<()> {
+    if !kernel_supports() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "multishot recv needs Linux 6.0",
+        ));
+    }
+    let ring = Ring::new()?;
+    uring_ext::set_handler(on_completion);
+    STATE.with(|s| {
+        *s.borrow_mut() = Some(State {
+            ring,
+            slots: Vec::new(),
+            free: Vec::new(),
+        })
+    });
+    Ok(())
+}
+
+/// Whether this thread's readers receive by multishot.
+pub fn is_active() -> bool {
+    STATE.with(|s| s.borrow().is_some())
+}
+
+fn on_completion(user_data: u64, res: i32, flags: u32) {
+    if user_data & CANCEL == CANCEL {
+        return;
+    }
+    let slot = (user_data & u64::from(u32::MAX)) as usize;
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(State { ring, slots, free }) = s.as_mut() else {
+            return;
+        };
+        let sl = &mut slots[slot];
+        let more = cqueue::more(flags);
+        if !more {
+            sl.armed = false;
+            sl.cancelling = false;
+        }
+        if !sl.open {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                ring.give(bid);
+            }
+            if !more {
+                free.push(slot as u32);
+            }
+            return;
+        }
+        match res {
+            // The end of a cancelled multishot is no news for the reader.
+            _ if res == -libc::ECANCELED && !more => {}
+            _ if res == -libc::ENOBUFS => sl.starved = true,
+            _ => {
+                sl.queue.push_back((res, flags));
+                if more && sl.queue.len() >= MAX_QUEUED && !sl.cancelling {
+                    cancel(slot as u32);
+                    sl.cancelling = true;
+                }
+            }
+        }
+        if let Some(w) = sl.waker.take() {
+            w.wake();
+        }
+    });
+}
+
+/// Cancel every multishot still in flight and wait, at most `within`, for their last
+/// completions: a socket is only closed once no request holds it, and a worker's ring
+/// must not go away with requests in it (their sockets would stay open). For the end of
+/// a worker, when no connection reads any more.
+pub async fn stop_all(within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let in_flight = STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let Some(st) = s.as_mut() else {
+                return false;
+            };
+            let mut any = false;
+            for (i, sl) in st.slots.iter_mut().enumerate() {
+                if sl.armed {
+                    any = true;
+                    if !sl.cancelling {
+                        cancel(i as u32);
+                        sl.cancelling = true;
+                    }
+                }
+            }
+            any
+        });
+        if !in_flight || std::time::Instant::now() >= deadline {
+            return;
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Push a cancel of slot `slot`'s multishot.
+fn cancel(slot: u32) {
+    let sqe = opcode::AsyncCancel::new(EXT_TAG | u64::from(slot))
+        .build()
+        .user_data(CANCEL);
+    // A full queue is flushed by push; if even that fails the multishot runs on, bounded
+    // by the ring.
+    let _ = uring_ext::push(sqe);
+}
+
+/// One socket's multishot receive.
+#[derive(Debug)]
+pub struct Multi {
+    slot: u32,
+}
+
+impl Multi {
+    /// A multishot receiver for `fd`, when this worker receives by multishot.
+    pub fn new(fd: RawFd) -> Option<Multi> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let st = s.as_mut()?;
+            let slot = st.free.pop().unwrap_or_else(|| {
+                st.slots.push(Slot::default());
+                (st.slots.len() - 1) as u32
+            });
+            st.slots[slot as usize] = Slot {
+                fd,
+                open: true,
+                ..Slot::default()
+            };
+            Some(Multi { slot })
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Ring, &mut Slot) -> R) -> R {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let st = s
+                .as_mut()
+                .expect("a Multi exists only where the state does");
+            f(&mut st.ring, &mut st.slots[self.slot as usize])
+        })
+    }
+
+    /// Copy received bytes to the start of `dst`: `Ready(Some(n))` (0 = the peer closed),
+    /// `Ready(None)` when the ring ran dry and this read must be an ordinary one.
+    pub fn poll_read(
+        &self,
+        cx: &mut Context<'_>,
+        dst: &mut [MaybeUninit<u8>],
+    ) -> Poll<Option<io::Result<usize>>> {
+        let slot = self.slot;
+        let cap = dst.len();
+        self.with(|ring, sl| {
+            let mut copied = 0;
+            loop {
+                if let Some((bid, off, len)) = sl.partial {
+                    let n = (cap - copied).min((len - off) as usize);
+                    let src = &ring.buf(bid)[off as usize..off as usize + n];
+                    // SAFETY: `u8` and `MaybeUninit<u8>` share their layout; the lengths match.
+                    let src: &[MaybeUninit<u8>] = unsafe { std::mem::transmute(src) };
+                    dst[copied..copied + n].copy_from_slice(src);
+                    copied += n;
+                    if off as usize + n == len as usize {
+                        ring.give(bid);
+                        sl.partial = None;
+                    } else {
+                        sl.partial = Some((bid, off + n as u32, len));
+                    }
+                }
+                if copied == cap {
+                    return Poll::Ready(Some(Ok(copied)));
+                }
+                match sl.queue.front().copied() {
+                    Some((res, flags)) if res > 0 => {
+                        sl.queue.pop_front();
+                        let bid = cqueue::buffer_select(flags).expect("a received buffer");
+                        sl.partial = Some((bid, 0, res as u32));
+                    }
+                    // An end or an error waits for the bytes before it to be read.
+                    Some(_) if copied > 0 => return Poll::Ready(Some(Ok(copied))),
+                    Some((res, _)) => {
+                        sl.queue.pop_front();
+                        return Poll::Ready(Some(if res == 0 {
+                            Ok(0)
+                        } else {
+                            Err(io::Error::from_raw_os_error(-res))
+                        }));
+                    }
+                    None if copied > 0 => return Poll::Ready(Some(Ok(copied))),
+                    None => break,
+                }
+            }
+            if sl.armed {
+                // Waiting for the one in flight (or for a cancel to finish).
+            } else if sl.starved {
+                sl.starved = false;
+                return Poll::Ready(None);
+            } else {
+                let sqe = opcode::RecvMulti::new(types::Fd(sl.fd), BGID)
+                    .build()
+                    .user_data(EXT_TAG | u64::from(slot));
+                if let Err(e) = uring_ext::push(sqe) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                sl.armed = true;
+            }
+            match &sl.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => sl.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Stop the multishot (ready once its last completion is back): the socket's further
+    /// bytes stay in the socket, for a splice. Bytes already received stay queued.
+    pub fn poll_disarm(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = self.slot;
+        self.with(|_, sl| {
+            if !sl.armed {
+                return Poll::Ready(());
+            }
+            if !sl.cancelling {
+                cancel(slot);
+                sl.cancelling = true;
+            }
+            sl.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Whether the socket's bytes are all still in the socket: nothing in flight, nothing
+    /// received and unread (a splice may take them).
+    pub fn is_quiet(&self) -> bool {
+        self.with(|_, sl| !sl.armed && sl.partial.is_none() && sl.queue.is_empty())
+    }
+
+    /// Whether bytes (or an end, or an error) arrived that nobody has read.
+    pub fn has_unread(&self) -> bool {
+        self.with(|_, sl| sl.partial.is_some() || !sl.queue.is_empty())
+    }
+}
+
+impl Drop for Multi {
+    fn drop(&mut self) {
+        let slot = self.slot;
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let Some(State { ring, slots, free }) = s.as_mut() else {
+                return;
+            };
+            let sl = &mut slots[slot as usize];
+            sl.open = false;
+            sl.waker = None;
+            if let Some((bid, ..)) = sl.partial.take() {
+                ring.give(bid);
+            }
+            for (_, flags) in sl.queue.drain(..) {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    ring.give(bid);
+                }
+            }
+            if !sl.armed {
+                free.push(slot);
+            } else if !sl.cancelling {
+                cancel(slot);
+                sl.cancelling = true;
+            }
+        });
+    }
+}

@@ -1,0 +1,115 @@
+//! Multishot receives (`workers.multishot`): what a worker received ahead of its readers
+//! stays bounded, whole and in order — past one socket's allowance (its multishot is
+//! stopped and re-armed) and past the worker's whole buffer ring (a starved socket falls
+//! back to ordinary reads) — and an upstream that speaks out of turn while pooled is
+//! still never reused. On epoll the key is accepted and changes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backend::{Reply, ScriptedBackend};
+use common::client::Client;
+use common::router::{test_driver, Router};
+use common::wait_until;
+
+fn config(backend: std::net::SocketAddr) -> String {
+    format!(
+        "default_backend = \"{backend}\"\n[partitions.zone_1]\nservers = [\"{backend}\"]\n[health]\nenabled = false\n"
+    )
+}
+
+#[test]
+fn pipelined_bursts_beyond_the_buffer_ring_arrive_whole_and_in_order() {
+    // Each answer waits a little, so the pipelined requests behind it pile up unread.
+    let b = ScriptedBackend::start(|req| {
+        let len = req.header("content-length").unwrap_or_default();
+        Reply::ok(format!("{} {len}", req.path())).delayed(Duration::from_millis(2))
+    });
+    let r = Router::start_with_workers(&config(b.addr), "multishot = true");
+    let expect_multishot = test_driver() != "epoll";
+    assert_eq!(r.multishot(), vec![expect_multishot]);
+    // 24 connections × 40 requests of ~1.1 kB: ~44 kB each, more than one socket may hold
+    // received and unread (16 buffers of 2 KiB), and ~1 MB in all, twice the worker's ring.
+    const CONNS: usize = 24;
+    const REQUESTS: usize = 40;
+    let addr = r.addr;
+    let clients: Vec<_> = (0..CONNS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut burst = Vec::new();
+                for j in 0..REQUESTS {
+                    let body = vec![b'a' + (j % 26) as u8; 1000 + j];
+                    burst.extend_from_slice(
+                        format!(
+                            "POST /c{i}/r{j} HTTP/1.1\r\nHost: t\r\nX-User-Id: u{i}\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                    burst.extend_from_slice(&body);
+                }
+                c.send(&burst);
+                for j in 0..REQUESTS {
+                    let resp = c.read_response();
+                    assert_eq!(resp.status, 200);
+                    assert_eq!(resp.text(), format!("/c{i}/r{j} {}", 1000 + j));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("every client got its answers, in order");
+    }
+    let requests = b.requests();
+    assert_eq!(requests.len(), CONNS * REQUESTS);
+    for req in requests {
+        let j: usize = req.path().rsplit("/r").next().unwrap().parse().unwrap();
+        assert!(req.body_complete, "{}", req.path());
+        assert!(
+            req.body == vec![b'a' + (j % 26) as u8; 1000 + j],
+            "{}: the body arrived altered",
+            req.path()
+        );
+    }
+}
+
+#[test]
+fn bytes_a_pooled_upstream_sends_out_of_turn_retire_it() {
+    // The first answer is followed, a moment later, by bytes nobody asked for: received
+    // by the idle connection's multishot, they must keep it out of the next exchange.
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/first" => Reply::ok("first").late(Duration::from_millis(30), "HTTP/1.1 200 OK\r\n"),
+        _ => Reply::ok("second"),
+    });
+    let r = Router::start_with_workers(&config(b.addr), "multishot = true");
+    let mut c = Client::connect(r.addr);
+    assert_eq!(
+        c.roundtrip(b"GET /first HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n")
+            .text(),
+        "first"
+    );
+    // Judge the next exchange once the late bytes are in ringgate's socket.
+    let mut conn = None;
+    wait_until(
+        "the backend answered /first",
+        Duration::from_secs(5),
+        || {
+            conn = b
+                .requests()
+                .iter()
+                .find(|r| r.path() == "/first" && r.answered)
+                .map(|r| r.conn);
+            conn.is_some()
+        },
+    );
+    b.wait_delivered(conn.unwrap());
+    let resp = c.roundtrip(b"GET /second HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "second"));
+    assert_eq!(
+        b.accepted(),
+        2,
+        "the connection that spoke out of turn was not reused"
+    );
+}
