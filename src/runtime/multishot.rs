@@ -282,9 +282,12 @@ impl Multi {
                 st.slots.push(Slot::default());
                 (st.slots.len() - 1) as u32
             });
+            // A reused slot keeps its queue's allocation (empty: drained when freed).
+            let queue = std::mem::take(&mut st.slots[slot as usize].queue);
             st.slots[slot as usize] = Slot {
                 fd,
                 open: true,
+                queue,
                 ..Slot::default()
             };
             Some(Multi { slot })
