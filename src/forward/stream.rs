@@ -49,7 +49,6 @@ pub enum Writer {
     ClientTls(TlsWrite<ClientConnection>),
 }
 
-/// Split a plain TCP stream.
 /// Split a plain TCP stream (the reader receives by multishot where the worker does).
 pub fn plain(stream: TcpStream) -> (Reader, Writer) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
