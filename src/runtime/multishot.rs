@@ -177,11 +177,6 @@ pub fn init() -> io::Result<()> {
     Ok(())
 }
 
-/// Whether this thread's readers receive by multishot.
-pub fn is_active() -> bool {
-    STATE.with(|s| s.borrow().is_some())
-}
-
 fn on_completion(user_data: u64, res: i32, flags: u32) {
     if user_data & CANCEL == CANCEL {
         return;
