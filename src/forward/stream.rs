@@ -69,23 +69,15 @@ pub struct MultiReader {
 }
 
 impl MultiReader {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let (ptr, len) = (buf.write_ptr(), buf.bytes_total());
-        // SAFETY: see `spare`; the buffer is not moved before the read ends.
-        match poll_fn(|cx| self.ms.poll_read(cx, unsafe { spare(ptr, len) })).await {
-            Some(res) => filled(res, buf),
-            None => self.half.read(buf).await,
-        }
-    }
-
-    async fn cancelable_read<T: IoBufMut>(
+    /// A read, stopped (`ECANCELED`) once `stop` fires when there is one.
+    async fn read<T: IoBufMut>(
         &mut self,
         mut buf: T,
-        c: CancelHandle,
+        stop: Option<CancelHandle>,
     ) -> BufResult<usize, T> {
         let (ptr, len) = (buf.write_ptr(), buf.bytes_total());
         let polled = poll_fn(|cx| {
-            if c.canceled() {
+            if stop.as_ref().is_some_and(CancelHandle::canceled) {
                 let stopped = io::Error::from_raw_os_error(libc::ECANCELED);
                 return Poll::Ready(Some(Err(stopped)));
             }
@@ -93,9 +85,10 @@ impl MultiReader {
             self.ms.poll_read(cx, unsafe { spare(ptr, len) })
         })
         .await;
-        match polled {
-            Some(res) => filled(res, buf),
-            None => self.half.cancelable_read(buf, c).await,
+        match (polled, stop) {
+            (Some(res), _) => filled(res, buf),
+            (None, None) => self.half.read(buf).await,
+            (None, Some(c)) => self.half.cancelable_read(buf, c).await,
         }
     }
 }
@@ -193,7 +186,7 @@ macro_rules! each_read {
 
 impl AsyncReadRent for Reader {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        each_read!(self, h => h.read(buf).await, m => m.read(buf).await)
+        each_read!(self, h => h.read(buf).await, m => m.read(buf, None).await)
     }
 
     /// Vectored reads are not used on the request path; a multishot reader refuses them.
@@ -208,7 +201,7 @@ impl CancelableAsyncReadRent for Reader {
         buf: T,
         c: CancelHandle,
     ) -> BufResult<usize, T> {
-        each_read!(self, h => h.cancelable_read(buf, c).await, m => m.cancelable_read(buf, c).await)
+        each_read!(self, h => h.cancelable_read(buf, c).await, m => m.read(buf, Some(c)).await)
     }
 
     async fn cancelable_readv<T: IoVecBufMut>(
