@@ -332,7 +332,7 @@ async fn read_head(
             };
         }
         if deadline.is_none() {
-            deadline = Some(Instant::now() + s.client_header_timeout);
+            deadline = Some(timer::deadline_after(s.client_header_timeout));
         }
     }
 }

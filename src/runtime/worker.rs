@@ -253,10 +253,11 @@ impl Worker {
     }
 
     /// A pooled connection to backend `b` of table `version`, if one is idle and alive.
+    /// Idle times are seconds: the coarse clock (no TSC read) measures them.
     pub fn take_upstream(&self, b: u16, version: u64, s: &Settings) -> Option<UpstreamConn> {
         self.pools
             .borrow_mut()
-            .take(b, version, Instant::now(), s.pool_idle_timeout)
+            .take(b, version, timer::coarse_now(), s.pool_idle_timeout)
     }
 
     /// Return a connection to the pool after a clean exchange.
@@ -264,7 +265,7 @@ impl Worker {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
         self.pools
             .borrow_mut()
-            .put(b, version, conn, Instant::now(), max);
+            .put(b, version, conn, timer::coarse_now(), max);
     }
 
     /// Relay options for one direction: this worker's pipes and splice counter.
