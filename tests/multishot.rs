@@ -62,6 +62,18 @@ fn pipelined_bursts_beyond_the_buffer_ring_arrive_whole_and_in_order() {
     for c in clients {
         c.join().expect("every client got its answers, in order");
     }
+    // Each socket received ~22 buffers ahead of its reader: its multishot was stopped at
+    // least once, and /metrics says so (the ring-empty count depends on timing).
+    let m = r.metrics();
+    if expect_multishot {
+        assert!(
+            m.multishot_backpressure > 0,
+            "no back-pressure stop counted ({} ring-empty)",
+            m.multishot_ring_empty
+        );
+    } else {
+        assert_eq!((m.multishot_backpressure, m.multishot_ring_empty), (0, 0));
+    }
     let requests = b.requests();
     assert_eq!(requests.len(), CONNS * REQUESTS);
     for req in requests {

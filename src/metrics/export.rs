@@ -109,7 +109,7 @@ fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 /// The plain (unlabelled) counters, summed over workers.
-const COUNTERS: [CounterSpec; 11] = [
+const COUNTERS: [CounterSpec; 13] = [
     (
         RETRIES,
         "Queries re-sent to an upstream after a failure.",
@@ -154,6 +154,16 @@ const COUNTERS: [CounterSpec; 11] = [
     (SPLICED_BYTES, "Body bytes moved with splice(2).", |s| {
         s.spliced_bytes
     }),
+    (
+        MULTISHOT_RING_EMPTY,
+        "Multishot receives that found the worker's provided-buffer ring empty; the socket read once the ordinary way (many: the ring is small for the load).",
+        |s| s.multishot_ring_empty,
+    ),
+    (
+        MULTISHOT_BACKPRESSURE,
+        "Multishot receives stopped because their socket held 16 received, unread buffers (a client sending ahead of its answers); re-armed once read.",
+        |s| s.multishot_backpressure,
+    ),
     (
         ACCESS_LOG_DROPPED,
         "Access log lines dropped because the writer fell behind.",

@@ -101,6 +101,10 @@ pub struct WorkerMetrics {
     pub spliced_bytes: Cell<u64>,
     /// Access log lines dropped.
     pub access_log_dropped: Cell<u64>,
+    /// Multishot receives: arrivals that found the buffer ring empty.
+    pub multishot_ring_empty: Cell<u64>,
+    /// Multishot receives stopped at a socket's bound of unread buffers.
+    pub multishot_backpressure: Cell<u64>,
     /// Rate limits, migration, mirroring.
     pub users: users::UserCounters,
     latency: [RefCell<Histogram<u64>>; 2],
@@ -158,6 +162,8 @@ impl WorkerMetrics {
             idle_timeouts: Cell::new(0),
             tls_handshakes_failed: Cell::new(0),
             spliced_bytes: Cell::new(0),
+            multishot_ring_empty: Cell::new(0),
+            multishot_backpressure: Cell::new(0),
             access_log_dropped: Cell::new(0),
             users: users::UserCounters::default(),
             latency: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
@@ -305,6 +311,8 @@ impl WorkerMetrics {
             tls_handshakes_failed: self.tls_handshakes_failed.get(),
             spliced_bytes: self.spliced_bytes.get(),
             access_log_dropped: self.access_log_dropped.get(),
+            multishot_ring_empty: self.multishot_ring_empty.get(),
+            multishot_backpressure: self.multishot_backpressure.get(),
             users: self.users.counts(),
             open_connections,
             pool_idle,
@@ -361,6 +369,10 @@ pub struct MetricsSnapshot {
     pub spliced_bytes: u64,
     /// Access log lines dropped.
     pub access_log_dropped: u64,
+    /// Multishot arrivals that found the buffer ring empty.
+    pub multishot_ring_empty: u64,
+    /// Multishots stopped at a socket's bound of unread buffers.
+    pub multishot_backpressure: u64,
     /// Rate limits, migration, mirroring.
     pub users: users::UserCounts,
     /// Open client connections.

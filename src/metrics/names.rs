@@ -29,6 +29,10 @@ pub const IDLE_TIMEOUTS: &str = "ringgate_client_idle_timeouts_total";
 pub const TLS_HANDSHAKES_FAILED: &str = "ringgate_tls_handshakes_failed_total";
 /// Counter: body bytes moved with splice(2).
 pub const SPLICED_BYTES: &str = "ringgate_spliced_bytes_total";
+/// Counter: multishot receives that found the worker's buffer ring empty.
+pub const MULTISHOT_RING_EMPTY: &str = "ringgate_multishot_ring_empty_total";
+/// Counter: multishot receives stopped at a socket's bound of unread buffers.
+pub const MULTISHOT_BACKPRESSURE: &str = "ringgate_multishot_backpressure_total";
 /// Histogram: request duration (head received → response sent), by class.
 pub const DURATION: &str = "ringgate_request_duration_seconds";
 /// Summary: request duration quantiles from the merged per-worker HDR histograms.

@@ -132,6 +132,23 @@ struct State {
     ring: Ring,
     slots: Vec<Slot>,
     free: Vec<u32>,
+    counts: Counts,
+}
+
+/// How often the bounds were met, since the worker started (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Arrivals that found the buffer ring empty (`ENOBUFS`): the socket's next read
+    /// was an ordinary one. Many mean the ring is too small for the load.
+    pub ring_empty: u64,
+    /// Multishots stopped because their socket held [`MAX_QUEUED`] unread buffers (a
+    /// client sending ahead of its answers); each is re-armed once read.
+    pub backpressure: u64,
+}
+
+/// This worker's counts (zero where multishot is off).
+pub fn counts() -> Counts {
+    STATE.with(|s| s.borrow().as_ref().map(|st| st.counts).unwrap_or_default())
 }
 
 thread_local! {
@@ -172,6 +189,7 @@ pub fn init() -> io::Result<()> {
             ring,
             slots: Vec::new(),
             free: Vec::new(),
+            counts: Counts::default(),
         })
     });
     Ok(())
@@ -184,7 +202,13 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
     let slot = (user_data & u64::from(u32::MAX)) as usize;
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        let Some(State { ring, slots, free }) = s.as_mut() else {
+        let Some(State {
+            ring,
+            slots,
+            free,
+            counts,
+        }) = s.as_mut()
+        else {
             return;
         };
         let sl = &mut slots[slot];
@@ -205,12 +229,16 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
         match res {
             // The end of a cancelled multishot is no news for the reader.
             _ if res == -libc::ECANCELED && !more => {}
-            _ if res == -libc::ENOBUFS => sl.starved = true,
+            _ if res == -libc::ENOBUFS => {
+                sl.starved = true;
+                counts.ring_empty += 1;
+            }
             _ => {
                 sl.queue.push_back((res, flags));
                 if more && sl.queue.len() >= MAX_QUEUED && !sl.cancelling {
                     cancel(slot as u32);
                     sl.cancelling = true;
+                    counts.backpressure += 1;
                 }
             }
         }
@@ -404,7 +432,10 @@ impl Drop for Multi {
         let slot = self.slot;
         STATE.with(|s| {
             let mut s = s.borrow_mut();
-            let Some(State { ring, slots, free }) = s.as_mut() else {
+            let Some(State {
+                ring, slots, free, ..
+            }) = s.as_mut()
+            else {
                 return;
             };
             let sl = &mut slots[slot as usize];

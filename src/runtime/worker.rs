@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpListener;
 
+use super::multishot;
 pub use super::ring::ActiveDriver;
 use super::ring::{self, RuntimeSpec};
 use crate::access_log::AccessLog;
@@ -214,6 +215,9 @@ impl Worker {
     }
 
     fn answer_snapshot(&self, request: SnapshotRequest) {
+        let ms = multishot::counts();
+        self.metrics.multishot_ring_empty.set(ms.ring_empty);
+        self.metrics.multishot_backpressure.set(ms.backpressure);
         let table = self.table();
         let idle = self.pools.borrow().idle_counts().collect();
         let open = self.open_connections.get();
@@ -362,7 +366,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.pools.borrow_mut().clear();
-    super::multishot::stop_all(Duration::from_millis(100)).await;
+    multishot::stop_all(Duration::from_millis(100)).await;
     tracing::debug!(
         worker = id,
         left = worker.open_connections.get(),

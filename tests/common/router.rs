@@ -59,6 +59,10 @@ pub struct RouterMetrics {
     pub accepted: u64,
     pub refused: u64,
     pub tls_handshakes_failed: u64,
+    /// Multishot arrivals that found the buffer ring empty.
+    pub multishot_ring_empty: u64,
+    /// Multishots stopped at a socket's bound of unread buffers.
+    pub multishot_backpressure: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,
 }
@@ -163,6 +167,8 @@ impl Router {
             accepted: snaps.iter().map(|s| s.accepted).sum(),
             refused: snaps.iter().map(|s| s.refused).sum(),
             tls_handshakes_failed: snaps.iter().map(|s| s.tls_handshakes_failed).sum(),
+            multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
+            multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
                 let u = &s.users;
                 a.rate_limited[0] += u.rate_limited[0];
