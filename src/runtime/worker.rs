@@ -428,7 +428,7 @@ async fn sweep_pools(worker: Rc<Worker>) {
             return;
         }
         let idle = worker.table.borrow().table.settings.pool_idle_timeout;
-        worker.pools.borrow_mut().sweep(Instant::now(), idle);
+        worker.pools.borrow_mut().sweep(timer::coarse_now(), idle);
     }
 }
 
