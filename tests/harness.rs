@@ -17,11 +17,18 @@ use common::client::{frame_message, Client, Closed, Failure};
 fn peer(script: impl FnOnce(TcpStream) + Send + 'static) -> (Client, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    // The script starts once `connect` has returned: a peer that resets at once could
+    // otherwise make `connect` itself fail with ECONNRESET (the handshake completes in
+    // the kernel before the connecting thread runs again).
+    let (connected, go) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
+        go.recv().unwrap();
         script(s);
     });
-    (Client::connect(addr), t)
+    let c = Client::connect(addr);
+    connected.send(()).unwrap();
+    (c, t)
 }
 
 fn reset(s: TcpStream) {
