@@ -7,9 +7,11 @@
 mod common;
 
 use common::client::Client;
-use common::router::{demo_backend, exchange_large_bodies, Router};
+use common::router::{demo_backend, exchange_large_bodies, large_upload, Router};
 
 fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
+    // Shown with a failure: which setup it was.
+    println!("setup: {}", workers_extra.replace('\n', ", "));
     let b = demo_backend("zone_1");
     let config = format!(
         "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[health]\nenabled = false\n[timeouts]\nclient_idle_ms = 200\n"
@@ -22,6 +24,8 @@ fn serves_the_same_traffic(workers_extra: &str, expect_setup: &str) {
             assert_eq!(r.multishot(), vec![true], "{workers_extra}");
         }
     }
+    // Built before the connection exists: its idle timeout is short.
+    large_upload();
     let mut c = Client::connect(r.addr);
     for i in 0..5 {
         let resp = c.roundtrip(

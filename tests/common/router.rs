@@ -393,20 +393,29 @@ pub fn fnv_hex(bytes: &[u8]) -> String {
     format!("{:016x}", fnv1a64(bytes))
 }
 
+/// The 2 MB upload of [`exchange_large_bodies`] (the whole request, and the body's
+/// checksum), built once per test process. Call it before connecting where the connection
+/// has a short idle timeout: building it in a debug build on a loaded machine can take
+/// longer than the router waits for the next request.
+pub fn large_upload() -> &'static (Vec<u8>, String) {
+    static UPLOAD: std::sync::OnceLock<(Vec<u8>, String)> = std::sync::OnceLock::new();
+    UPLOAD.get_or_init(|| {
+        let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut raw = format!(
+            "POST /big HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        (raw, fnv_hex(&body))
+    })
+}
+
 /// Large bodies both ways through a demo backend on `c`: a 2 MB upload (the backend's
 /// checksum must match) and a 3 MB download — the splice and copy paths.
 pub fn exchange_large_bodies(c: &mut super::client::Client) {
-    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-    let mut raw = format!(
-        "POST /big HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    raw.extend_from_slice(&body);
-    assert_eq!(
-        c.roundtrip(&raw).json_field("body_fnv64").unwrap(),
-        fnv_hex(&body)
-    );
+    let (raw, fnv) = large_upload();
+    assert_eq!(c.roundtrip(raw).json_field("body_fnv64").unwrap(), *fnv);
     let resp =
         c.roundtrip(b"GET /dl?resp_bytes=3000000 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
     assert_eq!(resp.body.len(), 3_000_000);
