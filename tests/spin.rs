@@ -65,12 +65,14 @@ fn a_spin_window_keeps_the_worker_awake_between_requests() {
     let without = sleeps_over_back_to_back_requests("");
     let with = sleeps_over_back_to_back_requests("spin_us = 10000");
     eprintln!("worker sleeps over {REQUESTS} requests: {without} without a window, {with} with");
-    // Without a window the worker waits for every next request (and often for the
-    // backend's answer too) asleep.
-    assert!(without >= REQUESTS / 2, "{without} sleeps without a window");
+    // Without a window the worker waits for the next request (and often for the
+    // backend's answer) asleep: usually once or twice per request, but a slow host that
+    // preempts the worker lets work pile up while it runs (15 of 100 seen in CI). More
+    // than the window's allowance is what makes the comparison below mean something.
+    assert!(without > REQUESTS / 10, "{without} sleeps without a window");
     if test_driver() == "epoll" {
         // The key is accepted and ignored there (the worker logs so): it still sleeps.
-        assert!(with >= REQUESTS / 2, "{with} sleeps on epoll");
+        assert!(with > REQUESTS / 10, "{with} sleeps on epoll");
         return;
     }
     // Each request arrives well inside the 10 ms window the previous one opened; a few
