@@ -2,7 +2,8 @@
 //! stays bounded, whole and in order — past one socket's allowance (its multishot is
 //! stopped and re-armed) and past the worker's whole buffer ring (a starved socket falls
 //! back to ordinary reads) — and an upstream that speaks out of turn while pooled is
-//! still never reused. On epoll the key is accepted and changes nothing.
+//! still never reused, while a quiet one is reused on the ring's word, without a syscall.
+//! On epoll the key is accepted and changes nothing.
 
 mod common;
 
@@ -124,4 +125,39 @@ fn bytes_a_pooled_upstream_sends_out_of_turn_retire_it() {
         2,
         "the connection that spoke out of turn was not reused"
     );
+}
+
+#[test]
+fn a_quiet_pooled_connection_is_reused_on_the_rings_word() {
+    // One request at a time: from the wake-up that brings a request to the checkout of its
+    // upstream connection nothing arrives, so the ring (multishot armed on the idle
+    // connection, no completion or task work pending) vouches for it and the socket is not
+    // peeked. Without multishot (epoll, or the suite's one-read-at-a-time pass) every
+    // checkout is a peek.
+    let b = ScriptedBackend::start(|req| Reply::ok(req.path()));
+    let r = Router::start_with_workers(&config(b.addr), "");
+    let mut c = Client::connect(r.addr);
+    const N: u64 = 20;
+    for i in 0..N {
+        let path = format!("/q{i}");
+        let resp = c.roundtrip(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes(),
+        );
+        assert_eq!((resp.status, resp.text()), (200, path));
+    }
+    assert_eq!(b.accepted(), 1, "one upstream connection served them all");
+    let m = r.metrics();
+    assert_eq!(m.pool_reused, N - 1);
+    let on_the_rings_word =
+        r.multishot() == vec![true] && r.drivers().iter().all(|d| d.contains("DeferTaskrun"));
+    if on_the_rings_word {
+        assert!(
+            m.pool_peeked * 2 < m.pool_reused,
+            "the ring vouched for most checkouts: {} of {} peeked",
+            m.pool_peeked,
+            m.pool_reused
+        );
+    } else {
+        assert_eq!(m.pool_peeked, m.pool_reused, "{:?}", r.drivers());
+    }
 }

@@ -142,6 +142,15 @@ impl Reader {
         }
     }
 
+    /// Whether the ring vouches that nothing (no bytes, no end) arrived on this socket
+    /// (see [`Multi::is_known_idle`]); false where only the socket can tell.
+    pub fn is_known_idle(&self) -> bool {
+        match self {
+            Reader::Multi(m) => m.ms.is_known_idle(),
+            _ => false,
+        }
+    }
+
     /// What the TLS handshake settled (None on plain TCP).
     pub fn tls_info(&self) -> Option<&TlsInfo> {
         match self {

@@ -109,7 +109,7 @@ fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 /// The plain (unlabelled) counters, summed over workers.
-const COUNTERS: [CounterSpec; 13] = [
+const COUNTERS: [CounterSpec; 14] = [
     (
         RETRIES,
         "Queries re-sent to an upstream after a failure.",
@@ -132,6 +132,11 @@ const COUNTERS: [CounterSpec; 13] = [
         POOL_STALE,
         "Pooled upstream connections found closed at use.",
         |s| s.pool_stale,
+    ),
+    (
+        POOL_PEEKED,
+        "Pooled upstream connections checked with a recv(MSG_PEEK) syscall at reuse; the ring vouched for the others.",
+        |s| s.pool_peeked,
     ),
     (CONNECTIONS_ACCEPTED, "Client connections accepted.", |s| {
         s.accepted

@@ -89,6 +89,8 @@ pub struct WorkerMetrics {
     pub pool_opened: Cell<u64>,
     /// Pooled connections found dead.
     pub pool_stale: Cell<u64>,
+    /// Pooled connections checked with a syscall at reuse.
+    pub pool_peeked: Cell<u64>,
     /// Client connections accepted.
     pub accepted: Cell<u64>,
     /// Client connections refused at the bound.
@@ -157,6 +159,7 @@ impl WorkerMetrics {
             pool_reused: Cell::new(0),
             pool_opened: Cell::new(0),
             pool_stale: Cell::new(0),
+            pool_peeked: Cell::new(0),
             accepted: Cell::new(0),
             refused: Cell::new(0),
             idle_timeouts: Cell::new(0),
@@ -305,6 +308,7 @@ impl WorkerMetrics {
             pool_reused: self.pool_reused.get(),
             pool_opened: self.pool_opened.get(),
             pool_stale: self.pool_stale.get(),
+            pool_peeked: self.pool_peeked.get(),
             accepted: self.accepted.get(),
             refused: self.refused.get(),
             idle_timeouts: self.idle_timeouts.get(),
@@ -357,6 +361,8 @@ pub struct MetricsSnapshot {
     pub pool_opened: u64,
     /// Pooled connections found dead.
     pub pool_stale: u64,
+    /// Pooled connections checked with a syscall at reuse.
+    pub pool_peeked: u64,
     /// Client connections accepted.
     pub accepted: u64,
     /// Client connections refused.

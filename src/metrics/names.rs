@@ -15,6 +15,9 @@ pub const POOL_REUSED: &str = "ringgate_upstream_connections_reused_total";
 pub const POOL_OPENED: &str = "ringgate_upstream_connections_opened_total";
 /// Counter: pooled connections found dead at use.
 pub const POOL_STALE: &str = "ringgate_upstream_connections_stale_total";
+/// Counter: pooled connections checked with a `recv(MSG_PEEK)` syscall at reuse (the ring
+/// vouched for the others).
+pub const POOL_PEEKED: &str = "ringgate_upstream_connections_peeked_total";
 /// Gauge: idle pooled connections per backend.
 pub const POOL_IDLE: &str = "ringgate_upstream_pool_idle_connections";
 /// Gauge: open client connections.

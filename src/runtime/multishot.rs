@@ -133,6 +133,8 @@ struct State {
     slots: Vec<Slot>,
     free: Vec<u32>,
     counts: Counts,
+    /// The ring raises `IORING_SQ_TASKRUN` while it holds undelivered task work.
+    flags_task_work: bool,
 }
 
 /// How often the bounds were met, since the worker started (for `/metrics`).
@@ -174,8 +176,9 @@ fn kernel_supports() -> bool {
 }
 
 /// Set up this worker's buffer ring, so plain TCP readers made afterwards receive by
-/// multishot. Call from a task of a running io_uring runtime.
-pub fn init() -> io::Result<()> {
+/// multishot. Call from a task of a running io_uring runtime; `flags_task_work` says the
+/// ring was set up with `IORING_SETUP_TASKRUN_FLAG` (see [`Multi::is_known_idle`]).
+pub fn init(flags_task_work: bool) -> io::Result<()> {
     if !kernel_supports() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -190,6 +193,7 @@ pub fn init() -> io::Result<()> {
             slots: Vec::new(),
             free: Vec::new(),
             counts: Counts::default(),
+            flags_task_work,
         })
     });
     Ok(())
@@ -207,6 +211,7 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
             slots,
             free,
             counts,
+            ..
         }) = s.as_mut()
         else {
             return;
@@ -424,6 +429,25 @@ impl Multi {
     /// Whether bytes (or an end, or an error) arrived that nobody has read.
     pub fn has_unread(&self) -> bool {
         self.with(|_, sl| sl.partial.is_some() || !sl.queue.is_empty())
+    }
+
+    /// Whether the ring itself vouches that the socket received nothing — no bytes, no end,
+    /// no error — up to now: the multishot is armed (not being stopped), nothing it
+    /// received waits unread, and the ring holds nothing undelivered (no completion in
+    /// its queue, no task work pending: the kernel turns a socket's wake-up into task work
+    /// at once and flags it). False where that cannot be told (ask the socket instead).
+    pub fn is_known_idle(&self) -> bool {
+        let quiet = STATE.with(|s| {
+            s.borrow().as_ref().is_some_and(|st| {
+                let sl = &st.slots[self.slot as usize];
+                st.flags_task_work
+                    && sl.armed
+                    && !sl.cancelling
+                    && sl.partial.is_none()
+                    && sl.queue.is_empty()
+            })
+        });
+        quiet && uring_ext::is_caught_up()
     }
 }
 

@@ -6,7 +6,10 @@
 //!   Completions are produced only when the worker asks for them (`io_uring_enter` with
 //!   `GETEVENTS`), on the worker's own CPU and in batches, instead of as task work that
 //!   interrupts the worker — or runs at the exit of any syscall it makes. Measured the
-//!   cheapest per request on this project's bench (see README, Performance).
+//!   cheapest per request on this project's bench (see README, Performance). With
+//!   `IORING_SETUP_TASKRUN_FLAG` too, so the worker can see that nothing arrived since
+//!   its last enter (a pooled upstream connection is then reused without a syscall; see
+//!   `upstream::pool`).
 //! - `coop_taskrun`: `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`: no
 //!   interrupting IPIs; task work runs at the worker's next kernel entry.
 //! - `plain`: no flags (what monoio does by default).
@@ -47,7 +50,9 @@ fn builder(setup: RingSetup, core: Option<usize>) -> io_uring::Builder {
             b.setup_coop_taskrun().setup_taskrun_flag();
         }
         RingSetup::DeferTaskrun => {
-            b.setup_single_issuer().setup_defer_taskrun();
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag();
         }
         RingSetup::Sqpoll => {
             b.setup_sqpoll(1000);
@@ -130,7 +135,7 @@ where
     // `ready` is answered from inside the runtime, once the multishot ring is set up.
     let main = move |driver: ActiveDriver, ready: Ready| async move {
         let uring = matches!(driver, ActiveDriver::IoUring(_));
-        let multishot = multishot && start_multishot(uring);
+        let multishot = multishot && start_multishot(driver);
         let _ = ready.send(Ok(Started { driver, multishot }));
         if busy_poll {
             monoio::spawn(spin(uring));
@@ -173,12 +178,13 @@ where
 
 /// Set up this worker's multishot receiving (see [`super::multishot`]); false, with a
 /// warning, where it cannot be.
-fn start_multishot(uring: bool) -> bool {
-    if !uring {
+fn start_multishot(driver: ActiveDriver) -> bool {
+    let ActiveDriver::IoUring(setup) = driver else {
         tracing::warn!("workers.multishot needs io_uring; this worker receives one read at a time");
         return false;
-    }
-    match super::multishot::init() {
+    };
+    let flags_task_work = matches!(setup, RingSetup::DeferTaskrun | RingSetup::CoopTaskrun);
+    match super::multishot::init(flags_task_work) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "no multishot recv; this worker receives one read at a time");

@@ -259,9 +259,13 @@ impl Worker {
     /// A pooled connection to backend `b` of table `version`, if one is idle and alive.
     /// Idle times are seconds: the coarse clock (no TSC read) measures them.
     pub fn take_upstream(&self, b: u16, version: u64, s: &Settings) -> Option<UpstreamConn> {
-        self.pools
-            .borrow_mut()
-            .take(b, version, timer::coarse_now(), s.pool_idle_timeout)
+        self.pools.borrow_mut().take(
+            b,
+            version,
+            timer::coarse_now(),
+            s.pool_idle_timeout,
+            &self.metrics.pool_peeked,
+        )
     }
 
     /// Return a connection to the pool after a clean exchange.

@@ -5,14 +5,17 @@
 //!
 //! # Invariants
 //! - A connection the upstream closed (or wrote to) while idle is never handed out:
-//!   [`Pools::take`] peeks each candidate with a non-blocking `recv(MSG_PEEK)`; EOF, an
-//!   error or unexpected bytes discard it (and so do any a multishot reader received
-//!   while the connection was idle).
+//!   anything a multishot reader received while it was idle (bytes, EOF, an error)
+//!   discards it. When the ring vouches that nothing more is on its way (the multishot
+//!   armed, no completion or task work pending: `Reader::is_known_idle`) that is the
+//!   whole check, with no syscall; otherwise [`Pools::take`] peeks the socket with a
+//!   non-blocking `recv(MSG_PEEK)`, and EOF, an error or unexpected bytes discard it.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
 //!   that left the config are closed.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -84,12 +87,14 @@ impl Pools {
 
     /// An idle, live connection to backend `b` of table `version`, if any. A request that
     /// started on an older table gets none (its backend indices mean other servers now).
+    /// `peeked` counts the candidates that needed a syscall to tell.
     pub fn take(
         &mut self,
         b: u16,
         version: u64,
         now: Instant,
         idle_timeout: Duration,
+        peeked: &Cell<u64>,
     ) -> Option<UpstreamConn> {
         if version != self.version {
             return None;
@@ -101,7 +106,15 @@ impl Pools {
                 stack.clear();
                 return None;
             }
-            if !idle.conn.rd.has_unread() && is_idle_conn_live(idle.conn.fd) {
+            let rd = &idle.conn.rd;
+            if rd.has_unread() {
+                continue;
+            }
+            let live = rd.is_known_idle() || {
+                peeked.set(peeked.get() + 1);
+                is_idle_conn_live(idle.conn.fd)
+            };
+            if live {
                 let mut conn = idle.conn;
                 conn.is_reused = true;
                 return Some(conn);

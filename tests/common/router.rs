@@ -59,6 +59,10 @@ pub struct RouterMetrics {
     pub accepted: u64,
     pub refused: u64,
     pub tls_handshakes_failed: u64,
+    /// Upstream connections taken from a pool.
+    pub pool_reused: u64,
+    /// Of those checked, the ones peeked with a syscall (the ring vouched for the rest).
+    pub pool_peeked: u64,
     /// Multishot arrivals that found the buffer ring empty.
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
@@ -167,6 +171,8 @@ impl Router {
             accepted: snaps.iter().map(|s| s.accepted).sum(),
             refused: snaps.iter().map(|s| s.refused).sum(),
             tls_handshakes_failed: snaps.iter().map(|s| s.tls_handshakes_failed).sum(),
+            pool_reused: snaps.iter().map(|s| s.pool_reused).sum(),
+            pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
             multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
