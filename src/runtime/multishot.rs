@@ -433,9 +433,9 @@ impl Multi {
 
     /// Whether the ring itself vouches that the socket received nothing — no bytes, no end,
     /// no error — up to now: the multishot is armed (not being stopped), nothing it
-    /// received waits unread, and the ring holds nothing undelivered (no completion in
-    /// its queue, no task work pending: the kernel turns a socket's wake-up into task work
-    /// at once and flags it). False where that cannot be told (ask the socket instead).
+    /// received waits unread, and the ring is caught up (every SQE submitted, no completion
+    /// in its queue, no task work pending: the kernel turns a socket's wake-up into task
+    /// work at once and flags it). False where that cannot be told (ask the socket).
     pub fn is_known_idle(&self) -> bool {
         let quiet = STATE.with(|s| {
             s.borrow().as_ref().is_some_and(|st| {

@@ -7,9 +7,10 @@
 //! - A connection the upstream closed (or wrote to) while idle is never handed out:
 //!   anything a multishot reader received while it was idle (bytes, EOF, an error)
 //!   discards it. When the ring vouches that nothing more is on its way (the multishot
-//!   armed, no completion or task work pending: `Reader::is_known_idle`) that is the
-//!   whole check, with no syscall; otherwise [`Pools::take`] peeks the socket with a
-//!   non-blocking `recv(MSG_PEEK)`, and EOF, an error or unexpected bytes discard it.
+//!   armed, every SQE submitted, no completion or task work pending:
+//!   `Reader::is_known_idle`) that is the whole check, with no syscall; otherwise
+//!   [`Pools::take`] peeks the socket with a non-blocking `recv(MSG_PEEK)`, and EOF, an
+//!   error or unexpected bytes discard it.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends

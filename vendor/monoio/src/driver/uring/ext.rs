@@ -54,12 +54,18 @@ pub fn with_submitter<R>(f: impl FnOnce(&io_uring::Submitter<'_>) -> io::Result<
     with_inner(|inner| f(&inner.uring.submitter()))
 }
 
-/// Whether the current ring holds nothing undelivered: its completion queue is empty and
-/// `IORING_SQ_TASKRUN` is clear. The flag means something only on a ring set up with
-/// `IORING_SETUP_TASKRUN_FLAG`: the kernel then raises it whenever it queues task work (a
-/// socket's wake-up, say) that the next enter turns into completions, and clears it when
-/// that work runs. False where there is no ring.
+/// Whether the current ring is caught up with the kernel: every pushed SQE submitted, no
+/// completion waiting in the completion queue, and `IORING_SQ_TASKRUN` clear. The flag
+/// means something only on a ring set up with `IORING_SETUP_TASKRUN_FLAG`: the kernel then
+/// raises it whenever it queues task work (a socket's wake-up, say) that the next enter
+/// turns into completions, and clears it when that work runs. False where there is no ring.
 pub fn is_caught_up() -> bool {
-    with_inner(|inner| Ok(!inner.uring.submission().taskrun() && inner.uring.completion().is_empty()))
-        .unwrap_or(false)
+    with_inner(|inner| {
+        let submitted = {
+            let sq = inner.uring.submission();
+            sq.is_empty() && !sq.taskrun()
+        };
+        Ok(submitted && inner.uring.completion().is_empty())
+    })
+    .unwrap_or(false)
 }
