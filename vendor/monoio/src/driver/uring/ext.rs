@@ -2,7 +2,7 @@
 //! receives from a provided-buffer ring). Completions whose user data has [`EXT_TAG`] set
 //! bypass the op table and go to the thread's handler; SQEs are pushed raw.
 
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::io;
 
 use super::{UringInner, CURRENT};
@@ -20,9 +20,39 @@ pub fn set_handler(handler: fn(u64, i32, u32)) {
     HANDLER.with(|h| h.set(Some(handler)));
 }
 
-pub(super) fn dispatch(user_data: u64, result: i32, flags: u32) {
-    if let Some(h) = HANDLER.with(|h| h.get()) {
-        h(user_data, result, flags);
+/// Hand the tagged completions `tick` queued to the handler, in arrival order. Called by
+/// the driver after `tick`, once its borrow of the ring has ended: the handler may push
+/// SQEs (through [`push`], which borrows the ring again).
+pub(super) fn run_queued(cell: &UnsafeCell<UringInner>) {
+    let Some(handler) = HANDLER.with(|h| h.get()) else {
+        // SAFETY: a short borrow; no other reference to the ring is live.
+        unsafe { (*cell.get()).ext_queue.clear() };
+        return;
+    };
+    loop {
+        // SAFETY: each borrow below ends before the handler runs.
+        if unsafe { (*cell.get()).ext_queue.is_empty() } {
+            return;
+        }
+        // SAFETY: as above.
+        let mut batch = std::mem::take(unsafe { &mut (*cell.get()).ext_queue });
+        for &(user_data, result, flags) in &batch {
+            handler(user_data, result, flags);
+        }
+        batch.clear();
+        // SAFETY: as above.
+        let queue = unsafe { &mut (*cell.get()).ext_queue };
+        if queue.is_empty() {
+            // Keep the allocation (sized to the completion queue) for the next batch.
+            *queue = batch;
+            return;
+        }
+        // The handler's pushes reaped more (a full submission queue): hand those over
+        // too. The queue refilled meanwhile is new; keep the larger allocation.
+        if queue.capacity() < batch.capacity() {
+            batch.append(queue);
+            *queue = batch;
+        }
     }
 }
 

@@ -83,6 +83,10 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// ringgate patch: tagged completions reaped but not yet handed to the handler (it
+    /// runs once no borrow of this struct is live, see `ext::run_queued`).
+    ext_queue: Vec<(u64, i32, u32)>,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -112,6 +116,8 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            // One tick reaps at most a full completion queue: no growth once running.
+            ext_queue: Vec::with_capacity(uring.params().cq_entries() as usize),
             uring,
         }));
 
@@ -146,6 +152,8 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            // One tick reaps at most a full completion queue: no growth once running.
+            ext_queue: Vec::with_capacity(uring.params().cq_entries() as usize),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -318,6 +326,7 @@ impl IoUringDriver {
 
         // Process CQ
         inner.tick()?;
+        ext::run_queued(&self.inner);
 
         Ok(())
     }
@@ -357,6 +366,7 @@ impl Driver for IoUringDriver {
         let inner = unsafe { &mut *self.inner.get() };
         inner.submit()?;
         inner.tick()?;
+        ext::run_queued(&self.inner);
         Ok(())
     }
 
@@ -392,7 +402,9 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ if index & ext::EXT_TAG != 0 => ext::dispatch(index, cqe.result(), cqe.flags()),
+                _ if index & ext::EXT_TAG != 0 => {
+                    self.ext_queue.push((index, cqe.result(), cqe.flags()))
+                }
                 _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
             }
         }
