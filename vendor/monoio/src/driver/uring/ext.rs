@@ -91,11 +91,12 @@ pub fn with_submitter<R>(f: impl FnOnce(&io_uring::Submitter<'_>) -> io::Result<
 /// turns into completions, and clears it when that work runs. False where there is no ring.
 pub fn is_caught_up() -> bool {
     with_inner(|inner| {
-        let submitted = {
+        // All submitted, and no task work waiting to become completions.
+        let sq_quiet = {
             let sq = inner.uring.submission();
             sq.is_empty() && !sq.taskrun()
         };
-        Ok(submitted && inner.uring.completion().is_empty())
+        Ok(sq_quiet && inner.uring.completion().is_empty())
     })
     .unwrap_or(false)
 }
