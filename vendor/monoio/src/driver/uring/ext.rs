@@ -40,19 +40,12 @@ pub(super) fn run_queued(cell: &UnsafeCell<UringInner>) {
             handler(user_data, result, flags);
         }
         batch.clear();
+        // Whatever the handler's pushes reaped meanwhile (a full submission queue: rare)
+        // goes behind, in order; the allocation sized to the completion queue is kept.
         // SAFETY: as above.
         let queue = unsafe { &mut (*cell.get()).ext_queue };
-        if queue.is_empty() {
-            // Keep the allocation (sized to the completion queue) for the next batch.
-            *queue = batch;
-            return;
-        }
-        // The handler's pushes reaped more (a full submission queue): hand those over
-        // too. The queue refilled meanwhile is new; keep the larger allocation.
-        if queue.capacity() < batch.capacity() {
-            batch.append(queue);
-            *queue = batch;
-        }
+        batch.append(queue);
+        *queue = batch;
     }
 }
 
