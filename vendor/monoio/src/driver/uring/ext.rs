@@ -13,6 +13,50 @@ pub const EXT_TAG: u64 = 1 << 62;
 
 thread_local! {
     static HANDLER: Cell<Option<fn(u64, i32, u32)>> = const { Cell::new(None) };
+    static DRAINS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Called at the end of every `tick`: count the ticks that found every pushed SQE taken
+/// by the kernel and no completion overflowing (see [`drains`]).
+pub(super) fn note_tick(inner: &mut UringInner) {
+    let sq = inner.uring.submission();
+    if sq.is_empty() && !sq.cq_overflow() {
+        DRAINS.with(|d| d.set(d.get() + 1));
+    }
+}
+
+/// How many times the driver, after entering the kernel and reaping the completion
+/// queue, found the submission queue empty and no completion overflowing. An SQE pushed
+/// while this read `n` has been taken by the kernel once it reads more than `n`; on a
+/// ring where the submitting thread issues requests itself (`IORING_SETUP_DEFER_TASKRUN`)
+/// a request that completed inline has then posted its completion, if it posts one, and
+/// the handler has seen it.
+pub fn drains() -> u64 {
+    DRAINS.with(|d| d.get())
+}
+
+/// Enter the kernel now to submit every pushed SQE (no waiting), then reap completions
+/// and hand tagged ones to the handler, as a park would. For the rare caller that needs a
+/// pushed request taken before it can go on (it is about to free what the SQE points
+/// at). Must not be called from the handler.
+pub fn submit_now() -> io::Result<()> {
+    if !CURRENT.is_set() {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    CURRENT.with(|inner| match inner {
+        Inner::Uring(this) => {
+            {
+                // SAFETY: a borrow that ends before the handler runs; no other is live.
+                let inner = unsafe { &mut *this.get() };
+                inner.submit()?;
+                inner.tick()?;
+            }
+            run_queued(this);
+            Ok(())
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(io::ErrorKind::Unsupported.into()),
+    })
 }
 
 /// Route this thread's tagged completions to `handler(user_data, result, flags)`.

@@ -408,6 +408,7 @@ impl UringInner {
                 _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
             }
         }
+        ext::note_tick(self);
         Ok(())
     }
 
