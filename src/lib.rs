@@ -72,4 +72,52 @@ pub(crate) mod test_runtime {
             .build()
             .ok()
     }
+
+    /// An io_uring runtime set up as workers set it up by default (`DEFER_TASKRUN`), if
+    /// the kernel gives one.
+    pub fn deferred() -> Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+        let mut b = io_uring::IoUring::builder();
+        b.setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag();
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(b)
+            .enable_timer()
+            .build()
+            .ok()
+    }
+
+    /// A connected pair: (client stream, accepted stream).
+    pub async fn pair() -> (monoio::net::TcpStream, monoio::net::TcpStream) {
+        let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = monoio::join!(monoio::net::TcpStream::connect(addr), l.accept());
+        (c.unwrap(), s.unwrap().0)
+    }
+
+    /// Fill the socket's send path (its buffer and the peer's, which is never read) until
+    /// the kernel takes no more, even after the buffers had time to grow. Returns the bytes
+    /// it took.
+    pub fn fill(fd: i32) -> usize {
+        let chunk = [0u8; 65536];
+        let mut total = 0;
+        let mut idle_rounds = 0;
+        while idle_rounds < 5 {
+            let mut took = 0;
+            loop {
+                // SAFETY: sends from a live stack buffer on an fd owned by the caller.
+                let n = unsafe {
+                    libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT)
+                };
+                if n <= 0 {
+                    break;
+                }
+                took += n as usize;
+            }
+            total += took;
+            idle_rounds = if took == 0 { idle_rounds + 1 } else { 0 };
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        total
+    }
 }

@@ -27,6 +27,7 @@ use monoio::io::{
 };
 use monoio::BufResult;
 
+use super::stream::Writer;
 use super::timer::{self, Timer};
 
 /// How a timed I/O operation failed.
@@ -218,6 +219,38 @@ pub async fn send_range<W: CancelableAsyncWriteRent>(
     (Ok(()), end - start)
 }
 
+/// Wait for the message handed to `w` eagerly to settle (see [`crate::runtime::eager`]),
+/// tied to `stop` and for at most `timeout`, like [`send_range`]: the result and how many
+/// bytes the kernel took. Does not force the send out: the caller waits for something
+/// else that the same enter brings (an answer), or for its own timer.
+pub async fn settle_eager(
+    w: &mut Writer,
+    timeout: Duration,
+    stop: &Stopper,
+) -> (Result<(), IoFail>, usize) {
+    let handle = stop.handle();
+    let mut timer = Timer::after(timeout);
+    let mut timed_out = false;
+    let settled = poll_fn(|cx| {
+        if let Poll::Ready(s) = w.poll_settle(cx, false, Some(&handle)) {
+            return Poll::Ready(s);
+        }
+        if !timed_out && timer.poll_elapsed(cx).is_ready() {
+            timed_out = true;
+            stop.fire();
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await;
+    let result = match settled.result {
+        Ok(()) => Ok(()),
+        Err(_) if timed_out => Err(IoFail::Timeout),
+        Err(errno) => Err(std::io::Error::from_raw_os_error(errno).into()),
+    };
+    (result, settled.sent)
+}
+
 /// Write all of `buf` (plain timeout).
 pub async fn write_all<W: AsyncWriteRent>(
     w: &mut W,
@@ -251,40 +284,9 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use monoio::io::Splitable;
-    use monoio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::test_runtime::{epoll as runtime, uring as uring_runtime};
-
-    /// A connected pair: (client stream, accepted stream).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let (c, s) = monoio::join!(TcpStream::connect(addr), l.accept());
-        (c.unwrap(), s.unwrap().0)
-    }
-
-    /// Fill the socket's send path (its buffer and the peer's, which is never read) until
-    /// the kernel takes no more, even after the buffers had time to grow.
-    fn fill(fd: i32) {
-        let chunk = [0u8; 65536];
-        let mut idle_rounds = 0;
-        while idle_rounds < 5 {
-            let mut took = 0;
-            loop {
-                // SAFETY: sends from a live stack buffer on an fd owned by the caller.
-                let n = unsafe {
-                    libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_DONTWAIT)
-                };
-                if n <= 0 {
-                    break;
-                }
-                took += n;
-            }
-            idle_rounds = if took == 0 { idle_rounds + 1 } else { 0 };
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    use crate::test_runtime::{epoll as runtime, fill, pair, uring as uring_runtime};
 
     async fn write_timeout_keeps_the_buffer() {
         let (c, _peer) = pair().await;

@@ -22,6 +22,7 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::{ClientConnection, ServerConnection};
 
+use crate::runtime::eager::{Eager, Settled};
 use crate::runtime::multishot::Multi;
 use crate::tls::{TlsInfo, TlsRead, TlsWrite};
 
@@ -43,6 +44,8 @@ pub enum Reader {
 pub enum Writer {
     /// Plain TCP.
     Tcp(TcpOwnedWriteHalf),
+    /// Plain TCP that can hand small messages over eagerly ([`Writer::send_eager`]).
+    Eager(EagerWriter),
     /// TLS, ringgate being the server.
     ServerTls(TlsWrite<ServerConnection>),
     /// TLS, ringgate being the client.
@@ -57,7 +60,29 @@ pub fn plain(stream: TcpStream) -> (Reader, Writer) {
         Some(ms) => Reader::Multi(MultiReader { ms, half: rd }),
         None => Reader::Tcp(rd),
     };
-    (rd, Writer::Tcp(wr))
+    let wr = match Eager::new(fd) {
+        Some(eager) => Writer::Eager(EagerWriter { eager, half: wr }),
+        None => Writer::Tcp(wr),
+    };
+    (rd, wr)
+}
+
+/// A plain TCP write half with an eager sender. (The sender is declared first: dropped
+/// first, it has the kernel take a pending send before the socket's close is pushed.)
+#[derive(Debug)]
+pub struct EagerWriter {
+    eager: Eager,
+    half: TcpOwnedWriteHalf,
+}
+
+impl EagerWriter {
+    /// Settle the eager send in flight, if any: an error when it did not all go out (the
+    /// stream is then broken: a later write must not follow a hole). Ends a stopped
+    /// continuation when `stop` fires.
+    async fn settled(&mut self, stop: Option<&CancelHandle>) -> io::Result<()> {
+        let s = poll_fn(|cx| self.eager.poll_settle(cx, true, stop)).await;
+        s.result.map_err(io::Error::from_raw_os_error)
+    }
 }
 
 /// A plain TCP read half whose bytes come from a multishot recv. (The multishot is
@@ -162,24 +187,53 @@ impl Reader {
 }
 
 impl Writer {
-    /// The plain TCP half, when there is no TLS (splice needs it).
+    /// The plain TCP half, when there is no TLS and no eager send in flight (splice needs
+    /// it).
     #[inline]
     pub fn tcp(&mut self) -> Option<&mut TcpOwnedWriteHalf> {
         match self {
             Writer::Tcp(w) => Some(w),
+            Writer::Eager(w) if w.eager.is_idle() => Some(&mut w.half),
             _ => None,
         }
     }
-}
 
-macro_rules! each {
-    ($self:expr, $h:ident => $e:expr) => {
-        match $self {
-            Self::Tcp($h) => $e,
-            Self::ServerTls($h) => $e,
-            Self::ClientTls($h) => $e,
+    /// Hand `bytes` to the socket eagerly (see [`crate::runtime::eager`]): true when done
+    /// (the caller's buffer is free at once; a failure shows at the next operation on this
+    /// writer, or in [`Writer::settle`]), false when the caller must write them itself.
+    pub fn send_eager(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            Writer::Eager(w) => w.eager.send(bytes),
+            _ => false,
         }
-    };
+    }
+
+    /// Poll the eager send in flight (ready at once where there is none): `force` has the
+    /// kernel take a pushed send now rather than at the next enter; a fired `stop` ends a
+    /// continuation (see [`Eager::poll_settle`]).
+    pub fn poll_settle(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        force: bool,
+        stop: Option<&CancelHandle>,
+    ) -> Poll<Settled> {
+        match self {
+            Writer::Eager(w) => w.eager.poll_settle(cx, force, stop),
+            _ => Poll::Ready(Settled {
+                sent: 0,
+                result: Ok(()),
+            }),
+        }
+    }
+
+    /// Wait until every byte handed over eagerly is out, or fail if it cannot be (before a
+    /// close, so the last answer is not lost).
+    pub async fn settle(&mut self) -> io::Result<()> {
+        match self {
+            Writer::Eager(w) => w.settled(None).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 macro_rules! each_read {
@@ -226,27 +280,46 @@ impl CancelableAsyncReadRent for Reader {
     }
 }
 
+/// A writer operation: an eager writer settles its send in flight first (stopped by
+/// `$stop`), and fails with `$fail(error)` if that send broke the stream.
+macro_rules! each_write {
+    ($self:expr, $stop:expr, $h:ident => $e:expr, $err:ident => $fail:expr) => {
+        match $self {
+            Self::Tcp($h) => $e,
+            Self::ServerTls($h) => $e,
+            Self::ClientTls($h) => $e,
+            Self::Eager(w) => match w.settled($stop).await {
+                Ok(()) => {
+                    let $h = &mut w.half;
+                    $e
+                }
+                Err($err) => $fail,
+            },
+        }
+    };
+}
+
 impl AsyncWriteRent for Writer {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        each!(self, h => h.write(buf).await)
+        each_write!(self, None, h => h.write(buf).await, e => (Err(e), buf))
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        each!(self, h => h.writev(buf).await)
+        each_write!(self, None, h => h.writev(buf).await, e => (Err(e), buf))
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        each!(self, h => h.flush().await)
+        each_write!(self, None, h => h.flush().await, e => Err(e))
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
-        each!(self, h => h.shutdown().await)
+        each_write!(self, None, h => h.shutdown().await, e => Err(e))
     }
 }
 
 impl CancelableAsyncWriteRent for Writer {
     async fn cancelable_write<T: IoBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
-        each!(self, h => h.cancelable_write(buf, c).await)
+        each_write!(self, Some(&c), h => h.cancelable_write(buf, c).await, e => (Err(e), buf))
     }
 
     async fn cancelable_writev<T: IoVecBuf>(
@@ -254,14 +327,14 @@ impl CancelableAsyncWriteRent for Writer {
         buf: T,
         c: CancelHandle,
     ) -> BufResult<usize, T> {
-        each!(self, h => h.cancelable_writev(buf, c).await)
+        each_write!(self, Some(&c), h => h.cancelable_writev(buf, c).await, e => (Err(e), buf))
     }
 
     async fn cancelable_flush(&mut self, c: CancelHandle) -> io::Result<()> {
-        each!(self, h => h.cancelable_flush(c).await)
+        each_write!(self, Some(&c), h => h.cancelable_flush(c).await, e => Err(e))
     }
 
     async fn cancelable_shutdown(&mut self, c: CancelHandle) -> io::Result<()> {
-        each!(self, h => h.cancelable_shutdown(c).await)
+        each_write!(self, Some(&c), h => h.cancelable_shutdown(c).await, e => Err(e))
     }
 }

@@ -109,7 +109,7 @@ fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 /// The plain (unlabelled) counters, summed over workers.
-const COUNTERS: [CounterSpec; 14] = [
+const COUNTERS: [CounterSpec; 16] = [
     (
         RETRIES,
         "Queries re-sent to an upstream after a failure.",
@@ -168,6 +168,16 @@ const COUNTERS: [CounterSpec; 14] = [
         MULTISHOT_BACKPRESSURE,
         "Multishot receives stopped because their socket held 16 received, unread buffers (a client sending ahead of its answers); re-armed once read.",
         |s| s.multishot_backpressure,
+    ),
+    (
+        EAGER_SENT,
+        "Small messages handed to a socket eagerly: sent by the enter that also waits for what comes next, with no completion unless the socket could not take them whole.",
+        |s| s.eager_sent,
+    ),
+    (
+        EAGER_CONTINUED,
+        "Eager sends the socket could not take whole at once (full, or broken); the rest went out with an ordinary send, or the connection failed.",
+        |s| s.eager_continued,
     ),
     (
         ACCESS_LOG_DROPPED,

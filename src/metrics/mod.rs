@@ -107,6 +107,10 @@ pub struct WorkerMetrics {
     pub multishot_ring_empty: Cell<u64>,
     /// Multishot receives stopped at a socket's bound of unread buffers.
     pub multishot_backpressure: Cell<u64>,
+    /// Messages handed to a socket eagerly.
+    pub eager_sent: Cell<u64>,
+    /// Eager sends the socket could not take whole at once.
+    pub eager_continued: Cell<u64>,
     /// Rate limits, migration, mirroring.
     pub users: users::UserCounters,
     latency: [RefCell<Histogram<u64>>; 2],
@@ -167,6 +171,8 @@ impl WorkerMetrics {
             spliced_bytes: Cell::new(0),
             multishot_ring_empty: Cell::new(0),
             multishot_backpressure: Cell::new(0),
+            eager_sent: Cell::new(0),
+            eager_continued: Cell::new(0),
             access_log_dropped: Cell::new(0),
             users: users::UserCounters::default(),
             latency: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
@@ -317,6 +323,8 @@ impl WorkerMetrics {
             access_log_dropped: self.access_log_dropped.get(),
             multishot_ring_empty: self.multishot_ring_empty.get(),
             multishot_backpressure: self.multishot_backpressure.get(),
+            eager_sent: self.eager_sent.get(),
+            eager_continued: self.eager_continued.get(),
             users: self.users.counts(),
             open_connections,
             pool_idle,
@@ -379,6 +387,10 @@ pub struct MetricsSnapshot {
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
     pub multishot_backpressure: u64,
+    /// Messages handed to a socket eagerly.
+    pub eager_sent: u64,
+    /// Eager sends the socket could not take whole at once.
+    pub eager_continued: u64,
     /// Rate limits, migration, mirroring.
     pub users: users::UserCounts,
     /// Open client connections.

@@ -36,6 +36,10 @@ pub const SPLICED_BYTES: &str = "ringgate_spliced_bytes_total";
 pub const MULTISHOT_RING_EMPTY: &str = "ringgate_multishot_ring_empty_total";
 /// Counter: multishot receives stopped at a socket's bound of unread buffers.
 pub const MULTISHOT_BACKPRESSURE: &str = "ringgate_multishot_backpressure_total";
+/// Counter: messages handed to a socket eagerly (no completion unless it fails).
+pub const EAGER_SENT: &str = "ringgate_eager_sends_total";
+/// Counter: eager sends the socket could not take whole at once.
+pub const EAGER_CONTINUED: &str = "ringgate_eager_sends_continued_total";
 /// Histogram: request duration (head received → response sent), by class.
 pub const DURATION: &str = "ringgate_request_duration_seconds";
 /// Summary: request duration quantiles from the merged per-worker HDR histograms.

@@ -99,6 +99,10 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     // Unread request bytes (a pipelined request behind a close) count as unread too.
     if linger_close || !c.buf.is_empty() {
         linger(&mut c).await;
+    } else {
+        // The last answer may still be on its way (an eager send): out before the close.
+        let t = worker.table().table.settings.client_body_timeout;
+        let _ = timer::timeout(t, c.wr.settle()).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod eager;
 pub mod exchange;
 pub mod listener;
 pub mod multishot;

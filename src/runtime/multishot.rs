@@ -200,6 +200,9 @@ pub fn init(flags_task_work: bool) -> io::Result<()> {
 }
 
 fn on_completion(user_data: u64, res: i32, flags: u32) {
+    if user_data & super::eager::TAG == super::eager::TAG {
+        return super::eager::on_completion(user_data, res);
+    }
     if user_data & CANCEL == CANCEL {
         return;
     }
@@ -254,9 +257,11 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
 }
 
 /// Cancel every multishot still in flight and wait, at most `within`, for their last
-/// completions: a socket is only closed once no request holds it, and a worker's ring
-/// must not go away with requests in it (their sockets would stay open). For the end of
-/// a worker, when no connection reads any more.
+/// completions (and for the eager sends of dropped writers, see
+/// [`super::eager::in_flight`]): a socket is only closed once no request holds it, and a
+/// worker's ring must not go away with requests in it (their sockets would stay open, or
+/// a send could read a buffer already freed). For the end of a worker, when no connection
+/// reads or writes any more.
 pub async fn stop_all(within: std::time::Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
@@ -275,7 +280,7 @@ pub async fn stop_all(within: std::time::Duration) {
                     }
                 }
             }
-            any
+            any || super::eager::in_flight()
         });
         if !in_flight || std::time::Instant::now() >= deadline {
             return;

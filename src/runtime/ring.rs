@@ -185,7 +185,13 @@ fn start_multishot(driver: ActiveDriver) -> bool {
     };
     let flags_task_work = matches!(setup, RingSetup::DeferTaskrun | RingSetup::CoopTaskrun);
     match super::multishot::init(flags_task_work) {
-        Ok(()) => true,
+        Ok(()) => {
+            // Eager sends need requests issued inside the submitting enter.
+            if setup == RingSetup::DeferTaskrun {
+                super::eager::init();
+            }
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "no multishot recv; this worker receives one read at a time");
             false

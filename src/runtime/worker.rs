@@ -218,6 +218,9 @@ impl Worker {
         let ms = multishot::counts();
         self.metrics.multishot_ring_empty.set(ms.ring_empty);
         self.metrics.multishot_backpressure.set(ms.backpressure);
+        let eager = super::eager::counts();
+        self.metrics.eager_sent.set(eager.sent);
+        self.metrics.eager_continued.set(eager.continued);
         let table = self.table();
         let idle = self.pools.borrow().idle_counts().collect();
         let open = self.open_connections.get();

@@ -67,6 +67,10 @@ pub struct RouterMetrics {
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
     pub multishot_backpressure: u64,
+    /// Messages handed to a socket eagerly.
+    pub eager_sent: u64,
+    /// Eager sends the socket could not take whole at once.
+    pub eager_continued: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,
 }
@@ -175,6 +179,8 @@ impl Router {
             pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
             multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
+            eager_sent: snaps.iter().map(|s| s.eager_sent).sum(),
+            eager_continued: snaps.iter().map(|s| s.eager_continued).sum(),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
                 let u = &s.users;
                 a.rate_limited[0] += u.rate_limited[0];

@@ -28,7 +28,7 @@ use monoio::io::AsyncReadRent;
 use super::request::{Body, Request};
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::io::{send_range, write_all, IoFail, Stopper};
+use crate::forward::io::{send_range, settle_eager, write_all, IoFail, Stopper};
 use crate::forward::relay::{relay_body, BodyProgress, RelayFail, RelayOptions};
 use crate::forward::stream::{Reader, Writer};
 use crate::forward::timer::{self, Timer};
@@ -107,7 +107,31 @@ impl From<RelayFail> for SendFail {
 enum Event {
     Head(Result<u16, ProxyError>),
     Sent(Result<(), SendFail>),
+    /// The whole request was handed over eagerly at this time (it settles later).
+    Handed(Instant),
     Timer,
+}
+
+/// `timer` set to `due`, armed if it was not.
+fn reset_or_arm(timer: Option<Timer>, due: Instant) -> Option<Timer> {
+    match timer {
+        Some(mut t) => {
+            t.reset(due);
+            Some(t)
+        }
+        None => Some(Timer::at(due)),
+    }
+}
+
+/// What the sender tells the rest of the attempt as it goes.
+#[derive(Clone, Copy)]
+struct Marks<'a> {
+    /// Some byte of the request may have reached the upstream.
+    reached: &'a Cell<bool>,
+    /// The head is out (an answer can come from now on).
+    head_out: &'a Cell<bool>,
+    /// When the whole request was handed over eagerly.
+    handed: &'a Cell<Option<Instant>>,
 }
 
 /// The sender's view of the client.
@@ -138,6 +162,7 @@ pub async fn run(
 ) -> Result<Sent, AttemptError> {
     let reached = Cell::new(false);
     let head_out = Cell::new(false);
+    let handed: Cell<Option<Instant>> = Cell::new(None);
     let splicing = Cell::new(false);
     let interim_at: Cell<Option<Instant>> = Cell::new(None);
     c.stop.reset();
@@ -163,8 +188,13 @@ pub async fn run(
         out: &mut c.out,
         response: &mut c.response,
     };
+    let marks = Marks {
+        reached: &reached,
+        head_out: &head_out,
+        handed: &handed,
+    };
     let mut sender = pin!(send_request(
-        sender_io, &mut up.wr, req, progress, &opts, &reached, &head_out
+        sender_io, &mut up.wr, req, progress, &opts, marks
     ));
     let mut reader = pin!(read_response_head(
         &mut up.rd,
@@ -195,6 +225,10 @@ pub async fn run(
                     return Poll::Ready(Event::Sent(r));
                 }
             }
+            // A request handed over eagerly is as good as sent for the response clock.
+            if let (None, Some(at)) = (clock.sent_at, handed.get()) {
+                return Poll::Ready(Event::Handed(at));
+            }
             if head_out.get() || sent.is_some() {
                 if let Poll::Ready(r) = reader.as_mut().poll(cx) {
                     return Poll::Ready(Event::Head(r));
@@ -220,12 +254,17 @@ pub async fn run(
                     Err(f) => return Err(fail(f.into_error())),
                 }
                 sent = Some(r);
-                clock.sent_at = Some(timer::deadline_now());
-                let due = clock.due(interim_at.get()).0;
-                match timer.as_mut() {
-                    Some(t) => t.reset(due),
-                    None => timer = Some(Timer::at(due)),
+                // (An eager send's clock started when it was handed over.)
+                if clock.sent_at.is_none() {
+                    clock.sent_at = Some(timer::deadline_now());
+                    let due = clock.due(interim_at.get()).0;
+                    timer = reset_or_arm(timer, due);
                 }
+            }
+            Event::Handed(at) => {
+                clock.sent_at = Some(at);
+                let due = clock.due(interim_at.get()).0;
+                timer = reset_or_arm(timer, due);
             }
             Event::Head(result) => {
                 let mut whole = matches!(sent, Some(Ok(())));
@@ -298,12 +337,25 @@ async fn send_request(
     req: &Request,
     progress: &mut BodyProgress,
     opts: &RelayOptions<'_>,
-    reached: &Cell<bool>,
-    head_out: &Cell<bool>,
+    marks: Marks<'_>,
 ) -> Result<(), SendFail> {
     let SenderIo { rd, buf, fwd, stop } = io;
+    let Marks {
+        reached, head_out, ..
+    } = marks;
     let t = opts.write_timeout;
     let len = fwd.len();
+    let whole = matches!(req.body, Body::None | Body::Buffered { inline: true, .. });
+    if whole && up.send_eager(fwd) {
+        // Handed over: it goes out with the enter that waits for the answer, and settles
+        // there. Until then some of it may have reached the upstream.
+        reached.set(true);
+        head_out.set(true);
+        marks.handed.set(Some(timer::deadline_now()));
+        let (res, n) = settle_eager(up, t, stop).await;
+        reached.set(n > 0);
+        return res.map_err(SendFail::Upstream);
+    }
     send_part(up, fwd, 0..len, t, stop, reached).await?;
     head_out.set(true);
     let start = req.head_len;

@@ -164,15 +164,30 @@ async fn relay_response(
         ResponseFraming::UntilClose => (after, false),
     };
     let t = s.client_body_timeout;
+    // A response that is all here goes out eagerly: the exchange need not wait for the
+    // send (a failure shows at the connection's next write, or before it closes).
+    let whole = match framing {
+        ResponseFraming::None => true,
+        ResponseFraming::Length(n) => in_buf as u64 == n,
+        ResponseFraming::Chunked => decoder.is_done(),
+        ResponseFraming::UntilClose => false,
+    };
     let head_sent = if response_is_verbatim(&c.response, connection) {
-        write_range(&mut c.wr, &mut up.buf, 0, resp_len + in_buf, t)
-            .await
-            .0
+        let end = resp_len + in_buf;
+        if whole && c.wr.send_eager(&up.buf[..end]) {
+            Ok(())
+        } else {
+            write_range(&mut c.wr, &mut up.buf, 0, end, t).await.0
+        }
     } else {
         write_response_head(&up.buf, &c.response, connection, &mut c.out);
         c.out
             .extend_from_slice(&up.buf[resp_len..resp_len + in_buf]);
-        write_all(&mut c.wr, &mut c.out, t).await
+        if whole && c.wr.send_eager(&c.out) {
+            Ok(())
+        } else {
+            write_all(&mut c.wr, &mut c.out, t).await
+        }
     };
     if head_sent.is_err() {
         return Relayed::Cut(ErrorKind::ClientGone);
