@@ -204,8 +204,9 @@ async fn linger(c: &mut Client) {
 /// Shut the write side (FIN after everything written), then read and discard until the
 /// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
 async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) {
-    let _ = wr.shutdown().await;
     let until = Instant::now() + LINGER_TIME;
+    // (The shutdown waits for an answer still going out eagerly: bounded too.)
+    let _ = timer::timeout(LINGER_TIME, wr.shutdown()).await;
     let mut drained = 0;
     buf.clear();
     if buf.capacity() == 0 {

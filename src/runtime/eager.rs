@@ -70,7 +70,19 @@ struct Slot {
     stage: Stage,
     /// The writer still exists (false: the slot waits for its last completion).
     open: bool,
+    /// A cancel of the continuation was pushed.
+    cancelling: bool,
     waker: Option<Waker>,
+}
+
+impl Slot {
+    /// Cancel the continuation in flight, once.
+    fn cancel_rest(&mut self, slot: u32) {
+        if matches!(self.stage, Stage::Rest { .. }) && !self.cancelling {
+            cancel(user_data(slot, self.gen));
+            self.cancelling = true;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -93,6 +105,33 @@ pub struct Counts {
     pub continued: u64,
 }
 
+impl State {
+    /// Free the orphans whose send the kernel has taken since.
+    fn sweep_orphans(&mut self) {
+        let drains = uring_ext::drains();
+        let State {
+            slots,
+            free,
+            orphans,
+            ..
+        } = self;
+        // An orphan whose send failed was freed by the handler (and may be in use).
+        orphans.retain(|&o| {
+            let sl = &mut slots[o as usize];
+            match sl.stage {
+                _ if sl.open => false,
+                Stage::Pushed { drains: d } if drains > d => {
+                    sl.stage = Stage::Idle;
+                    free.push(o);
+                    false
+                }
+                Stage::Pushed { .. } => true,
+                _ => false,
+            }
+        });
+    }
+}
+
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
@@ -104,17 +143,25 @@ pub fn init() {
     STATE.with(|s| *s.borrow_mut() = Some(State::default()));
 }
 
-/// Whether a dropped writer's send is still with the kernel (a continuation being
-/// cancelled, or a send not yet taken): the worker's ring must not go away before.
-pub fn in_flight() -> bool {
+/// For the end of a worker: cancel every continuation still in flight, and say whether
+/// any send is still with the kernel (a continuation, or a dropped writer's send not yet
+/// taken). The ring must not go away before: a send could read a buffer already freed,
+/// or name a socket number reused meanwhile.
+pub fn stop() -> bool {
     STATE.with(|s| {
-        s.borrow().as_ref().is_some_and(|st| {
-            !st.orphans.is_empty()
-                || st
-                    .slots
-                    .iter()
-                    .any(|sl| !sl.open && matches!(sl.stage, Stage::Rest { .. }))
-        })
+        let mut s = s.borrow_mut();
+        let Some(st) = s.as_mut() else {
+            return false;
+        };
+        st.sweep_orphans();
+        let mut any = !st.orphans.is_empty();
+        for (i, sl) in st.slots.iter_mut().enumerate() {
+            if let Stage::Rest { .. } = sl.stage {
+                sl.cancel_rest(i as u32);
+                any = true;
+            }
+        }
+        any
     })
 }
 
@@ -221,27 +268,8 @@ impl Eager {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             let st = s.as_mut()?;
-            let drains = uring_ext::drains();
-            let State {
-                slots,
-                free,
-                orphans,
-                ..
-            } = st;
-            // An orphan whose send failed was freed by the handler (and may be in use).
-            orphans.retain(|&o| {
-                let sl = &mut slots[o as usize];
-                match sl.stage {
-                    _ if sl.open => false,
-                    Stage::Pushed { drains: d } if drains > d => {
-                        sl.stage = Stage::Idle;
-                        free.push(o);
-                        false
-                    }
-                    Stage::Pushed { .. } => true,
-                    _ => false,
-                }
-            });
+            st.sweep_orphans();
+            let State { slots, free, .. } = st;
             let slot = free.pop().unwrap_or_else(|| {
                 slots.push(Slot {
                     gen: 0,
@@ -249,6 +277,7 @@ impl Eager {
                     buf: Vec::new(),
                     stage: Stage::Idle,
                     open: true,
+                    cancelling: false,
                     waker: None,
                 });
                 (slots.len() - 1) as u32
@@ -295,6 +324,7 @@ impl Eager {
             sl.buf.clear();
             sl.buf.extend_from_slice(bytes);
             sl.gen = (sl.gen + 1) & GEN_MASK;
+            sl.cancelling = false;
             let sqe = opcode::Send::new(types::Fd(sl.fd), sl.buf.as_ptr(), bytes.len() as u32)
                 .flags(EAGER_FLAGS)
                 .build()
@@ -345,19 +375,15 @@ impl Eager {
                             result: Ok(()),
                         }))
                     }
-                    Stage::Failed { sent, errno } => {
-                        sl.stage = Stage::Idle;
-                        Some(Poll::Ready(Settled {
-                            sent: sent as usize,
-                            result: Err(errno),
-                        }))
-                    }
+                    // Stays failed: the stream has a hole, nothing may follow it.
+                    Stage::Failed { sent, errno } => Some(Poll::Ready(Settled {
+                        sent: sent as usize,
+                        result: Err(errno),
+                    })),
                     Stage::Pushed { .. } if (force || stopped) && round == 0 => None,
                     stage => {
                         if stopped {
-                            if let Stage::Rest { .. } = stage {
-                                cancel(user_data(slot, sl.gen));
-                            }
+                            sl.cancel_rest(slot);
                         }
                         if matches!(stage, Stage::Pushed { .. }) && (force || stopped) {
                             // Still not taken after an enter (completions overflowing):
@@ -392,27 +418,38 @@ fn cancel(target: u64) {
 
 impl Drop for Eager {
     fn drop(&mut self) {
-        let pending = self.with(|sl, _| {
-            sl.open = false;
-            sl.waker = None;
-            matches!(sl.stage, Stage::Pushed { drains } if uring_ext::drains() <= drains)
-        });
+        let slot = self.slot;
+        // (At thread exit the state may be gone already, and the ring with it.)
+        let pending = STATE
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                let Some(st) = s.as_mut() else {
+                    return false;
+                };
+                let sl = &mut st.slots[slot as usize];
+                sl.open = false;
+                sl.waker = None;
+                matches!(sl.stage, Stage::Pushed { drains } if uring_ext::drains() <= drains)
+            })
+            .unwrap_or(false);
         // The kernel must take the send before the buffer or the socket number can go.
         if pending {
             let _ = uring_ext::submit_now();
         }
-        let slot = self.slot;
-        STATE.with(|s| {
+        let _ = STATE.try_with(|s| {
             let mut s = s.borrow_mut();
             let Some(st) = s.as_mut() else {
                 return;
             };
             let sl = &mut st.slots[slot as usize];
             match sl.stage {
+                // It failed as it was taken: the handler freed the slot.
+                Stage::Idle if pending => {}
                 // Not taken even so (no ring to enter, completions overflowing): the
                 // buffer stays until the driver drains past it.
                 Stage::Pushed { drains } if uring_ext::drains() <= drains => st.orphans.push(slot),
-                Stage::Rest { .. } => cancel(user_data(slot, sl.gen)),
+                // Freed by the handler once its last completion is back.
+                Stage::Rest { .. } => sl.cancel_rest(slot),
                 _ => {
                     sl.stage = Stage::Idle;
                     st.free.push(slot);
@@ -483,6 +520,31 @@ mod tests {
         all
     }
 
+    /// A socket whose peer reset the connection (and the reset has arrived).
+    async fn reset() -> TcpStream {
+        let (mut c, s) = pair().await;
+        // SO_LINGER 0: the close resets the connection.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid option value for a socket the test owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(s);
+        let (res, _) = c.read(Vec::with_capacity(16)).await;
+        assert!(res.is_err(), "reset, not {res:?}");
+        c
+    }
+
     #[test]
     fn a_message_the_socket_takes_whole_posts_no_completion() {
         on_ring(|| async {
@@ -538,28 +600,7 @@ mod tests {
     #[test]
     fn a_reset_socket_fails_the_send() {
         on_ring(|| async {
-            let (c, s) = pair().await;
-            // SO_LINGER 0: the close resets the connection.
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: a valid option value for a socket the test owns.
-            let rc = unsafe {
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as u32,
-                )
-            };
-            assert_eq!(rc, 0);
-            drop(s);
-            // Wait for the reset to arrive.
-            let mut c = c;
-            let (res, _) = c.read(Vec::with_capacity(16)).await;
-            assert!(res.is_err(), "reset, not {res:?}");
+            let c = reset().await;
             let e = Eager::new(c.as_raw_fd()).unwrap();
             assert!(e.send(b"to nobody"));
             let settled = settle(&e, None).await;
@@ -569,6 +610,29 @@ mod tests {
                 errno == libc::ECONNRESET || errno == libc::EPIPE,
                 "errno {errno}"
             );
+        });
+    }
+
+    #[test]
+    fn a_writer_dropped_as_its_send_fails_frees_its_slot_once() {
+        on_ring(|| async {
+            // A reset socket: the send fails as it is taken.
+            let c = reset().await;
+            let e = Eager::new(c.as_raw_fd()).unwrap();
+            assert!(e.send(b"to nobody"));
+            // Dropped before the ring took it: taken at once, it fails, and the handler
+            // frees the slot (the writer's drop must not free it again).
+            drop(e);
+            let (a, b) = (Eager::new(c.as_raw_fd()), Eager::new(c.as_raw_fd()));
+            assert_ne!(a.unwrap().slot, b.unwrap().slot);
+            STATE.with(|s| {
+                let st = s.borrow();
+                let free = &st.as_ref().unwrap().free;
+                let mut sorted = free.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(sorted.len(), free.len(), "a slot freed twice: {free:?}");
+            });
         });
     }
 
@@ -586,7 +650,10 @@ mod tests {
             let settled = settle(&e, Some(&stop)).await;
             assert_eq!(settled.sent, 0);
             assert_eq!(settled.result, Err(libc::ECANCELED));
-            assert!(e.is_idle());
+            // The stream has a hole: nothing may follow.
+            assert!(!e.is_idle());
+            assert!(!e.send(b"more"));
+            assert_eq!(settle(&e, None).await, settled);
         });
     }
 

@@ -257,8 +257,7 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
 }
 
 /// Cancel every multishot still in flight and wait, at most `within`, for their last
-/// completions (and for the eager sends of dropped writers, see
-/// [`super::eager::in_flight`]): a socket is only closed once no request holds it, and a
+/// completions (and for eager sends, see [`super::eager::stop`]): a socket is only closed once no request holds it, and a
 /// worker's ring must not go away with requests in it (their sockets would stay open, or
 /// a send could read a buffer already freed). For the end of a worker, when no connection
 /// reads or writes any more.
@@ -280,9 +279,12 @@ pub async fn stop_all(within: std::time::Duration) {
                     }
                 }
             }
-            any || super::eager::in_flight()
+            super::eager::stop() || any
         });
         if !in_flight || std::time::Instant::now() >= deadline {
+            // Have the kernel take every send still queued: once the worker's tasks are
+            // dropped without a ring to enter, their sockets close at once.
+            let _ = uring_ext::submit_now();
             return;
         }
         monoio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -459,7 +461,8 @@ impl Multi {
 impl Drop for Multi {
     fn drop(&mut self) {
         let slot = self.slot;
-        STATE.with(|s| {
+        // (At thread exit the state may be gone already, and the ring with it.)
+        let _ = STATE.try_with(|s| {
             let mut s = s.borrow_mut();
             let Some(State {
                 ring, slots, free, ..
