@@ -229,26 +229,20 @@ pub async fn settle_eager(
     stop: &Stopper,
 ) -> (Result<(), IoFail>, usize) {
     let handle = stop.handle();
-    let mut timer = Timer::after(timeout);
-    let mut timed_out = false;
-    let settled = poll_fn(|cx| {
-        if let Poll::Ready(s) = w.poll_settle(cx, false, Some(&handle)) {
-            return Poll::Ready(s);
-        }
-        if !timed_out && timer.poll_elapsed(cx).is_ready() {
-            timed_out = true;
-            stop.fire();
-            cx.waker().wake_by_ref();
-        }
-        Poll::Pending
-    })
-    .await;
-    let result = match settled.result {
-        Ok(()) => Ok(()),
+    // As an operation whose "buffer" is the count the kernel took.
+    let op = pin!(poll_fn(|cx| {
+        w.poll_settle(cx, false, Some(&handle)).map(|s| {
+            let res = s.result.map(|()| s.sent);
+            (res.map_err(std::io::Error::from_raw_os_error), s.sent)
+        })
+    }));
+    let ((res, sent), timed_out) = stoppable(op, timeout, stop).await;
+    let result = match res {
+        Ok(_) => Ok(()),
         Err(_) if timed_out => Err(IoFail::Timeout),
-        Err(errno) => Err(std::io::Error::from_raw_os_error(errno).into()),
+        Err(e) => Err(e.into()),
     };
-    (result, settled.sent)
+    (result, sent)
 }
 
 /// Write all of `buf` (plain timeout).

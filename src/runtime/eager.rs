@@ -57,7 +57,7 @@ enum Stage {
     Pushed { drains: u64 },
     /// The eager send took `sent` bytes; a send of the rest is in flight.
     Rest { sent: u32 },
-    /// All of it went out (known from a completion).
+    /// All of it went out.
     Done,
     /// It failed with `errno` after `sent` bytes.
     Failed { sent: u32, errno: i32 },
@@ -76,6 +76,15 @@ struct Slot {
 }
 
 impl Slot {
+    /// A pushed send the kernel has taken without a completion went out whole.
+    fn note_taken(&mut self) {
+        if let Stage::Pushed { drains } = self.stage {
+            if uring_ext::drains() > drains {
+                self.stage = Stage::Done;
+            }
+        }
+    }
+
     /// Cancel the continuation in flight, once.
     fn cancel_rest(&mut self, slot: u32) {
         if matches!(self.stage, Stage::Rest { .. }) && !self.cancelling {
@@ -108,7 +117,6 @@ pub struct Counts {
 impl State {
     /// Free the orphans whose send the kernel has taken since.
     fn sweep_orphans(&mut self) {
-        let drains = uring_ext::drains();
         let State {
             slots,
             free,
@@ -118,9 +126,10 @@ impl State {
         // An orphan whose send failed was freed by the handler (and may be in use).
         orphans.retain(|&o| {
             let sl = &mut slots[o as usize];
+            sl.note_taken();
             match sl.stage {
                 _ if sl.open => false,
-                Stage::Pushed { drains: d } if drains > d => {
+                Stage::Done => {
                     sl.stage = Stage::Idle;
                     free.push(o);
                     false
@@ -300,15 +309,11 @@ impl Eager {
         })
     }
 
-    /// Whether nothing is in flight (a send the kernel took whole counts as settled).
+    /// Whether nothing is in flight, and nothing failed.
     pub fn is_idle(&self) -> bool {
         self.with(|sl, _| {
-            if let Stage::Pushed { drains } = sl.stage {
-                if uring_ext::drains() > drains {
-                    sl.stage = Stage::Idle;
-                }
-            }
-            sl.stage == Stage::Idle
+            sl.note_taken();
+            matches!(sl.stage, Stage::Idle | Stage::Done)
         })
     }
 
@@ -352,60 +357,42 @@ impl Eager {
         stop: Option<&CancelHandle>,
     ) -> Poll<Settled> {
         let stopped = stop.is_some_and(CancelHandle::canceled);
-        for round in 0..2 {
-            let slot = self.slot;
-            let step = self.with(|sl, _| {
-                let len = sl.buf.len();
-                match sl.stage {
-                    Stage::Idle => Some(Poll::Ready(Settled {
-                        sent: 0,
-                        result: Ok(()),
-                    })),
-                    Stage::Pushed { drains } if uring_ext::drains() > drains => {
-                        sl.stage = Stage::Idle;
-                        Some(Poll::Ready(Settled {
-                            sent: len,
-                            result: Ok(()),
-                        }))
-                    }
-                    Stage::Done => {
-                        sl.stage = Stage::Idle;
-                        Some(Poll::Ready(Settled {
-                            sent: len,
-                            result: Ok(()),
-                        }))
-                    }
-                    // Stays failed: the stream has a hole, nothing may follow it.
-                    Stage::Failed { sent, errno } => Some(Poll::Ready(Settled {
-                        sent: sent as usize,
-                        result: Err(errno),
-                    })),
-                    Stage::Pushed { .. } if (force || stopped) && round == 0 => None,
-                    stage => {
-                        if stopped {
-                            sl.cancel_rest(slot);
-                        }
-                        if matches!(stage, Stage::Pushed { .. }) && (force || stopped) {
-                            // Still not taken after an enter (completions overflowing):
-                            // look again after the next one.
-                            cx.waker().wake_by_ref();
-                        }
-                        match &sl.waker {
-                            Some(w) if w.will_wake(cx.waker()) => {}
-                            _ => sl.waker = Some(cx.waker().clone()),
-                        }
-                        Some(Poll::Pending)
-                    }
+        let push = force || stopped;
+        let pushed = |sl: &mut Slot, _: &mut Counts| {
+            sl.note_taken();
+            matches!(sl.stage, Stage::Pushed { .. })
+        };
+        if push && self.with(pushed) {
+            let _ = uring_ext::submit_now();
+        }
+        let slot = self.slot;
+        self.with(|sl, _| {
+            sl.note_taken();
+            let settled = |sent, result| Poll::Ready(Settled { sent, result });
+            match sl.stage {
+                Stage::Idle => settled(0, Ok(())),
+                Stage::Done => {
+                    sl.stage = Stage::Idle;
+                    settled(sl.buf.len(), Ok(()))
                 }
-            });
-            match step {
-                Some(p) => return p,
-                None => {
-                    let _ = uring_ext::submit_now();
+                // Stays failed: the stream has a hole, nothing may follow it.
+                Stage::Failed { sent, errno } => settled(sent as usize, Err(errno)),
+                stage => {
+                    match stage {
+                        Stage::Rest { .. } if stopped => sl.cancel_rest(slot),
+                        // Still not taken after an enter (completions overflowing): look
+                        // again after the next one.
+                        Stage::Pushed { .. } if push => cx.waker().wake_by_ref(),
+                        _ => {}
+                    }
+                    match &sl.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => sl.waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
                 }
             }
-        }
-        Poll::Pending
+        })
     }
 }
 
@@ -429,7 +416,8 @@ impl Drop for Eager {
                 let sl = &mut st.slots[slot as usize];
                 sl.open = false;
                 sl.waker = None;
-                matches!(sl.stage, Stage::Pushed { drains } if uring_ext::drains() <= drains)
+                sl.note_taken();
+                matches!(sl.stage, Stage::Pushed { .. })
             })
             .unwrap_or(false);
         // The kernel must take the send before the buffer or the socket number can go.
@@ -442,12 +430,13 @@ impl Drop for Eager {
                 return;
             };
             let sl = &mut st.slots[slot as usize];
+            sl.note_taken();
             match sl.stage {
                 // It failed as it was taken: the handler freed the slot.
                 Stage::Idle if pending => {}
                 // Not taken even so (no ring to enter, completions overflowing): the
                 // buffer stays until the driver drains past it.
-                Stage::Pushed { drains } if uring_ext::drains() <= drains => st.orphans.push(slot),
+                Stage::Pushed { .. } => st.orphans.push(slot),
                 // Freed by the handler once its last completion is back.
                 Stage::Rest { .. } => sl.cancel_rest(slot),
                 _ => {
