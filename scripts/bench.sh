@@ -777,8 +777,10 @@ main() {
         read -ra rates <<<"$RATES"
         plot_rate=${rates[${#rates[@]} - 1]}
         # In rounds: the last round's.
+        local round_suffix=""
+        ((RATE_ROUNDS > 1)) && round_suffix=-$RATE_ROUNDS
         for path in "${PATHS[@]}"; do
-            plot_args+=("$path=$WORK/$path-$plot_rate$( ((RATE_ROUNDS > 1)) && echo "-$RATE_ROUNDS").json")
+            plot_args+=("$path=$WORK/$path-$plot_rate$round_suffix.json")
         done
         "$BIN_DIR/ringgate-load" plot --out "$OUT/latency.svg" --log-y \
             --title "Latency by percentile, $plot_rate req/s open loop (30% Commands, 70% Queries)" \
