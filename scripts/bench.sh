@@ -76,8 +76,9 @@
 # (after warm-up; scripts/bench/counters.sh): user and system CPU µs (utime/stime of all its
 # processes and threads, /proc/PID/stat), and from `perf stat -p` attached for the window:
 # syscalls (raw_syscalls:sys_enter), io_uring submissions (io_uring:io_uring_submit_req)
-# and io_uring poll arms (io_uring:io_uring_poll_arm). Ratios: ringgate ÷ each path for
-# req/s and CPU/req.
+# and io_uring poll arms (io_uring:io_uring_poll_arm); and for every path, direct included,
+# the TCP segments the machine sent (Tcp OutSegs, /proc/net/snmp). Ratios: ringgate ÷ each
+# path for req/s and CPU/req.
 #
 # Output: one table on stdout and in benches/results/latest.md (the TLS cells in a second
 # table, with the proxy core's busy share), and the latency curves of the last fixed rate in
@@ -451,8 +452,8 @@ start_tls_layout() {
 }
 
 # Columns of a rows.tsv row (see scripts/bench/table.awk): path mode rps p50 p99 p99.9
-# completed failed utime stime syscalls submits arms, from a ringgate-load JSON and the
-# window's counters.
+# completed failed utime stime syscalls submits arms segments, from a ringgate-load JSON and
+# the window's counters.
 load_row() {
     local path=$1 mode=$2 json=$3 counters=$4
     jq -r --arg path "$path" --arg mode "$mode" --arg c "$counters" \
@@ -505,7 +506,7 @@ run_load() {
     else
         load_row "$path" "$mode" "$json" "$counters" >>"$WORK/rows.tsv"
     fi
-    log "$(printf '%-13s %-8s' "$path" "$mode${round:+ #$round}") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")  [utime stime syscalls submits arms: $counters]"
+    log "$(printf '%-13s %-8s' "$path" "$mode${round:+ #$round}") $(jq -r '"\(.rps|floor) req/s  p50 \(.latency_us.p50)  p99 \(.latency_us.p99) µs"' "$json")  [utime stime syscalls submits arms segments: $counters]"
 }
 
 # One wrk run (after a wrk warm-up run of its own): run_wrk PATH [MODE [ROUND]]. MODE wrk (the
@@ -548,12 +549,12 @@ run_wrk() {
     awk -v path="$path" -v mode="$mode" -v c="$counters" -v round="$round" 'BEGIN { OFS = "\t" } {
         split(c, k, " ")
         row = path OFS mode OFS $2 / ($3 / 1e6) OFS $9 OFS $10 OFS $11 OFS $2 OFS \
-            $4 + $5 + $6 + $7 + $8 OFS k[1] OFS k[2] OFS k[3] OFS k[4] OFS k[5]
+            $4 + $5 + $6 + $7 + $8 OFS k[1] OFS k[2] OFS k[3] OFS k[4] OFS k[5] OFS k[6]
         print (round == "" ? row : row OFS round)
     }' <<<"$out" >>"$WORK/$([[ -n $round ]] && echo "rounds-$mode" || echo rows).tsv"
     local unit=req/s
     [[ $mode == tls-resume ]] && unit=handshakes/s
-    log "$(printf '%-13s %-10s' "$path" "$mode") $(awk -v unit="$unit" '{ printf "%.0f %s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), unit, $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
+    log "$(printf '%-13s %-10s' "$path" "$mode") $(awk -v unit="$unit" '{ printf "%.0f %s  p50 %s  p99 %s µs  errors %d", $2 / ($3 / 1e6), unit, $9, $10, $4 + $5 + $6 + $7 + $8 }' <<<"$out")  [utime stime syscalls submits arms segments: $counters]"
 }
 
 # A cell in rounds: in_rounds ROUNDS RUN MODE runs `RUN PATH MODE ROUND` for every path in
@@ -670,6 +671,8 @@ describe_run() {
     else
         echo "  and poll arms not measured (BENCH_PERF=0)."
     fi
+    echo "  TCP segments/req: every segment the machine sent in the window (Tcp OutSegs) ÷ requests:"
+    echo "  2 direct and 4 through a proxy when each message goes in one segment with no bare ACK."
     echo "  ≈ req/s per proxy core = 10⁶ ÷ CPU µs/req."
 }
 

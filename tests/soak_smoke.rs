@@ -133,6 +133,45 @@ fn proc_samplers_read_a_live_process() {
     assert_eq!(v[3], 0, "a missing process counts zero ticks");
 }
 
+/// scripts/bench/counters.sh's TCP segment count (Tcp OutSegs of /proc/net/snmp) is a
+/// number that grows by at least what a loopback exchange sends.
+#[test]
+fn tcp_segments_counter_moves_with_loopback_traffic() {
+    if !has_bash() || !Path::new("/proc/net/snmp").exists() {
+        eprintln!("skipped: no bash or no /proc/net/snmp");
+        return;
+    }
+    let counters = repo().join("scripts/bench/counters.sh");
+    let read = || -> u64 {
+        let out = with_lib(&format!("source {}; tcp_out_segments", counters.display()));
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a count: {out:?}"))
+    };
+    let before = read();
+    // Ten writes, each acknowledged by a reply before the next: at least 20 segments.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..10 {
+            std::io::Read::read_exact(&mut s, &mut b).unwrap();
+            std::io::Write::write_all(&mut s, &b).unwrap();
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut b = [0u8; 1];
+    for _ in 0..10 {
+        std::io::Write::write_all(&mut c, b"x").unwrap();
+        std::io::Read::read_exact(&mut c, &mut b).unwrap();
+    }
+    echo.join().unwrap();
+    let after = read();
+    assert!(after >= before + 20, "{before} → {after}");
+}
+
 /// scripts/bench/rounds.awk folds rounds into one row per path (medians of req/s and
 /// latency, totals of ticks and counts, the median per-round difference to direct and the
 /// median per-round CPU ratio to ringgate), and table.awk prints that ratio as such.
@@ -142,18 +181,18 @@ fn rounds_fold_into_medians_and_per_round_ratios() {
         eprintln!("skipped: no bash");
         return;
     }
-    // path mode req/s p50 p99 p99.9 requests failed utime stime syscalls submits arms round.
-    // Round 1: ringgate 30/180 ticks per request, nginx 40/160 (ratio 0.667); round 2:
-    // 20/190 against 20/160 (0.842); round 3: 30/200 against 20/100 (0.75). Median 0.75,
-    // whereas the totals (80/570 against 80/420) would give 0.737.
-    let rows = "direct\twrk\t100\t50\t60\t70\t200\t0\t-\t-\t-\t-\t-\t1\n\
-                ringgate\twrk\t90\t60\t80\t90\t180\t0\t10\t20\t5\t6\t7\t1\n\
-                nginx\twrk\t80\t70\t90\t95\t160\t0\t20\t20\t5\t6\t7\t1\n\
-                nginx\twrk\t81\t75\t90\t95\t160\t0\t10\t10\t5\t6\t7\t2\n\
-                direct\twrk\t100\t52\t61\t70\t200\t0\t-\t-\t-\t-\t-\t2\n\
-                ringgate\twrk\t95\t58\t80\t90\t190\t0\t10\t10\t5\t6\t7\t2\n\
-                ringgate\twrk\t99\t59\t81\t90\t200\t1\t10\t20\t5\t6\t7\t3\n\
-                nginx\twrk\t82\t90\t99\t99\t100\t0\t10\t10\t5\t6\t7\t3\n";
+    // path mode req/s p50 p99 p99.9 requests failed utime stime syscalls submits arms
+    // segments round. Round 1: ringgate 30/180 ticks per request, nginx 40/160 (ratio
+    // 0.667); round 2: 20/190 against 20/160 (0.842); round 3: 30/200 against 20/100 (0.75).
+    // Median 0.75, whereas the totals (80/570 against 80/420) would give 0.737.
+    let rows = "direct\twrk\t100\t50\t60\t70\t200\t0\t-\t-\t-\t-\t-\t400\t1\n\
+                ringgate\twrk\t90\t60\t80\t90\t180\t0\t10\t20\t5\t6\t7\t720\t1\n\
+                nginx\twrk\t80\t70\t90\t95\t160\t0\t20\t20\t5\t6\t7\t640\t1\n\
+                nginx\twrk\t81\t75\t90\t95\t160\t0\t10\t10\t5\t6\t7\t640\t2\n\
+                direct\twrk\t100\t52\t61\t70\t200\t0\t-\t-\t-\t-\t-\t400\t2\n\
+                ringgate\twrk\t95\t58\t80\t90\t190\t0\t10\t10\t5\t6\t7\t760\t2\n\
+                ringgate\twrk\t99\t59\t81\t90\t200\t1\t10\t20\t5\t6\t7\t1000\t3\n\
+                nginx\twrk\t82\t90\t99\t99\t100\t0\t10\t10\t5\t6\t7\t400\t3\n";
     let script = repo().join("scripts/bench");
     let out = with_lib(&format!(
         "printf '{rows}' | awk -f {dir}/rounds.awk \
@@ -174,18 +213,29 @@ fn rounds_fold_into_medians_and_per_round_ratios() {
     assert_eq!(nginx[3], "81", "median req/s");
     assert_eq!(nginx[4], "75", "median p50");
     assert_eq!(
-        nginx[14], "+22 / +30",
+        nginx[15], "+22 / +30",
         "medians of 20, 23 and of 30, 29: round 3 has no direct"
     );
     assert_eq!(
-        nginx[16], "0.75× (rounds)",
+        nginx[17], "0.75× (rounds)",
         "median of the per-round CPU ratios"
     );
     assert_eq!(
         nginx[10], "1904.8",
         "CPU per request from the totals: 0.8 s / 420 requests"
     );
+    assert_eq!(
+        nginx[14], "4.00",
+        "TCP segments per request from the totals: 1,680 / 420"
+    );
     let ringgate = row("ringgate");
     assert_eq!(ringgate[7], "1", "failures are summed");
-    assert_eq!(ringgate[16], "1.00× (rounds)");
+    assert_eq!(ringgate[14], "4.35", "2,480 segments / 570 requests");
+    assert_eq!(ringgate[17], "1.00× (rounds)");
+    let direct = row("direct");
+    assert_eq!(
+        direct[14], "2.00",
+        "segments are counted for the direct path too"
+    );
+    assert_eq!(direct[11], "—", "no syscall count without a proxy");
 }

@@ -5,7 +5,11 @@
 #   raw_syscalls:sys_enter         every system call entered (io_uring_enter included),
 #   io_uring:io_uring_submit_req   every io_uring request (SQE) submitted,
 #   io_uring:io_uring_poll_arm     every io_uring request that had to arm a poll (its
-#                                  socket was not ready when it was issued).
+#                                  socket was not ready when it was issued),
+# and the TCP segments the machine sent in the window (Tcp OutSegs of /proc/net/snmp, every
+# path, direct included: on loopback only the cell's traffic moves then, so a request
+# answered in one segment each way costs 2 direct and 4 through a proxy; more means a
+# message split over several writes, or bare ACKs).
 # perf counts only threads that exist when it attaches (every proxy here starts its
 # threads at start-up; io_uring's io-wq workers created later would be missed, but their
 # CPU time is still in utime/stime): window_end warns when a thread appeared meanwhile.
@@ -19,7 +23,7 @@
 # Usage: counters_attach NAME PID...  before the cell (no PID: nothing is measured: direct)
 #        window_begin                 when the measured part starts
 #        window_end                   when it ends: sets WINDOW_COUNTERS to
-#                                     "utime_ticks stime_ticks syscalls submits arms"
+#                                     "utime_ticks stime_ticks syscalls submits arms segments"
 # $WORK/NAME.window keeps the times and ticks, $WORK/NAME.perf perf's output.
 
 PERF_EVENTS=raw_syscalls:sys_enter,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm
@@ -76,7 +80,14 @@ counters_attach() {
     perf_command disable
 }
 
+# TCP segments sent by this machine so far (Tcp OutSegs; the root network namespace's).
+tcp_out_segments() {
+    awk '$1 == "Tcp:" { if (!col) { for (i = 2; i <= NF; i++) if ($i == "OutSegs") col = i } else print $col }' \
+        /proc/net/snmp
+}
+
 window_begin() {
+    WINDOW_SEGS0=$(tcp_out_segments)
     ((${#WINDOW_PIDS[@]} > 0)) || return 0
     [[ -z $WINDOW_PERF_PID ]] || perf_command enable
     WINDOW_T0=$(cpu_ticks_split "${WINDOW_PIDS[@]}")
@@ -86,8 +97,9 @@ window_begin() {
 
 # Sets WINDOW_COUNTERS (not in a subshell: perf is this shell's child and must be waited for).
 window_end() {
+    local segments=$(($(tcp_out_segments) - ${WINDOW_SEGS0:-0}))
     if ((${#WINDOW_PIDS[@]} == 0)); then
-        WINDOW_COUNTERS="- - - - -"
+        WINDOW_COUNTERS="- - - - - $segments"
         return 0
     fi
     local t0 t1 t1_text counts="- - -"
@@ -108,7 +120,7 @@ window_end() {
         fi
     fi
     # shellcheck disable=SC2034 # read by scripts/bench.sh
-    WINDOW_COUNTERS="$((t1[0] - t0[0])) $((t1[1] - t0[1])) $counts"
+    WINDOW_COUNTERS="$((t1[0] - t0[0])) $((t1[1] - t0[1])) $counts $segments"
 }
 
 # Stop the attached perf (it prints its counts on SIGINT, then exits by that signal).

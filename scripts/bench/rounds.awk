@@ -3,13 +3,13 @@
 # fine).
 #
 # Input: round rows, tab-separated, as rows.tsv (see table.awk) plus the round number in
-# column 14. Output: one rows.tsv row per path and mode, in first-seen order:
+# column 15. Output: one rows.tsv row per path and mode, in first-seen order:
 # - req/s, p50, p99 and p99.9: the medians over the rounds;
-# - requests, failures, CPU ticks and perf counts: sums over the rounds (so the per-request
-#   columns are totals ÷ total requests);
+# - requests, failures, CPU ticks, perf counts and TCP segments: sums over the rounds (so the
+#   per-request columns are totals ÷ total requests);
 # - the added p50 / p99 over direct: the medians of the per-round differences against the
 #   direct cell of the same round;
-# - column 16, ringgate's CPU per request ÷ the path's: the median of the per-round ratios
+# - column 17, ringgate's CPU per request ÷ the path's: the median of the per-round ratios
 #   (ringgate and the path measured in the same round, a few seconds apart).
 # Taken within a round, a disturbance of the host moves one sample, not the answer. A round
 # without the direct (ringgate) cell adds no difference (ratio).
@@ -17,12 +17,12 @@
 BEGIN { FS = OFS = "\t" }
 
 {
-    p = $1 OFS $2; r = $14
+    p = $1 OFS $2; r = $15
     if (!(p in rounds)) order[++paths] = p
     i = ++rounds[p]
     rps[p, i] = $3 + 0; p50[p, i] = $4 + 0; p99[p, i] = $5 + 0; p999[p, i] = $6 + 0
     n[p] += $7; err[p] += $8
-    for (c = 9; c <= 13; c++) {
+    for (c = 9; c <= 14; c++) {
         if ($c == "-" || (p, c) in missing) missing[p, c] = 1
         else sum[p, c] += $c
     }
@@ -56,7 +56,7 @@ END {
         add99 = diffs ? median(a99, p, diffs) : "-"
         line = p OFS median(rps, p, count) OFS median(p50, p, count) OFS \
             median(p99, p, count) OFS median(p999, p, count) OFS n[p] OFS err[p]
-        for (c = 9; c <= 13; c++) line = line OFS (((p, c) in missing) ? "-" : sum[p, c] + 0)
+        for (c = 9; c <= 14; c++) line = line OFS (((p, c) in missing) ? "-" : sum[p, c] + 0)
         print line, add50, add99, (ratios ? median(ratio, p, ratios) : "-")
     }
 }

@@ -6,7 +6,8 @@
 # "tls-resume"), req/s (tls-hs, tls-resume: connections, so handshakes, per second),
 # p50, p99, p99.9 (µs), requests completed, requests failed, utime and stime of the proxy
 # over the window (clock ticks), syscalls, io_uring submissions, io_uring poll arms (counts
-# over the window; "-" when not measured), added p50 and p99 over direct (µs; "-": taken
+# over the window; "-" when not measured), TCP segments the machine sent in the window
+# (every path, direct included), added p50 and p99 over direct (µs; "-": taken
 # here from the direct row of the same mode; the cells run in rounds bring the median of
 # their per-round differences) and, for those cells, ringgate's CPU per request ÷ the
 # path's as the median of the per-round ratios (scripts/bench/rounds.awk).
@@ -31,7 +32,8 @@ BEGIN { FS = "\t" }
     sys[k] = measured[k] ? 1e6 * $10 / tck / $7 : -1
     cpu[k] = measured[k] ? user[k] + sys[k] : -1
     sc[k] = per_request($11, $7); subm[k] = per_request($12, $7); arm[k] = per_request($13, $7)
-    add50[k] = $14; add99[k] = $15; ratio[k] = $16
+    seg[k] = per_request($14, $7)
+    add50[k] = $15; add99[k] = $16; ratio[k] = $17
 }
 
 function per_request(count, requests) {
@@ -55,8 +57,8 @@ function label(m) {
 
 END {
     if (tls == 1) { tls_table(); exit }
-    print "| path | cell | req/s | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req | syscalls/req | io_uring submits/req | poll arms/req | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
-    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| path | cell | req/s | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req | syscalls/req | io_uring submits/req | poll arms/req | TCP segments/req | added p50 / p99 over direct (µs) | ringgate ÷ path: req/s (>1: ringgate more) | ringgate ÷ path: CPU/req (<1: ringgate cheaper) |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= rows; i++) {
         k = order[i]; m = mode[k]; d = "direct" SUBSEP m; r = "ringgate" SUBSEP m
         if (path[k] == "direct") added = "—"
@@ -66,22 +68,22 @@ END {
         thr = (path[k] == "direct" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
         cr = (cpu[k] <= 0 || !(r in cpu) || cpu[r] <= 0) ? "—" : sprintf("%.2f×", cpu[r] / cpu[k])
         if (ratio[k] != "" && ratio[k] != "-") cr = sprintf("%.2f× (rounds)", ratio[k])
-        printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+        printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
             path[k], label(m), rps[k], p50[k], p99[k], p999[k], err[k], us(user[k]), us(sys[k]),
-            us(cpu[k]), sc[k], subm[k], arm[k], added, thr, cr
+            us(cpu[k]), sc[k], subm[k], arm[k], seg[k], added, thr, cr
     }
 }
 
 function tls_table(    i, k, r, thr, cr, busy) {
-    print "| proxy | cell | req/s (handshake cells: = handshakes/s) | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req (handshake cells: = per handshake) | proxy core busy | syscalls/req | io_uring submits/req | poll arms/req | ringgate ÷ proxy: req/s (>1: ringgate more) | ringgate ÷ proxy: CPU/req (<1: ringgate cheaper) |"
-    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    print "| proxy | cell | req/s (handshake cells: = handshakes/s) | p50 µs | p99 µs | p99.9 µs | errors | user µs/req | sys µs/req | CPU µs/req (handshake cells: = per handshake) | proxy core busy | syscalls/req | io_uring submits/req | poll arms/req | TCP segments/req | ringgate ÷ proxy: req/s (>1: ringgate more) | ringgate ÷ proxy: CPU/req (<1: ringgate cheaper) |"
+    print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= rows; i++) {
         k = order[i]; r = "ringgate" SUBSEP mode[k]
         thr = (path[k] == "ringgate" || !(r in rps) || rps[k] == 0) ? "—" : sprintf("%.2f×", rps[r] / rps[k])
         cr = (path[k] == "ringgate" || cpu[k] <= 0 || !(r in cpu) || cpu[r] <= 0) ? "—" : sprintf("%.2f×", cpu[r] / cpu[k])
         busy = cpu[k] < 0 ? "—" : sprintf("%.0f %%", cpu[k] * rps[k] / 1e4)
-        printf "| %s | %s | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+        printf "| %s | %s | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
             path[k], label(mode[k]), rps[k], lat(p50[k]), lat(p99[k]), lat(p999[k]), err[k],
-            us(user[k]), us(sys[k]), us(cpu[k]), busy, sc[k], subm[k], arm[k], thr, cr
+            us(user[k]), us(sys[k]), us(cpu[k]), busy, sc[k], subm[k], arm[k], seg[k], thr, cr
     }
 }

@@ -183,8 +183,8 @@ run_tls_handshakes() {
             }
             split(c, k, " ")
             print path, "tls-hs", (secs > 0 ? n / secs : 0), p50 + 0, p99 + 0, "-", n + 0,
-                failed + non2xx, k[1], k[2], k[3], k[4], k[5]
+                failed + non2xx, k[1], k[2], k[3], k[4], k[5], k[6]
         }' "$WORK/$name.txt")
     printf '%s\n' "$out" >>"$WORK/rows.tsv"
-    log "$(printf '%-13s %-10s' "$path" tls-hs) $(awk -F'\t' '{ printf "%.0f handshakes/s  p50 %.0f  p99 %.0f µs (connect to answer)  errors %d", $3, $4, $5, $8 }' <<<"$out")  [utime stime syscalls submits arms: $counters]"
+    log "$(printf '%-13s %-10s' "$path" tls-hs) $(awk -F'\t' '{ printf "%.0f handshakes/s  p50 %.0f  p99 %.0f µs (connect to answer)  errors %d", $3, $4, $5, $8 }' <<<"$out")  [utime stime syscalls submits arms segments: $counters]"
 }
