@@ -18,8 +18,11 @@
 //! room), pushed by the completion handler itself, so nothing stalls when no task looks.
 //!
 //! # Invariants
-//! - The bytes live in the slot's own buffer (copied in, at most [`EAGER_MAX`]), untouched
-//!   until the send is settled: the caller's buffers are free at once.
+//! - The bytes live in a buffer the slot holds (copied in, at most [`EAGER_MAX`]),
+//!   untouched until the send is settled: the caller's buffers are free at once. A settled
+//!   send's buffer goes back to the worker's spares (taken sends are noticed at the next
+//!   eager send of any socket), so an idle keep-alive connection holds none: buffers are
+//!   as many as sends in flight at once, not as connections.
 //! - One send in flight per socket; the writer settles it before any other write,
 //!   shutdown or splice, so bytes keep their order.
 //! - An SQE not yet taken names the socket by number: a writer dropped before that makes
@@ -47,6 +50,8 @@ pub const EAGER_MAX: usize = 4096;
 const EAGER_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
 /// Flags of a continuation: the kernel waits for room until all of the rest is taken.
 const REST_FLAGS: i32 = libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
+/// Most spare buffers a worker keeps (more, after a burst, are freed).
+const SPARES_MAX: usize = 256;
 
 /// Where a slot's send stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +71,10 @@ enum Stage {
 struct Slot {
     gen: u32,
     fd: RawFd,
+    /// The message in flight; no capacity once it is settled (back with the spares).
     buf: Vec<u8>,
+    /// Its length (kept when the buffer goes back).
+    len: u32,
     stage: Stage,
     /// The writer still exists (false: the slot waits for its last completion).
     open: bool,
@@ -76,12 +84,31 @@ struct Slot {
 }
 
 impl Slot {
-    /// A pushed send the kernel has taken without a completion went out whole.
-    fn note_taken(&mut self) {
+    /// A pushed send the kernel has taken without a completion went out whole: its buffer
+    /// goes back to `spares`.
+    fn note_taken(&mut self, spares: &mut Vec<Vec<u8>>) {
+        self.note_taken_by(uring_ext::drains(), spares);
+    }
+
+    /// [`Self::note_taken`], the driver's drain count being `now`.
+    fn note_taken_by(&mut self, now: u64, spares: &mut Vec<Vec<u8>>) {
         if let Stage::Pushed { drains } = self.stage {
-            if uring_ext::drains() > drains {
+            if now > drains {
                 self.stage = Stage::Done;
+                self.release(spares);
             }
+        }
+    }
+
+    /// Give the buffer back (the send is settled: nothing of it is left with the kernel).
+    fn release(&mut self, spares: &mut Vec<Vec<u8>>) {
+        if self.buf.capacity() == 0 {
+            return;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        if spares.len() < SPARES_MAX {
+            buf.clear();
+            spares.push(buf);
         }
     }
 
@@ -101,6 +128,19 @@ struct State {
     /// Slots of dropped writers whose send the kernel had not taken yet (the ring could
     /// not be entered): freed once the driver has drained past it.
     orphans: Vec<u32>,
+    books: Books,
+}
+
+/// What a slot's send updates besides the slot.
+#[derive(Default)]
+struct Books {
+    /// Sends pushed and not yet seen taken, by slot and generation (an entry whose slot
+    /// has moved on since is stale, and dropped).
+    pushed: Vec<(u32, u32)>,
+    /// Buffers of settled sends, for the next ones.
+    spares: Vec<Vec<u8>>,
+    /// The drain count at the last sweep.
+    swept_at: u64,
     counts: Counts,
 }
 
@@ -115,18 +155,38 @@ pub struct Counts {
 }
 
 impl State {
-    /// Free the orphans whose send the kernel has taken since.
-    fn sweep_orphans(&mut self) {
+    /// Take back the buffers of the sends the kernel has taken since, and free the
+    /// orphans among them.
+    fn sweep(&mut self) {
+        let now = uring_ext::drains();
         let State {
             slots,
             free,
             orphans,
-            ..
+            books:
+                Books {
+                    pushed,
+                    spares,
+                    swept_at,
+                    ..
+                },
         } = self;
+        // Nothing is seen taken until the driver drains again.
+        if *swept_at == now {
+            return;
+        }
+        *swept_at = now;
+        pushed.retain(|&(slot, gen)| {
+            let sl = &mut slots[slot as usize];
+            sl.gen == gen && {
+                sl.note_taken_by(now, spares);
+                matches!(sl.stage, Stage::Pushed { .. })
+            }
+        });
         // An orphan whose send failed was freed by the handler (and may be in use).
         orphans.retain(|&o| {
             let sl = &mut slots[o as usize];
-            sl.note_taken();
+            sl.note_taken_by(now, spares);
             match sl.stage {
                 _ if sl.open => false,
                 Stage::Done => {
@@ -162,7 +222,7 @@ pub fn stop() -> bool {
         let Some(st) = s.as_mut() else {
             return false;
         };
-        st.sweep_orphans();
+        st.sweep();
         let mut any = !st.orphans.is_empty();
         for (i, sl) in st.slots.iter_mut().enumerate() {
             if let Stage::Rest { .. } = sl.stage {
@@ -176,7 +236,12 @@ pub fn stop() -> bool {
 
 /// This worker's counts (zero where eager sends are off).
 pub fn counts() -> Counts {
-    STATE.with(|s| s.borrow().as_ref().map(|st| st.counts).unwrap_or_default())
+    STATE.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|st| st.books.counts)
+            .unwrap_or_default()
+    })
 }
 
 fn user_data(slot: u32, gen: u32) -> u64 {
@@ -200,10 +265,10 @@ pub fn on_completion(user_data: u64, res: i32) {
             debug_assert!(false, "a completion for an earlier send of slot {slot}");
             return;
         }
-        let len = sl.buf.len() as u32;
+        let len = sl.len;
         sl.stage = match sl.stage {
             Stage::Pushed { .. } => {
-                st.counts.continued += 1;
+                st.books.counts.continued += 1;
                 // `EAGAIN` (nothing taken), the count a short send took, or an error.
                 let sent = res.max(0) as u32;
                 if (res > 0 || res == -libc::EAGAIN) && sl.open {
@@ -247,6 +312,9 @@ pub fn on_completion(user_data: u64, res: i32) {
             }
         };
         let settled = matches!(sl.stage, Stage::Done | Stage::Failed { .. });
+        if settled {
+            sl.release(&mut st.books.spares);
+        }
         if !sl.open && settled {
             sl.stage = Stage::Idle;
             st.free.push(slot);
@@ -277,13 +345,14 @@ impl Eager {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             let st = s.as_mut()?;
-            st.sweep_orphans();
+            st.sweep();
             let State { slots, free, .. } = st;
             let slot = free.pop().unwrap_or_else(|| {
                 slots.push(Slot {
                     gen: 0,
                     fd,
                     buf: Vec::new(),
+                    len: 0,
                     stage: Stage::Idle,
                     open: true,
                     cancelling: false,
@@ -299,20 +368,20 @@ impl Eager {
         })
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Slot, &mut Counts) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut Slot, &mut Books) -> R) -> R {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             let st = s
                 .as_mut()
                 .expect("an Eager exists only where the state does");
-            f(&mut st.slots[self.slot as usize], &mut st.counts)
+            f(&mut st.slots[self.slot as usize], &mut st.books)
         })
     }
 
     /// Whether nothing is in flight, and nothing failed.
     pub fn is_idle(&self) -> bool {
-        self.with(|sl, _| {
-            sl.note_taken();
+        self.with(|sl, books| {
+            sl.note_taken(&mut books.spares);
             matches!(sl.stage, Stage::Idle | Stage::Done)
         })
     }
@@ -325,24 +394,41 @@ impl Eager {
             return false;
         }
         let slot = self.slot;
-        self.with(|sl, counts| {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let st = s
+                .as_mut()
+                .expect("an Eager exists only where the state does");
+            // Sends taken since the last look give their buffers back: one is reused here.
+            st.sweep();
+            let State { slots, books, .. } = st;
+            let sl = &mut slots[slot as usize];
+            if sl.buf.capacity() == 0 {
+                sl.buf = books
+                    .spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(EAGER_MAX));
+            }
             sl.buf.clear();
             sl.buf.extend_from_slice(bytes);
+            sl.len = bytes.len() as u32;
             sl.gen = (sl.gen + 1) & GEN_MASK;
             sl.cancelling = false;
-            let sqe = opcode::Send::new(types::Fd(sl.fd), sl.buf.as_ptr(), bytes.len() as u32)
+            let sqe = opcode::Send::new(types::Fd(sl.fd), sl.buf.as_ptr(), sl.len)
                 .flags(EAGER_FLAGS)
                 .build()
                 .flags(squeue::Flags::SKIP_SUCCESS)
                 .user_data(user_data(slot, sl.gen));
             if uring_ext::push(sqe).is_err() {
+                sl.release(&mut books.spares);
                 return false;
             }
             // Read after the push: a push may flush the queue, which ticks.
             sl.stage = Stage::Pushed {
                 drains: uring_ext::drains(),
             };
-            counts.sent += 1;
+            books.pushed.push((slot, sl.gen));
+            books.counts.sent += 1;
             true
         })
     }
@@ -358,22 +444,22 @@ impl Eager {
     ) -> Poll<Settled> {
         let stopped = stop.is_some_and(CancelHandle::canceled);
         let push = force || stopped;
-        let pushed = |sl: &mut Slot, _: &mut Counts| {
-            sl.note_taken();
+        let pushed = |sl: &mut Slot, books: &mut Books| {
+            sl.note_taken(&mut books.spares);
             matches!(sl.stage, Stage::Pushed { .. })
         };
         if push && self.with(pushed) {
             let _ = uring_ext::submit_now();
         }
         let slot = self.slot;
-        self.with(|sl, _| {
-            sl.note_taken();
+        self.with(|sl, books| {
+            sl.note_taken(&mut books.spares);
             let settled = |sent, result| Poll::Ready(Settled { sent, result });
             match sl.stage {
                 Stage::Idle => settled(0, Ok(())),
                 Stage::Done => {
                     sl.stage = Stage::Idle;
-                    settled(sl.buf.len(), Ok(()))
+                    settled(sl.len as usize, Ok(()))
                 }
                 // Stays failed: the stream has a hole, nothing may follow it.
                 Stage::Failed { sent, errno } => settled(sent as usize, Err(errno)),
@@ -416,7 +502,7 @@ impl Drop for Eager {
                 let sl = &mut st.slots[slot as usize];
                 sl.open = false;
                 sl.waker = None;
-                sl.note_taken();
+                sl.note_taken(&mut st.books.spares);
                 matches!(sl.stage, Stage::Pushed { .. })
             })
             .unwrap_or(false);
@@ -430,7 +516,7 @@ impl Drop for Eager {
                 return;
             };
             let sl = &mut st.slots[slot as usize];
-            sl.note_taken();
+            sl.note_taken(&mut st.books.spares);
             match sl.stage {
                 // It failed as it was taken: the handler freed the slot.
                 Stage::Idle if pending => {}
@@ -561,6 +647,54 @@ mod tests {
                 }
             );
             assert!(!e.send(&[7u8; EAGER_MAX + 1]), "too long to copy");
+        });
+    }
+
+    /// (Buffers held by slots, spare buffers.)
+    fn buffers() -> (usize, usize) {
+        STATE.with(|s| {
+            let s = s.borrow();
+            let st = s.as_ref().unwrap();
+            let held = st.slots.iter().filter(|sl| sl.buf.capacity() > 0).count();
+            (held, st.books.spares.len())
+        })
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer_once_its_send_is_taken() {
+        on_ring(|| async {
+            // Eight connections send once and go idle, as keep-alive clients do after an
+            // answer: their sends are taken at the next enter, and the next eager send (of
+            // any socket) takes their buffers back. Buffers are as many as sends in
+            // flight at once, not as connections.
+            let mut conns = Vec::new();
+            for _ in 0..8 {
+                let (c, s) = pair().await;
+                let e = Eager::new(c.as_raw_fd()).unwrap();
+                conns.push((c, s, e));
+            }
+            for (_, _, e) in &conns {
+                assert!(e.send(b"answer"));
+            }
+            assert_eq!(buffers(), (8, 0), "all eight in flight");
+            for (_, s, _) in &mut conns {
+                assert_eq!(read_n(s, 6).await, b"answer");
+            }
+            let (c, mut s) = pair().await;
+            let e = Eager::new(c.as_raw_fd()).unwrap();
+            assert_eq!(buffers(), (0, 8), "taken: back with the spares");
+            assert!(e.send(b"next"));
+            assert_eq!(buffers(), (1, 7), "a spare reused, none allocated");
+            assert_eq!(read_n(&mut s, 4).await, b"next");
+            assert_eq!(
+                settle(&e, None).await,
+                Settled {
+                    sent: 4,
+                    result: Ok(())
+                },
+                "the length is kept when the buffer goes back"
+            );
+            assert_eq!(buffers(), (0, 8));
         });
     }
 
