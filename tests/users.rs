@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{Reply, ScriptedBackend};
@@ -130,9 +130,24 @@ fn zones(a: SocketAddr, b: SocketAddr, alice_in: &str, extra: &str) -> String {
 
 #[test]
 fn a_moved_users_commands_wait_for_those_in_flight_to_the_old_partition() {
-    // The old partition is slow to answer alice's first Command.
-    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_millis(600)));
-    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    // The old partition is slow to answer alice's first Command: 600 ms after it arrives.
+    const SLOW: Duration = Duration::from_millis(600);
+    let a_got = Arc::new(Mutex::new(None::<Instant>));
+    let a_seen = a_got.clone();
+    let a = ScriptedBackend::start(move |_| {
+        a_seen.lock().unwrap().get_or_insert_with(Instant::now);
+        Reply::ok("a").delayed(SLOW)
+    });
+    // When b receives Commands (the backends' clocks, not the clients': a client thread
+    // woken late would say nothing of the order the router kept).
+    let b_commands = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let b_seen = b_commands.clone();
+    let b = ScriptedBackend::start(move |req| {
+        if req.head.starts_with(b"POST") {
+            b_seen.lock().unwrap().push(Instant::now());
+        }
+        Reply::ok("b")
+    });
     let mut r = Router::start_with(&zones(a.addr, b.addr, "a", ""), 2);
     let addr = r.addr;
     let slow = std::thread::spawn(move || {
@@ -147,13 +162,15 @@ fn a_moved_users_commands_wait_for_those_in_flight_to_the_old_partition() {
     assert_eq!(q.text(), "b");
     // A Command is held until the one in flight to a has completed, then goes to b.
     let held = Client::connect(addr).roundtrip(&command_for("alice"));
-    let held_done = Instant::now();
     let (first, first_done) = slow.join().unwrap();
     assert_eq!((first.as_str(), held.text().as_str()), ("a", "b"));
     assert!(query_done < first_done, "the Query did not wait");
+    let a_at = a_got.lock().unwrap().expect("a got alice's first Command");
+    let b_at = b_commands.lock().unwrap()[0];
     assert!(
-        held_done >= first_done,
-        "the Command went to b only after a answered"
+        b_at >= a_at + SLOW,
+        "the Command reached b only after a answered: {:?} after a got the first",
+        b_at - a_at
     );
     let m = r.metrics().users;
     assert_eq!((m.migration_held, m.migration_refused), (1, 0));
