@@ -52,6 +52,8 @@ const EAGER_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_WAITALL | libc::MSG_NOSI
 const REST_FLAGS: i32 = libc::MSG_WAITALL | libc::MSG_NOSIGNAL;
 /// Most spare buffers a worker keeps (more, after a burst, are freed).
 const SPARES_MAX: usize = 256;
+/// The smallest buffer made for a message.
+const SPARE_MIN: usize = 512;
 
 /// Where a slot's send stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,10 +406,11 @@ impl Eager {
             let State { slots, books, .. } = st;
             let sl = &mut slots[slot as usize];
             if sl.buf.capacity() == 0 {
-                sl.buf = books
-                    .spares
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(EAGER_MAX));
+                // Sized for the message, not for the largest one: most are a few hundred
+                // bytes, and a spare grows once if a longer one comes.
+                sl.buf = books.spares.pop().unwrap_or_else(|| {
+                    Vec::with_capacity(bytes.len().next_power_of_two().max(SPARE_MIN))
+                });
             }
             sl.buf.clear();
             sl.buf.extend_from_slice(bytes);
