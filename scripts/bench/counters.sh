@@ -20,7 +20,8 @@
 # (which takes seconds on a busy box) never eats into the window.
 #
 # Source after lib.sh. BENCH_PERF=0 leaves the three perf columns empty ("-").
-# Usage: counters_attach NAME PID...  before the cell (no PID: nothing is measured: direct)
+# Usage: counters_attach NAME PID...  before the cell (no PID, the direct path: only the
+#                                     TCP segments are counted)
 #        window_begin                 when the measured part starts
 #        window_end                   when it ends: sets WINDOW_COUNTERS to
 #                                     "utime_ticks stime_ticks syscalls submits arms segments"
@@ -80,7 +81,7 @@ counters_attach() {
     perf_command disable
 }
 
-# TCP segments sent by this machine so far (Tcp OutSegs; the root network namespace's).
+# TCP segments sent so far in this network namespace (Tcp OutSegs).
 tcp_out_segments() {
     awk '$1 == "Tcp:" { if (!col) { for (i = 2; i <= NF; i++) if ($i == "OutSegs") col = i } else print $col }' \
         /proc/net/snmp
