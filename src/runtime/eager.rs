@@ -392,7 +392,7 @@ impl Eager {
     /// false when it must send them itself (too long, a send still unsettled, a full
     /// submission queue).
     pub fn send(&self, bytes: &[u8]) -> bool {
-        if bytes.is_empty() || bytes.len() > EAGER_MAX || !self.is_idle() {
+        if bytes.is_empty() || bytes.len() > EAGER_MAX {
             return false;
         }
         let slot = self.slot;
@@ -405,6 +405,10 @@ impl Eager {
             st.sweep();
             let State { slots, books, .. } = st;
             let sl = &mut slots[slot as usize];
+            sl.note_taken(&mut books.spares);
+            if !matches!(sl.stage, Stage::Idle | Stage::Done) {
+                return false;
+            }
             if sl.buf.capacity() == 0 {
                 // Sized for the message, not for the largest one: most are a few hundred
                 // bytes, and a spare grows once if a longer one comes.
