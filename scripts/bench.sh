@@ -386,6 +386,18 @@ start_paths() {
     fi
 }
 
+# Only the measured path runs: every other proxy of the layout is stopped (SIGSTOP) until
+# resume_paused, so that none of them takes the measured one's core — a busy-polling
+# ringgate (BENCH_BASELINE_ARGS="--busy-poll") spins on it even with no traffic.
+pause_others() {
+    local path pids
+    for path in "${!PID_OF[@]}"; do
+        [[ $path == "$1" ]] && continue
+        mapfile -t pids < <(pid_tree "${PID_OF[$path]}")
+        pause_pids "${pids[@]}"
+    done
+}
+
 # PIDs whose CPU time and counters are charged to a path (nginx: master + workers).
 proxy_pids_of() {
     [[ $1 == direct ]] || pid_tree "${PID_OF[$1]}"
@@ -478,6 +490,7 @@ run_load() {
         ;;
     *) args=(-R "$mode" -c "$CONNS") ;;
     esac
+    pause_others "$path"
     mapfile -t pids < <(proxy_pids_of "$path")
     counters_attach "$name" "${pids[@]}"
     read -ra prefix <<<"$(load_prefix)"
@@ -500,6 +513,7 @@ run_load() {
         die "ringgate-load failed on $name"
     fi
     forget_pid "$load_pid"
+    resume_paused
     local counters=$WINDOW_COUNTERS
     if [[ -n $round ]]; then
         printf '%s\t%s\n' "$(load_row "$path" "$mode" "$json" "$counters")" "$round" >>"$WORK/rounds-$mode.tsv"
@@ -529,6 +543,7 @@ run_wrk() {
         conns=$TLS_HS_CONNS
         extra=(-H "Connection: close")
     fi
+    pause_others "$path"
     mapfile -t pids < <(proxy_pids_of "$path")
     counters_attach "$name" "${pids[@]}"
     read -ra prefix <<<"$(load_prefix)"
@@ -542,6 +557,7 @@ run_wrk() {
         die "wrk failed on $path: $(cat "$WORK/$name.txt")"
     fi
     window_end
+    resume_paused
     local counters=$WINDOW_COUNTERS
     out=$(awk '$1 == "ringgate-bench-wrk"' "$WORK/$name.txt")
     [[ -n $out ]] || die "no summary from wrk on $path: $(cat "$WORK/$name.txt")"
@@ -630,6 +646,7 @@ describe_run() {
     else
         echo "- Every proxy: 1 worker/thread. Every benchmarked process runs at $nice."
     fi
+    echo "  While one path is measured, every other proxy is stopped (SIGSTOP): none shares its core."
     if has_cell rates || has_cell max || has_cell c1; then
         echo "- rates/max/c1 layout: proxy on CPU $PROXY_CPU; ringgate-load (1 thread) and two ringgate-backend"
         echo "  processes (1 thread each) on CPU $LOAD_CPU. Load: 30 % Commands (POST ~180 B JSON, user id"

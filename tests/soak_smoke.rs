@@ -239,3 +239,35 @@ fn rounds_fold_into_medians_and_per_round_ratios() {
     );
     assert_eq!(direct[11], "—", "no syscall count without a proxy");
 }
+
+/// bench.sh stops every other proxy while one path is measured (a busy-polling one would
+/// spin on the measured one's core): a paused process is stopped until resumed, and
+/// `stop_all` continues a paused one before ending it (a stopped process takes no SIGTERM).
+#[test]
+fn paused_processes_stop_until_resumed_and_stop_all_ends_them() {
+    if !has_bash() {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    let out = with_lib(
+        r#"
+        start_bg /dev/null sleep 60
+        pid=$LAST_PID
+        state() { awk '{ print $3 }' "/proc/$pid/stat"; }
+        wait_state() {
+            for _ in $(seq 200); do [ "$(state)" "$1" T ] && return 0; sleep 0.05; done
+            return 1
+        }
+        pause_pids "$pid"
+        wait_state = && echo "paused $(state)"
+        resume_paused
+        wait_state != && echo "resumed $(state) ${#PAUSED_PIDS[@]}"
+        pause_pids "$pid"
+        wait_state = && echo "paused again"
+        stop_all
+        [[ -e /proc/$pid ]] && echo "still there" || echo "gone ${#PAUSED_PIDS[@]}"
+        "#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["paused T", "resumed S 0", "paused again", "gone 0"]);
+}

@@ -145,10 +145,31 @@ stop_pid() {
 # Stop everything this script started, newest first. Safe to call twice.
 stop_all() {
     local i
+    resume_paused
     for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${STARTED_PIDS[i]}"
     done
     STARTED_PIDS=()
+}
+
+# Processes stopped by pause_others (SIGSTOP), to continue before anything else is done
+# with them: a stopped process takes no signal but SIGKILL until continued.
+PAUSED_PIDS=()
+
+# Stop (SIGSTOP) the given processes until resume_paused: while one path is measured the
+# others must not run on its core (a busy-polling proxy spins even when it has no traffic).
+pause_pids() {
+    local pid
+    for pid in "$@"; do
+        kill -STOP "$pid" 2>/dev/null && PAUSED_PIDS+=("$pid")
+    done
+    return 0
+}
+
+# Continue every process pause_pids stopped.
+resume_paused() {
+    ((${#PAUSED_PIDS[@]} == 0)) || kill -CONT "${PAUSED_PIDS[@]}" 2>/dev/null || true
+    PAUSED_PIDS=()
 }
 
 # A process and all its children (nginx: master + workers).

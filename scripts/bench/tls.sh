@@ -148,6 +148,7 @@ tls_check_negotiation() {
 run_tls_handshakes() {
     local path=$1 name="$1-tls-hs" url pids prefix out
     url="https://127.0.0.1:${PORT_OF[$path]}/api/spot/v2/order"
+    pause_others "$path"
     mapfile -t pids < <(proxy_pids_of "$path")
     counters_attach "$name" "${pids[@]}"
     read -ra prefix <<<"$(load_prefix)"
@@ -164,6 +165,7 @@ run_tls_handshakes() {
         die "ab failed on $path: $(cat "$WORK/$name.txt")"
     fi
     window_end
+    resume_paused
     local counters=$WINDOW_COUNTERS settled
     # "SSL/TLS Protocol: TLSv1.3,TLS_AES_128_GCM_SHA256,256,128" (ab's first connection).
     settled=$(awk -F': *' '/^SSL\/TLS Protocol:/ { split($2, p, ","); print p[1], p[2] }' "$WORK/$name.txt")
