@@ -7,7 +7,9 @@
 //!   change that would break the harness fails here rather than at bench time;
 //! - the nginx and HAProxy templates leave no placeholder unfilled;
 //! - the `/proc` samplers of `scripts/bench/lib.sh` (`cpu_ticks`, `rss_kib`, `fd_count`)
-//!   read sane numbers for a live process.
+//!   read sane numbers for a live process;
+//! - `pause_pids` / `resume_paused`, with which bench.sh keeps every other proxy stopped
+//!   while one path is measured, stop and continue a live process.
 //!
 //! Needs `bash` (every script does); skipped with a message where there is none.
 
