@@ -393,7 +393,7 @@ pause_others() {
     local path pids
     for path in "${!PID_OF[@]}"; do
         [[ $path == "$1" ]] && continue
-        mapfile -t pids < <(pid_tree "${PID_OF[$path]}")
+        mapfile -t pids < <(proxy_pids_of "$path")
         pause_pids "${pids[@]}"
     done
 }
