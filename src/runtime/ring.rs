@@ -235,7 +235,11 @@ fn build_uring(spec: &RuntimeSpec) -> std::io::Result<(UringRuntime, RingSetup)>
 /// the read, which completes at once — so the park returns at once, having reaped every
 /// completion the kernel posted, and the task issues the next read. One kernel entry per
 /// turn of the loop and no sleep. (Yielding does not do it there: with a non-empty run
-/// queue monoio only submits, and the completion queue is read at the next park.)
+/// queue monoio only submits, and the completion queue is read at the next park. And a
+/// task that wakes itself while it is polled goes back to the *front* of monoio's run
+/// queue, so a spinner that yields that way starves every other task until it parks.
+/// Spinning in user space — looking at the ring's memory, entering only when it has
+/// something — was measured and not kept: README, Busy-poll.)
 ///
 /// On epoll a turn with a non-empty run queue polls with a zero timeout, so the task
 /// yields; but the timer wheel advances only in a park, so once per timer tick it waits
