@@ -21,6 +21,12 @@ const SERVICE: Duration = Duration::from_millis(20);
 /// the tight ones.
 const P99_MAX_MS: f64 = 60.0;
 
+/// Upper bound of the p50, in ms: the service time plus the backend thread's oversleep and
+/// the load generator's own delay, which a host running the rest of the suite stretches
+/// (a p50 over 30 ms was seen once, with a profiler running too). A measurement that
+/// counted the service time twice would report 40 ms.
+const P50_MAX_MS: f64 = 35.0;
+
 fn ms(us: f64) -> f64 {
     us / 1000.0
 }
@@ -42,7 +48,11 @@ fn open_loop_reports_the_backend_service_time() {
     println!("{}", report.render_table());
 
     let p = &report.latency_us;
-    assert!((20.0..30.0).contains(&ms(p.p50)), "p50 {} ms", ms(p.p50));
+    assert!(
+        (20.0..P50_MAX_MS).contains(&ms(p.p50)),
+        "p50 {} ms",
+        ms(p.p50)
+    );
     assert!(
         (20.0..P99_MAX_MS).contains(&ms(p.p99)),
         "p99 {} ms",
@@ -87,7 +97,11 @@ fn closed_loop_is_bounded_by_connections_over_service_time() {
     println!("{}", report.render_table());
 
     let p = &report.latency_us;
-    assert!((20.0..30.0).contains(&ms(p.p50)), "p50 {} ms", ms(p.p50));
+    assert!(
+        (20.0..P50_MAX_MS).contains(&ms(p.p50)),
+        "p50 {} ms",
+        ms(p.p50)
+    );
     assert!(
         (20.0..P99_MAX_MS).contains(&ms(p.p99)),
         "p99 {} ms",
