@@ -261,7 +261,7 @@ impl Worker {
 
     /// A pooled connection to backend `b` of table `version`, if one is idle and alive.
     /// Idle times are seconds: the coarse clock (no TSC read) measures them.
-    pub fn take_upstream(&self, b: u16, version: u64, s: &Settings) -> Option<UpstreamConn> {
+    pub fn take_upstream(&self, b: u16, version: u64, s: &Settings) -> Option<Box<UpstreamConn>> {
         self.pools.borrow_mut().take(
             b,
             version,
@@ -272,7 +272,7 @@ impl Worker {
     }
 
     /// Return a connection to the pool after a clean exchange.
-    pub fn return_upstream(&self, b: u16, version: u64, conn: UpstreamConn) {
+    pub fn return_upstream(&self, b: u16, version: u64, conn: Box<UpstreamConn>) {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
         self.pools
             .borrow_mut()

@@ -33,6 +33,10 @@ pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
 
 /// An upstream connection with its own read buffer. The socket is split once, when it
 /// opens, so a response can be read while the request is still being written.
+///
+/// Handed around boxed (one allocation per connection opened, not per request): it goes
+/// from the pool to an exchange and back, through results and futures, and by value each
+/// of those moves copied its ~200 bytes (~650 of ~15,700 user instructions per request).
 pub struct UpstreamConn {
     /// Reading side.
     pub rd: Reader,
@@ -46,7 +50,7 @@ pub struct UpstreamConn {
 }
 
 struct Idle {
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     since: Instant,
 }
 
@@ -96,7 +100,7 @@ impl Pools {
         now: Instant,
         idle_timeout: Duration,
         peeked: &Cell<u64>,
-    ) -> Option<UpstreamConn> {
+    ) -> Option<Box<UpstreamConn>> {
         if version != self.version {
             return None;
         }
@@ -130,7 +134,7 @@ impl Pools {
         &mut self,
         b: u16,
         version: u64,
-        mut conn: UpstreamConn,
+        mut conn: Box<UpstreamConn>,
         now: Instant,
         max_idle: usize,
     ) {
@@ -193,7 +197,7 @@ pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
-) -> Result<UpstreamConn, ProxyError> {
+) -> Result<Box<UpstreamConn>, ProxyError> {
     let started = std::time::Instant::now();
     let stream = match timer::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => s,
@@ -218,11 +222,11 @@ pub async fn connect(
             }
         }
     };
-    Ok(UpstreamConn {
+    Ok(Box::new(UpstreamConn {
         rd,
         wr,
         fd,
         buf: Vec::with_capacity(UPSTREAM_BUFFER_BYTES),
         is_reused: false,
-    })
+    }))
 }

@@ -58,7 +58,7 @@ pub enum Next {
     /// Close the client connection in stages: part of the request may still be unread.
     CloseLingering,
     /// Switch to a byte tunnel with this upstream (after a 101).
-    Tunnel(UpstreamConn),
+    Tunnel(Box<UpstreamConn>),
 }
 
 /// A request that ended in an error.
@@ -307,7 +307,7 @@ async fn checkout(
     tried: &mut Tried,
     fresh_only: bool,
     deadline: Option<Instant>,
-) -> Result<(u16, u32, Admission, UpstreamConn), ProxyError> {
+) -> Result<(u16, u32, Admission, Box<UpstreamConn>), ProxyError> {
     let s = &wt.table.settings;
     let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
     loop {

@@ -36,7 +36,7 @@ pub struct Answered {
     /// Table version the backend index belongs to.
     pub version: u64,
     /// The upstream connection, its buffer holding the response head.
-    pub up: UpstreamConn,
+    pub up: Box<UpstreamConn>,
     /// How much of the request went out.
     pub sent: Sent,
 }
@@ -236,7 +236,7 @@ fn fail_kind(f: RelayFail) -> ErrorKind {
 async fn switch_protocols(
     c: &mut Client,
     req: &Request,
-    mut up: UpstreamConn,
+    mut up: Box<UpstreamConn>,
     s: &Settings,
 ) -> Result<Next, Failure> {
     if !req.is_upgrade {
