@@ -178,6 +178,10 @@ struct Coarse {
     base: (Instant, Duration),
     /// The coarse clock's resolution (one tick).
     tick: Duration,
+    /// The last reading of the coarse clock and the instant it gave: the clock moves once
+    /// a tick, and a request reads it several times, so most readings repeat the last one
+    /// and skip the arithmetic.
+    last: Cell<((libc::time_t, libc::c_long), Instant)>,
 }
 
 thread_local! {
@@ -185,10 +189,10 @@ thread_local! {
 }
 
 /// `CLOCK_MONOTONIC_COARSE` read by `clock_gettime` (the time) or `clock_getres` (its
-/// resolution).
+/// resolution), as seconds and nanoseconds.
 fn coarse_clock(
     read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
-) -> Duration {
+) -> (libc::time_t, libc::c_long) {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -196,19 +200,32 @@ fn coarse_clock(
     // SAFETY: both functions only write into the live timespec; the clock always exists
     // on Linux.
     unsafe { read(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    (ts.tv_sec, ts.tv_nsec)
+}
+
+fn duration((sec, nsec): (libc::time_t, libc::c_long)) -> Duration {
+    Duration::new(sec as u64, nsec as u32)
 }
 
 impl Coarse {
     fn new() -> Self {
+        let base = (Instant::now(), coarse_clock(libc::clock_gettime));
         Coarse {
-            base: (Instant::now(), coarse_clock(libc::clock_gettime)),
-            tick: coarse_clock(libc::clock_getres),
+            base: (base.0, duration(base.1)),
+            tick: duration(coarse_clock(libc::clock_getres)),
+            last: Cell::new((base.1, base.0)),
         }
     }
 
     fn now(&self) -> Instant {
-        self.base.0 + coarse_clock(libc::clock_gettime).saturating_sub(self.base.1)
+        let reading = coarse_clock(libc::clock_gettime);
+        let (last, at) = self.last.get();
+        if reading == last {
+            return at;
+        }
+        let at = self.base.0 + duration(reading).saturating_sub(self.base.1);
+        self.last.set((reading, at));
+        at
     }
 }
 
