@@ -98,6 +98,70 @@ fn a_command_that_reached_the_upstream_is_never_resent() {
     assert!(sent[0].body_complete);
 }
 
+/// The `"n":<number>` of a Command's body.
+fn command_number(text: &str) -> Option<u64> {
+    let at = text.find("\"n\":")? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn commands_racing_a_backend_that_drops_idle_connections_are_processed_at_most_once() {
+    // After each answer the backend waits a few hundred microseconds, then closes the
+    // connection with a plain close, as a server's keep-alive timeout does. The client's
+    // next Command comes after a pause of about the same length, so some race the close.
+    // A race the router learns of before it writes costs nothing (a new connection); one
+    // where the close reaches it first while the Command is on its way (a FIN that
+    // acknowledges none of it) is sent again on a new connection; one where the Command
+    // reached the server before it closed (an RST) is answered 502 — the server never read
+    // it, but the router cannot know that, and a Command is never sent twice.
+    let b = ScriptedBackend::start(|req| {
+        let pause = 150 + (req.conn * 37 + req.index * 11) % 500;
+        Reply::ok("done").then_after(Duration::from_micros(pause as u64), Ending::Drop)
+    });
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
+    let (mut answered, mut refused) = (Vec::new(), Vec::new());
+    for n in 0..1500u64 {
+        let resp = c.roundtrip(&command(&format!(r#"{{"user_id":"u","n":{n}}}"#)));
+        match resp.status {
+            200 => answered.push(n),
+            502 => refused.push(n),
+            other => panic!("Command {n}: {other} {}", resp.text()),
+        }
+        if resp.header("connection") == Some("close") {
+            c = Client::connect(r.addr);
+        }
+        std::thread::sleep(Duration::from_micros(150 + (n * 53) % 500));
+    }
+    let mut taken = std::collections::HashMap::new();
+    for req in b.requests() {
+        let n = command_number(&req.text()).expect("a numbered Command");
+        *taken.entry(n).or_insert(0) += 1;
+    }
+    for n in &answered {
+        assert_eq!(
+            taken.get(n),
+            Some(&1),
+            "Command {n} answered 200: taken once"
+        );
+    }
+    for n in &refused {
+        assert_eq!(taken.get(n), None, "Command {n} answered 502: never taken");
+    }
+    assert!(taken.values().all(|&k| k == 1), "no Command taken twice");
+    let m = r.metrics();
+    eprintln!(
+        "{} answered, {} refused (502), {} sent again after the server closed first",
+        answered.len(),
+        refused.len(),
+        m.pool_stale
+    );
+}
+
 #[test]
 fn a_buffered_query_is_resent_once_on_a_fresh_connection() {
     let b = ScriptedBackend::start(|req| {

@@ -43,7 +43,7 @@ pub enum Reader {
 #[derive(Debug)]
 pub enum Writer {
     /// Plain TCP.
-    Tcp(TcpOwnedWriteHalf),
+    Tcp(TcpWriter),
     /// Plain TCP that can hand small messages over eagerly ([`Writer::send_eager`]).
     Eager(EagerWriter),
     /// TLS, ringgate being the server.
@@ -61,10 +61,25 @@ pub fn plain(stream: TcpStream) -> (Reader, Writer) {
         None => Reader::Tcp(rd),
     };
     let wr = match Eager::new(fd) {
-        Some(eager) => Writer::Eager(EagerWriter { eager, half: wr }),
-        None => Writer::Tcp(wr),
+        Some(eager) => Writer::Eager(EagerWriter {
+            eager,
+            half: wr,
+            handed: 0,
+        }),
+        None => Writer::Tcp(TcpWriter {
+            half: wr,
+            handed: 0,
+        }),
     };
     (rd, wr)
+}
+
+/// A plain TCP write half.
+#[derive(Debug)]
+pub struct TcpWriter {
+    half: TcpOwnedWriteHalf,
+    /// Bytes handed to the socket by `write` and `writev` (see [`Writer::handed`]).
+    handed: u64,
 }
 
 /// A plain TCP write half with an eager sender. (The sender is declared first: dropped
@@ -73,6 +88,9 @@ pub fn plain(stream: TcpStream) -> (Reader, Writer) {
 pub struct EagerWriter {
     eager: Eager,
     half: TcpOwnedWriteHalf,
+    /// Bytes handed to the socket by `write`, `writev` and eager sends (see
+    /// [`Writer::handed`]).
+    handed: u64,
 }
 
 impl EagerWriter {
@@ -192,7 +210,7 @@ impl Writer {
     #[inline]
     pub fn tcp(&mut self) -> Option<&mut TcpOwnedWriteHalf> {
         match self {
-            Writer::Tcp(w) => Some(w),
+            Writer::Tcp(w) => Some(&mut w.half),
             Writer::Eager(w) if w.eager.is_idle() => Some(&mut w.half),
             _ => None,
         }
@@ -203,8 +221,37 @@ impl Writer {
     /// writer, or in [`Writer::settle`]), false when the caller must write them itself.
     pub fn send_eager(&mut self, bytes: &[u8]) -> bool {
         match self {
-            Writer::Eager(w) => w.eager.send(bytes),
+            Writer::Eager(w) => {
+                let handed = w.eager.send(bytes);
+                if handed {
+                    w.handed += bytes.len() as u64;
+                }
+                handed
+            }
             _ => false,
+        }
+    }
+
+    /// How many bytes this writer has handed to its socket so far, on plain TCP (`None`
+    /// under TLS). Bytes spliced through [`Writer::tcp`] are not counted: the count can
+    /// only fall short of the truth, never exceed it.
+    pub fn handed(&self) -> Option<u64> {
+        match self {
+            Writer::Tcp(w) => Some(w.handed),
+            Writer::Eager(w) => Some(w.handed),
+            Writer::ServerTls(_) | Writer::ClientTls(_) => None,
+        }
+    }
+
+    fn note_written(&mut self, res: &io::Result<usize>) {
+        let n = match res {
+            Ok(n) => *n as u64,
+            Err(_) => return,
+        };
+        match self {
+            Writer::Tcp(w) => w.handed += n,
+            Writer::Eager(w) => w.handed += n,
+            Writer::ServerTls(_) | Writer::ClientTls(_) => {}
         }
     }
 
@@ -285,7 +332,10 @@ impl CancelableAsyncReadRent for Reader {
 macro_rules! each_write {
     ($self:expr, $stop:expr, $h:ident => $e:expr, $err:ident => $fail:expr) => {
         match $self {
-            Self::Tcp($h) => $e,
+            Self::Tcp(w) => {
+                let $h = &mut w.half;
+                $e
+            }
             Self::ServerTls($h) => $e,
             Self::ClientTls($h) => $e,
             Self::Eager(w) => match w.settled($stop).await {
@@ -301,11 +351,15 @@ macro_rules! each_write {
 
 impl AsyncWriteRent for Writer {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        each_write!(self, None, h => h.write(buf).await, e => (Err(e), buf))
+        let r = each_write!(self, None, h => h.write(buf).await, e => (Err(e), buf));
+        self.note_written(&r.0);
+        r
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        each_write!(self, None, h => h.writev(buf).await, e => (Err(e), buf))
+        let r = each_write!(self, None, h => h.writev(buf).await, e => (Err(e), buf));
+        self.note_written(&r.0);
+        r
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -319,7 +373,10 @@ impl AsyncWriteRent for Writer {
 
 impl CancelableAsyncWriteRent for Writer {
     async fn cancelable_write<T: IoBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
-        each_write!(self, Some(&c), h => h.cancelable_write(buf, c).await, e => (Err(e), buf))
+        let r =
+            each_write!(self, Some(&c), h => h.cancelable_write(buf, c).await, e => (Err(e), buf));
+        self.note_written(&r.0);
+        r
     }
 
     async fn cancelable_writev<T: IoVecBuf>(
@@ -327,7 +384,10 @@ impl CancelableAsyncWriteRent for Writer {
         buf: T,
         c: CancelHandle,
     ) -> BufResult<usize, T> {
-        each_write!(self, Some(&c), h => h.cancelable_writev(buf, c).await, e => (Err(e), buf))
+        let r =
+            each_write!(self, Some(&c), h => h.cancelable_writev(buf, c).await, e => (Err(e), buf));
+        self.note_written(&r.0);
+        r
     }
 
     async fn cancelable_flush(&mut self, c: CancelHandle) -> io::Result<()> {

@@ -10,7 +10,8 @@
 //!   armed, every SQE submitted, no completion or task work pending:
 //!   `Reader::is_known_idle`) that is the whole check, with no syscall; otherwise
 //!   [`Pools::take`] peeks the socket with a non-blocking `recv(MSG_PEEK)`, and EOF, an
-//!   error or unexpected bytes discard it.
+//!   error or unexpected bytes discard it. A close that is still on its way then is told
+//!   after the fact: [`Untouched`] says whether the server took any of the request.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
@@ -47,6 +48,71 @@ pub struct UpstreamConn {
     pub buf: Vec<u8>,
     /// Whether this connection came from the pool (it may have gone stale in flight).
     pub is_reused: bool,
+    /// The socket's count of bytes the server acknowledged, as it opened (the SYN counts
+    /// on Linux); `None` where the count is not known (TLS, a kernel without it).
+    acked_at_open: Option<u64>,
+}
+
+impl UpstreamConn {
+    /// What it takes to tell, after an attempt on this connection failed, whether the
+    /// server took any byte of it ([`Untouched::holds`]): captured before the attempt
+    /// writes anything. `None` where that cannot be told.
+    pub fn untouched_probe(&self) -> Option<Untouched> {
+        Some(Untouched {
+            fd: self.fd,
+            acked_at_open: self.acked_at_open?,
+            handed_before: self.wr.handed()?,
+        })
+    }
+}
+
+/// Whether the server's TCP took none of the bytes written since a point in a
+/// connection's life, read from the socket's `tcpi_bytes_acked` when needed (one
+/// `getsockopt`, only after a failure).
+///
+/// Used when a pooled connection ends with a clean close (FIN) before any response byte.
+/// Every segment a server sends after its TCP took our bytes acknowledges them, its FIN
+/// included; so a FIN that acknowledges none of them was sent before they arrived — the
+/// server had closed the connection, and its application cannot have read the request
+/// (bytes that reach a closed socket are answered with a reset). Such a request can be
+/// sent again on a new connection, even a Command: the race of a server closing an idle
+/// keep-alive connection just as ringgate reuses it then costs nothing. An abortive close
+/// (RST) does not carry its acknowledgement to the sender's count, so it never qualifies.
+#[derive(Clone, Copy, Debug)]
+pub struct Untouched {
+    fd: RawFd,
+    acked_at_open: u64,
+    /// Bytes handed to the socket before the attempt (every one of them acknowledged by
+    /// the time the server closed: each earlier exchange got its whole response).
+    handed_before: u64,
+}
+
+impl Untouched {
+    /// Whether the server acknowledged nothing beyond what was handed before the attempt.
+    /// False when the count cannot be read. The socket must still be open.
+    pub fn holds(&self) -> bool {
+        acked_bytes(self.fd)
+            .is_some_and(|acked| acked.saturating_sub(self.acked_at_open) <= self.handed_before)
+    }
+}
+
+/// The socket's `tcpi_bytes_acked` (Linux 4.1 and later).
+fn acked_bytes(fd: RawFd) -> Option<u64> {
+    // SAFETY: `tcp_info` is plain data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info` and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (rc == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
 }
 
 struct Idle {
@@ -205,8 +271,12 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    let mut acked_at_open = None;
     let (rd, wr) = match tls {
-        None => plain(stream),
+        None => {
+            acked_at_open = acked_bytes(fd);
+            plain(stream)
+        }
         Some(t) => {
             let left = timeout.saturating_sub(started.elapsed());
             // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in
@@ -228,5 +298,98 @@ pub async fn connect(
         fd,
         buf: Vec::with_capacity(UPSTREAM_BUFFER_BYTES),
         is_reused: false,
+        acked_at_open,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+
+    use super::{acked_bytes, Untouched};
+
+    /// A connected pair: (client, server). The client has sent one 18-byte request and
+    /// read its answer, as a pooled connection has.
+    fn after_one_exchange() -> (TcpStream, TcpStream, u64) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let at_open = acked_bytes(client.as_raw_fd()).expect("this kernel counts acked bytes");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut req = [0u8; 18];
+        server.read_exact(&mut req).unwrap();
+        let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+        server.write_all(answer).unwrap();
+        let mut resp = [0u8; 27];
+        client.read_exact(&mut resp).unwrap();
+        assert_eq!(&resp, answer);
+        (client, server, at_open)
+    }
+
+    /// Read until the end of the stream (within a few seconds).
+    fn read_to_end(client: &mut TcpStream) -> std::io::Result<usize> {
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 64];
+        client.read(&mut buf)
+    }
+
+    fn wait_for_reset(client: &mut TcpStream) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        while Instant::now() < deadline {
+            if client.read(&mut buf).is_err() || client.write_all(b"x").is_err() {
+                return;
+            }
+        }
+        panic!("no reset came");
+    }
+
+    #[test]
+    fn a_request_written_after_the_server_closed_was_never_taken() {
+        let (mut client, server, at_open) = after_one_exchange();
+        let probe = Untouched {
+            fd: client.as_raw_fd(),
+            acked_at_open: at_open,
+            handed_before: 18,
+        };
+        assert!(probe.holds(), "nothing written since: nothing taken");
+        // The server's keep-alive timeout: a plain close, a FIN.
+        drop(server);
+        assert_eq!(read_to_end(&mut client).unwrap(), 0, "the FIN");
+        // The next request races the close and loses: the closed socket answers it with
+        // an RST, never with an acknowledgement.
+        client.write_all(b"POST /order HTTP/1.1\r\n\r\n").unwrap();
+        wait_for_reset(&mut client);
+        assert!(probe.holds());
+    }
+
+    #[test]
+    fn a_request_the_server_read_before_closing_was_taken() {
+        let (mut client, mut server, at_open) = after_one_exchange();
+        let probe = Untouched {
+            fd: client.as_raw_fd(),
+            acked_at_open: at_open,
+            handed_before: 18,
+        };
+        client.write_all(b"POST /order HTTP/1.1\r\n\r\n").unwrap();
+        let mut req = [0u8; 24];
+        server.read_exact(&mut req).unwrap();
+        // Read, then closed without an answer: its FIN acknowledges the request.
+        drop(server);
+        assert_eq!(read_to_end(&mut client).unwrap(), 0, "the FIN");
+        assert!(!probe.holds(), "the server took the request");
+    }
+
+    #[test]
+    fn without_a_count_nothing_is_vouched_for() {
+        let probe = Untouched {
+            fd: -1,
+            acked_at_open: 0,
+            handed_before: u64::MAX,
+        };
+        assert!(!probe.holds());
+    }
 }

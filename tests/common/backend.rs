@@ -59,6 +59,9 @@ pub enum Ending {
     Close,
     /// Close with `SO_LINGER` 0: the peer gets an RST.
     Reset,
+    /// Close at once, as a server's keep-alive timeout does: a FIN, and bytes that arrive
+    /// later (or unread ones) get an RST.
+    Drop,
     /// Hold the connection without reading or writing until the backend is dropped (at
     /// most [`HOLD_LIMIT`]).
     Hang,
@@ -653,6 +656,12 @@ impl ConnIo<'_> {
         self.shared.log().connections[self.conn].closed = true;
     }
 
+    fn drop_now(self) {
+        self.forget();
+        drop(self.stream);
+        self.shared.log().connections[self.conn].closed = true;
+    }
+
     fn echo(mut self) {
         let pending = std::mem::take(&mut self.buf);
         if self.write(&pending).is_err() {
@@ -748,6 +757,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream, conn: usize) {
             Ending::Keep => {}
             Ending::Close => return io.close_cleanly(),
             Ending::Reset => return io.reset(),
+            Ending::Drop => return io.drop_now(),
             Ending::Hang => return io.hold(),
             Ending::Echo => return io.echo(),
         }

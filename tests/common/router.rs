@@ -63,6 +63,9 @@ pub struct RouterMetrics {
     pub pool_reused: u64,
     /// Of those checked, the ones peeked with a syscall (the ring vouched for the rest).
     pub pool_peeked: u64,
+    /// Pooled connections found closed by their server in flight (the request went again on
+    /// a new one).
+    pub pool_stale: u64,
     /// Multishot arrivals that found the buffer ring empty.
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
@@ -177,6 +180,7 @@ impl Router {
             tls_handshakes_failed: snaps.iter().map(|s| s.tls_handshakes_failed).sum(),
             pool_reused: snaps.iter().map(|s| s.pool_reused).sum(),
             pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
+            pool_stale: snaps.iter().map(|s| s.pool_stale).sum(),
             multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             eager_sent: snaps.iter().map(|s| s.eager_sent).sum(),

@@ -66,6 +66,10 @@ pub struct AttemptError {
     pub reached: bool,
     /// Whether the connection came from the pool.
     pub reused: bool,
+    /// The upstream closed the pooled connection (a FIN, before any response byte) without
+    /// its TCP taking any byte of the request: it cannot have seen the request
+    /// (see [`crate::upstream::pool::Untouched`]).
+    pub untouched: bool,
 }
 
 /// Where the sender failed.
@@ -172,10 +176,17 @@ pub async fn run(
         ..worker.relay_options(s.client_body_timeout, s.upstream_response_timeout, s)
     };
     let reused = up.is_reused;
+    // Before anything of this request is written.
+    let probe = up.untouched_probe().filter(|_| reused);
+    let closed_first = Cell::new(false);
     let fail = |error: ProxyError| AttemptError {
         error,
         reached: reached.get(),
         reused,
+        untouched: reached.get()
+            && closed_first.get()
+            && error.kind == ErrorKind::UpstreamReset
+            && probe.is_some_and(|p| p.holds()),
     };
     let sender_io = SenderIo {
         rd: &mut c.rd,
@@ -203,6 +214,7 @@ pub async fn run(
         req.is_head,
         s.client_body_timeout,
         &interim_at,
+        &closed_first,
     ));
     let mut clock = Clock {
         deadline,
@@ -393,6 +405,7 @@ async fn send_part(
 /// The reader: the response head into `up_buf` / `io.response`. Interim responses other
 /// than 101 are relayed to the client (100 is absorbed: ringgate answers `Expect`
 /// itself), each one noted in `interim_at` so the response timeout restarts.
+/// `closed_first` notes a clean close (end of stream) before any response byte.
 async fn read_response_head(
     up_rd: &mut Reader,
     up_buf: &mut Vec<u8>,
@@ -400,6 +413,7 @@ async fn read_response_head(
     is_head_request: bool,
     client_timeout: Duration,
     interim_at: &Cell<Option<Instant>>,
+    closed_first: &Cell<bool>,
 ) -> Result<u16, ProxyError> {
     let ReaderIo { wr, out, response } = io;
     let mut scanner = HeadScanner::new();
@@ -426,11 +440,12 @@ async fn read_response_head(
             *up_buf = slice.into_inner();
             match res {
                 Ok(0) => {
+                    closed_first.set(up_buf.is_empty() && interim_at.get().is_none());
                     return Err(ProxyError::upstream(if up_buf.is_empty() {
                         ErrorKind::UpstreamReset
                     } else {
                         ErrorKind::BadResponse("upstream closed mid-head")
-                    }))
+                    }));
                 }
                 Ok(_) => {}
                 Err(_) => return Err(ProxyError::upstream(ErrorKind::UpstreamReset)),

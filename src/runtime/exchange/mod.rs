@@ -242,6 +242,7 @@ async fn send(
             error = %e.error,
             reached = e.reached,
             reused = e.reused,
+            untouched = e.untouched,
             ?decision,
             "attempt failed"
         );

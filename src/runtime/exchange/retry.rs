@@ -6,6 +6,10 @@
 //! - A client-side failure is never retried.
 //! - Nothing of the request reached the upstream socket: send it again on a new
 //!   connection (Commands too — no byte left ringgate). Not an attempt.
+//! - A reused pooled connection the server had closed before its TCP took any byte of the
+//!   request (a FIN that acknowledges none of it, see
+//!   [`crate::upstream::pool::Untouched`]), the whole request buffered: the same — the
+//!   server cannot have seen it. Not an attempt.
 //! - A reused pooled connection that closed or reset before any response byte, after a
 //!   *replayable Query* was sent on it: the connection had died while idle; send again on
 //!   a new connection to the same list. Not an attempt, once per request.
@@ -61,7 +65,7 @@ impl Attempts {
         if e.error.side == Side::Downstream {
             return Retry::No;
         }
-        if !e.reached {
+        if !e.reached || (e.untouched && replayable) {
             return Retry::Fresh {
                 server_failed: !e.reused,
             };
@@ -98,6 +102,7 @@ mod tests {
 
     fn err(kind: ErrorKind, reached: bool, reused: bool) -> AttemptError {
         AttemptError {
+            untouched: false,
             error: ProxyError::upstream(kind),
             reached,
             reused,
@@ -144,6 +149,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_buffered_request_the_closed_server_never_took_goes_again_on_a_new_connection() {
+        let untouched = AttemptError {
+            untouched: true,
+            ..err(ErrorKind::UpstreamReset, true, true)
+        };
+        for class in [Class::Command, Class::Query] {
+            assert_eq!(
+                Attempts::default().decide(&untouched, class, true),
+                Retry::Fresh {
+                    server_failed: false
+                }
+            );
+        }
+        // A streamed body's bytes are gone: a Command is answered with the error.
+        assert_eq!(
+            Attempts::default().decide(&untouched, Class::Command, false),
+            Retry::No
+        );
     }
 
     #[test]
@@ -197,6 +223,7 @@ mod tests {
             error: ProxyError::downstream(ErrorKind::ClientGone),
             reached: false,
             reused: true,
+            untouched: false,
         };
         assert_eq!(
             Attempts::default().decide(&e, Class::Query, true),
