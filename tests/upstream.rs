@@ -162,6 +162,53 @@ fn commands_racing_a_backend_that_drops_idle_connections_are_processed_at_most_o
     );
 }
 
+/// A backend whose answers carry `Keep-Alive: timeout=<secs>`.
+fn backend_with_keep_alive_timeout(secs: u32) -> ScriptedBackend {
+    ScriptedBackend::start(move |_| {
+        Reply::bytes(
+            format!("HTTP/1.1 200 OK\r\nKeep-Alive: timeout={secs}, max=100\r\nContent-Length: 2\r\n\r\nok")
+                .as_bytes(),
+        )
+    })
+}
+
+/// Three Commands on one client connection, each answered 200 (`Keep-Alive` not relayed).
+fn three_commands(r: &Router) {
+    let mut c = Client::connect(r.addr);
+    for n in 0..3 {
+        let resp = c.roundtrip(&command(&format!(r#"{{"user_id":"u","n":{n}}}"#)));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("keep-alive"), None, "hop-by-hop, not relayed");
+    }
+}
+
+#[test]
+fn a_connection_is_pooled_only_while_its_server_keeps_it() {
+    // timeout=1: the server may close it within the margin of one second, so it is closed
+    // at once, never raced.
+    let short = backend_with_keep_alive_timeout(1);
+    let r = route_to(&[short.addr], "");
+    three_commands(&r);
+    let reqs = short.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(
+        reqs.iter().all(|q| q.index == 0),
+        "each on a new connection: {:?}",
+        reqs.iter().map(|q| (q.conn, q.index)).collect::<Vec<_>>()
+    );
+    // timeout=30: kept, and reused.
+    let long = backend_with_keep_alive_timeout(30);
+    let r = route_to(&[long.addr], "");
+    three_commands(&r);
+    let reqs = long.requests();
+    let conn = reqs[0].conn;
+    assert_eq!(
+        reqs.iter().map(|q| (q.conn, q.index)).collect::<Vec<_>>(),
+        [(conn, 0), (conn, 1), (conn, 2)],
+        "one connection, reused"
+    );
+}
+
 #[test]
 fn a_buffered_query_is_resent_once_on_a_fresh_connection() {
     let b = ScriptedBackend::start(|req| {

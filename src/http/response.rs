@@ -7,9 +7,11 @@
 //! and its connection is closed: it must never desynchronise the pool.
 
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 use super::field::{
-    eq_lower, field_line, list_elements, mark_named_fields, parse_content_length, HeaderField, Span,
+    eq_lower, field_line, list_elements, mark_named_fields, parse_content_length, trim_ows,
+    HeaderField, Span,
 };
 use super::parse::MAX_HEADERS_LIMIT;
 use crate::error::{ErrorKind, ProxyError};
@@ -44,6 +46,9 @@ pub struct ResponseHead {
     pub headers: Vec<HeaderField>,
     /// At least one field is hop-by-hop (so the head must be rewritten).
     pub has_hop_by_hop: bool,
+    /// How long the server keeps an idle connection open, as its `Keep-Alive: timeout=N`
+    /// says (RFC 2068 §19.7.1.1; sent by Apache and Node.js, among others).
+    pub keep_alive_timeout: Option<Duration>,
 }
 
 impl ResponseHead {
@@ -92,13 +97,14 @@ pub fn parse_response(
     head.minor_version = res.version.unwrap_or(1);
     head.headers.clear();
     head.has_hop_by_hop = false;
+    head.keep_alive_timeout = None;
     if !(100..=599).contains(&head.status) {
         return Err(bad("invalid status from upstream"));
     }
 
     let mut facts = Facts::default();
     for h in res.headers.iter() {
-        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head.status)?;
+        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head)?;
         head.has_hop_by_hop |= is_hop_by_hop;
         head.headers.push(HeaderField {
             name: Span::of(bytes, h.name.as_bytes()),
@@ -127,11 +133,16 @@ struct Facts {
 
 impl Facts {
     /// Note one field; whether it is hop-by-hop.
-    fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
+    fn observe(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        head: &mut ResponseHead,
+    ) -> Result<bool, ProxyError> {
         let eq = |lit: &[u8]| eq_lower(name, lit);
         Ok(match name.len() {
             2 if eq(b"te") => true,
-            7 if eq(b"upgrade") => status != 101,
+            7 if eq(b"upgrade") => head.status != 101,
             10 if eq(b"connection") => {
                 for token in list_elements(value).flatten() {
                     if eq_lower(token, b"close") {
@@ -144,7 +155,12 @@ impl Facts {
                 }
                 true
             }
-            10 if eq(b"keep-alive") => true,
+            10 if eq(b"keep-alive") => {
+                if let Some(t) = keep_alive_timeout(value) {
+                    head.keep_alive_timeout = Some(t);
+                }
+                true
+            }
             14 if eq(b"content-length") => {
                 self.content_length_count += 1;
                 self.content_length = Some(
@@ -166,6 +182,24 @@ impl Facts {
             _ => false,
         })
     }
+}
+
+/// The `timeout` parameter of a `Keep-Alive` value (`timeout=5, max=100`), in whole
+/// seconds; `None` when there is none or it is not a number.
+fn keep_alive_timeout(value: &[u8]) -> Option<Duration> {
+    list_elements(value).flatten().find_map(|param| {
+        let (name, secs) = param.split_at(param.iter().position(|&b| b == b'=')?);
+        let secs = trim_ows(&secs[1..]);
+        if !eq_lower(trim_ows(name), b"timeout")
+            || secs.is_empty()
+            || secs.len() > 9
+            || !secs.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let n = secs.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        Some(Duration::from_secs(n))
+    })
 }
 
 /// Framing (RFC 9112 §6.3) and keep-alive, from the fields' facts.
@@ -228,6 +262,32 @@ mod tests {
         let len = memchr::memmem::find(raw, b"\r\n\r\n").unwrap() + 4;
         let mut h = ResponseHead::default();
         parse_response(raw, len, is_head, &mut h).map(|_| h)
+    }
+
+    #[test]
+    fn the_servers_keep_alive_timeout_is_read() {
+        let timeout = |value: &str| {
+            let raw =
+                format!("HTTP/1.1 200 OK\r\nKeep-Alive: {value}\r\nContent-Length: 0\r\n\r\n");
+            let head = parse(raw.as_bytes(), false).unwrap();
+            assert!(head.has_hop_by_hop, "Keep-Alive is hop-by-hop");
+            head.keep_alive_timeout.map(|d| d.as_secs())
+        };
+        assert_eq!(timeout("timeout=5, max=100"), Some(5));
+        assert_eq!(timeout("max=3 , Timeout = 7"), Some(7));
+        assert_eq!(timeout("timeout=0"), Some(0));
+        for ignored in [
+            "max=5",
+            "timeout=",
+            "timeout=abc",
+            "timeout=-1",
+            "timeout=1234567890",
+            "timeout",
+        ] {
+            assert_eq!(timeout(ignored), None, "{ignored}");
+        }
+        let none = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(none.keep_alive_timeout, None);
     }
 
     #[test]

@@ -272,11 +272,17 @@ impl Worker {
     }
 
     /// Return a connection to the pool after a clean exchange.
-    pub fn return_upstream(&self, b: u16, version: u64, conn: Box<UpstreamConn>) {
+    pub fn return_upstream(
+        &self,
+        b: u16,
+        version: u64,
+        conn: Box<UpstreamConn>,
+        server_timeout: Option<Duration>,
+    ) {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
         self.pools
             .borrow_mut()
-            .put(b, version, conn, timer::coarse_now(), max);
+            .put(b, version, conn, timer::coarse_now(), max, server_timeout);
     }
 
     /// Relay options for one direction: this worker's pipes and splice counter.

@@ -12,7 +12,8 @@
 //!   [`Pools::take`] peeks the socket with a non-blocking `recv(MSG_PEEK)`, and EOF, an
 //!   error or unexpected bytes discard it. A close that is still on its way then is told
 //!   after the fact: [`Untouched`] says whether the server took any of the request.
-//! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep.
+//! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep;
+//!   so are those older than their server's own `Keep-Alive: timeout=N` less a margin.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
 //!   that left the config are closed.
@@ -28,6 +29,11 @@ use crate::config::UpstreamTls;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::stream::{plain, Reader, Writer};
 use crate::forward::timer;
+
+/// How long before its server's advertised keep-alive timeout a pooled connection stops
+/// being taken: the server's clock starts when it has written its response, a little
+/// before ringgate pools the connection.
+pub const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Bytes reserved for an upstream connection's read buffer.
 pub const UPSTREAM_BUFFER_BYTES: usize = 16 * 1024;
@@ -118,6 +124,9 @@ fn acked_bytes(fd: RawFd) -> Option<u64> {
 struct Idle {
     conn: Box<UpstreamConn>,
     since: Instant,
+    /// How long this one may stay idle, when its server said it closes sooner than
+    /// `idle_timeout` (see [`Pools::put`]).
+    limit: Option<Duration>,
 }
 
 /// All pools of one worker, indexed like the backend list of one table version (backend
@@ -172,10 +181,14 @@ impl Pools {
         }
         let stack = self.idle.get_mut(b as usize)?;
         while let Some(idle) = stack.pop() {
-            if now.saturating_duration_since(idle.since) >= idle_timeout {
+            let age = now.saturating_duration_since(idle.since);
+            if age >= idle_timeout {
                 // The rest are older still.
                 stack.clear();
                 return None;
+            }
+            if idle.limit.is_some_and(|l| age >= l) {
+                continue;
             }
             let rd = &idle.conn.rd;
             if rd.has_unread() {
@@ -196,6 +209,12 @@ impl Pools {
 
     /// Return a connection after a cleanly framed exchange. Dropped (closed) when the pool
     /// is full or the table changed since it was taken.
+    ///
+    /// `server_timeout` is how long its server keeps an idle connection (its last
+    /// response's `Keep-Alive: timeout=N`): the connection is taken no later than
+    /// [`SERVER_TIMEOUT_MARGIN`] before that, so a request does not race the server's close
+    /// (a close that crosses a request on the way is a 502 for a Command); with less than
+    /// the margin it is not kept at all.
     pub fn put(
         &mut self,
         b: u16,
@@ -203,22 +222,34 @@ impl Pools {
         mut conn: Box<UpstreamConn>,
         now: Instant,
         max_idle: usize,
+        server_timeout: Option<Duration>,
     ) {
         if version != self.version {
+            return;
+        }
+        let limit = server_timeout.map(|t| t.saturating_sub(SERVER_TIMEOUT_MARGIN));
+        if limit == Some(Duration::ZERO) {
             return;
         }
         if let Some(stack) = self.idle.get_mut(b as usize) {
             if stack.len() < max_idle {
                 conn.buf.clear();
-                stack.push(Idle { conn, since: now });
+                stack.push(Idle {
+                    conn,
+                    since: now,
+                    limit,
+                });
             }
         }
     }
 
-    /// Close connections idle for longer than `idle_timeout`.
+    /// Close connections idle for longer than `idle_timeout` or than their server's limit.
     pub fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
         for stack in &mut self.idle {
-            stack.retain(|i| now.saturating_duration_since(i.since) < idle_timeout);
+            stack.retain(|i| {
+                let age = now.saturating_duration_since(i.since);
+                age < idle_timeout && i.limit.is_none_or(|l| age < l)
+            });
         }
     }
 

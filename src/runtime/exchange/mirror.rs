@@ -147,7 +147,7 @@ async fn send(
     let status = read_answer(worker, s, &mut up, &mut head).await?;
     report(b, s.circuit.as_ref(), admission, status < 500);
     if head.is_keep_alive && up.buf.is_empty() {
-        worker.return_upstream(backend, version, up);
+        worker.return_upstream(backend, version, up, head.keep_alive_timeout);
     }
     Some(status)
 }

@@ -98,7 +98,7 @@ pub async fn relay(
     };
     outcome.status = Some(c.response.status);
     if reusable && sent == Sent::Whole {
-        worker.return_upstream(backend, version, up);
+        worker.return_upstream(backend, version, up, c.response.keep_alive_timeout);
     } else {
         drop(up);
     }
