@@ -97,14 +97,13 @@ pub fn parse_response(
     head.minor_version = res.version.unwrap_or(1);
     head.headers.clear();
     head.has_hop_by_hop = false;
-    head.keep_alive_timeout = None;
     if !(100..=599).contains(&head.status) {
         return Err(bad("invalid status from upstream"));
     }
 
     let mut facts = Facts::default();
     for h in res.headers.iter() {
-        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head)?;
+        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head.status)?;
         head.has_hop_by_hop |= is_hop_by_hop;
         head.headers.push(HeaderField {
             name: Span::of(bytes, h.name.as_bytes()),
@@ -129,20 +128,16 @@ struct Facts {
     conn_close: bool,
     conn_keep_alive: bool,
     conn_names_other: bool,
+    keep_alive_timeout: Option<Duration>,
 }
 
 impl Facts {
     /// Note one field; whether it is hop-by-hop.
-    fn observe(
-        &mut self,
-        name: &[u8],
-        value: &[u8],
-        head: &mut ResponseHead,
-    ) -> Result<bool, ProxyError> {
+    fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
         let eq = |lit: &[u8]| eq_lower(name, lit);
         Ok(match name.len() {
             2 if eq(b"te") => true,
-            7 if eq(b"upgrade") => head.status != 101,
+            7 if eq(b"upgrade") => status != 101,
             10 if eq(b"connection") => {
                 for token in list_elements(value).flatten() {
                     if eq_lower(token, b"close") {
@@ -156,9 +151,7 @@ impl Facts {
                 true
             }
             10 if eq(b"keep-alive") => {
-                if let Some(t) = keep_alive_timeout(value) {
-                    head.keep_alive_timeout = Some(t);
-                }
+                self.keep_alive_timeout = keep_alive_timeout(value).or(self.keep_alive_timeout);
                 true
             }
             14 if eq(b"content-length") => {
@@ -204,6 +197,7 @@ fn keep_alive_timeout(value: &[u8]) -> Option<Duration> {
 
 /// Framing (RFC 9112 §6.3) and keep-alive, from the fields' facts.
 fn settle(head: &mut ResponseHead, f: &Facts, is_head_request: bool) -> Result<(), ProxyError> {
+    head.keep_alive_timeout = f.keep_alive_timeout;
     if f.te_seen && f.content_length_count > 0 {
         return Err(bad(
             "upstream sent both Content-Length and Transfer-Encoding",
