@@ -82,8 +82,9 @@ impl UpstreamConn {
 /// server had closed the connection, and its application cannot have read the request
 /// (bytes that reach a closed socket are answered with a reset). Such a request can be
 /// sent again on a new connection, even a Command: the race of a server closing an idle
-/// keep-alive connection just as ringgate reuses it then costs nothing. An abortive close
-/// (RST) does not carry its acknowledgement to the sender's count, so it never qualifies.
+/// keep-alive connection just as ringgate reuses it then costs nothing. A reset (RST) does
+/// not carry its acknowledgement to the sender's count, so the caller asks only after a
+/// clean close.
 #[derive(Clone, Copy, Debug)]
 pub struct Untouched {
     fd: RawFd,

@@ -651,9 +651,7 @@ impl ConnIo<'_> {
 
     fn reset(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
-        self.forget();
-        drop(self.stream);
-        self.shared.log().connections[self.conn].closed = true;
+        self.drop_now();
     }
 
     fn drop_now(self) {
