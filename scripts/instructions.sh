@@ -29,7 +29,6 @@ done
 [[ -x $LOAD ]] || cargo build --release -p ringgate-load --manifest-path "$REPO_ROOT/Cargo.toml"
 
 W=$(mktemp -d /tmp/ringgate-instructions.XXXXXX)
-mkdir -p "$W/nginx-tmp"
 chmod 755 "$W"
 NGINX_PID=''
 RG_PID=''
@@ -40,35 +39,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port)
-cat >"$W/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err warn;
-events { worker_connections 1024; use epoll; }
-http { access_log off; client_body_temp_path $W/nginx-tmp; keepalive_requests 1000000;
- server { listen 127.0.0.1:$BACKEND; location / { return 200 '{"ok":true}'; } } }
-NGX
-nginx -c "$W/nginx.conf" &
-NGINX_PID=$!
+# shellcheck source=scripts/bench/one-worker.sh
+source "$REPO_ROOT/scripts/bench/one-worker.sh"
+start_return200 "$W"
 
 kept=0
 for bin in "$@"; do
     port=$(free_port)
-    cat >"$W/rg.toml" <<TOML
-default_backend = "zone_1"
-[listener]
-address = "127.0.0.1:$port"
-[admin]
-address = ""
-[workers]
-count = 1
-[health]
-enabled = false
-[partitions.zone_1]
-servers = ["127.0.0.1:$BACKEND"]
-[partitions.zone_2]
-servers = ["127.0.0.1:$BACKEND"]
-TOML
+    one_worker_config "$W/rg.toml" "$port"
     rm -f "$W"/cg.out*
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/cg.out" \
         "$bin" --config "$W/rg.toml" >"$W/rg.log" 2>&1 &

@@ -48,7 +48,6 @@ done
 [[ -x $RG && -x $LOAD ]] || cargo build --release --workspace --manifest-path "$REPO_ROOT/Cargo.toml"
 
 W=$(mktemp -d /tmp/ringgate-timeline.XXXXXX)
-mkdir -p "$W/nginx-tmp"
 chmod 755 "$W"
 NGINX_PID=''
 RG_PID=''
@@ -58,33 +57,11 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port)
+# shellcheck source=scripts/bench/one-worker.sh
+source "$REPO_ROOT/scripts/bench/one-worker.sh"
+start_return200 "$W" "$LOAD_CPU"
 PORT=$(free_port)
-cat >"$W/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err warn;
-events { worker_connections 1024; use epoll; }
-http { access_log off; client_body_temp_path $W/nginx-tmp; keepalive_requests 10000000;
- server { listen 127.0.0.1:$BACKEND; location / { return 200 '{"ok":true}'; } } }
-NGX
-taskset -c "$LOAD_CPU" nginx -c "$W/nginx.conf" &
-NGINX_PID=$!
-cat >"$W/rg.toml" <<TOML
-default_backend = "zone_1"
-[listener]
-address = "127.0.0.1:$PORT"
-[admin]
-address = ""
-[workers]
-count = 1
-cpus = [$PROXY_CPU]
-[health]
-enabled = false
-[partitions.zone_1]
-servers = ["127.0.0.1:$BACKEND"]
-[partitions.zone_2]
-servers = ["127.0.0.1:$BACKEND"]
-TOML
+one_worker_config "$W/rg.toml" "$PORT" "$PROXY_CPU"
 "$RG" --config "$W/rg.toml" "$@" >"$W/rg.log" 2>&1 &
 RG_PID=$!
 for _ in $(seq 100); do grep -q "listening" "$W/rg.log" && break; sleep 0.1; done
