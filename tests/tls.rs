@@ -240,6 +240,46 @@ fn a_partition_reached_over_tls_with_pooled_connections() {
 }
 
 #[test]
+fn bytes_a_tls_upstream_sent_beyond_its_answer_never_reach_another_request() {
+    // The upstream's answer (a 40 KB body: several TLS records) and a whole second
+    // response ("EVIL!") in a record of its own arrive back to back. The body is relayed
+    // up to its length; the second response then sits decrypted or still ciphertext in
+    // the connection's TLS reader (not in the socket, where the pool's peek looks) when
+    // the connection goes back to the pool.
+    const PADDED: usize = 40_000;
+    let cert = TestCert::new("trailer");
+    let backend = TlsBackend::start_with_trailer(
+        &cert,
+        PADDED,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",
+    );
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\nalice = \"z\"\n[health]\nenabled = false\n",
+        backend.addr,
+        cert.cert.display()
+    ));
+    for i in 0..3 {
+        // A new client each time: a crossed answer would go to somebody else.
+        let resp = common::client::Client::connect(r.addr).roundtrip(
+            format!("GET /t/{i} HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n").as_bytes(),
+        );
+        let body = resp.text();
+        assert_eq!(resp.status, 200);
+        assert!(
+            body.starts_with(&format!("/t/{i}.")),
+            "{:?}",
+            &body[..body.len().min(40)]
+        );
+        assert_eq!(body.len(), PADDED);
+    }
+    // Each request went out on a connection of its own: none with unread bytes was reused.
+    assert_eq!(
+        backend.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}
+
+#[test]
 fn health_checks_speak_tls_to_tls_backends() {
     let cert = TestCert::new("health");
     let other = TestCert::new("health-other");

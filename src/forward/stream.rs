@@ -177,11 +177,15 @@ impl Reader {
     }
 
     /// Whether bytes (or an end) were received that nobody has read: an idle pooled
-    /// connection with any is not reusable. (Only a multishot reader receives ahead.)
-    pub fn has_unread(&self) -> bool {
+    /// connection with any is not reusable. A multishot reader receives ahead of its
+    /// reads; a TLS reader keeps what one TCP read brought beyond the plaintext taken (a
+    /// plain reader leaves everything in the socket, where the pool's peek looks).
+    pub fn has_unread(&mut self) -> bool {
         match self {
             Reader::Multi(m) => m.ms.has_unread(),
-            _ => false,
+            Reader::ClientTls(r) => r.has_unread(),
+            Reader::ServerTls(r) => r.has_unread(),
+            Reader::Tcp(_) => false,
         }
     }
 

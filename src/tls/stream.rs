@@ -152,6 +152,20 @@ where
         }
     }
 
+    /// Whether anything arrived that no reader has taken: plaintext, an end, a failure,
+    /// or ciphertext not yet handed to rustls — handed to it now, so that records with no
+    /// plaintext for a reader (session tickets, key updates) do not count. An idle pooled
+    /// connection with any is not reusable: none of it answers the next request.
+    pub fn has_unread(&mut self) -> bool {
+        if self.is_reading || self.failure.is_some() {
+            return true;
+        }
+        if self.consumed < self.inbound.len() && self.feed().is_err() {
+            return true;
+        }
+        self.consumed < self.inbound.len() || self.has_reader_news()
+    }
+
     /// Whether a reader would get anything but `WouldBlock`.
     fn has_reader_news(&self) -> bool {
         let mut s = self.shared.borrow_mut();

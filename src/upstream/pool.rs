@@ -181,7 +181,7 @@ impl Pools {
             return None;
         }
         let stack = self.idle.get_mut(b as usize)?;
-        while let Some(idle) = stack.pop() {
+        while let Some(mut idle) = stack.pop() {
             let age = now.saturating_duration_since(idle.since);
             if age >= idle_timeout {
                 // The rest are older still.
@@ -191,7 +191,7 @@ impl Pools {
             if idle.limit.is_some_and(|l| age >= l) {
                 continue;
             }
-            let rd = &idle.conn.rd;
+            let rd = &mut idle.conn.rd;
             if rd.has_unread() {
                 continue;
             }

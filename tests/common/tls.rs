@@ -167,6 +167,18 @@ pub struct TlsBackend {
 
 impl TlsBackend {
     pub fn start(cert: &TestCert) -> TlsBackend {
+        Self::start_with_trailer(cert, 0, b"")
+    }
+
+    /// Like [`TlsBackend::start`], but every answer's body is the path padded with `.` to
+    /// `pad_to` bytes, and the answer is followed by `trailer` in a TLS record of its own,
+    /// sent in the same TCP write (a server that writes more than its answer's framing
+    /// says: nothing of it may reach another request).
+    pub fn start_with_trailer(
+        cert: &TestCert,
+        pad_to: usize,
+        trailer: &'static [u8],
+    ) -> TlsBackend {
         let config = cert.server_config();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -178,7 +190,7 @@ impl TlsBackend {
                 let Ok(tcp) = tcp else { return };
                 a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (config, seen) = (config.clone(), s.clone());
-                std::thread::spawn(move || serve(tcp, config, &seen));
+                std::thread::spawn(move || serve(tcp, config, &seen, pad_to, trailer));
             }
         });
         TlsBackend {
@@ -189,7 +201,13 @@ impl TlsBackend {
     }
 }
 
-fn serve(tcp: TcpStream, config: Arc<ServerConfig>, seen: &Mutex<Vec<Vec<u8>>>) {
+fn serve(
+    tcp: TcpStream,
+    config: Arc<ServerConfig>,
+    seen: &Mutex<Vec<Vec<u8>>>,
+    pad_to: usize,
+    trailer: &[u8],
+) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(conn) = ServerConnection::new(config) else {
         return;
@@ -224,13 +242,22 @@ fn serve(tcp: TcpStream, config: Arc<ServerConfig>, seen: &Mutex<Vec<Vec<u8>>>) 
             }
         }
         let request: Vec<u8> = buf.drain(..end + len).collect();
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        let mut body = head.split(' ').nth(1).unwrap_or("").to_string();
         seen.lock().unwrap().push(request);
+        if body.len() < pad_to {
+            body.push_str(&".".repeat(pad_to - body.len()));
+        }
         let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
-            path.len()
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
-        if s.write_all(reply.as_bytes()).is_err() || s.flush().is_err() {
+        // Each write to rustls's writer is sealed into records of its own; the flush sends
+        // them together.
+        let mut w = s.conn.writer();
+        if w.write_all(reply.as_bytes()).is_err() || w.write_all(trailer).is_err() {
+            return;
+        }
+        if s.flush().is_err() {
             return;
         }
     }
