@@ -121,6 +121,30 @@ fn a_429_keeps_the_connection_and_requests_without_a_user_are_not_limited() {
     assert_eq!(c.roundtrip(&query_for("dave")).status, 200);
 }
 
+#[test]
+fn an_error_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = 1\nburst = 0\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    let head = b"HEAD /x HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
+    c.send(head);
+    assert_eq!(c.read_head_response().status, 200);
+    // Refused, keep-alive: the head of a 429 and nothing after it (its Content-Length
+    // is the body a GET would have had).
+    c.send(head);
+    let refused = c.read_head_response();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("connection"), None);
+    assert!(refused.header("content-length").is_some());
+    // The next response on the connection is the next request's, read from its first
+    // byte.
+    let next = c.roundtrip(b"GET /anon HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!((next.status, next.text()), (200, "ok".to_string()));
+}
+
 /// Partitions a and b; alice in `alice_in`.
 fn zones(a: SocketAddr, b: SocketAddr, alice_in: &str, extra: &str) -> String {
     format!(

@@ -31,7 +31,7 @@ use crate::forward::io::{read_some, write_static, IoFail};
 use crate::forward::stream::{plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
-use crate::http::parse::parse_request;
+use crate::http::parse::{parse_request, Method};
 use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::WorkerTable;
@@ -70,7 +70,8 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
                     ..Outcome::default()
                 };
                 let s = &idle_table.table.settings;
-                respond_error(&mut c, e, true, s.client_body_timeout).await;
+                // The head did not parse: its method is not known.
+                respond_error(&mut c, e, true, false, s.client_body_timeout).await;
                 finish(worker, &idle_table, &c, &outcome, Duration::ZERO);
                 break true;
             }
@@ -163,7 +164,7 @@ async fn serve_request(
     if let Err(e) = parse_request(&c.buf, len, s.max_headers, &mut c.head) {
         outcome.status = e.status();
         outcome.error = Some(e.kind);
-        respond_error(c, e, true, s.client_body_timeout).await;
+        respond_error(c, e, true, false, s.client_body_timeout).await;
         finish(worker, table, c, &outcome, started.elapsed());
         return Next::CloseLingering;
     }
@@ -176,16 +177,17 @@ async fn serve_request(
             } else {
                 let keep =
                     !f.error.closes_connection() && c.head.is_keep_alive && !worker.is_draining();
+                let is_head = c.head.method == Some(Method::Head);
                 outcome.status = f.error.status();
                 match f.consumed {
                     Some(consumed) if keep => {
-                        respond_error(c, f.error, false, s.client_body_timeout).await;
+                        respond_error(c, f.error, false, is_head, s.client_body_timeout).await;
                         // The whole request was consumed: drop it and go on.
                         c.buf.drain(..consumed.min(c.buf.len()));
                         Next::KeepAlive
                     }
                     _ => {
-                        respond_error(c, f.error, true, s.client_body_timeout).await;
+                        respond_error(c, f.error, true, is_head, s.client_body_timeout).await;
                         Next::CloseLingering
                     }
                 }

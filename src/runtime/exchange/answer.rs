@@ -12,13 +12,16 @@ use crate::runtime::client::Client;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answer `e` with a short plain-text body, from the connection's scratch buffer (never
-/// the buffers holding the request). `close` adds `Connection: close`. Nothing is sent
-/// when the error has no status (the client is gone). Returns whether the answer was
-/// written.
+/// the buffers holding the request). `close` adds `Connection: close`. The answer to a
+/// HEAD request (`is_head`) has the head alone (RFC 9110 §9.3.2: its `Content-Length` is
+/// the body a GET would get): a client reads no body after it, and bytes sent anyway
+/// would be read as the start of its next response. Nothing is sent when the error has
+/// no status (the client is gone). Returns whether the answer was written.
 pub async fn respond_error(
     c: &mut Client,
     e: ProxyError,
     close: bool,
+    is_head: bool,
     write_timeout: Duration,
 ) -> bool {
     let Some(status) = e.status() else {
@@ -39,7 +42,10 @@ pub async fn respond_error(
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    let _ = write!(out, "\r\n{reason}\n");
+    out.extend_from_slice(b"\r\n");
+    if !is_head {
+        let _ = writeln!(out, "{reason}");
+    }
     write_all(&mut c.wr, out, write_timeout.min(ANSWER_TIMEOUT))
         .await
         .is_ok()
