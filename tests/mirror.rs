@@ -75,6 +75,31 @@ fn queries_are_mirrored_byte_for_byte_and_commands_never() {
 }
 
 #[test]
+fn a_mirrored_head_is_read_as_an_answer_to_head() {
+    // Both answer HEAD as servers must: the head alone, its Content-Length that of a GET.
+    let head_only = |r: &common::backend::Request| {
+        assert_eq!(r.method(), "HEAD");
+        Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n")
+    };
+    let primary = ScriptedBackend::start(head_only);
+    let shadow = ScriptedBackend::start(head_only);
+    let r = Router::start(&config(primary.addr, shadow.addr, ""));
+    let mut c = Client::connect(r.addr);
+    for _ in 0..2 {
+        c.send(b"HEAD /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
+        assert_eq!(c.read_head_response().status, 200);
+    }
+    // Each mirror's answer is complete at its head: both counted as 2xx at once (not
+    // after waiting for a body until the response timeout), the second on the pooled
+    // connection of the first.
+    wait_until("two mirrors counted as 2xx", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 2
+    });
+    assert_eq!(shadow.request_count(), 2);
+    assert_eq!(shadow.accepted(), 1);
+}
+
+#[test]
 fn a_dead_or_hanging_shadow_changes_nothing_for_the_client() {
     // Dead: nothing listens.
     let primary = ScriptedBackend::start(|_| Reply::ok("primary"));

@@ -42,6 +42,8 @@ pub struct MirrorJob {
     table: Rc<WorkerTable>,
     partition: u16,
     bytes: Vec<u8>,
+    /// The copy is a HEAD request: its answer has no body, whatever its framing says.
+    is_head: bool,
 }
 
 impl MirrorJob {
@@ -84,6 +86,7 @@ impl MirrorJob {
             table: table.clone(),
             partition,
             bytes,
+            is_head: req.is_head,
         })
     }
 
@@ -95,8 +98,9 @@ impl MirrorJob {
                 table,
                 partition,
                 mut bytes,
+                is_head,
             } = self;
-            let status = send(&worker, &table, partition, &mut bytes).await;
+            let status = send(&worker, &table, partition, &mut bytes, is_head).await;
             worker.metrics.users.mirrored(status);
             bytes.clear();
             worker.mirror_buffers.borrow_mut().push(bytes);
@@ -107,12 +111,14 @@ impl MirrorJob {
     }
 }
 
-/// Send `bytes` to a read server of `partition` and read the answer through; its status.
+/// Send `bytes` to a read server of `partition` and read the answer through (`is_head`: to
+/// a HEAD request); its status.
 async fn send(
     worker: &Worker,
     wt: &WorkerTable,
     partition: u16,
     bytes: &mut Vec<u8>,
+    is_head: bool,
 ) -> Option<u16> {
     let s = &wt.table.settings;
     let (backend, _, admission) = wt.pick_server(partition, Class::Query, 0)?;
@@ -144,7 +150,7 @@ async fn send(
         return None;
     }
     let mut head = ResponseHead::default();
-    let status = read_answer(worker, s, &mut up, &mut head).await?;
+    let status = read_answer(worker, s, &mut up, &mut head, is_head).await?;
     report(b, s.circuit.as_ref(), admission, status < 500);
     if head.is_keep_alive && up.buf.is_empty() {
         worker.return_upstream(backend, version, up, head.keep_alive_timeout);
@@ -160,10 +166,11 @@ async fn read_answer(
     s: &Settings,
     up: &mut UpstreamConn,
     head: &mut ResponseHead,
+    is_head: bool,
 ) -> Option<u16> {
     let len = loop {
         let len = read_head(s, up).await?;
-        parse_response(&up.buf, len, false, head).ok()?;
+        parse_response(&up.buf, len, is_head, head).ok()?;
         if !head.is_interim() {
             break len;
         }
