@@ -459,6 +459,82 @@ fn raw_peer_client(addr: SocketAddr) -> (ClientConnection, StdStream) {
     (conn, sock)
 }
 
+/// Set a socket buffer size (`SO_SNDBUF` or `SO_RCVBUF`) on `fd`.
+fn set_buffer(fd: std::os::fd::RawFd, option: libc::c_int, bytes: libc::c_int) {
+    // SAFETY: `fd` is an open socket for the call; the value is a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_write_whose_records_partly_left_before_a_reset_is_reported_written() {
+    use std::os::fd::AsRawFd;
+    on_both_drivers(|| async {
+        // Small buffers on both sides: a 256 KiB write cannot all leave, so the reset comes
+        // while some of its records are out and the rest wait for room.
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        set_buffer(listener.as_raw_fd(), libc::SO_RCVBUF, 4096);
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(PEER_READ_TIMEOUT)).unwrap();
+            let stream = tls_peer_server(sock, peer_server_config(&[&TLS13]));
+            let sock = stream.sock;
+            // Wait until the write's first bytes are here (never read), then reset.
+            let started = Instant::now();
+            loop {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one c_int into `queued`, live for the call.
+                assert_eq!(
+                    unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut queued) },
+                    0
+                );
+                if queued > 0 {
+                    break;
+                }
+                assert!(started.elapsed() < PEER_READ_TIMEOUT, "nothing arrived");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: as in `set_buffer`, with a live `linger`.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        set_buffer(tcp.as_raw_fd(), libc::SO_SNDBUF, 4096);
+        let (_rd, mut wr) =
+            tls::connect(tcp, peer_client_config(&[&TLS13]), localhost(), HANDSHAKE)
+                .await
+                .unwrap();
+        // The peer's reset fails the send while part of this write's records are out: the
+        // write is reported as taken (the peer may hold part of it), and the failure
+        // comes with the next operation.
+        let (res, _) = wr.write(pattern(256 * 1024, 9)).await;
+        assert!(res.unwrap() > 0, "a write partly sent is reported written");
+        let (res, _) = wr.write(pattern(1024, 10)).await;
+        assert!(res.is_err(), "the stream failed");
+        join(peer).await;
+    });
+}
+
 #[test]
 fn a_stopped_read_loses_nothing() {
     on_both_drivers(|| async {

@@ -353,7 +353,11 @@ where
     }
 
     /// Send what is queued, let `encrypt` commit plaintext, send its records. `Ok(n)` once
-    /// the `n` bytes `encrypt` took are committed (see the module docs for stops).
+    /// the `n` bytes `encrypt` took are committed (see the module docs for stops) and
+    /// sent, or once any of their records left before the socket failed: the peer may
+    /// have part of them, so they are not reported as never written (a caller deciding
+    /// whether a request may be resent relies on that); the failure is kept for the next
+    /// operation.
     async fn write_with(
         &mut self,
         cancel: Option<&CancelHandle>,
@@ -362,7 +366,7 @@ where
         let mut sender = self.take_sender()?;
         let res = async {
             sender.send_all(&self.shared, cancel).await?;
-            let n = {
+            let (n, sent_before) = {
                 let mut s = self.shared.borrow_mut();
                 if s.is_closing {
                     return Err(io::Error::new(
@@ -372,10 +376,15 @@ where
                 }
                 let n = encrypt(&mut s.conn)?;
                 sender.take_records(&mut s.conn)?;
-                n
+                (n, sender.sent)
             };
             match sender.send_all(&self.shared, cancel).await {
-                Err(e) if !is_cancelled(&e) => Err(e),
+                Err(e) if !is_cancelled(&e) && sender.sent == sent_before => Err(e),
+                Err(e) if !is_cancelled(&e) => {
+                    self.shared.borrow_mut().send_error =
+                        Some(e.raw_os_error().unwrap_or(libc::EPIPE));
+                    Ok(n)
+                }
                 _ => Ok(n),
             }
         }
