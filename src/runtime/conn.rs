@@ -177,7 +177,7 @@ async fn serve_request(
             } else {
                 let keep =
                     !f.error.closes_connection() && c.head.is_keep_alive && !worker.is_draining();
-                let is_head = c.head.method == Some(Method::Head);
+                let is_head = c.head.method() == Method::Head;
                 outcome.status = f.error.status();
                 match f.consumed {
                     Some(consumed) if keep => {
