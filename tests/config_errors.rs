@@ -64,6 +64,19 @@ fn a_type_error_names_the_key() {
 }
 
 #[test]
+fn more_user_id_header_names_than_trailers_can_refuse_are_refused() {
+    // ZONES is four lines; [extract] is line 5, the list on line 6 names nine headers.
+    let names: Vec<String> = (1..=9).map(|i| format!("\"X-Id-{i}\"")).collect();
+    let text = format!("{ZONES}[extract]\nheaders = [{}]\n", names.join(", "));
+    let e = refused("nine_headers", &text, 6, "extract.headers");
+    assert!(e.message.contains("at most 8 user id header names"), "{e}");
+    // Eight load.
+    let text = format!("{ZONES}[extract]\nheaders = [{}]\n", names[..8].join(", "));
+    let ok = TempConfig::new("eight_headers", &text);
+    Config::load(&ok.0).unwrap();
+}
+
+#[test]
 fn a_misspelt_default_partition_is_called_unknown() {
     let text = format!("default_backend = \"zone_7\"\n{ZONES}");
     let e = refused("misspelt_default", &text, 1, "default_backend");

@@ -452,6 +452,33 @@ fn framing_trailers_are_refused() {
 }
 
 #[test]
+fn configured_user_id_fields_are_refused_in_trailers() {
+    let b = ScriptedBackend::start(|req| Reply::ok(format!("served:{}", req.target())));
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.zone_1]\nservers = [\"{0}\"]\n[extract]\nheaders = [\"X-Account\"]\n",
+        b.addr
+    ));
+    // Routed by its header, the request must not name another user in its trailers:
+    // a backend merging trailers into the head would act for that one.
+    let routed_as_alice = |trailer: &str| {
+        format!(
+            "POST /p HTTP/1.1\r\nHost: t\r\nX-Account: alice\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n{trailer}\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    for (name, trailer) in [
+        ("configured", "X-Account: bob"),
+        ("configured_any_case", "x_account: bob"),
+    ] {
+        expect_refused(&r, &b, name, &routed_as_alice(trailer), 400, Defect::Body);
+    }
+    // Another trailer still travels.
+    let resp = client(r.addr).roundtrip(&routed_as_alice("X-Checksum: 1"));
+    assert_eq!(resp.status, 200);
+    assert_nothing_smuggled(&b);
+}
+
+#[test]
 fn allowed_trailers_travel_byte_for_byte() {
     let (b, r) = start();
     let body = b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=5\r\nTrailer: X-Checksum\r\n\r\n";

@@ -4,6 +4,8 @@
 //! that `config` depends on nothing in `route` (the data path reads config, never the other
 //! way round).
 
+use crate::http::chunked::TrailerNames;
+
 /// Default user id header fields, in priority order.
 pub const DEFAULT_HEADERS: &[&str] = &["X-User-Id", "X-Trader-Id"];
 /// Default user id query parameters, in priority order.
@@ -26,6 +28,9 @@ pub const DEFAULT_MAX_USER_ID_BYTES: usize = 256;
 pub struct ExtractRules {
     /// Header names (matched case-insensitively).
     pub headers: Vec<Box<[u8]>>,
+    /// The header names again, as a chunked request body's trailer section refuses them
+    /// (at most [`crate::http::chunked::MAX_REFUSED_TRAILER_NAMES`]).
+    pub refused_trailers: TrailerNames,
     /// Query parameter names (matched after percent-decoding, case-sensitively).
     pub query_keys: Vec<Box<[u8]>>,
     /// Top-level JSON keys (matched after JSON unescaping, case-sensitively).
@@ -39,6 +44,7 @@ impl Default for ExtractRules {
         let b = |v: &[&str]| -> Vec<Box<[u8]>> { v.iter().map(|s| s.as_bytes().into()).collect() };
         Self {
             headers: b(DEFAULT_HEADERS),
+            refused_trailers: TrailerNames::new(DEFAULT_HEADERS),
             query_keys: b(DEFAULT_QUERY_KEYS),
             json_keys: b(DEFAULT_JSON_KEYS),
             max_user_id_bytes: DEFAULT_MAX_USER_ID_BYTES,

@@ -18,6 +18,7 @@ use super::tls::{upstream_tls_from, UpstreamTls};
 use super::error::{dotted, Errors};
 use super::file::{FileConfig, PartitionSection};
 use super::ExtractRules;
+use crate::http::chunked::{TrailerNames, MAX_REFUSED_TRAILER_NAMES};
 
 /// Name of the partition made from a `default_backend` address. A `[partitions.default]`
 /// beside such an address is refused rather than renamed, so the name in `/config`, metrics
@@ -373,8 +374,17 @@ fn prefixes_from(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -
 }
 
 fn extract_rules_from(f: &FileConfig, errors: &mut Errors<'_>) -> ExtractRules {
+    let headers = names_from(&f.extract.headers, "extract.headers", true, errors);
+    if let Some(extra) = f.extract.headers.get(MAX_REFUSED_TRAILER_NAMES) {
+        errors.add(
+            extra.span(),
+            "extract.headers",
+            format!("at most {MAX_REFUSED_TRAILER_NAMES} user id header names"),
+        );
+    }
     ExtractRules {
-        headers: names_from(&f.extract.headers, "extract.headers", true, errors),
+        refused_trailers: TrailerNames::new(&headers),
+        headers,
         query_keys: names_from(&f.extract.query, "extract.query", false, errors),
         json_keys: names_from(&f.extract.json_keys, "extract.json_keys", false, errors),
         max_user_id_bytes: errors.range(

@@ -27,7 +27,8 @@
 //!   no obs-fold, no bare CR/LF), at most [`MAX_TRAILER_BYTES`] in total, and never name a
 //!   field RFC 9110 §6.5.1 keeps out of trailers (framing, routing, request modifiers,
 //!   authentication, response control, content format; see
-//!   [`super::field::is_forbidden_trailer`]). Such a trailer refuses the whole message;
+//!   [`super::field::is_forbidden_trailer`]), nor, in a request, a configured user-id
+//!   field ([`ChunkedDecoder::refusing`]). Such a trailer refuses the whole message;
 //!   it is not dropped, because the decoder only delimits bytes that are relayed as they
 //!   arrived.
 
@@ -118,6 +119,54 @@ enum State {
     Done,
 }
 
+/// Most field names a decoder refuses in trailers on top of the fixed deny-list
+/// ([`TrailerNames`]); `extract.headers` is limited to as many.
+pub const MAX_REFUSED_TRAILER_NAMES: usize = 8;
+
+/// Field names refused in a trailer section on top of the fixed deny-list: the configured
+/// user-id fields, which a backend merging trailers into the head would read as the user
+/// ringgate did not route. Kept as 64-bit hashes of the names (any case, `_` read as `-`),
+/// so that a decoder stays `Copy` and needs no buffer for names up to 64 bytes; a name
+/// whose hash collides with one of them is refused too, which errs on the refusing side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrailerNames {
+    hashes: [u64; MAX_REFUSED_TRAILER_NAMES],
+    len: u8,
+}
+
+impl TrailerNames {
+    /// No names.
+    pub const NONE: Self = Self {
+        hashes: [0; MAX_REFUSED_TRAILER_NAMES],
+        len: 0,
+    };
+
+    /// The first [`MAX_REFUSED_TRAILER_NAMES`] of `names`.
+    pub fn new<N: AsRef<[u8]>>(names: &[N]) -> Self {
+        let mut set = Self::NONE;
+        for (slot, name) in set.hashes.iter_mut().zip(names) {
+            *slot = name.as_ref().iter().fold(NAME_HASH_START, name_hash_step);
+            set.len += 1;
+        }
+        set
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.hashes[..usize::from(self.len)].contains(&hash)
+    }
+}
+
+/// FNV-1a over a field name read without case and with `_` as `-`.
+const NAME_HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn name_hash_step(hash: u64, b: &u8) -> u64 {
+    let b = match *b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    };
+    (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
 /// Incremental strict decoder of one chunked message body.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkedDecoder {
@@ -130,6 +179,10 @@ pub struct ChunkedDecoder {
     /// the deny-list; a longer name cannot be on it).
     name_len: u32,
     name: [u8; MAX_FORBIDDEN_TRAILER_NAME],
+    /// The current trailer name's hash (see [`TrailerNames`]).
+    name_hash: u64,
+    /// Names refused on top of the fixed deny-list.
+    refused: TrailerNames,
 }
 
 impl Default for ChunkedDecoder {
@@ -149,7 +202,16 @@ impl ChunkedDecoder {
             trailer_len: 0,
             name_len: 0,
             name: [0; MAX_FORBIDDEN_TRAILER_NAME],
+            name_hash: NAME_HASH_START,
+            refused: TrailerNames::NONE,
         }
+    }
+
+    /// A decoder at the start of a body that also refuses `names` in its trailer section.
+    pub const fn refusing(names: TrailerNames) -> Self {
+        let mut d = Self::new();
+        d.refused = names;
+        d
     }
 
     /// Whether the terminating chunk and trailers have been seen.
@@ -264,6 +326,7 @@ impl ChunkedDecoder {
                     self.state = State::EndLf;
                 } else if is_tchar(b) {
                     self.name_len = 0;
+                    self.name_hash = NAME_HASH_START;
                     self.push_name_byte(b);
                     self.state = State::TrailerName;
                     self.bump_trailer()?;
@@ -277,7 +340,9 @@ impl ChunkedDecoder {
                     self.push_name_byte(b);
                 } else if b == b':' {
                     let len = self.name_len as usize;
-                    if len <= MAX_FORBIDDEN_TRAILER_NAME && is_forbidden_trailer(&self.name[..len])
+                    if (len <= MAX_FORBIDDEN_TRAILER_NAME
+                        && is_forbidden_trailer(&self.name[..len]))
+                        || self.refused.contains(self.name_hash)
                     {
                         return Err(ChunkError::ForbiddenTrailer);
                     }
@@ -349,6 +414,7 @@ impl ChunkedDecoder {
             *slot = b;
         }
         self.name_len = self.name_len.saturating_add(1);
+        self.name_hash = name_hash_step(self.name_hash, &b);
     }
 
     fn bump_line(&mut self) -> Result<(), ChunkError> {
@@ -611,6 +677,58 @@ mod tests {
                 String::from_utf8_lossy(trailer)
             );
         }
+    }
+
+    #[test]
+    fn configured_user_id_fields_are_refused_in_trailers() {
+        let refused = TrailerNames::new(&["X-Account", "trader-desk"]);
+        let body = |trailer: &str| format!("3\r\nabc\r\n0\r\nX-Ok: 1\r\n{trailer}\r\n\r\n");
+        let decode = |d: ChunkedDecoder, input: &[u8]| {
+            // Whole, and byte by byte (the name split over feeds).
+            let (mut once, mut bytewise) = (d, d);
+            let whole = once.feed(input, &mut |_| {}).map(|_| ());
+            let split = input.iter().try_for_each(|b| {
+                bytewise
+                    .feed(std::slice::from_ref(b), &mut |_| {})
+                    .map(|_| ())
+            });
+            assert_eq!(whole, split);
+            whole
+        };
+        for trailer in [
+            "X-Account: bob",
+            "x-account: bob",
+            "X_ACCOUNT: bob",
+            "X-Account:",
+            "Trader-Desk: 7",
+            "trader_desk: 7",
+        ] {
+            assert_eq!(
+                decode(ChunkedDecoder::refusing(refused), body(trailer).as_bytes()),
+                Err(ChunkError::ForbiddenTrailer),
+                "{trailer}"
+            );
+            // Without the configured names only the fixed list applies.
+            assert_eq!(
+                decode(ChunkedDecoder::new(), body(trailer).as_bytes()),
+                Ok(())
+            );
+        }
+        for trailer in ["X-Accounts: 1", "X-Accoun: 1", "Desk: 1", "X-Checksum: 1"] {
+            assert_eq!(
+                decode(ChunkedDecoder::refusing(refused), body(trailer).as_bytes()),
+                Ok(()),
+                "{trailer}"
+            );
+        }
+        // The fixed list still applies with configured names.
+        assert_eq!(
+            decode(
+                ChunkedDecoder::refusing(refused),
+                body("Host: evil").as_bytes()
+            ),
+            Err(ChunkError::ForbiddenTrailer)
+        );
     }
 
     #[test]

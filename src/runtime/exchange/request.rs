@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
 use crate::forward::relay::BodyLeft;
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::chunked::{ChunkedDecoder, TrailerNames};
 use crate::http::head::write_request_head;
 use crate::http::parse::{restrict_upgrade, BodyFraming, Method};
 use crate::metrics::Outcome;
@@ -129,7 +129,7 @@ pub async fn prepare(
         && c.head.body_may_be_json
         && !table.extract.json_keys.is_empty();
     let body = if wants_body {
-        let len = buffer_body(c, s, wants_continue).await?;
+        let len = buffer_body(c, s, table.extract.refused_trailers, wants_continue).await?;
         wants_continue = false;
         found = worker.scan_json_body(
             &c.buf[head_len..head_len + len],
@@ -139,7 +139,7 @@ pub async fn prepare(
         )?;
         Body::Buffered { len, inline: false }
     } else {
-        body_in_buffer(c, framing)?
+        body_in_buffer(c, framing, table.extract.refused_trailers)?
     };
     let consumed = body.is_replayable().then(|| head_len + body.in_buf());
 
@@ -177,7 +177,12 @@ pub async fn prepare(
 }
 
 /// The body as far as it already sits in the buffer behind the head.
-fn body_in_buffer(c: &Client, framing: BodyFraming) -> Result<Body, ProxyError> {
+/// `refused`: user-id fields the trailer section may not carry.
+fn body_in_buffer(
+    c: &Client,
+    framing: BodyFraming,
+    refused: TrailerNames,
+) -> Result<Body, ProxyError> {
     let head_len = c.head.len;
     let available = c.buf.len() - head_len;
     Ok(match framing {
@@ -197,7 +202,7 @@ fn body_in_buffer(c: &Client, framing: BodyFraming) -> Result<Body, ProxyError> 
             }
         }
         BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new();
+            let mut decoder = ChunkedDecoder::refusing(refused);
             let in_buf = decoder
                 .feed(&c.buf[head_len..], &mut |_| {})
                 .map_err(|e| ProxyError::bad_request(e.reason()))?;
@@ -219,10 +224,11 @@ fn body_in_buffer(c: &Client, framing: BodyFraming) -> Result<Body, ProxyError> 
 /// Read a body needed for routing entirely into the buffer (after the head). Returns its
 /// raw length. A declared length over `body_scan_bytes` is refused (413) before anything
 /// is read — and before `100 Continue` is sent, so a client that waits for it never sends
-/// a body that would be refused.
+/// a body that would be refused. `refused`: as in [`body_in_buffer`].
 async fn buffer_body(
     c: &mut Client,
     s: &Settings,
+    refused: TrailerNames,
     expects_continue: bool,
 ) -> Result<usize, Failure> {
     let head_len = c.head.len;
@@ -254,7 +260,7 @@ async fn buffer_body(
             Ok(n as usize)
         }
         BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new();
+            let mut decoder = ChunkedDecoder::refusing(refused);
             let mut scanned = head_len;
             loop {
                 let used = decoder
