@@ -125,12 +125,13 @@ pub const MAX_REFUSED_TRAILER_NAMES: usize = 8;
 
 /// Field names refused in a trailer section on top of the fixed deny-list: the configured
 /// user-id fields, which a backend merging trailers into the head would read as the user
-/// ringgate did not route. Kept as 64-bit hashes of the names (any case, `_` read as `-`),
-/// so that a decoder stays `Copy` and needs no buffer for names up to 64 bytes; a name
-/// whose hash collides with one of them is refused too, which errs on the refusing side.
+/// ringgate did not route. Kept as 32-bit hashes of the names (any case, `_` read as `-`),
+/// so that a decoder stays small and `Copy` and needs no buffer for names up to 64 bytes;
+/// a name whose hash collides with one of them is refused too, which errs on the refusing
+/// side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrailerNames {
-    hashes: [u64; MAX_REFUSED_TRAILER_NAMES],
+    hashes: [u32; MAX_REFUSED_TRAILER_NAMES],
     len: u8,
 }
 
@@ -151,20 +152,20 @@ impl TrailerNames {
         set
     }
 
-    fn contains(&self, hash: u64) -> bool {
+    fn contains(&self, hash: u32) -> bool {
         self.hashes[..usize::from(self.len)].contains(&hash)
     }
 }
 
-/// FNV-1a over a field name read without case and with `_` as `-`.
-const NAME_HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a (32-bit) over a field name read without case and with `_` as `-`.
+const NAME_HASH_START: u32 = 0x811c_9dc5;
 
-fn name_hash_step(hash: u64, b: &u8) -> u64 {
+fn name_hash_step(hash: u32, b: &u8) -> u32 {
     let b = match *b {
         b'_' => b'-',
         b => b.to_ascii_lowercase(),
     };
-    (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
 }
 
 /// Incremental strict decoder of one chunked message body.
@@ -180,7 +181,7 @@ pub struct ChunkedDecoder {
     name_len: u32,
     name: [u8; MAX_FORBIDDEN_TRAILER_NAME],
     /// The current trailer name's hash (see [`TrailerNames`]).
-    name_hash: u64,
+    name_hash: u32,
     /// Names refused on top of the fixed deny-list.
     refused: TrailerNames,
 }
