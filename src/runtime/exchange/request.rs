@@ -129,7 +129,7 @@ pub async fn prepare(
         && c.head.body_may_be_json
         && !table.extract.json_keys.is_empty();
     let body = if wants_body {
-        let len = buffer_body(c, s, table.extract.refused_trailers, wants_continue).await?;
+        let len = buffer_body(c, s, &table.extract.refused_trailers, wants_continue).await?;
         wants_continue = false;
         found = worker.scan_json_body(
             &c.buf[head_len..head_len + len],
@@ -139,7 +139,7 @@ pub async fn prepare(
         )?;
         Body::Buffered { len, inline: false }
     } else {
-        body_in_buffer(c, framing, table.extract.refused_trailers)?
+        body_in_buffer(c, framing, &table.extract.refused_trailers)?
     };
     let consumed = body.is_replayable().then(|| head_len + body.in_buf());
 
@@ -181,7 +181,7 @@ pub async fn prepare(
 fn body_in_buffer(
     c: &Client,
     framing: BodyFraming,
-    refused: TrailerNames,
+    refused: &TrailerNames,
 ) -> Result<Body, ProxyError> {
     let head_len = c.head.len;
     let available = c.buf.len() - head_len;
@@ -202,7 +202,7 @@ fn body_in_buffer(
             }
         }
         BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::refusing(refused);
+            let mut decoder = ChunkedDecoder::refusing(*refused);
             let in_buf = decoder
                 .feed(&c.buf[head_len..], &mut |_| {})
                 .map_err(|e| ProxyError::bad_request(e.reason()))?;
@@ -228,7 +228,7 @@ fn body_in_buffer(
 async fn buffer_body(
     c: &mut Client,
     s: &Settings,
-    refused: TrailerNames,
+    refused: &TrailerNames,
     expects_continue: bool,
 ) -> Result<usize, Failure> {
     let head_len = c.head.len;
@@ -260,7 +260,7 @@ async fn buffer_body(
             Ok(n as usize)
         }
         BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::refusing(refused);
+            let mut decoder = ChunkedDecoder::refusing(*refused);
             let mut scanned = head_len;
             loop {
                 let used = decoder
