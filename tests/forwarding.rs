@@ -395,6 +395,38 @@ fn interim_responses_are_relayed_before_the_final_one() {
 }
 
 #[test]
+fn an_http10_client_is_sent_no_interim_response() {
+    // RFC 9110 15.2: a server must not send a 1xx response to an HTTP/1.0 client, which
+    // would read the 103 as its answer and the final response as garbage.
+    let b = ScriptedBackend::start(|req| {
+        Reply::ok(req.target()).interim(
+            "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+            Duration::ZERO,
+        )
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    let resp = c.roundtrip(b"GET /old HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, b"/old".as_slice())
+    );
+    assert!(resp.interim.is_empty(), "{:?}", resp.interim);
+    // The same backend's hints still reach an HTTP/1.1 client on the same connection.
+    let resp = c.roundtrip(b"GET /new HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (200, b"/new".as_slice())
+    );
+    assert_eq!(resp.interim.len(), 1);
+    assert_eq!(resp.interim[0].status, 103);
+    c.expect_open_for(Duration::from_millis(20));
+}
+
+#[test]
 fn the_demo_backend_answers_the_same_request_with_the_same_length() {
     // `ab` counts a change of length as a failed request: the `served` counter must not
     // change the body's length as it grows from 9 to 10 and beyond.

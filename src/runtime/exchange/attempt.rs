@@ -151,6 +151,8 @@ struct ReaderIo<'a> {
     wr: &'a mut Writer,
     out: &'a mut Vec<u8>,
     response: &'a mut ResponseHead,
+    /// The client speaks HTTP/1.1: an HTTP/1.0 client is sent no `1xx` (RFC 9110 15.2).
+    takes_interim: bool,
 }
 
 /// Send `req` on `up` and read the response head into `c.response` (the head stays in
@@ -198,6 +200,7 @@ pub async fn run(
         wr: &mut c.wr,
         out: &mut c.out,
         response: &mut c.response,
+        takes_interim: c.head.minor_version != 0,
     };
     let marks = Marks {
         reached: &reached,
@@ -403,8 +406,9 @@ async fn send_part(
 }
 
 /// The reader: the response head into `up_buf` / `io.response`. Interim responses other
-/// than 101 are relayed to the client (100 is absorbed: ringgate answers `Expect`
-/// itself), each one noted in `interim_at` so the response timeout restarts.
+/// than 101 are relayed to an HTTP/1.1 client (100 is absorbed: ringgate answers `Expect`
+/// itself; an HTTP/1.0 client gets none), each one noted in `interim_at` so the response
+/// timeout restarts.
 /// `closed_first` notes a clean close (end of stream) before any response byte.
 async fn read_response_head(
     up_rd: &mut Reader,
@@ -415,7 +419,12 @@ async fn read_response_head(
     interim_at: &Cell<Option<Instant>>,
     closed_first: &Cell<bool>,
 ) -> Result<u16, ProxyError> {
-    let ReaderIo { wr, out, response } = io;
+    let ReaderIo {
+        wr,
+        out,
+        response,
+        takes_interim,
+    } = io;
     let mut scanner = HeadScanner::new();
     loop {
         let len = loop {
@@ -455,7 +464,7 @@ async fn read_response_head(
         if !response.is_interim() || response.status == 101 {
             return Ok(response.status);
         }
-        if response.status != 100 {
+        if response.status != 100 && takes_interim {
             write_response_head(up_buf, response, ConnectionField::Omit, out);
             if write_all(wr, out, client_timeout).await.is_err() {
                 return Err(ProxyError::downstream(ErrorKind::ClientGone));
