@@ -331,6 +331,18 @@ fn bad_chunk_extensions_are_refused() {
 }
 
 #[test]
+fn chunk_sizes_longer_than_sixteen_digits_are_refused_even_as_leading_zeros() {
+    // A parser that caps the digits (Go's stops at 16) would refuse or misread what a
+    // lenient one passed on; 16 digits hold every size ringgate accepts.
+    let (b, r) = start();
+    let body = b"0000000000000005\r\nhello\r\n0\r\n\r\n";
+    expect_forwarded(&r, &b, "sixteen_digits", &chunked_post(body), "/p", body);
+    let raw = chunked_post(format!("00000000000000005\r\nhello\r\n0\r\n\r\n{SMUGGLED}"));
+    expect_refused(&r, &b, "seventeen_digits", &raw, 400, Defect::Body);
+    assert_nothing_smuggled(&b);
+}
+
+#[test]
 fn valid_chunk_extensions_travel_byte_for_byte() {
     let (b, r) = start();
     for (name, body) in [

@@ -192,7 +192,7 @@ fn chunk_ext(e: &[u8]) -> Option<bool> {
 
 /// A line-oriented reading of RFC 9112 §7.1 with ringgate's limits:
 /// `chunk-size [ chunk-ext ] CRLF data CRLF`, then `last-chunk`, trailer field lines,
-/// CRLF. chunk-size: HEXDIG with a value below 2^63; chunk-ext as [`chunk_ext`]; the size
+/// CRLF. chunk-size: 1–16 HEXDIG with a value below 2^63; chunk-ext as [`chunk_ext`]; the size
 /// line holds at most MAX_CHUNK_LINE bytes before its CRLF; trailer lines are
 /// `token ":" *( HTAB / SP / VCHAR / obs-text )` with a name not on the deny-list, at most
 /// MAX_TRAILER_BYTES in total (CRLFs not counted).
@@ -213,13 +213,11 @@ fn reference(b: &[u8]) -> Outcome {
             i += 1;
         }
         let digits = i - start;
-        // The value must fit an i64 (leading zeros are fine).
-        let significant = &b[start..i][b[start..i].iter().take_while(|&&c| c == b'0').count()..];
-        if significant.len() > 16
-            || (significant.len() == 16 && significant[0].to_ascii_lowercase() > b'7')
-        {
+        // At most 16 digits, leading zeros counted, and a value that fits an i64.
+        if digits > 16 || (digits == 16 && b[start].to_ascii_lowercase() > b'7') {
             return Outcome::Invalid;
         }
+        let significant = &b[start..i][b[start..i].iter().take_while(|&&c| c == b'0').count()..];
         need!(1);
         if digits == 0 {
             return Outcome::Invalid;

@@ -10,8 +10,10 @@
 //! 502), so both directions follow the rules below.
 //!
 //! # Invariants
-//! - chunk-size is hex digits with a value below 2^63, nothing else before `;` or CRLF
-//!   (no `0x`, no sign, no whitespace);
+//! - chunk-size is at most [`MAX_SIZE_DIGITS`] hex digits with a value below 2^63, nothing
+//!   else before `;` or CRLF (no `0x`, no sign, no whitespace). The digit limit counts
+//!   leading zeros: parsers that cap the digits (Go's among them) would otherwise refuse
+//!   or misread a size ringgate passed on;
 //! - chunk extensions are exactly `*( ";" token [ "=" ( token / quoted-string ) ] )`
 //!   (RFC 9112 §7.1.1, quoted-string per RFC 9110 §5.6.4) and travel byte for byte.
 //!   Stricter than the RFC in two places, both because ringgate forwards the line as
@@ -39,6 +41,8 @@ use super::field::{
 
 /// Longest accepted chunk-size line including extensions, without CRLF.
 pub const MAX_CHUNK_LINE: u32 = 4096;
+/// Most hex digits in a chunk size, leading zeros included (16 hold any size below 2^63).
+pub const MAX_SIZE_DIGITS: u8 = 16;
 /// Largest accepted trailer section.
 pub const MAX_TRAILER_BYTES: u32 = 8192;
 
@@ -47,7 +51,7 @@ pub const MAX_TRAILER_BYTES: u32 = 8192;
 pub enum ChunkError {
     /// A byte that cannot appear where it did.
     InvalidSize,
-    /// The size does not fit an i64 (2^63 or more).
+    /// The size does not fit an i64 (2^63 or more) or has more than [`MAX_SIZE_DIGITS`].
     SizeOverflow,
     /// A chunk line longer than [`MAX_CHUNK_LINE`].
     LineTooLong,
@@ -274,11 +278,11 @@ impl ChunkedDecoder {
                 if let Some(d) = hex_value(b) {
                     // Sizes must fit an i64: backends that parse into signed integers
                     // must not read a huge chunk as a negative one.
-                    if self.size > (i64::MAX as u64) >> 4 {
+                    if self.size > (i64::MAX as u64) >> 4 || self.digits == MAX_SIZE_DIGITS {
                         return Err(ChunkError::SizeOverflow);
                     }
                     self.size = (self.size << 4) | u64::from(d);
-                    self.digits = self.digits.saturating_add(1);
+                    self.digits += 1;
                     self.bump_line()?;
                 } else if self.digits == 0 {
                     return Err(ChunkError::InvalidSize);
@@ -841,9 +845,16 @@ mod tests {
         );
         let mut d = ChunkedDecoder::new();
         assert_eq!(
-            d.feed(b"00000000000000001\r\n", &mut |_| {}).unwrap(),
-            19,
-            "leading zeros do not overflow"
+            d.feed(b"0000000000000001\r\n", &mut |_| {}).unwrap(),
+            18,
+            "16 digits with leading zeros are a size"
+        );
+        assert_eq!(d.data_remaining(), 1);
+        let mut d = ChunkedDecoder::new();
+        assert_eq!(
+            d.feed(b"00000000000000001\r\n", &mut |_| {}),
+            Err(ChunkError::SizeOverflow),
+            "a 17th digit is refused even as a leading zero"
         );
     }
 }
