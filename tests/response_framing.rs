@@ -202,6 +202,14 @@ fn cases() -> Vec<Case> {
             why: "a sign is not a digit",
         },
         Case {
+            name: "underscore_te",
+            request: req("/underscore-te"),
+            is_head: false,
+            script: || bad("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer_Encoding: chunked\r\n\r\nokPOISON"),
+            first: First::Exactly(502, b"underscore variant of a framing header name from upstream\n"),
+            why: "a client that reads `_` as `-` would frame the body as chunked",
+        },
+        Case {
             name: "bad_chunk_size",
             request: req("/bad-chunk-size"),
             is_head: false,

@@ -8,7 +8,7 @@
 //!   otherwise chunked exactly when the last transfer coding is `chunked`, until-close for
 //!   any other transfer coding, the one `Content-Length` when there is no
 //!   `Transfer-Encoding`, until-close when neither is present; a head carrying both, or
-//!   two `Content-Length` fields, is refused;
+//!   two `Content-Length` fields, or `_` in place of `-` in either name, is refused;
 //! - a connection is only reusable (`is_keep_alive`) when the response is delimited
 //!   (not until-close), is not a 101, and was not HTTP/1.0 with `Transfer-Encoding`
 //!   (RFC 9112 §6.1: such framing is faulty, close after it);
@@ -124,6 +124,11 @@ fn check_framing(head: &ResponseHead, (status, version, fields): &Fields, is_hea
         "accepted both Content-Length and Transfer-Encoding"
     );
     assert!(cl.len() <= 1, "accepted duplicate Content-Length");
+    assert!(
+        !fields.iter().any(|(n, _)| n.contains('_')
+            && matches!(n.replace('_', "-").as_str(), "content-length" | "transfer-encoding")),
+        "accepted an underscore variant of a framing field name"
+    );
     let no_body = is_head || (100..200).contains(status) || *status == 204 || *status == 304;
     let expected = if no_body {
         ResponseFraming::None

@@ -10,8 +10,8 @@ use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use super::field::{
-    eq_lower, field_line, list_elements, mark_named_fields, parse_content_length, trim_ows,
-    HeaderField, Span,
+    eq_lower, field_line, is_underscore_framing_name, list_elements, mark_named_fields,
+    parse_content_length, trim_ows, HeaderField, Span,
 };
 use super::parse::MAX_HEADERS_LIMIT;
 use crate::error::{ErrorKind, ProxyError};
@@ -171,6 +171,12 @@ impl Facts {
                     self.te_chunked_last = eq_lower(coding, b"chunked");
                 }
                 false
+            }
+            // A client that reads `_` as `-` would frame the body by it.
+            14 | 17 if is_underscore_framing_name(name) => {
+                return Err(bad(
+                    "underscore variant of a framing header name from upstream",
+                ))
             }
             _ => false,
         })
@@ -333,6 +339,8 @@ mod tests {
             b"HTTP/1.1 99 Weird\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent_Length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTRANSFER_encoding: chunked\r\n\r\n",
         ] {
             assert!(
                 parse(raw, false).is_err(),
