@@ -210,6 +210,37 @@ fn a_connection_is_pooled_only_while_its_server_keeps_it() {
 }
 
 #[test]
+fn a_servers_keep_alive_timeout_is_counted_from_its_answer_not_from_pooling() {
+    // The server writes a 32 MiB answer with `Keep-Alive: timeout=2` into the socket
+    // buffers and starts its clock; the client reads nothing for 1.3 s, so ringgate pools
+    // the connection only then, with under a second of the server's two left: less than
+    // the margin, so it is closed, not raced by the next Command.
+    const BODY: usize = 32 << 20;
+    let b = ScriptedBackend::start(|_| {
+        let mut bytes =
+            format!("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: {BODY}\r\n\r\n")
+                .into_bytes();
+        bytes.resize(bytes.len() + BODY, b'x');
+        Reply::bytes(bytes)
+    });
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
+    c.send(&command(r#"{"user_id":"u","n":0}"#));
+    // A slow client: the stimulus, not a wait for a condition.
+    std::thread::sleep(Duration::from_millis(1300));
+    let resp = c.read_response();
+    assert_eq!((resp.status, resp.body.len()), (200, BODY));
+    let resp = c.roundtrip(&command(r#"{"user_id":"u","n":1}"#));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let reqs = b.requests();
+    assert_eq!(
+        reqs.iter().map(|q| q.index).collect::<Vec<_>>(),
+        [0, 0],
+        "the second Command on a new connection"
+    );
+}
+
+#[test]
 fn a_buffered_query_is_resent_once_on_a_fresh_connection() {
     let b = ScriptedBackend::start(|req| {
         if req.index == 0 {

@@ -271,18 +271,21 @@ impl Worker {
         )
     }
 
-    /// Return a connection to the pool after a clean exchange.
+    /// Return a connection to the pool after a clean exchange. `server_timeout` is the
+    /// answer's `Keep-Alive: timeout`, counted from `answered_at` (see [`Pools::put`]).
     pub fn return_upstream(
         &self,
         b: u16,
         version: u64,
         conn: Box<UpstreamConn>,
         server_timeout: Option<Duration>,
+        answered_at: Instant,
     ) {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
+        let now = timer::coarse_now();
         self.pools
             .borrow_mut()
-            .put(b, version, conn, timer::coarse_now(), max, server_timeout);
+            .put(b, version, conn, now, max, server_timeout, answered_at);
     }
 
     /// Relay options for one direction: this worker's pipes and splice counter.

@@ -31,8 +31,9 @@ use crate::forward::stream::{plain, Reader, Writer};
 use crate::forward::timer;
 
 /// How long before its server's advertised keep-alive timeout a pooled connection stops
-/// being taken: the server's clock starts when it has written its response, a little
-/// before ringgate pools the connection.
+/// being taken: the server's clock starts when it has written its response; ringgate
+/// counts from when the response's head arrived (earlier still), and keeps this margin
+/// for the close to travel.
 pub const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Bytes reserved for an upstream connection's read buffer.
@@ -212,10 +213,14 @@ impl Pools {
     /// is full or the table changed since it was taken.
     ///
     /// `server_timeout` is how long its server keeps an idle connection (its last
-    /// response's `Keep-Alive: timeout=N`): the connection is taken no later than
-    /// [`SERVER_TIMEOUT_MARGIN`] before that, so a request does not race the server's close
-    /// (a close that crosses a request on the way is a 502 for a Command); with less than
-    /// the margin it is not kept at all.
+    /// response's `Keep-Alive: timeout=N`), counted from `answered_at`, when that
+    /// response's head arrived: the server's clock starts once it has written the whole
+    /// response, which a large body or a slow client can put long before ringgate pools
+    /// the connection. The connection is taken no later than [`SERVER_TIMEOUT_MARGIN`]
+    /// before that, so a request does not race the server's close (a close that crosses a
+    /// request on the way is a 502 for a Command); with less than the margin left it is
+    /// not kept at all.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         b: u16,
@@ -224,11 +229,13 @@ impl Pools {
         now: Instant,
         max_idle: usize,
         server_timeout: Option<Duration>,
+        answered_at: Instant,
     ) {
         if version != self.version {
             return;
         }
-        let limit = server_timeout.map(|t| t.saturating_sub(SERVER_TIMEOUT_MARGIN));
+        let spent = now.saturating_duration_since(answered_at) + SERVER_TIMEOUT_MARGIN;
+        let limit = server_timeout.map(|t| t.saturating_sub(spent));
         if limit == Some(Duration::ZERO) {
             return;
         }

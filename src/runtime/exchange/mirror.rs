@@ -143,6 +143,8 @@ async fn send(
             }
         },
     };
+    // Before the server can have answered: its keep-alive clock starts later.
+    let sent_at = timer::coarse_now();
     if write_all(&mut up.wr, bytes, s.upstream_response_timeout)
         .await
         .is_err()
@@ -153,7 +155,7 @@ async fn send(
     let status = read_answer(worker, s, &mut up, &mut head, is_head).await?;
     report(b, s.circuit.as_ref(), admission, status < 500);
     if head.is_keep_alive && up.buf.is_empty() {
-        worker.return_upstream(backend, version, up, head.keep_alive_timeout);
+        worker.return_upstream(backend, version, up, head.keep_alive_timeout, sent_at);
     }
     Some(status)
 }

@@ -14,6 +14,7 @@ use crate::forward::io::{write_all, write_range, IoFail};
 use crate::forward::relay::{
     discard_body, relay_body, relay_until_close, BodyLeft, BodyProgress, RelayFail,
 };
+use crate::forward::timer;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{response_is_verbatim, write_response_head, ConnectionField};
 use crate::http::response::ResponseFraming;
@@ -70,6 +71,8 @@ pub async fn relay(
         mut up,
         sent,
     } = a;
+    // The head has just arrived: the server's keep-alive clock starts no earlier.
+    let answered_at = timer::coarse_now();
     if c.response.status == 101 {
         outcome.status = Some(101);
         return switch_protocols(c, req, up, s).await;
@@ -98,7 +101,8 @@ pub async fn relay(
     };
     outcome.status = Some(c.response.status);
     if reusable && sent == Sent::Whole {
-        worker.return_upstream(backend, version, up, c.response.keep_alive_timeout);
+        let keep_alive = c.response.keep_alive_timeout;
+        worker.return_upstream(backend, version, up, keep_alive, answered_at);
     } else {
         drop(up);
     }
