@@ -283,9 +283,11 @@ impl Worker {
     ) {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
         let now = timer::coarse_now();
+        let since = now.saturating_duration_since(answered_at);
+        let left = server_timeout.map(|t| t.saturating_sub(since));
         self.pools
             .borrow_mut()
-            .put(b, version, conn, now, max, server_timeout, answered_at);
+            .put(b, version, conn, now, max, left);
     }
 
     /// Relay options for one direction: this worker's pipes and splice counter.

@@ -212,15 +212,13 @@ impl Pools {
     /// Return a connection after a cleanly framed exchange. Dropped (closed) when the pool
     /// is full or the table changed since it was taken.
     ///
-    /// `server_timeout` is how long its server keeps an idle connection (its last
-    /// response's `Keep-Alive: timeout=N`), counted from `answered_at`, when that
-    /// response's head arrived: the server's clock starts once it has written the whole
-    /// response, which a large body or a slow client can put long before ringgate pools
-    /// the connection. The connection is taken no later than [`SERVER_TIMEOUT_MARGIN`]
-    /// before that, so a request does not race the server's close (a close that crosses a
-    /// request on the way is a 502 for a Command); with less than the margin left it is
-    /// not kept at all.
-    #[allow(clippy::too_many_arguments)]
+    /// `server_left` is how much longer its server keeps the connection idle: its last
+    /// response's `Keep-Alive: timeout=N` less the time since that response's head
+    /// arrived (the server's clock starts once it has written the whole response, which a
+    /// large body or a slow client can put long before ringgate pools the connection).
+    /// The connection is taken no later than [`SERVER_TIMEOUT_MARGIN`] before that, so a
+    /// request does not race the server's close (a close that crosses a request on the way
+    /// is a 502 for a Command); with less than the margin left it is not kept at all.
     pub fn put(
         &mut self,
         b: u16,
@@ -228,14 +226,12 @@ impl Pools {
         mut conn: Box<UpstreamConn>,
         now: Instant,
         max_idle: usize,
-        server_timeout: Option<Duration>,
-        answered_at: Instant,
+        server_left: Option<Duration>,
     ) {
         if version != self.version {
             return;
         }
-        let spent = now.saturating_duration_since(answered_at) + SERVER_TIMEOUT_MARGIN;
-        let limit = server_timeout.map(|t| t.saturating_sub(spent));
+        let limit = server_left.map(|t| t.saturating_sub(SERVER_TIMEOUT_MARGIN));
         if limit == Some(Duration::ZERO) {
             return;
         }
