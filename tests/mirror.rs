@@ -147,3 +147,68 @@ fn mirrors_beyond_the_in_flight_bound_are_dropped_and_counted() {
     );
     assert_eq!(r.metrics().users.mirror_dropped, 5);
 }
+
+#[test]
+fn a_refused_query_is_not_mirrored() {
+    // alice and carol may each make one Query a second: alice's second is refused (429)
+    // and reaches neither the primary nor the shadow. carol's Query after it is mirrored
+    // on a new connection, while a mirror of the refused one, launched first, would have
+    // taken the first mirror's pooled connection: it would be at the shadow by then.
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| Reply::ok("shadow"));
+    let (p, sh) = (primary.addr, shadow.addr);
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{p}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{sh}\"]\n[users]\nalice = \"z\"\ncarol = \"z\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = 1\nburst = 0\n"
+    ));
+    let mut c = Client::connect(r.addr);
+    let query = |user: &str| {
+        format!("GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n")
+            .into_bytes()
+    };
+    assert_eq!(c.roundtrip(&query("alice")).status, 200);
+    wait_until("the first mirror counted", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 1
+    });
+    assert_eq!(c.roundtrip(&query("alice")).status, 429);
+    assert_eq!(c.roundtrip(&query("carol")).status, 200);
+    wait_until("carol's mirror counted", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 2
+    });
+    let users: Vec<_> = shadow
+        .requests()
+        .iter()
+        .map(|q| q.header("x-user-id"))
+        .collect();
+    assert_eq!(users, [Some("alice".into()), Some("carol".into())]);
+    assert_eq!(primary.request_count(), 2);
+}
+
+#[test]
+fn a_mirrors_5xx_counts_against_the_breaker_only_as_the_primarys_would() {
+    // The shadow's server also serves partition `other`, so the two share its breaker.
+    // With `count_5xx = false` its 500s to mirrors are answers, not failures: the
+    // breaker stays closed for `other`, and every mirror is sent.
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shared = ScriptedBackend::start(|req| {
+        if req.header("x-user-id").as_deref() == Some("bob") {
+            Reply::ok("other")
+        } else {
+            Reply::status("500 Internal Server Error", "shadow down")
+        }
+    });
+    let (p, sh) = (primary.addr, shared.addr);
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{p}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{sh}\"]\n[partitions.other]\nservers = [\"{sh}\"]\n[users]\nalice = \"z\"\nbob = \"other\"\n[health]\nenabled = false\n[circuit]\nconsecutive_failures = 3\ncount_5xx = false\n"
+    ));
+    let mut c = Client::connect(r.addr);
+    for n in 1..=5 {
+        assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+        // One at a time: each mirror answered before the next is sent.
+        wait_until("the mirror counted as 5xx", Duration::from_secs(5), || {
+            r.metrics().users.mirror_status[4] == n
+        });
+    }
+    let resp =
+        c.roundtrip(b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "other"));
+}

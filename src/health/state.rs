@@ -71,6 +71,13 @@ pub fn admit(b: &Backend, circuit: Option<&CircuitSettings>) -> Option<Admission
     }
 }
 
+/// Whether an answer with `status` counts as a success for the breaker: a 5xx is a
+/// failure only with `circuit.count_5xx`.
+#[inline]
+pub fn answer_is_success(status: u16, circuit: Option<&CircuitSettings>) -> bool {
+    status < 500 || !circuit.is_some_and(|k| k.count_5xx)
+}
+
 /// Record the result of one upstream attempt.
 #[inline]
 pub fn report(

@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::forward::io::write_all;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::report;
+use crate::health::state::{answer_is_success, report};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use crate::http::scan::HeadScanner;
@@ -153,7 +153,9 @@ async fn send(
     }
     let mut head = ResponseHead::default();
     let status = read_answer(worker, s, &mut up, &mut head, is_head).await?;
-    report(b, s.circuit.as_ref(), admission, status < 500);
+    // The primary's rule: a shadow server may serve a partition too, and shares its breaker.
+    let circuit = s.circuit.as_ref();
+    report(b, circuit, admission, answer_is_success(status, circuit));
     if head.is_keep_alive && up.buf.is_empty() {
         worker.return_upstream(backend, version, up, head.keep_alive_timeout, sent_at);
     }

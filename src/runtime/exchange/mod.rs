@@ -37,7 +37,7 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::forward::io::write_static;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::{report, Admission};
+use crate::health::state::{answer_is_success, report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
 use crate::runtime::client::Client;
@@ -118,8 +118,6 @@ pub async fn run(
 ) -> Result<Next, Failure> {
     let s = &wt.table.settings;
     let req = request::prepare(worker, wt, c, outcome).await?;
-    // A copy for the shadow partition, sent once this exchange has ended.
-    let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
 
     let mut progress = match req.body {
         Body::Streamed { in_buf, left } => BodyProgress {
@@ -145,6 +143,9 @@ pub async fn run(
         Ok(guard) => guard,
         Err(e) => return Err(refuse_softly(worker, c, &req, &mut progress, e).await),
     };
+    // A copy for the shadow partition, sent once this exchange has ended; none of a
+    // refused request.
+    let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
     let _in_flight = InFlight::enter(&worker.in_flight);
     worker.earn_retry_budget(&s.retry);
     let deadline = s.request_deadline.map(|d| started + d);
@@ -220,13 +221,8 @@ async fn send(
         let b = &*table.backends[backend as usize];
         let e = match attempt::run(worker, s, c, req, &mut up, progress, deadline).await {
             Ok(sent) => {
-                let is_5xx = c.response.status >= 500;
-                report(
-                    b,
-                    circuit,
-                    admission,
-                    !(is_5xx && circuit.is_some_and(|k| k.count_5xx)),
-                );
+                let is_success = answer_is_success(c.response.status, circuit);
+                report(b, circuit, admission, is_success);
                 return Ok(Answered {
                     backend,
                     version: table.version,
