@@ -343,6 +343,44 @@ fn chunk_sizes_longer_than_sixteen_digits_are_refused_even_as_leading_zeros() {
 }
 
 #[test]
+fn empty_lines_before_a_request_are_skipped_up_to_four_and_never_forwarded() {
+    // httparse reads past any number of empty lines before the request line; the head is
+    // forwarded from its first byte, so one left in it would reach the backend in front
+    // of the request line.
+    let (b, r) = start();
+    let four = format!("{}GET /four HTTP/1.1\r\nHost: t\r\n\r\n", "\r\n".repeat(4));
+    expect_forwarded(&r, &b, "four_empty_lines", four.as_bytes(), "/four", b"");
+    let seen = b.requests();
+    assert!(
+        seen.iter().all(|q| q.head.starts_with(b"GET ")),
+        "{:?}",
+        describe(&seen)
+    );
+    for n in [5, 6] {
+        let raw = format!("{}GET /more HTTP/1.1\r\nHost: t\r\n\r\n", "\r\n".repeat(n));
+        expect_refused(
+            &r,
+            &b,
+            &format!("{n}_empty_lines"),
+            raw.as_bytes(),
+            400,
+            Defect::Head,
+        );
+    }
+    // After a pipelined request the count starts again, and the limit holds there too.
+    let mut c = client(r.addr);
+    let raw = format!(
+        "GET /first HTTP/1.1\r\nHost: t\r\n\r\n{}GET /second HTTP/1.1\r\nHost: t\r\n\r\n",
+        "\r\n".repeat(5)
+    );
+    c.send(raw.as_bytes());
+    assert_eq!(c.read_response().text(), "served:/first");
+    assert_eq!(c.read_response().status, 400);
+    c.expect_fin();
+    assert!(b.requests().iter().all(|q| q.target() != "/second"));
+}
+
+#[test]
 fn valid_chunk_extensions_travel_byte_for_byte() {
     let (b, r) = start();
     for (name, body) in [

@@ -427,6 +427,43 @@ fn an_http10_client_is_sent_no_interim_response() {
 }
 
 #[test]
+fn an_http10_upstreams_answer_carries_ringgates_version() {
+    // RFC 9110 §6.2: an intermediary sends its own version. `HTTP/1.0` relayed to an
+    // HTTP/1.1 client would tell it the connection closes after this answer (without
+    // `Connection: keep-alive`, which is hop-by-hop and dropped) while ringgate keeps it.
+    let b = ScriptedBackend::start(|req| {
+        let connection = if req.target() == "/ka" {
+            "Connection: keep-alive\r\n"
+        } else {
+            ""
+        };
+        Reply::bytes(format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n{connection}\r\nok"
+        ))
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    for path in ["/ka", "/plain", "/ka"] {
+        let resp = c.roundtrip(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, b"ok".as_slice()),
+            "{path}"
+        );
+        assert!(
+            resp.raw.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{path}: {:?}",
+            resp.text()
+        );
+        assert_eq!(resp.header("connection"), None, "{path}");
+    }
+    c.expect_open_for(Duration::from_millis(20));
+}
+
+#[test]
 fn the_demo_backend_answers_the_same_request_with_the_same_length() {
     // `ab` counts a change of length as a failed request: the `served` counter must not
     // change the body's length as it grows from 9 to 10 and beyond.

@@ -122,6 +122,29 @@ fn a_429_keeps_the_connection_and_requests_without_a_user_are_not_limited() {
 }
 
 #[test]
+fn a_429_to_an_http10_keep_alive_client_says_keep_alive() {
+    // Without `Connection: keep-alive` an HTTP/1.0 client reads the answer as the
+    // connection's last, while ringgate keeps it open for the next request.
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = 1\nburst = 0\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    let query = b"GET /api/spot/user/positions HTTP/1.0\r\nConnection: keep-alive\r\nX-User-Id: alice\r\n\r\n";
+    let ok = c.roundtrip(query);
+    assert_eq!(
+        (ok.status, ok.header("connection")),
+        (200, Some("keep-alive"))
+    );
+    let refused = c.roundtrip(query);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("connection"), Some("keep-alive"));
+    let next = c.roundtrip(b"GET /anon HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!((next.status, next.text()), (200, "ok".to_string()));
+}
+
+#[test]
 fn an_error_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
     let b = ScriptedBackend::start(|_| Reply::ok("ok"));
     let r = Router::start(&format!(

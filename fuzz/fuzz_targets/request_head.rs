@@ -13,6 +13,7 @@
 //!   the `Content-Length` / `Transfer-Encoding` fields present), and the head ringgate
 //!   forwards re-parses with the *same* method, target, version and body framing, with no
 //!   hop-by-hop field left in it — the backend reads the message boundaries ringgate read;
+//!   it starts with the request line (no empty line that `httparse` would read past);
 //! - an accepted `Host` is empty or valid for an independent reading of RFC 9110 §7.2
 //!   with ringgate's policy (written here with the standard library's IP parsers), and an
 //!   absolute-form target names the same host and port as `Host` — a backend reading
@@ -28,7 +29,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ringgate::http::field::Span;
 use ringgate::http::head::write_request_head;
 use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
-use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
+use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES};
 
 /// `max_headers` as configured by default.
 const MAX_HEADERS: usize = 100;
@@ -41,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let seed = data[1];
     let raw = &data[2..];
     // conn.rs drops a few leading empty lines before a head starts.
-    let raw = &raw[leading_crlf_len(raw)..];
+    let raw = &raw[leading_crlf_len(raw, MAX_LEADING_CRLF_BYTES)..];
 
     let whole = HeadScanner::new().scan(raw, max_len);
     for cuts in split_plans(raw.len(), seed) {
@@ -121,6 +122,12 @@ fn check_against_httparse(raw: &[u8], scanned: Result<Option<usize>, ScanError>)
 
 fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
     let bytes = &raw[..len];
+    // The head is forwarded from its first byte: an empty line httparse read past would
+    // travel with it.
+    assert!(
+        !matches!(bytes[0], b'\r' | b'\n'),
+        "accepted a head that starts with an empty line"
+    );
     // Offsets are in bounds and ordered.
     assert_eq!(head.len, len);
     let in_head = |s: Span| {

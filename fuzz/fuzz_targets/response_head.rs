@@ -12,7 +12,8 @@
 //! - a connection is only reusable (`is_keep_alive`) when the response is delimited
 //!   (not until-close), is not a 101, and was not HTTP/1.0 with `Transfer-Encoding`
 //!   (RFC 9112 §6.1: such framing is faulty, close after it);
-//! - the head ringgate sends to the client re-parses with the same status and framing.
+//! - the head ringgate sends to the client re-parses with the same status and framing,
+//!   and carries ringgate's own version (`HTTP/1.1`), whatever the upstream's.
 //!
 //! Input layout: byte 0 bit 0 says the request was HEAD, bits 1–2 pick the `Connection`
 //! field ringgate adds; the rest is the response (head, then body bytes).
@@ -65,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
         panic!("rewritten head refused: {}", e.reason());
     }
     assert_eq!(again.status, head.status);
+    assert!(out.starts_with(b"HTTP/1.1 "), "relayed without ringgate's version");
     assert_eq!(
         again.framing(),
         head.framing(),

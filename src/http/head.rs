@@ -83,10 +83,13 @@ pub fn write_request_head(
 
 /// Whether a response head can be forwarded byte-for-byte (nothing to drop or add).
 pub fn response_is_verbatim(head: &ResponseHead, connection: ConnectionField) -> bool {
-    !head.has_hop_by_hop && connection == ConnectionField::Omit
+    !head.has_hop_by_hop && connection == ConnectionField::Omit && head.minor_version == 1
 }
 
-/// Write the response head to send to the client into `out` (cleared first).
+/// Write the response head to send to the client into `out` (cleared first). The status
+/// line carries ringgate's own version, `HTTP/1.1` (RFC 9110 §6.2): an HTTP/1.0 server's
+/// would tell the client the connection closes after this answer while ringgate, which
+/// decides the client connection's persistence itself, keeps it.
 pub fn write_response_head(
     buf: &[u8],
     head: &ResponseHead,
@@ -95,6 +98,10 @@ pub fn write_response_head(
 ) {
     out.clear();
     copy_without_hop_by_hop(buf, head.len, &head.headers, false, out);
+    if head.minor_version == 0 {
+        // The parser accepted `HTTP/1.0 ` at offset 0.
+        out[7] = b'1';
+    }
     out.extend_from_slice(connection.line());
     out.extend_from_slice(b"\r\n");
 }
@@ -158,5 +165,11 @@ mod tests {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
         parse_response(plain, plain.len(), false, &mut head).unwrap();
         assert!(response_is_verbatim(&head, ConnectionField::Omit));
+        // An HTTP/1.0 server's answer goes out with ringgate's version.
+        let old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n";
+        parse_response(old, old.len(), false, &mut head).unwrap();
+        assert!(!response_is_verbatim(&head, ConnectionField::Omit));
+        write_response_head(old, &head, ConnectionField::Omit, &mut out);
+        assert_eq!(out, plain);
     }
 }

@@ -155,6 +155,12 @@ pub fn parse_request(
     head: &mut RequestHead,
 ) -> Result<(), ProxyError> {
     let bytes = &buf[..len];
+    // httparse reads past empty lines before the request line, but the head is forwarded
+    // from its first byte: any left after the few the connection skips would travel with
+    // it, in front of the request line.
+    if matches!(bytes.first(), Some(b'\r' | b'\n')) {
+        return Err(bad("empty line before the request line"));
+    }
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_LIMIT] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
     let slots = &mut storage[..max_headers.clamp(1, MAX_HEADERS_LIMIT)];

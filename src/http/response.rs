@@ -81,6 +81,11 @@ pub fn parse_response(
     head: &mut ResponseHead,
 ) -> Result<(), ProxyError> {
     let bytes = &buf[..len];
+    // httparse reads past empty lines before the status line; a head relayed verbatim
+    // would carry them to the client.
+    if matches!(bytes.first(), Some(b'\r' | b'\n')) {
+        return Err(bad("malformed response head from upstream"));
+    }
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_LIMIT] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS_LIMIT];
     let mut res = httparse::Response::new(&mut []);
@@ -340,6 +345,7 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent_Length: 5\r\n\r\n",
+            b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTRANSFER_encoding: chunked\r\n\r\n",
         ] {
             assert!(

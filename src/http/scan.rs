@@ -178,11 +178,14 @@ fn line_end_masks(block: &[u8]) -> (u32, u32) {
     (cr, lf)
 }
 
-/// Number of leading empty lines (`\r\n`) before a request line. RFC 9112 §2.2 lets a
-/// server ignore at least one; ringgate ignores a few and lets the rest fail to parse.
-pub fn leading_crlf_len(buf: &[u8]) -> usize {
+/// Bytes of empty lines ringgate skips before a request line: RFC 9112 §2.2 lets a server
+/// ignore at least one; ringgate ignores four, and a request with more is refused.
+pub const MAX_LEADING_CRLF_BYTES: usize = 8;
+
+/// Bytes of leading empty lines (`\r\n`) before a request line, at most `max`.
+pub fn leading_crlf_len(buf: &[u8], max: usize) -> usize {
     let mut n = 0;
-    while n + 1 < buf.len() && n < 8 && buf[n] == b'\r' && buf[n + 1] == b'\n' {
+    while n + 1 < buf.len() && n + 2 <= max && buf[n] == b'\r' && buf[n + 1] == b'\n' {
         n += 2;
     }
     n
@@ -370,8 +373,11 @@ mod tests {
 
     #[test]
     fn leading_empty_lines() {
-        assert_eq!(leading_crlf_len(b"\r\n\r\nGET"), 4);
-        assert_eq!(leading_crlf_len(b"GET"), 0);
-        assert_eq!(leading_crlf_len(b"\r"), 0);
+        let max = MAX_LEADING_CRLF_BYTES;
+        assert_eq!(leading_crlf_len(b"\r\n\r\nGET", max), 4);
+        assert_eq!(leading_crlf_len(b"GET", max), 0);
+        assert_eq!(leading_crlf_len(b"\r", max), 0);
+        assert_eq!(leading_crlf_len(b"\r\n\r\n\r\n\r\n\r\nGET", max), 8);
+        assert_eq!(leading_crlf_len(b"\r\n\r\nGET", 2), 2);
     }
 }

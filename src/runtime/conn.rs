@@ -32,7 +32,7 @@ use crate::forward::stream::{plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
 use crate::http::parse::{parse_request, Method};
-use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError};
+use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::WorkerTable;
 
@@ -284,14 +284,20 @@ async fn read_head(
 ) -> Result<Option<usize>, ProxyError> {
     let mut scanner = HeadScanner::new();
     let mut deadline: Option<Instant> = None;
+    // Empty lines before this request, at most [`MAX_LEADING_CRLF_BYTES`] in all; one more
+    // is left in the head, which the parser refuses.
+    let mut skipped = 0;
     loop {
         if scanner.is_at_start() {
-            let skip = leading_crlf_len(&c.buf);
+            let skip = leading_crlf_len(&c.buf, MAX_LEADING_CRLF_BYTES - skipped);
             if skip > 0 {
                 c.buf.drain(..skip);
+                skipped += skip;
             }
         }
-        if !c.buf.is_empty() {
+        // A lone CR at the start may be half of an empty line: read the rest first.
+        let half_crlf = scanner.is_at_start() && c.buf[..] == *b"\r";
+        if !c.buf.is_empty() && !half_crlf {
             match scanner.scan(&c.buf, s.max_head_bytes) {
                 Ok(Some(len)) => return Ok(Some(len)),
                 Ok(None) => {}

@@ -12,7 +12,8 @@ use crate::runtime::client::Client;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answer `e` with a short plain-text body, from the connection's scratch buffer (never
-/// the buffers holding the request). `close` adds `Connection: close`. The answer to a
+/// the buffers holding the request). `close` adds `Connection: close`; otherwise an
+/// HTTP/1.0 client (whose request `c.head` holds) is told `Connection: keep-alive`. The answer to a
 /// HEAD request (`is_head`) has the head alone (RFC 9110 §9.3.2: its `Content-Length` is
 /// the body a GET would get): a client reads no body after it, and bytes sent anyway
 /// would be read as the start of its next response. Nothing is sent when the error has
@@ -41,6 +42,9 @@ pub async fn respond_error(
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if c.head.minor_version == 0 {
+        // An HTTP/1.0 client reads an answer without it as the connection's last.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !is_head {
