@@ -237,3 +237,72 @@ fn an_early_answer_keeps_the_client_connection_when_the_rest_is_discarded() {
     assert_eq!(a.connection(1).requests[0].path(), "/api/spot/user/probe");
     nothing_smuggled(&[&a, &b]);
 }
+
+#[test]
+fn an_attempt_that_ends_while_an_interim_answer_is_half_written_writes_nothing_after_it() {
+    in_small_buffer_netns(|| {
+        // An upstream that sends four 60 kB `103`s and never a final answer: more than the
+        // client's socket takes while it does not read, so ringgate is in the middle of
+        // relaying one when the response timeout ends the attempt. The client may then
+        // have part of a message: an error answer after it would be read as the rest of
+        // the 103, and the connection would be out of step from there on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = listener.local_addr().unwrap();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen_closed = closed.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while find(&head, b"\r\n\r\n").is_none() && conn.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let mut writer = conn.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let hint = format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: <{}>\r\n\r\n",
+                    "x".repeat(60_000)
+                );
+                for _ in 0..4 {
+                    if writer.write_all(hint.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+            // The router closes the connection when it gives up on the attempt.
+            let mut sink = [0u8; 4096];
+            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+            seen_closed.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let router = Router::start(&format!(
+            "default_backend = \"z\"\n[partitions.z]\nservers = [\"{upstream}\"]\n[health]\nenabled = false\n[timeouts]\nupstream_response_ms = 300\n"
+        ));
+        let mut c = Client::connect(router.addr);
+        socket2::SockRef::from(c.stream())
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        c.send(b"GET /api/spot/user/hints HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
+        common::wait_until("the attempt gave up", Duration::from_secs(10), || {
+            closed.load(std::sync::atomic::Ordering::Acquire)
+        });
+        // Everything the client is sent, up to the router's FIN.
+        let end = c.closed();
+        assert!(end.is_fin(), "the connection closes after the cut: {end}");
+        let got = end.leftover();
+        let hints = got.windows(12).filter(|w| w == b"HTTP/1.1 103").count();
+        // Fewer than four: the relay was stuck in a write when the attempt ended (with or
+        // without part of that 103 sent: a dropped write cannot say).
+        assert!(
+            (1..4).contains(&hints),
+            "the client got {hints} hints in {} bytes",
+            got.len()
+        );
+        assert_eq!(
+            got.windows(8).filter(|w| *w == b"HTTP/1.1").count(),
+            hints,
+            "something was written after the cut 103: {:?}",
+            String::from_utf8_lossy(&got[got.len().saturating_sub(300)..])
+        );
+    });
+}

@@ -153,6 +153,8 @@ struct ReaderIo<'a> {
     response: &'a mut ResponseHead,
     /// The client speaks HTTP/1.1: an HTTP/1.0 client is sent no `1xx` (RFC 9110 15.2).
     takes_interim: bool,
+    /// Set while an interim response is being written to the client.
+    relaying: &'a Cell<bool>,
 }
 
 /// Send `req` on `up` and read the response head into `c.response` (the head stays in
@@ -181,8 +183,15 @@ pub async fn run(
     // Before anything of this request is written.
     let probe = up.untouched_probe().filter(|_| reused);
     let closed_first = Cell::new(false);
+    // An interim response is going to the client: an attempt that ends now leaves it
+    // with part of a message, after which nothing may be written to it.
+    let relaying_interim = Cell::new(false);
     let fail = |error: ProxyError| AttemptError {
-        error,
+        error: if relaying_interim.get() {
+            ProxyError::downstream(ErrorKind::ClientGone)
+        } else {
+            error
+        },
         reached: reached.get(),
         reused,
         untouched: reached.get()
@@ -201,6 +210,7 @@ pub async fn run(
         out: &mut c.out,
         response: &mut c.response,
         takes_interim: c.head.minor_version != 0,
+        relaying: &relaying_interim,
     };
     let marks = Marks {
         reached: &reached,
@@ -424,6 +434,7 @@ async fn read_response_head(
         out,
         response,
         takes_interim,
+        relaying,
     } = io;
     let mut scanner = HeadScanner::new();
     loop {
@@ -466,9 +477,11 @@ async fn read_response_head(
         }
         if response.status != 100 && takes_interim {
             write_response_head(up_buf, response, ConnectionField::Omit, out);
+            relaying.set(true);
             if write_all(wr, out, client_timeout).await.is_err() {
                 return Err(ProxyError::downstream(ErrorKind::ClientGone));
             }
+            relaying.set(false);
         }
         up_buf.drain(..len);
         scanner.reset();
