@@ -90,6 +90,11 @@ impl Stopper {
         *self.fired.borrow_mut() = Some(fired);
     }
 
+    /// Whether it has fired since the last reset.
+    pub fn is_fired(&self) -> bool {
+        self.fired.borrow().is_some()
+    }
+
     /// Let operations run again.
     pub fn reset(&self) {
         self.fired.borrow_mut().take();

@@ -200,6 +200,12 @@ pub async fn relay_body(
         let run = progress.opaque_run();
         if run >= opts.splice_threshold {
             src.stop_receiving().await;
+            // Stopping the receiver cannot itself be stopped, and a splice cannot be
+            // stopped cleanly: a stop that came meanwhile (the upstream answered early)
+            // ends the relay here rather than after the whole run.
+            if opts.stop.is_some_and(Stopper::is_fired) {
+                return Err(RelayFail::Read(IoFail::Stopped));
+            }
             if let (Some(s), Some(d)) = (src.tcp(), dst.tcp()) {
                 if let Some(flag) = opts.splicing {
                     flag.set(true);
