@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
@@ -37,6 +38,9 @@ pub struct Client {
     pub out: Vec<u8>,
     /// The current response head (offsets into the upstream connection's buffer).
     pub response: ResponseHead,
+    /// When the current request's head was complete: the latency clock's start, and an
+    /// instant before any answer to it (see [`crate::upstream::pool::Pools::put`]).
+    pub started: Instant,
     /// `X-Forwarded-For: <peer>\r\n`, built once per connection.
     pub forwarded_for: Vec<u8>,
     /// Copy of the request line, kept for the access log (only when it is enabled).
@@ -72,6 +76,7 @@ impl Client {
             fwd: Vec::with_capacity(1024),
             out: Vec::with_capacity(1024),
             response: ResponseHead::default(),
+            started: Instant::now(),
             forwarded_for,
             request_line: Vec::new(),
             stop: Stopper::new(),

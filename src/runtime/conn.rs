@@ -155,6 +155,7 @@ async fn serve_request(
 ) -> Next {
     let s = &table.table.settings;
     let started = Instant::now();
+    c.started = started;
     let mut outcome = Outcome::default();
     if worker.access_log.is_some() {
         let line_end = memchr::memchr(b'\r', &c.buf[..len]).unwrap_or(0);

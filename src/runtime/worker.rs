@@ -272,19 +272,20 @@ impl Worker {
     }
 
     /// Return a connection to the pool after a clean exchange. `server_timeout` is the
-    /// answer's `Keep-Alive: timeout`, counted from `answered_at` (see [`Pools::put`]).
+    /// answer's `Keep-Alive: timeout`, counted from `asked_at`, an instant before the
+    /// server can have answered (see [`Pools::put`]).
     pub fn return_upstream(
         &self,
         b: u16,
         version: u64,
         conn: Box<UpstreamConn>,
         server_timeout: Option<Duration>,
-        answered_at: Instant,
+        asked_at: Instant,
     ) {
         let max = self.table.borrow().table.settings.pool_max_idle_per_backend;
         let now = timer::coarse_now();
-        let since = now.saturating_duration_since(answered_at);
-        let left = server_timeout.map(|t| t.saturating_sub(since));
+        let left =
+            server_timeout.map(|t| t.saturating_sub(now.saturating_duration_since(asked_at)));
         self.pools
             .borrow_mut()
             .put(b, version, conn, now, max, left);

@@ -32,8 +32,8 @@ use crate::forward::timer;
 
 /// How long before its server's advertised keep-alive timeout a pooled connection stops
 /// being taken: the server's clock starts when it has written its response; ringgate
-/// counts from when the response's head arrived (earlier still), and keeps this margin
-/// for the close to travel.
+/// counts from when it had the request (earlier still), and keeps this margin for the
+/// close to travel.
 pub const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_secs(1);
 
 /// Bytes reserved for an upstream connection's read buffer.
@@ -213,9 +213,9 @@ impl Pools {
     /// is full or the table changed since it was taken.
     ///
     /// `server_left` is how much longer its server keeps the connection idle: its last
-    /// response's `Keep-Alive: timeout=N` less the time since that response's head
-    /// arrived (the server's clock starts once it has written the whole response, which a
-    /// large body or a slow client can put long before ringgate pools the connection).
+    /// response's `Keep-Alive: timeout=N` less the time since the request was sent (the
+    /// server's clock starts once it has written the whole response, which a large body or
+    /// a slow client can put long before ringgate pools the connection).
     /// The connection is taken no later than [`SERVER_TIMEOUT_MARGIN`] before that, so a
     /// request does not race the server's close (a close that crosses a request on the way
     /// is a 502 for a Command); with less than the margin left it is not kept at all.

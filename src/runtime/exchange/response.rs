@@ -14,7 +14,6 @@ use crate::forward::io::{write_all, write_range, IoFail};
 use crate::forward::relay::{
     discard_body, relay_body, relay_until_close, BodyLeft, BodyProgress, RelayFail,
 };
-use crate::forward::timer;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{response_is_verbatim, write_response_head, ConnectionField};
 use crate::http::response::ResponseFraming;
@@ -71,8 +70,6 @@ pub async fn relay(
         mut up,
         sent,
     } = a;
-    // The head has just arrived: the server's keep-alive clock starts no earlier.
-    let answered_at = timer::coarse_now();
     if c.response.status == 101 {
         outcome.status = Some(101);
         return switch_protocols(c, req, up, s).await;
@@ -101,8 +98,9 @@ pub async fn relay(
     };
     outcome.status = Some(c.response.status);
     if reusable && sent == Sent::Whole {
+        // The server's keep-alive clock started after it answered: after the request.
         let keep_alive = c.response.keep_alive_timeout;
-        worker.return_upstream(backend, version, up, keep_alive, answered_at);
+        worker.return_upstream(backend, version, up, keep_alive, c.started);
     } else {
         drop(up);
     }
