@@ -488,3 +488,33 @@ fn response_before_the_request_body_never_reaches_another_client() {
         next_client_is_clean(r.addr, name);
     }
 }
+
+#[test]
+fn a_cut_response_that_ends_at_the_close_reaches_the_client_as_a_reset() {
+    // No length, not chunked: the response ends where the connection does. The upstream
+    // stalls after some of it (the response timeout ends the relay), and a FIN to the
+    // client would complete it; a reset says it was cut.
+    let b = ScriptedBackend::start(|req| {
+        if req.target() == "/cut" {
+            Reply::bytes("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsome of it")
+                .then(Ending::Hang)
+        } else {
+            Reply::bytes("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
+                .then(Ending::Close)
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n[health]\nenabled = false\n[timeouts]\nupstream_response_ms = 300\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /cut HTTP/1.1\r\nHost: t\r\n\r\n");
+    let end = c.closed();
+    assert!(end.is_reset(), "{end}");
+    // The same response completed by the upstream's clean close ends with a FIN.
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /whole HTTP/1.1\r\nHost: t\r\n\r\n");
+    let end = c.closed();
+    assert!(end.is_fin(), "{end}");
+    assert!(end.leftover().ends_with(b"all of it"));
+}

@@ -317,3 +317,59 @@ fn health_checks_speak_tls_to_tls_backends() {
         || !r.backend_available(backend.addr),
     );
 }
+
+/// Read everything until the TCP end, strictly: rustls' `StreamOwned` reads a TCP end
+/// without `close_notify` as a plain end, so the records are fed by hand and rustls' own
+/// reader says how the stream ended (`Ok`: `close_notify`; `UnexpectedEof`: truncated).
+fn read_to_tcp_end(c: &mut TlsClient) -> (Vec<u8>, std::io::Result<()>) {
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = c.stream.conn.read_tls(&mut c.stream.sock).unwrap_or(0);
+        c.stream.conn.process_new_packets().expect("valid records");
+        while let Ok(k @ 1..) = c.stream.conn.reader().read(&mut tmp) {
+            got.extend_from_slice(&tmp[..k]);
+        }
+        if n == 0 {
+            return (got, c.stream.conn.reader().read(&mut tmp).map(|_| ()));
+        }
+    }
+}
+
+#[test]
+fn a_cut_response_ends_without_close_notify() {
+    // For `/cut` the upstream closes after 7 of 100 body bytes. A TLS client must be able
+    // to tell that end from a complete response's: no close_notify after a cut.
+    let cert = TestCert::new("cut");
+    let b = ScriptedBackend::start(|req| {
+        if req.target() == "/cut" {
+            Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                .then(Ending::Close)
+        } else {
+            Reply::ok("whole")
+        }
+    });
+    let r = Router::start_with_listener(
+        &format!(
+            "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n[health]\nenabled = false\n",
+            b.addr
+        ),
+        &tls_listener(&cert, ""),
+    );
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    c.stream
+        .write_all(b"GET /cut HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let (got, end) = read_to_tcp_end(&mut c);
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n") && got.ends_with(b"partial"));
+    let e = end.expect_err("the cut response ended with close_notify, as a complete one does");
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    // A complete response on a closing connection ends with close_notify.
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    c.stream
+        .write_all(b"GET /whole HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (got, end) = read_to_tcp_end(&mut c);
+    assert!(got.ends_with(b"whole"));
+    assert!(end.is_ok(), "{end:?}");
+}

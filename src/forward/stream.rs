@@ -74,6 +74,25 @@ pub fn plain(stream: TcpStream) -> (Reader, Writer) {
     (rd, wr)
 }
 
+/// The plain TCP stream under both halves, put back together, so that it can be closed
+/// without the write half's FIN (its drop shuts the write side). `None` (the halves
+/// dropped) unless both are plain TCP: check with [`Reader::is_plain`] first.
+pub fn reunite_plain(rd: Reader, wr: Writer) -> Option<TcpStream> {
+    let read = match rd {
+        Reader::Tcp(h) => h,
+        // Dropping the multishot state cancels its receive.
+        Reader::Multi(MultiReader { half, .. }) => half,
+        _ => return None,
+    };
+    let write = match wr {
+        Writer::Tcp(w) => w.half,
+        // Dropping the eager state has the kernel take a send still pending.
+        Writer::Eager(EagerWriter { half, .. }) => half,
+        _ => return None,
+    };
+    read.reunite(write).ok()
+}
+
 /// A plain TCP write half.
 #[derive(Debug)]
 pub struct TcpWriter {
@@ -156,6 +175,11 @@ fn filled<T: IoBufMut>(res: io::Result<usize>, mut buf: T) -> BufResult<usize, T
 }
 
 impl Reader {
+    /// Whether this is plain TCP (no TLS).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Reader::Tcp(_) | Reader::Multi(_))
+    }
+
     /// The plain TCP half, when there is no TLS and every byte not yet read is still in
     /// the socket (splice needs it; see [`Reader::stop_receiving`]).
     #[inline]

@@ -28,7 +28,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
-use crate::forward::stream::{plain, Reader, Writer};
+use crate::forward::stream::{plain, reunite_plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
 use crate::http::parse::{parse_request, Method};
@@ -83,6 +83,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
             Next::KeepAlive => {}
             Next::Close => break false,
             Next::CloseLingering => break true,
+            Next::Cut { reset } => return cut(c, reset).await,
             Next::Tunnel(up) => {
                 let opts = tunnel::TunnelOptions {
                     idle: table.table.settings.tunnel_idle_timeout,
@@ -204,12 +205,58 @@ async fn linger(c: &mut Client) {
     linger_close(&mut c.rd, &mut c.wr, &mut c.buf).await;
 }
 
+/// End a connection whose response was cut (see [`Next::Cut`]): with `reset`, a plain
+/// TCP connection is reset at once (RST, no FIN before it); otherwise what was written
+/// goes out, the TCP write side is shut without `close_notify`, and the client is read
+/// from as in [`linger`].
+async fn cut(mut c: Client, reset: bool) {
+    let until = Instant::now() + LINGER_TIME;
+    // (A TLS client's library tells a missing close_notify from the end: no reset.)
+    if reset && c.rd.is_plain() {
+        set_linger_zero(c.fd);
+        drop(reunite_plain(c.rd, c.wr));
+        return;
+    }
+    // TLS records still queued, or an eager send, go out first (bounded).
+    let _ = timer::timeout(LINGER_TIME, async {
+        let _ = c.wr.flush().await;
+        c.wr.settle().await
+    })
+    .await;
+    // SAFETY: shutdown(2) on the connection's own socket, which `c` keeps open.
+    unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
+    drain_until_closed(&mut c.rd, &mut c.buf, until).await;
+}
+
+/// Make the socket's close a reset (RST) rather than a FIN.
+fn set_linger_zero(fd: std::os::fd::RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `linger`, a valid `struct linger`, for its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
 /// Shut the write side (FIN after everything written), then read and discard until the
 /// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
 async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) {
     let until = Instant::now() + LINGER_TIME;
     // (The shutdown waits for an answer still going out eagerly: bounded too.)
     let _ = timer::timeout(LINGER_TIME, wr.shutdown()).await;
+    drain_until_closed(rd, buf, until).await;
+}
+
+/// Read and discard until the peer closes, at most [`LINGER_BYTES`], until `until`.
+async fn drain_until_closed(rd: &mut Reader, buf: &mut Vec<u8>, until: Instant) {
     let mut drained = 0;
     buf.clear();
     if buf.capacity() == 0 {

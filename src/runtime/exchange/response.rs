@@ -93,7 +93,9 @@ pub async fn relay(
             // The client has a partial response (or none): close both sides.
             outcome.status = Some(c.response.status);
             outcome.error = Some(kind);
-            return Ok(Next::Close);
+            return Ok(Next::Cut {
+                reset: framing == ResponseFraming::UntilClose,
+            });
         }
     };
     outcome.status = Some(c.response.status);
