@@ -216,3 +216,83 @@ fn a_tls_certificate_that_cannot_be_used_is_refused_with_file_and_reason() {
     assert!(Config::load(&good.0).unwrap().listener_tls.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn zero_timeouts_are_refused_not_turned_into_one_millisecond() {
+    for (section, key) in [
+        ("timeouts", "client_header_ms"),
+        ("timeouts", "client_idle_ms"),
+        ("timeouts", "client_body_ms"),
+        ("timeouts", "upstream_connect_ms"),
+        ("timeouts", "upstream_response_ms"),
+        ("timeouts", "tunnel_idle_ms"),
+        ("timeouts", "tls_handshake_ms"),
+        ("pool", "idle_timeout_ms"),
+        ("circuit", "cooldown_ms"),
+    ] {
+        let e = refused(
+            &format!("zero_{key}"),
+            &format!("{ZONES}[{section}]\n{key} = 0\n"),
+            6,
+            &format!("{section}.{key}"),
+        );
+        assert!(e.message.contains("at least 1"), "{e}");
+    }
+    // `request_deadline_ms = 0` means no deadline, and stays allowed.
+    let file = TempConfig::new(
+        "no_deadline",
+        &format!("{ZONES}[timeouts]\nrequest_deadline_ms = 0\n"),
+    );
+    Config::load(&file.0).unwrap();
+}
+
+#[test]
+fn a_health_path_must_be_a_path() {
+    for (name, path) in [
+        ("relative", "health"),
+        ("space", "/h HTTP/1.1"),
+        ("crlf", "/h\\r\\nX-Injected: 1"),
+    ] {
+        let e = refused(
+            &format!("health_path_{name}"),
+            &format!("{ZONES}[health]\nhttp_path = \"{path}\"\n"),
+            6,
+            "health.http_path",
+        );
+        assert!(e.message.contains("must start with /"), "{e}");
+    }
+    let file = TempConfig::new(
+        "health_path_ok",
+        &format!("{ZONES}[health]\nhttp_path = \"/healthz?full=1\"\n"),
+    );
+    Config::load(&file.0).unwrap();
+}
+
+#[test]
+fn only_http_1_can_be_offered_by_alpn() {
+    let dir = std::env::temp_dir().join(format!(
+        "ringgate-config-errors-alpn-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    ringgate::tls::write_self_signed(&cert, &key).unwrap();
+    let text = |alpn: &str| {
+        format!(
+            "{ZONES}[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\nalpn = {alpn}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    // A client offered h2 would speak HTTP/2, which ringgate does not.
+    let e = refused(
+        "alpn_h2",
+        &text("[\"h2\", \"http/1.1\"]"),
+        8,
+        "listener.tls.alpn",
+    );
+    assert!(e.message.contains("\"h2\" cannot be offered"), "{e}");
+    let file = TempConfig::new("alpn_ok", &text("[\"http/1.1\", \"http/1.0\"]"));
+    Config::load(&file.0).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

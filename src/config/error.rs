@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -180,6 +181,19 @@ impl<'a> Errors<'a> {
                 None
             }
         }
+    }
+
+    /// A timeout in milliseconds, which must be at least 1 (0 would time out at once).
+    pub(crate) fn timeout_ms(&mut self, v: &Spanned<u64>, key: &str) -> Duration {
+        let n = *v.get_ref();
+        if n == 0 {
+            self.add(
+                v.span(),
+                key,
+                "0 ms would time out at once: at least 1".into(),
+            );
+        }
+        Duration::from_millis(n.max(1))
     }
 
     /// A number that must lie in `lo..=hi`; clamped into it (and an error) when it does not.

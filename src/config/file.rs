@@ -110,13 +110,9 @@ pub struct ListenerTlsSection {
     pub cert: Spanned<String>,
     /// Private key, PEM.
     pub key: Spanned<String>,
-    /// ALPN protocols offered, in order.
-    #[serde(default = "default_alpn")]
-    pub alpn: Vec<String>,
-}
-
-fn default_alpn() -> Vec<String> {
-    vec!["http/1.1".into()]
+    /// ALPN protocols offered, in order (`http/1.1` when absent; only HTTP/1.x may be
+    /// offered).
+    pub alpn: Option<Spanned<Vec<String>>>,
 }
 
 /// `[admin]`
@@ -214,35 +210,35 @@ impl Default for LimitsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsSection {
     /// From the first byte of a request to its complete head (408 beyond).
-    pub client_header_ms: u64,
+    pub client_header_ms: Spanned<u64>,
     /// Keep-alive: wait for the next request before closing silently.
-    pub client_idle_ms: u64,
+    pub client_idle_ms: Spanned<u64>,
     /// Longest pause while reading a request body (408 beyond).
-    pub client_body_ms: u64,
+    pub client_body_ms: Spanned<u64>,
     /// TCP connect to an upstream (then the next server is tried).
-    pub upstream_connect_ms: u64,
+    pub upstream_connect_ms: Spanned<u64>,
     /// From request sent to response head, and longest pause in a response body (504).
-    pub upstream_response_ms: u64,
+    pub upstream_response_ms: Spanned<u64>,
     /// Whole request, from complete head to response head, all attempts included (504);
     /// 0 = no deadline.
     pub request_deadline_ms: u64,
     /// A tunnel (after a 101) with no byte in either direction for this long ends.
-    pub tunnel_idle_ms: u64,
+    pub tunnel_idle_ms: Spanned<u64>,
     /// A TLS handshake (client side) that takes longer fails and the connection closes.
-    pub tls_handshake_ms: u64,
+    pub tls_handshake_ms: Spanned<u64>,
 }
 
 impl Default for TimeoutsSection {
     fn default() -> Self {
         Self {
-            client_header_ms: 10_000,
-            client_idle_ms: 60_000,
-            client_body_ms: 30_000,
-            upstream_connect_ms: 1_000,
-            upstream_response_ms: 30_000,
+            client_header_ms: Spanned::new(0..0, 10_000),
+            client_idle_ms: Spanned::new(0..0, 60_000),
+            client_body_ms: Spanned::new(0..0, 30_000),
+            upstream_connect_ms: Spanned::new(0..0, 1_000),
+            upstream_response_ms: Spanned::new(0..0, 30_000),
             request_deadline_ms: 0,
-            tunnel_idle_ms: 3_600_000,
-            tls_handshake_ms: 10_000,
+            tunnel_idle_ms: Spanned::new(0..0, 3_600_000),
+            tls_handshake_ms: Spanned::new(0..0, 10_000),
         }
     }
 }
@@ -254,14 +250,14 @@ pub struct PoolSection {
     /// Idle keep-alive connections kept per backend per worker.
     pub max_idle_per_backend: usize,
     /// Idle connections older than this are closed.
-    pub idle_timeout_ms: u64,
+    pub idle_timeout_ms: Spanned<u64>,
 }
 
 impl Default for PoolSection {
     fn default() -> Self {
         Self {
             max_idle_per_backend: 64,
-            idle_timeout_ms: 30_000,
+            idle_timeout_ms: Spanned::new(0..0, 30_000),
         }
     }
 }
@@ -374,7 +370,7 @@ pub struct HealthSection {
     /// Consecutive successes that mark it up again.
     pub rise: u32,
     /// "" = TCP connect check; a path (e.g. "/health") = HTTP GET expecting 2xx.
-    pub http_path: String,
+    pub http_path: Spanned<String>,
 }
 
 impl Default for HealthSection {
@@ -385,7 +381,7 @@ impl Default for HealthSection {
             timeout_ms: 500,
             fall: 3,
             rise: 2,
-            http_path: String::new(),
+            http_path: Spanned::new(0..0, String::new()),
         }
     }
 }
@@ -399,7 +395,7 @@ pub struct CircuitSection {
     /// Consecutive failures (connect, reset, timeout, and 5xx when counted) that open it.
     pub consecutive_failures: u32,
     /// How long an open circuit rejects traffic before one probe request is let through.
-    pub cooldown_ms: u64,
+    pub cooldown_ms: Spanned<u64>,
     /// Count 5xx responses as failures.
     pub count_5xx: bool,
 }
@@ -409,7 +405,7 @@ impl Default for CircuitSection {
         Self {
             enabled: true,
             consecutive_failures: 5,
-            cooldown_ms: 5_000,
+            cooldown_ms: Spanned::new(0..0, 5_000),
             count_5xx: true,
         }
     }

@@ -229,7 +229,7 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
         routes: routes::routes_from(f, path, errors),
         listener_tls: tls::listener_tls_from(f.listener.tls.as_ref(), path, errors),
         access_log: settings::access_log_from(f, errors),
-        health: settings::health_from(f),
+        health: settings::health_from(f, errors),
         user_tables: users::user_tables_from(f),
     }
 }

@@ -230,13 +230,15 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             16 << 20,
         ),
         splice_threshold_bytes: f.limits.splice_threshold_bytes,
-        client_header_timeout: ms(t.client_header_ms.max(1)),
-        client_idle_timeout: ms(t.client_idle_ms.max(1)),
-        client_body_timeout: ms(t.client_body_ms.max(1)),
-        upstream_connect_timeout: ms(t.upstream_connect_ms.max(1)),
-        upstream_response_timeout: ms(t.upstream_response_ms.max(1)),
+        client_header_timeout: errors.timeout_ms(&t.client_header_ms, "timeouts.client_header_ms"),
+        client_idle_timeout: errors.timeout_ms(&t.client_idle_ms, "timeouts.client_idle_ms"),
+        client_body_timeout: errors.timeout_ms(&t.client_body_ms, "timeouts.client_body_ms"),
+        upstream_connect_timeout: errors
+            .timeout_ms(&t.upstream_connect_ms, "timeouts.upstream_connect_ms"),
+        upstream_response_timeout: errors
+            .timeout_ms(&t.upstream_response_ms, "timeouts.upstream_response_ms"),
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
-        pool_idle_timeout: ms(f.pool.idle_timeout_ms.max(1)),
+        pool_idle_timeout: errors.timeout_ms(&f.pool.idle_timeout_ms, "pool.idle_timeout_ms"),
         x_forwarded_for: f.forward.x_forwarded_for,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
         upgrade_protocols: f
@@ -246,11 +248,11 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             .map(|p| p.as_bytes().to_vec().into_boxed_slice())
             .collect(),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
-        tunnel_idle_timeout: ms(t.tunnel_idle_ms.max(1)),
-        tls_handshake_timeout: ms(t.tls_handshake_ms.max(1)),
+        tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),
+        tls_handshake_timeout: errors.timeout_ms(&t.tls_handshake_ms, "timeouts.tls_handshake_ms"),
         circuit: f.circuit.enabled.then(|| CircuitSettings {
             consecutive_failures: f.circuit.consecutive_failures.max(1),
-            cooldown: ms(f.circuit.cooldown_ms.max(1)),
+            cooldown: errors.timeout_ms(&f.circuit.cooldown_ms, "circuit.cooldown_ms"),
             count_5xx: f.circuit.count_5xx,
         }),
         retry: RetrySettings {
@@ -344,13 +346,13 @@ pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option
     })
 }
 
-pub(crate) fn health_from(f: &FileConfig) -> Option<HealthSettings> {
+pub(crate) fn health_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<HealthSettings> {
     f.health.enabled.then(|| HealthSettings {
         interval: Duration::from_millis(f.health.interval_ms.max(10)),
         timeout: Duration::from_millis(f.health.timeout_ms.max(1)),
         fall: f.health.fall.max(1),
         rise: f.health.rise.max(1),
-        http_path: (!f.health.http_path.is_empty()).then(|| f.health.http_path.clone()),
+        http_path: health_path(&f.health.http_path, errors),
     })
 }
 
@@ -385,4 +387,24 @@ impl Settings {
         let peer = peer.to_canonical();
         self.trusted_proxies.iter().any(|n| n.contains(&peer))
     }
+}
+
+/// `health.http_path`: empty (a TCP connect check) or an origin-form path that goes into
+/// the probe's request line as written.
+fn health_path(v: &Spanned<String>, errors: &mut Errors<'_>) -> Option<String> {
+    let path = v.get_ref();
+    if path.is_empty() {
+        return None;
+    }
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        errors.add(
+            v.span(),
+            "health.http_path",
+            format!(
+                "{path:?} is not a path: it must start with / and hold no space or control byte"
+            ),
+        );
+        return None;
+    }
+    Some(path.clone())
 }

@@ -76,7 +76,26 @@ pub(crate) fn listener_tls_from(
     let t = section?;
     let cert = resolve_beside(config_path, t.cert.get_ref());
     let key = resolve_beside(config_path, t.key.get_ref());
-    match ListenerTls::load(cert, key, t.alpn.clone()) {
+    let alpn = match &t.alpn {
+        None => vec!["http/1.1".to_string()],
+        Some(list) => {
+            // A client that gets `h2` speaks HTTP/2, which ringgate does not.
+            if let Some(p) = list
+                .get_ref()
+                .iter()
+                .find(|p| !matches!(p.as_str(), "http/1.1" | "http/1.0"))
+            {
+                errors.add(
+                    list.span(),
+                    "listener.tls.alpn",
+                    format!("\"{p}\" cannot be offered: ringgate speaks http/1.1 and http/1.0"),
+                );
+                return None;
+            }
+            list.get_ref().clone()
+        }
+    };
+    match ListenerTls::load(cert, key, alpn) {
         Ok(tls) => Some(tls),
         Err(why) => {
             errors.add(t.cert.span(), "listener.tls", why);
