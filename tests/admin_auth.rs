@@ -260,3 +260,47 @@ fn without_a_token_loopback_stays_open() {
     assert_eq!(call(admin, "GET", "/metrics", "").status, 200);
     stop(&server);
 }
+
+#[test]
+fn a_request_head_trickling_in_is_cut_off_as_a_whole() {
+    // One byte every 300 ms never trips a per-read timeout; a few such clients would hold
+    // every admin slot (and `/health` with them) for as long as they liked.
+    let dir = TempDir::new("trickle");
+    let path = dir.write("routing.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    for &b in b"GET /health HTTP/1.1\r\nHost: admin\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still reading after {:?}",
+            started.elapsed()
+        );
+        if s.write_all(&[b]).is_err() {
+            break;
+        }
+        let mut tmp = [0u8; 256];
+        match s.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The slot is free again.
+    assert_eq!(call(admin, "GET", "/health", "").status, 200);
+    stop(&server);
+}

@@ -23,7 +23,7 @@
 
 pub mod auth;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +44,8 @@ pub type SharedServer = Arc<Mutex<Server>>;
 const MAX_CONCURRENT: usize = 32;
 /// Largest admin request head.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Longest time a request head may take to arrive, whole.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(|e| e.into_inner())
@@ -104,8 +106,11 @@ struct AdminRequest {
     authorization: Vec<Vec<u8>>,
 }
 
-/// Read one request head (bounded in size and time).
+/// Read one request head (bounded in size, and in time as a whole: a client that sends a
+/// byte now and then must not hold one of the [`MAX_CONCURRENT`] slots for longer, or a
+/// few of them would lock everyone out, `/health` included).
 fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
+    let deadline = std::time::Instant::now() + HEAD_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
     loop {
@@ -131,9 +136,16 @@ fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
                 return Err(());
             }
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let _ = respond(stream, 408, "text/plain", "", "request head too slow\n");
+            return Err(());
+        }
+        let _ = stream.set_read_timeout(Some(left));
         match stream.read(&mut tmp) {
-            Ok(0) | Err(_) => return Err(()),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Ok(n) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            _ => return Err(()),
         }
     }
 }
@@ -379,6 +391,7 @@ fn respond_head(
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         _ => "Service Unavailable",
     };
     let head = format!(
