@@ -373,3 +373,33 @@ fn a_cut_response_ends_without_close_notify() {
     assert!(got.ends_with(b"whole"));
     assert!(end.is_ok(), "{end:?}");
 }
+
+#[test]
+fn a_reload_that_changes_a_servers_tls_settings_retires_its_pooled_connections() {
+    // A connection verified against one CA must not serve a config that trusts another.
+    let cert = TestCert::new("reload-ca");
+    let other = TestCert::new("reload-other");
+    let backend = TlsBackend::start(&cert);
+    let config = |ca: &TestCert| {
+        format!(
+            "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\nalice = \"z\"\n[health]\nenabled = false\n",
+            backend.addr,
+            ca.cert.display()
+        )
+    };
+    let get = |r: &Router| {
+        common::client::Client::connect(r.addr)
+            .roundtrip(b"GET /x HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n")
+            .status
+    };
+    let mut r = Router::start(&config(&cert));
+    assert_eq!(get(&r), 200);
+    r.reload(&config(&other));
+    assert_eq!(
+        get(&r),
+        502,
+        "a connection verified under the old CA was reused"
+    );
+    r.reload(&config(&cert));
+    assert_eq!(get(&r), 200);
+}

@@ -34,7 +34,7 @@ use crate::forward::timer;
 use crate::metrics::{bump, SnapshotRequest, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
-use crate::upstream::pool::{Pools, UpstreamConn};
+use crate::upstream::pool::{PoolKey, Pools, UpstreamConn};
 use crate::users::UserState;
 
 /// Messages from the control plane to a worker.
@@ -166,6 +166,14 @@ pub struct Worker {
     retry_budget: Cell<f64>,
 }
 
+/// The pools' keys for a table: each backend's address and TLS settings, in table order.
+fn pool_keys(table: &RoutingTable) -> impl Iterator<Item = PoolKey> + '_ {
+    table.backends.iter().enumerate().map(|(i, b)| {
+        let tls = table.backend_tls.get(i).and_then(Clone::clone);
+        (b.addr, tls)
+    })
+}
+
 impl Worker {
     fn new(
         id: usize,
@@ -183,10 +191,7 @@ impl Worker {
             mirrors_in_flight: Cell::new(0),
             mirror_buffers: RefCell::new(Vec::new()),
             retry_budget: Cell::new(table.settings.retry.budget_reserve),
-            pools: RefCell::new(Pools::new(
-                table.backends.iter().map(|b| b.addr),
-                table.version,
-            )),
+            pools: RefCell::new(Pools::new(pool_keys(&table), table.version)),
             table: RefCell::new(Rc::new(WorkerTable::new(table))),
             scanner: RefCell::new(JsonScanner::new()),
             pipes: RefCell::new(Vec::new()),
@@ -209,7 +214,7 @@ impl Worker {
     fn install(&self, table: Arc<RoutingTable>) {
         self.pools
             .borrow_mut()
-            .install(table.backends.iter().map(|b| b.addr), table.version);
+            .install(pool_keys(&table), table.version);
         let old = self.table.replace(Rc::new(WorkerTable::new(table.clone())));
         self.metrics.relayout(Some(&old.table), &table);
     }

@@ -21,6 +21,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -131,36 +132,53 @@ struct Idle {
     limit: Option<Duration>,
 }
 
+/// What a pool's connections were made for: a server's address, and the TLS settings
+/// they were opened and verified under (`None`: plain TCP).
+pub type PoolKey = (SocketAddr, Option<Arc<UpstreamTls>>);
+
+/// Whether connections made for `a` may serve `b`: the same address, and the very same
+/// TLS settings (a reload builds new ones: its TLS connections start afresh).
+fn same_key(a: &PoolKey, b: &PoolKey) -> bool {
+    a.0 == b.0
+        && match (&a.1, &b.1) {
+            (None, None) => true,
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+}
+
 /// All pools of one worker, indexed like the backend list of one table version (backend
-/// `i` of that table is address `i` given to [`Pools::install`]).
+/// `i` of that table is key `i` given to [`Pools::install`]).
 #[derive(Default)]
 pub struct Pools {
     version: u64,
-    addrs: Vec<SocketAddr>,
+    keys: Vec<PoolKey>,
     idle: Vec<Vec<Idle>>,
 }
 
 impl Pools {
-    /// Pools keyed by `addrs` (the backends of table `version`, in table order).
-    pub fn new(addrs: impl IntoIterator<Item = SocketAddr>, version: u64) -> Self {
+    /// Pools keyed by `keys` (the backends of table `version`, in table order).
+    pub fn new(keys: impl IntoIterator<Item = PoolKey>, version: u64) -> Self {
         let mut p = Self::default();
-        p.install(addrs, version);
+        p.install(keys, version);
         p
     }
 
-    /// Re-key to a new table: keep pools of addresses still present, close the others.
-    pub fn install(&mut self, addrs: impl IntoIterator<Item = SocketAddr>, version: u64) {
-        let mut old_addrs = std::mem::take(&mut self.addrs);
+    /// Re-key to a new table: keep the pools of servers still present with the same TLS
+    /// settings, close the others (a connection opened in plain TCP, or verified against
+    /// another CA or name, never serves a table that wants otherwise).
+    pub fn install(&mut self, keys: impl IntoIterator<Item = PoolKey>, version: u64) {
+        let mut old_keys = std::mem::take(&mut self.keys);
         let mut old_idle = std::mem::take(&mut self.idle);
-        for addr in addrs {
-            let idle = match old_addrs.iter().position(|a| *a == addr) {
+        for key in keys {
+            let idle = match old_keys.iter().position(|k| same_key(k, &key)) {
                 Some(i) => {
-                    old_addrs.swap_remove(i);
+                    old_keys.swap_remove(i);
                     old_idle.swap_remove(i)
                 }
                 None => Vec::new(),
             };
-            self.addrs.push(addr);
+            self.keys.push(key);
             self.idle.push(idle);
         }
         self.version = version;
@@ -266,9 +284,9 @@ impl Pools {
 
     /// Idle connections per backend address.
     pub fn idle_counts(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
-        self.addrs
+        self.keys
             .iter()
-            .copied()
+            .map(|k| k.0)
             .zip(self.idle.iter().map(Vec::len))
     }
 }
