@@ -296,3 +296,19 @@ fn only_http_1_can_be_offered_by_alpn() {
     Config::load(&file.0).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tls_servers_at_different_addresses_need_sni() {
+    // Without `sni` the certificate is checked against an IP address, one per partition:
+    // a second server's would be checked against the first one's.
+    let text = "[partitions.z]\nservers = [\"127.0.0.1:3001\", \"127.0.0.2:3001\"]\ntls = true\n";
+    let e = refused("tls_two_ips", text, 1, "partitions.z.sni");
+    assert!(e.message.contains("need `sni`"), "{e}");
+    for ok in [
+        "[partitions.z]\nservers = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\ntls = true\n",
+        "[partitions.z]\nservers = [\"127.0.0.1:3001\", \"127.0.0.2:3001\"]\ntls = true\nsni = \"localhost\"\n",
+    ] {
+        let file = TempConfig::new("tls_sni_ok", ok);
+        Config::load(&file.0).unwrap();
+    }
+}

@@ -162,7 +162,8 @@ fn partition_from(
             Policy::RoundRobin
         }
     };
-    let tls = upstream_tls_from(name, p, write.first().copied(), path, errors);
+    let all: Vec<SocketAddr> = write.iter().chain(&read).copied().collect();
+    let tls = upstream_tls_from(name, section, &all, path, errors);
     PartitionSpec {
         name: name.to_string(),
         write,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
+use toml::Spanned;
 
 use super::admin::resolve_beside;
 use super::error::{dotted, Errors};
@@ -105,15 +106,16 @@ pub(crate) fn listener_tls_from(
 }
 
 /// A partition's `tls = true` (with `sni` and `ca`): its servers speak TLS. Without `sni`,
-/// the name checked is the host of the first server's address as written (an IP address:
-/// the certificate must carry it).
+/// the name checked is the servers' IP address (the certificate must carry it), so they
+/// must all have the same one: the name is one per partition.
 pub(crate) fn upstream_tls_from(
     name: &str,
-    p: &PartitionSection,
-    first_server: Option<SocketAddr>,
+    section: &Spanned<PartitionSection>,
+    servers: &[SocketAddr],
     config_path: &Path,
     errors: &mut Errors<'_>,
 ) -> Option<Arc<UpstreamTls>> {
+    let p = section.get_ref();
     let key = dotted("partitions", name);
     if !p.tls {
         for (field, v) in [("sni", &p.sni), ("ca", &p.ca)] {
@@ -139,7 +141,20 @@ pub(crate) fn upstream_tls_from(
                 return None;
             }
         },
-        None => ServerName::IpAddress(first_server?.ip().into()),
+        None => {
+            let ip = servers.first()?.ip();
+            if servers.iter().any(|s| s.ip() != ip) {
+                errors.add(
+                    section.span(),
+                    &format!("{key}.sni"),
+                    "servers at different IP addresses need `sni`: without it each certificate \
+                     is checked against one address, the first server's"
+                        .into(),
+                );
+                return None;
+            }
+            ServerName::IpAddress(ip.into())
+        }
     };
     let ca =
         p.ca.as_ref()
