@@ -312,3 +312,31 @@ fn tls_servers_at_different_addresses_need_sni() {
         Config::load(&file.0).unwrap();
     }
 }
+
+#[test]
+fn ratios_must_be_numbers_in_range_and_backoff_must_not_shrink() {
+    // NaN passed every clamp: a NaN retry budget never ran out, a NaN shed ratio shed
+    // Queries at one in flight.
+    for (section, key, value) in [
+        ("retry", "budget_ratio", "nan"),
+        ("retry", "budget_ratio", "1.5"),
+        ("retry", "budget_reserve", "-1.0"),
+        ("overload", "query_shed_ratio", "nan"),
+        ("overload", "query_shed_ratio", "-0.1"),
+    ] {
+        let e = refused(
+            &format!("{key}_{value}"),
+            &format!("{ZONES}[{section}]\n{key} = {value}\n"),
+            6,
+            &format!("{section}.{key}"),
+        );
+        assert!(e.message.contains("out of range"), "{e}");
+    }
+    let e = refused(
+        "backoff_inverted",
+        &format!("{ZONES}[retry]\nbackoff_base_ms = 100\nbackoff_max_ms = 10\n"),
+        7,
+        "retry.backoff_max_ms",
+    );
+    assert!(e.message.contains("below retry.backoff_base_ms"), "{e}");
+}

@@ -196,6 +196,17 @@ impl<'a> Errors<'a> {
         Duration::from_millis(n.max(1))
     }
 
+    /// A real number that must lie in `lo..=hi` (NaN does not); clamped into it (and an
+    /// error) when it does not.
+    pub(crate) fn real(&mut self, v: &Spanned<f64>, key: &str, lo: f64, hi: f64) -> f64 {
+        let x = *v.get_ref();
+        if !(lo..=hi).contains(&x) {
+            self.add(v.span(), key, format!("{x} is out of range {lo}..={hi}"));
+            return if x > hi { hi } else { lo };
+        }
+        x
+    }
+
     /// A number that must lie in `lo..=hi`; clamped into it (and an error) when it does not.
     pub(crate) fn range(&mut self, v: &Spanned<usize>, key: &str, lo: usize, hi: usize) -> usize {
         let n = *v.get_ref();

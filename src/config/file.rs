@@ -420,11 +420,11 @@ pub struct RetrySection {
     /// Backoff before retry n is base × 2^(n-1), capped at `backoff_max_ms`.
     pub backoff_base_ms: u64,
     /// Longest backoff.
-    pub backoff_max_ms: u64,
+    pub backoff_max_ms: Spanned<u64>,
     /// Retries allowed per request served (the budget earns this per request).
-    pub budget_ratio: f64,
+    pub budget_ratio: Spanned<f64>,
     /// Retries the budget holds at most (and starts with).
-    pub budget_reserve: f64,
+    pub budget_reserve: Spanned<f64>,
 }
 
 impl Default for RetrySection {
@@ -432,9 +432,9 @@ impl Default for RetrySection {
         Self {
             max_attempts: 2,
             backoff_base_ms: 2,
-            backoff_max_ms: 50,
-            budget_ratio: 0.1,
-            budget_reserve: 10.0,
+            backoff_max_ms: Spanned::new(0..0, 50),
+            budget_ratio: Spanned::new(0..0, 0.1),
+            budget_reserve: Spanned::new(0..0, 10.0),
         }
     }
 }
@@ -446,14 +446,14 @@ pub struct OverloadSection {
     /// Requests in flight per worker at which Commands are shed too (503).
     pub max_in_flight_per_worker: usize,
     /// Fraction of that bound at which Queries start being shed (503).
-    pub query_shed_ratio: f64,
+    pub query_shed_ratio: Spanned<f64>,
 }
 
 impl Default for OverloadSection {
     fn default() -> Self {
         Self {
             max_in_flight_per_worker: 4096,
-            query_shed_ratio: 0.8,
+            query_shed_ratio: Spanned::new(0..0, 0.8),
         }
     }
 }

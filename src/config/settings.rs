@@ -258,13 +258,18 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         retry: RetrySettings {
             max_attempts: f.retry.max_attempts.clamp(1, 16),
             backoff_base: ms(f.retry.backoff_base_ms),
-            backoff_max: ms(f.retry.backoff_max_ms),
-            budget_ratio: f.retry.budget_ratio.clamp(0.0, 1.0),
-            budget_reserve: f.retry.budget_reserve.max(0.0),
+            backoff_max: backoff_max(f, errors),
+            budget_ratio: errors.real(&f.retry.budget_ratio, "retry.budget_ratio", 0.0, 1.0),
+            budget_reserve: errors.real(&f.retry.budget_reserve, "retry.budget_reserve", 0.0, 1e9),
         },
         max_in_flight: f.overload.max_in_flight_per_worker.max(1),
         query_shed_in_flight: ((f.overload.max_in_flight_per_worker.max(1) as f64
-            * f.overload.query_shed_ratio.clamp(0.0, 1.0))
+            * errors.real(
+                &f.overload.query_shed_ratio,
+                "overload.query_shed_ratio",
+                0.0,
+                1.0,
+            ))
         .ceil() as usize)
             .max(1),
         rate_limit: super::users::rate_limit_from(
@@ -407,4 +412,17 @@ fn health_path(v: &Spanned<String>, errors: &mut Errors<'_>) -> Option<String> {
         return None;
     }
     Some(path.clone())
+}
+
+/// `retry.backoff_max_ms`: the cap of the backoff, no lower than its base.
+fn backoff_max(f: &FileConfig, errors: &mut Errors<'_>) -> Duration {
+    let (base, max) = (f.retry.backoff_base_ms, *f.retry.backoff_max_ms.get_ref());
+    if max < base {
+        errors.add(
+            f.retry.backoff_max_ms.span(),
+            "retry.backoff_max_ms",
+            format!("{max} is below retry.backoff_base_ms ({base})"),
+        );
+    }
+    Duration::from_millis(max.max(base))
 }
