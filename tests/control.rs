@@ -445,3 +445,38 @@ fn binary_reloads_on_sighup_and_file_change() {
     p.signal(libc::SIGTERM);
     assert!(p.wait_exit().success());
 }
+
+#[test]
+fn ready_again_once_an_open_circuits_cool_down_is_over() {
+    // Two 500s open the only server's circuit. Only a request would move it to half-open;
+    // behind a balancer that honours /ready none would come, so readiness must count a
+    // circuit whose cool-down is over as available.
+    let failures = Arc::new(AtomicUsize::new(2));
+    let left = failures.clone();
+    let b = common::backend::ScriptedBackend::start(move |_| {
+        if left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            common::backend::Reply::status("500 Internal Server Error", "no")
+        } else {
+            common::backend::Reply::ok("yes")
+        }
+    });
+    let routes = format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n[health]\nenabled = false\n[circuit]\nconsecutive_failures = 2\ncooldown_ms = 1000\n[retry]\nmax_attempts = 1\n",
+        b.addr
+    );
+    let m = managed("ready_cooldown", &routes);
+    assert_eq!(m.admin_get("/ready").status, 200);
+    for _ in 0..2 {
+        assert_eq!(get(m.addr, "/x", "").status, 500);
+    }
+    let r = m.admin_get("/ready");
+    assert_eq!(r.status, 503, "open circuit, cooling down: {}", r.text());
+    wait_until("ready after the cool-down", Duration::from_secs(10), || {
+        m.admin_get("/ready").status == 200
+    });
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert_eq!(get(m.addr, "/x", "").status, 200, "the probe closes it");
+}

@@ -33,6 +33,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::admin_needs_token;
+use crate::health::state::would_admit;
 use crate::route::router::{Class, RoutingTable};
 use crate::runtime::server::{ReloadTrigger, Server};
 use crate::upstream::backend::{Backend, Circuit, Health};
@@ -286,10 +287,11 @@ fn readiness_problems(s: &Server) -> Vec<String> {
     let mut problems = Vec::new();
     for p in table.partitions.iter() {
         for class in [Class::Command, Class::Query] {
+            let circuit = table.settings.circuit.as_ref();
             let any = p
                 .servers(class)
                 .iter()
-                .any(|&b| table.backends[b as usize].is_available());
+                .any(|&b| would_admit(&table.backends[b as usize], circuit));
             if !any {
                 problems.push(format!(
                     "partition {} has no available {} server",

@@ -71,6 +71,22 @@ pub fn admit(b: &Backend, circuit: Option<&CircuitSettings>) -> Option<Admission
     }
 }
 
+/// Whether a request would be let through to `b` now: what [`admit`] decides, without
+/// claiming the half-open probe. An open circuit whose cool-down is over counts (the next
+/// request probes it), and so does any circuit once the breaker is disabled.
+pub fn would_admit(b: &Backend, circuit: Option<&CircuitSettings>) -> bool {
+    if b.health() != Health::Up || b.is_drained() {
+        return false;
+    }
+    match (b.circuit(), circuit) {
+        (Circuit::Closed, _) | (_, None) => true,
+        (_, Some(settings)) => {
+            let since = b.circuit_opened_ms.load(Ordering::Acquire);
+            now_ms().saturating_sub(since) >= settings.cooldown.as_millis() as u64
+        }
+    }
+}
+
 /// Whether an answer with `status` counts as a success for the breaker: a 5xx is a
 /// failure only with `circuit.count_5xx`.
 #[inline]
