@@ -53,12 +53,12 @@ fn busy_worker(n: u64) -> (RoutingTable, WorkerMetrics) {
     .unwrap();
     let table = RoutingTable::build(&config, &mut BackendRegistry::new(), 1);
     let m = WorkerMetrics::new(&table);
-    record(&m, n);
+    record(&m, &table, n);
     (table, m)
 }
 
 /// Record `n` requests with latencies spread from 0.5 µs to 50 ms.
-fn record(m: &WorkerMetrics, n: u64) {
+fn record(m: &WorkerMetrics, table: &RoutingTable, n: u64) {
     let mut ns = 1_000u64;
     for i in 0..n {
         ns = (ns * 7 + 13) % 50_000_000 + 500;
@@ -73,7 +73,7 @@ fn record(m: &WorkerMetrics, n: u64) {
             status: Some(200),
             error: None,
         };
-        m.record(&o, 1, Duration::from_nanos(ns));
+        m.record(&o, table, Duration::from_nanos(ns));
     }
 }
 
@@ -101,7 +101,7 @@ fn answering_a_scrape_allocates_no_histogram() {
     let (table, m) = busy_worker(10_000);
     let mut scraper = Scraper::new();
     for round in 0..3 {
-        record(&m, 100);
+        record(&m, &table, 100);
         let (_, bytes) = scrape_once(&mut scraper, &table, &m);
         // Counters and labels only: a few hundred bytes; one histogram alone is ~220 kB.
         assert!(bytes < 16 * 1024, "round {round}: {bytes} bytes allocated");
@@ -123,7 +123,7 @@ fn scrape_stall_report() {
         let mut bytes = 0;
         let mut evict = vec![0u8; 64 << 20];
         for r in 0..runs {
-            record(&m, 1_000);
+            record(&m, &table, 1_000);
             if cold {
                 // Evict the caches, as seconds of traffic between two scrapes would.
                 for (i, b) in evict.iter_mut().enumerate().step_by(64) {

@@ -196,16 +196,17 @@ impl WorkerMetrics {
         v.resize(2 * p * b * STATUS_CLASSES.len(), 0);
     }
 
-    /// Count one finished request and its latency. `version` is the table it ran on.
+    /// Count one finished request and its latency. `table` is the one it ran on: a request
+    /// that outlived its table (a reload while it ran) is counted under that table's names.
     #[inline]
-    pub fn record(&self, outcome: &Outcome, version: u64, elapsed: Duration) {
+    pub fn record(&self, outcome: &Outcome, table: &RoutingTable, elapsed: Duration) {
         let (p, b, current) = self.layout.get();
         if let Some(kind) = outcome.error {
             let c = &self.errors[kind.metric_index()];
             c.set(c.get() + 1);
         }
         let class = outcome.class.unwrap_or(Class::Command);
-        if version == current {
+        if table.version == current {
             let pi = outcome.partition.map_or(p - 1, |x| (x as usize).min(p - 1));
             let bi = outcome.backend.map_or(b - 1, |x| (x as usize).min(b - 1));
             let idx = ((class as usize * p + pi) * b + bi) * STATUS_CLASSES.len()
@@ -213,6 +214,8 @@ impl WorkerMetrics {
             if let Some(slot) = self.requests.borrow_mut().get_mut(idx) {
                 *slot += 1;
             }
+        } else {
+            self.record_retired(outcome, class, table);
         }
         if outcome.class.is_some() {
             // Requests refused before classification (bad input) have no class latency.
@@ -221,6 +224,24 @@ impl WorkerMetrics {
                 .borrow_mut()
                 .saturating_record(ns.max(1));
         }
+    }
+
+    /// The count of a request that ran on an older table, under that table's names.
+    #[cold]
+    fn record_retired(&self, outcome: &Outcome, class: Class, table: &RoutingTable) {
+        let key = RequestKey {
+            class: class.label(),
+            partition: outcome
+                .partition
+                .and_then(|x| table.partitions.get(x as usize))
+                .map_or(String::new(), |x| x.name.to_string()),
+            backend: outcome
+                .backend
+                .and_then(|x| table.backends.get(x as usize))
+                .map_or(String::new(), |x| x.addr.to_string()),
+            status: STATUS_CLASSES[status_class(outcome.status)],
+        };
+        *self.retired.borrow_mut().entry(key).or_insert(0) += 1;
     }
 
     fn named_requests(&self, table: &RoutingTable) -> Vec<(RequestKey, u64)> {
@@ -425,13 +446,14 @@ mod tests {
             status: Some(200),
             error: None,
         };
-        m.record(&ok, 1, Duration::from_micros(50));
-        m.record(&ok, 1, Duration::from_micros(70));
+        m.record(&ok, &t1, Duration::from_micros(50));
+        m.record(&ok, &t1, Duration::from_micros(70));
         let t2 = table("[partitions.b]\nservers=[\"127.0.0.1:2\"]\n[partitions.a]\nservers=[\"127.0.0.1:1\"]\n", 2, &mut reg);
         m.relayout(Some(&t1), &t2);
         // Partitions are ordered by name, so "a" is still index 0 in the new table.
-        m.record(&ok, 2, Duration::from_micros(60));
-        m.record(&ok, 1, Duration::from_micros(60)); // finished on the old table: latency only
+        m.record(&ok, &t2, Duration::from_micros(60));
+        // Finished on the old table: counted under its names.
+        m.record(&ok, &t1, Duration::from_micros(60));
         let s = m.snapshot(0, &t2, 0, Vec::new(), Some(new_latency_histograms()));
         let key = RequestKey {
             class: "query",
@@ -439,7 +461,7 @@ mod tests {
             backend: "127.0.0.1:1".into(),
             status: "2xx",
         };
-        assert_eq!(s.requests.get(&key), Some(&3));
+        assert_eq!(s.requests.get(&key), Some(&4));
         let latency = s.latency.unwrap();
         assert_eq!(latency[1].len(), 4);
         let p50 = latency[1].value_at_quantile(0.5);
@@ -457,7 +479,7 @@ mod tests {
                 status: Some(400),
                 ..Default::default()
             },
-            1,
+            &t,
             Duration::from_micros(5),
         );
         let s = m.snapshot(0, &t, 0, Vec::new(), None);

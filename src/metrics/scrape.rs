@@ -137,7 +137,7 @@ mod tests {
             error: None,
         };
         for &us in micros {
-            m.record(&o, 1, Duration::from_micros(us));
+            m.record(&o, &table(), Duration::from_micros(us));
         }
     }
 

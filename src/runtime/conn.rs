@@ -295,7 +295,7 @@ pub async fn refuse(stream: TcpStream) {
 /// Count a finished request and write its access log line.
 fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elapsed: Duration) {
     let table = &*wt.table;
-    worker.metrics.record(outcome, table.version, elapsed);
+    worker.metrics.record(outcome, table, elapsed);
     if let Some(log) = &worker.access_log {
         let (method, target) = match memchr::memchr(b' ', &c.request_line) {
             Some(i) => {
