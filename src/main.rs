@@ -16,7 +16,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// Thread-per-core io_uring HTTP/1.1 router: routes by user_id and Command/Query.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Cli {
     /// Routing table and settings (TOML).
@@ -148,6 +148,11 @@ fn main() -> ExitCode {
             if cli.demo_tls.is_some() {
                 s.pin_listener_tls();
             }
+            // (The overrides were checked at start; a reload cannot make them fail.)
+            let overrides = cli.clone();
+            s.set_overrides(move |c| {
+                let _ = apply_overrides(&overrides, c);
+            });
             s
         }
         Err(e) => {

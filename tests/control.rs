@@ -480,3 +480,30 @@ fn ready_again_once_an_open_circuits_cool_down_is_over() {
     assert_eq!(failures.load(Ordering::SeqCst), 0);
     assert_eq!(get(m.addr, "/x", "").status, 200, "the probe closes it");
 }
+
+#[test]
+fn command_line_settings_hold_across_reloads_and_are_not_reported_as_changes() {
+    // The file says two workers, the command line one. A reload of the unchanged file
+    // keeps one worker and needs no restart (it reported `workers.count` on every reload).
+    let z = demo_backend("zone_1");
+    let routes = zones(&[z], &[z], "");
+    let m = RouterProcess::start("cli_overrides", &routes, 2, true, &["--workers", "1"]);
+    let needs_restart = |r: &common::client::Response| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["needs_restart"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", r.text()))
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = m.admin_post("/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(needs_restart(&r).is_empty(), "{}", r.text());
+    let cfg: serde_json::Value = serde_json::from_slice(&m.admin_get("/config").body).unwrap();
+    assert_eq!(cfg["workers"].as_array().unwrap().len(), 1);
+    // A change of what only a restart applies is still reported.
+    m.rewrite(&format!("{routes}[log]\naccess_log = \"/dev/null\"\n"));
+    let r = m.admin_post("/reload");
+    assert_eq!(needs_restart(&r), ["log"], "{}", r.text());
+}

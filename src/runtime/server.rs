@@ -28,6 +28,9 @@ use crate::users::UserState;
 /// How long a reload waits for the workers to install the new table.
 const INSTALL_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Changes made to every config read (the command line's settings).
+type Overrides = dyn Fn(&mut Config) + Send;
+
 /// A running router.
 pub struct Server {
     /// The bound data-plane address (resolved when the config said port 0).
@@ -47,6 +50,9 @@ pub struct Server {
     admin_listener: Option<SocketAddr>,
     /// Listener TLS given on the command line (`--demo-tls`): kept across reloads.
     pinned_tls: Option<crate::config::ListenerTls>,
+    /// Command-line settings that win over the file: applied to every config read again,
+    /// so a reload keeps them and compares like with like.
+    overrides: Option<Box<Overrides>>,
 }
 
 /// What a `/metrics` scrape needs, taken under the server lock; the scrape itself (asking
@@ -193,6 +199,7 @@ impl Server {
             scraper: Arc::new(Mutex::new(Scraper::new())),
             admin_listener: None,
             pinned_tls: None,
+            overrides: None,
         })
     }
 
@@ -200,6 +207,11 @@ impl Server {
     /// the file).
     pub fn pin_listener_tls(&mut self) {
         self.pinned_tls = self.config.listener_tls.clone();
+    }
+
+    /// Settings from the command line, to apply to every config a reload reads.
+    pub fn set_overrides(&mut self, apply: impl Fn(&mut Config) + Send + 'static) {
+        self.overrides = Some(Box::new(apply));
     }
 
     /// The config in force.
@@ -270,7 +282,13 @@ impl Server {
         path: &Path,
         trigger: ReloadTrigger,
     ) -> Result<Reloaded, ConfigError> {
-        match Config::load(path).and_then(|c| self.check_admin_token(c, path)) {
+        let loaded = Config::load(path).map(|mut c| {
+            if let Some(apply) = &self.overrides {
+                apply(&mut c);
+            }
+            c
+        });
+        match loaded.and_then(|c| self.check_admin_token(c, path)) {
             Ok(config) => {
                 let reloaded = self.install(config);
                 tracing::info!(
@@ -326,8 +344,21 @@ impl Server {
         if config.listen != self.config.listen {
             needs_restart.push("listener.address");
         }
-        if config.workers.count != self.config.workers.count {
+        let (new, old) = (&config.workers, &self.config.workers);
+        if new.count != old.count {
             needs_restart.push("workers.count");
+        }
+        if (new.pin, &new.cpus, new.driver, new.ring_entries, new.ring)
+            != (old.pin, &old.cpus, old.driver, old.ring_entries, old.ring)
+            || (new.busy_poll, new.spin, new.multishot) != (old.busy_poll, old.spin, old.multishot)
+        {
+            needs_restart.push("workers");
+        }
+        if config.backlog != self.config.backlog {
+            needs_restart.push("listener.backlog");
+        }
+        if config.max_connections_per_worker != self.config.max_connections_per_worker {
+            needs_restart.push("listener.max_connections_per_worker");
         }
         if config.admin != self.config.admin {
             needs_restart.push("admin.address");
