@@ -238,6 +238,9 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
 fn wait_for_signals(server: &SharedServer, grace: Duration) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     for signal in signals.forever() {
+        if signal != SIGHUP {
+            ringgate::admin::set_draining();
+        }
         let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
         if signal == SIGHUP {
             // Logged by the server, like every reload.

@@ -388,7 +388,8 @@ fn retries_are_bounded_by_attempts_and_budget() {
 }
 
 /// The real binary drains on SIGTERM: the request in flight completes, idle keep-alive
-/// connections are closed, new connections are refused, and it exits 0.
+/// connections are closed, new connections are refused, `/ready` answers 503 at once, and
+/// it exits 0.
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let b = ScriptedBackend::start(|req| {
@@ -406,7 +407,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
             b.addr
         ),
         1,
-        false,
+        true,
         &["--drain-seconds", "5"],
     );
     let addr = p.addr;
@@ -425,9 +426,14 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     b.wait_for_requests(2);
     p.signal(libc::SIGTERM);
     idle.expect_fin(); // the drain closes the idle keep-alive connection
+    let ready = p.admin_get("/ready");
+    assert_eq!(
+        (ready.status, ready.text().as_str()),
+        (503, "not ready: draining\n")
+    );
     assert!(
         !in_flight.is_finished(),
-        "the idle connection was closed at once, not after the in-flight request"
+        "the idle connection was closed and /ready answered at once, not after the in-flight request"
     );
     wait_until(
         "new connections are refused while draining",

@@ -25,7 +25,7 @@ pub mod auth;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -96,6 +96,14 @@ pub fn spawn(
             }
         })?;
     Ok((bound, handle))
+}
+
+/// Set once the process starts draining (SIGTERM): `/ready` answers 503 from then on.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Note that the process is draining (see [`DRAINING`]).
+pub fn set_draining() {
+    DRAINING.store(true, Ordering::Release);
 }
 
 /// The parts of an admin request head that matter.
@@ -201,6 +209,11 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
     const JSON: &str = "application/json";
     match (method, path) {
         ("GET" | "HEAD", "/health") => (200, "text/plain", "ok\n".into()),
+        // A drain holds the server for its whole grace period: answer without it, so that
+        // balancers take the instance out at once.
+        ("GET" | "HEAD", "/ready") if DRAINING.load(Ordering::Acquire) => {
+            (503, "text/plain", "not ready: draining\n".into())
+        }
         ("GET" | "HEAD", "/ready") => {
             let s = lock(server);
             let problems = readiness_problems(&s);
