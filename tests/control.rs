@@ -507,3 +507,37 @@ fn command_line_settings_hold_across_reloads_and_are_not_reported_as_changes() {
     let r = m.admin_post("/reload");
     assert_eq!(needs_restart(&r), ["log"], "{}", r.text());
 }
+
+#[test]
+fn health_checks_turned_off_and_on_by_a_reload_apply_at_once() {
+    // One dead server: the checker marks it down, so the router is not ready. A reload
+    // that turns the checks off lets it be tried again (no checker's verdict stands); one
+    // that turns them back on marks it down again.
+    let dead = common::router::dead_addr();
+    let with = |health: &str| {
+        format!(
+            "default_backend = \"z\"\n[partitions.z]\nservers = [\"{dead}\"]\n[health]\n{health}\n"
+        )
+    };
+    let on = with("enabled = true\ninterval_ms = 50\ntimeout_ms = 50\nfall = 1\nrise = 1");
+    let m = managed("health_toggle", &on);
+    wait_until(
+        "the dead server marked down",
+        Duration::from_secs(5),
+        || m.admin_get("/ready").status == 503,
+    );
+    m.rewrite(&with("enabled = false"));
+    let r = m.admin_post("/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("health.enabled"), "{}", r.text());
+    assert_eq!(
+        m.admin_get("/ready").status,
+        200,
+        "no checker keeps it down"
+    );
+    m.rewrite(&on);
+    assert_eq!(m.admin_post("/reload").status, 200);
+    wait_until("down again once checked", Duration::from_secs(5), || {
+        m.admin_get("/ready").status == 503
+    });
+}

@@ -400,14 +400,26 @@ impl Server {
         }
         let live: Vec<SocketAddr> = table.backends.iter().map(|b| b.addr).collect();
         self.registry.retain(|a| live.contains(a));
+        let targets = |settings: &crate::config::HealthSettings| HealthTargets {
+            backends: table.backends.to_vec(),
+            tls: table.backend_tls.to_vec(),
+            settings: settings.clone(),
+        };
         match (&mut self.health, &config.health) {
-            (Some(checker), Some(settings)) => checker.update(HealthTargets {
-                backends: table.backends.to_vec(),
-                tls: table.backend_tls.to_vec(),
-                settings: settings.clone(),
-            }),
-            (None, Some(_)) => needs_restart.push("health.enabled"),
-            (Some(_), None) => needs_restart.push("health.enabled"),
+            (Some(checker), Some(settings)) => checker.update(targets(settings)),
+            (None, Some(settings)) => match HealthChecker::spawn(targets(settings)) {
+                Ok(checker) => self.health = Some(checker),
+                Err(_) => needs_restart.push("health.enabled"),
+            },
+            // No checker decides any more: what it last saw must not keep a server out.
+            (Some(_), None) => {
+                if let Some(mut checker) = self.health.take() {
+                    checker.stop();
+                }
+                for b in table.backends.iter() {
+                    b.set_health(crate::upstream::backend::Health::Up);
+                }
+            }
             (None, None) => {}
         }
         self.table = table;
