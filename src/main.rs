@@ -160,6 +160,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the listening line: a SIGHUP or SIGTERM sent as soon as it is seen must reload
+    // or drain, not kill the process with the default action.
+    let signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listen_addr = server.listen_addr;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.label()).collect();
     let server: SharedServer = Arc::new(Mutex::new(server));
@@ -186,13 +195,8 @@ fn main() -> ExitCode {
     let admin_label = admin.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(listen = %listen_addr, admin = %admin_label, workers = drivers.len(), "ringgate ready");
 
-    match wait_for_signals(&server, Duration::from_secs(cli.drain_seconds)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ringgate: cannot install signal handlers: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    wait_for_signals(signals, &server, Duration::from_secs(cli.drain_seconds));
+    ExitCode::SUCCESS
 }
 
 /// Command-line options win over the file; `--admin` off loopback still needs the file's
@@ -235,8 +239,7 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
 }
 
 /// SIGHUP reloads; SIGTERM or SIGINT drains (within `grace`) and returns.
-fn wait_for_signals(server: &SharedServer, grace: Duration) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+fn wait_for_signals(mut signals: Signals, server: &SharedServer, grace: Duration) {
     for signal in signals.forever() {
         if signal != SIGHUP {
             ringgate::admin::set_draining();
@@ -250,9 +253,8 @@ fn wait_for_signals(server: &SharedServer, grace: Duration) -> std::io::Result<(
         tracing::info!(grace_s = grace.as_secs(), "draining");
         s.drain(grace);
         tracing::info!("stopped");
-        return Ok(());
+        return;
     }
-    Ok(())
 }
 
 fn init_logging() {

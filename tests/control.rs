@@ -541,3 +541,23 @@ fn health_checks_turned_off_and_on_by_a_reload_apply_at_once() {
         m.admin_get("/ready").status == 503
     });
 }
+
+#[test]
+fn a_sighup_sent_as_soon_as_the_router_says_it_listens_reloads_it() {
+    // The handlers are in place before the listening line: a signal right after it must
+    // not meet the default action (which ends the process).
+    let z = demo_backend("zone_1");
+    for round in 0..3 {
+        let m = RouterProcess::start(
+            &format!("early_hup_{round}"),
+            &zones(&[z], &[z], ""),
+            1,
+            true,
+            &[],
+        );
+        m.signal(libc::SIGHUP);
+        wait_until("the reload counted", Duration::from_secs(5), || {
+            m.admin_get("/config").json_field("version").as_deref() == Some("2")
+        });
+    }
+}

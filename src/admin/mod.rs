@@ -76,7 +76,11 @@ pub fn spawn(
         .name("ringgate-admin".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(mut stream) = stream else {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
                 if active.load(Ordering::Acquire) >= MAX_CONCURRENT {
                     let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n");
                     continue;
