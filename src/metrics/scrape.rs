@@ -27,6 +27,10 @@ pub struct Scraper {
     replies: flume::Receiver<MetricsSnapshot>,
     /// The current round (starts at 1; 0 marks counters-only requests).
     round: u64,
+    /// Each worker's last snapshot (counters only), standing in for one that misses a
+    /// round's deadline: leaving it out would make its counters seem to go backwards,
+    /// which Prometheus reads as a reset.
+    last: Vec<Option<MetricsSnapshot>>,
 }
 
 impl Default for Scraper {
@@ -45,6 +49,7 @@ impl Scraper {
             reply,
             replies,
             round: 0,
+            last: Vec::new(),
         }
     }
 
@@ -54,8 +59,9 @@ impl Scraper {
     }
 
     /// One round: `ask(i, request)` sends `request` to worker `i` (false: that worker is
-    /// gone); returns the snapshots that arrived within `timeout`, in worker order, after
-    /// adding their latency into [`Self::totals`].
+    /// gone); returns the snapshots that arrived within `timeout` (adding their latency
+    /// into [`Self::totals`]), and for a worker asked that did not answer in time its
+    /// previous snapshot, in worker order.
     pub fn collect(
         &mut self,
         workers: usize,
@@ -88,6 +94,22 @@ impl Scraper {
             if s.round == self.round {
                 out.push(s);
             }
+        }
+        if self.last.len() < workers {
+            self.last.resize(workers, None);
+        }
+        for s in &out {
+            if let Some(slot) = self.last.get_mut(s.worker) {
+                *slot = Some(s.clone());
+            }
+        }
+        if out.len() < asked {
+            let answered: Vec<usize> = out.iter().map(|s| s.worker).collect();
+            let stand_ins = self.last[..workers]
+                .iter()
+                .flatten()
+                .filter(|s| !answered.contains(&s.worker));
+            out.extend(stand_ins.cloned().collect::<Vec<_>>());
         }
         out.sort_by_key(|s| s.worker);
         out
@@ -223,6 +245,50 @@ mod tests {
         worker.answer(request, 0, &t, 0, Vec::new());
         round(&mut scraper, std::slice::from_ref(&worker), &t);
         assert_eq!(scraper.totals()[0].len(), 4);
+    }
+
+    #[test]
+    fn a_worker_that_misses_a_round_is_counted_as_last_seen_not_dropped() {
+        let t = table();
+        let workers = [WorkerMetrics::new(&t), WorkerMetrics::new(&t)];
+        let mut scraper = Scraper::new();
+        record(&workers[0], Class::Query, &[10]);
+        record(&workers[1], Class::Query, &[20, 30]);
+        assert_eq!(round(&mut scraper, &workers, &t), 2);
+        // Worker 1 does not answer in time: its counters as last seen stand in for it, so
+        // the sum of a counter never goes down between two scrapes.
+        record(&workers[1], Class::Query, &[40]);
+        let mut held = None;
+        let snaps = scraper.collect(
+            2,
+            |i, req| {
+                if i == 0 {
+                    workers[0].answer(req, 0, &t, 0, Vec::new());
+                } else {
+                    held = Some(req);
+                }
+                true
+            },
+            Duration::from_millis(1),
+        );
+        let counts: Vec<(usize, u64)> = snaps
+            .iter()
+            .map(|s| (s.worker, s.requests.values().sum()))
+            .collect();
+        assert_eq!(counts, [(0, 1), (1, 2)]);
+        assert!(snaps.iter().all(|s| s.latency.is_none()));
+        // It answers the next round with everything.
+        drop(held);
+        let snaps = scraper.collect(
+            2,
+            |i, req| {
+                workers[i].answer(req, i, &t, 0, Vec::new());
+                true
+            },
+            Duration::from_secs(1),
+        );
+        let counts: Vec<u64> = snaps.iter().map(|s| s.requests.values().sum()).collect();
+        assert_eq!(counts, [1, 3]);
     }
 
     #[test]
