@@ -39,6 +39,12 @@ fn refused(name: &str, text: &str, line: usize, key: &str) -> ConfigError {
     e
 }
 
+/// Load `text` from a file; it must be accepted.
+fn accepted(name: &str, text: &str) -> Config {
+    let file = TempConfig::new(name, text);
+    Config::load(&file.0).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 const ZONES: &str = "[partitions.zone_1]\nservers = [\"127.0.0.1:3001\"]\n[partitions.zone_2]\nservers = [\"127.0.0.1:3002\"]\n";
 
 #[test]
@@ -239,11 +245,10 @@ fn zero_timeouts_are_refused_not_turned_into_one_millisecond() {
         assert!(e.message.contains("at least 1"), "{e}");
     }
     // `request_deadline_ms = 0` means no deadline, and stays allowed.
-    let file = TempConfig::new(
+    accepted(
         "no_deadline",
         &format!("{ZONES}[timeouts]\nrequest_deadline_ms = 0\n"),
     );
-    Config::load(&file.0).unwrap();
 }
 
 #[test]
@@ -261,11 +266,10 @@ fn a_health_path_must_be_a_path() {
         );
         assert!(e.message.contains("must start with /"), "{e}");
     }
-    let file = TempConfig::new(
+    accepted(
         "health_path_ok",
         &format!("{ZONES}[health]\nhttp_path = \"/healthz?full=1\"\n"),
     );
-    Config::load(&file.0).unwrap();
 }
 
 #[test]
@@ -292,8 +296,7 @@ fn only_http_1_can_be_offered_by_alpn() {
         "listener.tls.alpn",
     );
     assert!(e.message.contains("\"h2\" cannot be offered"), "{e}");
-    let file = TempConfig::new("alpn_ok", &text("[\"http/1.1\", \"http/1.0\"]"));
-    Config::load(&file.0).unwrap();
+    accepted("alpn_ok", &text("[\"http/1.1\", \"http/1.0\"]"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -308,8 +311,7 @@ fn tls_servers_at_different_addresses_need_sni() {
         "[partitions.z]\nservers = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\ntls = true\n",
         "[partitions.z]\nservers = [\"127.0.0.1:3001\", \"127.0.0.2:3001\"]\ntls = true\nsni = \"localhost\"\n",
     ] {
-        let file = TempConfig::new("tls_sni_ok", ok);
-        Config::load(&file.0).unwrap();
+        accepted("tls_sni_ok", ok);
     }
 }
 
