@@ -379,11 +379,16 @@ where
                 (n, sender.sent)
             };
             match sender.send_all(&self.shared, cancel).await {
-                Err(e) if !is_cancelled(&e) && sender.sent == sent_before => Err(e),
                 Err(e) if !is_cancelled(&e) => {
+                    // The records stay queued: a later write must not send them ahead of
+                    // (or as well as) a retry of the same bytes. The stream is done.
                     self.shared.borrow_mut().send_error =
                         Some(e.raw_os_error().unwrap_or(libc::EPIPE));
-                    Ok(n)
+                    if sender.sent == sent_before {
+                        Err(e)
+                    } else {
+                        Ok(n)
+                    }
                 }
                 _ => Ok(n),
             }
