@@ -342,3 +342,10 @@ fn ratios_must_be_numbers_in_range_and_backoff_must_not_shrink() {
     );
     assert!(e.message.contains("below retry.backoff_base_ms"), "{e}");
 }
+
+#[test]
+fn a_user_placed_in_a_shadow_partition_is_told_so() {
+    let text = "[partitions.z]\nservers = [\"127.0.0.1:3001\"]\nmirror = \"s\"\n[partitions.s]\nservers = [\"127.0.0.1:3002\"]\n[users]\nalice = \"s\"\n";
+    let e = refused("user_in_shadow", text, 7, "users.alice");
+    assert!(e.message.contains("is a mirror's shadow"), "{e}");
+}

@@ -348,6 +348,20 @@ fn users_from(
             .position(|p| p.is_hashed && p.name == *part.get_ref())
         {
             Some(i) => users.push((user.as_bytes().to_vec().into_boxed_slice(), i)),
+            None if partitions
+                .iter()
+                .filter_map(|p| p.mirror)
+                .any(|m| partitions[m].name == *part.get_ref()) =>
+            {
+                errors.add(
+                    part.span(),
+                    &key,
+                    format!(
+                        "partition \"{}\" is a mirror's shadow: it takes no users",
+                        part.get_ref()
+                    ),
+                )
+            }
             None => errors.add(
                 part.span(),
                 &key,
