@@ -349,3 +349,34 @@ fn a_user_placed_in_a_shadow_partition_is_told_so() {
     let e = refused("user_in_shadow", text, 7, "users.alice");
     assert!(e.message.contains("is a mirror's shadow"), "{e}");
 }
+
+#[test]
+fn server_lists_hold_servers_one_can_reach_and_at_most_64() {
+    for (name, addr) in [("port_zero", "127.0.0.1:0"), ("unspecified", "0.0.0.0:80")] {
+        let e = refused(
+            name,
+            &format!("[partitions.z]\nservers = [\"{addr}\"]\n"),
+            2,
+            "partitions.z.servers",
+        );
+        assert!(e.message.contains("no server one can connect to"), "{e}");
+    }
+    // Only the first 64 of a longer list would ever be tried.
+    let list = |n: u16| {
+        (1..=n)
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let e = refused(
+        "sixty_five",
+        &format!("[partitions.z]\nservers = [{}]\n", list(65)),
+        2,
+        "partitions.z.servers",
+    );
+    assert!(e.message.contains("more than 64 servers"), "{e}");
+    accepted(
+        "sixty_four",
+        &format!("[partitions.z]\nservers = [{}]\n", list(64)),
+    );
+}

@@ -249,12 +249,27 @@ fn server_list(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -> 
         if let Some(a) = errors.addr(v, key) {
             if out.contains(&a) {
                 errors.add(v.span(), key, format!("{a} is listed twice"));
+            } else if a.port() == 0 || a.ip().is_unspecified() {
+                errors.add(
+                    v.span(),
+                    key,
+                    format!("{a} is no server one can connect to"),
+                );
+            } else if out.len() == MAX_SERVERS_PER_LIST {
+                errors.add(
+                    v.span(),
+                    key,
+                    format!("more than {MAX_SERVERS_PER_LIST} servers in one list"),
+                );
             }
             out.push(a);
         }
     }
     out
 }
+
+/// Most servers in one partition's list: a request's tried set is a 64-bit mask.
+const MAX_SERVERS_PER_LIST: usize = 64;
 
 /// Where requests without a user id go; adds the implicit default partition when
 /// `default_backend` is an address.
