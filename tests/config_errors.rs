@@ -380,3 +380,29 @@ fn server_lists_hold_servers_one_can_reach_and_at_most_64() {
         &format!("[partitions.z]\nservers = [{}]\n", list(64)),
     );
 }
+
+#[test]
+fn numbers_out_of_range_are_refused_not_clamped() {
+    for (section, key, value) in [
+        ("health", "interval_ms", "0"),
+        ("health", "timeout_ms", "0"),
+        ("health", "fall", "0"),
+        ("health", "rise", "0"),
+        ("circuit", "consecutive_failures", "0"),
+        ("retry", "max_attempts", "1000"),
+        ("listener", "backlog", "-5"),
+        ("listener", "max_connections_per_worker", "0"),
+        ("workers", "ring_entries", "1"),
+    ] {
+        let e = refused(
+            &format!("range_{key}"),
+            &format!("{ZONES}[{section}]\n{key} = {value}\n"),
+            6,
+            &format!("{section}.{key}"),
+        );
+        assert!(
+            e.message.contains("out of range") || e.message.contains("at least 1"),
+            "{e}"
+        );
+    }
+}

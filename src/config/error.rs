@@ -208,7 +208,13 @@ impl<'a> Errors<'a> {
     }
 
     /// A number that must lie in `lo..=hi`; clamped into it (and an error) when it does not.
-    pub(crate) fn range(&mut self, v: &Spanned<usize>, key: &str, lo: usize, hi: usize) -> usize {
+    pub(crate) fn range<T: Ord + Copy + fmt::Display>(
+        &mut self,
+        v: &Spanned<T>,
+        key: &str,
+        lo: T,
+        hi: T,
+    ) -> T {
         let n = *v.get_ref();
         if n < lo || n > hi {
             self.add(v.span(), key, format!("{n} is out of range {lo}..={hi}"));

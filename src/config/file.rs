@@ -84,9 +84,9 @@ pub struct ListenerSection {
     /// Data-plane listen address.
     pub address: Spanned<String>,
     /// `listen(2)` backlog per worker socket.
-    pub backlog: i32,
+    pub backlog: Spanned<i32>,
     /// Open client connections per worker before new ones are refused.
-    pub max_connections_per_worker: usize,
+    pub max_connections_per_worker: Spanned<usize>,
     /// `[listener.tls]`: terminate TLS.
     pub tls: Option<ListenerTlsSection>,
 }
@@ -95,8 +95,8 @@ impl Default for ListenerSection {
     fn default() -> Self {
         Self {
             address: Spanned::new(0..0, "0.0.0.0:8080".into()),
-            backlog: 4096,
-            max_connections_per_worker: 16_384,
+            backlog: Spanned::new(0..0, 4096),
+            max_connections_per_worker: Spanned::new(0..0, 16_384),
             tls: None,
         }
     }
@@ -148,7 +148,7 @@ pub struct WorkersSection {
     /// `auto` (io_uring, falling back to epoll), `io_uring` or `epoll`.
     pub driver: Spanned<String>,
     /// io_uring submission queue entries.
-    pub ring_entries: u32,
+    pub ring_entries: Spanned<u32>,
     /// io_uring setup: `defer_taskrun`, `coop_taskrun`, `plain` or `sqpoll`.
     pub ring: Spanned<String>,
     /// Workers never sleep: they spin on their completion queue (dedicated cores).
@@ -168,7 +168,7 @@ impl Default for WorkersSection {
             pin: true,
             cpus: Vec::new(),
             driver: Spanned::new(0..0, "auto".into()),
-            ring_entries: 1024,
+            ring_entries: Spanned::new(0..0, 1024),
             ring: Spanned::new(0..0, "defer_taskrun".into()),
             busy_poll: false,
             spin_us: Spanned::new(0..0, 0),
@@ -362,13 +362,13 @@ pub struct HealthSection {
     /// Run active checks.
     pub enabled: bool,
     /// Time between checks of one backend.
-    pub interval_ms: u64,
+    pub interval_ms: Spanned<u64>,
     /// A check slower than this fails.
-    pub timeout_ms: u64,
+    pub timeout_ms: Spanned<u64>,
     /// Consecutive failures that mark a backend down.
-    pub fall: u32,
+    pub fall: Spanned<u32>,
     /// Consecutive successes that mark it up again.
-    pub rise: u32,
+    pub rise: Spanned<u32>,
     /// "" = TCP connect check; a path (e.g. "/health") = HTTP GET expecting 2xx.
     pub http_path: Spanned<String>,
 }
@@ -377,10 +377,10 @@ impl Default for HealthSection {
     fn default() -> Self {
         Self {
             enabled: true,
-            interval_ms: 1_000,
-            timeout_ms: 500,
-            fall: 3,
-            rise: 2,
+            interval_ms: Spanned::new(0..0, 1_000),
+            timeout_ms: Spanned::new(0..0, 500),
+            fall: Spanned::new(0..0, 3),
+            rise: Spanned::new(0..0, 2),
             http_path: Spanned::new(0..0, String::new()),
         }
     }
@@ -393,7 +393,7 @@ pub struct CircuitSection {
     /// Open circuits on consecutive failures.
     pub enabled: bool,
     /// Consecutive failures (connect, reset, timeout, and 5xx when counted) that open it.
-    pub consecutive_failures: u32,
+    pub consecutive_failures: Spanned<u32>,
     /// How long an open circuit rejects traffic before one probe request is let through.
     pub cooldown_ms: Spanned<u64>,
     /// Count 5xx responses as failures.
@@ -404,7 +404,7 @@ impl Default for CircuitSection {
     fn default() -> Self {
         Self {
             enabled: true,
-            consecutive_failures: 5,
+            consecutive_failures: Spanned::new(0..0, 5),
             cooldown_ms: Spanned::new(0..0, 5_000),
             count_5xx: true,
         }
@@ -416,7 +416,7 @@ impl Default for CircuitSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySection {
     /// Attempts per Query, the first included (1 = never retry).
-    pub max_attempts: u32,
+    pub max_attempts: Spanned<u32>,
     /// Backoff before retry n is base × 2^(n-1), capped at `backoff_max_ms`.
     pub backoff_base_ms: u64,
     /// Longest backoff.
@@ -430,7 +430,7 @@ pub struct RetrySection {
 impl Default for RetrySection {
     fn default() -> Self {
         Self {
-            max_attempts: 2,
+            max_attempts: Spanned::new(0..0, 2),
             backoff_base_ms: 2,
             backoff_max_ms: Spanned::new(0..0, 50),
             budget_ratio: Spanned::new(0..0, 0.1),

@@ -251,12 +251,17 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),
         tls_handshake_timeout: errors.timeout_ms(&t.tls_handshake_ms, "timeouts.tls_handshake_ms"),
         circuit: f.circuit.enabled.then(|| CircuitSettings {
-            consecutive_failures: f.circuit.consecutive_failures.max(1),
+            consecutive_failures: errors.range(
+                &f.circuit.consecutive_failures,
+                "circuit.consecutive_failures",
+                1,
+                1_000_000,
+            ),
             cooldown: errors.timeout_ms(&f.circuit.cooldown_ms, "circuit.cooldown_ms"),
             count_5xx: f.circuit.count_5xx,
         }),
         retry: RetrySettings {
-            max_attempts: f.retry.max_attempts.clamp(1, 16),
+            max_attempts: errors.range(&f.retry.max_attempts, "retry.max_attempts", 1, 16),
             backoff_base: ms(f.retry.backoff_base_ms),
             backoff_max: backoff_max(f, errors),
             budget_ratio: errors.real(&f.retry.budget_ratio, "retry.budget_ratio", 0.0, 1.0),
@@ -315,7 +320,7 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
         pin: f.workers.pin,
         cpus: f.workers.cpus.clone(),
         driver,
-        ring_entries: f.workers.ring_entries.clamp(64, 32768),
+        ring_entries: errors.range(&f.workers.ring_entries, "workers.ring_entries", 64, 32768),
         ring,
         busy_poll: f.workers.busy_poll,
         spin: Duration::from_micros(errors.range(
@@ -353,10 +358,15 @@ pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option
 
 pub(crate) fn health_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<HealthSettings> {
     f.health.enabled.then(|| HealthSettings {
-        interval: Duration::from_millis(f.health.interval_ms.max(10)),
-        timeout: Duration::from_millis(f.health.timeout_ms.max(1)),
-        fall: f.health.fall.max(1),
-        rise: f.health.rise.max(1),
+        interval: Duration::from_millis(errors.range(
+            &f.health.interval_ms,
+            "health.interval_ms",
+            10,
+            86_400_000,
+        )),
+        timeout: errors.timeout_ms(&f.health.timeout_ms, "health.timeout_ms"),
+        fall: errors.range(&f.health.fall, "health.fall", 1, 1000),
+        rise: errors.range(&f.health.rise, "health.rise", 1, 1000),
         http_path: health_path(&f.health.http_path, errors),
     })
 }
