@@ -406,3 +406,21 @@ fn numbers_out_of_range_are_refused_not_clamped() {
         );
     }
 }
+
+#[test]
+fn settings_of_what_is_off_are_checked_too() {
+    // Turning the access log or the health checks on by a reload must not be the first
+    // time their settings are read.
+    refused(
+        "log_format_off",
+        &format!("{ZONES}[log]\naccess_log_format = \"xml\"\n"),
+        6,
+        "log.access_log_format",
+    );
+    refused(
+        "health_off",
+        &format!("{ZONES}[health]\nenabled = false\nfall = 0\n"),
+        7,
+        "health.fall",
+    );
+}

@@ -333,10 +333,9 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
     }
 }
 
+/// `[log]`: checked whether or not the access log is on, so that turning it on later
+/// cannot meet a format error.
 pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<AccessLogConfig> {
-    if f.log.access_log.is_empty() {
-        return None;
-    }
     let format = match f.log.access_log_format.get_ref().as_str() {
         "text" => AccessLogFormat::Text,
         "json" => AccessLogFormat::Json,
@@ -349,6 +348,9 @@ pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option
             AccessLogFormat::Text
         }
     };
+    if f.log.access_log.is_empty() {
+        return None;
+    }
     Some(AccessLogConfig {
         path: PathBuf::from(&f.log.access_log),
         format,
@@ -356,8 +358,9 @@ pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option
     })
 }
 
+/// `[health]`: checked whether or not the checks are on (a reload may turn them on).
 pub(crate) fn health_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<HealthSettings> {
-    f.health.enabled.then(|| HealthSettings {
+    let settings = HealthSettings {
         interval: Duration::from_millis(errors.range(
             &f.health.interval_ms,
             "health.interval_ms",
@@ -368,7 +371,8 @@ pub(crate) fn health_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<Hea
         fall: errors.range(&f.health.fall, "health.fall", 1, 1000),
         rise: errors.range(&f.health.rise, "health.rise", 1, 1000),
         http_path: health_path(&f.health.http_path, errors),
-    })
+    };
+    f.health.enabled.then_some(settings)
 }
 
 /// `forward.trusted_proxies`: addresses (a /32 or /128) or CIDR blocks.
