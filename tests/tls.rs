@@ -308,6 +308,18 @@ fn health_checks_speak_tls_to_tls_backends() {
         },
     );
     assert!(r.backend_available(backend.addr));
+    // They name the server as the certificate does, as requests to it would.
+    let host = format!("\r\nHost: localhost:{}\r\n", backend.addr.port());
+    let seen = backend.seen.lock().unwrap().clone();
+    let probe = seen
+        .iter()
+        .find(|q| q.starts_with(b"GET /healthz "))
+        .unwrap();
+    assert!(
+        common::find(probe, host.as_bytes()).is_some(),
+        "{}",
+        String::from_utf8_lossy(probe)
+    );
     drop(r);
     // With a CA that does not sign its certificate, the checks fail and mark it down.
     let r = Router::start(&config(&other));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
 
 use crate::config::UpstreamTls;
 
@@ -36,7 +37,7 @@ async fn probe_inner(
                 return true;
             };
             let (mut rd, mut wr) = stream.into_split();
-            http_get(&mut rd, &mut wr, addr, path).await
+            http_get(&mut rd, &mut wr, &addr.to_string(), path).await
         }
         Some(t) => {
             let Ok((mut rd, mut wr)) =
@@ -46,21 +47,29 @@ async fn probe_inner(
             };
             match http_path {
                 None => true,
-                Some(path) => http_get(&mut rd, &mut wr, addr, path).await,
+                Some(path) => {
+                    // The name the certificate was checked against, as requests carry it
+                    // to a virtual-hosted server; an address as written otherwise.
+                    let host = match &t.server_name {
+                        ServerName::DnsName(name) => format!("{}:{}", name.as_ref(), addr.port()),
+                        _ => addr.to_string(),
+                    };
+                    http_get(&mut rd, &mut wr, &host, path).await
+                }
             }
         }
     }
 }
 
-/// `GET path`; true on a 2xx status line.
+/// `GET path` with `Host: host`; true on a 2xx status line.
 async fn http_get<R: AsyncReadRent, W: AsyncWriteRent>(
     rd: &mut R,
     wr: &mut W,
-    addr: SocketAddr,
+    host: &str,
     path: &str,
 ) -> bool {
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringgate-health\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringgate-health\r\nConnection: close\r\n\r\n"
     );
     if wr.write_all(request.into_bytes()).await.0.is_err() {
         return false;
