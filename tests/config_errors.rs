@@ -45,6 +45,16 @@ fn accepted(name: &str, text: &str) -> Config {
     Config::load(&file.0).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// `[section] key = value` after the two zones (on line 6) must be refused at that key.
+fn refused_value(section: &str, key: &str, value: &str) -> ConfigError {
+    refused(
+        &format!("{section}_{key}_{value}"),
+        &format!("{ZONES}[{section}]\n{key} = {value}\n"),
+        6,
+        &format!("{section}.{key}"),
+    )
+}
+
 const ZONES: &str = "[partitions.zone_1]\nservers = [\"127.0.0.1:3001\"]\n[partitions.zone_2]\nservers = [\"127.0.0.1:3002\"]\n";
 
 #[test]
@@ -236,12 +246,7 @@ fn zero_timeouts_are_refused_not_turned_into_one_millisecond() {
         ("pool", "idle_timeout_ms"),
         ("circuit", "cooldown_ms"),
     ] {
-        let e = refused(
-            &format!("zero_{key}"),
-            &format!("{ZONES}[{section}]\n{key} = 0\n"),
-            6,
-            &format!("{section}.{key}"),
-        );
+        let e = refused_value(section, key, "0");
         assert!(e.message.contains("at least 1"), "{e}");
     }
     // `request_deadline_ms = 0` means no deadline, and stays allowed.
@@ -316,24 +321,7 @@ fn tls_servers_at_different_addresses_need_sni() {
 }
 
 #[test]
-fn ratios_must_be_numbers_in_range_and_backoff_must_not_shrink() {
-    // NaN passed every clamp: a NaN retry budget never ran out, a NaN shed ratio shed
-    // Queries at one in flight.
-    for (section, key, value) in [
-        ("retry", "budget_ratio", "nan"),
-        ("retry", "budget_ratio", "1.5"),
-        ("retry", "budget_reserve", "-1.0"),
-        ("overload", "query_shed_ratio", "nan"),
-        ("overload", "query_shed_ratio", "-0.1"),
-    ] {
-        let e = refused(
-            &format!("{key}_{value}"),
-            &format!("{ZONES}[{section}]\n{key} = {value}\n"),
-            6,
-            &format!("{section}.{key}"),
-        );
-        assert!(e.message.contains("out of range"), "{e}");
-    }
+fn a_backoff_cap_below_its_base_is_refused() {
     let e = refused(
         "backoff_inverted",
         &format!("{ZONES}[retry]\nbackoff_base_ms = 100\nbackoff_max_ms = 10\n"),
@@ -383,7 +371,14 @@ fn server_lists_hold_servers_one_can_reach_and_at_most_64() {
 
 #[test]
 fn numbers_out_of_range_are_refused_not_clamped() {
+    // NaN passed every clamp: a NaN retry budget never ran out, a NaN shed ratio shed
+    // Queries at one in flight.
     for (section, key, value) in [
+        ("retry", "budget_ratio", "nan"),
+        ("retry", "budget_ratio", "1.5"),
+        ("retry", "budget_reserve", "-1.0"),
+        ("overload", "query_shed_ratio", "nan"),
+        ("overload", "query_shed_ratio", "-0.1"),
         ("health", "interval_ms", "0"),
         ("health", "timeout_ms", "0"),
         ("health", "fall", "0"),
@@ -394,12 +389,7 @@ fn numbers_out_of_range_are_refused_not_clamped() {
         ("listener", "max_connections_per_worker", "0"),
         ("workers", "ring_entries", "1"),
     ] {
-        let e = refused(
-            &format!("range_{key}"),
-            &format!("{ZONES}[{section}]\n{key} = {value}\n"),
-            6,
-            &format!("{section}.{key}"),
-        );
+        let e = refused_value(section, key, value);
         assert!(
             e.message.contains("out of range") || e.message.contains("at least 1"),
             "{e}"
