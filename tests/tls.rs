@@ -415,3 +415,32 @@ fn a_reload_that_changes_a_servers_tls_settings_retires_its_pooled_connections()
     r.reload(&config(&cert));
     assert_eq!(get(&r), 200);
 }
+
+#[test]
+fn a_tls_upstream_connection_holding_part_of_a_record_is_not_reused() {
+    // After each answer the server sends the first bytes of a record that never ends, in
+    // the same TCP write: rustls takes them with the answer and holds them, and says
+    // nothing of it. Reused, the connection would read the next answer as that record's
+    // rest (or fail); it is closed instead.
+    let cert = TestCert::new("partial-record");
+    let backend = TlsBackend::start_with_raw_after(&cert, &[23, 3, 3, 0, 64, 1, 2, 3]);
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\nalice = \"z\"\n[health]\nenabled = false\n",
+        backend.addr,
+        cert.cert.display()
+    ));
+    let mut c = common::client::Client::connect(r.addr);
+    for i in 0..3 {
+        let resp = c.roundtrip(
+            format!("GET /p/{i} HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n").as_bytes(),
+        );
+        assert_eq!((resp.status, resp.text()), (200, format!("/p/{i}")));
+    }
+    let seen = backend.seen.lock().unwrap().len();
+    let accepted = backend.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        (seen, accepted),
+        (3, 3),
+        "one connection per request, none resent"
+    );
+}

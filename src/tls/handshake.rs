@@ -23,7 +23,8 @@ use rustls::{
     ServerConnection, SideData,
 };
 
-use super::stream::{split, Sender, TlsInfo, TlsRead, TlsWrite, CIPHERTEXT_READ_BYTES};
+use super::shared::Records;
+use super::stream::{split, Inbound, Sender, TlsInfo, TlsRead, TlsWrite, CIPHERTEXT_READ_BYTES};
 
 /// Run the server side of a handshake on `tcp`; fails if it takes longer than `timeout`.
 /// The halves share the session and the socket; `info()` on either tells what was settled
@@ -88,7 +89,15 @@ where
     let (mut rd, mut wr) = tcp.into_split();
     let mut inbound = Vec::with_capacity(CIPHERTEXT_READ_BYTES);
     let mut consumed = 0;
-    let hs = drive(&mut conn, &mut rd, &mut wr, &mut inbound, &mut consumed);
+    let mut records = Records::default();
+    let hs = drive(
+        &mut conn,
+        &mut rd,
+        &mut wr,
+        &mut inbound,
+        &mut consumed,
+        &mut records,
+    );
     match monoio::time::timeout(timeout, hs).await {
         Ok(res) => res?,
         Err(_) => {
@@ -104,8 +113,11 @@ where
         rd,
         Sender::new(wr),
         fd,
-        inbound,
-        consumed,
+        Inbound {
+            bytes: inbound,
+            consumed,
+            records,
+        },
         info,
     ))
 }
@@ -119,6 +131,7 @@ async fn drive<SD: SideData>(
     wr: &mut TcpOwnedWriteHalf,
     inbound: &mut Vec<u8>,
     consumed: &mut usize,
+    records: &mut Records,
 ) -> io::Result<()> {
     let mut out = Vec::new();
     loop {
@@ -146,7 +159,10 @@ async fn drive<SD: SideData>(
                     "the peer closed the TLS session during the handshake",
                 ))
             }
-            n => *consumed += n,
+            n => {
+                records.advance(&inbound[*consumed..*consumed + n]);
+                *consumed += n;
+            }
         }
         if let Err(e) = conn.process_new_packets() {
             // Tell the peer why (rustls queued the alert); the error is what matters.

@@ -250,3 +250,78 @@ pub(super) fn iovec_parts<T: IoVecBuf>(buf: &T) -> impl Iterator<Item = &[u8]> {
         }
     })
 }
+
+/// Where the ciphertext handed to rustls so far ends within the TLS record layer: at a
+/// record boundary, or inside a record (its 5-byte header, or its body). rustls takes
+/// what it is given, whole records or not, and does not say whether it holds part of one;
+/// an idle connection whose rustls does holds bytes of a record that answers nothing yet,
+/// so it must not be reused.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Records {
+    /// Header bytes of the current record seen so far (0 at a boundary or in a body).
+    header: [u8; 5],
+    have: u8,
+    /// Body bytes of the current record still to come.
+    left: usize,
+}
+
+impl Records {
+    /// Account for `bytes`, the next ones handed to rustls.
+    pub(super) fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(bytes.len());
+                self.left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - usize::from(self.have)).min(bytes.len());
+            let at = usize::from(self.have);
+            self.header[at..at + n].copy_from_slice(&bytes[..n]);
+            self.have += n as u8;
+            bytes = &bytes[n..];
+            if self.have == 5 {
+                self.have = 0;
+                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            }
+        }
+    }
+
+    /// Whether the bytes so far end inside a record.
+    pub(super) fn is_mid_record(&self) -> bool {
+        self.have > 0 || self.left > 0
+    }
+}
+
+#[cfg(test)]
+mod records_tests {
+    use super::Records;
+
+    #[test]
+    fn record_boundaries_are_found_however_the_bytes_are_cut() {
+        // Two records: 3 and 2 body bytes.
+        let stream = [23, 3, 3, 0, 3, b'a', b'b', b'c', 23, 3, 3, 0, 2, b'd', b'e'];
+        let boundaries = [0, 8, 15];
+        for cut in 0..=stream.len() {
+            let mut r = Records::default();
+            r.advance(&stream[..cut]);
+            assert_eq!(
+                r.is_mid_record(),
+                !boundaries.contains(&cut),
+                "cut at {cut}"
+            );
+            r.advance(&stream[cut..]);
+            assert!(!r.is_mid_record());
+        }
+        // Byte by byte.
+        let mut r = Records::default();
+        for (i, b) in stream.iter().enumerate() {
+            r.advance(std::slice::from_ref(b));
+            assert_eq!(
+                r.is_mid_record(),
+                !boundaries.contains(&(i + 1)),
+                "after {i}"
+            );
+        }
+    }
+}

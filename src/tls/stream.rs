@@ -44,6 +44,8 @@ pub struct TlsRead<C> {
     /// Ciphertext read from TCP; `inbound[consumed..]` is not yet handed to rustls.
     inbound: Vec<u8>,
     consumed: usize,
+    /// Where what rustls was given ends in the record layer.
+    records: Records,
     /// A TCP read is in flight. Still set at the next call: its future was dropped and the
     /// ciphertext went with its buffer.
     is_reading: bool,
@@ -73,17 +75,29 @@ impl<C> fmt::Debug for TlsWrite<C> {
     }
 }
 
-/// Build the two halves of a session whose handshake is done. `inbound[consumed..]` is
-/// ciphertext read during the handshake and not yet handed to rustls.
+/// Ciphertext read during a handshake: `bytes[consumed..]` not yet handed to rustls, and
+/// where what it was handed ends in the record layer.
+pub(super) struct Inbound {
+    pub(super) bytes: Vec<u8>,
+    pub(super) consumed: usize,
+    pub(super) records: Records,
+}
+
+/// Build the two halves of a session whose handshake is done, with what the handshake
+/// read past its end.
 pub(super) fn split<C>(
     conn: C,
     tcp_read: TcpOwnedReadHalf,
     sender: Sender,
     fd: RawFd,
-    inbound: Vec<u8>,
-    consumed: usize,
+    past: Inbound,
     info: TlsInfo,
 ) -> (TlsRead<C>, TlsWrite<C>) {
+    let Inbound {
+        bytes: inbound,
+        consumed,
+        records,
+    } = past;
     let shared = Rc::new(RefCell::new(Shared {
         conn,
         sender: Some(sender),
@@ -97,6 +111,7 @@ pub(super) fn split<C>(
         tcp: tcp_read,
         inbound,
         consumed,
+        records,
         is_reading: false,
         failure: None,
         info: info.clone(),
@@ -153,9 +168,10 @@ where
     }
 
     /// Whether anything arrived that no reader has taken: plaintext, an end, a failure,
-    /// or ciphertext not yet handed to rustls — handed to it now, so that records with no
-    /// plaintext for a reader (session tickets, key updates) do not count. An idle pooled
-    /// connection with any is not reusable: none of it answers the next request.
+    /// ciphertext not yet handed to rustls — handed to it now, so that records with no
+    /// plaintext for a reader (session tickets, key updates) do not count — or part of a
+    /// record rustls holds. An idle pooled connection with any is not reusable: none of it
+    /// answers the next request.
     pub fn has_unread(&mut self) -> bool {
         if self.is_reading || self.failure.is_some() {
             return true;
@@ -163,7 +179,7 @@ where
         if self.consumed < self.inbound.len() && self.feed().is_err() {
             return true;
         }
-        self.consumed < self.inbound.len() || self.has_reader_news()
+        self.consumed < self.inbound.len() || self.records.is_mid_record() || self.has_reader_news()
     }
 
     /// Whether a reader would get anything but `WouldBlock`.
@@ -186,7 +202,11 @@ where
                     self.consumed = self.inbound.len();
                     break Ok(());
                 }
-                Ok(n) => self.consumed += n,
+                Ok(n) => {
+                    self.records
+                        .advance(&self.inbound[self.consumed..self.consumed + n]);
+                    self.consumed += n;
+                }
                 Err(e) => break Err(e),
             }
             match s.conn.process_new_packets() {

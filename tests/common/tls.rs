@@ -179,6 +179,21 @@ impl TlsBackend {
         pad_to: usize,
         trailer: &'static [u8],
     ) -> TlsBackend {
+        Self::start_full(cert, pad_to, trailer, b"")
+    }
+
+    /// Like [`TlsBackend::start`], but every answer's records go out in one TCP write with
+    /// `raw` after them, bytes outside TLS (e.g. the start of a record that never ends).
+    pub fn start_with_raw_after(cert: &TestCert, raw: &'static [u8]) -> TlsBackend {
+        Self::start_full(cert, 0, b"", raw)
+    }
+
+    fn start_full(
+        cert: &TestCert,
+        pad_to: usize,
+        trailer: &'static [u8],
+        raw: &'static [u8],
+    ) -> TlsBackend {
         let config = cert.server_config();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -190,7 +205,7 @@ impl TlsBackend {
                 let Ok(tcp) = tcp else { return };
                 a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (config, seen) = (config.clone(), s.clone());
-                std::thread::spawn(move || serve(tcp, config, &seen, pad_to, trailer));
+                std::thread::spawn(move || serve(tcp, config, &seen, pad_to, trailer, raw));
             }
         });
         TlsBackend {
@@ -207,6 +222,7 @@ fn serve(
     seen: &Mutex<Vec<Vec<u8>>>,
     pad_to: usize,
     trailer: &[u8],
+    raw: &[u8],
 ) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(conn) = ServerConnection::new(config) else {
@@ -257,7 +273,20 @@ fn serve(
         if w.write_all(reply.as_bytes()).is_err() || w.write_all(trailer).is_err() {
             return;
         }
-        if s.flush().is_err() {
+        if raw.is_empty() {
+            if s.flush().is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut out = Vec::new();
+        while s.conn.wants_write() {
+            if s.conn.write_tls(&mut out).is_err() {
+                return;
+            }
+        }
+        out.extend_from_slice(raw);
+        if s.sock.write_all(&out).is_err() {
             return;
         }
     }
