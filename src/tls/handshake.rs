@@ -23,7 +23,7 @@ use rustls::{
     ServerConnection, SideData,
 };
 
-use super::shared::Records;
+use super::shared::{hand_to_rustls, Records};
 use super::stream::{split, Inbound, Sender, TlsInfo, TlsRead, TlsWrite, CIPHERTEXT_READ_BYTES};
 
 /// Run the server side of a handshake on `tcp`; fails if it takes longer than `timeout`.
@@ -87,17 +87,12 @@ where
 {
     let fd = tcp.as_raw_fd();
     let (mut rd, mut wr) = tcp.into_split();
-    let mut inbound = Vec::with_capacity(CIPHERTEXT_READ_BYTES);
-    let mut consumed = 0;
-    let mut records = Records::default();
-    let hs = drive(
-        &mut conn,
-        &mut rd,
-        &mut wr,
-        &mut inbound,
-        &mut consumed,
-        &mut records,
-    );
+    let mut past = Inbound {
+        bytes: Vec::with_capacity(CIPHERTEXT_READ_BYTES),
+        consumed: 0,
+        records: Records::default(),
+    };
+    let hs = drive(&mut conn, &mut rd, &mut wr, &mut past);
     match monoio::time::timeout(timeout, hs).await {
         Ok(res) => res?,
         Err(_) => {
@@ -108,31 +103,23 @@ where
         }
     }
     let info = info(&conn);
-    Ok(split(
-        conn,
-        rd,
-        Sender::new(wr),
-        fd,
-        Inbound {
-            bytes: inbound,
-            consumed,
-            records,
-        },
-        info,
-    ))
+    Ok(split(conn, rd, Sender::new(wr), fd, past, info))
 }
 
 /// Exchange flights until the handshake is done and its last flight (for a TLS 1.3
 /// server: with the session tickets) is sent. Ciphertext read past the handshake stays in
-/// `inbound[consumed..]` (or in rustls) for the read half.
+/// `past` (or in rustls) for the read half.
 async fn drive<SD: SideData>(
     conn: &mut ConnectionCommon<SD>,
     rd: &mut TcpOwnedReadHalf,
     wr: &mut TcpOwnedWriteHalf,
-    inbound: &mut Vec<u8>,
-    consumed: &mut usize,
-    records: &mut Records,
+    past: &mut Inbound,
 ) -> io::Result<()> {
+    let Inbound {
+        bytes: inbound,
+        consumed,
+        records,
+    } = past;
     let mut out = Vec::new();
     loop {
         send_records(conn, wr, &mut out).await?;
@@ -152,17 +139,11 @@ async fn drive<SD: SideData>(
                 ));
             }
         }
-        match conn.read_tls(&mut &inbound[*consumed..])? {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the TLS session during the handshake",
-                ))
-            }
-            n => {
-                records.advance(&inbound[*consumed..*consumed + n]);
-                *consumed += n;
-            }
+        if hand_to_rustls(conn, inbound, consumed, records)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the TLS session during the handshake",
+            ));
         }
         if let Err(e) = conn.process_new_packets() {
             // Tell the peer why (rustls queued the alert); the error is what matters.

@@ -293,6 +293,21 @@ impl Records {
     }
 }
 
+/// Hand rustls the ciphertext `bytes[*consumed..]` (it takes what it will), noting how far
+/// it got and where that ends in the record layer. `Ok(0)`: rustls takes no more (it had
+/// close_notify).
+pub(super) fn hand_to_rustls<SD: SideData>(
+    conn: &mut ConnectionCommon<SD>,
+    bytes: &[u8],
+    consumed: &mut usize,
+    records: &mut Records,
+) -> io::Result<usize> {
+    let n = conn.read_tls(&mut &bytes[*consumed..])?;
+    records.advance(&bytes[*consumed..*consumed + n]);
+    *consumed += n;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod records_tests {
     use super::Records;

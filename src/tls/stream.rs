@@ -196,17 +196,18 @@ where
             if self.consumed == self.inbound.len() {
                 break Ok(());
             }
-            match s.conn.read_tls(&mut &self.inbound[self.consumed..]) {
+            match hand_to_rustls(
+                &mut s.conn,
+                &self.inbound,
+                &mut self.consumed,
+                &mut self.records,
+            ) {
                 // Only after close_notify: rustls takes nothing more, and nothing more counts.
                 Ok(0) => {
                     self.consumed = self.inbound.len();
                     break Ok(());
                 }
-                Ok(n) => {
-                    self.records
-                        .advance(&self.inbound[self.consumed..self.consumed + n]);
-                    self.consumed += n;
-                }
+                Ok(_) => {}
                 Err(e) => break Err(e),
             }
             match s.conn.process_new_packets() {
