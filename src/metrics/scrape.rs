@@ -84,35 +84,24 @@ impl Scraper {
                 asked += 1;
             }
         }
+        if self.last.len() < workers {
+            self.last.resize(workers, None);
+        }
         let deadline = Instant::now() + timeout;
-        let mut out = Vec::with_capacity(asked);
-        while out.len() < asked {
+        let mut answered = 0;
+        while answered < asked {
             let Ok(mut s) = self.replies.recv_deadline(deadline) else {
                 break;
             };
             self.absorb(&mut s);
             if s.round == self.round {
-                out.push(s);
+                answered += 1;
+                if let Some(slot) = self.last.get_mut(s.worker) {
+                    *slot = Some(s);
+                }
             }
         }
-        if self.last.len() < workers {
-            self.last.resize(workers, None);
-        }
-        for s in &out {
-            if let Some(slot) = self.last.get_mut(s.worker) {
-                *slot = Some(s.clone());
-            }
-        }
-        if out.len() < asked {
-            let answered: Vec<usize> = out.iter().map(|s| s.worker).collect();
-            let stand_ins = self.last[..workers]
-                .iter()
-                .flatten()
-                .filter(|s| !answered.contains(&s.worker));
-            out.extend(stand_ins.cloned().collect::<Vec<_>>());
-        }
-        out.sort_by_key(|s| s.worker);
-        out
+        self.last[..workers].iter().flatten().cloned().collect()
     }
 
     fn take_spare(&mut self) -> LatencyHistograms {
