@@ -145,13 +145,16 @@ fn main() -> ExitCode {
     let loaded_hash = config.source.hash;
     let server = match Server::start(config) {
         Ok(mut s) => {
-            if cli.demo_tls.is_some() {
-                s.pin_listener_tls();
-            }
-            // (The overrides were checked at start; a reload cannot make them fail.)
+            // Every config a reload reads gets the command line's settings, and the listener
+            // TLS `--demo-tls` made (the overrides were checked at start: a reload cannot
+            // make them fail).
             let overrides = cli.clone();
+            let demo_tls = cli.demo_tls.as_ref().and(s.config().listener_tls.clone());
             s.set_overrides(move |c| {
                 let _ = apply_overrides(&overrides, c);
+                if let Some(tls) = &demo_tls {
+                    c.listener_tls = Some(tls.clone());
+                }
             });
             s
         }

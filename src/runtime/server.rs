@@ -48,8 +48,6 @@ pub struct Server {
     scraper: Arc<Mutex<Scraper>>,
     /// Where the admin listener actually runs, once it does.
     admin_listener: Option<SocketAddr>,
-    /// Listener TLS given on the command line (`--demo-tls`): kept across reloads.
-    pinned_tls: Option<crate::config::ListenerTls>,
     /// Command-line settings that win over the file: applied to every config read again,
     /// so a reload keeps them and compares like with like.
     overrides: Option<Box<Overrides>>,
@@ -198,15 +196,8 @@ impl Server {
             last_reload_error: None,
             scraper: Arc::new(Mutex::new(Scraper::new())),
             admin_listener: None,
-            pinned_tls: None,
             overrides: None,
         })
-    }
-
-    /// Keep the listener TLS in force across reloads (it came from the command line, not
-    /// the file).
-    pub fn pin_listener_tls(&mut self) {
-        self.pinned_tls = self.config.listener_tls.clone();
     }
 
     /// Settings from the command line, to apply to every config a reload reads.
@@ -337,9 +328,6 @@ impl Server {
 
     /// Install a validated config: build the table here, hand it to every worker.
     pub fn install(&mut self, mut config: Config) -> Reloaded {
-        if let Some(tls) = &self.pinned_tls {
-            config.listener_tls = Some(tls.clone());
-        }
         let mut needs_restart = Vec::new();
         if config.listen != self.config.listen {
             needs_restart.push("listener.address");
