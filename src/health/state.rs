@@ -49,11 +49,8 @@ pub fn admit(b: &Backend, circuit: Option<&CircuitSettings>) -> Option<Admission
             let Some(settings) = circuit else {
                 return Some(Admission::Normal);
             };
-            let since = b.circuit_opened_ms.load(Ordering::Acquire);
             let now = now_ms();
-            if now.saturating_sub(since) < settings.cooldown.as_millis() as u64 {
-                return None;
-            }
+            let since = cooled_down(b, settings, now)?;
             // Cool-down over (or a half-open probe went missing): one worker wins the
             // right to probe by moving the timestamp.
             if b.circuit_opened_ms
@@ -80,11 +77,15 @@ pub fn would_admit(b: &Backend, circuit: Option<&CircuitSettings>) -> bool {
     }
     match (b.circuit(), circuit) {
         (Circuit::Closed, _) | (_, None) => true,
-        (_, Some(settings)) => {
-            let since = b.circuit_opened_ms.load(Ordering::Acquire);
-            now_ms().saturating_sub(since) >= settings.cooldown.as_millis() as u64
-        }
+        (_, Some(settings)) => cooled_down(b, settings, now_ms()).is_some(),
     }
+}
+
+/// When `b`'s circuit was last opened (or probed), if its cool-down is over at `now`.
+#[inline]
+fn cooled_down(b: &Backend, settings: &CircuitSettings, now: u64) -> Option<u64> {
+    let since = b.circuit_opened_ms.load(Ordering::Acquire);
+    (now.saturating_sub(since) >= settings.cooldown.as_millis() as u64).then_some(since)
 }
 
 /// Whether an answer with `status` counts as a success for the breaker: a 5xx is a
