@@ -170,7 +170,7 @@ async fn serve_request(
         finish(worker, table, c, &outcome, started.elapsed());
         return Next::CloseLingering;
     }
-    let next = match exchange::run(worker, table, c, &mut outcome, started).await {
+    let next = match exchange::run(worker, table, c, &mut outcome).await {
         Ok(next) => next,
         Err(f) => {
             outcome.error = Some(f.error.kind);

@@ -122,7 +122,6 @@ pub async fn run(
     wt: &Rc<WorkerTable>,
     c: &mut Client,
     outcome: &mut Outcome,
-    started: Instant,
 ) -> Result<Next, Failure> {
     let s = &wt.table.settings;
     let req = request::prepare(worker, wt, c, outcome).await?;
@@ -156,7 +155,7 @@ pub async fn run(
     let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
     let _in_flight = InFlight::enter(&worker.in_flight);
     worker.earn_retry_budget(&s.retry);
-    let deadline = s.request_deadline.map(|d| started + d);
+    let deadline = s.request_deadline.map(|d| c.started + d);
     if req.wants_continue {
         write_static(&mut c.wr, CONTINUE_100, s.client_body_timeout)
             .await
