@@ -414,3 +414,15 @@ fn settings_of_what_is_off_are_checked_too() {
         "health.fall",
     );
 }
+
+#[test]
+fn pinning_to_a_cpu_this_process_cannot_use_is_refused() {
+    // It used to start and log a warning per worker, running unpinned.
+    let e = refused_value("workers", "cpus", "[0, 4096]");
+    assert!(
+        e.message
+            .contains("CPU 4096 is not one this process may run on"),
+        "{e}"
+    );
+    accepted("cpus_zero", &format!("{ZONES}[workers]\ncpus = [0]\n"));
+}

@@ -144,7 +144,7 @@ pub struct WorkersSection {
     /// Pin each worker to a core.
     pub pin: bool,
     /// Cores to pin to, in worker order (empty = 0, 1, 2, ...).
-    pub cpus: Vec<usize>,
+    pub cpus: Spanned<Vec<usize>>,
     /// `auto` (io_uring, falling back to epoll), `io_uring` or `epoll`.
     pub driver: Spanned<String>,
     /// io_uring submission queue entries.
@@ -166,7 +166,7 @@ impl Default for WorkersSection {
         Self {
             count: 0,
             pin: true,
-            cpus: Vec::new(),
+            cpus: Spanned::new(0..0, Vec::new()),
             driver: Spanned::new(0..0, "auto".into()),
             ring_entries: Spanned::new(0..0, 1024),
             ring: Spanned::new(0..0, "defer_taskrun".into()),

@@ -287,6 +287,35 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
     }
 }
 
+/// `workers.cpus`: every id must be a CPU this process may run on (its affinity mask, so a
+/// cgroup or `taskset` counts), or pinning would fail at start-up.
+fn cpus_from(cpus: &Spanned<Vec<usize>>, errors: &mut Errors<'_>) -> Vec<usize> {
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let bad: Vec<String> = cpus
+        .get_ref()
+        .iter()
+        .filter(|id| !allowed.is_empty() && !allowed.contains(id))
+        .map(ToString::to_string)
+        .collect();
+    if !bad.is_empty() {
+        let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        errors.add(
+            cpus.span(),
+            "workers.cpus",
+            format!(
+                "CPU {} is not one this process may run on (it may use {})",
+                bad.join(", "),
+                allowed.join(", ")
+            ),
+        );
+    }
+    cpus.get_ref().clone()
+}
+
 pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSettings {
     let driver = DriverChoice::parse(f.workers.driver.get_ref()).unwrap_or_else(|| {
         errors.add(
@@ -318,7 +347,7 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
             f.workers.count
         },
         pin: f.workers.pin,
-        cpus: f.workers.cpus.clone(),
+        cpus: cpus_from(&f.workers.cpus, errors),
         driver,
         ring_entries: errors.range(&f.workers.ring_entries, "workers.ring_entries", 64, 32768),
         ring,
