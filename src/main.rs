@@ -247,14 +247,14 @@ fn wait_for_signals(mut signals: Signals, server: &SharedServer, grace: Duration
         if signal != SIGHUP {
             ringgate::admin::set_draining();
         }
-        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
         if signal == SIGHUP {
+            let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
             // Logged by the server, like every reload.
             let _ = s.reload(ReloadTrigger::Signal);
             continue;
         }
         tracing::info!(grace_s = grace.as_secs(), "draining");
-        s.drain(grace);
+        Server::drain_shared(server, grace);
         tracing::info!("stopped");
         return;
     }

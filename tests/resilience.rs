@@ -388,8 +388,8 @@ fn retries_are_bounded_by_attempts_and_budget() {
 }
 
 /// The real binary drains on SIGTERM: the request in flight completes, idle keep-alive
-/// connections are closed, new connections are refused, `/ready` answers 503 at once, and
-/// it exits 0.
+/// connections are closed, new connections are refused, `/ready` answers 503 at once (and
+/// the other admin endpoints answer too), and it exits 0.
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let b = ScriptedBackend::start(|req| {
@@ -431,9 +431,18 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         (ready.status, ready.text().as_str()),
         (503, "not ready: draining\n")
     );
+    // The drain does not hold the server: scrapes, /config and reloads answer meanwhile
+    // (they used to wait for the whole drain).
+    let metrics = p.admin_get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("ringgate_requests_total"));
+    assert_eq!(p.admin_get("/config").status, 200);
+    let reload = p.admin_post("/reload");
+    assert_eq!(reload.status, 200, "{}", reload.text());
     assert!(
         !in_flight.is_finished(),
-        "the idle connection was closed and /ready answered at once, not after the in-flight request"
+        "the idle connection was closed and /ready, /metrics, /config and /reload answered at \
+         once, not after the in-flight request"
     );
     wait_until(
         "new connections are refused while draining",

@@ -434,13 +434,38 @@ impl Server {
     /// Stop accepting, let in-flight requests finish within `grace`, then stop the workers
     /// and flush the access log.
     pub fn drain(&mut self, grace: Duration) {
+        for t in self.begin_drain(grace) {
+            let _ = t.join();
+        }
+        self.end_drain();
+    }
+
+    /// [`Server::drain`] for a shared server, holding its lock only to start and to end:
+    /// `/metrics`, `/config` and `/reload` keep answering while connections finish.
+    pub fn drain_shared(server: &Mutex<Server>, grace: Duration) {
+        let lock = || server.lock().unwrap_or_else(|e| e.into_inner());
+        let threads = lock().begin_drain(grace);
+        for t in threads {
+            let _ = t.join();
+        }
+        lock().end_drain();
+    }
+
+    /// Tell every worker to drain by `grace` from now; their threads, to join.
+    fn begin_drain(&mut self, grace: Duration) -> Vec<JoinHandle<()>> {
         let deadline = Instant::now() + grace;
         for w in &self.workers {
             let _ = w.control.send(Control::Drain { deadline });
         }
-        for w in self.workers.drain(..) {
-            let _ = w.thread.join();
-        }
+        self.workers
+            .iter_mut()
+            .filter_map(|w| w.thread.take())
+            .collect()
+    }
+
+    /// Once the workers have stopped: forget them, stop health checks, flush the log.
+    fn end_drain(&mut self) {
+        self.workers.clear();
         if let Some(mut checker) = self.health.take() {
             checker.stop();
         }

@@ -88,8 +88,8 @@ pub struct WorkerHandle {
     pub id: usize,
     /// Its control channel.
     pub control: flume::Sender<Control>,
-    /// Its thread.
-    pub thread: JoinHandle<()>,
+    /// Its thread (taken by a drain that joins it).
+    pub thread: Option<JoinHandle<()>>,
     /// The driver it runs on.
     pub driver: ActiveDriver,
     /// Whether its plain TCP sockets receive by multishot.
@@ -126,7 +126,7 @@ pub fn spawn(spec: WorkerSpec) -> std::io::Result<WorkerHandle> {
     Ok(WorkerHandle {
         id,
         control,
-        thread,
+        thread: Some(thread),
         driver: started.driver,
         multishot: started.multishot,
     })
@@ -231,6 +231,25 @@ impl Worker {
         let open = self.open_connections.get();
         self.metrics
             .answer(request, self.id, &table.table, open, idle);
+    }
+
+    /// Carry out a control message (a drain is the caller's: it ends the accepting).
+    fn obey(&self, control: Control) {
+        match control {
+            Control::Install(t, ack) => {
+                tracing::debug!(
+                    worker = self.id,
+                    version = t.version,
+                    "installed routing table"
+                );
+                self.install(t);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            Control::Snapshot(request) => self.answer_snapshot(request),
+            Control::Drain { .. } => {}
+        }
     }
 
     /// Whether a drain started.
@@ -362,19 +381,20 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
     let accepting = monoio::spawn(accept_loop(worker.clone(), listener, accept_stop.handle()));
     let deadline = loop {
         match inbox.recv_async().await {
-            Ok(Control::Install(t, ack)) => {
-                tracing::debug!(worker = id, version = t.version, "installed routing table");
-                worker.install(t);
-                if let Some(ack) = ack {
-                    let _ = ack.send(());
-                }
-            }
-            Ok(Control::Snapshot(request)) => worker.answer_snapshot(request),
             Ok(Control::Drain { deadline }) => break deadline,
+            Ok(control) => worker.obey(control),
             Err(_) => break Instant::now(),
         }
     };
     worker.is_draining.set(true);
+    // Scrapes and reloads are still answered while connections finish (the task ends with
+    // the worker).
+    let w = worker.clone();
+    monoio::spawn(async move {
+        while let Ok(control) = inbox.recv_async().await {
+            w.obey(control);
+        }
+    });
     accept_stop.cancel();
     accepting.await;
     // Wake connections waiting for their next request; they see the drain and close.
