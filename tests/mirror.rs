@@ -212,3 +212,29 @@ fn a_mirrors_5xx_counts_against_the_breaker_only_as_the_primarys_would() {
         c.roundtrip(b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n");
     assert_eq!((resp.status, resp.text().as_str()), (200, "other"));
 }
+
+/// README: "Commands are never mirrored, nor a Query ringgate refuses (429, 503)".
+#[test]
+fn a_query_refused_with_503_for_no_available_server_is_not_mirrored() {
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| Reply::ok("shadow"));
+    let (p, sh) = (primary.addr, shadow.addr);
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{p}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{sh}\"]\n[users]\nalice = \"z\"\n[health]\nenabled = false\n"
+    ));
+    r.set_drained(p, true);
+    let mut c = Client::connect(r.addr);
+    let q = b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
+    assert_eq!(c.roundtrip(q).status, 503);
+    common::assert_holds_for(
+        "the refused Query is not mirrored",
+        Duration::from_millis(300),
+        || shadow.request_count() == 0,
+    );
+    // The same Query, served, is.
+    r.set_drained(p, false);
+    assert_eq!(c.roundtrip(q).status, 200);
+    wait_until("the served Query mirrored", Duration::from_secs(5), || {
+        shadow.request_count() == 1
+    });
+}

@@ -102,13 +102,18 @@ impl MirrorJob {
             } = self;
             let status = send(&worker, &table, partition, &mut bytes, is_head).await;
             worker.metrics.users.mirrored(status);
-            bytes.clear();
-            worker.mirror_buffers.borrow_mut().push(bytes);
-            worker
-                .mirrors_in_flight
-                .set(worker.mirrors_in_flight.get() - 1);
+            release(&worker, bytes);
         }));
     }
+}
+
+/// A mirror is over (sent, or not to be): its buffer back to the spares, its slot free.
+fn release(worker: &Worker, mut bytes: Vec<u8>) {
+    bytes.clear();
+    worker.mirror_buffers.borrow_mut().push(bytes);
+    worker
+        .mirrors_in_flight
+        .set(worker.mirrors_in_flight.get() - 1);
 }
 
 /// Send `bytes` to a read server of `partition` and read the answer through (`is_head`: to
@@ -227,6 +232,16 @@ async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
 /// Launches its mirror when dropped: when the client's exchange has ended, however it
 /// ended.
 pub struct LaunchOnDrop(pub Option<MirrorJob>);
+
+impl LaunchOnDrop {
+    /// The request was refused after all (no server of its partition available): send no
+    /// mirror.
+    pub fn cancel(&mut self) {
+        if let Some(job) = self.0.take() {
+            release(&job.worker, job.bytes);
+        }
+    }
+}
 
 impl Drop for LaunchOnDrop {
     fn drop(&mut self) {

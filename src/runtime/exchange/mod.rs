@@ -152,7 +152,7 @@ pub async fn run(
     };
     // A copy for the shadow partition, sent once this exchange has ended; none of a
     // refused request.
-    let _mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
+    let mut mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
     let _in_flight = InFlight::enter(&worker.in_flight);
     worker.earn_retry_budget(&s.retry);
     let deadline = s.request_deadline.map(|d| c.started + d);
@@ -161,7 +161,16 @@ pub async fn run(
             .await
             .map_err(|_| ProxyError::downstream(ErrorKind::ClientGone))?;
     }
-    let answered = send(worker, wt, c, &req, &mut progress, deadline, outcome).await?;
+    let answered = match send(worker, wt, c, &req, &mut progress, deadline, outcome).await {
+        Ok(answered) => answered,
+        Err(f) => {
+            // A 503 for want of a server is a refusal: nothing to mirror.
+            if f.error.kind == ErrorKind::NoHealthyServer {
+                mirror.cancel();
+            }
+            return Err(f);
+        }
+    };
     response::relay(worker, s, c, &req, &mut progress, answered, outcome).await
 }
 
