@@ -168,10 +168,10 @@ fn an_error_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
     assert_eq!((next.status, next.text()), (200, "ok".to_string()));
 }
 
-/// Partitions a and b; alice in `alice_in`.
+/// Partitions a and b; alice in `alice_in`, bob in b.
 fn zones(a: SocketAddr, b: SocketAddr, alice_in: &str, extra: &str) -> String {
     format!(
-        "[partitions.a]\nservers = [\"{a}\"]\n[partitions.b]\nservers = [\"{b}\"]\n[users]\nalice = \"{alice_in}\"\n[health]\nenabled = false\n{extra}"
+        "[partitions.a]\nservers = [\"{a}\"]\n[partitions.b]\nservers = [\"{b}\"]\n[users]\nalice = \"{alice_in}\"\nbob = \"b\"\n[health]\nenabled = false\n{extra}"
     )
 }
 
@@ -255,4 +255,118 @@ fn a_held_command_gets_503_at_the_bound() {
     // Once the old Command completed, the next one goes to b.
     assert_eq!(c.roundtrip(&command_for("alice")).text(), "b");
     assert_eq!(r.metrics().users.migration_refused, 1);
+}
+
+/// A Command whose head arrived before a reload (routed on the old table, its user in the
+/// JSON body) finds the user's Commands in flight to the new partition: it waits for them,
+/// then must not go to the old partition after the new one already got the user's
+/// Commands.
+#[test]
+fn a_command_routed_on_the_old_table_does_not_reach_the_old_partition_after_the_move() {
+    let a = ScriptedBackend::start(|_| Reply::ok("a"));
+    let b = ScriptedBackend::start(|_| Reply::ok("b").delayed(Duration::from_millis(500)));
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", ""));
+    let body = r#"{"user_id":"alice"}"#;
+    // X1: head only; the 100 Continue says the router is reading its body (old table).
+    let mut c1 = Client::connect(r.addr);
+    c1.send(
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let cont = c1.read_raw(b"HTTP/1.1 100 Continue\r\n\r\n".len());
+    assert!(cont.starts_with(b"HTTP/1.1 100"));
+    // Move alice to b; X2 goes to b and is in flight there.
+    r.reload(&zones(a.addr, b.addr, "b", ""));
+    let addr = r.addr;
+    let x2 = std::thread::spawn(move || {
+        Client::connect(addr)
+            .roundtrip(&command_for("alice"))
+            .text()
+    });
+    b.wait_for_requests(1);
+    // Now X1's body: it waits for X2, then goes...
+    c1.send(body.as_bytes());
+    let x1 = c1.read_response();
+    assert_eq!(x2.join().unwrap(), "b");
+    assert!(
+        x1.status == 503 || x1.text() == "b",
+        "x1: {} {:?}",
+        x1.status,
+        x1.text()
+    );
+    assert_eq!(
+        a.request_count(),
+        0,
+        "alice's Command reached the old partition a after the new partition b got hers (x1 answered {:?})",
+        x1.text()
+    );
+}
+
+/// A Command held for a migration must not be sent once its request deadline has passed:
+/// the client would get a 504 for an order the backend executes.
+#[test]
+fn a_held_command_is_not_sent_after_its_deadline() {
+    // a relays alice's response head at once and its last body byte 1 s later: her
+    // Command counts as in flight for that second, without reaching the deadline itself.
+    let a = ScriptedBackend::start(|_| {
+        Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\na")
+            .late(Duration::from_millis(1000), "a")
+    });
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let extra = "[timeouts]\nrequest_deadline_ms = 300\n";
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", extra));
+    let addr = r.addr;
+    // A pooled connection to b on the (single) worker.
+    assert_eq!(
+        Client::connect(addr).roundtrip(&command_for("bob")).text(),
+        "b"
+    );
+    let slow = std::thread::spawn(move || {
+        Client::connect(addr)
+            .roundtrip(&command_for("alice"))
+            .text()
+    });
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", extra));
+    let resp = Client::connect(addr).roundtrip(&command_for("alice"));
+    assert_eq!(slow.join().unwrap(), "aa");
+    assert_eq!(
+        b.request_count(),
+        1,
+        "the held Command was sent to b after its deadline (client got {})",
+        resp.status
+    );
+}
+
+/// Raising a user's limit by a reload takes effect at once: the state the old, tighter
+/// limit left (its TAT far ahead) must not keep refusing a user the new limit admits.
+#[test]
+fn a_raised_limit_applies_at_once_after_a_reload() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let conf = |rate: &str, burst: &str| {
+        format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = {rate}\nburst = {burst}\n",
+            b.addr
+        )
+    };
+    // 1 Query a second, bursts of 20 s: alice spends her burst.
+    let mut r = Router::start(&conf("1", "20"));
+    let q = b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n";
+    let mut c = Client::connect(r.addr);
+    for _ in 0..21 {
+        assert_eq!(c.roundtrip(q).status, 200);
+    }
+    assert_eq!(c.roundtrip(q).status, 429);
+    // Now 1000 a second, bursts of 1 s: 1001 at once for a fresh user.
+    r.reload(&conf("1000", "1"));
+    let resp = c.roundtrip(q);
+    assert_eq!(
+        resp.status,
+        200,
+        "alice, far below her new limit, is still refused (Retry-After: {:?})",
+        resp.header("retry-after")
+    );
 }

@@ -78,6 +78,10 @@ const SLOTS_PER_USER: usize = 2;
 
 const NANOS_PER_SEC: f64 = 1e9;
 
+/// How far a TAT may be beyond what the current limit can leave before it is taken for
+/// the state of an earlier, tighter limit (see `gcra`).
+const STALE_MARGIN_NS: u64 = 1_000_000_000;
+
 /// A rate limit in GCRA's terms: emission interval `T` and tolerance `τ`, in ns.
 ///
 /// Built once from the configured rate (off the hot path: one division), then passed by
@@ -249,8 +253,20 @@ impl RateTable {
 #[inline]
 fn gcra(cell: &AtomicU64, limit: Limit, now: u64) -> Result<(), Duration> {
     let mut tat = cell.load(Relaxed);
+    // Under one limit the TAT is never beyond `now + τ + T` (give or take the skew
+    // between workers' clocks, far below STALE_MARGIN_NS). One further ahead was left by
+    // another, tighter limit before a reload: it counts as a burst just spent under this
+    // limit (`now + τ`), so a raised limit applies at once instead of the old debt.
+    let stale = now
+        .saturating_add(limit.tolerance_ns)
+        .saturating_add(limit.emission_ns)
+        .saturating_add(STALE_MARGIN_NS);
     loop {
-        let start = tat.max(now);
+        let start = if tat > stale {
+            now.saturating_add(limit.tolerance_ns)
+        } else {
+            tat.max(now)
+        };
         let ahead = start - now;
         if ahead > limit.tolerance_ns {
             return Err(Duration::from_nanos(ahead - limit.tolerance_ns));

@@ -64,10 +64,25 @@ pub async fn enter_in_flight<'w>(
         return Ok(Some(guard));
     }
     let started = Instant::now();
-    let max = wt.table.settings.migration_max_wait;
+    let mut max = wt.table.settings.migration_max_wait;
+    // Never past the request's deadline: a Command sent after it would be answered 504
+    // while its server executes it.
+    let deadline = wt.table.settings.request_deadline.map(|d| c.started + d);
+    if let Some(d) = deadline {
+        max = max.min(d.saturating_duration_since(started));
+    }
     let mut pause = FIRST_PAUSE;
     loop {
-        if started.elapsed() >= max {
+        // Routed on a table the worker has since replaced, which sends the user elsewhere:
+        // going on would send it to the old partition after the new one got the user's
+        // Commands. Refuse; the client's retry is routed on the new table.
+        let newest = worker.table();
+        let moved_since = !std::sync::Arc::ptr_eq(&newest.table, &wt.table)
+            && newest
+                .table
+                .partition_for(Some(&c.user))
+                .is_ok_and(|p| newest.table.partitions[p as usize].id != partition);
+        if moved_since || started.elapsed() >= max {
             worker.metrics.users.migration_refused();
             return Err(ProxyError::internal(ErrorKind::MigrationWait));
         }
