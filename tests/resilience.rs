@@ -5,8 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -519,4 +520,102 @@ fn idle_keep_alive_connections_are_closed_and_counted() {
     c.expect_fin();
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(r.metrics().idle_timeouts, 1);
+}
+
+/// A Query whose only server failed has nowhere to be retried: `ringgate_retries_total`
+/// must not count a retry that never went out.
+#[test]
+fn a_retry_with_no_server_left_is_not_counted() {
+    let solo = ScriptedBackend::start(|_| Reply::close());
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n\
+         [health]\nenabled = false\n[circuit]\nenabled = false\n",
+        solo.addr
+    ));
+    assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 502);
+    assert_eq!(solo.request_count(), 1);
+    assert_eq!(r.metrics().retries, 0, "nothing was sent again");
+}
+
+/// ... and must spend no retry budget: another partition's real retry is still allowed.
+#[test]
+fn a_retry_with_no_server_left_spends_no_budget() {
+    let solo = ScriptedBackend::start(|_| Reply::close());
+    let first = ScriptedBackend::start(|_| Reply::close());
+    let second = ScriptedBackend::start(|_| Reply::ok("second"));
+    let r = Router::start(&format!(
+        "default_backend = \"solo\"\n\
+         [partitions.solo]\nservers = [\"{}\"]\n\
+         [partitions.pair]\nservers = [\"{}\", \"{}\"]\npolicy = \"primary_backup\"\n\
+         [users]\nu1 = \"solo\"\nu2 = \"pair\"\n\
+         [health]\nenabled = false\n[circuit]\nenabled = false\n\
+         [retry]\nbudget_ratio = 0.0\nbudget_reserve = 1.0\n",
+        solo.addr, first.addr, second.addr
+    ));
+    assert_eq!(get(r.addr, "/q", "X-User-Id: u1\r\n").status, 502);
+    assert_eq!(solo.request_count(), 1);
+    // The budget (one retry) is still whole: this Query fails over to the second server.
+    let resp = get(r.addr, "/q", "X-User-Id: u2\r\n");
+    assert_eq!(first.request_count(), 1);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+/// The half-open probe meets a pooled connection that dies before answering: README says
+/// such a Query is sent again once on a new connection; the probe must not be lost.
+#[test]
+fn a_half_open_probe_on_a_stale_pooled_connection_is_sent_again_on_a_new_one() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    let b = ScriptedBackend::start(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0..=2 => Reply::status("500 Internal Server Error", "fail"),
+        3 => Reply::reset(),
+        _ => Reply::ok("fine"),
+    });
+    let cooldown = Duration::from_millis(200);
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n\
+         [health]\nenabled = false\n\
+         [circuit]\nconsecutive_failures = 3\ncooldown_ms = {}\n",
+        b.addr,
+        cooldown.as_millis()
+    ));
+    let mut c = Client::connect(r.addr);
+    let q = b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n";
+    for _ in 0..3 {
+        assert_eq!(c.roundtrip(q).status, 500);
+    }
+    assert!(!r.backend_available(b.addr), "circuit open");
+    assert_eq!(b.accepted(), 1, "one connection, kept in the pool");
+    std::thread::sleep(cooldown + Duration::from_millis(50)); // scenario: the cool-down passes
+    let resp = c.roundtrip(q);
+    assert_eq!(
+        resp.status,
+        200,
+        "the probe goes again on a new connection: {}",
+        resp.text()
+    );
+    assert_eq!(r.circuit_transitions(b.addr), (1, 1, 1), "probe closed it");
+}
+
+/// A listener whose accept queue is full: a connect to it hangs (SYNs are dropped).
+fn blackhole() -> (TcpListener, TcpStream, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: re-listen the bound socket with a backlog of 0.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().unwrap();
+    let filler = TcpStream::connect(addr).unwrap();
+    (l, filler, addr)
+}
+
+/// The request deadline ends a connect that is still waiting: README says 504.
+#[test]
+fn a_deadline_that_ends_a_connect_answers_504() {
+    let (_l, _filler, addr) = blackhole();
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{addr}\"]\n\
+         [timeouts]\nupstream_connect_ms = 5000\nrequest_deadline_ms = 300\n\
+         [health]\nenabled = false\n"
+    ));
+    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
+    assert_eq!(resp.status, 504, "{}", resp.text());
 }

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use crate::config::{Config, DefaultRoute, Policy, RateLimitSettings, Settings, UpstreamTls};
 use crate::error::{ErrorKind, ProxyError};
-use crate::health::state::{admit, Admission};
+use crate::health::state::{admit, would_admit, Admission};
 use crate::http::parse::Method;
 use crate::route::extract::ExtractRules;
 use crate::route::partition::{partition_seed, rendezvous_pick, user_hash};
@@ -321,6 +321,20 @@ impl WorkerTable {
             }
         }
         None
+    }
+
+    /// Whether [`Self::pick_server`] could find a server outside `tried` now (without
+    /// moving the round-robin position or claiming a half-open probe).
+    pub fn has_server(&self, p: u16, class: Class, tried: Tried) -> bool {
+        let part = &self.table.partitions[p as usize];
+        let circuit = self.table.settings.circuit.as_ref();
+        part.servers(class)
+            .iter()
+            .take(64)
+            .enumerate()
+            .any(|(pos, &b)| {
+                tried & (1u64 << pos) == 0 && would_admit(&self.table.backends[b as usize], circuit)
+            })
     }
 }
 

@@ -74,6 +74,9 @@ pub struct RouterMetrics {
     pub eager_sent: u64,
     /// Eager sends the socket could not take whole at once.
     pub eager_continued: u64,
+    /// Retries and failovers counted by the workers.
+    pub retries: u64,
+    pub failovers: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,
 }
@@ -185,6 +188,8 @@ impl Router {
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             eager_sent: snaps.iter().map(|s| s.eager_sent).sum(),
             eager_continued: snaps.iter().map(|s| s.eager_continued).sum(),
+            retries: snaps.iter().map(|s| s.retries).sum(),
+            failovers: snaps.iter().map(|s| s.failovers).sum(),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
                 let u = &s.users;
                 a.rate_limited[0] += u.rate_limited[0];

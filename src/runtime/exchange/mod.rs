@@ -224,15 +224,29 @@ async fn send(
     let mut attempts = Attempts::default();
     // The failure that made us retry: reported if no server is left to retry on.
     let mut retried_after: Option<ErrorKind> = None;
+    // A half-open probe whose pooled connection went stale: sent again to the same server
+    // on a new connection, still the probe (picked again, the server would be refused: its
+    // probe is taken, by this request).
+    let mut pinned: Option<(u16, u32, Admission)> = None;
     loop {
-        let (backend, pos, admission, mut up) =
-            checkout(worker, wt, req, &mut tried, attempts.fresh_only, deadline)
-                .await
-                .map_err(|e| Failure {
-                    error: retried_after.map_or(e, ProxyError::upstream),
-                    response_started: false,
-                    consumed,
-                })?;
+        let (backend, pos, admission, mut up) = checkout(
+            worker,
+            wt,
+            req,
+            &mut tried,
+            attempts.fresh_only,
+            deadline,
+            pinned.take(),
+        )
+        .await
+        .map_err(|e| Failure {
+            error: match retried_after {
+                Some(k) if e.kind != ErrorKind::DeadlineExceeded => ProxyError::upstream(k),
+                _ => e,
+            },
+            response_started: false,
+            consumed,
+        })?;
         outcome.backend = Some(backend);
         let b = &*table.backends[backend as usize];
         let e = match attempt::run(worker, s, c, req, &mut up, progress, deadline).await {
@@ -272,6 +286,9 @@ async fn send(
                     tried |= 1u64 << pos;
                 } else {
                     bump(&worker.metrics.pool_stale, 1);
+                    if admission == Admission::Probe {
+                        pinned = Some((backend, pos, admission));
+                    }
                 }
                 if e.reached {
                     bump(&worker.metrics.retries, 1);
@@ -279,17 +296,23 @@ async fn send(
                 attempts.fresh_only = true;
             }
             Retry::Elsewhere => {
-                if !attempts.may_count_another(&s.retry) || !worker.spend_retry_budget() {
+                tried |= 1u64 << pos;
+                // No server left to retry on: no retry, no budget spent.
+                if !attempts.may_count_another(&s.retry)
+                    || !wt.has_server(req.partition, req.class, tried)
+                {
                     return Err(attempt_failure(e, consumed));
                 }
                 let backoff = attempts.backoff(&s.retry);
-                attempts.counted += 1;
-                attempts.fresh_only = false;
-                retried_after = Some(e.error.kind);
-                tried |= 1u64 << pos;
                 if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
                     return Err(upstream_failure(ErrorKind::DeadlineExceeded, consumed));
                 }
+                if !worker.spend_retry_budget() {
+                    return Err(attempt_failure(e, consumed));
+                }
+                attempts.counted += 1;
+                attempts.fresh_only = false;
+                retried_after = Some(e.error.kind);
                 if !backoff.is_zero() {
                     timer::sleep(backoff).await;
                 }
@@ -320,11 +343,14 @@ async fn checkout(
     tried: &mut Tried,
     fresh_only: bool,
     deadline: Option<Instant>,
+    mut pinned: Option<(u16, u32, Admission)>,
 ) -> Result<(u16, u32, Admission, Box<UpstreamConn>), ProxyError> {
     let s = &wt.table.settings;
     let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
     loop {
-        let Some((backend, pos, admission)) = wt.pick_server(req.partition, req.class, *tried)
+        let Some((backend, pos, admission)) = pinned
+            .take()
+            .or_else(|| wt.pick_server(req.partition, req.class, *tried))
         else {
             return Err(last_error);
         };
@@ -354,6 +380,10 @@ async fn checkout(
             Ok(conn) => {
                 bump(&worker.metrics.pool_opened, 1);
                 return Ok((backend, pos, admission, conn));
+            }
+            // The request's deadline, not the server, ended the connect.
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
             }
             Err(e) => {
                 report(b, s.circuit.as_ref(), admission, false);
