@@ -266,3 +266,47 @@ fn requests_without_user_can_be_rejected() {
     assert!(resp.text().contains("no user id"));
     assert_eq!(get(r.addr, "/x", "X-User-Id: u\r\n").status, 200);
 }
+
+/// `POST /api/spot/user/../v2/order` is an order for every backend that resolves dot
+/// segments (or decodes `%2e%2e` first): it must reach the write server, as a Command.
+#[test]
+fn dot_segments_do_not_turn_a_command_into_a_query() {
+    let f = fleet();
+    let a = f.router.addr;
+    for path in [
+        "/api/spot/user/../v2/order",
+        "/api/spot/user/%2e%2e/v2/order",
+        "/api/spot/user/..;/v2/order",
+    ] {
+        let body = r#"{"user_id":"bob","side":"buy"}"#;
+        let r = request(
+            a,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.zone(), "zone_2w", "{path}");
+    }
+}
+
+/// Two `Content-Type` fields, JSON first: Node.js (and Go's `Header.Get`) keep the first
+/// and read the JSON body, so ringgate must read it too.
+#[test]
+fn a_second_content_type_does_not_hide_a_json_body() {
+    let f = fleet();
+    let a = f.router.addr;
+    let body = r#"{"user_id":"bob","side":"buy"}"#;
+    let r = request(
+        a,
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.zone(), "zone_2w", "bob's order went to {}", r.zone());
+}

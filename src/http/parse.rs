@@ -343,8 +343,10 @@ impl<'a> FieldState<'a> {
             }
             10 if eq(b"keep-alive") => return Ok(true),
             12 if eq(b"content-type") => {
+                // With several fields, a backend may read any one of them (Node.js and
+                // Go keep the first): the body may be JSON if any of them says so.
                 self.content_type_seen = true;
-                self.content_type_json = is_json_media_type(value);
+                self.content_type_json |= is_json_media_type(value);
             }
             14 if eq(b"content-length") => {
                 self.content_length_count += 1;
@@ -889,5 +891,17 @@ mod tests {
                 .unwrap()
                 .body_may_be_json
         );
+        for (first, second) in [
+            ("application/json", "text/plain"),
+            ("text/plain", "application/json"),
+        ] {
+            let raw = format!(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: {first}\r\nContent-Type: {second}\r\n\r\n"
+            );
+            assert!(
+                parse(raw.as_bytes()).unwrap().body_may_be_json,
+                "{first}, {second}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! so routing takes no lock and touches no memory another core writes, apart from the
 //! backends' health atomics, which it only loads.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,7 +15,7 @@ use crate::config::{Config, DefaultRoute, Policy, RateLimitSettings, Settings, U
 use crate::error::{ErrorKind, ProxyError};
 use crate::health::state::{admit, would_admit, Admission};
 use crate::http::parse::Method;
-use crate::route::extract::ExtractRules;
+use crate::route::extract::{hex, ExtractRules};
 use crate::route::partition::{partition_seed, rendezvous_pick, user_hash};
 use crate::upstream::backend::{Backend, BackendRegistry};
 use crate::users::inflight::partition_id;
@@ -226,8 +226,24 @@ impl RoutingTable {
     }
 
     /// Command or Query: configured prefixes first, then the method rule.
+    ///
+    /// A path a backend would read differently (percent-escapes, dot segments) is
+    /// classified both as sent and as the backend resolves it, and is a Command if
+    /// either reading is: a Command is never retried and goes to the write servers.
     #[inline]
     pub fn classify(&self, method: Method, path: &[u8]) -> Class {
+        let class = self.classify_as_is(method, path);
+        if class == Class::Query && needs_resolving(path) {
+            return RESOLVED.with(|r| {
+                let (decoded, resolved) = &mut *r.borrow_mut();
+                resolve_path(path, decoded, resolved);
+                self.classify_as_is(method, resolved)
+            });
+        }
+        class
+    }
+
+    fn classify_as_is(&self, method: Method, path: &[u8]) -> Class {
         if self.command_prefixes.iter().any(|p| path.starts_with(p)) {
             Class::Command
         } else if self.query_prefixes.iter().any(|p| path.starts_with(p)) {
@@ -264,6 +280,61 @@ impl RoutingTable {
     /// Name of a partition.
     pub fn partition_name(&self, p: u16) -> &str {
         &self.partitions[p as usize].name
+    }
+}
+
+thread_local! {
+    /// Scratch of [`resolve_path`] (decoded, resolved), reused: no allocation once warm.
+    static RESOLVED: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Whether a backend could read `path` as another path: it holds percent-escapes,
+/// `;parameters` or dot segments.
+#[inline]
+fn needs_resolving(path: &[u8]) -> bool {
+    memchr::memchr2(b'%', b';', path).is_some() || memchr::memmem::find(path, b"/.").is_some()
+}
+
+/// The path as a backend resolves it into `out` (percent-decoded into `decoded` first,
+/// then dot segments removed, RFC 3986 §5.2.4).
+fn resolve_path(path: &[u8], decoded: &mut Vec<u8>, out: &mut Vec<u8>) {
+    decoded.clear();
+    out.clear();
+    let mut i = 0;
+    while i < path.len() {
+        let digit = |at: usize| path.get(at).copied().and_then(hex);
+        match (path[i], digit(i + 1), digit(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push(h << 4 | l);
+                i += 3;
+            }
+            _ => {
+                decoded.push(path[i]);
+                i += 1;
+            }
+        }
+    }
+    for segment in decoded.split(|&b| b == b'/').skip(1) {
+        // Servlet containers drop a segment's `;parameters` (`..;` is `..` to them).
+        let segment = match memchr::memchr(b';', segment) {
+            Some(i) => &segment[..i],
+            None => segment,
+        };
+        match segment {
+            b"." => {}
+            b".." => {
+                let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(cut);
+            }
+            s => {
+                out.push(b'/');
+                out.extend_from_slice(s);
+            }
+        }
+    }
+    // A last `.` or `..` segment leaves a directory: keep its trailing slash.
+    if decoded.ends_with(b"/.") || decoded.ends_with(b"/..") {
+        out.push(b'/');
     }
 }
 
@@ -386,6 +457,61 @@ carol = "zone_3"
         assert_eq!(tb.classify(Method::Get, b"/other"), Class::Query);
         assert_eq!(tb.classify(Method::Head, b"/other"), Class::Query);
         assert_eq!(tb.classify(Method::Options, b"/other"), Class::Query);
+    }
+
+    /// A backend resolves dot segments and percent-decodes the path before it routes:
+    /// `POST /api/spot/user/../v2/order` is an order to it, so it must not be a Query
+    /// here (a Query goes to read servers and may be sent twice).
+    #[test]
+    fn classification_sees_the_path_a_backend_sees() {
+        let t = table(CQRS);
+        let tb = &t.table;
+        for path in [
+            &b"/api/spot/user/../v2/order"[..],
+            b"/api/spot/user/%2e%2e/v2/order",
+            b"/api/spot/user/%2E%2E/v2/order",
+            b"/api/spot/user/./../v2/order",
+            b"/api/spot/user/..;/v2/order",
+        ] {
+            assert_eq!(
+                tb.classify(Method::Post, path),
+                Class::Command,
+                "POST {}",
+                String::from_utf8_lossy(path)
+            );
+        }
+        for path in [
+            &b"/api/spot/%76%32/order"[..],
+            b"/api/spot/%762/order",
+            b"/api/spot/x/../v2/order",
+            b"/api/spot/./v2/order",
+        ] {
+            assert_eq!(
+                tb.classify(Method::Get, path),
+                Class::Command,
+                "GET {}",
+                String::from_utf8_lossy(path)
+            );
+        }
+        let resolved = |path: &[u8]| {
+            let (mut decoded, mut out) = (Vec::new(), Vec::new());
+            resolve_path(path, &mut decoded, &mut out);
+            out
+        };
+        assert!(!needs_resolving(b"/a/b/"));
+        assert_eq!(resolved(b"/a/./b/"), b"/a/b/");
+        assert_eq!(resolved(b"/a/b/.."), b"/a/");
+        assert_eq!(resolved(b"/../a%2"), b"/a%2");
+        // Plain paths keep their class.
+        assert_eq!(
+            tb.classify(Method::Post, b"/api/spot/user/data"),
+            Class::Query
+        );
+        assert_eq!(
+            tb.classify(Method::Get, b"/api/spot/user/a%20b"),
+            Class::Query
+        );
+        assert_eq!(tb.classify(Method::Get, b"/other/../x"), Class::Query);
     }
 
     #[test]
