@@ -281,12 +281,15 @@ fn default_route(
     let Some(v) = &f.default_backend else {
         return DefaultRoute::Reject;
     };
-    if f.reject_without_user {
-        return DefaultRoute::Reject;
-    }
+    // With `reject_without_user` the value is unused, but still checked.
+    let reject = f.reject_without_user;
     let value = v.get_ref();
     if let Some(i) = partitions.iter().position(|p| p.name == *value) {
-        return DefaultRoute::Partition(i);
+        return if reject {
+            DefaultRoute::Reject
+        } else {
+            DefaultRoute::Partition(i)
+        };
     }
     if !value.contains(':') {
         // Every address has a port, so a value without ':' was meant as a partition name.
@@ -304,6 +307,9 @@ fn default_route(
     let Some(a) = errors.addr(v, "default_backend") else {
         return DefaultRoute::Reject;
     };
+    if reject {
+        return DefaultRoute::Reject;
+    }
     if let Some(section) = f.partitions.get(IMPLICIT_DEFAULT_PARTITION) {
         // Two partitions called "default" would be indistinguishable in /config, metrics
         // and logs.
@@ -452,4 +458,29 @@ fn names_from(
             s.as_bytes().to_vec().into_boxed_slice()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    /// `reject_without_user` makes `default_backend` unused, not unchecked: a misspelt
+    /// partition or a bad address is still an invalid file (and would start routing the
+    /// day the flag is turned off).
+    #[test]
+    fn default_backend_is_checked_when_requests_without_user_are_refused() {
+        for value in ["zone_9", "127.0.0.1:99999"] {
+            let text = format!(
+                "reject_without_user = true\ndefault_backend = \"{value}\"\n[partitions.z]\nservers = [\"127.0.0.1:1\"]\n"
+            );
+            assert!(
+                Config::parse(&text, Path::new("t.toml")).is_err(),
+                "{value}"
+            );
+        }
+        let ok = "reject_without_user = true\ndefault_backend = \"z\"\n[partitions.z]\nservers = [\"127.0.0.1:1\"]\n";
+        assert!(Config::parse(ok, Path::new("t.toml")).is_ok());
+    }
 }

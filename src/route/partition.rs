@@ -136,4 +136,23 @@ mod tests {
     }
 
     const PINNED_PICKS: [usize; 4] = [2, 1, 1, 1];
+
+    /// The README's formula is what another service would implement to find a user's
+    /// partition: it must be the router's.
+    #[test]
+    fn readme_formula_is_the_routers() {
+        let parts = names(4);
+        let seeds: Vec<u64> = parts
+            .iter()
+            .map(|p| mix64(fnv1a64(p.as_bytes()) ^ 0x9e37_79b9_7f4a_7c15))
+            .collect();
+        for u in 0..1_000 {
+            let user = format!("user-{u}");
+            let documented = (0..seeds.len())
+                .max_by_key(|&i| mix64(mix64(fnv1a64(user.as_bytes())) ^ seeds[i]))
+                .unwrap();
+            let routed = rendezvous_pick(user_hash(user.as_bytes()), &seeds).unwrap();
+            assert_eq!(documented, routed, "{user}");
+        }
+    }
 }
