@@ -619,3 +619,30 @@ fn a_deadline_that_ends_a_connect_answers_504() {
     let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
     assert_eq!(resp.status, 504, "{}", resp.text());
 }
+
+/// A deadline mostly spent on an earlier attempt does not count against the server that got
+/// the rest of it: with tight deadlines a partial outage would open healthy servers'
+/// circuits.
+#[test]
+fn a_deadline_spent_by_an_earlier_attempt_does_not_open_the_next_servers_circuit() {
+    let bad = ScriptedBackend::start(|_| Reply::reset().delayed(Duration::from_millis(250)));
+    let good = ScriptedBackend::start(|_| Reply::ok("good").delayed(Duration::from_millis(100)));
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\", \"{}\"]\n\
+         [health]\nenabled = false\n[circuit]\nconsecutive_failures = 1\ncooldown_ms = 60000\n\
+         [timeouts]\nrequest_deadline_ms = 300\n",
+        bad.addr, good.addr
+    ));
+    // Round-robin sends one of two Queries to `bad` first: reset after 250 ms, it is sent to
+    // `good` with 50 ms left, and its deadline answers 504.
+    let statuses: Vec<u16> = (0..2)
+        .map(|_| get(r.addr, "/q", "X-User-Id: u\r\n").status)
+        .collect();
+    assert!(statuses.contains(&504), "{statuses:?}");
+    assert!(good.request_count() >= 1, "the retry went to good");
+    assert!(
+        r.backend_available(good.addr),
+        "good's circuit was opened by a deadline the bad server spent"
+    );
+    assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 200);
+}

@@ -276,7 +276,10 @@ async fn send(
             == Retry::Fresh {
                 server_failed: false,
             };
-        if e.error.side != Side::Downstream && !stale_pool {
+        // A deadline an earlier attempt mostly spent is not this server's failure.
+        let deadline_spent_before =
+            e.error.kind == ErrorKind::DeadlineExceeded && attempts.counted > 1;
+        if e.error.side != Side::Downstream && !stale_pool && !deadline_spent_before {
             report(b, circuit, admission, false);
         }
         match decision {
