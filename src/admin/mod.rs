@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::admin_needs_token;
+use crate::config::{admin_needs_token, CircuitSettings};
 use crate::health::state::would_admit;
 use crate::route::router::{Class, RoutingTable};
 use crate::runtime::server::{ReloadTrigger, Server};
@@ -279,7 +279,11 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
                 Some(b) => {
                     b.set_drained(action);
                     tracing::info!(backend = %addr, drained = action, "backend drain state changed");
-                    (200, JSON, pretty(&backend_json(b)))
+                    (
+                        200,
+                        JSON,
+                        pretty(&backend_json(b, s.table().settings.circuit.as_ref())),
+                    )
                 }
                 None => (
                     404,
@@ -321,7 +325,9 @@ fn readiness_problems(s: &Server) -> Vec<String> {
     problems
 }
 
-fn backend_json(b: &Backend) -> Value {
+/// A server's state; `available`: the next request may go there (as `/ready` counts it:
+/// an open circuit whose cool-down is over is, since that request probes it).
+fn backend_json(b: &Backend, circuit: Option<&CircuitSettings>) -> Value {
     json!({
         "address": b.addr.to_string(),
         "up": b.health() == Health::Up,
@@ -331,7 +337,7 @@ fn backend_json(b: &Backend) -> Value {
             Circuit::HalfOpen => "half_open",
         },
         "drained": b.is_drained(),
-        "available": b.is_available(),
+        "available": would_admit(b, circuit),
     })
 }
 
@@ -340,7 +346,7 @@ fn config_json(s: &Server) -> Value {
     let config = s.config();
     let servers = |list: &[u16]| -> Vec<Value> {
         list.iter()
-            .map(|&b| backend_json(&table.backends[b as usize]))
+            .map(|&b| backend_json(&table.backends[b as usize], table.settings.circuit.as_ref()))
             .collect()
     };
     let partitions: Vec<Value> = table

@@ -238,6 +238,35 @@ mod tests {
     }
 
     #[test]
+    fn would_admit_combines_health_circuit_cool_down_and_drain() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        let s = settings(30);
+        assert!(would_admit(&b, Some(&s)));
+        b.set_health(Health::Down);
+        assert!(!would_admit(&b, Some(&s)));
+        b.set_health(Health::Up);
+        for _ in 0..3 {
+            report(&b, Some(&s), Admission::Normal, false);
+        }
+        assert!(!would_admit(&b, Some(&s)), "open, cooling down");
+        assert!(
+            would_admit(&b, None),
+            "no breaker: the circuit does not count"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            would_admit(&b, Some(&s)),
+            "cooled down: the next request probes"
+        );
+        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        assert!(!would_admit(&b, Some(&s)), "the probe is out");
+        report(&b, Some(&s), Admission::Probe, true);
+        assert!(would_admit(&b, Some(&s)));
+        b.set_drained(true);
+        assert!(!would_admit(&b, Some(&s)));
+    }
+
+    #[test]
     fn disabled_circuit_admits_everything_up() {
         let b = Backend::new("127.0.0.1:1".parse().unwrap());
         for _ in 0..100 {

@@ -137,15 +137,6 @@ impl Backend {
     pub fn set_drained(&self, drained: bool) {
         self.drained.store(drained, Ordering::Relaxed);
     }
-
-    /// Whether new requests may be sent here: up, circuit not open, not drained.
-    /// (Half-open admission is decided by the circuit breaker, not here.)
-    #[inline]
-    pub fn is_available(&self) -> bool {
-        self.health.load(Ordering::Relaxed) == Health::Up as u8
-            && self.circuit.load(Ordering::Relaxed) != Circuit::Open as u8
-            && !self.drained.load(Ordering::Relaxed)
-    }
 }
 
 /// One `Backend` per address for the life of the process. Owned by the control plane
@@ -188,21 +179,6 @@ impl BackendRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn availability_combines_health_circuit_drain() {
-        let b = Backend::new("127.0.0.1:1".parse().unwrap());
-        assert!(b.is_available());
-        b.set_health(Health::Down);
-        assert!(!b.is_available());
-        b.set_health(Health::Up);
-        b.swap_circuit(Circuit::Open);
-        assert!(!b.is_available());
-        b.swap_circuit(Circuit::HalfOpen);
-        assert!(b.is_available());
-        b.set_drained(true);
-        assert!(!b.is_available());
-    }
 
     #[test]
     fn registry_keeps_identity() {

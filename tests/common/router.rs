@@ -220,10 +220,13 @@ impl Router {
         f(b)
     }
 
-    /// Whether the router would send a request to this backend now (up, circuit not
-    /// open, not drained).
+    /// Whether the router would send a request to this backend now (up, not drained,
+    /// circuit closed or its cool-down over).
     pub fn backend_available(&self, addr: SocketAddr) -> bool {
-        self.with_backend(addr, |b| b.is_available())
+        let table = self.server().table().clone();
+        self.with_backend(addr, |b| {
+            ringgate::health::state::would_admit(b, table.settings.circuit.as_ref())
+        })
     }
 
     /// Drain or undrain a backend, as the admin endpoint does.
