@@ -142,8 +142,10 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
-/// Append `bytes`, replacing what could break the line format (controls, quotes,
-/// backslashes, non-ASCII) with escapes.
+/// Append `bytes` as one field of the text format, replacing what could break the line
+/// or the field (controls, quotes, backslashes, non-ASCII, and spaces, which end a field:
+/// a request-controlled value such as a user id must not add fields of its own) with
+/// escapes.
 fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
         match b {
@@ -151,10 +153,36 @@ fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
                 out.push(b'\\');
                 out.push(b);
             }
-            0x20..=0x7e => out.push(b),
+            0x21..=0x7e => out.push(b),
             _ => {
                 let _ = write!(Bytes(out), "\\u{b:04x}");
             }
+        }
+    }
+}
+
+/// Append `bytes` as the inside of a JSON string: UTF-8 text as itself (a `\\u00XX` per
+/// byte would decode as other characters), quotes, backslashes and controls escaped, and a
+/// byte that is not UTF-8 as the text `\\xNN`.
+fn push_json_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' | '\\' => {
+                    out.push(b'\\');
+                    out.push(c as u8);
+                }
+                '\u{0}'..='\u{1f}' | '\u{7f}' => {
+                    let _ = write!(Bytes(out), "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut utf8 = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+        }
+        for &b in chunk.invalid() {
+            let _ = write!(Bytes(out), "\\\\x{b:02x}");
         }
     }
 }
@@ -193,20 +221,20 @@ fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, format: AccessLogFormat)
                 "{{\"time\":\"{time}\",\"client\":\"{}\",\"method\":\"",
                 r.client
             );
-            push_escaped(out, r.method);
+            push_json_escaped(out, r.method);
             out.extend_from_slice(b"\",\"path\":\"");
-            push_escaped(out, r.target);
+            push_json_escaped(out, r.target);
             out.extend_from_slice(b"\",\"user_id\":");
             match r.user {
                 Some(u) => {
                     out.push(b'"');
-                    push_escaped(out, u);
+                    push_json_escaped(out, u);
                     out.push(b'"');
                 }
                 None => out.extend_from_slice(b"null"),
             }
             let _ = write!(Bytes(out), ",\"class\":\"{}\",\"partition\":\"", r.class);
-            push_escaped(out, r.partition.as_bytes());
+            push_json_escaped(out, r.partition.as_bytes());
             out.extend_from_slice(b"\",\"backend\":\"");
             if let Some(b) = r.backend {
                 let _ = write!(Bytes(out), "{b}");
@@ -258,6 +286,18 @@ mod tests {
         assert_eq!(v["user_id"], "alice");
         assert_eq!(v["path"], "/api/spot/v2/order?x=\"1\"");
         assert_eq!(v["status"], 200);
+    }
+
+    #[test]
+    fn json_keeps_non_ascii_user_ids() {
+        let mut r = record();
+        r.user = Some("José".as_bytes());
+        r.target = b"/a\xff";
+        let mut out = Vec::new();
+        format_line(&mut out, &r, AccessLogFormat::Json);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_id"], "José", "{}", String::from_utf8_lossy(&out));
+        assert_eq!(v["path"], "/a\\xff", "an invalid byte is written as \\xNN");
     }
 
     #[test]

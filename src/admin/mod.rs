@@ -306,7 +306,11 @@ fn readiness_problems(s: &Server) -> Vec<String> {
     }
     let table = s.table();
     let mut problems = Vec::new();
-    for p in table.partitions.iter() {
+    for (i, p) in table.partitions.iter().enumerate() {
+        // A shadow gets mirrored copies only: nothing it does reaches a client.
+        if !table.takes_requests(i as u16) {
+            continue;
+        }
         for class in [Class::Command, Class::Query] {
             let circuit = table.settings.circuit.as_ref();
             let any = p

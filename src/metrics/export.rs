@@ -33,6 +33,10 @@ pub struct ProcessStats {
     pub reloads_failed: u64,
     /// Workers running.
     pub workers: usize,
+    /// Requests admitted without a rate-limit slot (not limited).
+    pub rate_limit_untracked: u64,
+    /// Commands let through without an in-flight slot (not ordered).
+    pub migration_untracked: u64,
 }
 
 /// Escape a label value.
@@ -288,6 +292,24 @@ fn render_process(out: &mut String, table: &RoutingTable, process: &ProcessStats
     let _ = writeln!(out, "{CONFIG_VERSION} {}", table.version);
     header(out, WORKERS, "gauge", "Workers running.");
     let _ = writeln!(out, "{WORKERS} {}", process.workers);
+    header(
+        out,
+        RATE_LIMIT_UNTRACKED,
+        "counter",
+        "Requests admitted without being rate limited: every slot of their user's bucket in the rate table was held by an active user (raise rate_limit.max_users).",
+    );
+    let _ = writeln!(
+        out,
+        "{RATE_LIMIT_UNTRACKED} {}",
+        process.rate_limit_untracked
+    );
+    header(
+        out,
+        MIGRATION_UNTRACKED,
+        "counter",
+        "Commands let through without migration ordering: their user's bucket in the in-flight table was full (raise migration.max_users).",
+    );
+    let _ = writeln!(out, "{MIGRATION_UNTRACKED} {}", process.migration_untracked);
 }
 
 /// Request duration: Prometheus buckets and HDR quantiles, by class.

@@ -33,6 +33,9 @@ use crate::route::router::{Class, RoutingTable};
 
 /// Status classes: 1xx..5xx, and "no response" (the client went away).
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+/// Class labels of the request counters: Commands, Queries, and requests refused before
+/// they were classified (bad input), which are neither.
+const CLASS_LABELS: [&str; 3] = ["command", "query", ""];
 /// Highest latency the histograms track (60 s, in ns); longer ones saturate.
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -46,7 +49,7 @@ fn status_class(status: Option<u16>) -> usize {
 /// The labels of one request counter.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RequestKey {
-    /// "command" or "query".
+    /// "command" or "query" ("" when the request was refused before it was classified).
     pub class: &'static str,
     /// Partition name ("" when routing failed before a partition was chosen).
     pub partition: String,
@@ -193,7 +196,7 @@ impl WorkerMetrics {
         self.layout.set((p, b, table.version));
         let mut v = self.requests.borrow_mut();
         v.clear();
-        v.resize(2 * p * b * STATUS_CLASSES.len(), 0);
+        v.resize(CLASS_LABELS.len() * p * b * STATUS_CLASSES.len(), 0);
     }
 
     /// Count one finished request and its latency. `table` is the one it ran on: a request
@@ -205,19 +208,19 @@ impl WorkerMetrics {
             let c = &self.errors[kind.metric_index()];
             c.set(c.get() + 1);
         }
-        let class = outcome.class.unwrap_or(Class::Command);
+        let ci = outcome.class.map_or(CLASS_LABELS.len() - 1, |c| c as usize);
         if table.version == current {
             let pi = outcome.partition.map_or(p - 1, |x| (x as usize).min(p - 1));
             let bi = outcome.backend.map_or(b - 1, |x| (x as usize).min(b - 1));
-            let idx = ((class as usize * p + pi) * b + bi) * STATUS_CLASSES.len()
-                + status_class(outcome.status);
+            let idx =
+                ((ci * p + pi) * b + bi) * STATUS_CLASSES.len() + status_class(outcome.status);
             if let Some(slot) = self.requests.borrow_mut().get_mut(idx) {
                 *slot += 1;
             }
         } else {
-            self.record_retired(outcome, class, table);
+            self.record_retired(outcome, CLASS_LABELS[ci], table);
         }
-        if outcome.class.is_some() {
+        if let Some(class) = outcome.class {
             // Requests refused before classification (bad input) have no class latency.
             let ns = elapsed.as_nanos().min(u128::from(MAX_LATENCY_NS)) as u64;
             self.latency[class as usize]
@@ -228,9 +231,9 @@ impl WorkerMetrics {
 
     /// The count of a request that ran on an older table, under that table's names.
     #[cold]
-    fn record_retired(&self, outcome: &Outcome, class: Class, table: &RoutingTable) {
+    fn record_retired(&self, outcome: &Outcome, class: &'static str, table: &RoutingTable) {
         let key = RequestKey {
-            class: class.label(),
+            class,
             partition: outcome
                 .partition
                 .and_then(|x| table.partitions.get(x as usize))
@@ -257,14 +260,10 @@ impl WorkerMetrics {
             let bi = rest % b;
             let rest = rest / b;
             let pi = rest % p;
-            let class = if rest / p == 0 {
-                Class::Command
-            } else {
-                Class::Query
-            };
+            let class = CLASS_LABELS[(rest / p).min(CLASS_LABELS.len() - 1)];
             out.push((
                 RequestKey {
-                    class: class.label(),
+                    class,
                     partition: table
                         .partitions
                         .get(pi)
@@ -487,8 +486,14 @@ mod tests {
         assert_eq!(s.errors[0], 1);
         let (k, n) = s.requests.iter().next().unwrap();
         assert_eq!(
-            (k.partition.as_str(), k.backend.as_str(), k.status, *n),
-            ("", "", "4xx", 1)
+            (
+                k.class,
+                k.partition.as_str(),
+                k.backend.as_str(),
+                k.status,
+                *n
+            ),
+            ("", "", "", "4xx", 1)
         );
     }
 }

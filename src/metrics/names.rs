@@ -66,6 +66,10 @@ pub const RATE_LIMITED: &str = "ringgate_rate_limited_total";
 pub const MIGRATION_HELD: &str = "ringgate_migration_held_total";
 /// Counter: time Commands spent held for a migration.
 pub const MIGRATION_HELD_SECONDS: &str = "ringgate_migration_held_seconds_total";
+/// Counter: requests admitted without a rate-limit slot (the table was full).
+pub const RATE_LIMIT_UNTRACKED: &str = "ringgate_rate_limit_untracked_total";
+/// Counter: Commands let through without an in-flight slot (the table was full).
+pub const MIGRATION_UNTRACKED: &str = "ringgate_migration_untracked_total";
 /// Counter: Commands refused at the migration wait bound.
 pub const MIGRATION_REFUSED: &str = "ringgate_migration_refused_total";
 /// Counter: mirrored Queries by the shadow's status class.

@@ -281,6 +281,12 @@ impl RoutingTable {
     pub fn partition_name(&self, p: u16) -> &str {
         &self.partitions[p as usize].name
     }
+
+    /// Whether client requests can be routed to partition `p` (it takes hashed users or
+    /// is the default); a mirror's shadow that is neither only gets mirrored copies.
+    pub fn takes_requests(&self, p: u16) -> bool {
+        self.default == Some(p) || self.hashed.contains(&p)
+    }
 }
 
 thread_local! {

@@ -48,6 +48,8 @@ pub struct Server {
     scraper: Arc<Mutex<Scraper>>,
     /// Where the admin listener actually runs, once it does.
     admin_listener: Option<SocketAddr>,
+    /// The per-user tables the workers share (their untracked counts are exported).
+    users: Arc<UserState>,
     /// Command-line settings that win over the file: applied to every config read again,
     /// so a reload keeps them and compares like with like.
     overrides: Option<Box<Overrides>>,
@@ -196,6 +198,7 @@ impl Server {
             last_reload_error: None,
             scraper: Arc::new(Mutex::new(Scraper::new())),
             admin_listener: None,
+            users,
             overrides: None,
         })
     }
@@ -236,6 +239,8 @@ impl Server {
             reloads_ok: self.reloads_ok,
             reloads_failed: self.reloads_failed,
             workers: self.workers.len(),
+            rate_limit_untracked: self.users.rate.untracked(),
+            migration_untracked: self.users.in_flight.untracked(),
         }
     }
 

@@ -74,8 +74,9 @@ pub struct RouterMetrics {
     pub eager_sent: u64,
     /// Eager sends the socket could not take whole at once.
     pub eager_continued: u64,
-    /// Retries and failovers counted by the workers.
+    /// Queries re-sent after a failure.
     pub retries: u64,
+    /// Connect failures answered by trying the next server.
     pub failovers: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,

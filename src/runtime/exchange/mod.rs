@@ -350,6 +350,9 @@ async fn checkout(
 ) -> Result<(u16, u32, Admission, Box<UpstreamConn>), ProxyError> {
     let s = &wt.table.settings;
     let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
+    // A connect failure of this checkout: the next server picked is a failover (a server
+    // skipped after a failed attempt is not: that is a retry).
+    let mut connect_failed = false;
     loop {
         let Some((backend, pos, admission)) = pinned
             .take()
@@ -357,14 +360,14 @@ async fn checkout(
         else {
             return Err(last_error);
         };
+        if connect_failed {
+            bump(&worker.metrics.failovers, 1);
+        }
         if !fresh_only {
             if let Some(conn) = worker.take_upstream(backend, wt.table.version, s) {
                 bump(&worker.metrics.pool_reused, 1);
                 return Ok((backend, pos, admission, conn));
             }
-        }
-        if *tried != 0 {
-            bump(&worker.metrics.failovers, 1);
         }
         let b = &*wt.table.backends[backend as usize];
         let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
@@ -392,6 +395,7 @@ async fn checkout(
                 report(b, s.circuit.as_ref(), admission, false);
                 *tried |= 1u64 << pos;
                 last_error = e;
+                connect_failed = true;
             }
         }
     }

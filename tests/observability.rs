@@ -1,0 +1,207 @@
+//! What operators see: failover and retry counters, the access log, readiness, request counters by class, and the per-user tables' untracked counts, over real sockets.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::backend::{Ending, Reply, ScriptedBackend};
+use common::client::get;
+use common::router::{dead_addr, Router};
+
+fn partition_of(servers: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [{}]\n{extra}",
+        list.join(", ")
+    )
+}
+
+const NO_HEALTH: &str = "[health]\nenabled = false\n[circuit]\nenabled = false\n";
+
+/// Every request meets a dead first server and fails over to a live one: every one of
+/// them is a failover, whether the live server's connection came from the pool or not.
+#[test]
+fn failover_to_a_pooled_connection_is_counted() {
+    let live = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&partition_of(&[dead_addr(), live.addr], NO_HEALTH));
+    for _ in 0..3 {
+        assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 200);
+    }
+    assert_eq!(live.request_count(), 3);
+    assert_eq!(
+        live.accepted(),
+        1,
+        "the live server's connection was reused"
+    );
+    let m = r.metrics();
+    assert_eq!(m.pool_reused, 2);
+    assert_eq!(
+        m.failovers, 3,
+        "three connect failures answered by the next server"
+    );
+}
+
+/// A Query whose first server closes without answering is re-sent to the other server:
+/// a retry, not a failover (no connect failed).
+#[test]
+fn a_retry_after_an_upstream_close_is_not_a_failover() {
+    let closing = ScriptedBackend::start(|_| Reply::close());
+    let live = ScriptedBackend::start(|_| {
+        Reply::bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .then(Ending::Close)
+    });
+    let r = Router::start(&partition_of(&[closing.addr, live.addr], NO_HEALTH));
+    for _ in 0..3 {
+        assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 200);
+    }
+    assert_eq!(closing.request_count(), 3);
+    let m = r.metrics();
+    assert_eq!(m.retries, 3);
+    assert_eq!(m.failovers, 0, "no connect failed: nothing failed over");
+}
+
+/// A user id is request-controlled: in the text access log it must not be able to add
+/// `key=value` fields of its own (a space ends the field).
+#[test]
+fn text_access_log_user_id_cannot_forge_fields() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let path = std::env::temp_dir().join(format!("ringgate-obs-al-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut r = Router::start(&format!(
+        "{}[log]\naccess_log = \"{}\"\n",
+        partition_of(&[b.addr], NO_HEALTH),
+        path.display()
+    ));
+    let resp = get(
+        r.addr,
+        "/q",
+        "X-User-Id: mallory status=200 partition=zone_9 duration_us=1\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    // A request line with spaces in its target is refused (400) but still logged.
+    let resp = common::client::request(
+        r.addr,
+        b"GET /x user=alice class=command status=200 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(resp.status, 400);
+    r.drain();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        for key in [
+            " user=",
+            " class=",
+            " partition=",
+            " status=",
+            " duration_us=",
+        ] {
+            assert_eq!(line.matches(key).count(), 1, "{key} in {line}");
+        }
+    }
+}
+
+/// A shadow partition (a mirror target) takes no client traffic: a dead shadow must not
+/// take the instance out of its load balancer through `/ready` (the README: nothing the
+/// mirror does reaches the client).
+#[test]
+fn a_dead_shadow_partition_does_not_make_the_router_unready() {
+    let live = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let dead = dead_addr();
+    let p = common::router::RouterProcess::start(
+        "obs-ready-shadow",
+        &format!(
+            "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\nmirror = \"shadow\"\n[partitions.shadow]\nservers = [\"{dead}\"]\n[health]\ninterval_ms = 50\ntimeout_ms = 50\nfall = 1\nrise = 1\n",
+            live.addr
+        ),
+        1,
+        true,
+        &[],
+    );
+    // The health checker has seen the shadow's server down.
+    common::wait_until(
+        "the shadow server is marked down",
+        std::time::Duration::from_secs(10),
+        || p.admin_get("/config").text().contains("\"up\": false"),
+    );
+    assert_eq!(
+        get(p.addr, "/api/spot/user/data", "X-User-Id: u\r\n").status,
+        200
+    );
+    let ready = p.admin_get("/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+/// A request refused before it was classified (a malformed head, a head timeout, a client
+/// gone mid-head) is neither a Command nor a Query: counting it as a Command puts
+/// internet noise into the Commands' error rate.
+#[test]
+fn unclassified_requests_are_not_counted_as_commands() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let p = common::router::RouterProcess::start(
+        "obs-unclassified",
+        &partition_of(&[b.addr], NO_HEALTH),
+        1,
+        true,
+        &[],
+    );
+    let resp = common::client::request(p.addr, b"GET /x y HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    let metrics = p.admin_get("/metrics").text();
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringgate_requests_total{"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        !lines[0].contains("class=\"command\""),
+        "a malformed request counted as a Command: {}",
+        lines[0]
+    );
+}
+
+/// The README: when the rate table has no slot for a user, "the request is admitted and
+/// counted as untracked rather than refused". An operator must be able to see that count
+/// (it means rate limits are not enforced for those requests) on `/metrics`.
+#[test]
+fn untracked_rate_limit_requests_are_visible_on_metrics() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let p = common::router::RouterProcess::start(
+        "obs-untracked",
+        &partition_of(
+            &[b.addr],
+            &format!(
+                "{NO_HEALTH}[rate_limit]\nper_user_queries = 1\nburst = 1.0\nmax_users = 64\n"
+            ),
+        ),
+        1,
+        true,
+        &[],
+    );
+    // 400 distinct users, each sending at its limit: far more active users than the
+    // table's 128 slots.
+    let mut c = common::client::Client::connect(p.addr);
+    for i in 0..400 {
+        let resp = c.roundtrip(
+            format!("GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: user-{i}\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(resp.status, 200);
+    }
+    let metrics = p.admin_get("/metrics").text();
+    let untracked: u64 = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("untracked"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        untracked > 0,
+        "no untracked count on /metrics:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rate_limit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
