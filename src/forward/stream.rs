@@ -213,6 +213,16 @@ impl Reader {
         }
     }
 
+    /// [`Reader::has_unread`], after taking in every completion the ring has posted: a
+    /// multishot reader's bytes may have left the socket for a completion not reaped yet
+    /// (on a ring that posts completions while tasks run), where a peek cannot see them.
+    pub fn has_unread_reaped(&mut self) -> bool {
+        if matches!(self, Reader::Multi(_)) {
+            crate::runtime::multishot::reap_if_posted_meanwhile();
+        }
+        self.has_unread()
+    }
+
     /// Whether the ring vouches that nothing (no bytes, no end) arrived on this socket
     /// (see [`Multi::is_known_idle`]); false where only the socket can tell.
     pub fn is_known_idle(&self) -> bool {

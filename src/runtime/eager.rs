@@ -561,7 +561,7 @@ mod tests {
             return;
         };
         rt.block_on(async {
-            if crate::runtime::multishot::init(true).is_err() {
+            if crate::runtime::multishot::init(true, true).is_err() {
                 eprintln!("no multishot here: eager sends are off, nothing to test");
                 return;
             }

@@ -135,6 +135,9 @@ struct State {
     counts: Counts,
     /// The ring raises `IORING_SQ_TASKRUN` while it holds undelivered task work.
     flags_task_work: bool,
+    /// Completions are posted only inside the worker's own enter (`DEFER_TASKRUN`), and
+    /// reaped by it before any task runs.
+    posted_in_enter: bool,
 }
 
 /// How often the bounds were met, since the worker started (for `/metrics`).
@@ -177,8 +180,9 @@ fn kernel_supports() -> bool {
 
 /// Set up this worker's buffer ring, so plain TCP readers made afterwards receive by
 /// multishot. Call from a task of a running io_uring runtime; `flags_task_work` says the
-/// ring was set up with `IORING_SETUP_TASKRUN_FLAG` (see [`Multi::is_known_idle`]).
-pub fn init(flags_task_work: bool) -> io::Result<()> {
+/// ring was set up with `IORING_SETUP_TASKRUN_FLAG` (see [`Multi::is_known_idle`]),
+/// `posted_in_enter` with `IORING_SETUP_DEFER_TASKRUN` (see [`reap_if_posted_meanwhile`]).
+pub fn init(flags_task_work: bool, posted_in_enter: bool) -> io::Result<()> {
     if !kernel_supports() {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -194,9 +198,21 @@ pub fn init(flags_task_work: bool) -> io::Result<()> {
             free: Vec::new(),
             counts: Counts::default(),
             flags_task_work,
+            posted_in_enter,
         })
     });
     Ok(())
+}
+
+/// Take in the completions the ring posted while tasks ran (none on a `DEFER_TASKRUN`
+/// ring: there the worker's enter posts them and reaps them before any task runs). A
+/// multishot may have moved a socket's bytes or end into such a completion, out of reach
+/// of a `recv(MSG_PEEK)`.
+pub fn reap_if_posted_meanwhile() {
+    let posted_in_enter = STATE.with(|s| s.borrow().as_ref().is_none_or(|st| st.posted_in_enter));
+    if !posted_in_enter {
+        let _ = uring_ext::reap();
+    }
 }
 
 fn on_completion(user_data: u64, res: i32, flags: u32) {

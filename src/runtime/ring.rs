@@ -184,7 +184,7 @@ fn start_multishot(driver: ActiveDriver) -> bool {
         return false;
     };
     let flags_task_work = matches!(setup, RingSetup::DeferTaskrun | RingSetup::CoopTaskrun);
-    match super::multishot::init(flags_task_work) {
+    match super::multishot::init(flags_task_work, setup == RingSetup::DeferTaskrun) {
         Ok(()) => {
             // Eager sends need requests issued inside the submitting enter.
             if setup == RingSetup::DeferTaskrun {

@@ -214,9 +214,12 @@ impl Pools {
             if rd.has_unread() {
                 continue;
             }
+            // The peek sees only what is still in the socket: an armed multishot may have
+            // taken bytes (or the end) into a completion not reaped yet, so completions
+            // are reaped after it (an arrival before the peek is then in one or the other).
             let live = rd.is_known_idle() || {
                 peeked.set(peeked.get() + 1);
-                is_idle_conn_live(idle.conn.fd)
+                is_idle_conn_live(idle.conn.fd) && !idle.conn.rd.has_unread_reaped()
             };
             if live {
                 let mut conn = idle.conn;
@@ -444,5 +447,112 @@ mod tests {
             handed_before: u64::MAX,
         };
         assert!(!probe.holds());
+    }
+}
+
+#[cfg(test)]
+mod ring_tests {
+    use std::cell::Cell;
+    use std::future::{poll_fn, Future};
+    use std::os::fd::AsRawFd;
+    use std::pin::pin;
+    use std::task::Poll;
+    use std::time::{Duration, Instant};
+
+    use monoio::io::AsyncReadRent;
+
+    use super::{connect, Pools};
+
+    /// Bytes waiting in `fd`'s receive queue (FIONREAD).
+    fn in_socket(fd: i32) -> i32 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0);
+        n
+    }
+
+    /// On a ring whose completions are posted while the worker runs tasks (`plain`, or
+    /// `coop_taskrun`: task work runs at any return to user mode), an armed multishot can
+    /// have taken a pooled connection's stray bytes out of the socket into a completion
+    /// not reaped yet. A `recv(MSG_PEEK)` then finds the socket empty: the connection must
+    /// still not be handed out (its next "response" would be those bytes).
+    fn stray_bytes_taken_by_the_multishot_retire_a_pooled_connection(
+        rt: Option<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>>,
+        flags_task_work: bool,
+    ) {
+        let Some(mut rt) = rt else {
+            eprintln!("no such io_uring ring here: nothing to test");
+            return;
+        };
+        rt.block_on(async {
+            if crate::runtime::multishot::init(flags_task_work, false).is_err() {
+                eprintln!("no multishot here: nothing to test");
+                return;
+            }
+            let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let (conn, srv) = monoio::join!(connect(addr, Duration::from_secs(5), None), l.accept());
+            let mut conn = conn.unwrap_or_else(|_| panic!("connect"));
+            let (srv, _) = srv.unwrap();
+            // A read polled once arms the multishot (as every exchange's reads do).
+            {
+                let mut read = pin!(conn.rd.read(Vec::with_capacity(64)));
+                poll_fn(|cx| {
+                    assert!(read.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+            }
+            monoio::uring_ext::submit_now().unwrap();
+            let mut pools = Pools::new([(addr, None)], 1);
+            let now = Instant::now();
+            pools.put(0, 1, conn, now, 8, None);
+            // The server speaks out of turn while the connection is pooled.
+            let stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray";
+            // SAFETY: a send from a live buffer on the test's own socket.
+            let n = unsafe { libc::send(srv.as_raw_fd(), stray.as_ptr().cast(), stray.len(), 0) };
+            assert_eq!(n, stray.len() as isize);
+            // Wait (without letting the runtime reap completions) until the multishot has
+            // taken them out of the socket: the kernel runs its task work at this thread's
+            // next return to user mode, a syscall's (FIONREAD's) included.
+            let fd = pools.idle[0][0].conn.fd;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while in_socket(fd) > 0 {
+                assert!(Instant::now() < deadline, "the multishot never took the bytes");
+                std::thread::yield_now();
+            }
+            let peeked = Cell::new(0);
+            let taken = pools.take(0, 1, now, Duration::from_secs(30), &peeked);
+            if let Some(mut conn) = taken {
+                let (res, buf) = conn.rd.read(Vec::with_capacity(256)).await;
+                panic!(
+                    "a connection holding stray bytes was handed out; its next read gives {:?}: {:?}",
+                    res,
+                    String::from_utf8_lossy(&buf)
+                );
+            }
+            drop(srv);
+        });
+    }
+
+    #[test]
+    fn stray_bytes_taken_by_the_multishot_retire_a_pooled_connection_on_a_plain_ring() {
+        stray_bytes_taken_by_the_multishot_retire_a_pooled_connection(
+            crate::test_runtime::uring(),
+            false,
+        );
+    }
+
+    #[test]
+    fn stray_bytes_taken_by_the_multishot_retire_a_pooled_connection_on_a_coop_ring() {
+        let mut b = io_uring::IoUring::builder();
+        b.setup_coop_taskrun().setup_taskrun_flag();
+        let rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(b)
+            .enable_timer()
+            .build()
+            .ok();
+        stray_bytes_taken_by_the_multishot_retire_a_pooled_connection(rt, true);
     }
 }

@@ -59,6 +59,32 @@ pub fn submit_now() -> io::Result<()> {
     })
 }
 
+/// Reap the completion queue without entering the kernel (unless completions overflow:
+/// then an enter flushes them in), handing tagged completions to the handler. For a
+/// caller that must see every completion the kernel has posted so far (on a ring that
+/// posts them while tasks run). Must not be called from the handler.
+pub fn reap() -> io::Result<()> {
+    if !CURRENT.is_set() {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    CURRENT.with(|inner| match inner {
+        Inner::Uring(this) => {
+            {
+                // SAFETY: a borrow that ends before the handler runs; no other is live.
+                let inner = unsafe { &mut *this.get() };
+                if inner.uring.submission().cq_overflow() {
+                    inner.submit()?;
+                }
+                inner.tick()?;
+            }
+            run_queued(this);
+            Ok(())
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(io::ErrorKind::Unsupported.into()),
+    })
+}
+
 /// Route this thread's tagged completions to `handler(user_data, result, flags)`.
 pub fn set_handler(handler: fn(u64, i32, u32)) {
     HANDLER.with(|h| h.set(Some(handler)));
@@ -131,7 +157,7 @@ pub fn is_caught_up() -> bool {
         // All submitted, and no task work waiting to become completions.
         let sq_quiet = {
             let sq = inner.uring.submission();
-            sq.is_empty() && !sq.taskrun()
+            sq.is_empty() && !sq.taskrun() && !sq.cq_overflow()
         };
         Ok(sq_quiet && inner.uring.completion().is_empty())
     })
