@@ -99,12 +99,15 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
         }
     };
     // Unread request bytes (a pipelined request behind a close) count as unread too.
-    if linger_close || !c.buf.is_empty() {
-        linger(&mut c).await;
+    let written = if linger_close || !c.buf.is_empty() {
+        linger(&mut c).await
     } else {
         // The last answer may still be on its way (an eager send): out before the close.
         let t = worker.table().table.settings.client_body_timeout;
-        let _ = timer::timeout(t, c.wr.settle()).await;
+        matches!(timer::timeout(t, c.wr.settle()).await, Ok(Ok(())))
+    };
+    if !written {
+        reset(c);
     }
 }
 
@@ -201,8 +204,9 @@ async fn serve_request(
 }
 
 /// Close in stages: FIN, then read and discard until the client closes (or the bounds).
-async fn linger(c: &mut Client) {
-    linger_close(&mut c.rd, &mut c.wr, &mut c.buf).await;
+/// Whether everything written went out before the FIN.
+async fn linger(c: &mut Client) -> bool {
+    linger_close(&mut c.rd, &mut c.wr, &mut c.buf).await
 }
 
 /// End a connection whose response was cut (see [`Next::Cut`]): with `reset`, a plain
@@ -211,10 +215,8 @@ async fn linger(c: &mut Client) {
 /// from as in [`linger`].
 async fn cut(mut c: Client, reset: bool) {
     let until = Instant::now() + LINGER_TIME;
-    // (A TLS client's library tells a missing close_notify from the end: no reset.)
     if reset && c.rd.is_plain() {
-        set_linger_zero(c.fd);
-        drop(reunite_plain(c.rd, c.wr));
+        self::reset(c);
         return;
     }
     // TLS records still queued, or an eager send, go out first (bounded).
@@ -226,6 +228,16 @@ async fn cut(mut c: Client, reset: bool) {
     // SAFETY: shutdown(2) on the connection's own socket, which `c` keeps open.
     unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
     drain_until_closed(&mut c.rd, &mut c.buf, until).await;
+}
+
+/// Reset a plain TCP connection: RST, no FIN before it, so that an answer cut short (say,
+/// close-delimited) cannot pass for a whole one. A TLS connection just closes: its client's
+/// library tells a missing `close_notify` from the end.
+fn reset(c: Client) {
+    if c.rd.is_plain() {
+        set_linger_zero(c.fd);
+        drop(reunite_plain(c.rd, c.wr));
+    }
 }
 
 /// Make the socket's close a reset (RST) rather than a FIN.
@@ -248,11 +260,15 @@ fn set_linger_zero(fd: std::os::fd::RawFd) {
 
 /// Shut the write side (FIN after everything written), then read and discard until the
 /// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
-async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) {
+/// Whether the shutdown went through: everything written went out first.
+async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) -> bool {
     let until = Instant::now() + LINGER_TIME;
     // (The shutdown waits for an answer still going out eagerly: bounded too.)
-    let _ = timer::timeout(LINGER_TIME, wr.shutdown()).await;
+    if !matches!(timer::timeout(LINGER_TIME, wr.shutdown()).await, Ok(Ok(()))) {
+        return false;
+    }
     drain_until_closed(rd, buf, until).await;
+    true
 }
 
 /// Read and discard until the peer closes, at most [`LINGER_BYTES`], until `until`.
