@@ -392,8 +392,13 @@ impl Multi {
                     }
                     // An end or an error waits for the bytes before it to be read.
                     Some(_) if copied > 0 => return Poll::Ready(Some(Ok(copied))),
-                    Some((res, _)) => {
+                    Some((res, flags)) => {
                         sl.queue.pop_front();
+                        // (Kernels recycle the buffer of an end or an error themselves;
+                        // one that names a buffer gets it back.)
+                        if let Some(bid) = cqueue::buffer_select(flags) {
+                            ring.give(bid);
+                        }
                         return Poll::Ready(Some(if res == 0 {
                             Ok(0)
                         } else {
