@@ -387,7 +387,7 @@ fn numbers_out_of_range_are_refused_not_clamped() {
         ("retry", "max_attempts", "1000"),
         ("listener", "backlog", "-5"),
         ("listener", "max_connections_per_worker", "0"),
-        ("workers", "ring_entries", "1"),
+        ("workers", "ring_entries", "128"),
     ] {
         let e = refused_value(section, key, value);
         assert!(

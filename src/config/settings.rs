@@ -349,7 +349,7 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
         pin: f.workers.pin,
         cpus: cpus_from(&f.workers.cpus, errors),
         driver,
-        ring_entries: errors.range(&f.workers.ring_entries, "workers.ring_entries", 64, 32768),
+        ring_entries: errors.range(&f.workers.ring_entries, "workers.ring_entries", 256, 32768),
         ring,
         busy_poll: f.workers.busy_poll,
         spin: Duration::from_micros(errors.range(
