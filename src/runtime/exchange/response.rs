@@ -107,11 +107,10 @@ pub async fn relay(
         drop(up);
     }
     if !client_keeps {
-        return Ok(if request_side_keeps(req, sent, progress) {
-            Next::Close
-        } else {
-            Next::CloseLingering
-        });
+        // Close in stages whatever the request side: bytes may still be on their way (the
+        // rest of a body an early answer cut short, a request pipelined behind this one),
+        // and a close with any of them unread is a reset that destroys the answer's end.
+        return Ok(Next::CloseLingering);
     }
     // The request's bytes leave the client buffer; what follows is the next request.
     match (sent, req.buffered_len()) {

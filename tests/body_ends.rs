@@ -1,0 +1,281 @@
+//! Where bodies end, and what becomes of the client connection after: early answers to a body still arriving, requests pipelined behind a body or a closing answer, chunked bodies with extensions and trailers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backend::{BodyRead, Ending, Reply, ScriptedBackend};
+use common::client::Client;
+use common::router::Router;
+use common::{find, wait_until};
+
+fn route_to(b: &ScriptedBackend) -> Router {
+    Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n",
+        b.addr
+    ))
+}
+
+/// Wait until the router has relayed something to the client (without consuming it).
+fn wait_for_bytes(c: &Client) {
+    wait_until(
+        "the client has response bytes",
+        Duration::from_secs(5),
+        || {
+            let mut t = [0u8; 16];
+            c.stream().peek(&mut t).map(|n| n > 0).unwrap_or(false)
+        },
+    );
+}
+
+/// Send a POST head and the first `first` bytes of a `len`-byte body; the backend
+/// answers early (half its answer at once, the rest after a pause); the client sends the
+/// rest of its body meanwhile. The router must close in stages (FIN, read and drop what
+/// the client still sends), never with an RST.
+fn early_answer_then_rest_of_body(extra_head: &str, reply: Reply) -> common::client::Closed {
+    let b = ScriptedBackend::start(move |_| reply.clone());
+    let r = route_to(&b);
+    let mut c = Client::connect(r.addr);
+    let len = 50_000;
+    c.send(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n{extra_head}Content-Type: text/plain\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    c.send(&vec![b'a'; 1000]);
+    wait_for_bytes(&c);
+    // The rest of the body, while the router still relays the answer.
+    c.send(&vec![b'a'; len - 1000]);
+    c.closed()
+}
+
+#[test]
+fn early_answer_to_a_connection_close_request_ends_with_fin() {
+    let reply = Reply::bytes("HTTP/1.1 401 Unauthorized\r\nContent-Length: 10\r\n\r\n01234")
+        .late(Duration::from_millis(300), "56789")
+        .early(BodyRead::Never)
+        .then(Ending::Close);
+    let end = early_answer_then_rest_of_body("Connection: close\r\n", reply);
+    let text = String::from_utf8_lossy(end.leftover()).into_owned();
+    assert!(text.starts_with("HTTP/1.1 401"), "{end}");
+    assert!(text.ends_with("0123456789"), "{end}");
+    assert!(end.is_fin(), "a clean close expected: {end}");
+}
+
+#[test]
+fn early_close_delimited_answer_ends_with_fin() {
+    let reply = Reply::bytes("HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\n01234")
+        .late(Duration::from_millis(300), "56789")
+        .early(BodyRead::Never)
+        .then(Ending::Close);
+    let end = early_answer_then_rest_of_body("", reply);
+    let text = String::from_utf8_lossy(end.leftover()).into_owned();
+    assert!(text.starts_with("HTTP/1.1 401"), "{end}");
+    assert!(text.ends_with("0123456789"), "{end}");
+    // A close-delimited answer ended by a reset reads as cut.
+    assert!(end.is_fin(), "a clean close expected: {end}");
+}
+
+/// The same, with a large early answer: a client that keeps sending the rest of its body
+/// while it reads the answer must get all of it. A close with the client's bytes unread
+/// is a reset, which throws away what is still in the router's send queue.
+#[test]
+fn a_large_early_answer_reaches_a_client_still_sending_its_body() {
+    let cfg = |b: &ScriptedBackend| {
+        format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n",
+            b.addr
+        )
+    };
+    large_early_answer(|b| Router::start_on(&cfg(b), 1, "epoll"));
+    large_early_answer(|b| Router::start_with_workers(&cfg(b), "multishot = false"));
+}
+
+fn large_early_answer(start: impl Fn(&ScriptedBackend) -> Router) {
+    use std::io::{Read, Write};
+    let answer_len = 4 * 1024 * 1024;
+    let mut answer =
+        format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {answer_len}\r\n\r\n").into_bytes();
+    let head_len = answer.len();
+    answer.resize(head_len + answer_len, b'z');
+    let reply = Reply::bytes(answer)
+        .early(BodyRead::Never)
+        .then(Ending::Close);
+    let b = ScriptedBackend::start(move |_| reply.clone());
+    let r = start(&b);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&r.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let len = 50_000;
+    s.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&vec![b'a'; 1000]).unwrap();
+    wait_until("the answer starts", Duration::from_secs(5), || {
+        let mut t = [0u8; 16];
+        s.peek(&mut t).map(|n| n > 0).unwrap_or(false)
+    });
+    // The rest of the body (the router is no longer reading it).
+    s.write_all(&vec![b'a'; len - 1000]).unwrap();
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 64 * 1024];
+    let end = loop {
+        match s.read(&mut tmp) {
+            Ok(0) => break "FIN".to_string(),
+            Ok(n) => got += n,
+            Err(e) => break format!("{e}"),
+        }
+    };
+    assert_eq!(
+        (got, end.as_str()),
+        (head_len + answer_len + "Connection: close\r\n".len(), "FIN"),
+        "the whole answer, then a clean close"
+    );
+}
+
+fn echo_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|req| {
+        if req.path() == "/early" {
+            Reply::status("401 Unauthorized", "no")
+                .early(BodyRead::Never)
+                .then(Ending::Close)
+        } else {
+            Reply::ok(format!("path={}", req.path()))
+        }
+    })
+}
+
+#[test]
+fn a_pipelined_request_behind_a_large_chunked_body_is_served() {
+    for threshold in [1024u64, 64 * 1024, u64::MAX] {
+        let b = echo_backend();
+        let r = Router::start(&format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[limits]\nsplice_threshold_bytes = {threshold}\n",
+            b.addr
+        ));
+        let mut c = Client::connect(r.addr);
+        let mut raw =
+            b"POST /up HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for size in [200_000usize, 3, 70_000, 1] {
+            raw.extend_from_slice(format!("{size:x};e=1\r\n").as_bytes());
+            raw.extend(std::iter::repeat_n(b'q', size));
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\nX-T: 1\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.send(&raw);
+        let a = c.read_response();
+        assert_eq!(a.text(), "path=/up", "{threshold}");
+        let n = c.read_response();
+        assert_eq!(n.text(), "path=/next", "{threshold}");
+        c.expect_open_for(Duration::from_millis(30));
+        let got = &b.requests()[0];
+        let start = find(&raw, b"\r\n\r\n").unwrap() + 4;
+        let end = raw.len() - "GET /next HTTP/1.1\r\nHost: t\r\n\r\n".len();
+        assert!(got.body == raw[start..end], "{threshold}: body as sent");
+    }
+}
+
+#[test]
+fn a_pipelined_request_behind_an_early_answer_is_served() {
+    for chunked in [false, true] {
+        let b = echo_backend();
+        let r = route_to(&b);
+        let mut c = Client::connect(r.addr);
+        let framing = if chunked {
+            "Transfer-Encoding: chunked"
+        } else {
+            "Content-Length: 30009"
+        };
+        c.send(
+            format!("POST /early HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n{framing}\r\n\r\n")
+                .as_bytes(),
+        );
+        let first = c.read_response();
+        assert_eq!(first.status, 401);
+        let mut body = Vec::new();
+        if chunked {
+            for _ in 0..3 {
+                body.extend_from_slice(b"2710\r\n");
+                body.extend(std::iter::repeat_n(b'G', 10_000));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            body.extend(std::iter::repeat_n(b'G', 30_009));
+        }
+        body.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.send(&body);
+        let n = c.read_response();
+        assert_eq!(n.text(), "path=/next", "chunked={chunked}");
+        c.expect_open_for(Duration::from_millis(30));
+    }
+}
+
+/// A client pipelines a second request behind one whose (large) answer ends at the
+/// close. The router closes after the first answer; the second request, unread in the
+/// socket, must not turn that close into a reset that destroys the end of the answer.
+#[test]
+fn a_request_pipelined_behind_a_close_delimited_answer_does_not_reset_it() {
+    let cfg = |b: &ScriptedBackend| {
+        format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n",
+            b.addr
+        )
+    };
+    pipelined_behind_close(|b| Router::start_on(&cfg(b), 1, "epoll"));
+    pipelined_behind_close(|b| Router::start_with_workers(&cfg(b), "multishot = false"));
+}
+
+fn pipelined_behind_close(start: impl Fn(&ScriptedBackend) -> Router) {
+    use std::io::{Read, Write};
+    let answer_len = 4 * 1024 * 1024;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n";
+    let mut first = head.as_bytes().to_vec();
+    first.extend_from_slice(b"start");
+    let rest = vec![b'z'; answer_len];
+    let reply = Reply::bytes(first)
+        .late(Duration::from_millis(200), rest)
+        .then(Ending::Close);
+    let b = ScriptedBackend::start(move |_| reply.clone());
+    let r = start(&b);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&r.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A body larger than the router's first read: it streams, read to its exact end.
+    let mut post =
+        b"POST /big HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Type: text/plain\r\nContent-Length: 20000\r\n\r\n"
+            .to_vec();
+    post.resize(post.len() + 20_000, b'p');
+    s.write_all(&post).unwrap();
+    wait_until("the answer starts", Duration::from_secs(5), || {
+        let mut t = [0u8; 16];
+        s.peek(&mut t).map(|n| n > 0).unwrap_or(false)
+    });
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 64 * 1024];
+    let end = loop {
+        match s.read(&mut tmp) {
+            Ok(0) => break "FIN".to_string(),
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(e) => break format!("{e}"),
+        }
+    };
+    let body_start = find(&got, b"\r\n\r\n").map_or(0, |i| i + 4);
+    assert_eq!(
+        (got.len() - body_start, end.as_str()),
+        (5 + answer_len, "FIN"),
+        "the whole close-delimited answer, then a clean close"
+    );
+}
