@@ -16,6 +16,13 @@ fn command_for(user: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A Command for `user` on a connection of its own, answered in the background: the
+/// answer's body.
+fn command_in_background(addr: SocketAddr, user: &str) -> std::thread::JoinHandle<String> {
+    let raw = command_for(user);
+    std::thread::spawn(move || Client::connect(addr).roundtrip(&raw).text())
+}
+
 fn query_for(user: &str) -> Vec<u8> {
     format!("GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n")
         .into_bytes()
@@ -235,11 +242,7 @@ fn a_held_command_gets_503_at_the_bound() {
     let extra = "[migration]\nmax_wait_ms = 200\n";
     let mut r = Router::start(&zones(a.addr, b.addr, "a", extra));
     let addr = r.addr;
-    let slow = std::thread::spawn(move || {
-        Client::connect(addr)
-            .roundtrip(&command_for("alice"))
-            .text()
-    });
+    let slow = command_in_background(addr, "alice");
     a.wait_for_requests(1);
     r.reload(&zones(a.addr, b.addr, "b", extra));
     let mut c = Client::connect(addr);
@@ -281,11 +284,7 @@ fn a_command_routed_on_the_old_table_does_not_reach_the_old_partition_after_the_
     // Move alice to b; X2 goes to b and is in flight there.
     r.reload(&zones(a.addr, b.addr, "b", ""));
     let addr = r.addr;
-    let x2 = std::thread::spawn(move || {
-        Client::connect(addr)
-            .roundtrip(&command_for("alice"))
-            .text()
-    });
+    let x2 = command_in_background(addr, "alice");
     b.wait_for_requests(1);
     // Now X1's body: it waits for X2, then goes...
     c1.send(body.as_bytes());
@@ -324,11 +323,7 @@ fn a_held_command_is_not_sent_after_its_deadline() {
         Client::connect(addr).roundtrip(&command_for("bob")).text(),
         "b"
     );
-    let slow = std::thread::spawn(move || {
-        Client::connect(addr)
-            .roundtrip(&command_for("alice"))
-            .text()
-    });
+    let slow = command_in_background(addr, "alice");
     a.wait_for_requests(1);
     r.reload(&zones(a.addr, b.addr, "b", extra));
     let resp = Client::connect(addr).roundtrip(&command_for("alice"));
