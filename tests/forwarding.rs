@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use common::backend::{Ending, Reply, ScriptedBackend};
@@ -470,4 +471,86 @@ fn the_demo_backend_answers_the_same_request_with_the_same_length() {
     let demo = demo_backend("zone_1");
     let lengths: Vec<usize> = (0..12).map(|_| get(demo, "/same", "").body.len()).collect();
     assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
+}
+
+/// An untrusted client's `X-Forwarded-Proto` / `X-Forwarded-Host` (and `_` spellings)
+/// reach the backend, while `Forwarded: proto=https;host=...` — the same facts in the
+/// RFC 7239 spelling — is dropped: a plain-HTTP client can tell the backend it came over
+/// TLS (or from another host).
+#[test]
+fn untrusted_x_forwarded_proto_and_host_are_dropped() {
+    let (r, _) = one_backend("");
+    let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nX_Forwarded_Proto: https\r\nForwarded: proto=https;host=bank.example\r\n\r\n";
+    let head = request(r.addr, raw).json_field("head").unwrap();
+    assert!(!head.contains("orwarded: "), "Forwarded dropped: {head}");
+    for forged in ["X-Forwarded-Proto", "X-Forwarded-Host", "X_Forwarded_Proto"] {
+        assert!(
+            !head.contains(forged),
+            "{forged} forwarded from an untrusted client: {head}"
+        );
+    }
+}
+
+/// `Connection: Content-Type` drops the field ringgate decided the body scan by: ringgate
+/// sees `text/plain` (no scan, so no user: default backend) while the backend gets a
+/// JSON body naming bob and *no* content type — which ringgate's own rule reads as JSON.
+#[test]
+fn connection_cannot_remove_the_content_type_routing_depended_on() {
+    let z1 = demo_backend("zone_1");
+    let z2 = demo_backend("zone_2");
+    let r = Router::start(&format!(
+        "default_backend = \"zone_1\"\n[partitions.zone_1]\nservers = [\"{z1}\"]\n[partitions.zone_2]\nservers = [\"{z2}\"]\n[users]\nbob = \"zone_2\"\n"
+    ));
+    let body = r#"{"user_id":"bob","qty":1}"#;
+    let raw = format!(
+        "POST /api/spot/v2/order?echo=head HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nConnection: Content-Type\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = request(r.addr, raw.as_bytes());
+    if resp.status == 200 {
+        let head = resp.json_field("head").unwrap();
+        let ct_forwarded = head.to_ascii_lowercase().contains("content-type:");
+        assert!(
+            ct_forwarded || resp.zone() == "zone_2",
+            "bob's order went to {} with no Content-Type: {head}",
+            resp.zone()
+        );
+    } else {
+        assert_eq!(resp.status, 400);
+    }
+}
+
+/// On a dual-stack listener an IPv4 client is `::ffff:a.b.c.d` to the socket. The trust
+/// check reads it as IPv4 (`to_canonical`), but `X-Forwarded-For` carries the mapped
+/// IPv6 form, so a backend's IPv4 allow-lists / rate limits keyed by the IP miss it.
+#[test]
+fn xff_of_an_ipv4_client_on_a_dual_stack_listener_is_ipv4() {
+    let b = demo_backend("zone_1");
+    let text = format!(
+        "default_backend = \"{b}\"\n[partitions.zone_1]\nservers = [\"{b}\"]\n[listener]\naddress = \"[::]:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\n"
+    );
+    let config = ringgate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+    let server = match ringgate::runtime::server::Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("no IPv6 listener here: {e}");
+            return;
+        }
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.listen_addr.port()));
+    let mut c = Client::connect(addr);
+    let resp = c.roundtrip(b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\n\r\n");
+    let head = resp.json_field("head").unwrap();
+    assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+    drop(server);
+}
+
+/// A trusted proxy written in the IPv4-mapped form (as a dual-stack listener reports an
+/// IPv4 peer, e.g. in logs) never matches: peers are compared in canonical IPv4 form.
+#[test]
+fn trusted_proxy_in_ipv4_mapped_form_is_trusted() {
+    let (r, _) = one_backend("[forward]\ntrusted_proxies = [\"::ffff:127.0.0.0/104\"]\n");
+    let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
+    let head = request(r.addr, raw).json_field("head").unwrap();
+    assert!(head.contains("X-Forwarded-For: 10.9.9.9\r\n"), "{head}");
 }

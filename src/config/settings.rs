@@ -414,7 +414,7 @@ fn trusted_proxies(list: &[Spanned<String>], errors: &mut Errors<'_>) -> Vec<IpN
             .ok()
             .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
         match net {
-            Some(n) => out.push(n.trunc()),
+            Some(n) => out.push(canonical_net(n.trunc())),
             None => errors.add(
                 v.span(),
                 "forward.trusted_proxies",
@@ -423,6 +423,20 @@ fn trusted_proxies(list: &[Spanned<String>], errors: &mut Errors<'_>) -> Vec<IpN
         }
     }
     out
+}
+
+/// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it stands for:
+/// peers are compared in canonical form, so the mapped spelling would never match.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
 }
 
 impl Settings {

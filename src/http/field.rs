@@ -69,9 +69,9 @@ pub struct HeaderField {
     pub value: Span,
     /// Hop-by-hop: not forwarded (RFC 9110 §7.6.1).
     pub is_hop_by_hop: bool,
-    /// A field that says who the client is (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`,
-    /// also spelt with `_`): a client can forge it, so it is forwarded only from a
-    /// trusted proxy.
+    /// A field that says who the client is or how it came (`X-Forwarded-For`,
+    /// `Forwarded`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`, also spelt with
+    /// `_`): a client can forge it, so it is forwarded only from a trusted proxy.
     pub is_forwarding: bool,
 }
 
@@ -81,6 +81,8 @@ pub fn is_forwarding_name(name: &[u8]) -> bool {
     match name.len() {
         9 => eq_dash_underscore(name, b"forwarded") || eq_dash_underscore(name, b"x-real-ip"),
         15 => eq_dash_underscore(name, b"x-forwarded-for"),
+        16 => eq_dash_underscore(name, b"x-forwarded-host"),
+        17 => eq_dash_underscore(name, b"x-forwarded-proto"),
         _ => false,
     }
 }

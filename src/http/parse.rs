@@ -375,6 +375,8 @@ impl<'a> FieldState<'a> {
             } else if eq_lower(token, b"content-length")
                 || eq_lower(token, b"transfer-encoding")
                 || eq_lower(token, b"host")
+                // The body scan is decided by it: the backend must see what ringgate read.
+                || eq_lower(token, b"content-type")
             {
                 return Err(bad("Connection names a framing header"));
             } else {

@@ -65,7 +65,13 @@ impl Client {
     /// handshake).
     pub fn with_halves(rd: Reader, wr: Writer, fd: RawFd, peer: SocketAddr) -> Self {
         let mut forwarded_for = Vec::with_capacity(48);
-        let _ = write!(forwarded_for, "X-Forwarded-For: {}\r\n", peer.ip());
+        // An IPv4 client on a dual-stack listener is `::ffff:a.b.c.d` to the socket: the
+        // backend is told the IPv4 address, as the trust check reads it.
+        let _ = write!(
+            forwarded_for,
+            "X-Forwarded-For: {}\r\n",
+            peer.ip().to_canonical()
+        );
         Self {
             rd,
             wr,
