@@ -110,6 +110,16 @@ fn spawn_config_watcher(server: SharedServer, path: PathBuf, loaded: u64) {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
+    // Before anything else: a SIGHUP or SIGTERM sent while the router starts (a reload
+    // right after a start) must reload or drain once it runs, not kill the process with
+    // the default action.
+    let signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringgate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -160,15 +170,6 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("ringgate: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Before the listening line: a SIGHUP or SIGTERM sent as soon as it is seen must reload
-    // or drain, not kill the process with the default action.
-    let signals = match Signals::new([SIGHUP, SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ringgate: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -560,4 +562,81 @@ fn a_sighup_sent_as_soon_as_the_router_says_it_listens_reloads_it() {
             m.admin_get("/config").json_field("version").as_deref() == Some("2")
         });
     }
+}
+
+/// A SIGHUP that arrives while the router is still starting (systemd's `ExecReload` or a
+/// reload sidecar firing just after a start) must not kill it: SIGHUP is a reload, and
+/// systemd's `Restart=on-failure` does not restart a process ended by SIGHUP. The config
+/// is read from a FIFO so that the signal lands, deterministically, while the router is
+/// inside `Config::load`.
+#[test]
+fn a_sighup_while_the_router_starts_does_not_kill_it() {
+    let z = demo_backend("zone_1");
+    let dir = std::env::temp_dir().join(format!("ringgate-review-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("routing.toml");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .arg("--config")
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Opening the FIFO for writing returns once the router has opened it for reading:
+    // it is then blocked reading its config.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    let text = format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{z}\"]\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[workers]\ncount = 1\npin = false\ndriver = \"{}\"\n",
+        common::router::test_driver()
+    );
+    let _ = w.write_all(text.as_bytes());
+    drop(w);
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    // The first line, or EOF: then the process is gone (reap it to show how it ended).
+    let status = if line.is_empty() {
+        Some(child.wait().unwrap())
+    } else {
+        None
+    };
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        line.starts_with("ringgate listening on"),
+        "the router did not start (exit: {status:?}, first line {line:?})"
+    );
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let addr: std::net::SocketAddr = words[3].parse().unwrap();
+    assert_eq!(get(addr, "/x", "").status, 200);
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    wait_until("the router exits", Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+}
+
+/// Round-robin is per worker, and a reload must not send every worker back to the first
+/// server of every list: with a reload between requests (a sidecar moving users, a
+/// watcher), all the traffic went to the first server.
+#[test]
+fn a_reload_does_not_restart_round_robin_at_the_first_server() {
+    let a = demo_backend("a");
+    let b = demo_backend("b");
+    let routes = format!("default_backend = \"z\"\n[health]\nenabled = false\n[partitions.z]\nservers = [\"{a}\", \"{b}\"]\n");
+    let mut r = Router::start(&routes);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(r.addr, "/x", "").zone());
+        r.reload(&routes);
+    }
+    assert_eq!(
+        seen,
+        ["a", "b", "a", "b"],
+        "servers chosen, a reload between requests"
+    );
 }

@@ -444,7 +444,7 @@ impl Default for RetrySection {
 #[serde(deny_unknown_fields, default)]
 pub struct OverloadSection {
     /// Requests in flight per worker at which Commands are shed too (503).
-    pub max_in_flight_per_worker: usize,
+    pub max_in_flight_per_worker: Spanned<usize>,
     /// Fraction of that bound at which Queries start being shed (503).
     pub query_shed_ratio: Spanned<f64>,
 }
@@ -452,7 +452,7 @@ pub struct OverloadSection {
 impl Default for OverloadSection {
     fn default() -> Self {
         Self {
-            max_in_flight_per_worker: 4096,
+            max_in_flight_per_worker: Spanned::new(0..0, 4096),
             query_shed_ratio: Spanned::new(0..0, 0.8),
         }
     }
@@ -469,7 +469,7 @@ pub struct RateLimitSection {
     /// Seconds of the rate a user may send at once (bucket depth).
     pub burst: Spanned<f64>,
     /// Users tracked at once (the table is fixed; idle users make room). Restart to change.
-    pub max_users: usize,
+    pub max_users: Spanned<usize>,
     /// Per-user overrides.
     pub users: BTreeMap<String, Spanned<UserRateSection>>,
 }
@@ -480,7 +480,7 @@ impl Default for RateLimitSection {
             per_user_commands: Spanned::new(0..0, 0.0),
             per_user_queries: Spanned::new(0..0, 0.0),
             burst: Spanned::new(0..0, 1.0),
-            max_users: 65_536,
+            max_users: Spanned::new(0..0, 65_536),
             users: BTreeMap::new(),
         }
     }
@@ -505,14 +505,14 @@ pub struct MigrationSection {
     /// Longest a Command waits for the user's Commands in flight to the old partition.
     pub max_wait_ms: u64,
     /// Users with Commands in flight tracked at once. Restart to change.
-    pub max_users: usize,
+    pub max_users: Spanned<usize>,
 }
 
 impl Default for MigrationSection {
     fn default() -> Self {
         Self {
             max_wait_ms: 2_000,
-            max_users: 65_536,
+            max_users: Spanned::new(0..0, 65_536),
         }
     }
 }

@@ -235,7 +235,7 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
         listener_tls: tls::listener_tls_from(f.listener.tls.as_ref(), path, errors),
         access_log: settings::access_log_from(f, errors),
         health: settings::health_from(f, errors),
-        user_tables: users::user_tables_from(f),
+        user_tables: users::user_tables_from(f, errors),
     }
 }
 
@@ -326,6 +326,27 @@ bob = "zone_2"
         let e = parse("x = [\n").unwrap_err();
         assert!(e.line.is_some());
         assert!(parse("").is_err());
+    }
+
+    /// Numbers out of their range are refused, not quietly adjusted (README): a 0 here
+    /// used to become 1, so a worker shed every request beyond its first in flight (0
+    /// means "off" for other keys of the file), and 0 users became 64.
+    #[test]
+    fn out_of_range_bounds_are_refused_not_adjusted() {
+        for (section, key) in [
+            ("overload", "max_in_flight_per_worker"),
+            ("rate_limit", "max_users"),
+            ("migration", "max_users"),
+        ] {
+            let text =
+                format!("[partitions.z]\nservers = [\"127.0.0.1:1\"]\n[{section}]\n{key} = 0\n");
+            let e = parse(&text).expect_err(&format!("{section}.{key} = 0 accepted"));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(4), Some(format!("{section}.{key}").as_str())),
+                "{e}"
+            );
+        }
     }
 
     #[test]

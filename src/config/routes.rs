@@ -321,6 +321,12 @@ fn default_route(
             ),
         );
     }
+    // The address may be a server of a partition too: it is one backend, spoken to the
+    // same way (TLS included) whichever partition a request came through.
+    let tls = partitions
+        .iter()
+        .find(|p| p.write.contains(&a) || p.read.contains(&a))
+        .and_then(|p| p.tls.clone());
     partitions.push(PartitionSpec {
         name: IMPLICIT_DEFAULT_PARTITION.into(),
         write: vec![a],
@@ -328,7 +334,7 @@ fn default_route(
         policy: Policy::RoundRobin,
         is_hashed: false,
         mirror: None,
-        tls: None,
+        tls,
     });
     DefaultRoute::Partition(partitions.len() - 1)
 }

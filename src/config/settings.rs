@@ -267,8 +267,8 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             budget_ratio: errors.real(&f.retry.budget_ratio, "retry.budget_ratio", 0.0, 1.0),
             budget_reserve: errors.real(&f.retry.budget_reserve, "retry.budget_reserve", 0.0, 1e9),
         },
-        max_in_flight: f.overload.max_in_flight_per_worker.max(1),
-        query_shed_in_flight: ((f.overload.max_in_flight_per_worker.max(1) as f64
+        max_in_flight: max_in_flight(f, errors),
+        query_shed_in_flight: ((max_in_flight(f, errors) as f64
             * errors.real(
                 &f.overload.query_shed_ratio,
                 "overload.query_shed_ratio",
@@ -469,6 +469,16 @@ fn health_path(v: &Spanned<String>, errors: &mut Errors<'_>) -> Option<String> {
         return None;
     }
     Some(path.clone())
+}
+
+/// `overload.max_in_flight_per_worker`: at least 1 (0 would shed every request).
+fn max_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
+    errors.range(
+        &f.overload.max_in_flight_per_worker,
+        "overload.max_in_flight_per_worker",
+        1,
+        1 << 24,
+    )
 }
 
 /// `retry.backoff_max_ms`: the cap of the backoff, no lower than its base.

@@ -99,9 +99,9 @@ pub(crate) fn migration_wait_from(f: &FileConfig) -> Duration {
 }
 
 /// Sizes of the per-user tables.
-pub(crate) fn user_tables_from(f: &FileConfig) -> UserTables {
+pub(crate) fn user_tables_from(f: &FileConfig, errors: &mut Errors<'_>) -> UserTables {
     UserTables {
-        rate_users: f.rate_limit.max_users.clamp(64, 1 << 20),
-        migration_users: f.migration.max_users.clamp(64, 1 << 20),
+        rate_users: errors.range(&f.rate_limit.max_users, "rate_limit.max_users", 64, 1 << 20),
+        migration_users: errors.range(&f.migration.max_users, "migration.max_users", 64, 1 << 20),
     }
 }

@@ -366,6 +366,21 @@ impl WorkerTable {
         Self { table, rr }
     }
 
+    /// Wrap a new table for the worker that ran on `old`: partitions that keep their name
+    /// keep their round-robin positions, so a reload does not send every worker back to
+    /// the first server of every list.
+    pub fn following(table: Arc<RoutingTable>, old: &WorkerTable) -> Self {
+        let new = Self::new(table);
+        for (i, p) in new.table.partitions.iter().enumerate() {
+            if let Some(j) = old.table.partitions.iter().position(|q| q.name == p.name) {
+                for class in 0..2 {
+                    new.rr[i * 2 + class].set(old.rr[j * 2 + class].get());
+                }
+            }
+        }
+        new
+    }
+
     /// Pick a server for `class` in partition `p`, skipping positions in `tried` and
     /// backends that are down, drained or whose circuit is open. Returns the backend
     /// index, its list position, and whether the request is a half-open probe.
@@ -559,6 +574,26 @@ carol = "zone_3"
         assert_eq!(
             addr(&t, t.pick_server(carol, Class::Command, 0).unwrap().0),
             "127.0.0.1:3006"
+        );
+    }
+
+    /// A `default_backend` address that is also a server of a TLS partition is one
+    /// backend: it must keep that partition's TLS, not be spoken to in cleartext (the
+    /// implicit partition comes last and used to overwrite the backend's TLS with none).
+    #[test]
+    fn a_default_backend_address_in_a_tls_partition_keeps_its_tls() {
+        let t = table(
+            "default_backend = \"127.0.0.1:3001\"\n[partitions.z]\nservers = [\"127.0.0.1:3001\"]\ntls = true\n",
+        );
+        let b = t
+            .table
+            .backends
+            .iter()
+            .position(|b| b.addr.port() == 3001)
+            .unwrap();
+        assert!(
+            t.table.backend_tls[b].is_some(),
+            "partition z's TLS server is reached in cleartext"
         );
     }
 

@@ -215,7 +215,8 @@ impl Worker {
         self.pools
             .borrow_mut()
             .install(pool_keys(&table), table.version);
-        let old = self.table.replace(Rc::new(WorkerTable::new(table.clone())));
+        let next = WorkerTable::following(table.clone(), &self.table.borrow());
+        let old = self.table.replace(Rc::new(next));
         self.metrics.relayout(Some(&old.table), &table);
     }
 
