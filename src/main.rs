@@ -216,7 +216,12 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
         config.admin = Some(a);
     }
     if let Some(n) = cli.workers {
-        config.workers.count = n.max(1);
+        // 0 means one per core, as `workers.count = 0` does.
+        config.workers.count = if n == 0 {
+            std::thread::available_parallelism().map_or(1, |c| c.get())
+        } else {
+            n
+        };
     }
     if let Some(d) = &cli.driver {
         config.workers.driver = DriverChoice::parse(d)

@@ -176,7 +176,11 @@ impl Config {
                 s,
                 "partition {}{}: write [{}] read [{}] {:?}",
                 p.name,
-                if p.is_hashed { "" } else { " (default only)" },
+                if p.is_hashed {
+                    ""
+                } else {
+                    " (no hashed users)"
+                },
                 list(&p.write),
                 read,
                 p.policy
