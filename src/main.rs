@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringgate::admin::SharedServer;
-use ringgate::config::{Config, DriverChoice, RingSetup, MAX_SPIN_US};
+use ringgate::config::{Config, DriverChoice, RingSetup, MAX_SPIN_US, MAX_WORKERS};
 use ringgate::runtime::server::{ReloadTrigger, Server};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -216,6 +216,9 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
         config.admin = Some(a);
     }
     if let Some(n) = cli.workers {
+        if n > MAX_WORKERS {
+            return Err(format!("--workers must be at most {MAX_WORKERS}"));
+        }
         // 0 means one per core, as `workers.count = 0` does.
         config.workers.count = if n == 0 {
             std::thread::available_parallelism().map_or(1, |c| c.get())

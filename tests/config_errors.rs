@@ -426,3 +426,23 @@ fn pinning_to_a_cpu_this_process_cannot_use_is_refused() {
     );
     accepted("cpus_zero", &format!("{ZONES}[workers]\ncpus = [0]\n"));
 }
+
+#[test]
+fn a_config_that_could_not_start_is_refused() {
+    // Both passed `--check` and failed only at start.
+    let e = refused_value("workers", "count", "100000");
+    assert!(e.message.contains("out of range"), "{e}");
+    let e = refused(
+        "admin_on_listener",
+        &format!(
+            "{ZONES}[listener]\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"0.0.0.0:8080\"\n"
+        ),
+        8,
+        "admin.address",
+    );
+    assert!(e.message.contains("need different ports"), "{e}");
+    accepted(
+        "admin_beside_listener",
+        &format!("{ZONES}[listener]\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"127.0.0.1:9901\"\n"),
+    );
+}

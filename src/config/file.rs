@@ -140,7 +140,7 @@ impl Default for AdminSection {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersSection {
     /// Number of workers; 0 = one per core.
-    pub count: usize,
+    pub count: Spanned<usize>,
     /// Pin each worker to a core.
     pub pin: bool,
     /// Cores to pin to, in worker order (empty = 0, 1, 2, ...).
@@ -164,7 +164,7 @@ pub struct WorkersSection {
 impl Default for WorkersSection {
     fn default() -> Self {
         Self {
-            count: 0,
+            count: Spanned::new(0..0, 0),
             pin: true,
             cpus: Spanned::new(0..0, Vec::new()),
             driver: Spanned::new(0..0, "auto".into()),

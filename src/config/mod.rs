@@ -42,7 +42,7 @@ use file::FileConfig;
 pub use routes::{DefaultRoute, PartitionSpec, Policy, RouteSpec, IMPLICIT_DEFAULT_PARTITION};
 pub use settings::{
     CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
-    WorkerSettings, MAX_SPIN_US,
+    WorkerSettings, MAX_SPIN_US, MAX_WORKERS,
 };
 pub use tls::{ListenerTls, UpstreamTls};
 pub use users::{RateLimitSettings, UserTables};
@@ -215,6 +215,17 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
     } else {
         errors.addr(&f.admin.address, "admin.address")
     };
+    if let Some(a) = admin {
+        let overlaps =
+            a.ip() == listen.ip() || a.ip().is_unspecified() || listen.ip().is_unspecified();
+        if a.port() != 0 && a.port() == listen.port() && overlaps {
+            errors.add(
+                f.admin.address.span(),
+                "admin.address",
+                format!("{a} is where listener.address ({listen}) listens: the two need different ports"),
+            );
+        }
+    }
     let admin_token = admin::token_from(f.admin.token_file.as_ref(), path, errors);
     admin::check_admin_access(&f.admin.address, admin, admin_token.as_ref(), errors);
     Config {

@@ -316,6 +316,9 @@ fn cpus_from(cpus: &Spanned<Vec<usize>>, errors: &mut Errors<'_>) -> Vec<usize> 
     cpus.get_ref().clone()
 }
 
+/// The most workers a config may ask for (each is a thread with its own ring and buffers).
+pub const MAX_WORKERS: usize = 1024;
+
 pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSettings {
     let driver = DriverChoice::parse(f.workers.driver.get_ref()).unwrap_or_else(|| {
         errors.add(
@@ -341,10 +344,9 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
     });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     WorkerSettings {
-        count: if f.workers.count == 0 {
-            cores
-        } else {
-            f.workers.count
+        count: match errors.range(&f.workers.count, "workers.count", 0, MAX_WORKERS) {
+            0 => cores,
+            n => n,
         },
         pin: f.workers.pin,
         cpus: cpus_from(&f.workers.cpus, errors),
