@@ -77,27 +77,40 @@ fn say(line: &str) {
 }
 
 /// Poll the config file once a second; reload when its contents differ from those the
-/// running config was loaded from (`loaded`: their hash, taken before the router started,
-/// so a change made as soon as it listens is not missed).
-fn spawn_config_watcher(server: SharedServer, path: PathBuf, loaded: u64) {
+/// running config was loaded from and have held still for a poll (a file being written
+/// is not taken half-way). Contents a reload refused are not tried again until they or the
+/// running config change.
+fn spawn_config_watcher(server: SharedServer, path: PathBuf) {
     let spawned = std::thread::Builder::new()
         .name("ringgate-watch".into())
         .spawn(move || {
-            let mut last = loaded;
+            // Changed contents seen once (reloaded if the next poll sees them still), and
+            // the last contents a reload was asked for, with the running table's version.
+            let (mut seen, mut tried) = (None, None);
             loop {
                 std::thread::sleep(Duration::from_secs(1));
                 let Ok(bytes) = std::fs::read(&path) else {
+                    seen = None;
                     continue;
                 };
                 let now = ringgate::hash::fnv1a64(&bytes);
-                if now == last {
+                let (running, version) = {
+                    let s = server.lock().unwrap_or_else(|e| e.into_inner());
+                    if !s.is_running() {
+                        return;
+                    }
+                    (s.config().source.hash, s.table().version)
+                };
+                if now == running || tried == Some((now, version)) {
+                    seen = None;
                     continue;
                 }
-                last = now;
-                let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
-                if !s.is_running() {
-                    return;
+                // Seen changed twice in a row: it held still for a poll.
+                if seen.replace(now) != Some(now) {
+                    continue;
                 }
+                tried = Some((now, version));
+                let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
                 // Logged by the server, like every reload.
                 let _ = s.reload(ReloadTrigger::FileChange);
             }
@@ -152,7 +165,6 @@ fn main() -> ExitCode {
         }
     }
     let admin_addr = config.admin;
-    let loaded_hash = config.source.hash;
     let server = match Server::start(config) {
         Ok(mut s) => {
             // Every config a reload reads gets the command line's settings, and the listener
@@ -194,7 +206,7 @@ fn main() -> ExitCode {
         drivers.first().copied().unwrap_or("none")
     ));
     if cli.watch {
-        spawn_config_watcher(server.clone(), cli.config.clone(), loaded_hash);
+        spawn_config_watcher(server.clone(), cli.config.clone());
     }
     let admin_label = admin.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(listen = %listen_addr, admin = %admin_label, workers = drivers.len(), "ringgate ready");
