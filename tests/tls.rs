@@ -444,3 +444,115 @@ fn a_tls_upstream_connection_holding_part_of_a_record_is_not_reused() {
         "one connection per request, none resent"
     );
 }
+
+fn resumed(c: &TlsClient) -> bool {
+    c.stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[test]
+fn sessions_resume_after_a_reload_that_changes_no_tls_setting() {
+    let cert = TestCert::new("review-resume");
+    let z = demo_backend("z");
+    let routes = format!(
+        "default_backend = \"z\"\n[health]\nenabled = false\n[partitions.z]\nservers = [\"{z}\"]\n"
+    );
+    let mut r = Router::start_with_listener(&routes, &tls_listener(&cert, ""));
+    for versions in [TLS13, TLS12] {
+        let config = cert.client_config(versions);
+        let mut c = TlsClient::connect(r.addr, config.clone());
+        assert_eq!(
+            c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+        drop(c);
+        let mut c = TlsClient::connect(r.addr, config.clone());
+        assert!(resumed(&c), "resumes before any reload");
+        assert_eq!(
+            c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+        drop(c);
+        // A routine reload (a user moved): nothing about TLS changed.
+        r.reload(&format!("{routes}[users]\nalice = \"z\"\n"));
+        let mut c = TlsClient::connect(r.addr, config.clone());
+        let ok = resumed(&c);
+        assert_eq!(
+            c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+            200
+        );
+        assert!(
+            ok,
+            "{versions:?}: a session from before a reload that changed no TLS setting resumes"
+        );
+    }
+}
+
+#[test]
+fn a_tls_client_beyond_the_connection_bound_gets_no_cleartext_http() {
+    let cert = TestCert::new("review-bound");
+    let z = demo_backend("z");
+    let routes = format!("default_backend = \"{z}\"\n[health]\nenabled = false\n");
+    let r = Router::start_with_listener(
+        &routes,
+        &format!(
+            "max_connections_per_worker = 1\n{}",
+            tls_listener(&cert, "")
+        ),
+    );
+    let mut first = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    assert_eq!(
+        first.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
+    // A second client's ClientHello, over raw TCP so the answer can be seen as sent.
+    let config = cert.client_config(TLS13);
+    let mut conn = rustls::ClientConnection::new(
+        config,
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut s = TcpStream::connect(r.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&hello).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "a TLS client was answered in cleartext: {:?}",
+        String::from_utf8_lossy(&got[..got.len().min(60)])
+    );
+}
+
+#[test]
+fn a_client_that_sends_close_notify_after_its_request_gets_the_whole_answer() {
+    let cert = TestCert::new("review-halfclose");
+    let z = demo_backend("z");
+    let routes = format!("default_backend = \"{z}\"\n[health]\nenabled = false\n");
+    let r = Router::start_with_listener(&routes, &tls_listener(&cert, ""));
+    for versions in [TLS13, TLS12] {
+        let mut c = TlsClient::connect(r.addr, cert.client_config(versions));
+        c.send(b"GET /dl?resp_bytes=500000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.stream.conn.send_close_notify();
+        c.stream.flush().unwrap();
+        let resp = c.read_response();
+        assert_eq!((resp.status, resp.body.len()), (200, 500_000));
+    }
+}
+
+#[test]
+fn a_request_in_one_byte_records_is_served() {
+    let cert = TestCert::new("review-tiny");
+    let z = demo_backend("z");
+    let routes = format!("default_backend = \"{z}\"\n[health]\nenabled = false\n");
+    let r = Router::start_with_listener(&routes, &tls_listener(&cert, ""));
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    let req = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /y HTTP/1.1\r\nHost: t\r\n\r\n";
+    for b in req.iter() {
+        c.stream.write_all(std::slice::from_ref(b)).unwrap();
+        c.stream.flush().unwrap();
+    }
+    assert_eq!(c.read_response().status, 200);
+    assert_eq!(c.read_response().status, 200);
+}

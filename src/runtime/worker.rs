@@ -441,7 +441,9 @@ fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) 
     if worker.open_connections.get() >= worker.max_connections {
         bump(&worker.metrics.refused, 1);
         let refusing = worker.refusing.get();
-        if refusing >= MAX_REFUSALS_IN_FLIGHT {
+        // A TLS client cannot read a cleartext answer (and a handshake is the work the
+        // bound is there to refuse): closed without one.
+        if refusing >= MAX_REFUSALS_IN_FLIGHT || worker.table().table.listener_tls.is_some() {
             drop(stream);
             return;
         }

@@ -13,13 +13,13 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -71,9 +71,22 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", cert_pem.display()))?;
     config.alpn_protocols = alpn.to_vec();
-    config.session_storage = ServerSessionMemoryCache::new(SERVER_SESSION_CACHE_ENTRIES);
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    // One ticket key (rotating) and one session cache for the process, not per
+    // configuration: a reload builds a new configuration, and sessions from before it must
+    // still resume (or every client does a full handshake after every reload).
+    static SESSIONS: OnceLock<Arc<dyn StoresServerSessions>> = OnceLock::new();
+    static TICKETER: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
+    config.session_storage = SESSIONS
+        .get_or_init(|| ServerSessionMemoryCache::new(SERVER_SESSION_CACHE_ENTRIES))
+        .clone();
+    config.ticketer = match TICKETER.get() {
+        Some(t) => t.clone(),
+        None => {
+            let t = rustls::crypto::ring::Ticketer::new()
+                .map_err(|e| format!("TLS session tickets: {e}"))?;
+            TICKETER.get_or_init(|| t).clone()
+        }
+    };
     Ok(Arc::new(config))
 }
 
