@@ -4,6 +4,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::backend::{Reply, ScriptedBackend};
@@ -237,4 +241,97 @@ fn a_query_refused_with_503_for_no_available_server_is_not_mirrored() {
     wait_until("the served Query mirrored", Duration::from_secs(5), || {
         shadow.request_count() == 1
     });
+}
+
+/// A server that reads a request, then sends `head` (at once with `head_at_once`, else
+/// byte by byte) and then `unit` over and over, one byte every 50 ms, until `stop`.
+fn trickling_server(
+    stop: Arc<AtomicBool>,
+    head: &'static [u8],
+    unit: &'static [u8],
+    head_at_once: bool,
+) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let mut i = 0usize;
+                if head_at_once {
+                    let _ = s.write_all(head);
+                    i = head.len();
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    let b = if i < head.len() {
+                        head[i]
+                    } else {
+                        unit[(i - head.len()) % unit.len()]
+                    };
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `upstream_response_ms` is "request sent → response head": a shadow server that
+/// trickles its response head must not hold a mirror slot past it.
+#[test]
+fn a_mirror_to_a_trickling_shadow_ends_at_the_response_timeout() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let shadow = trickling_server(stop.clone(), b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", false);
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{shadow}\"]\n[users]\nalice = \"z\"\n[health]\nenabled = false\n[timeouts]\nupstream_response_ms = 300\n[mirror]\nmax_in_flight_per_worker = 1\n",
+        primary.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    // The mirror must have given up (counted as failed) well within a few response
+    // timeouts; the trickle goes on for much longer.
+    let ended = common::holds_for(Duration::from_secs(3), || {
+        r.metrics().users.mirror_status[5] == 0
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        !ended,
+        "the mirror to a trickling shadow was still in flight after 3 s (timeout 300 ms)"
+    );
+}
+
+/// A shadow that answers at once and then trickles an endless chunked body holds its
+/// mirror slot for ever: with the bound reached, every later mirror is dropped.
+#[test]
+fn a_mirror_to_a_shadow_with_an_endless_body_frees_its_slot() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let shadow = trickling_server(
+        stop.clone(),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"1\r\na\r\n",
+        true,
+    );
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{shadow}\"]\n[users]\nalice = \"z\"\n[health]\nenabled = false\n[timeouts]\nupstream_response_ms = 300\n[mirror]\nmax_in_flight_per_worker = 1\n",
+        primary.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    let held = common::holds_for(Duration::from_secs(5), || {
+        r.metrics().users.mirror_status.iter().sum::<u64>() == 0
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        !held,
+        "the mirror slot was still held after 5 s (response timeout 300 ms)"
+    );
 }

@@ -194,7 +194,12 @@ async fn read_answer(
     };
     let mut progress = BodyProgress::new(left);
     let opts = worker.relay_options(s.upstream_response_timeout, s.upstream_response_timeout, s);
-    let whole = discard_body(&mut up.rd, &mut up.buf, &mut progress, u64::MAX, &opts).await;
+    // No client waits on a mirror's body: it must end within the response timeout, or a
+    // shadow trickling an endless body would hold the mirror's slot for ever.
+    let discard = discard_body(&mut up.rd, &mut up.buf, &mut progress, u64::MAX, &opts);
+    let whole = timer::timeout(s.upstream_response_timeout, discard)
+        .await
+        .unwrap_or(false);
     if head.framing() == ResponseFraming::UntilClose {
         head.is_keep_alive = false;
         return Some(head.status);
@@ -205,6 +210,9 @@ async fn read_answer(
 /// Read until `up.buf` holds a whole response head; its length.
 async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
     let mut scanner = HeadScanner::new();
+    // The response timeout runs from the request (or the last interim answer) to the
+    // whole head, not per read: a shadow that trickles its head would hold the slot.
+    let until = std::time::Instant::now() + s.upstream_response_timeout;
     loop {
         if !up.buf.is_empty() {
             if let Some(len) = scanner.scan(&up.buf, MAX_HEAD_BYTES).ok()? {
@@ -214,11 +222,15 @@ async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
         if up.buf.capacity() - up.buf.len() < 1024 {
             up.buf.reserve(up.buf.capacity().max(1024));
         }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
         let had = up.buf.len();
         let end = up.buf.capacity();
         let owned = std::mem::take(&mut up.buf);
         let read = up.rd.read(owned.slice_mut(had..end));
-        match timer::timeout(s.upstream_response_timeout, read).await {
+        match timer::timeout(left, read).await {
             Ok((Ok(n), slice)) if n > 0 => up.buf = slice.into_inner(),
             Ok((_, slice)) => {
                 up.buf = slice.into_inner();
