@@ -74,23 +74,42 @@ pub fn plain(stream: TcpStream) -> (Reader, Writer) {
     (rd, wr)
 }
 
-/// The plain TCP stream under both halves, put back together, so that it can be closed
-/// without the write half's FIN (its drop shuts the write side). `None` (the halves
-/// dropped) unless both are plain TCP: check with [`Reader::is_plain`] first.
-pub fn reunite_plain(rd: Reader, wr: Writer) -> Option<TcpStream> {
+/// Close a connection with a reset (RST, no FIN before it), so that a stream cut short
+/// (a close-delimited answer, a tunnel) cannot pass for a whole one: the plain TCP halves
+/// are put back together (the write half's drop would shut the write side, a FIN) and
+/// closed with `SO_LINGER` 0. A TLS connection just closes: its peer's library tells a
+/// missing `close_notify` from the end.
+pub fn reset(rd: Reader, wr: Writer) {
     let read = match rd {
         Reader::Tcp(h) => h,
         // Dropping the multishot state cancels its receive.
         Reader::Multi(MultiReader { half, .. }) => half,
-        _ => return None,
+        _ => return,
     };
     let write = match wr {
         Writer::Tcp(w) => w.half,
         // Dropping the eager state has the kernel take a send still pending.
         Writer::Eager(EagerWriter { half, .. }) => half,
-        _ => return None,
+        _ => return,
     };
-    read.reunite(write).ok()
+    let Ok(stream) = read.reunite(write) else {
+        return;
+    };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on the stream's own open socket reads `linger`, a valid `struct
+    // linger`, for its size.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 /// A plain TCP write half.

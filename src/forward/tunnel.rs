@@ -106,19 +106,29 @@ async fn flow(
 pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> TunnelEnd {
     let (mut client_read, mut client_write) = client;
     let (mut upstream_read, mut upstream_write) = upstream;
+    let end = relay(
+        (&mut client_read, &mut client_write),
+        (&mut upstream_read, &mut upstream_write),
+        &opts,
+    )
+    .await;
+    if end == TunnelEnd::Error {
+        // A reset on one side is passed on as a reset (RST, no FIN first): a clean close
+        // would let a cut stream pass for a whole one.
+        super::stream::reset(client_read, client_write);
+        super::stream::reset(upstream_read, upstream_write);
+    }
+    end
+}
+
+async fn relay(
+    (client_read, client_write): (&mut Reader, &mut Writer),
+    (upstream_read, upstream_write): (&mut Reader, &mut Writer),
+    opts: &TunnelOptions,
+) -> TunnelEnd {
     let active = Cell::new(Instant::now());
-    let mut up = pin!(flow(
-        &mut client_read,
-        &mut upstream_write,
-        &active,
-        &opts.stop
-    ));
-    let mut down = pin!(flow(
-        &mut upstream_read,
-        &mut client_write,
-        &active,
-        &opts.stop
-    ));
+    let mut up = pin!(flow(client_read, upstream_write, &active, &opts.stop));
+    let mut down = pin!(flow(upstream_read, client_write, &active, &opts.stop));
     let mut up_done: Option<Flow> = None;
     let mut down_done: Option<Flow> = None;
     let mut grace_until: Option<Instant> = None;

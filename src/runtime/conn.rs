@@ -28,7 +28,7 @@ use crate::access_log::AccessRecord;
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
-use crate::forward::stream::{plain, reunite_plain, Reader, Writer};
+use crate::forward::stream::{self, plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
 use crate::http::parse::{parse_request, Method};
@@ -107,7 +107,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
         matches!(timer::timeout(t, c.wr.settle()).await, Ok(Ok(())))
     };
     if !written {
-        reset(c);
+        stream::reset(c.rd, c.wr);
     }
 }
 
@@ -216,7 +216,7 @@ async fn linger(c: &mut Client) -> bool {
 async fn cut(mut c: Client, reset: bool) {
     let until = Instant::now() + LINGER_TIME;
     if reset && c.rd.is_plain() {
-        self::reset(c);
+        stream::reset(c.rd, c.wr);
         return;
     }
     // TLS records still queued, or an eager send, go out first (bounded).
@@ -228,34 +228,6 @@ async fn cut(mut c: Client, reset: bool) {
     // SAFETY: shutdown(2) on the connection's own socket, which `c` keeps open.
     unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
     drain_until_closed(&mut c.rd, &mut c.buf, until).await;
-}
-
-/// Reset a plain TCP connection: RST, no FIN before it, so that an answer cut short (say,
-/// close-delimited) cannot pass for a whole one. A TLS connection just closes: its client's
-/// library tells a missing `close_notify` from the end.
-fn reset(c: Client) {
-    if c.rd.is_plain() {
-        set_linger_zero(c.fd);
-        drop(reunite_plain(c.rd, c.wr));
-    }
-}
-
-/// Make the socket's close a reset (RST) rather than a FIN.
-fn set_linger_zero(fd: std::os::fd::RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads `linger`, a valid `struct linger`, for its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
 }
 
 /// Shut the write side (FIN after everything written), then read and discard until the

@@ -75,6 +75,15 @@ pub async fn relay(
         return switch_protocols(c, req, up, s).await;
     }
     let framing = c.response.framing();
+    if framing == ResponseFraming::Chunked && c.head.minor_version == 0 {
+        // RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, which would read the
+        // chunk framing as the body. Chunked bodies are relayed as received, never
+        // rewritten: refused, as other responses that cannot be relayed faithfully.
+        return Err(super::upstream_failure(
+            ErrorKind::BadResponse("chunked response to an HTTP/1.0 request"),
+            None,
+        ));
+    }
     let client_keeps = c.head.is_keep_alive
         && framing != ResponseFraming::UntilClose
         && !worker.is_draining()
