@@ -192,7 +192,7 @@ fn continue_then_keep_alive() {
         c.roundtrip(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").status,
         200
     );
-    assert_eq!(b.requests()[0].text().ends_with("hello"), true);
+    assert!(b.requests()[0].text().ends_with("hello"));
 }
 
 /// Client bytes pipelined behind the upgrade request, then a FIN, before the 101: all
