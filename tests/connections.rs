@@ -22,6 +22,22 @@ fn router_for(addr: std::net::SocketAddr, extra: &str) -> Router {
     ))
 }
 
+/// A one-connection upstream: it accepts, reads the request head, then `serve`s the
+/// socket, whose result the handle gives.
+fn raw_upstream<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let up = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        read_head(&mut s);
+        serve(s)
+    });
+    (addr, up)
+}
+
 fn read_head(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut b = [0u8; 1];
@@ -54,12 +70,7 @@ fn upstream_reset_in_a_tunnel_reaches_the_client_as_a_reset() {
 /// clean end of the stream.
 #[test]
 fn client_reset_in_a_tunnel_reaches_the_upstream_as_a_reset() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let up = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        read_head(&mut s);
+    let (addr, up) = raw_upstream(|mut s| {
         s.write_all(SWITCH.as_bytes()).unwrap();
         let mut got = vec![0u8; 3];
         s.read_exact(&mut got).unwrap();
@@ -80,23 +91,7 @@ fn client_reset_in_a_tunnel_reaches_the_upstream_as_a_reset() {
     c.send(b"xyz");
     // Wait until the bytes went through, then reset.
     assert_eq!(c.read_raw(2), b"ok");
-    let s = c.stream().try_clone().unwrap();
-    // SO_LINGER 0 then close: an RST.
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(s);
-    drop(c);
+    c.reset();
     let (got, how) = up.join().unwrap();
     assert_eq!(got, b"xyz");
     assert_ne!(how, "FIN", "client RST became a FIN at the upstream");
@@ -152,12 +147,7 @@ fn http10_client_never_gets_chunked() {
 /// everything and a FIN, and may still send.
 #[test]
 fn upstream_half_close_in_a_tunnel_lets_the_client_still_send() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let up = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        read_head(&mut s);
+    let (addr, up) = raw_upstream(|mut s| {
         let mut out = SWITCH.as_bytes().to_vec();
         out.extend_from_slice(b"bye");
         s.write_all(&out).unwrap();

@@ -401,6 +401,13 @@ impl Client {
         }
     }
 
+    /// Close with a reset (`SO_LINGER` 0: an RST, no FIN).
+    pub fn reset(self) {
+        socket2::SockRef::from(self.stream())
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+
     /// How the connection ends (waits up to 5 s).
     pub fn closed(&mut self) -> Closed {
         self.closed_within(CLOSE_WAIT)
