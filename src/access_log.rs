@@ -93,7 +93,13 @@ pub fn start(config: &AccessLogConfig) -> std::io::Result<(Arc<AccessLog>, JoinH
             OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&config.path)?,
+                .open(&config.path)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("access log {}: {e}", config.path.display()),
+                    )
+                })?,
         )
     };
     let log = Arc::new(AccessLog {

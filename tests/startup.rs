@@ -1,4 +1,4 @@
-//! Start-up refusals of the real binary: a listen address (or a demo backend's address)
+//! Start-up refusals of the real binary, each naming what failed: a listen address (or a demo backend's address)
 //! that another process already serves is refused with a clear error and a non-zero exit,
 //! instead of silently sharing the port through `SO_REUSEPORT`.
 
@@ -66,5 +66,33 @@ fn a_demo_backend_address_in_use_is_refused() {
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("listening"),
         "nothing was started"
+    );
+}
+
+#[test]
+fn an_unassignable_listen_address_names_the_address() {
+    // 192.0.2.1 (TEST-NET-1) is not an address of this host: EADDRNOTAVAIL.
+    let out = run(
+        "notavail",
+        "default_backend = \"127.0.0.1:9\"\n[listener]\naddress = \"192.0.2.1:18080\"\n[admin]\naddress = \"\"\n[health]\nenabled = false\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("192.0.2.1:18080"), "{err}");
+}
+
+#[test]
+fn an_unopenable_access_log_names_the_file() {
+    let out = run(
+        "accesslog",
+        "default_backend = \"127.0.0.1:9\"\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[health]\nenabled = false\n[log]\naccess_log = \"/nonexistent-ringgate-dir/access.log\"\n",
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent-ringgate-dir/access.log"),
+        "{err}"
     );
 }

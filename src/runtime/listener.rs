@@ -21,6 +21,16 @@ pub fn bind_reuseport(
     if addr.port() != 0 {
         ensure_unclaimed(addr)?;
     }
+    // Name the address: "Cannot assign requested address" alone does not say which.
+    bind_group(addr, count, backlog)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn bind_group(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut bound = addr;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
@@ -54,7 +64,10 @@ fn ensure_unclaimed(addr: SocketAddr) -> io::Result<()> {
                  listen address (stop the other instance, or choose another address)"
             ),
         )),
-        Err(e) => Err(e),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        )),
     }
 }
 

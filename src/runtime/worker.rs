@@ -420,13 +420,20 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
 }
 
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, stop: CancelHandle) {
+    // Failures since the last warning, and when it was logged: at most one a second, so
+    // a worker at its fd limit does not flood the log (and journald's rate limit).
+    let (mut failed, mut warned_at): (u64, Option<Instant>) = (0, None);
     loop {
         match listener.cancelable_accept(stop.clone()).await {
             Ok((stream, peer)) => admit(&worker, stream, peer),
             Err(_) if worker.is_draining() => return,
             Err(e) => {
+                failed += 1;
+                if warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(worker = worker.id, error = %e, failures = failed, "accept failed");
+                    (failed, warned_at) = (0, Some(Instant::now()));
+                }
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(worker = worker.id, error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -269,6 +269,21 @@ pub struct RouterProcess {
     with_admin: bool,
 }
 
+/// The listen and admin addresses in a started binary's first line on stdout ("ringgate
+/// listening on ADDR admin ADDR|off workers N driver D").
+pub fn listening_line(child: &mut Child) -> (SocketAddr, Option<SocketAddr>) {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let addr: SocketAddr = words
+        .get(3)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from ringgate: {line:?}"));
+    (addr, words.get(5).and_then(|w| w.parse().ok()))
+}
+
 impl RouterProcess {
     /// Start with `workers` workers from `routes` (config without listener, admin and
     /// worker sections); `args` are added to the command line.
@@ -290,17 +305,7 @@ impl RouterProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("ringgate binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "ringgate listening on ADDR admin ADDR|off workers N driver D"
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let addr: SocketAddr = words
-            .get(3)
-            .and_then(|w| w.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from ringgate: {line:?}"));
-        let admin = words.get(5).and_then(|w| w.parse().ok());
+        let (addr, admin) = listening_line(&mut child);
         RouterProcess {
             child,
             addr,
