@@ -262,23 +262,35 @@ fn apply_overrides(cli: &Cli, config: &mut Config) -> Result<(), String> {
     Ok(())
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT drains (within `grace`) and returns.
+/// SIGHUP reloads; SIGTERM or SIGINT drains (within `grace`) and returns. A second SIGTERM
+/// or SIGINT during the drain ends the process at once (exit 1), as an operator pressing
+/// Ctrl-C twice expects.
 fn wait_for_signals(mut signals: Signals, server: &SharedServer, grace: Duration) {
     for signal in signals.forever() {
         if signal != SIGHUP {
-            ringgate::admin::set_draining();
+            break;
         }
-        if signal == SIGHUP {
-            let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
-            // Logged by the server, like every reload.
-            let _ = s.reload(ReloadTrigger::Signal);
-            continue;
-        }
-        tracing::info!(grace_s = grace.as_secs(), "draining");
-        Server::drain_shared(server, grace);
-        tracing::info!("stopped");
-        return;
+        let mut s = server.lock().unwrap_or_else(|e| e.into_inner());
+        // Logged by the server, like every reload.
+        let _ = s.reload(ReloadTrigger::Signal);
     }
+    ringgate::admin::set_draining();
+    let spawned = std::thread::Builder::new()
+        .name("ringgate-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    tracing::warn!("a second signal during the drain: exiting now");
+                    std::process::exit(1);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch for a second signal during the drain");
+    }
+    tracing::info!(grace_s = grace.as_secs(), "draining");
+    Server::drain_shared(server, grace);
+    tracing::info!("stopped");
 }
 
 fn init_logging() {

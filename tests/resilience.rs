@@ -646,3 +646,42 @@ fn a_deadline_spent_by_an_earlier_attempt_does_not_open_the_next_servers_circuit
     );
     assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 200);
 }
+
+/// A second SIGTERM during a drain ends the process at once (exit 1) instead of waiting
+/// out the drain: what an operator pressing Ctrl-C twice expects.
+#[test]
+fn a_second_sigterm_during_a_drain_exits_at_once() {
+    let b = ScriptedBackend::start(|req| Reply::ok(req.target()).delayed(Duration::from_secs(5)));
+    let mut p = RouterProcess::start(
+        "drain-twice",
+        &format!(
+            "default_backend = \"{0}\"\n[partitions.zone_1]\nservers = [\"{0}\"]\n",
+            b.addr
+        ),
+        1,
+        true,
+        &["--drain-seconds", "30"],
+    );
+    let addr = p.addr;
+    let in_flight = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.set_timeout(Duration::from_secs(10));
+        c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.closed()
+    });
+    b.wait_for_requests(1);
+    p.signal(libc::SIGTERM);
+    wait_until("the drain starts", Duration::from_secs(5), || {
+        p.admin_get("/ready").status == 503
+    });
+    let second = Instant::now();
+    p.signal(libc::SIGTERM);
+    let status = p.wait_exit();
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "it waited for the 5 s answer: {:?}",
+        second.elapsed()
+    );
+    let _ = in_flight.join();
+}
