@@ -248,7 +248,7 @@ fn build(f: &FileConfig, path: &Path, errors: &mut Errors<'_>) -> Config {
         settings: settings::settings_from(f, errors),
         routes: routes::routes_from(f, path, errors),
         listener_tls: tls::listener_tls_from(f.listener.tls.as_ref(), path, errors),
-        access_log: settings::access_log_from(f, errors),
+        access_log: settings::access_log_from(f, path, errors),
         health: settings::health_from(f, errors),
         user_tables: users::user_tables_from(f, errors),
     }
@@ -260,6 +260,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    /// A relative access-log path sits beside the config file, as certificate and token
+    /// paths do (under systemd the working directory is `/`); `-` stays stderr.
+    #[test]
+    fn a_relative_access_log_sits_beside_the_config() {
+        let text = |log: &str| {
+            format!("default_backend = \"127.0.0.1:1\"\n[log]\naccess_log = \"{log}\"\n")
+        };
+        let at = Path::new("/etc/ringgate/routing.toml");
+        let path = |log: &str| {
+            Config::parse(&text(log), at)
+                .unwrap()
+                .access_log
+                .unwrap()
+                .path
+        };
+        assert_eq!(path("access.log"), Path::new("/etc/ringgate/access.log"));
+        assert_eq!(path("/var/log/rg.log"), Path::new("/var/log/rg.log"));
+        assert_eq!(path("-"), Path::new("-"));
     }
 
     #[test]

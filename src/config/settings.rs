@@ -366,7 +366,13 @@ pub(crate) fn workers_from(f: &FileConfig, errors: &mut Errors<'_>) -> WorkerSet
 
 /// `[log]`: checked whether or not the access log is on, so that turning it on later
 /// cannot meet a format error.
-pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<AccessLogConfig> {
+/// A relative file path is relative to the config file's directory (`config_path`), as the
+/// certificate and token paths are, not to wherever the process was started.
+pub(crate) fn access_log_from(
+    f: &FileConfig,
+    config_path: &Path,
+    errors: &mut Errors<'_>,
+) -> Option<AccessLogConfig> {
     let format = match f.log.access_log_format.get_ref().as_str() {
         "text" => AccessLogFormat::Text,
         "json" => AccessLogFormat::Json,
@@ -382,8 +388,12 @@ pub(crate) fn access_log_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option
     if f.log.access_log.is_empty() {
         return None;
     }
+    let path = match f.log.access_log.as_str() {
+        "-" => PathBuf::from("-"),
+        file => super::admin::resolve_beside(config_path, file),
+    };
     Some(AccessLogConfig {
-        path: PathBuf::from(&f.log.access_log),
+        path,
         format,
         queue_lines: f.log.access_log_queue_lines,
     })
