@@ -685,3 +685,42 @@ fn a_second_sigterm_during_a_drain_exits_at_once() {
     );
     let _ = in_flight.join();
 }
+
+/// A server answering every HTTP probe with `reply` (beside a demo server) must stay up:
+/// probes every 30 ms, `fall = 2`.
+fn probes_answered_with_stay_up(reply: Reply) {
+    let healthy = ScriptedBackend::start(move |_| reply.clone());
+    let other = demo_backend("other");
+    let r = Router::start(&partition_of(
+        &[healthy.addr, other],
+        "[health]\ninterval_ms = 30\ntimeout_ms = 300\nfall = 2\nrise = 1\nhttp_path = \"/healthz\"\n",
+    ));
+    wait_until("a few probes answered", Duration::from_secs(3), || {
+        healthy.request_count() >= 4
+    });
+    assert!(
+        r.backend_available(healthy.addr),
+        "a server answering every probe with a 2xx was marked down"
+    );
+}
+
+/// A 2xx answer is healthy, however many header fields it carries (the probe parsed at
+/// most 32).
+#[test]
+fn a_2xx_probe_answer_with_many_headers_is_healthy() {
+    let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+    for i in 0..40 {
+        head.push_str(&format!("X-Meta-{i}: v\r\n"));
+    }
+    head.push_str("\r\nok");
+    probes_answered_with_stay_up(Reply::bytes(head));
+}
+
+/// An interim 1xx before the 2xx is still a 2xx answer (the probe took the 103 as final).
+#[test]
+fn a_2xx_probe_answer_after_early_hints_is_healthy() {
+    probes_answered_with_stay_up(Reply::ok("ok").interim(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
+        Duration::ZERO,
+    ));
+}

@@ -76,13 +76,22 @@ async fn http_get<R: AsyncReadRent, W: AsyncWriteRent>(
     }
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        // Room for every field the bytes so far could hold: a healthy server's answer
+        // is not refused for carrying many header fields.
+        let lines = buf.iter().filter(|&&b| b == b'\n').count() + 1;
+        let mut headers = vec![httparse::EMPTY_HEADER; lines];
         let mut res = httparse::Response::new(&mut headers);
-        match res.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                return res.code.is_some_and(|c| (200..300).contains(&c));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
+        let parsed = res.parse(&buf).map(|s| (s, res.code));
+        match parsed {
+            Ok((httparse::Status::Complete(n), code)) => match code {
+                // An interim answer (103 Early Hints, ...): the final one follows.
+                Some(c) if (100..200).contains(&c) && c != 101 => {
+                    buf.drain(..n);
+                    continue;
+                }
+                code => return code.is_some_and(|c| (200..300).contains(&c)),
+            },
+            Ok((httparse::Status::Partial, _)) if buf.len() < 16 * 1024 => {}
             _ => return false,
         }
         let len = buf.len();
