@@ -262,6 +262,7 @@ fn a_health_path_must_be_a_path() {
         ("relative", "health"),
         ("space", "/h HTTP/1.1"),
         ("crlf", "/h\\r\\nX-Injected: 1"),
+        ("non_ascii", "/santé"),
     ] {
         let e = refused(
             &format!("health_path_{name}"),

@@ -470,12 +470,13 @@ fn health_path(v: &Spanned<String>, errors: &mut Errors<'_>) -> Option<String> {
     if path.is_empty() {
         return None;
     }
-    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
         errors.add(
             v.span(),
             "health.http_path",
             format!(
-                "{path:?} is not a path: it must start with / and hold no space or control byte"
+                "{path:?} is not a path: it must start with / and hold only visible ASCII \
+                 (percent-encode the rest)"
             ),
         );
         return None;
