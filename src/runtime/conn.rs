@@ -42,6 +42,9 @@ const CLIENT_BUFFER_SHRINK_BYTES: usize = 64 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded from a closing connection.
 const LINGER_BYTES: usize = 1024 * 1024;
+/// Pipelined requests a connection answers in a row before it lets the worker's other
+/// tasks run (see [`yield_behind`]).
+const PIPELINED_BURST: u32 = 32;
 
 /// Serve one accepted client connection until it closes: after a TLS handshake when the
 /// listener terminates TLS (the configuration current when the connection arrived).
@@ -54,6 +57,8 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
             None => return,
         },
     };
+    // Requests answered from the buffer since this task last let others run.
+    let mut burst = 0u32;
     let linger_close = loop {
         let idle_table = worker.table();
         let len = match read_head(worker, &mut c, &idle_table.table.settings).await {
@@ -94,8 +99,21 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
                 return;
             }
         }
-        if c.buf.is_empty() && c.buf.capacity() > CLIENT_BUFFER_SHRINK_BYTES {
-            c.buf.shrink_to(CLIENT_BUFFER_BYTES);
+        if c.buf.is_empty() {
+            if c.buf.capacity() > CLIENT_BUFFER_SHRINK_BYTES {
+                c.buf.shrink_to(CLIENT_BUFFER_BYTES);
+            }
+        } else {
+            // The next request is already here. On epoll, reads and writes complete without
+            // returning `Pending` while the socket has bytes (room): a client that keeps
+            // the buffer full, with requests answered locally (429s), would otherwise
+            // keep this task running, and the worker's other connections (and its
+            // accepting) waiting, for seconds.
+            burst += 1;
+            if burst >= PIPELINED_BURST {
+                burst = 0;
+                yield_behind().await;
+            }
         }
     };
     // Unread request bytes (a pipelined request behind a close) count as unread too.
@@ -109,6 +127,24 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     if !written {
         stream::reset(c.rd, c.wr);
     }
+}
+
+/// Let every task already queued on this worker run first, and the reactor be polled.
+///
+/// Not a self-wake: monoio queues a task woken while it runs at the *front* of the run
+/// queue (`vendor/monoio/src/task/harness.rs`, `yield_now`), so it would run again at
+/// once. The wake comes from a task spawned for it, queued at the back.
+async fn yield_behind() {
+    let mut parked = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut parked, true) {
+            return std::task::Poll::Ready(());
+        }
+        let waker = cx.waker().clone();
+        drop(monoio::spawn(async move { waker.wake() }));
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The server side of a TLS handshake, within `timeouts.tls_handshake_ms`. A failure (a
