@@ -310,3 +310,35 @@ fn a_second_content_type_does_not_hide_a_json_body() {
     assert_eq!(r.status, 200);
     assert_eq!(r.zone(), "zone_2w", "bob's order went to {}", r.zone());
 }
+
+/// A body whose user id would be read must not be content-encoded: a backend decodes it
+/// and finds a user the scan of the raw bytes cannot, so the two would disagree about whose
+/// request it is. With the user id in a header the body is not read, and passes.
+#[test]
+fn an_encoded_body_is_not_read_for_a_user_id() {
+    let f = fleet();
+    let a = f.router.addr;
+    let body = r#"{"user_id":"bob"}"#;
+    let post = |extra: &str| {
+        request(
+            a,
+            format!(
+                "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let refused = post("Content-Encoding: gzip\r\n");
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("content-encoded"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(post("Content-Encoding: identity\r\n").zone(), "zone_2w");
+    assert_eq!(
+        post("Content-Encoding: gzip\r\nX-User-Id: alice\r\n").zone(),
+        "zone_1"
+    );
+}

@@ -124,6 +124,9 @@ pub struct RequestHead {
     pub is_upgrade: bool,
     /// Content type is JSON or absent, so the body may be scanned for a user id.
     pub body_may_be_json: bool,
+    /// A `Content-Encoding` other than `identity` was sent: the body's bytes are not the
+    /// JSON a backend decodes them to.
+    pub body_is_encoded: bool,
 }
 
 impl RequestHead {
@@ -298,6 +301,7 @@ struct FieldState<'a> {
     expects_continue: bool,
     content_type_seen: bool,
     content_type_json: bool,
+    content_encoded: bool,
 }
 
 /// Accumulated `Transfer-Encoding` list (all fields, in order).
@@ -347,6 +351,9 @@ impl<'a> FieldState<'a> {
                 // Go keep the first): the body may be JSON if any of them says so.
                 self.content_type_seen = true;
                 self.content_type_json |= is_json_media_type(value);
+            }
+            16 if eq(b"content-encoding") => {
+                self.content_encoded |= !value.trim_ascii().eq_ignore_ascii_case(b"identity");
             }
             14 if eq(b"content-length") => {
                 self.content_length_count += 1;
@@ -448,6 +455,7 @@ impl<'a> FieldState<'a> {
         head.expects_continue = self.expects_continue && is_http11;
         head.is_upgrade = is_http11 && self.has_upgrade && self.connection_upgrade;
         head.body_may_be_json = !self.content_type_seen || self.content_type_json;
+        head.body_is_encoded = self.content_encoded;
         if self.connection_names_other {
             mark_connection_named(bytes, head);
         }

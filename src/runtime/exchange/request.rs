@@ -128,6 +128,12 @@ pub async fn prepare(
         && framing != BodyFraming::None
         && c.head.body_may_be_json
         && !table.extract.json_keys.is_empty();
+    if wants_body && c.head.body_is_encoded {
+        // A backend decodes it and reads a user the scan of the raw bytes cannot: the two
+        // would disagree about whose request it is.
+        let e = ErrorKind::BadRequest("a body read for its user id must not be content-encoded");
+        return Err(refuse(ProxyError::downstream(e), None));
+    }
     let body = if wants_body {
         let len = buffer_body(c, s, &table.extract.refused_trailers, wants_continue).await?;
         wants_continue = false;
