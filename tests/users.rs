@@ -365,3 +365,49 @@ fn a_raised_limit_applies_at_once_after_a_reload() {
         resp.header("retry-after")
     );
 }
+
+/// A client that goes away (FIN or RST) while its Command is held for a migration: the
+/// Command must not be sent afterwards, executed with nobody to hear the answer.
+fn held_then_gone(reset: bool) {
+    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_millis(600)));
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", ""));
+    let addr = r.addr;
+    let slow = command_in_background(addr, "alice");
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", ""));
+    // A Query (not held, answered by b) with the Command pipelined behind it: once the
+    // Query's answer is back, the router has read the Command, which is now held. Then
+    // its client gives up.
+    let mut c = Client::connect(addr);
+    let mut raw =
+        b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n".to_vec();
+    raw.extend_from_slice(&command_for("alice"));
+    c.send(&raw);
+    assert_eq!(c.read_response().text(), "b");
+    if reset {
+        c.reset();
+    } else {
+        c.finish_sending();
+        drop(c);
+    }
+    assert_eq!(slow.join().unwrap(), "a");
+    // A later Command of alice's goes to b: the held one, if sent, went before it.
+    let next = Client::connect(addr).roundtrip(&command_for("alice"));
+    assert_eq!(next.text(), "b");
+    let commands = b.requests().iter().filter(|r| r.method() == "POST").count();
+    assert_eq!(
+        commands, 1,
+        "the held Command of a client that went away was sent to b"
+    );
+}
+
+#[test]
+fn a_held_command_is_not_sent_after_its_client_closed() {
+    held_then_gone(false);
+}
+
+#[test]
+fn a_held_command_is_not_sent_after_its_client_reset() {
+    held_then_gone(true);
+}
