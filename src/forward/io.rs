@@ -352,3 +352,40 @@ mod tests {
         });
     }
 }
+
+/// What a socket holds, as a one-byte `recv(MSG_PEEK | MSG_DONTWAIT)` sees it: nothing is
+/// taken, nothing waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peeked {
+    /// Nothing to read yet (`EAGAIN`): open and quiet.
+    Nothing,
+    /// Bytes wait.
+    Bytes,
+    /// The peer closed (FIN), with nothing unread.
+    End,
+    /// An error (a reset, or anything else).
+    Error,
+}
+
+/// Peek at `fd` (see [`Peeked`]).
+pub fn peek(fd: std::os::fd::RawFd) -> Peeked {
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the call; the
+    // caller keeps `fd` open for it.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peeked::End,
+        n if n > 0 => Peeked::Bytes,
+        _ => match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Peeked::Nothing,
+            _ => Peeked::Error,
+        },
+    }
+}

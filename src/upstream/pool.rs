@@ -296,21 +296,7 @@ impl Pools {
 
 /// Whether an idle socket is still usable: no EOF, no error, no unexpected bytes.
 fn is_idle_conn_live(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the call; the fd
-    // is owned by the connection's halves, which outlive the call.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && {
-        let err = std::io::Error::last_os_error().raw_os_error();
-        err == Some(libc::EAGAIN) || err == Some(libc::EWOULDBLOCK)
-    }
+    crate::forward::io::peek(fd) == crate::forward::io::Peeked::Nothing
 }
 
 /// Open a new connection to `addr` within `timeout`, with a TLS handshake (within the

@@ -106,23 +106,6 @@ pub async fn enter_in_flight<'w>(
 /// Whether the client closed (FIN with nothing unread) or reset its connection, as far as
 /// the socket says without waiting or taking any byte.
 fn client_gone(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a 1-byte peek into a local on the connection's own socket, which `c` keeps
-    // open; nothing is consumed.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => true,
-        n if n > 0 => false,
-        _ => !matches!(
-            std::io::Error::last_os_error().raw_os_error(),
-            Some(libc::EAGAIN | libc::EINTR)
-        ),
-    }
+    use crate::forward::io::{peek, Peeked};
+    matches!(peek(fd), Peeked::End | Peeked::Error)
 }
