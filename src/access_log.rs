@@ -83,6 +83,37 @@ impl AccessLog {
     }
 }
 
+/// What `--check` can tell without starting: a file access log [`start`] could open for
+/// appending. An existing file is opened (not changed); a new one is not created, but its
+/// directory must exist and be writable.
+pub fn check(config: &AccessLogConfig) -> std::io::Result<()> {
+    let path = &config.path;
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display()))
+    };
+    match OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| named(std::io::ErrorKind::InvalidInput.into()))?;
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+                Ok(())
+            } else {
+                Err(named(std::io::Error::last_os_error()))
+            }
+        }
+        Err(e) => Err(named(e)),
+    }
+}
+
 /// Start the writer thread. Returns the shared producer and the thread's handle; call
 /// [`stop`] to flush and end it.
 pub fn start(config: &AccessLogConfig) -> std::io::Result<(Arc<AccessLog>, JoinHandle<()>)> {

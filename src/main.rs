@@ -145,6 +145,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if cli.check {
+        if let Some(log) = &config.access_log {
+            if let Err(e) = ringgate::access_log::check(log) {
+                eprintln!("ringgate: {e}");
+                return ExitCode::from(2);
+            }
+        }
         say(&format!("{}config OK", config.summary()));
         return ExitCode::SUCCESS;
     }

@@ -179,6 +179,50 @@ fn the_binary_prints_the_same_message() {
     );
 }
 
+fn check_binary(file: &TempConfig) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ringgate"))
+        .args(["--check", "--config", file.0.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_tries_the_access_log() {
+    // `--check` used to say "config OK" for a log the start then could not open.
+    let missing = format!("/nonexistent-ringgate-{}/access.log", std::process::id());
+    let file = TempConfig::new(
+        "log_missing_dir",
+        &format!("{ZONES}[log]\naccess_log = \"{missing}\"\n"),
+    );
+    let out = check_binary(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("access log {missing}: ")),
+        "{stderr}"
+    );
+    // A writable directory passes, and the check creates nothing there.
+    let dir = std::env::temp_dir().join(format!("ringgate-check-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let file = TempConfig::new(
+        "log_ok",
+        &format!("{ZONES}[log]\naccess_log = \"{}\"\n", log.display()),
+    );
+    let out = check_binary(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!log.exists(), "--check created the access log");
+    // An existing file is opened as it is, not truncated.
+    std::fs::write(&log, b"kept\n").unwrap();
+    assert!(check_binary(&file).status.success());
+    assert_eq!(std::fs::read(&log).unwrap(), b"kept\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn new_runtime_keys_are_validated() {
     let e = refused(
