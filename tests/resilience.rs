@@ -724,3 +724,58 @@ fn a_2xx_probe_answer_after_early_hints_is_healthy() {
         Duration::ZERO,
     ));
 }
+
+/// A reload that shortens `health.interval_ms` is in force at once: the checker does not
+/// sit out the interval it was sleeping when the reload came, so a server that dies is
+/// marked down after `fall` checks at the new interval.
+#[test]
+fn a_reload_that_shortens_the_health_interval_applies_at_once() {
+    let a = ScriptedBackend::start(named("a"));
+    let b = demo_backend("b");
+    let config = |interval_ms: u64| {
+        partition_of(
+            &[a.addr, b],
+            &format!("[health]\ninterval_ms = {interval_ms}\ntimeout_ms = 100\nfall = 2\n"),
+        )
+    };
+    let mut r = Router::start(&config(60_000));
+    // The first round has run (so the checker sleeps the 60 s); with `fall = 2` it cannot
+    // mark `a` down on its own, whichever way its probe went.
+    wait_until("a probed once", Duration::from_secs(3), || {
+        a.accepted() >= 1
+    });
+    a.kill();
+    r.reload(&config(100));
+    wait_until(
+        "a marked down at the new interval",
+        Duration::from_secs(3),
+        || !r.backend_available(a.addr),
+    );
+}
+
+/// A reload that turns health checks off returns at once while a probe waits on a server
+/// that never answers: the control plane (which holds the server lock through a reload)
+/// does not wait out the probe's timeout.
+#[test]
+fn a_reload_that_turns_health_checks_off_does_not_wait_for_a_probe() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let b = demo_backend("b");
+    let servers = [silent.local_addr().unwrap(), b];
+    let mut r = Router::start(&partition_of(
+        &servers,
+        "[health]\ninterval_ms = 100\ntimeout_ms = 10000\nhttp_path = \"/healthz\"\n",
+    ));
+    let mut probes = Vec::new();
+    wait_until("a probe connected", Duration::from_secs(3), || {
+        silent.accept().map(|(s, _)| probes.push(s)).is_ok()
+    });
+    let started = Instant::now();
+    r.reload(&partition_of(&servers, "[health]\nenabled = false\n"));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the reload waited {took:?} for a probe round"
+    );
+    assert!(r.backend_available(servers[0]));
+}
