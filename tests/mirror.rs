@@ -6,11 +6,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::backend::{Reply, ScriptedBackend};
+use common::backend::{Ending, Reply, ScriptedBackend};
 use common::client::Client;
 use common::router::{dead_addr, Router};
 use common::wait_until;
@@ -214,6 +214,66 @@ fn a_mirrors_5xx_counts_against_the_breaker_only_as_the_primarys_would() {
     }
     let resp =
         c.roundtrip(b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n");
+    assert_eq!((resp.status, resp.text().as_str()), (200, "other"));
+}
+
+/// A shadow server that also serves a partition shares its breaker, half-open probe
+/// included: a mirror that takes the probe reports how it went, as a request would. A
+/// probe never reported kept the server half-open, every request of its own partition
+/// refused (503), until the probe expired a whole cool-down later.
+#[test]
+fn a_mirror_that_takes_a_shared_servers_half_open_probe_reports_it() {
+    // 0: every request fails (500). Then bob (partition `other`) is served, and the
+    // mirrors of alice's Queries get 1: a close before any answer, 2: a 200 whose body
+    // is cut short (its head is an answer: a request would have closed the circuit).
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = mode.clone();
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shared = ScriptedBackend::start(move |req| match m.load(Ordering::SeqCst) {
+        0 => Reply::status("500 Internal Server Error", "fail"),
+        _ if req.header("x-user-id").as_deref() == Some("bob") => Reply::ok("other"),
+        1 => Reply::close(),
+        _ => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").then(Ending::Close),
+    });
+    let (p, sh) = (primary.addr, shared.addr);
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{p}\"]\nmirror = \"z_shadow\"\n[partitions.z_shadow]\nservers = [\"{sh}\"]\n[partitions.other]\nservers = [\"{sh}\"]\n[users]\nalice = \"z\"\nbob = \"other\"\n[health]\nenabled = false\n[circuit]\nconsecutive_failures = 2\ncooldown_ms = 1000\n"
+    ));
+    let mut c = Client::connect(r.addr);
+    let bob = b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n";
+    for _ in 0..2 {
+        assert_eq!(c.roundtrip(bob).status, 500);
+    }
+    assert_eq!(r.circuit_transitions(sh), (0, 1, 0), "opened");
+    let mirror_probe = |mode_now: u8, mirrors: u64| {
+        mode.store(mode_now, Ordering::SeqCst);
+        wait_until("the cool-down over", Duration::from_secs(5), || {
+            r.backend_available(sh)
+        });
+        // The next request to the shared server is alice's mirror: it takes the probe.
+        assert_eq!(
+            Client::connect(r.addr).roundtrip(QUERY_GET).text(),
+            "primary"
+        );
+        wait_until("the mirror counted", Duration::from_secs(5), || {
+            r.metrics().users.mirror_status.iter().sum::<u64>() == mirrors
+        });
+    };
+    // Its failure re-opens the circuit, as a failed probe request's does.
+    mirror_probe(1, 1);
+    assert_eq!(
+        r.circuit_transitions(sh),
+        (0, 2, 1),
+        "the mirror's failed probe re-opened the circuit"
+    );
+    // Its answer closes it, and bob is served at once.
+    mirror_probe(2, 2);
+    assert_eq!(
+        r.circuit_transitions(sh),
+        (1, 2, 2),
+        "the mirror's answered probe closed the circuit"
+    );
+    let resp = c.roundtrip(bob);
     assert_eq!((resp.status, resp.text().as_str()), (200, "other"));
 }
 

@@ -5,8 +5,9 @@
 //! The copy is taken when the request has been routed and is sent by a task of its own,
 //! started only once the client's exchange has ended (response relayed, or failed): the
 //! client's response never waits for the mirror, and the mirror's answer — read and
-//! discarded, counted by status class — can change nothing the client sees. The mirror
-//! uses the shadow servers' own pooled connections (each backend has its own pool).
+//! discarded, counted by status class — can change nothing the client sees, but through
+//! the circuit breaker of a shadow server that serves a partition too (see [`send`]). The
+//! mirror uses the shadow servers' own pooled connections (each backend has its own pool).
 //!
 //! # Bounds
 //! At most `mirror.max_in_flight_per_worker` mirrors per worker; beyond, a mirror is
@@ -24,7 +25,7 @@ use crate::config::Settings;
 use crate::forward::io::write_all;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::{answer_is_success, report};
+use crate::health::state::{answer_is_success, report, Admission};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use crate::http::scan::HeadScanner;
@@ -118,6 +119,14 @@ fn release(worker: &Worker, mut bytes: Vec<u8>) {
 
 /// Send `bytes` to a read server of `partition` and read the answer through (`is_head`: to
 /// a HEAD request); its status.
+///
+/// A shadow server may serve a partition too and shares its breaker, so the mirror reports
+/// to it as a request would: the answer's status once its head is in, a failure before
+/// that on a connection of its own. A pooled connection's failure is not counted: it may
+/// have died while idle (a request would go again on a new connection). The half-open
+/// probe, when the mirror takes it, always goes on a new connection, so its outcome is
+/// always reported: a probe never reported leaves the server half-open, refused to every
+/// request, until the probe expires a cool-down later.
 async fn send(
     worker: &Worker,
     wt: &WorkerTable,
@@ -126,10 +135,16 @@ async fn send(
     is_head: bool,
 ) -> Option<u16> {
     let s = &wt.table.settings;
+    let circuit = s.circuit.as_ref();
     let (backend, _, admission) = wt.pick_server(partition, Class::Query, 0)?;
     let b = &*wt.table.backends[backend as usize];
     let version = wt.table.version;
-    let mut up = match worker.take_upstream(backend, version, s) {
+    let pooled = match admission {
+        Admission::Normal => worker.take_upstream(backend, version, s),
+        Admission::Probe => None,
+    };
+    let is_reused = pooled.is_some();
+    let mut up = match pooled {
         Some(up) => up,
         None => match connect(
             b.addr,
@@ -143,51 +158,63 @@ async fn send(
         {
             Ok(up) => up,
             Err(_) => {
-                report(b, s.circuit.as_ref(), admission, false);
+                report(b, circuit, admission, false);
                 return None;
             }
         },
     };
     // Before the server can have answered: its keep-alive clock starts later.
     let sent_at = timer::coarse_now();
-    if write_all(&mut up.wr, bytes, s.upstream_response_timeout)
-        .await
-        .is_err()
-    {
+    let mut head = ResponseHead::default();
+    let answered = match write_all(&mut up.wr, bytes, s.upstream_response_timeout).await {
+        Ok(()) => read_final_head(s, &mut up, &mut head, is_head).await,
+        Err(_) => None,
+    };
+    let Some(status) = answered else {
+        if !is_reused {
+            report(b, circuit, admission, false);
+        }
+        return None;
+    };
+    report(b, circuit, admission, answer_is_success(status, circuit));
+    if !read_body(worker, s, &mut up, &mut head).await {
         return None;
     }
-    let mut head = ResponseHead::default();
-    let status = read_answer(worker, s, &mut up, &mut head, is_head).await?;
-    // The primary's rule: a shadow server may serve a partition too, and shares its breaker.
-    let circuit = s.circuit.as_ref();
-    report(b, circuit, admission, answer_is_success(status, circuit));
     if head.is_keep_alive && up.buf.is_empty() {
         worker.return_upstream(backend, version, up, head.keep_alive_timeout, sent_at);
     }
     Some(status)
 }
 
-/// Read a response head (skipping interim ones) and its body, dropping both. `None` when
-/// no complete, well-framed answer came. `up.buf` is empty afterwards when the connection
-/// is at the end of the answer.
-async fn read_answer(
-    worker: &Worker,
+/// Read a final response head (skipping interim ones) into `head` and drop it from
+/// `up.buf`; its status. `None` when no well-formed one came in time.
+async fn read_final_head(
     s: &Settings,
     up: &mut UpstreamConn,
     head: &mut ResponseHead,
     is_head: bool,
 ) -> Option<u16> {
-    let len = loop {
+    loop {
         let len = read_head(s, up).await?;
         parse_response(&up.buf, len, is_head, head).ok()?;
-        if !head.is_interim() {
-            break len;
-        }
         up.buf.drain(..len);
-    };
-    up.buf.drain(..len);
+        if !head.is_interim() {
+            return Some(head.status);
+        }
+    }
+}
+
+/// Read the body `head` announces and drop it; whether it came whole and well framed.
+/// `up.buf` is empty afterwards when the connection is at the end of the answer (for a
+/// body read until the close, `head.is_keep_alive` is cleared).
+async fn read_body(
+    worker: &Worker,
+    s: &Settings,
+    up: &mut UpstreamConn,
+    head: &mut ResponseHead,
+) -> bool {
     let left = match head.framing() {
-        ResponseFraming::None => return up.buf.is_empty().then_some(head.status),
+        ResponseFraming::None => return up.buf.is_empty(),
         ResponseFraming::Length(n) => BodyLeft::Length(n),
         ResponseFraming::Chunked => BodyLeft::Chunked(ChunkedDecoder::new()),
         ResponseFraming::UntilClose => BodyLeft::Length(u64::MAX),
@@ -202,9 +229,9 @@ async fn read_answer(
         .unwrap_or(false);
     if head.framing() == ResponseFraming::UntilClose {
         head.is_keep_alive = false;
-        return Some(head.status);
+        return true;
     }
-    whole.then_some(head.status)
+    whole
 }
 
 /// Read until `up.buf` holds a whole response head; its length.
