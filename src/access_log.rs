@@ -37,6 +37,10 @@ pub struct AccessLogConfig {
     pub queue_lines: usize,
 }
 
+/// The status logged for a request whose client went away before its response's head
+/// went out (nginx's "client closed request"); `/metrics` counts it as `status="none"`.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// The fields of one line (borrowed from the request's buffers).
 pub struct AccessRecord<'a> {
     /// Client address.
@@ -53,7 +57,7 @@ pub struct AccessRecord<'a> {
     pub partition: &'a str,
     /// Backend address, if chosen (formatted by the caller's Display).
     pub backend: Option<std::net::SocketAddr>,
-    /// Status sent (0: none).
+    /// Status sent, or [`CLIENT_CLOSED_REQUEST`].
     pub status: u16,
     /// Request duration.
     pub duration: Duration,

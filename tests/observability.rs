@@ -205,3 +205,156 @@ fn untracked_rate_limit_requests_are_visible_on_metrics() {
             .join("\n")
     );
 }
+
+/// A backend whose answer to `/gN` waits until the gate is opened to at least `N` (the
+/// client has done its part by then), and a router in front of it, as a process, with
+/// `/metrics` and a text access log.
+struct Gated {
+    gate: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    backend: ScriptedBackend,
+    router: common::router::RouterProcess,
+    log: std::path::PathBuf,
+}
+
+impl Gated {
+    fn start(name: &str, answer: impl Fn() -> Reply + Send + Sync + 'static) -> Gated {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = std::sync::Arc::new(AtomicUsize::new(0));
+        let open = gate.clone();
+        let backend = ScriptedBackend::start(move |req| {
+            let n: usize = req.path().trim_start_matches("/g").parse().unwrap();
+            common::wait_until(
+                "the test opens the backend's gate",
+                std::time::Duration::from_secs(5),
+                || open.load(Ordering::SeqCst) >= n,
+            );
+            answer()
+        });
+        let log = std::env::temp_dir().join(format!("ringgate-{name}-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let router = common::router::RouterProcess::start(
+            name,
+            &format!(
+                "{}[log]\naccess_log = \"{}\"\n",
+                partition_of(&[backend.addr], NO_HEALTH),
+                log.display()
+            ),
+            1,
+            true,
+            &[],
+        );
+        Gated {
+            gate,
+            backend,
+            router,
+            log,
+        }
+    }
+
+    fn open(&self, n: usize) {
+        self.gate.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The access log's lines, once there are `n`.
+    fn log_lines(&self, n: usize) -> Vec<String> {
+        let read = || std::fs::read_to_string(&self.log).unwrap_or_default();
+        common::wait_until(
+            &format!("the access log has {n} lines"),
+            std::time::Duration::from_secs(5),
+            || read().lines().count() >= n,
+        );
+        read().lines().map(str::to_string).collect()
+    }
+
+    /// `ringgate_requests_total` by status label, and `ringgate_errors_total{kind="client_gone"}`.
+    fn counted(&self) -> (std::collections::BTreeMap<String, u64>, u64) {
+        let text = self.router.admin_get("/metrics").text();
+        let mut by_status = std::collections::BTreeMap::new();
+        let mut gone = 0;
+        for line in text.lines() {
+            let value = || line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+            if line.starts_with("ringgate_requests_total{") {
+                let status = line.split("status=\"").nth(1).unwrap();
+                let status = status.split('"').next().unwrap().to_string();
+                *by_status.entry(status).or_insert(0) += value();
+            } else if line.starts_with("ringgate_errors_total{kind=\"client_gone\"}") {
+                gone = value();
+            }
+        }
+        (by_status, gone)
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn counts(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// A client that goes away (reset) while a slow backend works on its request never gets
+/// the backend's 200: it is counted `status="none"` and logged 499 (nginx's "client
+/// closed request"), not as a success.
+#[test]
+fn a_client_gone_before_its_answer_is_not_counted_under_the_answers_status() {
+    let g = Gated::start("obs-gone-wait", || Reply::ok("ok"));
+    let mut c = common::client::Client::connect(g.router.addr);
+    c.send(b"GET /g1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    g.backend.wait_for_requests(1);
+    c.reset();
+    g.open(1);
+    let lines = g.log_lines(1);
+    assert!(lines[0].contains(" status=499 "), "{}", lines[0]);
+    assert_eq!(g.counted(), (counts(&[("none", 1)]), 1));
+}
+
+/// The same for a `101 Switching Protocols` the client was gone for: no switch happened.
+#[test]
+fn a_switch_whose_client_is_gone_is_not_counted_as_101() {
+    let g = Gated::start("obs-gone-101", || {
+        Reply::bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        )
+        .then(common::backend::Ending::Echo)
+    });
+    let mut c = common::client::Client::connect(g.router.addr);
+    c.send(
+        b"GET /g1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    g.backend.wait_for_requests(1);
+    c.reset();
+    g.open(1);
+    let lines = g.log_lines(1);
+    assert!(lines[0].contains(" status=499 "), "{}", lines[0]);
+    assert_eq!(g.counted(), (counts(&[("none", 1)]), 1));
+}
+
+/// Answers that reached their clients keep their status: an ordinary exchange, a client
+/// that resets (or closes) once it has read the whole answer, and one that half-closed
+/// before the answer came (HTTP/1.1 allows it; it still reads).
+#[test]
+fn answered_clients_that_leave_afterwards_keep_their_status() {
+    let g = Gated::start("obs-gone-after", || Reply::ok("ok"));
+    g.open(3);
+    let get = |n: usize| format!("GET /g{n} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    let mut c = common::client::Client::connect(g.router.addr);
+    assert_eq!(c.roundtrip(get(1).as_bytes()).status, 200);
+    drop(c);
+    let mut c = common::client::Client::connect(g.router.addr);
+    assert_eq!(c.roundtrip(get(2).as_bytes()).status, 200);
+    c.reset();
+    let mut c = common::client::Client::connect(g.router.addr);
+    c.send(get(4).as_bytes());
+    c.finish_sending();
+    g.backend.wait_for_requests(3);
+    g.open(4);
+    assert_eq!(c.read_response().status, 200);
+    let lines = g.log_lines(3);
+    for line in &lines {
+        assert!(line.contains(" status=200 "), "{line}");
+    }
+    assert_eq!(g.counted(), (counts(&[("2xx", 3)]), 0));
+}

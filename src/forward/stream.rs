@@ -242,6 +242,16 @@ impl Reader {
         self.has_unread()
     }
 
+    /// Whether the connection is known to be broken (reset) without a syscall: a
+    /// multishot reader received the error. False where only a read or a write can tell.
+    #[inline]
+    pub fn has_failed(&self) -> bool {
+        match self {
+            Reader::Multi(m) => m.ms.has_failed(),
+            _ => false,
+        }
+    }
+
     /// Whether the ring vouches that nothing (no bytes, no end) arrived on this socket
     /// (see [`Multi::is_known_idle`]); false where only the socket can tell.
     pub fn is_known_idle(&self) -> bool {

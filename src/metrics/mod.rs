@@ -31,7 +31,8 @@ use hdrhistogram::Histogram;
 use crate::error::{ErrorKind, ERROR_KIND_LABELS};
 use crate::route::router::{Class, RoutingTable};
 
-/// Status classes: 1xx..5xx, and "no response" (the client went away).
+/// Status classes: 1xx..5xx, and "none": the client went away before the response's head
+/// went out (the access log's 499), never the status of an answer it did not get.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 /// Class labels of the request counters: Commands, Queries, and requests refused before
 /// they were classified (bad input), which are neither.
@@ -68,7 +69,8 @@ pub struct Outcome {
     pub partition: Option<u16>,
     /// Backend index in the request's table, once chosen.
     pub backend: Option<u16>,
-    /// Status sent to the client (None: nothing was sent).
+    /// Status sent to the client (None: the client went away before a response head
+    /// went out to it).
     pub status: Option<u16>,
     /// The failure, if the request failed.
     pub error: Option<ErrorKind>,

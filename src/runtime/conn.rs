@@ -24,7 +24,7 @@ use monoio::net::TcpStream;
 use super::client::{Client, CLIENT_BUFFER_BYTES};
 use super::exchange::{self, respond_error, Next};
 use super::worker::Worker;
-use crate::access_log::AccessRecord;
+use crate::access_log::{AccessRecord, CLIENT_CLOSED_REQUEST};
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
 use crate::forward::io::{read_some, write_static, IoFail};
@@ -338,7 +338,7 @@ fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elap
             class: outcome.class.map_or("", |k| k.label()),
             partition: outcome.partition.map_or("", |p| table.partition_name(p)),
             backend: outcome.backend.map(|b| table.backends[b as usize].addr),
-            status: outcome.status.unwrap_or(0),
+            status: outcome.status.unwrap_or(CLIENT_CLOSED_REQUEST),
             duration: elapsed,
         };
         if !log.log(&record) {

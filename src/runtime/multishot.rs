@@ -459,6 +459,13 @@ impl Multi {
         self.with(|_, sl| sl.partial.is_some() || !sl.queue.is_empty())
     }
 
+    /// Whether the socket reported an error (a reset) that nobody has read: the
+    /// connection is broken, whatever was received before it.
+    pub fn has_failed(&self) -> bool {
+        // An error ends the multishot: it is the last completion queued.
+        self.with(|_, sl| sl.queue.back().is_some_and(|&(res, _)| res < 0))
+    }
+
     /// Whether the ring itself vouches that the socket received nothing — no bytes, no end,
     /// no error — up to now: the multishot is armed (not being stopped), nothing it
     /// received waits unread, and the ring is caught up (every SQE submitted, no completion

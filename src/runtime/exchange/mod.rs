@@ -57,10 +57,11 @@ pub enum Next {
     Close,
     /// Close the client connection in stages: part of the request may still be unread.
     CloseLingering,
-    /// The response was cut after its head went out: end the connection so that the
-    /// client cannot take the end for the response's. A TLS client gets no `close_notify`
-    /// (its TLS library reports a truncation); with `reset` (a response that ends at the
-    /// close, where a clean close would complete it) the connection is reset.
+    /// The response was cut after its head went out (or while it was going out): end the
+    /// connection so that the client cannot take the end for the response's. A TLS
+    /// client gets no `close_notify` (its TLS library reports a truncation); with `reset`
+    /// (a response that ends at the close, where a clean close would complete it) the
+    /// connection is reset.
     Cut {
         /// Reset the connection rather than close it.
         reset: bool,

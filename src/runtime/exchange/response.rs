@@ -72,7 +72,7 @@ pub async fn relay(
     } = a;
     if c.response.status == 101 {
         outcome.status = Some(101);
-        return switch_protocols(c, req, up, s).await;
+        return switch_protocols(c, req, up, s, outcome).await;
     }
     let framing = c.response.framing();
     if framing == ResponseFraming::Chunked && c.head.minor_version == 0 {
@@ -98,8 +98,16 @@ pub async fn relay(
     let reusable = match relay_response(worker, s, c, &mut up, connection).await {
         Relayed::Whole { reusable } => reusable,
         Relayed::Refused(kind) => return Err(super::upstream_failure(kind, None)),
+        Relayed::Gone => {
+            // Counted as the client's going, not under the status it never got; the
+            // connection ends as a cut one (part of the head may have gone out).
+            outcome.error = Some(ErrorKind::ClientGone);
+            return Ok(Next::Cut {
+                reset: framing == ResponseFraming::UntilClose,
+            });
+        }
         Relayed::Cut(kind) => {
-            // The client has a partial response (or none): close both sides.
+            // The client has the head and part of the body: close both sides.
             outcome.status = Some(c.response.status);
             outcome.error = Some(kind);
             return Ok(Next::Cut {
@@ -149,7 +157,9 @@ enum Relayed {
     },
     /// Nothing was sent: the response cannot be framed (answer 502).
     Refused(ErrorKind),
-    /// The relay broke off after the client got part of the response.
+    /// The client went away (reset, or the head's write failed) before the head went out.
+    Gone,
+    /// The relay broke off after the head went out.
     Cut(ErrorKind),
 }
 
@@ -184,6 +194,11 @@ async fn relay_response(
         ResponseFraming::Chunked => decoder.is_done(),
         ResponseFraming::UntilClose => false,
     };
+    // A client whose reset the ring already reported gets nothing: an eager send would
+    // fail only after the request was counted as answered.
+    if c.rd.has_failed() {
+        return Relayed::Gone;
+    }
     let head_sent = if response_is_verbatim(&c.response, connection) {
         let end = resp_len + in_buf;
         if whole && c.wr.send_eager(&up.buf[..end]) {
@@ -202,7 +217,7 @@ async fn relay_response(
         }
     };
     if head_sent.is_err() {
-        return Relayed::Cut(ErrorKind::ClientGone);
+        return Relayed::Gone;
     }
     let left = match framing {
         ResponseFraming::None => None,
@@ -250,6 +265,7 @@ async fn switch_protocols(
     req: &Request,
     mut up: Box<UpstreamConn>,
     s: &Settings,
+    outcome: &mut Outcome,
 ) -> Result<Next, Failure> {
     if !req.is_upgrade {
         return Err(super::upstream_failure(
@@ -264,6 +280,9 @@ async fn switch_protocols(
         .await
         .is_err()
     {
+        // No switch: the client went away before the 101 reached it.
+        outcome.status = None;
+        outcome.error = Some(ErrorKind::ClientGone);
         return Ok(Next::Close);
     }
     // Client bytes that followed the upgrade request belong to the new protocol.
