@@ -124,8 +124,9 @@ pub struct RequestHead {
     pub is_upgrade: bool,
     /// Content type is JSON or absent, so the body may be scanned for a user id.
     pub body_may_be_json: bool,
-    /// A `Content-Encoding` other than `identity` was sent: the body's bytes are not the
-    /// JSON a backend decodes them to.
+    /// A `Content-Encoding` other than `identity`, or a transfer coding other than
+    /// `chunked` (`gzip, chunked`), was sent: the body's bytes are not the JSON a backend
+    /// decodes them to.
     pub body_is_encoded: bool,
 }
 
@@ -403,6 +404,9 @@ impl<'a> FieldState<'a> {
             self.transfer_encoding = if eq_lower(coding, b"chunked") {
                 TransferCoding::EndsChunked
             } else if is_known_coding(coding) {
+                // The chunks carry the coded bytes: a scan of them is not what a backend
+                // that decodes the coding reads.
+                self.content_encoded = true;
                 TransferCoding::EndsOther
             } else {
                 return Err(bad("unknown transfer coding"));
@@ -582,6 +586,10 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")
                 .unwrap();
         assert_eq!(chunked.framing(), BodyFraming::Chunked);
+        assert!(chunked.body_is_encoded, "gzip-coded chunks");
+        let plain =
+            parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(!plain.body_is_encoded);
         let split_te = parse(
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
         )

@@ -131,7 +131,9 @@ pub async fn prepare(
     if wants_body && c.head.body_is_encoded {
         // A backend decodes it and reads a user the scan of the raw bytes cannot: the two
         // would disagree about whose request it is.
-        let e = ErrorKind::BadRequest("a body read for its user id must not be content-encoded");
+        let e = ErrorKind::BadRequest(
+            "a body read for its user id must not be content-encoded or transfer-coded",
+        );
         return Err(refuse(ProxyError::downstream(e), None));
     }
     let body = if wants_body {
