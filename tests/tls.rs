@@ -99,6 +99,36 @@ fn a_websocket_upgrade_tunnels_over_tls() {
 }
 
 #[test]
+fn an_idle_tunnel_ends_with_close_notify() {
+    // Nothing is in flight when a tunnel ends for want of traffic: a clean end, which a
+    // TLS client must be able to tell from a cut stream.
+    let cert = TestCert::new("tunnel-idle");
+    let b = ScriptedBackend::start(|_| {
+        Reply::bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        )
+        .then(Ending::Echo)
+    });
+    let r = Router::start_with_listener(
+        &format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[timeouts]\ntunnel_idle_ms = 300\n",
+            b.addr
+        ),
+        &tls_listener(&cert, ""),
+    );
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    let resp = c.roundtrip(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(resp.status, 101);
+    c.send(b"ping");
+    assert_eq!(c.read_raw(4), b"ping");
+    let (got, end) = read_to_tcp_end(&mut c);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(end.is_ok(), "{end:?}");
+}
+
+#[test]
 fn plain_http_to_the_tls_port_is_closed_cleanly_and_counted() {
     let cert = TestCert::new("plain");
     let r = router(&cert, "");
@@ -555,4 +585,25 @@ fn a_request_in_one_byte_records_is_served() {
     }
     assert_eq!(c.read_response().status, 200);
     assert_eq!(c.read_response().status, 200);
+}
+
+#[test]
+fn a_keep_alive_connection_closed_by_the_router_ends_with_close_notify() {
+    // Between requests ringgate ends a connection for its idle timeout, or a drain: a TLS
+    // client must be able to tell that clean end from a truncation (RFC 8446 §6.1).
+    let cert = TestCert::new("idle-close-notify");
+    let mut r = router(&cert, "[timeouts]\nclient_idle_ms = 300\n");
+    let get = b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: bob\r\n\r\n";
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    assert_eq!(c.roundtrip(get).status, 200);
+    let (got, end) = read_to_tcp_end(&mut c);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(end.is_ok(), "idle timeout: {end:?}");
+    // A drain closes the idle connections it finds.
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS12));
+    assert_eq!(c.roundtrip(get).status, 200);
+    r.drain();
+    let (got, end) = read_to_tcp_end(&mut c);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(end.is_ok(), "drain: {end:?}");
 }

@@ -348,6 +348,17 @@ impl Writer {
             _ => Ok(()),
         }
     }
+
+    /// Before a clean close: [`Writer::settle`], and a TLS stream ends with `close_notify`
+    /// (its TCP write side shut after it), without which its peer cannot tell the end from
+    /// a truncation (RFC 8446 §6.1). Not after a failure: a stream cut short must not end
+    /// the way a whole one does.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Writer::ServerTls(_) | Writer::ClientTls(_) => self.shutdown().await,
+            _ => self.settle().await,
+        }
+    }
 }
 
 macro_rules! each_read {

@@ -9,7 +9,8 @@
 //!   gets a FIN after the last byte), and the other direction gets [`HALF_CLOSE_GRACE`]
 //!   (or the idle timeout, if shorter) to finish too; then the tunnel ends.
 //! - A reset or error on either side ends it at once.
-//! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`).
+//! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`), cleanly:
+//!   a TLS side gets `close_notify` (within [`FINISH_TIME`]).
 //! - The worker's drain deadline passes: it ends (the stop handle fires).
 
 use std::cell::Cell;
@@ -30,6 +31,9 @@ pub type Halves = (Reader, Writer);
 
 /// How long the second direction may go on once the first has closed.
 pub const HALF_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Longest wait for a TLS side to take its `close_notify` at an idle end.
+pub const FINISH_TIME: Duration = Duration::from_secs(1);
 
 /// Buffer per direction. Chosen by measurement (README, "Tunnels"): 64 KiB moves a bulk
 /// stream with a sixteenth of the reads and writes of a 4 KiB copy.
@@ -112,11 +116,20 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
         &opts,
     )
     .await;
-    if end == TunnelEnd::Error {
-        // A reset on one side is passed on as a reset (RST, no FIN first): a clean close
-        // would let a cut stream pass for a whole one.
-        super::stream::reset(client_read, client_write);
-        super::stream::reset(upstream_read, upstream_write);
+    match end {
+        TunnelEnd::Error => {
+            // A reset on one side is passed on as a reset (RST, no FIN first): a clean
+            // close would let a cut stream pass for a whole one.
+            super::stream::reset(client_read, client_write);
+            super::stream::reset(upstream_read, upstream_write);
+        }
+        // Nothing was in flight: both sides are told of a clean end, as the close's FIN
+        // tells a plain TCP side (a write that stalled left its TLS side unable to).
+        TunnelEnd::Idle => {
+            let both = async { monoio::join!(client_write.finish(), upstream_write.finish()) };
+            let _ = super::timer::timeout(FINISH_TIME, both).await;
+        }
+        _ => {}
     }
     end
 }

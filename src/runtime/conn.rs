@@ -59,14 +59,14 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     };
     // Requests answered from the buffer since this task last let others run.
     let mut burst = 0u32;
-    let linger_close = loop {
+    let end = loop {
         let idle_table = worker.table();
         let len = match read_head(worker, &mut c, &idle_table.table.settings).await {
             Ok(Some(len)) => {
                 super::ring::activity();
                 len
             }
-            Ok(None) => break false,
+            Ok(None) => break End::Quiet,
             Err(e) => {
                 c.request_line.clear();
                 let outcome = Outcome {
@@ -78,7 +78,7 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
                 // The head did not parse: its method is not known.
                 respond_error(&mut c, e, true, false, s.client_body_timeout).await;
                 finish(worker, &idle_table, &c, &outcome, Duration::ZERO);
-                break true;
+                break End::Lingering;
             }
         };
         drop(idle_table);
@@ -86,8 +86,8 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
         let table = worker.table();
         match serve_request(worker, &table, &mut c, len).await {
             Next::KeepAlive => {}
-            Next::Close => break false,
-            Next::CloseLingering => break true,
+            Next::Close => break End::Abrupt,
+            Next::CloseLingering => break End::Lingering,
             Next::Cut { reset } => return cut(c, reset).await,
             Next::Tunnel(up) => {
                 let opts = tunnel::TunnelOptions {
@@ -117,16 +117,35 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
         }
     };
     // Unread request bytes (a pipelined request behind a close) count as unread too.
-    let written = if linger_close || !c.buf.is_empty() {
+    let written = if end == End::Lingering || !c.buf.is_empty() {
         linger(&mut c).await
     } else {
-        // The last answer may still be on its way (an eager send): out before the close.
+        // The last answer may still be on its way (an eager send): out before the close,
+        // and a TLS client told of a clean end.
         let t = worker.table().table.settings.client_body_timeout;
-        matches!(timer::timeout(t, c.wr.settle()).await, Ok(Ok(())))
+        let closing = async {
+            match end {
+                End::Quiet => c.wr.finish().await,
+                _ => c.wr.settle().await,
+            }
+        };
+        matches!(timer::timeout(t, closing).await, Ok(Ok(())))
     };
     if !written {
         stream::reset(c.rd, c.wr);
     }
+}
+
+/// How a connection's request loop ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Between requests: the client closed, the idle timeout, a drain. A clean end (a TLS
+    /// client gets `close_notify`).
+    Quiet,
+    /// Part of a request may be unread: close in stages ([`linger`]).
+    Lingering,
+    /// After a failure ([`Next::Close`]): just closed.
+    Abrupt,
 }
 
 /// Let every task already queued on this worker run first, and the reactor be polled.

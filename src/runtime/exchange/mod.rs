@@ -53,7 +53,7 @@ use retry::{Attempts, Retry};
 pub enum Next {
     /// Read the next request.
     KeepAlive,
-    /// Close the client connection.
+    /// Close the client connection after a failure: a TLS client gets no `close_notify`.
     Close,
     /// Close the client connection in stages: part of the request may still be unread.
     CloseLingering,
