@@ -607,3 +607,74 @@ fn a_keep_alive_connection_closed_by_the_router_ends_with_close_notify() {
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert!(end.is_ok(), "drain: {end:?}");
 }
+
+#[test]
+fn commands_racing_a_tls_upstream_that_closes_idle_connections_are_processed_at_most_once() {
+    // The TLS form of the keep-alive race (tests/upstream.rs): after each answer the
+    // upstream waits a few hundred microseconds, then sends close_notify and closes; the
+    // client's next Command comes after a pause of about the same length. A Command the
+    // close reached the router ahead of, on its way (a close that acknowledges none of
+    // it), is sent again on a new connection; one the server's socket took before it
+    // closed is answered 502, never sent twice.
+    let cert = TestCert::new("tls-race");
+    let backend = TlsBackend::start_closing_after(&cert, |conn, index| {
+        Duration::from_micros(150 + ((conn * 37 + index * 11) % 500) as u64)
+    });
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\nu = \"z\"\n[health]\nenabled = false\n",
+        backend.addr,
+        cert.cert.display()
+    ));
+    let command = |n: u64| {
+        let body = format!(r#"{{"user_id":"u","n":{n}}}"#);
+        format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    let mut c = common::client::Client::connect(r.addr);
+    let (mut answered, mut refused) = (Vec::new(), Vec::new());
+    let mut n = 0u64;
+    // Until enough races went each way (bounded).
+    while n < 6000 && (n < 1500 || r.metrics().pool_stale == 0) {
+        let resp = c.roundtrip(command(n).as_bytes());
+        match resp.status {
+            200 => answered.push(n),
+            502 => refused.push(n),
+            other => panic!("Command {n}: {other} {}", resp.text()),
+        }
+        if resp.header("connection") == Some("close") {
+            c = common::client::Client::connect(r.addr);
+        }
+        std::thread::sleep(Duration::from_micros(150 + (n * 53) % 500));
+        n += 1;
+    }
+    let mut taken = std::collections::HashMap::new();
+    for req in backend.seen.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(req);
+        let at = text.find("\"n\":").expect("a numbered Command") + 4;
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        *taken.entry(digits.parse::<u64>().unwrap()).or_insert(0) += 1;
+    }
+    for n in &answered {
+        assert_eq!(
+            taken.get(n),
+            Some(&1),
+            "Command {n} answered 200: taken once"
+        );
+    }
+    for n in &refused {
+        assert_eq!(taken.get(n), None, "Command {n} answered 502: never taken");
+    }
+    let stale = r.metrics().pool_stale;
+    eprintln!(
+        "{} answered, {} refused (502), {stale} sent again after the server closed first",
+        answered.len(),
+        refused.len()
+    );
+    assert!(
+        stale > 0,
+        "no Command was sent again after its TLS upstream closed first ({} refused)",
+        refused.len()
+    );
+}

@@ -299,14 +299,16 @@ impl Writer {
         }
     }
 
-    /// How many bytes this writer has handed to its socket so far, on plain TCP (`None`
-    /// under TLS). Bytes spliced through [`Writer::tcp`] are not counted: the count can
-    /// only fall short of the truth, never exceed it.
+    /// How many bytes this writer has handed to its socket so far (under TLS: ciphertext,
+    /// the handshake's included; `None` while a TLS write is in progress). Bytes spliced
+    /// through [`Writer::tcp`] are not counted: the count can only fall short of the
+    /// truth, never exceed it.
     pub fn handed(&self) -> Option<u64> {
         match self {
             Writer::Tcp(w) => Some(w.handed),
             Writer::Eager(w) => Some(w.handed),
-            Writer::ServerTls(_) | Writer::ClientTls(_) => None,
+            Writer::ServerTls(w) => w.handed(),
+            Writer::ClientTls(w) => w.handed(),
         }
     }
 

@@ -92,7 +92,8 @@ where
         consumed: 0,
         records: Records::default(),
     };
-    let hs = drive(&mut conn, &mut rd, &mut wr, &mut past);
+    let mut handed = 0;
+    let hs = drive(&mut conn, &mut rd, &mut wr, &mut past, &mut handed);
     match monoio::time::timeout(timeout, hs).await {
         Ok(res) => res?,
         Err(_) => {
@@ -103,17 +104,18 @@ where
         }
     }
     let info = info(&conn);
-    Ok(split(conn, rd, Sender::new(wr), fd, past, info))
+    Ok(split(conn, rd, Sender::new(wr, handed), fd, past, info))
 }
 
 /// Exchange flights until the handshake is done and its last flight (for a TLS 1.3
 /// server: with the session tickets) is sent. Ciphertext read past the handshake stays in
-/// `past` (or in rustls) for the read half.
+/// `past` (or in rustls) for the read half. `handed` counts the bytes sent.
 async fn drive<SD: SideData>(
     conn: &mut ConnectionCommon<SD>,
     rd: &mut TcpOwnedReadHalf,
     wr: &mut TcpOwnedWriteHalf,
     past: &mut Inbound,
+    handed: &mut u64,
 ) -> io::Result<()> {
     let Inbound {
         bytes: inbound,
@@ -122,7 +124,7 @@ async fn drive<SD: SideData>(
     } = past;
     let mut out = Vec::new();
     loop {
-        send_records(conn, wr, &mut out).await?;
+        send_records(conn, wr, &mut out, handed).await?;
         if !conn.is_handshaking() {
             return Ok(());
         }
@@ -147,7 +149,7 @@ async fn drive<SD: SideData>(
         }
         if let Err(e) = conn.process_new_packets() {
             // Tell the peer why (rustls queued the alert); the error is what matters.
-            let _ = send_records(conn, wr, &mut out).await;
+            let _ = send_records(conn, wr, &mut out, handed).await;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("TLS handshake failed: {e}"),
@@ -156,11 +158,12 @@ async fn drive<SD: SideData>(
     }
 }
 
-/// Send every record rustls holds.
+/// Send every record rustls holds, counting in `handed` what the kernel took.
 async fn send_records<SD: SideData>(
     conn: &mut ConnectionCommon<SD>,
     wr: &mut TcpOwnedWriteHalf,
     out: &mut Vec<u8>,
+    handed: &mut u64,
 ) -> io::Result<()> {
     while conn.wants_write() {
         conn.write_tls(out)?;
@@ -171,7 +174,10 @@ async fn send_records<SD: SideData>(
         *out = slice.into_inner();
         match res? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => sent += n,
+            n => {
+                sent += n;
+                *handed += n as u64;
+            }
         }
     }
     out.clear();

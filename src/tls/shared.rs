@@ -36,15 +36,25 @@ pub(super) struct Sender {
     /// Ciphertext; `out[..sent]` has been handed to the kernel.
     pub(super) out: Vec<u8>,
     pub(super) sent: usize,
+    /// Bytes handed to the kernel over the connection's life, the handshake's included.
+    pub(super) handed: u64,
 }
 
 impl Sender {
-    pub(super) fn new(tcp: TcpOwnedWriteHalf) -> Self {
+    /// The send side of a stream whose handshake handed `handed` bytes to the kernel.
+    pub(super) fn new(tcp: TcpOwnedWriteHalf, handed: u64) -> Self {
         Self {
             tcp,
             out: Vec::new(),
             sent: 0,
+            handed,
         }
+    }
+
+    /// Note `n` more bytes taken by the kernel.
+    fn took(&mut self, n: usize) {
+        self.sent += n;
+        self.handed += n as u64;
     }
 
     pub(super) fn queued(&self) -> usize {
@@ -97,7 +107,7 @@ impl Sender {
             self.out = out.into_inner();
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
+                Ok(n) => self.took(n),
                 Err(e) => return Err(e),
             }
         }
@@ -144,7 +154,7 @@ where
         }
         while sender.queued() > 0 {
             match send_nonblocking(*fd, &sender.out[sender.sent..]) {
-                Ok(n) => sender.sent += n,
+                Ok(n) => sender.took(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {

@@ -349,6 +349,13 @@ impl<C> TlsWrite<C> {
             .as_ref()
             .map_or(0, Sender::queued)
     }
+
+    /// Bytes handed to the kernel over the connection's life, the handshake's and those
+    /// the read half sent included: never more than the truth. `None` while a write is in
+    /// progress, or after one was dropped.
+    pub fn handed(&self) -> Option<u64> {
+        self.shared.borrow().sender.as_ref().map(|s| s.handed)
+    }
 }
 
 impl<C, SD> TlsWrite<C>

@@ -57,7 +57,8 @@ pub struct UpstreamConn {
     /// Whether this connection came from the pool (it may have gone stale in flight).
     pub is_reused: bool,
     /// The socket's count of bytes the server acknowledged, as it opened (the SYN counts
-    /// on Linux); `None` where the count is not known (TLS, a kernel without it).
+    /// on Linux; before a TLS handshake, whose bytes the writer counts as handed); `None`
+    /// where the count is not known (a kernel without it).
     acked_at_open: Option<u64>,
 }
 
@@ -86,7 +87,9 @@ impl UpstreamConn {
 /// sent again on a new connection, even a Command: the race of a server closing an idle
 /// keep-alive connection just as ringgate reuses it then costs nothing. A reset (RST) does
 /// not carry its acknowledgement to the sender's count, so the caller asks only after a
-/// clean close.
+/// clean close. Over TLS the same holds for the server's `close_notify` (its segment
+/// acknowledges what the server's TCP had taken, as a FIN does) or a FIN without it; the
+/// bytes counted are the ciphertext the writer handed over, the handshake's included.
 #[derive(Clone, Copy, Debug)]
 pub struct Untouched {
     fd: RawFd,
@@ -313,12 +316,9 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let mut acked_at_open = None;
+    let acked_at_open = acked_bytes(fd);
     let (rd, wr) = match tls {
-        None => {
-            acked_at_open = acked_bytes(fd);
-            plain(stream)
-        }
+        None => plain(stream),
         Some(t) => {
             let left = timeout.saturating_sub(started.elapsed());
             // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in
@@ -540,5 +540,112 @@ mod ring_tests {
             .build()
             .ok();
         stray_bytes_taken_by_the_multishot_retire_a_pooled_connection(rt, true);
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+    use super::connect;
+    use crate::config::UpstreamTls;
+
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+    const ANSWER: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+    const NEXT: &[u8] = b"POST /order HTTP/1.1\r\n\r\n";
+
+    /// A pooled TLS connection after one exchange; the server then ends its session
+    /// (close_notify and FIN), having read the next request first when `reads_next`. The
+    /// next request is written after the end was read (or, when the server reads it,
+    /// before); the probe taken before it must say whether the server took any of it,
+    /// handshake and earlier records counted.
+    fn after_the_server_closed(reads_next: bool) -> bool {
+        let dir = std::env::temp_dir().join(format!(
+            "ringgate-pool-tls-{}-{reads_next}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        crate::tls::write_self_signed(&cert, &key).unwrap();
+        let server = crate::tls::server_config(&cert, &key, &[]).unwrap();
+        let tls = UpstreamTls {
+            server_name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            ca: Some(cert.clone()),
+            client: crate::tls::client_config(Some(&cert)).unwrap(),
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let srv = std::thread::spawn(move || {
+            let (tcp, _) = l.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(server).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut req = [0u8; REQUEST.len()];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(ANSWER).unwrap();
+            s.flush().unwrap();
+            if reads_next {
+                let mut next = [0u8; NEXT.len()];
+                s.read_exact(&mut next).unwrap();
+            }
+            // The keep-alive timeout: close_notify, then the socket closes (a FIN).
+            s.conn.send_close_notify();
+            s.flush().unwrap();
+        });
+        let holds = crate::test_runtime::epoll().block_on(async move {
+            let mut conn = connect(addr, Duration::from_secs(5), Some(&tls))
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let (res, _) = conn.wr.write_all(REQUEST.to_vec()).await;
+            res.unwrap();
+            let mut got = Vec::new();
+            while got.len() < ANSWER.len() {
+                let (res, buf) = conn.rd.read(Vec::with_capacity(64)).await;
+                assert!(res.unwrap() > 0, "the answer");
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, ANSWER);
+            let probe = conn
+                .untouched_probe()
+                .expect("TLS connections are counted too");
+            assert!(probe.holds(), "nothing written since: nothing taken");
+            if reads_next {
+                let (res, _) = conn.wr.write_all(NEXT.to_vec()).await;
+                res.unwrap();
+            }
+            let (res, _) = conn.rd.read(Vec::with_capacity(64)).await;
+            assert_eq!(res.unwrap(), 0, "close_notify");
+            if !reads_next {
+                // The request races the close and loses: the closed socket answers it with
+                // a reset, never with an acknowledgement.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    assert!(Instant::now() < deadline, "no reset came");
+                    let (res, _) = conn.wr.write_all(NEXT.to_vec()).await;
+                    if res.is_err() {
+                        break;
+                    }
+                    monoio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            probe.holds()
+        });
+        srv.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        holds
+    }
+
+    #[test]
+    fn a_request_written_after_a_tls_server_closed_was_never_taken() {
+        assert!(after_the_server_closed(false));
+    }
+
+    #[test]
+    fn a_request_a_tls_server_read_before_closing_was_taken() {
+        assert!(!after_the_server_closed(true));
     }
 }

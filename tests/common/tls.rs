@@ -179,13 +179,21 @@ impl TlsBackend {
         pad_to: usize,
         trailer: &'static [u8],
     ) -> TlsBackend {
-        Self::start_full(cert, pad_to, trailer, b"")
+        Self::start_full(cert, pad_to, trailer, b"", None)
     }
 
     /// Like [`TlsBackend::start`], but every answer's records go out in one TCP write with
     /// `raw` after them, bytes outside TLS (e.g. the start of a record that never ends).
     pub fn start_with_raw_after(cert: &TestCert, raw: &'static [u8]) -> TlsBackend {
-        Self::start_full(cert, 0, b"", raw)
+        Self::start_full(cert, 0, b"", raw, None)
+    }
+
+    /// Like [`TlsBackend::start`], but after each answer it waits `pause(connection,
+    /// request)` (both counted from 0), then sends `close_notify` and closes the socket, as
+    /// a server's keep-alive timeout does (a request that arrived meanwhile, unread, turns
+    /// the close into a reset).
+    pub fn start_closing_after(cert: &TestCert, pause: fn(usize, usize) -> Duration) -> TlsBackend {
+        Self::start_full(cert, 0, b"", b"", Some(pause))
     }
 
     fn start_full(
@@ -193,6 +201,7 @@ impl TlsBackend {
         pad_to: usize,
         trailer: &'static [u8],
         raw: &'static [u8],
+        close_after: Option<fn(usize, usize) -> Duration>,
     ) -> TlsBackend {
         let config = cert.server_config();
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -203,9 +212,12 @@ impl TlsBackend {
         std::thread::spawn(move || {
             for tcp in l.incoming() {
                 let Ok(tcp) = tcp else { return };
-                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let conn = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (config, seen) = (config.clone(), s.clone());
-                std::thread::spawn(move || serve(tcp, config, &seen, pad_to, trailer, raw));
+                let close_after = close_after.map(|f| move |i| f(conn, i));
+                std::thread::spawn(move || {
+                    serve(tcp, config, &seen, pad_to, trailer, raw, close_after)
+                });
             }
         });
         TlsBackend {
@@ -223,6 +235,7 @@ fn serve(
     pad_to: usize,
     trailer: &[u8],
     raw: &[u8],
+    close_after: Option<impl Fn(usize) -> Duration>,
 ) {
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let Ok(conn) = ServerConnection::new(config) else {
@@ -230,7 +243,7 @@ fn serve(
     };
     let mut s = StreamOwned::new(conn, tcp);
     let mut buf = Vec::new();
-    loop {
+    for index in 0.. {
         let end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {
                 break i + 4;
@@ -275,6 +288,12 @@ fn serve(
         }
         if raw.is_empty() {
             if s.flush().is_err() {
+                return;
+            }
+            if let Some(pause) = &close_after {
+                std::thread::sleep(pause(index));
+                s.conn.send_close_notify();
+                let _ = s.flush();
                 return;
             }
             continue;

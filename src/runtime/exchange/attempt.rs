@@ -66,9 +66,9 @@ pub struct AttemptError {
     pub reached: bool,
     /// Whether the connection came from the pool.
     pub reused: bool,
-    /// The upstream closed the pooled connection (a FIN, before any response byte) without
-    /// its TCP taking any byte of the request: it cannot have seen the request
-    /// (see [`crate::upstream::pool::Untouched`]).
+    /// The upstream closed the pooled connection (a FIN or, over TLS, close_notify, before
+    /// any response byte) without its TCP taking any byte of the request: it cannot have
+    /// seen the request (see [`crate::upstream::pool::Untouched`]).
     pub untouched: bool,
 }
 
@@ -419,7 +419,8 @@ async fn send_part(
 /// than 101 are relayed to an HTTP/1.1 client (100 is absorbed: ringgate answers `Expect`
 /// itself; an HTTP/1.0 client gets none), each one noted in `interim_at` so the response
 /// timeout restarts.
-/// `closed_first` notes a clean close (end of stream) before any response byte.
+/// `closed_first` notes a clean close before any response byte: the end of the stream (a
+/// TLS upstream's close_notify), or a TLS upstream's TCP end without close_notify.
 async fn read_response_head(
     up_rd: &mut Reader,
     up_buf: &mut Vec<u8>,
@@ -468,7 +469,13 @@ async fn read_response_head(
                     }));
                 }
                 Ok(_) => {}
-                Err(_) => return Err(ProxyError::upstream(ErrorKind::UpstreamReset)),
+                // A TLS upstream's TCP end (FIN) without close_notify: a clean close too,
+                // as far as the TCP acknowledgements go (see `Untouched`).
+                Err(e) => {
+                    let fin = e.kind() == std::io::ErrorKind::UnexpectedEof;
+                    closed_first.set(fin && up_buf.is_empty() && interim_at.get().is_none());
+                    return Err(ProxyError::upstream(ErrorKind::UpstreamReset));
+                }
             }
         };
         parse_response(up_buf, len, is_head_request, response)?;

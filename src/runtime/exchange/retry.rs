@@ -7,7 +7,7 @@
 //! - Nothing of the request reached the upstream socket: send it again on a new
 //!   connection (Commands too — no byte left ringgate). Not an attempt.
 //! - A reused pooled connection the server had closed before its TCP took any byte of the
-//!   request (a FIN that acknowledges none of it, see
+//!   request (a FIN, or over TLS a close_notify, that acknowledges none of it, see
 //!   [`crate::upstream::pool::Untouched`]), the whole request buffered: the same — the
 //!   server cannot have seen it. Not an attempt.
 //! - A reused pooled connection that closed or reset before any response byte, after a
