@@ -153,6 +153,39 @@ fn mirrors_beyond_the_in_flight_bound_are_dropped_and_counted() {
 }
 
 #[test]
+fn upgrade_requests_are_not_mirrored() {
+    // A mirrored upgrade that the shadow switched (101) held its mirror slot, waiting for
+    // a final answer that never comes, until the response timeout: the mirrors behind it
+    // were dropped.
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|r| match r.header("upgrade") {
+        Some(_) => Reply::bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ),
+        None => Reply::ok("shadow"),
+    });
+    let r = Router::start(&config(
+        primary.addr,
+        shadow.addr,
+        "[mirror]\nmax_in_flight_per_worker = 1\n",
+    ));
+    let mut c = Client::connect(r.addr);
+    let upgrade = b"GET /api/spot/user/stream HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    // The primary declines the switch; the connection goes on as HTTP.
+    assert_eq!(c.roundtrip(upgrade).text(), "primary");
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    wait_until(
+        "the Query's mirror is answered",
+        Duration::from_secs(5),
+        || r.metrics().users.mirror_status[1] == 1,
+    );
+    let m = shadow.requests();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(m[0].header("upgrade").is_none(), "{m:?}");
+    assert_eq!(r.metrics().users.mirror_dropped, 0);
+}
+
+#[test]
 fn a_refused_query_is_not_mirrored() {
     // alice and carol may each make one Query a second: alice's second is refused (429)
     // and reaches neither the primary nor the shadow. carol's Query after it is mirrored

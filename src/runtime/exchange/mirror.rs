@@ -56,7 +56,9 @@ impl MirrorJob {
         c: &Client,
         req: &Request,
     ) -> Option<MirrorJob> {
-        if req.class != Class::Query {
+        // An upgrade is not mirrored: a shadow that switched protocols would leave the
+        // mirror waiting for a final answer that never comes, holding its slot.
+        if req.class != Class::Query || req.is_upgrade {
             return None;
         }
         let partition = table.table.partitions[req.partition as usize].mirror?;
