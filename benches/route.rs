@@ -19,7 +19,7 @@
 //!   goal case with the body scanned as ringgate did before its single-pass scanner
 //!   (`fixtures::tape`: a full `simd-json` tape), the "before" in the same run.
 //!   `+head_rewrite` adds writing the head for the upstream (hop-by-hop removal,
-//!   `X-Forwarded-For`), the next step on the data path.
+//!   `X-Forwarded-For`, `X-Forwarded-Proto`), the next step on the data path.
 //!   Against what: the sum of the stage benches (`parse`, `extract`, `table/*`); a
 //!   decision much larger than that sum would point at glue cost.
 
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ringgate::config::Config;
-use ringgate::http::head::write_request_head;
+use ringgate::http::head::{write_request_head, FORWARDED_PROTO_HTTP};
 use ringgate::http::parse::{parse_request, BodyFraming, Method, RequestHead};
 use ringgate::http::scan::HeadScanner;
 use ringgate::route::extract::{user_id_from_headers, user_id_from_query, JsonScanner};
@@ -239,7 +239,14 @@ fn bench_decision(c: &mut Criterion) {
     g.bench_function("command_load_200B_json+head_rewrite", |b| {
         b.iter(|| {
             let routed = decide(black_box(buf), &wt, &mut state, BodyScan::Scanner);
-            write_request_head(buf, &state.head, xff, false, &mut state.out);
+            write_request_head(
+                buf,
+                &state.head,
+                xff,
+                FORWARDED_PROTO_HTTP,
+                false,
+                &mut state.out,
+            );
             (routed, state.out.len())
         })
     });

@@ -466,6 +466,10 @@ fn framing_trailers_are_refused() {
             chunked_post("5\r\nhello\r\n0\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n"),
         ),
         (
+            "true_client_ip",
+            chunked_post("5\r\nhello\r\n0\r\nTrue_Client_IP: 127.0.0.1\r\n\r\n"),
+        ),
+        (
             "user_id",
             chunked_post("5\r\nhello\r\n0\r\nX-User-Id: bob\r\n\r\n"),
         ),

@@ -22,11 +22,11 @@ fn config(a: SocketAddr, b: SocketAddr, extra: &str) -> String {
 }
 
 /// What the upstream should receive for `raw` from a client on 127.0.0.1: the same bytes,
-/// with `X-Forwarded-For` added at the end of the head.
+/// with `X-Forwarded-For` and `X-Forwarded-Proto` added at the end of the head.
 fn forwarded(raw: &[u8]) -> Vec<u8> {
     let end = find(raw, b"\r\n\r\n").unwrap() + 2;
     let mut v = raw[..end].to_vec();
-    v.extend_from_slice(b"X-Forwarded-For: 127.0.0.1\r\n\r\n");
+    v.extend_from_slice(b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n");
     v.extend_from_slice(&raw[end + 2..]);
     v
 }

@@ -1,5 +1,6 @@
 //! Forwarding over real sockets: pipelining, chunked both ways, large bodies through the
-//! splice and copy paths, hop-by-hop removal, Expect, HTTP/1.0, HEAD, upgrades.
+//! splice and copy paths, hop-by-hop removal, the edge's own forwarding fields (plain and
+//! TLS listeners, trusted and untrusted peers), Expect, HTTP/1.0, HEAD, upgrades.
 
 mod common;
 
@@ -8,8 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::backend::{Ending, Reply, ScriptedBackend};
-use common::client::{get, request, Client};
+use common::client::{get, request, Client, Response};
 use common::router::{demo_backend, fnv_hex, pattern_byte, Router};
+use common::tls::{TestCert, TlsClient};
 
 fn one_backend(extra: &str) -> (Router, SocketAddr) {
     let b = demo_backend("zone_1");
@@ -197,7 +199,7 @@ fn client_forwarding_fields_are_kept_only_from_trusted_proxies() {
         assert!(!head.contains(spoof), "{spoof} forwarded: {head}");
     }
     assert!(
-        head.ends_with("X-Forwarded-For: 127.0.0.1\r\n\r\n"),
+        head.ends_with("X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"),
         "{head}"
     );
     // Trusted peer (loopback is listed as a CIDR block): the chain is kept, in place, and
@@ -209,7 +211,7 @@ fn client_forwarding_fields_are_kept_only_from_trusted_proxies() {
         "{head}"
     );
     assert!(
-        head.ends_with("X-Forwarded-For: 127.0.0.1\r\n\r\n"),
+        head.ends_with("X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"),
         "{head}"
     );
 }
@@ -483,12 +485,14 @@ fn untrusted_x_forwarded_proto_and_host_are_dropped() {
     let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.example\r\nX_Forwarded_Proto: https\r\nForwarded: proto=https;host=bank.example\r\n\r\n";
     let head = request(r.addr, raw).json_field("head").unwrap();
     assert!(!head.contains("orwarded: "), "Forwarded dropped: {head}");
-    for forged in ["X-Forwarded-Proto", "X-Forwarded-Host", "X_Forwarded_Proto"] {
+    for forged in ["X-Forwarded-Host", "X_Forwarded_Proto"] {
         assert!(
             !head.contains(forged),
             "{forged} forwarded from an untrusted client: {head}"
         );
     }
+    // Only ringgate's own: the client came in cleartext.
+    assert_eq!(field_values(&head, "x-forwarded-proto"), ["http"], "{head}");
 }
 
 /// `Connection: Content-Type` drops the field ringgate decided the body scan by: ringgate
@@ -553,4 +557,159 @@ fn trusted_proxy_in_ipv4_mapped_form_is_trusted() {
     let raw = b"GET /h?echo=head HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
     let head = request(r.addr, raw).json_field("head").unwrap();
     assert!(head.contains("X-Forwarded-For: 10.9.9.9\r\n"), "{head}");
+}
+
+/// A router whose every request goes to `b`, TLS on the listener when `cert` is given.
+fn router_to(b: SocketAddr, cert: Option<&TestCert>, extra: &str) -> Router {
+    let config = format!(
+        "default_backend = \"{b}\"\n[partitions.z]\nservers = [\"{b}\"]\n[health]\nenabled = false\n{extra}"
+    );
+    match cert {
+        None => Router::start(&config),
+        Some(cert) => Router::start_with_listener(
+            &config,
+            &format!(
+                "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                cert.cert.display(),
+                cert.key.display()
+            ),
+        ),
+    }
+}
+
+/// A client connection to the router, in cleartext or over TLS.
+enum Conn {
+    Plain(Client),
+    Tls(Box<TlsClient>),
+}
+
+impl Conn {
+    fn open(r: &Router, cert: Option<&TestCert>) -> Conn {
+        match cert {
+            None => Conn::Plain(Client::connect(r.addr)),
+            Some(cert) => Conn::Tls(Box::new(TlsClient::connect(
+                r.addr,
+                cert.client_config(&[&rustls::version::TLS13]),
+            ))),
+        }
+    }
+
+    fn roundtrip(&mut self, raw: &[u8]) -> Response {
+        match self {
+            Conn::Plain(c) => c.roundtrip(raw),
+            Conn::Tls(c) => c.roundtrip(raw),
+        }
+    }
+}
+
+/// Send `raw` and return the head the backend received for it.
+fn forwarded_head(b: &ScriptedBackend, c: &mut Conn, raw: &[u8]) -> String {
+    let before = b.request_count();
+    assert_eq!(c.roundtrip(raw).status, 200);
+    let requests = b.requests();
+    assert_eq!(requests.len(), before + 1);
+    requests[before].head_text()
+}
+
+/// The values of every field of `head` named `name` (any case, `_` read as `-`).
+fn field_values(head: &str, name: &str) -> Vec<String> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.replace('_', "-").eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// A backend behind a TLS listener learns from `X-Forwarded-Proto` that its client came
+/// over TLS, and one behind a cleartext listener that it did not: ringgate drops an
+/// untrusted client's claim and states the listener's scheme. A trusted proxy knows how
+/// *its* client came: its field is kept and not contradicted by a second one.
+#[test]
+fn x_forwarded_proto_names_the_listeners_scheme() {
+    let cert = TestCert::new("xfp");
+    for tls in [false, true] {
+        let (scheme, other) = if tls {
+            ("https", "http")
+        } else {
+            ("http", "https")
+        };
+        for trusted in [false, true] {
+            let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+            let forward = if trusted {
+                "[forward]\ntrusted_proxies = [\"127.0.0.0/8\"]\n"
+            } else {
+                ""
+            };
+            let cert = tls.then_some(&cert);
+            let r = router_to(b.addr, cert, forward);
+            let mut c = Conn::open(&r, cert);
+            let case = format!("tls={tls} trusted={trusted}");
+
+            let head = forwarded_head(&b, &mut c, b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert_eq!(
+                field_values(&head, "x-forwarded-proto"),
+                [scheme],
+                "{case}: {head}"
+            );
+            assert!(
+                head.ends_with(&format!(
+                    "X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: {scheme}\r\n\r\n"
+                )),
+                "{case}: {head}"
+            );
+
+            let raw = format!(
+                "GET /b HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: {other}\r\nX_Forwarded_Proto: {other}\r\n\r\n"
+            );
+            let head = forwarded_head(&b, &mut c, raw.as_bytes());
+            let want: &[&str] = if trusted { &[other, other] } else { &[scheme] };
+            assert_eq!(
+                field_values(&head, "x-forwarded-proto"),
+                want,
+                "{case}: {head}"
+            );
+        }
+    }
+}
+
+#[test]
+fn x_forwarded_proto_can_be_disabled() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = router_to(b.addr, None, "[forward]\nx_forwarded_proto = false\n");
+    let mut c = Conn::open(&r, None);
+    let head = forwarded_head(&b, &mut c, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(!head.contains("X-Forwarded-Proto"), "{head}");
+    assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+}
+
+/// Fields besides `X-Forwarded-For` / `X-Real-IP` that backends and frameworks read the
+/// client's address from (CDNs and load balancers set them): from an untrusted client
+/// they are a forged address, in any case and with `_` for `-`. Names of the same
+/// lengths that carry no address pass.
+#[test]
+fn other_client_address_fields_are_kept_only_from_trusted_proxies() {
+    let spoofed = "True-Client-IP: 10.6.6.1\r\nx-client-ip: 10.6.6.2\r\nCF-Connecting-IP: 10.6.6.3\r\nX_Cluster_Client_IP: 10.6.6.4\r\nFASTLY-CLIENT-IP: 10.6.6.5\r\nX-Original-Forwarded-For: 10.6.6.6\r\nX-Original_Forwarded_For: 10.6.6.7\r\n";
+    let innocent = "X-Client-Id: c1\r\nContent-Length: 0\r\nCF-Connecting-IX: c2\r\nX-Cluster-Client-Id: c3\r\n";
+    let raw = format!("POST /c HTTP/1.1\r\nHost: t\r\n{spoofed}{innocent}\r\n");
+    let cert = TestCert::new("client-ip");
+    for tls in [false, true] {
+        let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+        let cert = tls.then_some(&cert);
+        let r = router_to(b.addr, cert, "");
+        let head = forwarded_head(&b, &mut Conn::open(&r, cert), raw.as_bytes());
+        assert!(
+            !head.contains("10.6.6."),
+            "tls={tls}: forged address forwarded: {head}"
+        );
+        assert!(head.contains(innocent), "tls={tls}: {head}");
+    }
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = router_to(
+        b.addr,
+        None,
+        "[forward]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let head = forwarded_head(&b, &mut Conn::open(&r, None), raw.as_bytes());
+    assert!(head.contains(&format!("{spoofed}{innocent}")), "{head}");
 }

@@ -315,11 +315,17 @@ impl Default for ExtractSection {
 pub struct ForwardSection {
     /// Add `X-Forwarded-For: <client ip>` to forwarded requests.
     pub x_forwarded_for: bool,
+    /// Add `X-Forwarded-Proto: https` (TLS listener) or `http` to forwarded requests,
+    /// unless a trusted proxy sent its own.
+    pub x_forwarded_proto: bool,
     /// Protocols an `Upgrade` request may switch to (tunnelled after a 101); others are
     /// forwarded as plain HTTP without the `Upgrade` field.
     pub upgrade_protocols: Vec<String>,
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` /
-    /// `X-Real-IP` are kept and extended; from anyone else they are dropped.
+    /// `X-Real-IP` / `X-Forwarded-Proto` / `X-Forwarded-Host` and other client-address
+    /// fields (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
+    /// `X-Cluster-Client-IP`, `Fastly-Client-IP`, `X-Original-Forwarded-For`) are kept and
+    /// extended; from anyone else they are dropped.
     pub trusted_proxies: Vec<Spanned<String>>,
 }
 
@@ -327,6 +333,7 @@ impl Default for ForwardSection {
     fn default() -> Self {
         Self {
             x_forwarded_for: true,
+            x_forwarded_proto: true,
             upgrade_protocols: vec!["websocket".into()],
             trusted_proxies: Vec::new(),
         }

@@ -124,6 +124,8 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// Add `X-Forwarded-For`.
     pub x_forwarded_for: bool,
+    /// Add `X-Forwarded-Proto`.
+    pub x_forwarded_proto: bool,
     /// Peers whose forwarding fields are kept (empty: nobody's).
     pub trusted_proxies: Vec<IpNet>,
     /// Protocols an upgrade may switch to.
@@ -240,6 +242,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
         pool_idle_timeout: errors.timeout_ms(&f.pool.idle_timeout_ms, "pool.idle_timeout_ms"),
         x_forwarded_for: f.forward.x_forwarded_for,
+        x_forwarded_proto: f.forward.x_forwarded_proto,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
         upgrade_protocols: f
             .forward

@@ -69,22 +69,40 @@ pub struct HeaderField {
     pub value: Span,
     /// Hop-by-hop: not forwarded (RFC 9110 §7.6.1).
     pub is_hop_by_hop: bool,
-    /// A field that says who the client is or how it came (`X-Forwarded-For`,
-    /// `Forwarded`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`, also spelt with
-    /// `_`): a client can forge it, so it is forwarded only from a trusted proxy.
+    /// A field that says who the client is or how it came (see [`is_forwarding_name`]):
+    /// a client can forge it, so it is forwarded only from a trusted proxy.
     pub is_forwarding: bool,
 }
 
-/// Whether `name` is one of the fields that carry the client's address through proxies
-/// (any case, `_` read as `-`, as CGI-style header maps do).
+/// Whether `name` is one of the fields that carry the client's address (or scheme and
+/// host) through proxies, any case, `_` read as `-` as CGI-style header maps do:
+/// `Forwarded`, `X-Forwarded-For/-Host/-Proto`, `X-Real-IP`, and the ones CDNs and load
+/// balancers set and frameworks read the client's address from (`True-Client-IP`,
+/// `X-Client-IP`, `CF-Connecting-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`,
+/// `X-Original-Forwarded-For`).
 pub fn is_forwarding_name(name: &[u8]) -> bool {
+    // By length first: every field of every request comes through here, and most names
+    // are of a length no forwarding field has.
     match name.len() {
         9 => eq_dash_underscore(name, b"forwarded") || eq_dash_underscore(name, b"x-real-ip"),
+        11 => eq_dash_underscore(name, b"x-client-ip"),
+        14 => eq_dash_underscore(name, b"true-client-ip"),
         15 => eq_dash_underscore(name, b"x-forwarded-for"),
-        16 => eq_dash_underscore(name, b"x-forwarded-host"),
-        17 => eq_dash_underscore(name, b"x-forwarded-proto"),
+        16 => {
+            eq_dash_underscore(name, b"x-forwarded-host")
+                || eq_dash_underscore(name, b"cf-connecting-ip")
+                || eq_dash_underscore(name, b"fastly-client-ip")
+        }
+        17 => is_forwarded_proto_name(name),
+        19 => eq_dash_underscore(name, b"x-cluster-client-ip"),
+        24 => eq_dash_underscore(name, b"x-original-forwarded-for"),
         _ => false,
     }
+}
+
+/// Whether `name` is `X-Forwarded-Proto` (any case, `_` read as `-`).
+pub fn is_forwarded_proto_name(name: &[u8]) -> bool {
+    eq_dash_underscore(name, b"x-forwarded-proto")
 }
 
 /// Byte range of field line `i` (name through CRLF) in a head of `head_len` bytes whose
@@ -341,6 +359,12 @@ const FORBIDDEN_TRAILER_FIELDS: &[&[u8]] = &[
     b"x-forwarded-host",
     b"x-forwarded-proto",
     b"x-real-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"cf-connecting-ip",
+    b"x-cluster-client-ip",
+    b"fastly-client-ip",
+    b"x-original-forwarded-for",
     // The default user-id fields: a backend reading the user from a
     // merged trailer could act for another user than the one ringgate routed.
     b"x-user-id",
@@ -679,6 +703,8 @@ mod tests {
             b"Connection",
             b"TE",
             b"X-Forwarded-For",
+            b"True-Client-IP",
+            b"X_Original_Forwarded_For",
             b"x-user-id",
             b"X_Trader_Id",
         ] {
@@ -704,7 +730,54 @@ mod tests {
                 String::from_utf8_lossy(name)
             );
         }
-        assert_eq!(MAX_FORBIDDEN_TRAILER_NAME, b"proxy-authorization".len());
+        assert_eq!(
+            MAX_FORBIDDEN_TRAILER_NAME,
+            b"x-original-forwarded-for".len()
+        );
+    }
+
+    #[test]
+    fn forwarding_names() {
+        for name in [
+            &b"Forwarded"[..],
+            b"X-Real-IP",
+            b"x_real_ip",
+            b"X-Forwarded-For",
+            b"X-FORWARDED_HOST",
+            b"x-forwarded-proto",
+            b"True-Client-IP",
+            b"X-Client-IP",
+            b"cf-connecting-ip",
+            b"CF_Connecting_IP",
+            b"X-Cluster-Client-IP",
+            b"Fastly-Client-IP",
+            b"X-Original-Forwarded-For",
+            b"x_original_forwarded_for",
+        ] {
+            assert!(
+                is_forwarding_name(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        for name in [
+            &b"Host"[..],
+            b"X-Client-Id",
+            b"Content-Length",
+            b"Accept-Encoding",
+            b"X-Forwarded-Port",
+            b"Fastly-Client-IPs",
+            b"X-Cluster-Client-Id",
+            b"X-Original-Forwarded-To",
+        ] {
+            assert!(
+                !is_forwarding_name(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        assert!(is_forwarded_proto_name(b"X_Forwarded_Proto"));
+        assert!(!is_forwarded_proto_name(b"X-Forwarded-Host"));
     }
 
     fn hp(host: &str, port: Option<u16>) -> Option<HostPort<'_>> {

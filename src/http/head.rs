@@ -5,7 +5,7 @@
 //! re-serialised, so whatever the client sent (case, spacing, order) reaches the backend
 //! unchanged.
 
-use super::field::{field_line, HeaderField};
+use super::field::{field_line, is_forwarded_proto_name, HeaderField};
 use super::parse::RequestHead;
 use super::response::ResponseHead;
 
@@ -33,6 +33,11 @@ impl ConnectionField {
     }
 }
 
+/// `X-Forwarded-Proto` for a request that came in over TLS.
+pub const FORWARDED_PROTO_HTTPS: &[u8] = b"X-Forwarded-Proto: https\r\n";
+/// `X-Forwarded-Proto` for a request that came in in cleartext.
+pub const FORWARDED_PROTO_HTTP: &[u8] = b"X-Forwarded-Proto: http\r\n";
+
 /// Copy `buf[..head_len - 2]` into `out`, skipping the lines of hop-by-hop fields (and
 /// of forwarding fields, unless `keep_forwarding`).
 fn copy_without_hop_by_hop(
@@ -56,18 +61,33 @@ fn copy_without_hop_by_hop(
 /// Write the request head to forward upstream into `out` (cleared first).
 ///
 /// `extra` is a pre-built block of complete field lines (e.g. `X-Forwarded-For`), possibly
-/// empty. The client's own forwarding fields (`X-Forwarded-For`, `Forwarded`,
-/// `X-Real-IP`) are kept only when `trusted` (the client is a proxy whose chain counts);
-/// `extra` then follows them, extending the chain.
+/// empty. The client's own forwarding fields (see [`super::field::is_forwarding_name`])
+/// are kept only when `trusted` (the client is a proxy whose chain counts); `extra` then
+/// follows them, extending the chain. `proto` ([`FORWARDED_PROTO_HTTPS`] or
+/// [`FORWARDED_PROTO_HTTP`], or empty) follows `extra`, unless a trusted proxy sent an
+/// `X-Forwarded-Proto` of its own: that one tells how the original client came, which is
+/// what a backend wants to know, and a second value would contradict it.
 pub fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
     extra: &[u8],
+    proto: &[u8],
     trusted: bool,
     out: &mut Vec<u8>,
 ) {
     out.clear();
     copy_without_hop_by_hop(buf, head.len, &head.headers, trusted, out);
+    // Only a trusted peer's fields are looked at again (an untrusted one's were dropped).
+    let proto = if trusted
+        && head
+            .headers
+            .iter()
+            .any(|f| f.is_forwarding && is_forwarded_proto_name(f.name.get(buf)))
+    {
+        b""
+    } else {
+        proto
+    };
     let connection = if head.is_upgrade {
         ConnectionField::Upgrade
     } else if head.minor_version == 0 {
@@ -78,6 +98,7 @@ pub fn write_request_head(
     };
     out.extend_from_slice(connection.line());
     out.extend_from_slice(extra);
+    out.extend_from_slice(proto);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -122,12 +143,41 @@ mod tests {
             raw,
             &head,
             b"X-Forwarded-For: 10.0.0.1\r\n",
+            FORWARDED_PROTO_HTTPS,
             false,
             &mut out,
         );
         assert_eq!(
             out,
-            b"POST /x HTTP/1.1\r\nHost: a\r\nx-KEEP:  as-is \r\nContent-Length: 2\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+            b"POST /x HTTP/1.1\r\nHost: a\r\nx-KEEP:  as-is \r\nContent-Length: 2\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxys_x_forwarded_proto_is_kept_and_not_contradicted() {
+        let xff = b"X-Forwarded-For: 10.0.0.1\r\n";
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nTrue-Client-IP: 10.9.9.9\r\n\r\n";
+        let mut head = RequestHead::default();
+        parse_request(raw, raw.len(), 100, &mut head).unwrap();
+        let mut out = Vec::new();
+        write_request_head(raw, &head, xff, FORWARDED_PROTO_HTTP, true, &mut out);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\nTrue-Client-IP: 10.9.9.9\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+        );
+        // From anyone else both are dropped and ringgate's says how the client came.
+        write_request_head(raw, &head, xff, FORWARDED_PROTO_HTTP, false, &mut out);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        // A trusted proxy that sent none gets ringgate's.
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 10.9.9.9\r\n\r\n";
+        parse_request(raw, raw.len(), 100, &mut head).unwrap();
+        write_request_head(raw, &head, xff, FORWARDED_PROTO_HTTP, true, &mut out);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 10.9.9.9\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
     }
 
@@ -137,13 +187,13 @@ mod tests {
         let mut head = RequestHead::default();
         parse_request(raw, raw.len(), 100, &mut head).unwrap();
         let mut out = Vec::new();
-        write_request_head(raw, &head, b"", false, &mut out);
+        write_request_head(raw, &head, b"", b"", false, &mut out);
         assert_eq!(out, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
 
         let raw =
             b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
         parse_request(raw, raw.len(), 100, &mut head).unwrap();
-        write_request_head(raw, &head, b"", false, &mut out);
+        write_request_head(raw, &head, b"", b"", false, &mut out);
         assert_eq!(
             out,
             b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"

@@ -9,6 +9,7 @@ use monoio::net::TcpStream;
 
 use crate::forward::io::Stopper;
 use crate::forward::stream::{plain, Reader, Writer};
+use crate::http::head::{FORWARDED_PROTO_HTTP, FORWARDED_PROTO_HTTPS};
 use crate::http::parse::RequestHead;
 use crate::http::response::ResponseHead;
 
@@ -43,6 +44,8 @@ pub struct Client {
     pub started: Instant,
     /// `X-Forwarded-For: <peer>\r\n`, built once per connection.
     pub forwarded_for: Vec<u8>,
+    /// `X-Forwarded-Proto: <the listener's scheme>\r\n`.
+    pub forwarded_proto: &'static [u8],
     /// Copy of the request line, kept for the access log (only when it is enabled).
     pub request_line: Vec<u8>,
     /// Stops the request sender's operations (client body reads, upstream writes) when an
@@ -72,6 +75,11 @@ impl Client {
             "X-Forwarded-For: {}\r\n",
             peer.ip().to_canonical()
         );
+        let forwarded_proto = if matches!(rd, Reader::ServerTls(_)) {
+            FORWARDED_PROTO_HTTPS
+        } else {
+            FORWARDED_PROTO_HTTP
+        };
         Self {
             rd,
             wr,
@@ -84,6 +92,7 @@ impl Client {
             response: ResponseHead::default(),
             started: Instant::now(),
             forwarded_for,
+            forwarded_proto,
             request_line: Vec::new(),
             stop: Stopper::new(),
             fd,

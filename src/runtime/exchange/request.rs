@@ -163,8 +163,13 @@ pub async fn prepare(
     } else {
         b""
     };
+    let proto: &[u8] = if s.x_forwarded_proto {
+        c.forwarded_proto
+    } else {
+        b""
+    };
     let trusted = s.is_trusted_proxy(c.peer);
-    write_request_head(&c.buf, &c.head, extra, trusted, &mut c.fwd);
+    write_request_head(&c.buf, &c.head, extra, proto, trusted, &mut c.fwd);
     let body = match body {
         Body::Buffered { len, .. } if len <= INLINE_BODY_BYTES => {
             c.fwd.extend_from_slice(&c.buf[head_len..head_len + len]);
