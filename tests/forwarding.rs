@@ -689,7 +689,7 @@ fn x_forwarded_proto_can_be_disabled() {
 /// lengths that carry no address pass.
 #[test]
 fn other_client_address_fields_are_kept_only_from_trusted_proxies() {
-    let spoofed = "True-Client-IP: 10.6.6.1\r\nx-client-ip: 10.6.6.2\r\nCF-Connecting-IP: 10.6.6.3\r\nX_Cluster_Client_IP: 10.6.6.4\r\nFASTLY-CLIENT-IP: 10.6.6.5\r\nX-Original-Forwarded-For: 10.6.6.6\r\nX-Original_Forwarded_For: 10.6.6.7\r\n";
+    let spoofed = "True-Client-IP: 10.6.6.1\r\nx-client-ip: 10.6.6.2\r\nCF-Connecting-IP: 10.6.6.3\r\nX_Cluster_Client_IP: 10.6.6.4\r\nFASTLY-CLIENT-IP: 10.6.6.5\r\nX-Original-Forwarded-For: 10.6.6.6\r\nX-Original_Forwarded_For: 10.6.6.7\r\nX-Forwarded-Port: 10.6.6.8\r\n";
     let innocent = "X-Client-Id: c1\r\nContent-Length: 0\r\nCF-Connecting-IX: c2\r\nX-Cluster-Client-Id: c3\r\n";
     let raw = format!("POST /c HTTP/1.1\r\nHost: t\r\n{spoofed}{innocent}\r\n");
     let cert = TestCert::new("client-ip");

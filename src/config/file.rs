@@ -322,7 +322,7 @@ pub struct ForwardSection {
     /// forwarded as plain HTTP without the `Upgrade` field.
     pub upgrade_protocols: Vec<String>,
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` /
-    /// `X-Real-IP` / `X-Forwarded-Proto` / `X-Forwarded-Host` and other client-address
+    /// `X-Real-IP` / `X-Forwarded-Proto` / `X-Forwarded-Host` / `X-Forwarded-Port` and other client-address
     /// fields (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
     /// `X-Cluster-Client-IP`, `Fastly-Client-IP`, `X-Original-Forwarded-For`) are kept and
     /// extended; from anyone else they are dropped.

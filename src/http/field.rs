@@ -76,7 +76,7 @@ pub struct HeaderField {
 
 /// Whether `name` is one of the fields that carry the client's address (or scheme and
 /// host) through proxies, any case, `_` read as `-` as CGI-style header maps do:
-/// `Forwarded`, `X-Forwarded-For/-Host/-Proto`, `X-Real-IP`, and the ones CDNs and load
+/// `Forwarded`, `X-Forwarded-For/-Host/-Proto/-Port`, `X-Real-IP`, and the ones CDNs and load
 /// balancers set and frameworks read the client's address from (`True-Client-IP`,
 /// `X-Client-IP`, `CF-Connecting-IP`, `X-Cluster-Client-IP`, `Fastly-Client-IP`,
 /// `X-Original-Forwarded-For`).
@@ -90,6 +90,7 @@ pub fn is_forwarding_name(name: &[u8]) -> bool {
         15 => eq_dash_underscore(name, b"x-forwarded-for"),
         16 => {
             eq_dash_underscore(name, b"x-forwarded-host")
+                || eq_dash_underscore(name, b"x-forwarded-port")
                 || eq_dash_underscore(name, b"cf-connecting-ip")
                 || eq_dash_underscore(name, b"fastly-client-ip")
         }
@@ -357,6 +358,7 @@ const FORBIDDEN_TRAILER_FIELDS: &[&[u8]] = &[
     b"forwarded",
     b"x-forwarded-for",
     b"x-forwarded-host",
+    b"x-forwarded-port",
     b"x-forwarded-proto",
     b"x-real-ip",
     b"true-client-ip",
@@ -753,6 +755,7 @@ mod tests {
             b"Fastly-Client-IP",
             b"X-Original-Forwarded-For",
             b"x_original_forwarded_for",
+            b"X-Forwarded-Port",
         ] {
             assert!(
                 is_forwarding_name(name),
@@ -765,7 +768,6 @@ mod tests {
             b"X-Client-Id",
             b"Content-Length",
             b"Accept-Encoding",
-            b"X-Forwarded-Port",
             b"Fastly-Client-IPs",
             b"X-Cluster-Client-Id",
             b"X-Original-Forwarded-To",
