@@ -359,6 +359,56 @@ fn saturation_sheds_queries_before_commands() {
     );
 }
 
+/// Where the fraction of the bound is not a whole number of requests (0.8 × 4 = 3.2), the
+/// Query bound rounds down: three in flight already exceed what Queries may fill, and the
+/// last place stays a Command's. (Rounded up, it was the full bound: no load at which
+/// Queries were shed and Commands admitted.)
+#[test]
+fn queries_are_shed_before_commands_when_the_fraction_is_not_whole() {
+    let b = ScriptedBackend::start(|req| {
+        if req.path() == "/api/spot/v2/slow" {
+            Reply::ok("slow").delayed(Duration::from_millis(1500))
+        } else {
+            Reply::ok("fast")
+        }
+    });
+    let r = Router::start(&partition_of(
+        &[b.addr],
+        "[overload]\nmax_in_flight_per_worker = 4\nquery_shed_ratio = 0.8\n",
+    ));
+    let slow: Vec<_> = (0..3)
+        .map(|i| {
+            let addr = r.addr;
+            std::thread::spawn(move || {
+                let raw = format!("POST /api/spot/v2/slow HTTP/1.1\r\nHost: t\r\nX-User-Id: u{i}\r\nContent-Length: 0\r\n\r\n");
+                request(addr, raw.as_bytes()).status
+            })
+        })
+        .collect();
+    b.wait_for_requests(3);
+    let q = get(r.addr, "/api/spot/user/data", "X-User-Id: q\r\n");
+    let c = request(
+        r.addr,
+        b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: c\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(
+        b.requests()
+            .iter()
+            .filter(|q| q.path() == "/api/spot/v2/slow")
+            .all(|q| !q.answered),
+        "the three slow Commands were in flight throughout"
+    );
+    assert_eq!(
+        (q.status, q.header("retry-after")),
+        (503, Some("1")),
+        "a Query is shed with 3 of 4 places taken (beyond 0.8 of the bound)"
+    );
+    assert_eq!(c.status, 200, "a Command still takes the last place");
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+}
+
 #[test]
 fn retries_are_bounded_by_attempts_and_budget() {
     let b1 = ScriptedBackend::start(|_| Reply::close());

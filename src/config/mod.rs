@@ -384,6 +384,34 @@ bob = "zone_2"
         }
     }
 
+    /// The Query bound is the fraction of the in-flight bound rounded down (Queries hold
+    /// no more places than it), below the full bound whenever the ratio is below 1.
+    #[test]
+    fn queries_are_shed_at_the_fraction_of_the_bound_rounded_down() {
+        for (max, ratio, expected) in [
+            (4096, "0.8", 3276),
+            (4, "0.8", 3),
+            (10, "0.95", 9),
+            (100, "0.29", 29),
+            (100, "0.57", 57),
+            (4, "0.5", 2),
+            (4, "1.0", 4),
+            (100, "0.9999999999", 99),
+            (1, "0.8", 1),
+            (2, "0.0", 1),
+        ] {
+            let text = format!(
+                "[partitions.z]\nservers = [\"127.0.0.1:1\"]\n[overload]\nmax_in_flight_per_worker = {max}\nquery_shed_ratio = {ratio}\n"
+            );
+            let s = parse(&text).unwrap().settings;
+            assert_eq!(
+                (s.max_in_flight, s.query_shed_in_flight),
+                (max, expected),
+                "{ratio} of {max}"
+            );
+        }
+    }
+
     #[test]
     fn default_backend_may_name_a_partition_or_be_absent() {
         let c = parse("default_backend = \"z\"\n[partitions.z]\nservers = [\"127.0.0.1:1\"]\n")

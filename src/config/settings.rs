@@ -271,15 +271,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             budget_reserve: errors.real(&f.retry.budget_reserve, "retry.budget_reserve", 0.0, 1e9),
         },
         max_in_flight: max_in_flight(f, errors),
-        query_shed_in_flight: ((max_in_flight(f, errors) as f64
-            * errors.real(
-                &f.overload.query_shed_ratio,
-                "overload.query_shed_ratio",
-                0.0,
-                1.0,
-            ))
-        .ceil() as usize)
-            .max(1),
+        query_shed_in_flight: query_shed_in_flight(f, errors),
         rate_limit: super::users::rate_limit_from(
             f,
             (*f.limits.max_user_id_bytes.get_ref()).clamp(1, 4096),
@@ -495,6 +487,28 @@ fn max_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
         1,
         1 << 24,
     )
+}
+
+/// In-flight requests at which Queries are shed: `overload.query_shed_ratio` of the bound,
+/// rounded down, as the bound itself caps Commands: Queries never hold more places than
+/// the fraction, and below 1 it leaves Commands at least one of their own (rounded up,
+/// 0.8 × 4 gave Queries all four). The slack absorbs the product's rounding (0.29 × 100
+/// is 28.999… in binary). At least 1.
+fn query_shed_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
+    let max = (*f.overload.max_in_flight_per_worker.get_ref()).clamp(1, 1 << 24);
+    let ratio = errors.real(
+        &f.overload.query_shed_ratio,
+        "overload.query_shed_ratio",
+        0.0,
+        1.0,
+    );
+    let places = (max as f64 * ratio + 1e-6).floor() as usize;
+    let places = if ratio < 1.0 {
+        places.min(max - 1)
+    } else {
+        places
+    };
+    places.max(1)
 }
 
 /// `retry.backoff_max_ms`: the cap of the backoff, no lower than its base.
