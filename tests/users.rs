@@ -260,6 +260,84 @@ fn a_held_command_gets_503_at_the_bound() {
     assert_eq!(r.metrics().users.migration_refused, 1);
 }
 
+/// Commands held for a moving user are requests in flight: they count against
+/// `overload.max_in_flight_per_worker` while they wait. (Counted only once released, every
+/// held Command passed the bound's check while the count was low, and all of them went to
+/// the new partition at once, beyond the bound.)
+#[test]
+fn held_commands_count_against_the_in_flight_bound() {
+    const B_DELAY: Duration = Duration::from_millis(1000);
+    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_millis(2000)));
+    let b_arrivals = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let b_seen = b_arrivals.clone();
+    let b = ScriptedBackend::start(move |_| {
+        b_seen.lock().unwrap().push(Instant::now());
+        Reply::ok("b").delayed(B_DELAY)
+    });
+    let extra = "[migration]\nmax_wait_ms = 5000\n[overload]\nmax_in_flight_per_worker = 2\nquery_shed_ratio = 1.0\n";
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", extra));
+    let addr = r.addr;
+    let slow = std::thread::spawn(move || {
+        let text = Client::connect(addr)
+            .roundtrip(&command_for("alice"))
+            .text();
+        (text, Instant::now())
+    });
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", extra));
+    // Three more of alice's Commands, each on its own connection, while the first is in
+    // flight to a: (when sent, status, Retry-After).
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.send(&command_for("alice"));
+                let sent = Instant::now();
+                let resp = c.read_response();
+                let retry_after = resp.header("retry-after").map(str::to_string);
+                (sent, resp.status, retry_after)
+            })
+        })
+        .collect();
+    let held: Vec<_> = held.into_iter().map(|t| t.join().unwrap()).collect();
+    let (first, first_done) = slow.join().unwrap();
+    assert_eq!(first, "a");
+    assert!(
+        held.iter().all(|(sent, ..)| *sent < first_done),
+        "scenario: the three were sent while the first was in flight to a"
+    );
+    // At most two in flight: the first Command, and one held; the others are shed.
+    let statuses: Vec<_> = held.iter().map(|(_, s, r)| (*s, r.clone())).collect();
+    let arrivals = b_arrivals.lock().unwrap().clone();
+    let at_once = arrivals
+        .iter()
+        .map(|t| {
+            arrivals
+                .iter()
+                .filter(|u| **u >= *t && **u - *t < B_DELAY)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        at_once <= 1,
+        "{at_once} held Commands reached b at once, beyond the bound of 2 in flight: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == (200, None)).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == (503, Some("1".to_string())))
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
 /// A Command whose head arrived before a reload (routed on the old table, its user in the
 /// JSON body) finds the user's Commands in flight to the new partition: it waits for them,
 /// then must not go to the old partition after the new one already got the user's

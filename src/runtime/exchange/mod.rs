@@ -147,14 +147,19 @@ pub async fn run(
         let e = ProxyError::internal(ErrorKind::Overloaded);
         return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
     }
+    // Counted before a moved user's Command may be held: uncounted, every Command held
+    // meanwhile passed the check above, and all went on together beyond the bound.
+    let in_flight = InFlight::enter(&worker.in_flight);
     let _order = match users::enter_in_flight(worker, wt, c, &req).await {
         Ok(guard) => guard,
-        Err(e) => return Err(refuse_softly(worker, c, &req, &mut progress, e).await),
+        Err(e) => {
+            drop(in_flight);
+            return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
+        }
     };
     // A copy for the shadow partition, sent once this exchange has ended; none of a
     // refused request.
     let mut mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
-    let _in_flight = InFlight::enter(&worker.in_flight);
     worker.earn_retry_budget(&s.retry);
     let deadline = s.request_deadline.map(|d| c.started + d);
     if req.wants_continue {
