@@ -125,6 +125,30 @@ fn a_request_started_before_the_idle_timeout_is_answered() {
     assert_eq!(c.roundtrip(b"TP/1.1\r\nHost: a\r\n\r\n").status, 200);
 }
 
+/// Empty lines before a request line are the first bytes of a head: the header timeout,
+/// not the idle one, bounds the wait for the rest. (Skipped, they left the buffer empty
+/// and the next read waited a whole idle timeout, once per line: eight bytes held a
+/// connection for five idle timeouts.)
+#[test]
+fn empty_lines_before_a_request_line_are_cut_by_the_header_timeout() {
+    let b = ScriptedBackend::start(|_| Reply::ok("hi"));
+    let r = router_for(b.addr, "client_idle_ms = 5000\nclient_header_ms = 300");
+    let mut c = Client::connect(r.addr);
+    c.send(b"\r\n");
+    match c.closed_within(Duration::from_secs(3)) {
+        common::client::Closed::Fin { leftover } if leftover.starts_with(b"HTTP/1.1 408 ") => {}
+        other => panic!("expected a 408 and a close by the header timeout, got: {other}"),
+    }
+    // A request after an empty line, within the header timeout, is served as before.
+    let mut c = Client::connect(r.addr);
+    c.send(b"\r\n");
+    assert_eq!(
+        c.roundtrip(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    assert_eq!(b.request_count(), 1);
+}
+
 /// HTTP/1.0 keep-alive client, upstream answers chunked anyway: the client must not get
 /// chunked framing (RFC 9112 §6.1).
 #[test]

@@ -408,7 +408,9 @@ async fn read_head(
             c.buf.reserve(grow);
         }
         let room = c.buf.capacity() - c.buf.len();
-        let n = if c.buf.is_empty() {
+        // Skipped empty lines leave the buffer empty, but the head has begun: its deadline
+        // holds (waiting an idle timeout per line, a few bytes held a connection for long).
+        let n = if c.buf.is_empty() && deadline.is_none() {
             match read_idle(worker, c, room, s).await {
                 Some(n) => n,
                 None => return Ok(None),
