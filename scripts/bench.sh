@@ -84,7 +84,7 @@
 # table, with the proxy core's busy share), and the latency curves of the last fixed rate in
 # benches/results/latency.svg. Everything started is stopped on exit, failure included.
 #
-# Knobs (environment):
+# Knobs (environment; durations as ringgate-load takes them: 6s, 500ms, 2m, ...):
 #   BENCH_CELLS ("rates max c1 wrk")  which cells to run, in this order
 #   BENCH_RATES ("5000 10000"), BENCH_CONNS (32)  open-loop rates and their connections
 #   BENCH_RATE_ROUNDS (1)                         rounds of each rate (e.g. 5 with
@@ -188,15 +188,6 @@ declare -A PORT_OF=() PID_OF=()
 use_work_dir bench "${BENCH_KEEP:-0}"
 chmod 755 "$WORK" # nginx workers run as nobody
 
-# Seconds in a duration ("8s", "500ms", "2m", "3").
-seconds_of() {
-    awk -v d="$1" 'BEGIN {
-        n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
-        if (u == "ms") n /= 1000; else if (u == "m") n *= 60; else if (u == "us") n /= 1e6
-        print n
-    }'
-}
-
 # worker_cpu_affinity bit mask of one CPU: CPU 0 = "1", CPU 1 = "10", ...
 cpu_mask() {
     local mask=1 i
@@ -219,11 +210,6 @@ describe_idle() {
 }
 
 has_tls_cell() { has_cell tls || has_cell tls-hs || has_cell tls-resume; }
-
-# Whole seconds of a duration, at least 1 (wrk and ab take whole seconds).
-whole_seconds() {
-    awk -v s="$(seconds_of "$1")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }'
-}
 
 # Build Pingora's peer in $PINGORA_DIR (outside the repository's target) from the template
 # in scripts/bench/pingora/, at the lowest priority; cargo makes a rebuild a no-op.
@@ -478,15 +464,15 @@ load_row() {
 # One ringgate-load run: run_load PATH MODE [ROUND] (MODE = a rate, "max" or "c1").
 # Appends a row to $WORK/rows.tsv (with a ROUND: to $WORK/rounds-MODE.tsv, with the round).
 run_load() {
-    local path=$1 mode=$2 round=${3:-} name json args pids prefix duration=$DURATION warmup=$WARMUP
-    local warmup_s=$WARMUP_S
+    local path=$1 mode=$2 round=${3:-} name json args pids prefix
+    local duration_s=$DURATION_S warmup_s=$WARMUP_S
     name="$path-$mode${round:+-$round}"
     json=$WORK/$name.json
     case $mode in
     max) args=(-c "$MAX_CONNS" --pipeline "$MAX_PIPELINE") ;;
     c1)
         args=(-c 1)
-        duration=$C1_DURATION warmup=$C1_WARMUP warmup_s=$C1_WARMUP_S
+        duration_s=$C1_DURATION_S warmup_s=$C1_WARMUP_S
         ;;
     *) args=(-R "$mode" -c "$CONNS") ;;
     esac
@@ -494,18 +480,20 @@ run_load() {
     mapfile -t pids < <(proxy_pids_of "$path")
     counters_attach "$name" "${pids[@]}"
     read -ra prefix <<<"$(load_prefix)"
-    timeout "$(awk -v a="$(seconds_of "$duration")" -v b="$warmup_s" 'BEGIN { print int(a + b + 60) }')" \
+    # The load gets the very seconds the window below sleeps.
+    timeout "$(awk -v a="$duration_s" -v b="$warmup_s" 'BEGIN { print int(a + b + 60) }')" \
         "${prefix[@]}" "$BIN_DIR/ringgate-load" --target "127.0.0.1:${PORT_OF[$path]}" "${args[@]}" -t 1 \
-        --cpus "$LOAD_CPU" -d "$duration" --warmup "$warmup" \
+        --cpus "$LOAD_CPU" -d "${duration_s}s" --warmup "${warmup_s}s" \
         --mix commands=30,queries=70 --query-form mixed --users 1000 \
         --label "$path" --json "$json" --hgrm "$WORK/$name.hgrm" >"$WORK/$name.txt" 2>&1 &
     local load_pid=$!
     remember_pid "$load_pid"
-    # The window is timed by this clock, as long as the load's measured part (starting
-    # the load takes a few ms, so both ends of the window shift alike).
+    # The window is timed by this clock, as long as the load's measured part (which starts
+    # the load's start-up and connect lead, ~50 ms, later and ends as much later: both ends
+    # of the window shift alike, within the load's steady run).
     sleep "$warmup_s"
     window_begin
-    sleep "$(seconds_of "$duration")"
+    sleep "$duration_s"
     window_end
     if ! wait "$load_pid"; then
         forget_pid "$load_pid"
@@ -739,10 +727,12 @@ describe_tls() {
 
 main() {
     local started=$SECONDS
+    DURATION_S=$(seconds_of "$DURATION")
     WARMUP_S=$(seconds_of "$WARMUP")
+    C1_DURATION_S=$(seconds_of "$C1_DURATION")
     C1_WARMUP_S=$(seconds_of "$C1_WARMUP")
-    WRK_DURATION_S=$(awk -v s="$(seconds_of "$WRK_DURATION")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
-    WRK_WARMUP_S=$(awk -v s="$(seconds_of "$WRK_WARMUP")" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }')
+    WRK_DURATION_S=$(whole_seconds "$WRK_DURATION")
+    WRK_WARMUP_S=$(whole_seconds "$WRK_WARMUP")
     TLS_DURATION_S=$(whole_seconds "$TLS_DURATION")
     TLS_WARMUP_S=$(whole_seconds "$TLS_WARMUP")
     if has_tls_cell; then tls_check_knobs; fi

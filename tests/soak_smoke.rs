@@ -273,3 +273,59 @@ fn paused_processes_stop_until_resumed_and_stop_all_ends_them() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["paused T", "resumed S 0", "paused again", "gone 0"]);
 }
+
+/// scripts/bench.sh times the window of a ringgate-load cell's CPU ticks and perf counts by
+/// `seconds_of` of the same duration text it hands the load, and divides them by the
+/// requests the load counted: a unit read differently there than by the load (`1min` as
+/// one second) would divide one second's CPU time by a minute's requests. `seconds_of`
+/// reads every unit ringgate-load takes (ns us µs ms s sec m min h, bare = seconds) and
+/// refuses anything else.
+#[test]
+fn bench_durations_read_as_the_load_generator_reads_them() {
+    if !has_bash() {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    let cases = [
+        ("6s", "6"),
+        ("3", "3"),
+        ("1.5", "1.5"),
+        ("500ms", "0.5"),
+        ("250us", "0.00025"),
+        ("250µs", "0.00025"),
+        ("20000000ns", "0.02"),
+        ("10sec", "10"),
+        ("2m", "120"),
+        ("1min", "60"),
+        ("1h", "3600"),
+    ];
+    let script: String = cases
+        .iter()
+        .map(|(text, _)| format!("seconds_of '{text}'; "))
+        .collect();
+    let out = with_lib(&script);
+    let got: Vec<&str> = out.lines().collect();
+    let want: Vec<&str> = cases.iter().map(|(_, seconds)| *seconds).collect();
+    assert_eq!(got, want, "seconds of {cases:?}");
+    assert_eq!(
+        with_lib("whole_seconds 1min; whole_seconds 400ms"),
+        "60\n1\n"
+    );
+
+    for bad in ["6x", "1 min", "s", "2S", "1.2.3s", ""] {
+        let lib = repo().join("scripts/bench/lib.sh");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail; source {}; x=$(seconds_of '{bad}'); echo \"read $x\"",
+                lib.display()
+            ))
+            .output()
+            .expect("bash runs");
+        assert!(
+            !out.status.success(),
+            "{bad:?} was read as {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+}

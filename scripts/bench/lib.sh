@@ -72,6 +72,33 @@ ensure_commands() {
         "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
+# Seconds in a duration, read as ringgate-load reads it: a number and one of its units (ns,
+# us, µs, ms, s, sec, m, min, h; none = seconds; no space), e.g. "8s", "500ms", "2m", "3".
+# Dies on anything else: bench.sh times a cell's counters over this many seconds and divides
+# them by the requests the load counted, so a unit read differently here ("1min" as 1) would
+# divide one second's CPU time by a minute's requests. Plain decimal output ("0.5", "120").
+seconds_of() {
+    awk -v d="$1" 'BEGIN {
+        n = d; sub(/[^0-9.].*$/, "", n); u = substr(d, length(n) + 1)
+        if (n !~ /^([0-9]+\.?[0-9]*|\.[0-9]+)$/) exit 1
+        if (u == "" || u == "s" || u == "sec") f = 1
+        else if (u == "ms") f = 1e-3
+        else if (u == "us" || u == "µs") f = 1e-6
+        else if (u == "ns") f = 1e-9
+        else if (u == "m" || u == "min") f = 60
+        else if (u == "h") f = 3600
+        else exit 1
+        s = sprintf("%.9f", n * f); sub(/\.?0+$/, "", s); print s
+    }' || die "bad duration \"$1\" (a number and ns, us, ms, s, m or h, as ringgate-load takes it)"
+}
+
+# Whole seconds of a duration, at least 1 (wrk and ab take whole seconds).
+whole_seconds() {
+    local s
+    s=$(seconds_of "$1") || exit 1
+    awk -v s="$s" 'BEGIN { n = int(s + 0.5); print (n < 1 ? 1 : n) }'
+}
+
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
