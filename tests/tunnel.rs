@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::backend::{Ending, Reply, ScriptedBackend};
@@ -100,4 +103,86 @@ fn a_drain_ends_tunnels_at_its_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// An upstream that switches, then hands the raw socket to `after`.
+fn raw_switching(after: impl Fn(TcpStream) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "the upgrade request");
+            head.push(byte[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        )
+        .unwrap();
+        after(s);
+    });
+    (addr, t)
+}
+
+/// Send a little every 20 ms for up to 3 s, until a write fails.
+fn keep_sending(s: &mut TcpStream) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) && s.write_all(&[b's'; 100]).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Read until the stream ends: "FIN" for a clean end, else the error.
+fn read_to_end(s: &mut TcpStream) -> String {
+    let mut tmp = [0u8; 4096];
+    loop {
+        match s.read(&mut tmp) {
+            Ok(0) => return "FIN".into(),
+            Ok(_) => {}
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+fn router_to(addr: SocketAddr, idle_ms: u64) -> Router {
+    Router::start(&format!(
+        "default_backend = \"{addr}\"\n[health]\nenabled = false\n[timeouts]\ntunnel_idle_ms = {idle_ms}\n"
+    ))
+}
+
+/// When the grace after one side's close runs out while the other side is still sending,
+/// that stream was cut: its receiver gets a reset, never a FIN that would pass for the end
+/// of it (an upload cut after 300 ms is not the whole upload).
+#[test]
+fn an_upload_cut_when_the_grace_runs_out_reaches_the_upstream_as_a_reset() {
+    // The upstream is done sending; the client goes on uploading.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr, upstream) = raw_switching(move |mut s| {
+        s.shutdown(Shutdown::Write).unwrap();
+        tx.send(read_to_end(&mut s)).unwrap();
+    });
+    let r = router_to(addr, 300);
+    let mut c = open_tunnel(&r);
+    c.expect_fin();
+    let mut s = c.stream().try_clone().unwrap();
+    keep_sending(&mut s);
+    let end = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(end, "FIN", "the upstream took a cut upload for a whole one");
+    upstream.join().unwrap();
+}
+
+/// The same the other way: the client is done sending, the upstream goes on streaming.
+#[test]
+fn a_download_cut_when_the_grace_runs_out_reaches_the_client_as_a_reset() {
+    let (addr, upstream) = raw_switching(|mut s| keep_sending(&mut s));
+    let r = router_to(addr, 300);
+    let c = open_tunnel(&r);
+    c.stream().shutdown(Shutdown::Write).unwrap();
+    let mut s = c.stream().try_clone().unwrap();
+    let end = read_to_end(&mut s);
+    assert_ne!(end, "FIN", "the client took a cut download for a whole one");
+    upstream.join().unwrap();
 }

@@ -7,7 +7,9 @@
 //! # How a tunnel ends
 //! - One side closes its sending direction (FIN): the close is passed on (the other side
 //!   gets a FIN after the last byte), and the other direction gets [`HALF_CLOSE_GRACE`]
-//!   (or the idle timeout, if shorter) to finish too; then the tunnel ends.
+//!   (or the idle timeout, if shorter) to finish too; then the tunnel ends, and the
+//!   receiver of the direction still open is reset: its stream was cut, and a FIN would
+//!   pass for its end.
 //! - A reset or error on either side ends it at once.
 //! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`), cleanly:
 //!   a TLS side gets `close_notify` (within [`FINISH_TIME`]).
@@ -53,7 +55,10 @@ pub enum TunnelEnd {
     /// Both directions closed cleanly.
     Closed,
     /// One side closed and the other did not follow within the grace period.
-    HalfClosed,
+    HalfClosed {
+        /// The direction still open (cut) was the one towards the client.
+        toward_client: bool,
+    },
     /// A read or write failed (reset).
     Error,
     /// No traffic for the idle timeout.
@@ -116,13 +121,21 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
         &opts,
     )
     .await;
+    // A reset on one side is passed on as a reset (RST, no FIN first), and a direction
+    // cut at the end of the grace ends the same way for its receiver: a clean close would
+    // let a cut stream pass for a whole one. (The side whose stream ended whole has its
+    // FIN and closes as usual.)
     match end {
         TunnelEnd::Error => {
-            // A reset on one side is passed on as a reset (RST, no FIN first): a clean
-            // close would let a cut stream pass for a whole one.
             super::stream::reset(client_read, client_write);
             super::stream::reset(upstream_read, upstream_write);
         }
+        TunnelEnd::HalfClosed {
+            toward_client: true,
+        } => super::stream::reset(client_read, client_write),
+        TunnelEnd::HalfClosed {
+            toward_client: false,
+        } => super::stream::reset(upstream_read, upstream_write),
         // Nothing was in flight: both sides are told of a clean end, as the close's FIN
         // tells a plain TCP side (a write that stalled left its TLS side unable to).
         TunnelEnd::Idle => {
@@ -182,7 +195,9 @@ async fn relay(
         let now = Instant::now();
         if woke_by_timer {
             if grace_until.is_some_and(|g| now >= g) {
-                return TunnelEnd::HalfClosed;
+                return TunnelEnd::HalfClosed {
+                    toward_client: down_done.is_none(),
+                };
             }
             if now.saturating_duration_since(active.get()) >= opts.idle {
                 return TunnelEnd::Idle;
