@@ -157,6 +157,71 @@ fn large_early_answer(start: &dyn Fn(&ScriptedBackend) -> Router) {
     );
 }
 
+/// An early answer to an upload far larger than what a staged close reads and drops (at
+/// most 1 MiB): ringgate then stops reading, and its close is a reset (the client's bytes
+/// are unread), which throws away whatever of the answer is still in its send queue. The
+/// answer must be out first: a client that reads it while it still sends gets all of it.
+#[test]
+fn an_early_answer_to_an_upload_beyond_the_drain_bound_is_delivered_whole() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let answer_len = 256 * 1024;
+    let mut answer = format!(
+        "HTTP/1.1 413 Content Too Large\r\nContent-Length: {answer_len}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    let head_len = answer.len();
+    answer.resize(head_len + answer_len, b'z');
+    let reply = Reply::bytes(answer)
+        .early(BodyRead::Never)
+        .then(Ending::Close);
+    let b = ScriptedBackend::start(move |_| reply.clone());
+    let r = route_to(&b);
+    // The answer waits in ringgate's send queue: the client's window is 4 KiB.
+    let mut s = small_window_client(r.addr);
+    let len = 64 * 1024 * 1024;
+    s.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&vec![b'a'; 1000]).unwrap();
+    wait_for_answer(&s);
+    // The rest of the body, until ringgate stops taking it.
+    let sent = Arc::new(AtomicUsize::new(1000));
+    let mut w = s.try_clone().unwrap();
+    let counted = sent.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        while counted.load(Ordering::SeqCst) < len && w.write_all(&chunk).is_ok() {
+            counted.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+    });
+    // The client reads once its upload is refused or stuck.
+    wait_until(
+        "the upload is refused or stuck",
+        Duration::from_secs(10),
+        || {
+            let before = sent.load(Ordering::SeqCst);
+            common::holds_for(Duration::from_millis(200), || {
+                sent.load(Ordering::SeqCst) == before
+            })
+        },
+    );
+    // (How it ends is not asked: the writer may have taken the reset.)
+    let (got, _) = read_until_end(&mut s);
+    assert_eq!(
+        got.len(),
+        head_len + answer_len,
+        "the whole answer, after {} bytes of the body",
+        sent.load(Ordering::SeqCst)
+    );
+    writer.join().unwrap();
+}
+
 fn echo_backend() -> ScriptedBackend {
     ScriptedBackend::start(|req| {
         if req.path() == "/early" {

@@ -389,3 +389,17 @@ pub fn peek(fd: std::os::fd::RawFd) -> Peeked {
         },
     }
 }
+
+/// Bytes written to `fd` that its peer has not acknowledged yet (`SIOCOUTQ`, a FIN
+/// included); 0 when that cannot be told.
+pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int into `queued`, which lives for the call;
+    // the caller keeps `fd` open for it.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    if rc == 0 {
+        queued.max(0) as usize
+    } else {
+        0
+    }
+}

@@ -14,6 +14,7 @@
 //! then is the socket closed, so the kernel never answers unread bytes with an RST that
 //! could destroy the answer in flight.
 
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use super::worker::Worker;
 use crate::access_log::{AccessRecord, CLIENT_CLOSED_REQUEST};
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
-use crate::forward::io::{read_some, write_static, IoFail};
+use crate::forward::io::{read_some, unacknowledged, write_static, IoFail};
 use crate::forward::stream::{self, plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
@@ -261,7 +262,7 @@ async fn serve_request(
 /// Close in stages: FIN, then read and discard until the client closes (or the bounds).
 /// Whether everything written went out before the FIN.
 async fn linger(c: &mut Client) -> bool {
-    linger_close(&mut c.rd, &mut c.wr, &mut c.buf).await
+    linger_close(&mut c.rd, &mut c.wr, &mut c.buf, c.fd).await
 }
 
 /// End a connection whose response was cut (see [`Next::Cut`]): with `reset`, a plain
@@ -282,24 +283,30 @@ async fn cut(mut c: Client, reset: bool) {
     .await;
     // SAFETY: shutdown(2) on the connection's own socket, which `c` keeps open.
     unsafe { libc::shutdown(c.fd, libc::SHUT_WR) };
-    drain_until_closed(&mut c.rd, &mut c.buf, until).await;
+    drain_until_closed(&mut c.rd, &mut c.buf, c.fd, until).await;
 }
 
 /// Shut the write side (FIN after everything written), then read and discard until the
-/// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch.
-/// Whether the shutdown went through: everything written went out first.
-async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>) -> bool {
+/// peer closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. `buf` is scratch; `fd` is
+/// the connection's socket. Whether the shutdown went through: everything written went
+/// out first.
+async fn linger_close(rd: &mut Reader, wr: &mut Writer, buf: &mut Vec<u8>, fd: RawFd) -> bool {
     let until = Instant::now() + LINGER_TIME;
     // (The shutdown waits for an answer still going out eagerly: bounded too.)
     if !matches!(timer::timeout(LINGER_TIME, wr.shutdown()).await, Ok(Ok(()))) {
         return false;
     }
-    drain_until_closed(rd, buf, until).await;
+    drain_until_closed(rd, buf, fd, until).await;
     true
 }
 
 /// Read and discard until the peer closes, at most [`LINGER_BYTES`], until `until`.
-async fn drain_until_closed(rd: &mut Reader, buf: &mut Vec<u8>, until: Instant) {
+///
+/// A peer still sending past [`LINGER_BYTES`] is read no further, so the close that
+/// follows is a reset (bytes unread), which throws away what is still in the send queue —
+/// the answer, to a client that reads it while it sends. So that case first waits (until
+/// `until`) for the peer to have acknowledged everything written.
+async fn drain_until_closed(rd: &mut Reader, buf: &mut Vec<u8>, fd: RawFd, until: Instant) {
     let mut drained = 0;
     buf.clear();
     if buf.capacity() == 0 {
@@ -317,6 +324,17 @@ async fn drain_until_closed(rd: &mut Reader, buf: &mut Vec<u8>, until: Instant) 
         }
         buf.clear();
     }
+    // No event tells it: polled, backing off (a rare path: a client that goes on sending
+    // its body after an answer refused it).
+    let mut pause = Duration::from_millis(1);
+    while unacknowledged(fd) > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        timer::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// The answer to a connection beyond `listener.max_connections_per_worker`.
@@ -325,13 +343,14 @@ const REFUSED_AT_BOUND: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Ty
 /// Refuse a connection at the worker's connection bound: `503` with `Retry-After`, then a
 /// staged close, so the client reads the answer rather than a reset.
 pub async fn refuse(stream: TcpStream) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut rd, mut wr) = plain(stream);
     if write_static(&mut wr, REFUSED_AT_BOUND, Duration::from_secs(1))
         .await
         .is_ok()
     {
         let mut buf = Vec::with_capacity(4096);
-        linger_close(&mut rd, &mut wr, &mut buf).await;
+        linger_close(&mut rd, &mut wr, &mut buf, fd).await;
     }
 }
 
