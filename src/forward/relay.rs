@@ -21,7 +21,7 @@ use monoio::io::{
 };
 
 use super::io::{read_some, read_some_stoppable, send_range, write_range, IoFail, Stopper};
-use super::splice::{splice_exact, PipePair, SpliceFail};
+use super::splice::{splice_exact, PipePair, SpliceFail, SPARE_PIPES_MAX};
 use super::stream::{Reader, Writer};
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 
@@ -150,7 +150,10 @@ impl RelayOptions<'_> {
         )
         .await?;
         self.spliced.set(self.spliced.get() + len);
-        self.pipes.borrow_mut().push(pipe);
+        let mut spare = self.pipes.borrow_mut();
+        if spare.len() < SPARE_PIPES_MAX {
+            spare.push(pipe);
+        }
         Ok(())
     }
 
@@ -292,5 +295,95 @@ where
             Err(e) => return Err(e),
         }
         buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{poll_fn, Future};
+    use std::os::fd::AsRawFd;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use super::*;
+    use crate::test_runtime::{epoll, pair, uring};
+
+    /// Splices running at once take a pipe each; once they are done the worker keeps at
+    /// most [`SPARE_PIPES_MAX`] of them (the rest are closed, not held for good).
+    async fn a_burst_of_splices_leaves_a_bounded_stack_of_pipes() {
+        let pipes = RefCell::new(Vec::new());
+        let spliced = Cell::new(0);
+        let opts = RelayOptions {
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            splice_threshold: 1,
+            pipes: &pipes,
+            spliced: &spliced,
+            stop: None,
+            splicing: None,
+        };
+        let burst = SPARE_PIPES_MAX * 2;
+        let (mut ends, mut peers) = (Vec::new(), Vec::new());
+        for _ in 0..burst {
+            let (src, src_peer) = pair().await;
+            let (dst, dst_peer) = pair().await;
+            ends.push((src, dst));
+            peers.push((src_peer, dst_peer));
+        }
+        type Splice<'a> = Pin<Box<dyn Future<Output = Result<(), RelayFail>> + 'a>>;
+        let mut splices: Vec<Option<Splice<'_>>> = ends
+            .iter_mut()
+            .map(|(src, dst)| Some(Box::pin(opts.splice(src, dst, 4)) as Splice<'_>))
+            .collect();
+        // Every splice starts and waits for its source: each holds a pipe.
+        poll_fn(|cx| {
+            for s in splices.iter_mut().flatten() {
+                assert!(s.as_mut().poll(cx).is_pending(), "no bytes yet");
+            }
+            Poll::Ready(())
+        })
+        .await;
+        for (src_peer, _) in &peers {
+            // SAFETY: a send from a live buffer on the test's own open socket.
+            let n = unsafe { libc::send(src_peer.as_raw_fd(), b"body".as_ptr().cast(), 4, 0) };
+            assert_eq!(n, 4);
+        }
+        poll_fn(|cx| {
+            for slot in &mut splices {
+                if let Some(s) = slot {
+                    if let Poll::Ready(r) = s.as_mut().poll(cx) {
+                        assert_eq!(r, Ok(()));
+                        *slot = None;
+                    }
+                }
+            }
+            if splices.iter().all(Option::is_none) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        drop(splices);
+        assert_eq!(spliced.get(), 4 * burst as u64);
+        assert!(
+            pipes.borrow().len() <= SPARE_PIPES_MAX,
+            "{} spare pipes kept after {burst} splices at once",
+            pipes.borrow().len()
+        );
+    }
+
+    #[test]
+    fn spare_pipes_are_bounded_on_epoll() {
+        epoll().block_on(a_burst_of_splices_leaves_a_bounded_stack_of_pipes());
+    }
+
+    #[test]
+    fn spare_pipes_are_bounded_on_io_uring() {
+        let Some(mut rt) = uring() else {
+            eprintln!("io_uring unavailable: covered by the epoll test only");
+            return;
+        };
+        rt.block_on(a_burst_of_splices_leaves_a_bounded_stack_of_pipes());
     }
 }

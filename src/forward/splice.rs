@@ -1,7 +1,7 @@
 //! Moving large bodies with `splice(2)`: socket → pipe → socket, no user-space copy.
 //!
-//! Each worker keeps a small stack of pipes. A pipe that saw an error may still hold
-//! bytes, so it is closed rather than returned. Under io_uring the splices are
+//! Each worker keeps a small stack of pipes (at most [`SPARE_PIPES_MAX`]). A pipe that saw
+//! an error may still hold bytes, so it is closed rather than returned. Under io_uring the splices are
 //! `IORING_OP_SPLICE` submissions; under the epoll driver, non-blocking `splice` calls.
 
 use std::time::Duration;
@@ -15,6 +15,11 @@ use super::timer;
 
 /// Bytes moved per splice call (the default pipe capacity).
 pub const PIPE_CHUNK: u32 = 64 * 1024;
+
+/// Most spare pipes a worker keeps. A burst of splices at once opens a pipe each; those
+/// beyond this are closed when done rather than held for good (two descriptors and a
+/// pipe's kernel memory each, counted against the open-file limit that connections need).
+pub const SPARE_PIPES_MAX: usize = 32;
 
 /// A pipe's two ends.
 pub struct PipePair {
