@@ -339,3 +339,88 @@ fn pipelined_behind_close(start: &dyn Fn(&ScriptedBackend) -> Router) {
         "the whole close-delimited answer, then a clean close"
     );
 }
+
+/// A request body cut short — the client closes or stalls part-way, or its chunked framing
+/// turns bad after the last-chunk line — reaches the upstream as a reset: after a FIN a
+/// lenient server takes what it got for the whole body (Python's `http.server` handler
+/// reads a short `Content-Length` body to the end of the stream and runs).
+#[test]
+fn a_request_body_cut_short_reaches_the_upstream_as_a_reset() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    // The upstream reads each connection to its end: what it got, and how it ended.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, ends) = mpsc::channel::<(usize, String)>();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let (Ok(mut s), tx) = (s, tx.clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let (mut got, mut tmp) = (0, [0u8; 65536]);
+                let end = loop {
+                    match s.read(&mut tmp) {
+                        Ok(0) => break "FIN".to_string(),
+                        Ok(n) => got += n,
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                let _ = tx.send((got, end));
+            });
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{addr}\"\n[health]\nenabled = false\n[timeouts]\nclient_body_ms = 300\n"
+    ));
+    let head = "POST /order HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n";
+    let cases: [(&str, Vec<Vec<u8>>, bool); 3] = [
+        (
+            "the client closes after half its body",
+            vec![
+                format!("{head}Content-Length: 100000\r\n\r\n").into_bytes(),
+                vec![b'a'; 50_000],
+            ],
+            true,
+        ),
+        (
+            "the client stalls after half its body",
+            vec![
+                format!("{head}Content-Length: 100000\r\n\r\n").into_bytes(),
+                vec![b'a'; 50_000],
+            ],
+            false,
+        ),
+        (
+            "a refused trailer after the last-chunk line",
+            vec![
+                format!("{head}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n").into_bytes(),
+                b"Content-Length: 5\r\n\r\n".to_vec(),
+            ],
+            false,
+        ),
+    ];
+    for (case, parts, finish) in cases {
+        let mut c = Client::connect(r.addr);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                // The first part is forwarded before the next arrives.
+                let before = ends.try_recv();
+                assert!(before.is_err(), "{case}: {before:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            c.send(part);
+        }
+        if finish {
+            c.finish_sending();
+        }
+        let (got, end) = ends.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(got > 0, "{case}: part of the request was forwarded");
+        assert_ne!(
+            end, "FIN",
+            "{case}: the upstream saw a clean end after {got} bytes"
+        );
+    }
+}

@@ -143,8 +143,11 @@ fn next_client_is_clean(addr: SocketAddr, case: &str) {
 enum First {
     /// This status with exactly this body.
     Exactly(u16, &'static [u8]),
-    /// The response started (200) but the connection ended before the body was complete.
-    Truncated,
+    /// The response started (200) but the connection ended before the body was complete:
+    /// with a FIN after a cut length (no reader takes it for the end), with a reset after a
+    /// cut chunked body (lenient readers take a clean close after a last-chunk line for
+    /// its end).
+    Truncated { reset: bool },
 }
 
 struct Case {
@@ -230,7 +233,7 @@ fn cases() -> Vec<Case> {
             request: req("/bad-chunk-late"),
             is_head: false,
             script: || with_late(bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"), 50, b"zz\r\nPOISON\r\n0\r\n\r\n"),
-            first: First::Truncated,
+            first: First::Truncated { reset: true },
             why: "bad framing after the response started: the client connection is cut",
         },
         Case {
@@ -294,7 +297,7 @@ fn cases() -> Vec<Case> {
             request: req("/early-close-cl"),
             is_head: false,
             script: || then_close(bad("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")),
-            first: First::Truncated,
+            first: First::Truncated { reset: false },
             why: "upstream closed mid-body: the client sees a cut connection, not a short body",
         },
         Case {
@@ -302,7 +305,7 @@ fn cases() -> Vec<Case> {
             request: req("/early-close-chunked"),
             is_head: false,
             script: || then_close(bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\npart")),
-            first: First::Truncated,
+            first: First::Truncated { reset: true },
             why: "the same inside a chunk",
         },
         Case {
@@ -412,13 +415,14 @@ fn misbehaving_upstreams_never_leak_into_the_next_exchange() {
                     );
                 }
             }
-            (First::Truncated, Err(e)) => {
+            (First::Truncated { reset }, Err(e)) => {
                 assert!(e.partial.starts_with(b"HTTP/1.1 200 "), "{context}");
-                assert_eq!(
-                    e.failure,
-                    Failure::Fin,
-                    "the cut is a clean close: {context}"
-                );
+                let (end, how) = if reset {
+                    (Failure::Reset, "a reset")
+                } else {
+                    (Failure::Fin, "a clean close")
+                };
+                assert_eq!(e.failure, end, "the cut is {how}: {context}");
             }
             _ => panic!("{context}"),
         }
@@ -517,4 +521,32 @@ fn a_cut_response_that_ends_at_the_close_reaches_the_client_as_a_reset() {
     let end = c.closed();
     assert!(end.is_fin(), "{end}");
     assert!(end.leftover().ends_with(b"all of it"));
+}
+
+/// A chunked response cut after its last-chunk line (`0\r\n`): a bad trailer follows, or
+/// the upstream closes. Lenient readers end the trailer section at the end of the stream
+/// (Python's `http.client`, and urllib3 under `requests`, take `...0\r\n` and a clean
+/// close for the whole body), so a FIN would let the cut response pass for a complete
+/// one: the client gets a reset.
+#[test]
+fn a_chunked_response_cut_after_its_last_chunk_line_reaches_the_client_as_a_reset() {
+    let b = ScriptedBackend::start(|req| {
+        let start = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n";
+        match req.target() {
+            "/bad-trailer" => Reply::bytes(start)
+                .late(Duration::from_millis(100), "Content-Length: 5\r\n\r\n")
+                .then(Ending::Close),
+            _ => Reply::bytes(start).then_after(Duration::from_millis(100), Ending::Close),
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n[health]\nenabled = false\n",
+        b.addr
+    ));
+    for path in ["/bad-trailer", "/closed"] {
+        let mut c = Client::connect(r.addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let end = c.closed();
+        assert!(end.is_reset(), "{path}: {end}");
+    }
 }

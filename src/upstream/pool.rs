@@ -63,6 +63,12 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
+    /// Close with a reset (RST, no FIN before it; see [`crate::forward::stream::reset`]).
+    pub fn reset(self: Box<Self>) {
+        let conn = *self;
+        crate::forward::stream::reset(conn.rd, conn.wr);
+    }
+
     /// What it takes to tell, after an attempt on this connection failed, whether the
     /// server took any byte of it ([`Untouched::holds`]): captured before the attempt
     /// writes anything. `None` where that cannot be told.

@@ -70,6 +70,9 @@ pub struct AttemptError {
     /// any response byte) without its TCP taking any byte of the request: it cannot have
     /// seen the request (see [`crate::upstream::pool::Untouched`]).
     pub untouched: bool,
+    /// Part of the request reached the upstream socket, not all of it: the connection
+    /// must end so that the part cannot pass for the whole (a reset).
+    pub cut: bool,
 }
 
 /// Where the sender failed.
@@ -169,6 +172,8 @@ pub async fn run(
     deadline: Option<Instant>,
 ) -> Result<Sent, AttemptError> {
     let reached = Cell::new(false);
+    // The sender finished: the whole request went out.
+    let went_whole = Cell::new(false);
     let head_out = Cell::new(false);
     let handed: Cell<Option<Instant>> = Cell::new(None);
     let splicing = Cell::new(false);
@@ -198,6 +203,7 @@ pub async fn run(
             && closed_first.get()
             && error.kind == ErrorKind::UpstreamReset
             && probe.is_some_and(|p| p.holds()),
+        cut: reached.get() && !went_whole.get(),
     };
     let sender_io = SenderIo {
         rd: &mut c.rd,
@@ -271,7 +277,7 @@ pub async fn run(
         match event {
             Event::Sent(r) => {
                 match r {
-                    Ok(()) => {}
+                    Ok(()) => went_whole.set(true),
                     // The upstream stopped reading after taking part of the request: it
                     // may have answered. Keep reading the head, within the response
                     // timeout.
@@ -299,6 +305,7 @@ pub async fn run(
                     // stopped cleanly; it is dropped with the attempt.
                     c.stop.fire();
                     whole = sender.as_mut().await.is_ok();
+                    went_whole.set(whole);
                 }
                 let status = result.map_err(fail)?;
                 return match (whole, status) {

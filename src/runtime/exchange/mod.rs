@@ -60,7 +60,9 @@ pub enum Next {
     /// The response was cut after its head went out (or while it was going out): end the
     /// connection so that the client cannot take the end for the response's. A TLS
     /// client gets no `close_notify` (its TLS library reports a truncation); with `reset`
-    /// (a response that ends at the close, where a clean close would complete it) the
+    /// (a response that ends at the close, where a clean close would complete it, or a
+    /// chunked one, which lenient readers take as complete at a clean close after its
+    /// last-chunk line) the
     /// connection is reset.
     Cut {
         /// Reset the connection rather than close it.
@@ -268,6 +270,12 @@ async fn send(
             }
             Err(e) => e,
         };
+        if e.cut {
+            // Part of the request went out: a FIN after it would let a lenient server
+            // take that part for the whole request (a short body read to the end of the
+            // stream); a reset cannot pass for an end.
+            up.reset();
+        }
         let decision = attempts.decide(&e, req.class, req.body.is_replayable());
         tracing::debug!(
             backend = %b.addr,

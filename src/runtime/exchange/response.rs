@@ -103,15 +103,17 @@ pub async fn relay(
             // connection ends as a cut one (part of the head may have gone out).
             outcome.error = Some(ErrorKind::ClientGone);
             return Ok(Next::Cut {
-                reset: framing == ResponseFraming::UntilClose,
+                reset: !matches!(framing, ResponseFraming::Length(_)),
             });
         }
         Relayed::Cut(kind) => {
             // The client has the head and part of the body: close both sides.
             outcome.status = Some(c.response.status);
             outcome.error = Some(kind);
+            // A cut length is plain to every reader; a cut chunked body is not to all
+            // (see `Next::Cut`), nor one that ends at the close.
             return Ok(Next::Cut {
-                reset: framing == ResponseFraming::UntilClose,
+                reset: !matches!(framing, ResponseFraming::Length(_)),
             });
         }
     };

@@ -106,6 +106,7 @@ mod tests {
             error: ProxyError::upstream(kind),
             reached,
             reused,
+            cut: false,
         }
     }
 
@@ -224,6 +225,7 @@ mod tests {
             reached: false,
             reused: true,
             untouched: false,
+            cut: false,
         };
         assert_eq!(
             Attempts::default().decide(&e, Class::Query, true),
