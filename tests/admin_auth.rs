@@ -1,7 +1,10 @@
 //! Admin access over real sockets: the bearer token from `admin.token_file`, required off
 //! loopback for everything but `GET /health` and `GET /ready`, and on loopback too once
 //! configured; configs and listeners that would expose the admin API without one are
-//! refused.
+//! refused. Also how the listener answers and closes: one request per connection, closed in
+//! stages so an answer is not lost to a reset.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +15,8 @@ use std::time::Duration;
 use ringgate::admin::{self, SharedServer};
 use ringgate::config::Config;
 use ringgate::runtime::server::Server;
+
+use common::client::Client;
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -302,5 +307,81 @@ fn a_request_head_trickling_in_is_cut_off_as_a_whole() {
     );
     // The slot is free again.
     assert_eq!(call(admin, "GET", "/health", "").status, 200);
+    stop(&server);
+}
+
+/// A router whose admin listener (on loopback) requires `TOKEN`.
+fn start_with_token(dir: &TempDir) -> (SharedServer, SocketAddr) {
+    dir.write("admin.token", TOKEN);
+    let path = dir.write(
+        "routing.toml",
+        &config_text("address = \"\"\ntoken_file = \"admin.token\""),
+    );
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    (server, admin.unwrap())
+}
+
+#[test]
+fn an_answer_sent_before_the_request_was_read_whole_is_not_lost_to_a_reset() {
+    // Closing a socket with received bytes unread resets it (RST), and a client still
+    // sending may lose the answer to that reset (SPEC §8, clean closes).
+    let dir = TempDir::new("linger");
+    let (server, admin) = start_with_token(&dir);
+
+    // A head beyond the admin bound, answered while the client is still sending it.
+    let mut c = Client::connect(admin);
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: admin\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(64 * 1024)
+    );
+    let _ = c.try_send(big.as_bytes());
+    assert_eq!(c.read_response().status, 431);
+    c.expect_fin();
+
+    // A request refused before its body was read.
+    let mut c = Client::connect(admin);
+    let body = "y".repeat(256 * 1024);
+    let _ = c.try_send(
+        format!(
+            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (401, "unauthorized\n"));
+    c.expect_fin();
+    stop(&server);
+}
+
+#[test]
+fn a_refusal_of_head_has_no_body_and_a_405_says_what_is_allowed() {
+    let dir = TempDir::new("methods");
+    let (server, admin) = start_with_token(&dir);
+
+    // RFC 9110 §9.3.2: no content in a response to HEAD, refusals included.
+    let mut c = Client::connect(admin);
+    c.send(b"HEAD /config HTTP/1.1\r\nHost: admin\r\n\r\n");
+    let r = c.read_head_response();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-length"), Some("13"));
+    c.expect_fin();
+
+    // RFC 9110 §15.5.6: a 405 lists the methods the resource supports.
+    for (method, path, allow) in [
+        ("POST", "/health", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("GET", "/reload", "POST"),
+        ("GET", "/backends/127.0.0.1:1/drain", "POST"),
+        ("PUT", "/backends/127.0.0.1:1/undrain", "POST"),
+    ] {
+        let r = call(admin, method, path, &bearer(TOKEN));
+        assert_eq!(r.status, 405, "{method} {path}: {}", r.head);
+        assert!(
+            r.head.contains(&format!("\r\nAllow: {allow}\r\n")),
+            "{method} {path}: {}",
+            r.head
+        );
+    }
     stop(&server);
 }

@@ -14,6 +14,10 @@
 //! | POST | `/backends/{addr}/undrain` | resume |
 //! | GET | `/metrics` | Prometheus text format |
 //!
+//! `HEAD` is answered wherever `GET` is; another method on a known path gets `405` with
+//! `Allow`. One request per connection: after the answer the connection is closed in
+//! stages (see [`linger_close`]).
+//!
 //! # Access
 //! Off loopback, every endpoint but `GET /health` and `GET /ready` needs
 //! `Authorization: Bearer <token>` (the token from `admin.token_file`); a config with a
@@ -24,11 +28,11 @@
 pub mod auth;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -47,6 +51,11 @@ const MAX_CONCURRENT: usize = 32;
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Longest time a request head may take to arrive, whole.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a closing connection is read from (and discarded) after its answer, as on the
+/// data path.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded from a closing connection.
+const LINGER_BYTES: usize = 1024 * 1024;
 
 fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(|e| e.into_inner())
@@ -82,7 +91,7 @@ pub fn spawn(
                     continue;
                 };
                 if active.load(Ordering::Acquire) >= MAX_CONCURRENT {
-                    let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n");
+                    let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n", false);
                     continue;
                 }
                 active.fetch_add(1, Ordering::AcqRel);
@@ -123,7 +132,7 @@ struct AdminRequest {
 /// byte now and then must not hold one of the [`MAX_CONCURRENT`] slots for longer, or a
 /// few of them would lock everyone out, `/health` included).
 fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
-    let deadline = std::time::Instant::now() + HEAD_TIMEOUT;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut buf = Vec::with_capacity(1024);
     let mut tmp = [0u8; 4096];
     loop {
@@ -144,18 +153,38 @@ fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
                 });
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_BYTES => {}
-            _ => {
-                let _ = respond(stream, 400, "text/plain", "", "bad request\n");
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                let _ = respond(
+                    stream,
+                    431,
+                    "text/plain",
+                    "",
+                    "request head too large\n",
+                    false,
+                );
+                return Err(());
+            }
+            Err(_) => {
+                let _ = respond(stream, 400, "text/plain", "", "bad request\n", false);
                 return Err(());
             }
         }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            let _ = respond(stream, 408, "text/plain", "", "request head too slow\n");
+            let _ = respond(
+                stream,
+                408,
+                "text/plain",
+                "",
+                "request head too slow\n",
+                false,
+            );
             return Err(());
         }
         let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut tmp) {
+        // Never past the bound, so a head that fits is taken and one that does not is not.
+        let room = (MAX_REQUEST_BYTES - buf.len()).min(tmp.len());
+        match stream.read(&mut tmp[..room]) {
             Ok(n) if n > 0 => buf.extend_from_slice(&tmp[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             _ => return Err(()),
@@ -166,10 +195,21 @@ fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
 fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let Ok(req) = read_request(stream) else {
-        return;
-    };
-    if let Err(refusal) = authorize(&req, server, must_authenticate) {
+    if let Ok(req) = read_request(stream) {
+        answer(stream, &req, server, must_authenticate);
+    }
+    linger_close(stream);
+}
+
+fn answer(
+    stream: &mut TcpStream,
+    req: &AdminRequest,
+    server: &SharedServer,
+    must_authenticate: bool,
+) {
+    // The same head as GET would get, without the body (refusals included).
+    let head_only = req.method == "HEAD";
+    if let Err(refusal) = authorize(req, server, must_authenticate) {
         tracing::warn!(
             peer = %stream.peer_addr().map_or("unknown".to_string(), |a| a.to_string()),
             method = %req.method,
@@ -178,16 +218,44 @@ fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool)
             "admin request refused: bearer token missing or wrong"
         );
         let challenge = format!("WWW-Authenticate: {}\r\n", refusal.challenge());
-        let _ = respond(stream, 401, "text/plain", &challenge, "unauthorized\n");
+        let _ = respond(
+            stream,
+            401,
+            "text/plain",
+            &challenge,
+            "unauthorized\n",
+            head_only,
+        );
         return;
     }
     let (status, content_type, body) = route(&req.method, &req.path, server);
-    if req.method == "HEAD" {
-        // The same head as GET would get, without the body.
-        let length = format!("Content-Length: {}\r\n", body.len());
-        let _ = respond_head(stream, status, content_type, &length);
-    } else {
-        let _ = respond(stream, status, content_type, "", &body);
+    let allow = match status {
+        405 => format!("Allow: {}\r\n", allowed_methods(&req.path)),
+        _ => String::new(),
+    };
+    let _ = respond(stream, status, content_type, &allow, &body, head_only);
+}
+
+/// Close in stages: FIN after the answer, then read and discard what the client still
+/// sends until it closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. Closing with
+/// received bytes unread (a body, the rest of an oversized head) would reset the
+/// connection, and a client still sending could lose the answer to that reset.
+fn linger_close(stream: &mut TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + LINGER_TIME;
+    let mut tmp = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut tmp) {
+            Ok(n) if n > 0 => drained += n,
+            _ => return,
+        }
     }
 }
 
@@ -292,10 +360,22 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
                 ),
             }
         }
-        (_, "/health" | "/ready" | "/config" | "/metrics" | "/reload") => {
+        (_, p) if !allowed_methods(p).is_empty() => {
             (405, "text/plain", "method not allowed\n".into())
         }
         _ => (404, "text/plain", "unknown endpoint\n".into()),
+    }
+}
+
+/// The methods a known path answers ("" for an unknown path), for `Allow`.
+fn allowed_methods(path: &str) -> &'static str {
+    match path {
+        "/health" | "/ready" | "/config" | "/metrics" => "GET, HEAD",
+        "/reload" => "POST",
+        p if p.starts_with("/backends/") && (p.ends_with("/drain") || p.ends_with("/undrain")) => {
+            "POST"
+        }
+        _ => "",
     }
 }
 
@@ -389,30 +469,17 @@ fn pretty(v: &Value) -> String {
     s
 }
 
-/// Write a whole response; `extra_headers` is zero or more `Name: value\r\n` lines.
+/// Write a whole response in one write (a head and a body written apart can wait on each
+/// other under Nagle); `extra_headers` is zero or more `Name: value\r\n` lines. With
+/// `head_only` (an answer to HEAD), the head says the body's length but the body is left
+/// out.
 fn respond(
     stream: &mut TcpStream,
     status: u16,
     content_type: &str,
     extra_headers: &str,
     body: &str,
-) -> std::io::Result<()> {
-    let length = format!("Content-Length: {}\r\n", body.len());
-    respond_head(
-        stream,
-        status,
-        content_type,
-        &format!("{length}{extra_headers}"),
-    )?;
-    stream.write_all(body.as_bytes())
-}
-
-/// Write a response head; `headers` must include the framing (`Content-Length`).
-fn respond_head(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    headers: &str,
+    head_only: bool,
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
@@ -421,10 +488,15 @@ fn respond_head(
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{headers}Connection: close\r\n\r\n"
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
+        body.len()
     );
-    stream.write_all(head.as_bytes())
+    if !head_only {
+        out.push_str(body);
+    }
+    stream.write_all(out.as_bytes())
 }
