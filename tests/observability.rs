@@ -255,34 +255,44 @@ impl Gated {
         self.gate.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The access log's lines, once there are `n`.
     fn log_lines(&self, n: usize) -> Vec<String> {
-        let read = || std::fs::read_to_string(&self.log).unwrap_or_default();
-        common::wait_until(
-            &format!("the access log has {n} lines"),
-            std::time::Duration::from_secs(5),
-            || read().lines().count() >= n,
-        );
-        read().lines().map(str::to_string).collect()
+        log_lines(&self.log, n)
     }
 
-    /// `ringgate_requests_total` by status label, and `ringgate_errors_total{kind="client_gone"}`.
     fn counted(&self) -> (std::collections::BTreeMap<String, u64>, u64) {
-        let text = self.router.admin_get("/metrics").text();
-        let mut by_status = std::collections::BTreeMap::new();
-        let mut gone = 0;
-        for line in text.lines() {
-            let value = || line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
-            if line.starts_with("ringgate_requests_total{") {
-                let status = line.split("status=\"").nth(1).unwrap();
-                let status = status.split('"').next().unwrap().to_string();
-                *by_status.entry(status).or_insert(0) += value();
-            } else if line.starts_with("ringgate_errors_total{kind=\"client_gone\"}") {
-                gone = value();
-            }
-        }
-        (by_status, gone)
+        counted(&self.router)
     }
+}
+
+/// The access log's lines, once there are `n`.
+fn log_lines(log: &std::path::Path, n: usize) -> Vec<String> {
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    common::wait_until(
+        &format!("the access log has {n} lines"),
+        std::time::Duration::from_secs(5),
+        || read().lines().count() >= n,
+    );
+    read().lines().map(str::to_string).collect()
+}
+
+/// `ringgate_requests_total` by status label, and `ringgate_errors_total{kind="client_gone"}`.
+fn counted(
+    router: &common::router::RouterProcess,
+) -> (std::collections::BTreeMap<String, u64>, u64) {
+    let text = router.admin_get("/metrics").text();
+    let mut by_status = std::collections::BTreeMap::new();
+    let mut gone = 0;
+    for line in text.lines() {
+        let value = || line.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+        if line.starts_with("ringgate_requests_total{") {
+            let status = line.split("status=\"").nth(1).unwrap();
+            let status = status.split('"').next().unwrap().to_string();
+            *by_status.entry(status).or_insert(0) += value();
+        } else if line.starts_with("ringgate_errors_total{kind=\"client_gone\"}") {
+            gone = value();
+        }
+    }
+    (by_status, gone)
 }
 
 impl Drop for Gated {
@@ -357,4 +367,239 @@ fn answered_clients_that_leave_afterwards_keep_their_status() {
         assert!(line.contains(" status=200 "), "{line}");
     }
     assert_eq!(g.counted(), (counts(&[("2xx", 3)]), 0));
+}
+
+/// A backend that holds its answer to `/holdN` until its gate is opened to at least `N`,
+/// reading its connection meanwhile: an end the router gives it before the answer (EOF or
+/// a reset) is counted, and that request is never answered. Other paths are answered at
+/// once. In front of it, a router process with one worker, `/metrics`, a text access log,
+/// and an in-flight bound of 2 (Queries shed from 1 in flight, Commands from 2).
+struct Held {
+    state: std::sync::Arc<HeldState>,
+    router: common::router::RouterProcess,
+    log: std::path::PathBuf,
+    /// Whether the router watches a waiting client for a reset: on io_uring with
+    /// multishot receives (the suite's default pass), not on epoll nor with multishot off.
+    watched: bool,
+}
+
+#[derive(Default)]
+struct HeldState {
+    gate: std::sync::atomic::AtomicUsize,
+    /// `/hold` requests received.
+    held: std::sync::atomic::AtomicUsize,
+    /// Connections the router ended while the backend held their answer.
+    ended_unanswered: std::sync::atomic::AtomicUsize,
+}
+
+const HELD_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+impl Held {
+    fn start(name: &str) -> Held {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(HeldState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let st = st.clone();
+                std::thread::spawn(move || serve_held(stream, &st));
+            }
+        });
+        let log = std::env::temp_dir().join(format!("ringgate-{name}-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let multishot_off = std::env::var("RINGGATE_TEST_MULTISHOT").as_deref() == Ok("0");
+        let args: &[&str] = if multishot_off {
+            &["--multishot", "false"]
+        } else {
+            &[]
+        };
+        let router = common::router::RouterProcess::start(
+            name,
+            &format!(
+                "{}[overload]\nmax_in_flight_per_worker = 2\nquery_shed_ratio = 0.5\n[log]\naccess_log = \"{}\"\n",
+                partition_of(&[addr], NO_HEALTH),
+                log.display()
+            ),
+            1,
+            true,
+            args,
+        );
+        Held {
+            state,
+            router,
+            log,
+            watched: common::router::test_driver() != "epoll" && !multishot_off,
+        }
+    }
+
+    fn open(&self, n: usize) {
+        self.state
+            .gate
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn wait_held(&self, n: usize) {
+        common::wait_until(
+            &format!("the backend holds {n} requests"),
+            std::time::Duration::from_secs(5),
+            || self.state.held.load(std::sync::atomic::Ordering::SeqCst) >= n,
+        );
+    }
+
+    fn ended_unanswered(&self) -> usize {
+        self.state
+            .ended_unanswered
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Whatever is still held is let go.
+        self.open(usize::MAX);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn serve_held(mut s: std::net::TcpStream, st: &HeldState) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(i) = common::find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        if let Some(n) = path.strip_prefix("/hold") {
+            let n: usize = n.parse().unwrap();
+            st.held.fetch_add(1, SeqCst);
+            s.set_read_timeout(Some(std::time::Duration::from_millis(5)))
+                .unwrap();
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while st.gate.load(SeqCst) < n && std::time::Instant::now() < until {
+                match s.read(&mut tmp) {
+                    Ok(0) => {
+                        st.ended_unanswered.fetch_add(1, SeqCst);
+                        return;
+                    }
+                    Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => {
+                        st.ended_unanswered.fetch_add(1, SeqCst);
+                        return;
+                    }
+                }
+            }
+            s.set_read_timeout(None).unwrap();
+        }
+        if s.write_all(HELD_ANSWER).is_err() {
+            return;
+        }
+    }
+}
+
+fn held_get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n")
+}
+
+/// A client that resets while its Query waits for the upstream's answer: on io_uring with
+/// multishot receives the wait ends at once — the upstream connection is closed (the
+/// backend sees its end before it answered), the in-flight place is free (a next Query is
+/// admitted where Queries are shed from 1 in flight), and the request is counted
+/// `status="none"`/`client_gone` and logged 499. Elsewhere the reset is noticed only when
+/// the answer is written: the place is held until then (the next Query is shed).
+#[test]
+fn a_query_whose_client_resets_while_its_answer_is_awaited_ends_at_once() {
+    let h = Held::start("obs-abort-query");
+    let mut c = common::client::Client::connect(h.router.addr);
+    c.send(held_get("/hold1").as_bytes());
+    h.wait_held(1);
+    c.reset();
+    if h.watched {
+        common::wait_until(
+            "the router closes the upstream connection of the Query whose client reset",
+            std::time::Duration::from_secs(5),
+            || h.ended_unanswered() == 1,
+        );
+        assert_eq!(get(h.router.addr, "/now", "X-User-Id: u\r\n").status, 200);
+        let lines = log_lines(&h.log, 2);
+        assert!(lines[0].contains(" status=499 "), "{}", lines[0]);
+        assert!(lines[1].contains(" status=200 "), "{}", lines[1]);
+        assert_eq!(counted(&h.router), (counts(&[("2xx", 1), ("none", 1)]), 1));
+    } else {
+        assert_eq!(get(h.router.addr, "/now", "X-User-Id: u\r\n").status, 503);
+        h.open(1);
+        let lines = log_lines(&h.log, 2);
+        assert!(lines[0].contains(" status=503 "), "{}", lines[0]);
+        assert!(lines[1].contains(" status=499 "), "{}", lines[1]);
+        assert_eq!(counted(&h.router), (counts(&[("5xx", 1), ("none", 1)]), 1));
+        assert_eq!(h.ended_unanswered(), 0);
+    }
+}
+
+/// A client that only half-closes (FIN) after its Query, or sends a pipelined request
+/// while the first one's answer is awaited, is no client gone: both wait and are answered.
+#[test]
+fn a_query_whose_client_half_closes_or_pipelines_while_waiting_is_answered() {
+    let h = Held::start("obs-abort-fin");
+    let still_held = std::time::Duration::from_millis(200);
+    let mut c = common::client::Client::connect(h.router.addr);
+    c.send(held_get("/hold1").as_bytes());
+    c.finish_sending();
+    h.wait_held(1);
+    common::assert_holds_for("the upstream connection stays open", still_held, || {
+        h.ended_unanswered() == 0
+    });
+    h.open(1);
+    assert_eq!(c.read_response().status, 200);
+    let mut p = common::client::Client::connect(h.router.addr);
+    p.send(held_get("/hold2").as_bytes());
+    h.wait_held(2);
+    p.send(held_get("/now").as_bytes());
+    common::assert_holds_for("the upstream connection stays open", still_held, || {
+        h.ended_unanswered() == 0
+    });
+    h.open(2);
+    assert_eq!(p.read_response().status, 200);
+    assert_eq!(p.read_response().status, 200);
+    assert_eq!(counted(&h.router), (counts(&[("2xx", 3)]), 0));
+}
+
+/// A Command whose client resets while its answer is awaited keeps waiting for it (its
+/// bytes reached the server, which may execute it whatever the client does): its place
+/// stays taken (a Query is shed meanwhile) and its upstream connection open until the
+/// answer, which goes to nobody: counted `status="none"`/`client_gone`, logged 499.
+#[test]
+fn a_command_whose_client_resets_while_its_answer_is_awaited_waits_for_it() {
+    let h = Held::start("obs-abort-command");
+    let mut c = common::client::Client::connect(h.router.addr);
+    c.send(b"POST /hold1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: 0\r\n\r\n");
+    h.wait_held(1);
+    c.reset();
+    assert_eq!(get(h.router.addr, "/now", "X-User-Id: u\r\n").status, 503);
+    common::assert_holds_for(
+        "the Command's upstream connection stays open",
+        std::time::Duration::from_millis(200),
+        || h.ended_unanswered() == 0,
+    );
+    h.open(1);
+    let lines = log_lines(&h.log, 2);
+    assert!(lines[0].contains(" status=503 "), "{}", lines[0]);
+    assert!(lines[1].contains(" status=499 "), "{}", lines[1]);
+    assert_eq!(counted(&h.router), (counts(&[("5xx", 1), ("none", 1)]), 1));
 }

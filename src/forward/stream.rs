@@ -23,7 +23,7 @@ use monoio::BufResult;
 use rustls::{ClientConnection, ServerConnection};
 
 use crate::runtime::eager::{Eager, Settled};
-use crate::runtime::multishot::Multi;
+use crate::runtime::multishot::{Multi, ResetWatch};
 use crate::tls::{TlsInfo, TlsRead, TlsWrite};
 
 /// The reading half of a connection.
@@ -249,6 +249,16 @@ impl Reader {
         match self {
             Reader::Multi(m) => m.ms.has_failed(),
             _ => false,
+        }
+    }
+
+    /// A watch for this connection's reset that holds no borrow of the reader (see
+    /// [`ResetWatch`]): on a multishot reader only (elsewhere only a read or a syscall
+    /// could tell).
+    pub fn reset_watch(&self) -> Option<ResetWatch> {
+        match self {
+            Reader::Multi(m) => Some(m.ms.reset_watch()),
+            _ => None,
         }
     }
 

@@ -128,6 +128,13 @@ struct Slot {
     waker: Option<Waker>,
 }
 
+impl Slot {
+    fn has_failed(&self) -> bool {
+        // An error ends the multishot: it is the last completion queued.
+        self.queue.back().is_some_and(|&(res, _)| res < 0)
+    }
+}
+
 struct State {
     ring: Ring,
     slots: Vec<Slot>,
@@ -462,8 +469,13 @@ impl Multi {
     /// Whether the socket reported an error (a reset) that nobody has read: the
     /// connection is broken, whatever was received before it.
     pub fn has_failed(&self) -> bool {
-        // An error ends the multishot: it is the last completion queued.
-        self.with(|_, sl| sl.queue.back().is_some_and(|&(res, _)| res < 0))
+        self.with(|_, sl| sl.has_failed())
+    }
+
+    /// A watch for this socket's reset that holds no borrow of the reader (see
+    /// [`ResetWatch`]).
+    pub fn reset_watch(&self) -> ResetWatch {
+        ResetWatch { slot: self.slot }
     }
 
     /// Whether the ring itself vouches that the socket received nothing — no bytes, no end,
@@ -483,6 +495,42 @@ impl Multi {
             })
         });
         quiet && uring_ext::is_caught_up()
+    }
+}
+
+/// Whether a socket's multishot received an error (a reset), for a task that waits on
+/// something else while another part of it may hold the reader: a client's exchange
+/// waiting for the upstream's answer. It arms nothing (no SQE, no syscall): it leaves the
+/// task's waker in the socket's slot, which every completion of the multishot already in
+/// flight wakes. Valid while the [`Multi`] it came from lives (its slot is not reused
+/// before).
+#[derive(Clone, Copy, Debug)]
+pub struct ResetWatch {
+    slot: u32,
+}
+
+impl ResetWatch {
+    /// Ready once the socket reported an error nobody has read (as [`Multi::has_failed`]).
+    /// Otherwise the task is woken by the socket's next completion — bytes and an end
+    /// too, which are no reset: the caller then looks again. A socket whose multishot is
+    /// not in flight (stopped for a splice or at its bound, ended by a FIN, or starved of
+    /// buffers) reports nothing more.
+    pub fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<()> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let Some(st) = s.as_mut() else {
+                return Poll::Pending;
+            };
+            let sl = &mut st.slots[self.slot as usize];
+            if sl.has_failed() {
+                return Poll::Ready(());
+            }
+            match &sl.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => sl.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
     }
 }
 

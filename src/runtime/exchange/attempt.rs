@@ -12,6 +12,10 @@
 //! back, so the caller knows exactly where the client body stands and can discard the rest
 //! of it to keep the connection.
 //!
+//! A Query whose client resets while the answer is awaited ends the attempt at once (its
+//! upstream connection closes with it); a Command waits for its answer. Only a multishot
+//! client is watched: the ring reports its reset without a syscall.
+//!
 //! The request is never modified by an attempt: the head to forward lives in
 //! `Client::fwd`, the body in `Client::buf`, and a timed-out write hands its buffer back,
 //! so a retry sends the original bytes.
@@ -36,6 +40,7 @@ use crate::http::chunked::ChunkError;
 use crate::http::head::{write_response_head, ConnectionField};
 use crate::http::response::{parse_response, ResponseHead};
 use crate::http::scan::HeadScanner;
+use crate::route::router::Class;
 use crate::runtime::client::Client;
 use crate::runtime::worker::Worker;
 use crate::upstream::pool::UpstreamConn;
@@ -117,6 +122,8 @@ enum Event {
     /// The whole request was handed over eagerly at this time (it settles later).
     Handed(Instant),
     Timer,
+    /// The client reset its connection while the answer was awaited.
+    ClientReset,
 }
 
 /// `timer` set to `due`, armed if it was not.
@@ -205,6 +212,18 @@ pub async fn run(
             && probe.is_some_and(|p| p.holds()),
         cut: reached.get() && !went_whole.get(),
     };
+    // A Query whose client resets while its answer is awaited ends at once: its in-flight
+    // place and its upstream connection are not held for nobody until the response
+    // timeout (nginx's default, `proxy_ignore_client_abort off`). A Command waits for its
+    // answer: its server may execute it whatever the client does, so the breaker hears how
+    // it went, and a moved user's next Commands wait until the server is done with it
+    // (ordered migration), not merely its client. Watched only where the ring already
+    // reports the reset (a multishot reader): elsewhere it would cost a syscall per
+    // request.
+    let watch = match req.class {
+        Class::Query => c.rd.reset_watch(),
+        Class::Command => None,
+    };
     let sender_io = SenderIo {
         rd: &mut c.rd,
         buf: &mut c.buf,
@@ -264,6 +283,9 @@ pub async fn run(
                 if let Poll::Ready(r) = reader.as_mut().poll(cx) {
                     return Poll::Ready(Event::Head(r));
                 }
+                if watch.is_some_and(|w| w.poll_reset(cx).is_ready()) {
+                    return Poll::Ready(Event::ClientReset);
+                }
             }
             if timer
                 .as_mut()
@@ -317,6 +339,11 @@ pub async fn run(
                         exact: !splicing.get(),
                     }),
                 };
+            }
+            // Nothing is written to the client; the upstream connection, its answer still
+            // to come, is closed with the attempt (a downstream failure is never retried).
+            Event::ClientReset => {
+                return Err(fail(ProxyError::downstream(ErrorKind::ClientGone)));
             }
             // The due time may have moved (an interim response came): look again.
             Event::Timer => {
