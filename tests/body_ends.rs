@@ -124,17 +124,23 @@ fn a_large_early_answer_reaches_a_client_still_sending_its_body() {
     on_drivers_that_read_once(large_early_answer);
 }
 
-fn large_early_answer(start: &dyn Fn(&ScriptedBackend) -> Router) {
-    use std::io::Write;
-    let answer_len = 4 * 1024 * 1024;
+/// A backend that answers `status` (with `fields`) and a body of `len` bytes `z` at once,
+/// never reading the request's body, then closes; with the answer's whole length.
+fn early_answer_backend(status: &str, fields: &str, len: usize) -> (ScriptedBackend, usize) {
     let mut answer =
-        format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {answer_len}\r\n\r\n").into_bytes();
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\n{fields}\r\n").into_bytes();
     let head_len = answer.len();
-    answer.resize(head_len + answer_len, b'z');
+    answer.resize(head_len + len, b'z');
+    let whole = answer.len();
     let reply = Reply::bytes(answer)
         .early(BodyRead::Never)
         .then(Ending::Close);
-    let b = ScriptedBackend::start(move |_| reply.clone());
+    (ScriptedBackend::start(move |_| reply.clone()), whole)
+}
+
+fn large_early_answer(start: &dyn Fn(&ScriptedBackend) -> Router) {
+    use std::io::Write;
+    let (b, answer_len) = early_answer_backend("401 Unauthorized", "", 4 * 1024 * 1024);
     let r = start(&b);
     let mut s = small_window_client(r.addr);
     let len = 50_000;
@@ -152,7 +158,7 @@ fn large_early_answer(start: &dyn Fn(&ScriptedBackend) -> Router) {
     let (got, end) = read_until_end(&mut s);
     assert_eq!(
         (got.len(), end.as_str()),
-        (head_len + answer_len + "Connection: close\r\n".len(), "FIN"),
+        (answer_len + "Connection: close\r\n".len(), "FIN"),
         "the whole answer, then a clean close"
     );
 }
@@ -166,17 +172,8 @@ fn an_early_answer_to_an_upload_beyond_the_drain_bound_is_delivered_whole() {
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let answer_len = 256 * 1024;
-    let mut answer = format!(
-        "HTTP/1.1 413 Content Too Large\r\nContent-Length: {answer_len}\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    let head_len = answer.len();
-    answer.resize(head_len + answer_len, b'z');
-    let reply = Reply::bytes(answer)
-        .early(BodyRead::Never)
-        .then(Ending::Close);
-    let b = ScriptedBackend::start(move |_| reply.clone());
+    let (b, answer_len) =
+        early_answer_backend("413 Content Too Large", "Connection: close\r\n", 256 * 1024);
     let r = route_to(&b);
     // The answer waits in ringgate's send queue: the client's window is 4 KiB.
     let mut s = small_window_client(r.addr);
@@ -215,7 +212,7 @@ fn an_early_answer_to_an_upload_beyond_the_drain_bound_is_delivered_whole() {
     let (got, _) = read_until_end(&mut s);
     assert_eq!(
         got.len(),
-        head_len + answer_len,
+        answer_len,
         "the whole answer, after {} bytes of the body",
         sent.load(Ordering::SeqCst)
     );

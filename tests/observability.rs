@@ -310,9 +310,19 @@ fn counts(pairs: &[(&str, u64)]) -> std::collections::BTreeMap<String, u64> {
 /// closed request"), not as a success.
 #[test]
 fn a_client_gone_before_its_answer_is_not_counted_under_the_answers_status() {
-    let g = Gated::start("obs-gone-wait", || Reply::ok("ok"));
+    gone_while_answered(
+        "obs-gone-wait",
+        || Reply::ok("ok"),
+        b"GET /g1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n",
+    );
+}
+
+/// Send `request` to a gated backend answering with `reply`, reset the client while the
+/// backend holds it, then let the answer go: counted `none` and logged 499.
+fn gone_while_answered(name: &str, reply: fn() -> Reply, request: &[u8]) {
+    let g = Gated::start(name, reply);
     let mut c = common::client::Client::connect(g.router.addr);
-    c.send(b"GET /g1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    c.send(request);
     g.backend.wait_for_requests(1);
     c.reset();
     g.open(1);
@@ -324,22 +334,16 @@ fn a_client_gone_before_its_answer_is_not_counted_under_the_answers_status() {
 /// The same for a `101 Switching Protocols` the client was gone for: no switch happened.
 #[test]
 fn a_switch_whose_client_is_gone_is_not_counted_as_101() {
-    let g = Gated::start("obs-gone-101", || {
-        Reply::bytes(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-        )
-        .then(common::backend::Ending::Echo)
-    });
-    let mut c = common::client::Client::connect(g.router.addr);
-    c.send(
+    gone_while_answered(
+        "obs-gone-101",
+        || {
+            Reply::bytes(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            )
+            .then(common::backend::Ending::Echo)
+        },
         b"GET /g1 HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
-    g.backend.wait_for_requests(1);
-    c.reset();
-    g.open(1);
-    let lines = g.log_lines(1);
-    assert!(lines[0].contains(" status=499 "), "{}", lines[0]);
-    assert_eq!(g.counted(), (counts(&[("none", 1)]), 1));
 }
 
 /// Answers that reached their clients keep their status: an ordinary exchange, a client

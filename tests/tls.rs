@@ -73,9 +73,10 @@ fn routing_chunked_bodies_and_pipelining_over_tls_1_3_and_1_2() {
     }
 }
 
-#[test]
-fn a_websocket_upgrade_tunnels_over_tls() {
-    let cert = TestCert::new("upgrade");
+/// A TLS client switched (101) to an echo tunnel through a router whose config ends with
+/// `extra`; the tunnel has carried nothing yet.
+fn tls_echo_tunnel(name: &str, extra: &str) -> (TestCert, ScriptedBackend, Router, TlsClient) {
+    let cert = TestCert::new(name);
     let b = ScriptedBackend::start(|_| {
         Reply::bytes(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
@@ -84,7 +85,7 @@ fn a_websocket_upgrade_tunnels_over_tls() {
     });
     let r = Router::start_with_listener(
         &format!(
-            "default_backend = \"{}\"\n[health]\nenabled = false\n",
+            "default_backend = \"{}\"\n[health]\nenabled = false\n{extra}",
             b.addr
         ),
         &tls_listener(&cert, ""),
@@ -94,6 +95,12 @@ fn a_websocket_upgrade_tunnels_over_tls() {
         b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     );
     assert_eq!(resp.status, 101);
+    (cert, b, r, c)
+}
+
+#[test]
+fn a_websocket_upgrade_tunnels_over_tls() {
+    let (_cert, _b, _r, mut c) = tls_echo_tunnel("upgrade", "");
     c.send(b"ping over tls");
     assert_eq!(c.read_raw(13), b"ping over tls");
 }
@@ -102,25 +109,8 @@ fn a_websocket_upgrade_tunnels_over_tls() {
 fn an_idle_tunnel_ends_with_close_notify() {
     // Nothing is in flight when a tunnel ends for want of traffic: a clean end, which a
     // TLS client must be able to tell from a cut stream.
-    let cert = TestCert::new("tunnel-idle");
-    let b = ScriptedBackend::start(|_| {
-        Reply::bytes(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-        )
-        .then(Ending::Echo)
-    });
-    let r = Router::start_with_listener(
-        &format!(
-            "default_backend = \"{}\"\n[health]\nenabled = false\n[timeouts]\ntunnel_idle_ms = 300\n",
-            b.addr
-        ),
-        &tls_listener(&cert, ""),
-    );
-    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
-    let resp = c.roundtrip(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-    );
-    assert_eq!(resp.status, 101);
+    let (_cert, _b, _r, mut c) =
+        tls_echo_tunnel("tunnel-idle", "[timeouts]\ntunnel_idle_ms = 300\n");
     c.send(b"ping");
     assert_eq!(c.read_raw(4), b"ping");
     let (got, end) = read_to_tcp_end(&mut c);
