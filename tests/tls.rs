@@ -646,16 +646,7 @@ fn commands_racing_a_tls_upstream_that_closes_idle_connections_are_processed_at_
             .collect();
         *taken.entry(digits.parse::<u64>().unwrap()).or_insert(0) += 1;
     }
-    for n in &answered {
-        assert_eq!(
-            taken.get(n),
-            Some(&1),
-            "Command {n} answered 200: taken once"
-        );
-    }
-    for n in &refused {
-        assert_eq!(taken.get(n), None, "Command {n} answered 502: never taken");
-    }
+    common::assert_commands_taken_once(&taken, &answered, &refused);
     let stale = r.metrics().pool_stale;
     eprintln!(
         "{} answered, {} refused (502), {stale} sent again after the server closed first",

@@ -142,16 +142,7 @@ fn commands_racing_a_backend_that_drops_idle_connections_are_processed_at_most_o
         let n = command_number(&req.text()).expect("a numbered Command");
         *taken.entry(n).or_insert(0) += 1;
     }
-    for n in &answered {
-        assert_eq!(
-            taken.get(n),
-            Some(&1),
-            "Command {n} answered 200: taken once"
-        );
-    }
-    for n in &refused {
-        assert_eq!(taken.get(n), None, "Command {n} answered 502: never taken");
-    }
+    common::assert_commands_taken_once(&taken, &answered, &refused);
     assert!(taken.values().all(|&k| k == 1), "no Command taken twice");
     let m = r.metrics();
     eprintln!(

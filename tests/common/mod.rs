@@ -71,3 +71,22 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     }
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// For the stale-connection races: every Command answered 200 was taken by the server
+/// exactly once, and none answered 502 was taken (`taken`: times each number arrived).
+pub fn assert_commands_taken_once(
+    taken: &std::collections::HashMap<u64, usize>,
+    answered: &[u64],
+    refused: &[u64],
+) {
+    for n in answered {
+        assert_eq!(
+            taken.get(n),
+            Some(&1),
+            "Command {n} answered 200: taken once"
+        );
+    }
+    for n in refused {
+        assert_eq!(taken.get(n), None, "Command {n} answered 502: never taken");
+    }
+}
