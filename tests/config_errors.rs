@@ -92,6 +92,20 @@ fn more_user_id_header_names_than_trailers_can_refuse_are_refused() {
     Config::load(&ok.0).unwrap();
 }
 
+/// JSON keys match in any case, as Go's `encoding/json` reads them; the scanner folds the
+/// case of ASCII only, so a key beyond ASCII (`"clé"`, which Go also matches as `"CLÉ"`)
+/// would let the two disagree.
+#[test]
+fn a_json_key_beyond_ascii_is_refused() {
+    let text = format!("{ZONES}[extract]\njson_keys = [\"user_id\", \"cl\u{e9}\"]\n");
+    let e = refused("json_key_not_ascii", &text, 6, "extract.json_keys");
+    assert!(e.message.contains("is not ASCII"), "{e}");
+    accepted(
+        "json_keys_ascii",
+        &format!("{ZONES}[extract]\njson_keys = [\"user_id\", \"cle\"]\n"),
+    );
+}
+
 #[test]
 fn a_misspelt_default_partition_is_called_unknown() {
     let text = format!("default_backend = \"zone_7\"\n{ZONES}");

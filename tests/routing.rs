@@ -392,3 +392,112 @@ fn a_transfer_coded_body_is_not_read_for_a_user_id() {
         "zone_1"
     );
 }
+
+/// Every backend's request count, summed.
+fn served_by_all(f: &Fleet) -> u64 {
+    f.z1.iter()
+        .chain(f.z2_read.iter())
+        .chain([&f.z2_write, &f.default])
+        .map(|b| served(*b))
+        .sum()
+}
+
+/// A POST of raw body bytes, sent with `Content-Length` or in chunks of one byte.
+fn post_body(a: std::net::SocketAddr, body: &[u8], is_chunked: bool) -> common::client::Response {
+    let mut raw =
+        b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            .to_vec();
+    if is_chunked {
+        raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for b in body {
+            raw.extend_from_slice(b"1\r\n");
+            raw.push(*b);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        raw.extend_from_slice(body);
+    }
+    request(a, &raw)
+}
+
+/// Go's `encoding/json` matches a key to a field in any case (and `ſ` as `s`), the last
+/// match winning: `{"user_id":"alice","USER_ID":"bob"}` is an order of bob's to a Go
+/// backend, and was routed to alice's partition.
+#[test]
+fn json_keys_in_any_case_name_the_user() {
+    let f = fleet();
+    let a = f.router.addr;
+    let before = served_by_all(&f);
+    for body in [
+        r#"{"user_id":"alice","USER_ID":"bob"}"#,
+        "{\"user_id\":\"alice\",\"u\u{17f}er_id\":\"bob\"}",
+        r#"{"uid":"alice","Uid":"bob"}"#,
+    ] {
+        for is_chunked in [false, true] {
+            let r = post_body(a, body.as_bytes(), is_chunked);
+            assert_eq!(r.status, 400, "{body} (chunked: {is_chunked})");
+        }
+    }
+    assert_eq!(before, served_by_all(&f), "nothing reached a backend");
+    for is_chunked in [false, true] {
+        let r = post_body(a, br#"{"User_Id":"bob","side":"buy"}"#, is_chunked);
+        assert_eq!(r.zone(), "zone_2w", "chunked: {is_chunked}");
+    }
+}
+
+/// JavaScript (and Go decoding into `any`) holds JSON numbers as `f64`: past 2^53 an
+/// integer reads as another one, `9007199254740993` as `9007199254740992`.
+#[test]
+fn integer_ids_beyond_2_pow_53_are_refused() {
+    let f = fleet();
+    let a = f.router.addr;
+    let before = served_by_all(&f);
+    for body in [
+        r#"{"uid":9007199254740993}"#,
+        r#"{"uid":18446744073709551615}"#,
+    ] {
+        assert_eq!(
+            post_json(a, "/api/spot/v2/order", body).status,
+            400,
+            "{body}"
+        );
+    }
+    assert_eq!(before, served_by_all(&f), "nothing reached a backend");
+    let r = post_json(a, "/api/spot/v2/order", r#"{"uid":9007199254740991}"#);
+    assert_eq!(r.status, 200);
+}
+
+/// Backends read a user from objects `serde_json` refuses: Go takes invalid UTF-8, lone
+/// surrogates and `1e309` in fields it ignores, and its `Decoder` stops after the first
+/// value; Node and Python take lone surrogates and `1e309`, Python `NaN` and a byte order
+/// mark. Each reads alice's order from these, which went to the default partition as
+/// nobody's (and past her rate limit).
+#[test]
+fn an_object_that_is_not_valid_json_is_refused() {
+    let f = fleet();
+    let a = f.router.addr;
+    let before = served_by_all(&f);
+    let bodies: &[&[u8]] = &[
+        br#"{"user_id":"alice","x":"\ud800"}"#,
+        br#"{"x":"\udc00","user_id":"alice"}"#,
+        b"{\"user_id\":\"alice\",\"x\":\"\xff\"}",
+        br#"{"user_id":"alice","x":1e309}"#,
+        br#"{"user_id":"alice","x":NaN}"#,
+        br#"{"user_id":"alice"}{"user_id":"bob"}"#,
+        b"\xef\xbb\xbf{\"user_id\":\"alice\"}",
+    ];
+    for body in bodies {
+        for is_chunked in [false, true] {
+            let r = post_body(a, body, is_chunked);
+            let shown = String::from_utf8_lossy(body);
+            assert_eq!(r.status, 400, "{shown} (chunked: {is_chunked})");
+        }
+    }
+    assert_eq!(before, served_by_all(&f), "nothing reached a backend");
+    // What is not an object at all names nobody.
+    for body in [&br#"[{"user_id":"bob"}]"#[..], b"user_id=bob"] {
+        assert_eq!(post_body(a, body, false).zone(), "default");
+    }
+}

@@ -3,16 +3,18 @@
 //! # Guarantee
 //! For any body bytes, ringgate's single-pass scanner ([`JsonScanner::scan`]) and an
 //! independent reading with `serde_json` agree on which user the body names:
-//! - only top-level keys of a top-level object count, matched exactly after JSON
-//!   unescaping against the configured keys; nested keys and keys inside strings never
+//! - only top-level keys of a top-level object count, matched after JSON unescaping
+//!   against the configured keys in any case, with `ſ` and `K` (Kelvin) as `s` and `k`
+//!   (as Go's `encoding/json` matches them); nested keys and keys inside strings never
 //!   count;
 //! - a string value names that string; an integer value (no fraction, no exponent, within
-//!   i64/u64) names its decimal form; `null` and `""` name nobody;
+//!   ±(2^53 − 1)) names its decimal form; `null` and `""` name nobody;
 //! - any other value type for a configured key is refused, an id longer than
 //!   `max_user_id_bytes` is refused, and two configured keys (or one key twice) naming
 //!   different users are refused as a *conflict* — both sides say "conflict";
-//! - a body that is not a valid JSON document names nobody (at any nesting depth: both
-//!   sides have no limit).
+//! - a body that opens an object (or starts with a byte order mark) but is not one valid
+//!   JSON document is refused as invalid, any other invalid body names nobody (at any
+//!   nesting depth: both sides have no limit).
 //!
 //! Two input classes are left out of the comparison (ringgate still runs on them, fresh
 //! and warm), where the reference cannot judge:
@@ -44,6 +46,7 @@ enum Verdict {
     Conflict,
     BadType,
     TooLong,
+    Invalid,
 }
 
 thread_local! {
@@ -75,6 +78,7 @@ fn ringgate_verdict(scanner: &mut JsonScanner, body: &[u8], rules: &ExtractRules
             "conflicting user ids in body" => Verdict::Conflict,
             "user id must be a string or an integer" => Verdict::BadType,
             "user id too long" => Verdict::TooLong,
+            "invalid JSON body" => Verdict::Invalid,
             other => panic!("unexpected refusal: {other}"),
         },
     }
@@ -169,7 +173,16 @@ fn reference_verdict(body: &[u8], rules: &ExtractRules) -> Option<Verdict> {
         }
     }
     if valid.is_err() || de.end().is_err() {
-        return Some(Verdict::Nobody);
+        let opens_object = body.starts_with(b"\xEF\xBB\xBF")
+            || body
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                .is_some_and(|&b| b == b'{');
+        return Some(if opens_object {
+            Verdict::Invalid
+        } else {
+            Verdict::Nobody
+        });
     }
     Some(entries_verdict(body, rules))
 }
@@ -221,7 +234,19 @@ fn entries_verdict(body: &[u8], rules: &ExtractRules) -> Verdict {
 
     let mut found: Option<Vec<u8>> = None;
     for (key, value) in entries.0 {
-        if !rules.json_keys.iter().any(|k| **k == *key.as_bytes()) {
+        let key: String = key
+            .chars()
+            .map(|c| match c {
+                '\u{17f}' => 's',
+                '\u{212a}' => 'k',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect();
+        if !rules
+            .json_keys
+            .iter()
+            .any(|k| k.to_ascii_lowercase() == key.as_bytes())
+        {
             continue;
         }
         let id: Vec<u8> = match classify(value.get()) {
@@ -265,9 +290,7 @@ fn classify(raw: &str) -> Value {
                 return Value::Other;
             }
             match raw.parse::<i128>() {
-                Ok(n) if n >= i128::from(i64::MIN) && n <= i128::from(u64::MAX) => {
-                    Value::Id(n.to_string().into_bytes())
-                }
+                Ok(n) if n.unsigned_abs() < 1 << 53 => Value::Id(n.to_string().into_bytes()),
                 _ => Value::Other,
             }
         }

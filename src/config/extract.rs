@@ -33,7 +33,8 @@ pub struct ExtractRules {
     pub refused_trailers: TrailerNames,
     /// Query parameter names (matched after percent-decoding, case-sensitively).
     pub query_keys: Vec<Box<[u8]>>,
-    /// Top-level JSON keys (matched after JSON unescaping, case-sensitively).
+    /// Top-level JSON keys, ASCII (matched after JSON unescaping in any case, with `ſ` and
+    /// `K` as `s` and `k`, as Go's `encoding/json` matches them).
     pub json_keys: Vec<Box<[u8]>>,
     /// Longest accepted user id, in bytes.
     pub max_user_id_bytes: usize,

@@ -424,6 +424,20 @@ fn extract_rules_from(f: &FileConfig, errors: &mut Errors<'_>) -> ExtractRules {
             format!("at most {MAX_REFUSED_TRAILER_NAMES} user id header names"),
         );
     }
+    for n in f
+        .extract
+        .json_keys
+        .iter()
+        .filter(|n| !n.get_ref().is_ascii())
+    {
+        // Go's encoding/json matches keys to fields in any case, by Unicode folding; the
+        // scanner folds the case of ASCII keys only.
+        errors.add(
+            n.span(),
+            "extract.json_keys",
+            format!("\"{}\" is not ASCII", n.get_ref()),
+        );
+    }
     ExtractRules {
         refused_trailers: TrailerNames::new(&headers),
         headers,

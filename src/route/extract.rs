@@ -12,8 +12,10 @@
 //! read the other one and act for a different user than the one ringgate routed for.
 //! Only top-level JSON keys count: a key inside a nested object or inside a string value
 //! never matches (the scanner skips nested values whole, and strings end at their
-//! closing quote only). A body that is not valid JSON names nobody, whatever it holds
-//! before the fault: a backend cannot read a user from it either.
+//! closing quote only); they match in any case (`USER_ID`), as Go reads them. A body that
+//! opens an object but is not one valid JSON document is refused: lenient backends
+//! still read a user from it. Integer ids must be within ±(2^53 − 1), where every reader
+//! reads the same integer.
 //!
 //! # Hot path
 //! The id is written into a caller-owned buffer that is reused; the JSON scanner (in
