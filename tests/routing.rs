@@ -501,3 +501,29 @@ fn an_object_that_is_not_valid_json_is_refused() {
         assert_eq!(post_body(a, body, false).zone(), "default");
     }
 }
+
+/// Servers read other spellings of a query name as the user id: PHP turns `.` and ` `
+/// into `_` (`user.id` is its `user_id`, the last one winning), ASP.NET matches names in
+/// any case, PHP and Express read `user_id[]` as an array. Each of these went to alice's
+/// partition (or to the default one) while such a backend read bob.
+#[test]
+fn query_names_other_servers_read_as_the_user_id_are_counted() {
+    let f = fleet();
+    let a = f.router.addr;
+    let before = served_by_all(&f);
+    for query in [
+        "user_id=alice&user.id=bob",
+        "user_id=alice&user+id=bob",
+        "USER_ID=bob&user_id=alice",
+        "user_id[]=bob",
+        "user_id=alice&user_id[0]=bob",
+    ] {
+        let r = get(a, &format!("/api/spot/user/data?{query}"), "");
+        assert_eq!(r.status, 400, "{query}");
+    }
+    assert_eq!(before, served_by_all(&f), "nothing reached a backend");
+    assert_eq!(
+        get(a, "/api/spot/user/data?user.id=bob", "").zone(),
+        "zone_2r"
+    );
+}

@@ -31,7 +31,8 @@ pub struct ExtractRules {
     /// The header names again, as a chunked request body's trailer section refuses them
     /// (at most [`crate::http::chunked::MAX_REFUSED_TRAILER_NAMES`]).
     pub refused_trailers: TrailerNames,
-    /// Query parameter names (matched after percent-decoding, case-sensitively).
+    /// Query parameter names (matched after percent-decoding, in any case and with PHP's
+    /// renaming of `.`, ` ` and `[` to `_`).
     pub query_keys: Vec<Box<[u8]>>,
     /// Top-level JSON keys, ASCII (matched after JSON unescaping in any case, with `ſ` and
     /// `K` as `s` and `k`, as Go's `encoding/json` matches them).

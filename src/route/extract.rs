@@ -121,6 +121,11 @@ pub fn user_id_from_headers(
 /// `x=1;user_id=bob&user_id=alice` names alice for ringgate but bob (or both) for them
 /// ("parameter cloaking"). A query holding a `;` is therefore read both ways, and
 /// refused unless both readings name the same user (or nobody).
+///
+/// Names count as servers read them, not only as configured: in any case (ASP.NET), and
+/// with PHP's renaming (`user.id`, `user id` and `user[id` are its `user_id`), so that
+/// `user_id=alice&user.id=bob` is a conflict; `user_id[]=x` (an array to PHP and Express)
+/// is refused.
 pub fn user_id_from_query(
     query: &[u8],
     rules: &ExtractRules,
@@ -156,21 +161,42 @@ fn query_user_id(
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        if !rules.query_keys.iter().any(|k| key_matches(key, k)) {
-            continue;
+        // Names are mostly sent as configured: an exact match needs no other reading.
+        let mut is_id = rules.query_keys.iter().any(|k| **k == *key);
+        if !is_id {
+            for wanted in &rules.query_keys {
+                match key_reads_as(key, wanted) {
+                    KeyReading::Other => {}
+                    KeyReading::Name => is_id = true,
+                    KeyReading::Array => return Err(bad("ambiguous user id parameter name")),
+                }
+            }
         }
-        agree.offer(|o| percent_decode_into(value, o))?;
+        if is_id {
+            agree.offer(|o| percent_decode_into(value, o))?;
+        }
     }
     Ok(agree.found)
 }
 
-/// Whether an encoded query key decodes to `wanted`, without allocating.
-fn key_matches(encoded: &[u8], wanted: &[u8]) -> bool {
-    if encoded == wanted {
-        return true;
-    }
+/// How servers may read an encoded query key, compared with the configured `wanted`.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyReading {
+    /// As another name.
+    Other,
+    /// As `wanted`.
+    Name,
+    /// As `wanted` followed by `[`: an array (or map) of values to PHP and Express (`qs`).
+    Array,
+}
+
+/// How an encoded query key reads to servers, next to `wanted`, without allocating: it
+/// is `wanted` once percent-decoded, in any case (ASP.NET), and with PHP's renaming
+/// (leading spaces dropped; `.`, ` ` and an unclosed `[` read as `_`).
+fn key_reads_as(encoded: &[u8], wanted: &[u8]) -> KeyReading {
     let mut i = 0;
     let mut w = wanted.iter();
+    let mut is_leading = true;
     while i < encoded.len() {
         let (b, used) = match encoded[i] {
             b'%' => match (
@@ -178,17 +204,33 @@ fn key_matches(encoded: &[u8], wanted: &[u8]) -> bool {
                 encoded.get(i + 2).and_then(|&c| hex(c)),
             ) {
                 (Some(h), Some(l)) => ((h << 4) | l, 3),
-                _ => return false,
+                _ => return KeyReading::Other,
             },
             b'+' => (b' ', 1),
             b => (b, 1),
         };
-        if w.next() != Some(&b) {
-            return false;
-        }
         i += used;
+        if is_leading && b == b' ' {
+            continue;
+        }
+        is_leading = false;
+        let Some(&c) = w.next() else {
+            return if b == b'[' {
+                KeyReading::Array
+            } else {
+                KeyReading::Other
+            };
+        };
+        let is_same = b.eq_ignore_ascii_case(&c) || (c == b'_' && matches!(b, b'.' | b' ' | b'['));
+        if !is_same {
+            return KeyReading::Other;
+        }
     }
-    w.next().is_none()
+    if w.next().is_none() {
+        KeyReading::Name
+    } else {
+        KeyReading::Other
+    }
 }
 
 /// Append the percent-decoded form of `value` to `out`.
@@ -266,6 +308,51 @@ mod tests {
             Some("alice")
         );
         assert_eq!(q("a=1;b=2").unwrap(), None);
+    }
+
+    /// Servers read other spellings of a parameter name as the configured one: PHP drops
+    /// leading spaces and turns `.`, ` ` and an unclosed `[` into `_` (`user.id` is its
+    /// `user_id`), ASP.NET matches names in any case; PHP and Express (`qs`) read
+    /// `user_id[]` and `user_id[0]` as an array of ids.
+    #[test]
+    fn query_names_other_servers_read_as_the_user_id() {
+        let rules = ExtractRules::default();
+        let q = |s: &str| {
+            let mut out = Vec::new();
+            user_id_from_query(s.as_bytes(), &rules, &mut out)
+                .map(|f| f.then(|| String::from_utf8_lossy(&out).into_owned()))
+                .map_err(|e| e.reason())
+        };
+        for query in [
+            "user_id=alice&user.id=bob",
+            "user_id=alice&user+id=bob",
+            "user_id=alice&user%20id=bob",
+            "user_id=alice&user%2Eid=bob",
+            "user_id=alice&user[id=bob",
+            "user_id=alice&+user_id=bob",
+            "USER_ID=bob&user_id=alice",
+            "user_id=alice&UserId=bob",
+        ] {
+            assert_eq!(q(query), Err("conflicting user id parameters"), "{query}");
+        }
+        for query in [
+            "user_id[]=bob",
+            "user_id[0]=bob",
+            "user_id%5B%5D=bob",
+            "user_id=alice&user_id[]=alice",
+            "USERID[x]=bob",
+        ] {
+            assert_eq!(q(query), Err("ambiguous user id parameter name"), "{query}");
+        }
+        for (query, want) in [
+            ("user.id=bob", Some("bob")),
+            ("USERID=bob", Some("bob")),
+            ("user_id=alice&user.id=alice", Some("alice")),
+            ("user[id]=x", None),
+            ("user_idx=x&xuser_id=y&user__id=z&user_id_=w", None),
+        ] {
+            assert_eq!(q(query).unwrap().as_deref(), want, "{query}");
+        }
     }
 
     #[test]
