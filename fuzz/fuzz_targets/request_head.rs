@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ringgate::http::field::Span;
-use ringgate::http::head::write_request_head;
+use ringgate::http::head::{write_request_head, FORWARDED_PROTO_HTTP};
 use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
 use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES};
 
@@ -179,7 +179,14 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
 
     // The forwarded head reads the same.
     let mut out = Vec::new();
-    write_request_head(raw, head, b"X-Forwarded-For: 192.0.2.1\r\n", false, &mut out);
+    write_request_head(
+        raw,
+        head,
+        b"X-Forwarded-For: 192.0.2.1\r\n",
+        FORWARDED_PROTO_HTTP,
+        false,
+        &mut out,
+    );
     let end = HeadScanner::new().scan(&out, usize::MAX);
     assert_eq!(
         end,
