@@ -654,3 +654,90 @@ fn a_reload_does_not_restart_round_robin_at_the_first_server() {
         "servers chosen, a reload between requests"
     );
 }
+
+/// The `/config` entry of server `addr` in the first partition's write list.
+fn server_json(m: &RouterProcess, addr: SocketAddr) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&m.admin_get("/config").body).unwrap();
+    v["partitions"][0]["write"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == addr.to_string())
+        .cloned()
+}
+
+#[test]
+fn a_drain_outlasts_reloads_that_remove_and_add_back_the_server() {
+    let z1 = [demo_backend("zone_1"), demo_backend("zone_1")];
+    let z2 = [demo_backend("zone_2")];
+    let m = managed("drain_kept", &zones(&z1, &z2, ""));
+    let d = z1[1];
+    let label = format!("{{backend=\"{d}\"");
+    let reload = |servers: &[SocketAddr]| {
+        m.rewrite(&zones(servers, &z2, ""));
+        let r = m.admin_post("/reload");
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let config =
+        || -> serde_json::Value { serde_json::from_slice(&m.admin_get("/config").body).unwrap() };
+    let backend_series = || -> Vec<String> {
+        let metrics = m.admin_get("/metrics").text();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ringgate_") && l.contains(&label))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(m.admin_post(&format!("/backends/{d}/drain")).status, 200);
+
+    // Removed: its per-backend series leave /metrics (so a count that starts again from 0
+    // once it is back is a new series to Prometheus, not a counter going down), and
+    // /config lists the drain it keeps.
+    reload(&z1[..1]);
+    let series = backend_series();
+    assert!(
+        !series
+            .iter()
+            .any(|l| !l.starts_with("ringgate_requests_total")),
+        "a removed server's state is still exported: {series:?}"
+    );
+    assert_eq!(
+        config()["drained_removed"],
+        serde_json::json!([d.to_string()])
+    );
+
+    // Added back by an unrelated reload: still drained, and gets no traffic.
+    reload(&z1);
+    assert_eq!(server_json(&m, d).unwrap()["drained"], true);
+    assert_eq!(config()["drained_removed"], serde_json::json!([]));
+    let series = backend_series();
+    assert!(
+        series.contains(&format!("ringgate_backend_drained{label}}} 1")),
+        "{series:?}"
+    );
+    let before = served(d);
+    for _ in 0..8 {
+        assert_eq!(get(m.addr, "/x", "").status, 200);
+    }
+    assert_eq!(
+        served(d),
+        before,
+        "a drained server got traffic after a reload"
+    );
+
+    // Undrain ends it.
+    assert_eq!(m.admin_post(&format!("/backends/{d}/undrain")).status, 200);
+    assert_eq!(server_json(&m, d).unwrap()["drained"], false);
+    for _ in 0..8 {
+        assert_eq!(get(m.addr, "/x", "").status, 200);
+    }
+    assert!(served(d) > before);
+
+    // Undrained while removed: it comes back undrained.
+    assert_eq!(m.admin_post(&format!("/backends/{d}/drain")).status, 200);
+    reload(&z1[..1]);
+    assert_eq!(m.admin_post(&format!("/backends/{d}/undrain")).status, 200);
+    assert_eq!(config()["drained_removed"], serde_json::json!([]));
+    reload(&z1);
+    assert_eq!(server_json(&m, d).unwrap()["drained"], false);
+}

@@ -342,7 +342,7 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
             let Ok(addr) = addr.parse::<SocketAddr>() else {
                 return (400, "text/plain", format!("\"{addr}\" is not an address\n"));
             };
-            let s = lock(server);
+            let mut s = lock(server);
             match s.table().backends.iter().find(|b| b.addr == addr) {
                 Some(b) => {
                     b.set_drained(action);
@@ -351,6 +351,21 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
                         200,
                         JSON,
                         pretty(&backend_json(b, s.table().settings.circuit.as_ref())),
+                    )
+                }
+                // Removed by a reload while drained: it stays drained (it would come
+                // back so) until undrained here.
+                None if s.drained_removed().any(|a| *a == addr) => {
+                    if !action {
+                        s.undrain_removed(&addr);
+                        tracing::info!(backend = %addr, drained = action, "backend drain state changed");
+                    }
+                    (
+                        200,
+                        JSON,
+                        pretty(
+                            &json!({ "address": addr.to_string(), "drained": action, "in_table": false }),
+                        ),
                     )
                 }
                 None => (
@@ -453,6 +468,7 @@ fn config_json(s: &Server) -> Value {
         "listen": s.listen_addr.to_string(),
         "workers": s.drivers().iter().map(|d| d.label()).collect::<Vec<_>>(),
         "partitions": partitions,
+        "drained_removed": s.drained_removed().map(|a| a.to_string()).collect::<Vec<_>>(),
         "explicit_users": config.routes.users.len(),
         "default": match &config.routes.default {
             crate::config::DefaultRoute::Partition(i) => Value::from(config.routes.partitions[*i].name.clone()),

@@ -218,6 +218,16 @@ impl Server {
         &self.table
     }
 
+    /// Drained servers that a reload removed (they come back drained).
+    pub fn drained_removed(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.registry.drained_removed()
+    }
+
+    /// Undrain a server that a reload removed; false if it was not drained.
+    pub fn undrain_removed(&mut self, addr: &SocketAddr) -> bool {
+        self.registry.undrain_removed(addr)
+    }
+
     /// Drivers the workers run on, in worker order.
     pub fn drivers(&self) -> Vec<ActiveDriver> {
         self.workers.iter().map(|w| w.driver).collect()

@@ -4,9 +4,10 @@
 //! checker and the circuit breaker write and every worker reads with a plain load on the
 //! request path (cross-core state is read with atomic loads, each on its own
 //! cache line). The [`BackendRegistry`] keeps one `Backend` per address across config
-//! reloads, so health, drain state and counters survive a reload.
+//! reloads, so health, drain state and counters survive a reload; an operator's drain
+//! survives even a reload that removes the server (see [`BackendRegistry::retain`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -144,6 +145,9 @@ impl Backend {
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
     by_addr: HashMap<SocketAddr, Arc<Backend>>,
+    /// Drained servers that a reload removed: a drain ends by undrain or a restart, never
+    /// by an unrelated config change, so one added back comes back drained.
+    drained_removed: BTreeSet<SocketAddr>,
 }
 
 impl BackendRegistry {
@@ -154,9 +158,14 @@ impl BackendRegistry {
 
     /// The backend for `addr`, created on first use.
     pub fn get_or_create(&mut self, addr: SocketAddr) -> Arc<Backend> {
+        let drained_removed = &mut self.drained_removed;
         self.by_addr
             .entry(addr)
-            .or_insert_with(|| Arc::new(Backend::new(addr)))
+            .or_insert_with(|| {
+                let b = Backend::new(addr);
+                b.set_drained(drained_removed.remove(&addr));
+                Arc::new(b)
+            })
             .clone()
     }
 
@@ -170,9 +179,28 @@ impl BackendRegistry {
         self.by_addr.values()
     }
 
-    /// Drop backends that no current table uses (after a reload).
+    /// Drop backends that no current table uses (after a reload), remembering which of
+    /// them were drained. The rest of their state goes: health and circuit would be stale
+    /// by the time they come back, and their series leave `/metrics` meanwhile.
     pub fn retain(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.by_addr.retain(|a, _| keep(a));
+        let drained_removed = &mut self.drained_removed;
+        self.by_addr.retain(|a, b| {
+            let kept = keep(a);
+            if !kept && b.is_drained() {
+                drained_removed.insert(*a);
+            }
+            kept
+        });
+    }
+
+    /// Drained servers that no current table uses, kept drained for when one comes back.
+    pub fn drained_removed(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.drained_removed.iter()
+    }
+
+    /// Undrain a server that no current table uses; false if it was not drained.
+    pub fn undrain_removed(&mut self, addr: &SocketAddr) -> bool {
+        self.drained_removed.remove(addr)
     }
 }
 
@@ -189,5 +217,14 @@ mod tests {
         assert!(r.get_or_create(a).is_drained());
         r.retain(|_| false);
         assert!(r.get(&a).is_none());
+        assert_eq!(r.drained_removed().collect::<Vec<_>>(), [&a]);
+        assert!(
+            r.get_or_create(a).is_drained(),
+            "a drain outlasts a removal"
+        );
+        assert_eq!(r.drained_removed().count(), 0);
+        r.retain(|_| false);
+        assert!(r.undrain_removed(&a));
+        assert!(!r.get_or_create(a).is_drained());
     }
 }
