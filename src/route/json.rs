@@ -252,9 +252,14 @@ impl<'a> Scan<'a> {
                     // Refused before it is copied anywhere.
                     return self.refuse(bad("user id too long"));
                 }
+                let max = agree.max;
                 agree.offer(|o| {
                     if is_escaped {
-                        unescape_into(raw, o);
+                        // Decoded in full, `\u0061`s would grow the id buffer to the
+                        // body's size.
+                        if !unescape_into(raw, o, max) {
+                            return Err(bad("user id too long"));
+                        }
                     } else {
                         o.extend_from_slice(raw);
                     }
@@ -615,7 +620,8 @@ fn decoded_key_is_id(
     }
     key.clear();
     if kinds & ESCAPED != 0 {
-        unescape_into(raw, key);
+        // Never longer decoded than raw.
+        unescape_into(raw, key, raw.len());
     } else {
         key.extend_from_slice(raw);
     }
@@ -649,10 +655,15 @@ fn fold_to_ascii(key: &mut Vec<u8>) {
     key.truncate(to);
 }
 
-/// Append the decoded contents of a string the scanner has validated (no quotes).
-fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+/// Append the decoded contents of a string the scanner has validated (no quotes), if
+/// they are at most `max` bytes; otherwise `false`, having appended at most `max`.
+fn unescape_into(raw: &[u8], out: &mut Vec<u8>, max: usize) -> bool {
+    let end = out.len() + max;
     let mut rest = raw;
     while let Some(i) = memchr::memchr(b'\\', rest) {
+        if out.len() + i > end {
+            return false;
+        }
         out.extend_from_slice(&rest[..i]);
         let escape = &rest[i + 1..];
         let unit = |at: usize| hex4(escape.get(at..at + 4)).unwrap_or(0xFFFD);
@@ -672,10 +683,17 @@ fn unescape_into(raw: &[u8], out: &mut Vec<u8>) {
             b => (u32::from(b), 1),
         };
         let c = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
+        if out.len() + c.len_utf8() > end {
+            return false;
+        }
         out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
         rest = escape.get(used..).unwrap_or_default();
     }
+    if out.len() + rest.len() > end {
+        return false;
+    }
     out.extend_from_slice(rest);
+    true
 }
 
 /// One bit of a 64-bit filter for a key, from its length and its first and last bytes
@@ -1158,6 +1176,29 @@ mod tests {
             let prefix = &body.as_bytes()[..end];
             assert!(is_refused_as_invalid(prefix), "{prefix:?}");
         }
+    }
+
+    /// An escaped id is decoded only up to `max_user_id_bytes`: decoded in full, a
+    /// body of `\u0061`s grew the connection's id buffer to the body's size, for good.
+    #[test]
+    fn a_long_escaped_id_is_not_decoded_beyond_the_limit() {
+        let rules = ExtractRules::default();
+        let max = rules.max_user_id_bytes;
+        for body in [
+            format!(r#"{{"user_id":"{}"}}"#, r"\u0061".repeat(10_000)),
+            format!(r#"{{"user_id":"{}"}}"#, r"\n".repeat(10_000)),
+            format!(r#"{{"user_id":"a\n{}"}}"#, "b".repeat(10_000)),
+            format!(r#"{{"uid":"a","user_id":"{}"}}"#, r"\u00e9".repeat(10_000)),
+        ] {
+            let mut out = Vec::new();
+            let refused = JsonScanner::new().scan(body.as_bytes(), &rules, &mut out);
+            assert_eq!(refused.unwrap_err().reason(), "user id too long");
+            assert!(out.capacity() <= 2 * max, "{}", out.capacity());
+        }
+        let exact = format!(r#"{{"user_id":"{}"}}"#, r"\u0061".repeat(max));
+        assert_eq!(body_id(&exact).unwrap(), Some("a".repeat(max)));
+        let over = format!(r#"{{"user_id":"{}\u00e9"}}"#, "a".repeat(max - 1));
+        assert_eq!(body_id(&over).unwrap_err().reason(), "user id too long");
     }
 
     #[test]
