@@ -527,3 +527,37 @@ fn query_names_other_servers_read_as_the_user_id_are_counted() {
         "zone_2r"
     );
 }
+
+/// Node and Python decode a query's percent-escapes as UTF-8, reading bytes that are not
+/// UTF-8 as U+FFFD: `?user_id=%FF` and `?user_id=%FE` are one user to them, and were two
+/// to ringgate (routed and rate-limited apart). Header values are read as Latin-1 by
+/// some (Node, Java, WSGI) and as UTF-8 by others, so a non-ASCII header id has no one
+/// reading either.
+#[test]
+fn user_ids_servers_read_differently_are_refused() {
+    let f = fleet();
+    let a = f.router.addr;
+    let before = served_by_all(&f);
+    for query in [
+        "user_id=%FF",
+        "user_id=a%FE",
+        "userId=%C3",
+        "user_id=%ED%A0%80",
+    ] {
+        let r = get(a, &format!("/api/spot/user/data?{query}"), "");
+        assert_eq!(r.status, 400, "{query}");
+    }
+    for value in [&b"\xff"[..], b"a\xfe", "caf\u{e9}".as_bytes()] {
+        let mut raw = b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: ".to_vec();
+        raw.extend_from_slice(value);
+        raw.extend_from_slice(b"\r\n\r\n");
+        let r = request(a, &raw);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(value));
+    }
+    // An escaped id far beyond `limits.max_user_id_bytes` is refused as a plain one is.
+    let long = format!(r#"{{"user_id":"{}"}}"#, r"\u0061".repeat(10_000));
+    assert_eq!(post_json(a, "/api/spot/v2/order", &long).status, 400);
+    assert_eq!(before, served_by_all(&f), "nothing reached a backend");
+    let r = get(a, "/api/spot/user/data?user_id=caf%C3%A9", "");
+    assert_eq!(r.status, 200);
+}

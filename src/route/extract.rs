@@ -1,7 +1,7 @@
 //! Finding the `user_id` of a request, cheapest source first:
 //!
-//! 1. header fields (`X-User-Id`, then `X-Trader-Id`, configurable);
-//! 2. query parameters (`user_id`, then `userId`), percent-decoded;
+//! 1. header fields (`X-User-Id`, then `X-Trader-Id`, configurable), ASCII only;
+//! 2. query parameters (`user_id`, then `userId`), percent-decoded to valid UTF-8;
 //! 3. top-level keys of a JSON body (`user_id, userId, trader_id, traderId, uid,
 //!    accountId, account_id`), string or integer values, read by [`JsonScanner`]: one
 //!    validating pass over the body that builds nothing.
@@ -105,8 +105,14 @@ pub fn user_id_from_headers(
             if f.is_hop_by_hop {
                 return Err(bad("Connection names the user id header"));
             }
+            let value = f.value.get(buf);
+            if !value.is_ascii() {
+                // Latin-1 to some servers (Node, Java, WSGI), UTF-8 to others: no one
+                // reading for ringgate to route by.
+                return Err(bad("user id header is not ASCII"));
+            }
             agree.offer(|o| {
-                o.extend_from_slice(f.value.get(buf));
+                o.extend_from_slice(value);
                 Ok(())
             })?;
         }
@@ -173,7 +179,16 @@ fn query_user_id(
             }
         }
         if is_id {
-            agree.offer(|o| percent_decode_into(value, o))?;
+            agree.offer(|o| {
+                let start = o.len();
+                percent_decode_into(value, o)?;
+                // Node and Python read bytes that are not UTF-8 as U+FFFD: `%FF` and
+                // `%FE` would be two users here and one to them.
+                match std::str::from_utf8(&o[start..]) {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(bad("user id is not valid UTF-8")),
+                }
+            })?;
         }
     }
     Ok(agree.found)
@@ -353,6 +368,45 @@ mod tests {
         ] {
             assert_eq!(q(query).unwrap().as_deref(), want, "{query}");
         }
+    }
+
+    /// Node and Python read a query's bytes that are not UTF-8 as U+FFFD (`%FF` and
+    /// `%FE` are one user to them); a header's bytes beyond ASCII are Latin-1 to some
+    /// servers and UTF-8 to others. Either would route one user apart from another the
+    /// backend reads as the same.
+    #[test]
+    fn ids_servers_read_differently_are_refused() {
+        let rules = ExtractRules::default();
+        let q = |s: &str| {
+            let mut out = Vec::new();
+            user_id_from_query(s.as_bytes(), &rules, &mut out)
+                .map(|f| f.then(|| String::from_utf8_lossy(&out).into_owned()))
+                .map_err(|e| e.reason())
+        };
+        for query in [
+            "user_id=%FF",
+            "user_id=a%FE",
+            "user_id=%C3",
+            "user_id=%ED%A0%80",
+        ] {
+            assert_eq!(q(query), Err("user id is not valid UTF-8"), "{query}");
+        }
+        assert_eq!(
+            q("user_id=caf%C3%A9").unwrap().as_deref(),
+            Some("caf\u{e9}")
+        );
+        let h = |value: &[u8]| {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Id: ".to_vec();
+            raw.extend_from_slice(value);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let mut head = RequestHead::default();
+            parse_request(&raw, raw.len(), 100, &mut head).unwrap();
+            user_id_from_headers(&raw, &head, &rules, &mut Vec::new()).map_err(|e| e.reason())
+        };
+        for value in [&b"\xff"[..], b"a\xfe", "caf\u{e9}".as_bytes()] {
+            assert_eq!(h(value), Err("user id header is not ASCII"));
+        }
+        assert_eq!(h(b"alice"), Ok(true));
     }
 
     #[test]
