@@ -4,12 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{Reply, ScriptedBackend};
 use common::client::Client;
 use common::router::Router;
+use common::wait_until;
 
 fn command_for(user: &str) -> Vec<u8> {
     format!("POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nContent-Length: 2\r\n\r\n{{}}")
@@ -173,6 +175,56 @@ fn an_error_answer_to_head_has_no_body_and_the_connection_stays_in_step() {
     // byte.
     let next = c.roundtrip(b"GET /anon HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!((next.status, next.text()), (200, "ok".to_string()));
+}
+
+/// A Query shed for overload (503) spends none of its user's rate limit: once the
+/// overload is gone she still has her whole burst. (Limited before shedding, every shed
+/// Query spent a token, and a user retrying through an overload got 429s for requests
+/// that were never served.)
+#[test]
+fn a_shed_request_spends_none_of_its_users_rate_limit() {
+    let released = Arc::new(AtomicBool::new(false));
+    let gate = released.clone();
+    let b = ScriptedBackend::start(move |req| {
+        if req.path() == "/api/spot/v2/slow" {
+            wait_until(
+                "the slow Command is released",
+                Duration::from_secs(10),
+                || gate.load(Ordering::SeqCst),
+            );
+        }
+        Reply::ok("ok")
+    });
+    // 3 Queries a second, bursts of 1 s: 4 at once. One request in flight sheds Queries.
+    let r = Router::start(&format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n[rate_limit]\nper_user_queries = 3\nburst = 1.0\n[overload]\nmax_in_flight_per_worker = 2\nquery_shed_ratio = 0.5\n",
+        b.addr
+    ));
+    let addr = r.addr;
+    let slow = std::thread::spawn(move || {
+        let raw = b"POST /api/spot/v2/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+        Client::connect(addr).roundtrip(raw).status
+    });
+    b.wait_for_requests(1);
+    let mut c = Client::connect(addr);
+    let shed: Vec<u16> = (0..8)
+        .map(|_| c.roundtrip(&query_for("alice")).status)
+        .collect();
+    assert_eq!(
+        shed, [503; 8],
+        "every Query shed while the Command is in flight"
+    );
+    released.store(true, Ordering::SeqCst);
+    assert_eq!(slow.join().unwrap(), 200);
+    let anon = b"GET /anon HTTP/1.1\r\nHost: t\r\n\r\n";
+    wait_until("Queries are admitted again", Duration::from_secs(5), || {
+        c.roundtrip(anon).status == 200
+    });
+    let after: Vec<u16> = (0..4)
+        .map(|_| c.roundtrip(&query_for("alice")).status)
+        .collect();
+    assert_eq!(after, [200; 4], "her whole burst, within the same second");
+    assert_eq!(r.metrics().users.rate_limited, [0, 0]);
 }
 
 /// Partitions a and b; alice in `alice_in`, bob in b.

@@ -136,17 +136,19 @@ pub async fn run(
         },
         _ => BodyProgress::new(BodyLeft::Length(0)),
     };
-    // The user's rate limit, then load shedding (Queries first, then Commands), then the
-    // order of a moved user's Commands: refusals that keep the connection.
-    if let Some(e) = users::over_rate_limit(worker, wt, c, &req) {
-        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
-    }
+    // Load shedding (Queries first, then Commands), then the user's rate limit, then the
+    // order of a moved user's Commands: refusals that keep the connection. Shedding comes
+    // first so that a request shed spends none of its user's allowance (the limit is shared
+    // by every worker: a spent token cannot soundly be given back).
     let limit = match req.class {
         Class::Query => s.query_shed_in_flight,
         Class::Command => s.max_in_flight,
     };
     if worker.in_flight.get() >= limit {
         let e = ProxyError::internal(ErrorKind::Overloaded);
+        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
+    }
+    if let Some(e) = users::over_rate_limit(worker, wt, c, &req) {
         return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
     }
     // Counted before a moved user's Command may be held: uncounted, every Command held
