@@ -456,6 +456,20 @@ fn numbers_out_of_range_are_refused_not_clamped() {
     }
 }
 
+/// A Query shed ratio of 0 cannot mean what it says: every Query shed, yet the Query bound
+/// is at least one place, so a Query was admitted whenever nothing was in flight.
+#[test]
+fn a_query_shed_ratio_of_0_is_refused() {
+    for value in ["0", "0.0", "-0.0"] {
+        let e = refused_value("overload", "query_shed_ratio", value);
+        assert!(e.message.contains("would shed every Query"), "{e}");
+    }
+    accepted(
+        "query_shed_ratio_small",
+        &format!("{ZONES}[overload]\nquery_shed_ratio = 0.01\n"),
+    );
+}
+
 #[test]
 fn settings_of_what_is_off_are_checked_too() {
     // Turning the access log or the health checks on by a reload must not be the first

@@ -398,7 +398,7 @@ bob = "zone_2"
             (4, "1.0", 4),
             (100, "0.9999999999", 99),
             (1, "0.8", 1),
-            (2, "0.0", 1),
+            (2, "0.01", 1),
         ] {
             let text = format!(
                 "[partitions.z]\nservers = [\"127.0.0.1:1\"]\n[overload]\nmax_in_flight_per_worker = {max}\nquery_shed_ratio = {ratio}\n"

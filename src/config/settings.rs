@@ -493,15 +493,19 @@ fn max_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
 /// rounded down, as the bound itself caps Commands: Queries never hold more places than
 /// the fraction, and below 1 it leaves Commands at least one of their own (rounded up,
 /// 0.8 × 4 gave Queries all four). The slack absorbs the product's rounding (0.29 × 100
-/// is 28.999… in binary). At least 1.
+/// is 28.999… in binary). At least 1. A ratio of 0 is refused: it cannot mean what it
+/// says (it would shed every Query, and the floor of one place admitted them anyway).
 fn query_shed_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
     let max = (*f.overload.max_in_flight_per_worker.get_ref()).clamp(1, 1 << 24);
-    let ratio = errors.real(
-        &f.overload.query_shed_ratio,
-        "overload.query_shed_ratio",
-        0.0,
-        1.0,
-    );
+    let (v, key) = (&f.overload.query_shed_ratio, "overload.query_shed_ratio");
+    if *v.get_ref() == 0.0 {
+        errors.add(
+            v.span(),
+            key,
+            "0 would shed every Query: it must be above 0 (at most 1)".to_string(),
+        );
+    }
+    let ratio = errors.real(v, key, 0.0, 1.0);
     let places = (max as f64 * ratio + 1e-6).floor() as usize;
     let places = if ratio < 1.0 {
         places.min(max - 1)
