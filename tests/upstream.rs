@@ -332,3 +332,52 @@ fn upstream_response_framing_errors_are_not_delivered() {
     }
     c.expect_open_for(Duration::from_millis(20));
 }
+
+#[test]
+fn a_reload_that_lowers_the_pool_bound_closes_the_surplus_at_once() {
+    const N: usize = 4;
+    // Each request is held until all N are in: N upstream connections, all pooled after.
+    let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = arrived.clone();
+    let b = ScriptedBackend::start(move |_| {
+        use std::sync::atomic::Ordering;
+        seen.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while seen.load(Ordering::SeqCst) < N && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Reply::ok("held")
+    });
+    let config = |max: usize| {
+        let s = b.addr;
+        format!("default_backend = \"z\"\n[partitions.z]\nservers = [\"{s}\"]\n[pool]\nmax_idle_per_backend = {max}\n")
+    };
+    let mut r = Router::start(&config(64));
+    let addr = r.addr;
+    let clients: Vec<_> = (0..N)
+        .map(|_| std::thread::spawn(move || get(addr, "/held", "X-User-Id: u\r\n").status))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    let ours = |b: &ScriptedBackend| {
+        b.connections()
+            .into_iter()
+            .filter(|c| !c.requests.is_empty())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ours(&b).len(), N, "one upstream connection per request");
+    wait_until("all are pooled", Duration::from_secs(5), || {
+        r.metrics().pool_idle == N
+    });
+    r.reload(&config(1));
+    // Well before `pool.idle_timeout_ms` (30 s).
+    wait_until(
+        "the backend sees the surplus closed",
+        Duration::from_secs(5),
+        || ours(&b).iter().filter(|c| c.ended).count() == N - 1,
+    );
+    assert_eq!(r.metrics().pool_idle, 1);
+    assert_eq!(get(r.addr, "/next", "X-User-Id: u\r\n").status, 200);
+    assert_eq!(ours(&b).len(), N, "the one kept is reused");
+}

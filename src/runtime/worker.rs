@@ -210,11 +210,13 @@ impl Worker {
         self.table.borrow().clone()
     }
 
-    /// Install a new table between requests; re-key the pools.
+    /// Install a new table between requests; re-key the pools (and trim them to its bound).
     fn install(&self, table: Arc<RoutingTable>) {
-        self.pools
-            .borrow_mut()
-            .install(pool_keys(&table), table.version);
+        self.pools.borrow_mut().install(
+            pool_keys(&table),
+            table.version,
+            table.settings.pool_max_idle_per_backend,
+        );
         let next = WorkerTable::following(table.clone(), &self.table.borrow());
         let old = self.table.replace(Rc::new(next));
         self.metrics.relayout(Some(&old.table), &table);

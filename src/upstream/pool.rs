@@ -16,7 +16,8 @@
 //!   so are those older than their server's own `Keep-Alive: timeout=N` less a margin.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
-//!   that left the config are closed.
+//!   that left the config are closed, and the others are trimmed to the new bound (the
+//!   oldest connections closed).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -169,21 +170,32 @@ impl Pools {
     /// Pools keyed by `keys` (the backends of table `version`, in table order).
     pub fn new(keys: impl IntoIterator<Item = PoolKey>, version: u64) -> Self {
         let mut p = Self::default();
-        p.install(keys, version);
+        // Nothing pooled yet: nothing to trim.
+        p.install(keys, version, usize::MAX);
         p
     }
 
     /// Re-key to a new table: keep the pools of servers still present with the same TLS
     /// settings, close the others (a connection opened in plain TCP, or verified against
-    /// another CA or name, never serves a table that wants otherwise).
-    pub fn install(&mut self, keys: impl IntoIterator<Item = PoolKey>, version: u64) {
+    /// another CA or name, never serves a table that wants otherwise). Each pool kept is
+    /// trimmed to `max_idle`, the new table's bound: a lowered bound closes the surplus now,
+    /// not when it would have timed out.
+    pub fn install(
+        &mut self,
+        keys: impl IntoIterator<Item = PoolKey>,
+        version: u64,
+        max_idle: usize,
+    ) {
         let mut old_keys = std::mem::take(&mut self.keys);
         let mut old_idle = std::mem::take(&mut self.idle);
         for key in keys {
             let idle = match old_keys.iter().position(|k| same_key(k, &key)) {
                 Some(i) => {
                     old_keys.swap_remove(i);
-                    old_idle.swap_remove(i)
+                    let mut idle = old_idle.swap_remove(i);
+                    // The oldest are at the bottom of the stack.
+                    idle.drain(..idle.len().saturating_sub(max_idle));
+                    idle
                 }
                 None => Vec::new(),
             };

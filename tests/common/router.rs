@@ -66,6 +66,8 @@ pub struct RouterMetrics {
     /// Pooled connections found closed by their server in flight (the request went again on
     /// a new one).
     pub pool_stale: u64,
+    /// Idle pooled upstream connections, all backends.
+    pub pool_idle: usize,
     /// Multishot arrivals that found the buffer ring empty.
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
@@ -185,6 +187,11 @@ impl Router {
             pool_reused: snaps.iter().map(|s| s.pool_reused).sum(),
             pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
             pool_stale: snaps.iter().map(|s| s.pool_stale).sum(),
+            pool_idle: snaps
+                .iter()
+                .flat_map(|s| &s.pool_idle)
+                .map(|&(_, n)| n)
+                .sum(),
             multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             eager_sent: snaps.iter().map(|s| s.eager_sent).sum(),
