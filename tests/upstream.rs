@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::backend::{Ending, Reply, ScriptedBackend};
+use common::backend::{BodyRead, Ending, Reply, ScriptedBackend};
 use common::client::{get, Client};
 use common::router::{dead_addr, demo_backend, Router};
 use common::wait_until;
@@ -380,4 +380,34 @@ fn a_reload_that_lowers_the_pool_bound_closes_the_surplus_at_once() {
     assert_eq!(r.metrics().pool_idle, 1);
     assert_eq!(get(r.addr, "/next", "X-User-Id: u\r\n").status, 200);
     assert_eq!(ours(&b).len(), N, "the one kept is reused");
+}
+
+#[test]
+fn a_get_with_a_body_does_not_leave_its_upstream_connection_to_the_next_client() {
+    // A backend that ignores a GET's body reads it as the next request, and answers that
+    // a moment later, on the connection the GET came on.
+    const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/smuggled" => Reply::ok("smuggled").delayed(Duration::from_millis(500)),
+        "/with-body" => Reply::ok("first")
+            .early(BodyRead::Never)
+            .delayed(Duration::from_millis(20)),
+        _ => Reply::ok("own"),
+    });
+    let r = route_to(&[b.addr], "");
+    let mut c = Client::connect(r.addr);
+    let resp = c.roundtrip(
+        format!(
+            "GET /with-body HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+            SMUGGLED.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!((resp.status, resp.text()), (200, "first".to_string()));
+    let resp = get(r.addr, "/next", "X-User-Id: v\r\n");
+    assert_eq!(
+        (resp.status, resp.text()),
+        (200, "own".to_string()),
+        "the next client gets its own answer"
+    );
 }

@@ -45,6 +45,8 @@ pub struct MirrorJob {
     bytes: Vec<u8>,
     /// The copy is a HEAD request: its answer has no body, whatever its framing says.
     is_head: bool,
+    /// Its upstream connection may be pooled after it ([`Request::keeps_upstream`]).
+    keeps_upstream: bool,
 }
 
 impl MirrorJob {
@@ -90,6 +92,7 @@ impl MirrorJob {
             partition,
             bytes,
             is_head: req.is_head,
+            keeps_upstream: req.keeps_upstream,
         })
     }
 
@@ -102,8 +105,17 @@ impl MirrorJob {
                 partition,
                 mut bytes,
                 is_head,
+                keeps_upstream,
             } = self;
-            let status = send(&worker, &table, partition, &mut bytes, is_head).await;
+            let status = send(
+                &worker,
+                &table,
+                partition,
+                &mut bytes,
+                is_head,
+                keeps_upstream,
+            )
+            .await;
             worker.metrics.users.mirrored(status);
             release(&worker, bytes);
         }));
@@ -120,7 +132,7 @@ fn release(worker: &Worker, mut bytes: Vec<u8>) {
 }
 
 /// Send `bytes` to a read server of `partition` and read the answer through (`is_head`: to
-/// a HEAD request); its status.
+/// a HEAD request); its status. The connection is pooled after only if `keeps_upstream`.
 ///
 /// A shadow server may serve a partition too and shares its breaker, so the mirror reports
 /// to it as a request would: the answer's status once its head is in, a failure before
@@ -135,6 +147,7 @@ async fn send(
     partition: u16,
     bytes: &mut Vec<u8>,
     is_head: bool,
+    keeps_upstream: bool,
 ) -> Option<u16> {
     let s = &wt.table.settings;
     let circuit = s.circuit.as_ref();
@@ -182,7 +195,7 @@ async fn send(
     if !read_body(worker, s, &mut up, &mut head).await {
         return None;
     }
-    if head.is_keep_alive && up.buf.is_empty() {
+    if head.is_keep_alive && up.buf.is_empty() && keeps_upstream {
         worker.return_upstream(backend, version, up, head.keep_alive_timeout, sent_at);
     }
     Some(status)

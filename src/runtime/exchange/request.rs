@@ -82,6 +82,10 @@ pub struct Request {
     pub has_user: bool,
     /// `Expect: 100-continue` still needs an answer before the client sends the body.
     pub wants_continue: bool,
+    /// The upstream connection may be pooled after the exchange: not after a GET or HEAD
+    /// with a body. A server that ignores such a body reads it as a next request, and its
+    /// answer to that, late on the connection, would reach whichever request came next.
+    pub keeps_upstream: bool,
 }
 
 impl Request {
@@ -183,6 +187,8 @@ pub async fn prepare(
         head_len,
         body,
         is_head: c.head.method() == Method::Head,
+        keeps_upstream: framing == BodyFraming::None
+            || !matches!(c.head.method(), Method::Get | Method::Head),
         is_upgrade: c.head.is_upgrade,
         wants_continue: wants_continue && matches!(body, Body::Streamed { .. }),
         has_user: found,

@@ -118,7 +118,7 @@ pub async fn relay(
         }
     };
     outcome.status = Some(c.response.status);
-    if reusable && sent == Sent::Whole {
+    if reusable && sent == Sent::Whole && req.keeps_upstream {
         // The server's keep-alive clock started after it answered: after the request.
         let keep_alive = c.response.keep_alive_timeout;
         worker.return_upstream(backend, version, up, keep_alive, c.started);
