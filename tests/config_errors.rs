@@ -486,6 +486,19 @@ fn settings_of_what_is_off_are_checked_too() {
         7,
         "health.fall",
     );
+    // The circuit breaker's were not read while it was off.
+    refused(
+        "circuit_off_cooldown",
+        &format!("{ZONES}[circuit]\nenabled = false\ncooldown_ms = 0\n"),
+        7,
+        "circuit.cooldown_ms",
+    );
+    refused(
+        "circuit_off_failures",
+        &format!("{ZONES}[circuit]\nenabled = false\nconsecutive_failures = 0\n"),
+        7,
+        "circuit.consecutive_failures",
+    );
 }
 
 #[test]
@@ -518,4 +531,85 @@ fn a_config_that_could_not_start_is_refused() {
         "admin_beside_listener",
         &format!("{ZONES}[listener]\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"127.0.0.1:9901\"\n"),
     );
+}
+
+#[test]
+fn an_access_log_queue_out_of_range_is_refused() {
+    // Both passed `--check`: the huge one then failed the start with a "capacity overflow"
+    // panic (or took the memory of a billion slots), and 0 quietly became 16.
+    for value in ["9223372036854775807", "1000000000", "0", "15"] {
+        let e = refused_value("log", "access_log_queue_lines", value);
+        assert!(e.message.contains("out of range"), "{e}");
+    }
+    accepted(
+        "queue_lines_small",
+        &format!("{ZONES}[log]\naccess_log_queue_lines = 16\n"),
+    );
+}
+
+#[test]
+fn a_default_backend_address_must_be_a_server_one_can_reach() {
+    // Server lists refused these; as `default_backend` they made a partition whose one
+    // server nobody can connect to.
+    for addr in ["127.0.0.1:0", "0.0.0.0:3001", "[::]:3001"] {
+        let e = refused(
+            &format!("default_{}", addr.replace([':', '[', ']', '.'], "_")),
+            &format!("default_backend = \"{addr}\"\n{ZONES}"),
+            1,
+            "default_backend",
+        );
+        assert!(e.message.contains("no server one can connect to"), "{e}");
+    }
+}
+
+#[test]
+fn a_duplicate_key_or_table_names_the_key() {
+    // A user listed twice in a long `[users]` table is the usual case; the message named
+    // the line only.
+    let e = refused(
+        "duplicate_user",
+        &format!("{ZONES}[users]\nalice = \"zone_1\"\nbob = \"zone_1\"\nalice = \"zone_2\"\n"),
+        8,
+        "users.alice",
+    );
+    assert!(e.message.contains("duplicate key"), "{e}");
+    refused(
+        "duplicate_quoted_user",
+        &format!("{ZONES}[users]\n\"a b\" = \"zone_1\"\n'a b' = \"zone_2\"\n"),
+        7,
+        "users.\"a b\"",
+    );
+    refused(
+        "duplicate_table",
+        &format!("{ZONES}[partitions.zone_1]\nservers = [\"127.0.0.1:3003\"]\n"),
+        5,
+        "partitions.zone_1",
+    );
+    refused(
+        "duplicate_in_inline_table",
+        &format!("{ZONES}[rate_limit.users]\nalice = {{ commands = 1, commands = 2 }}\n"),
+        6,
+        "rate_limit.users.alice.commands",
+    );
+    refused(
+        "duplicate_dotted",
+        &format!(
+            "{ZONES}[partitions]\nzone_3.servers = [\"127.0.0.1:3003\"]\nzone_3.servers = []\n"
+        ),
+        7,
+        "partitions.zone_3.servers",
+    );
+}
+
+#[test]
+fn a_default_backend_written_under_users_is_refused() {
+    // Appended at the end of the seed's file it lands in `[users]`: it was taken as a user
+    // called "default_backend", and requests without a user id were refused (400).
+    let e = refused(
+        "default_under_users",
+        &format!("{ZONES}[users]\nalice = \"zone_1\"\ndefault_backend = \"zone_2\"\n"),
+        7,
+        "users.default_backend",
+    );
+    assert!(e.message.contains("top-level key"), "{e}");
 }

@@ -57,16 +57,38 @@ impl ConfigError {
 /// A TOML syntax or type error, with its line and the dotted key it is about.
 ///
 /// serde reports only a byte span; the key is found by walking the parsed document (with
-/// its spans) down to the deepest key or value that contains the span's start. A syntax
+/// its spans) down to the deepest key or value that contains the span's start. A duplicate
+/// key is found the same way once it is renamed (see [`duplicate_key_at`]). Another syntax
 /// error, where the document cannot be parsed, names the line only.
 pub(crate) fn from_toml(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
     let span = e.span();
+    let is_duplicate = e.message().starts_with("duplicate key");
     ConfigError {
         path: path.to_path_buf(),
         line: span.as_ref().map(|s| line_of(text, s.start)),
-        key: span.and_then(|s| key_at(text, s.start)),
+        key: span.and_then(|s| {
+            key_at(text, s.start).or_else(|| is_duplicate.then(|| duplicate_key_at(text, s))?)
+        }),
         message: e.message().to_string(),
     }
+}
+
+/// The dotted key of the duplicate key segment written at `span` (the second `alice` of a
+/// `[users]` table, the `zone_1` of a second `[partitions.zone_1]`): the text with that
+/// segment renamed parses, and the renamed key's place names it.
+fn duplicate_key_at(text: &str, span: Range<usize>) -> Option<String> {
+    const STAND_IN: &str = "__ringgate_duplicate_key__";
+    let written = text.get(span.clone())?;
+    let renamed = format!("{}{STAND_IN}{}", &text[..span.start], &text[span.end..]);
+    let mut dotted = key_at(&renamed, span.start)?;
+    let prefix = dotted.strip_suffix(STAND_IN)?.len();
+    // The segment as written may be quoted: read it as TOML reads a key.
+    let line = format!("{written} = 0");
+    let doc = DeTable::parse(&line).ok()?;
+    let (key, _) = doc.get_ref().iter().next()?;
+    dotted.truncate(prefix);
+    dotted.push_str(&key_segment(key.get_ref()));
+    Some(dotted)
 }
 
 /// The dotted key whose key or value holds byte `offset` of `text`, if the text parses.

@@ -349,7 +349,7 @@ pub struct LogSection {
     /// `text` or `json`.
     pub access_log_format: Spanned<String>,
     /// Lines queued for the writer before new lines are dropped (and counted).
-    pub access_log_queue_lines: usize,
+    pub access_log_queue_lines: Spanned<usize>,
 }
 
 impl Default for LogSection {
@@ -357,7 +357,7 @@ impl Default for LogSection {
         Self {
             access_log: String::new(),
             access_log_format: Spanned::new(0..0, "text".into()),
-            access_log_queue_lines: 65_536,
+            access_log_queue_lines: Spanned::new(0..0, 65_536),
         }
     }
 }

@@ -249,13 +249,7 @@ fn server_list(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -> 
         if let Some(a) = errors.addr(v, key) {
             if out.contains(&a) {
                 errors.add(v.span(), key, format!("{a} is listed twice"));
-            } else if a.port() == 0 || a.ip().is_unspecified() {
-                errors.add(
-                    v.span(),
-                    key,
-                    format!("{a} is no server one can connect to"),
-                );
-            } else if out.len() == MAX_SERVERS_PER_LIST {
+            } else if is_connectable(v, a, key, errors) && out.len() == MAX_SERVERS_PER_LIST {
                 errors.add(
                     v.span(),
                     key,
@@ -266,6 +260,20 @@ fn server_list(list: &[Spanned<String>], key: &str, errors: &mut Errors<'_>) -> 
         }
     }
     out
+}
+
+/// Whether `a` (the value of `v`) is a server one can connect to (not port 0, not
+/// `0.0.0.0` or `::`); if not, an error says so.
+fn is_connectable(v: &Spanned<String>, a: SocketAddr, key: &str, errors: &mut Errors<'_>) -> bool {
+    let ok = a.port() != 0 && !a.ip().is_unspecified();
+    if !ok {
+        errors.add(
+            v.span(),
+            key,
+            format!("{a} is no server one can connect to"),
+        );
+    }
+    ok
 }
 
 /// Most servers in one partition's list: a request's tried set is a 64-bit mask.
@@ -307,6 +315,10 @@ fn default_route(
     let Some(a) = errors.addr(v, "default_backend") else {
         return DefaultRoute::Reject;
     };
+    // It becomes a partition's one server, held to what a server list's are.
+    if !is_connectable(v, a, "default_backend", errors) {
+        return DefaultRoute::Reject;
+    }
     if reject {
         return DefaultRoute::Reject;
     }
@@ -355,6 +367,19 @@ fn users_from(
                 part.span(),
                 &key,
                 "an empty user id names nobody (requests without a user id go to default_backend)"
+                    .into(),
+            );
+            continue;
+        }
+        if user == "default_backend" {
+            // Written at the end of the seed's file, after `[users]`, the top-level key
+            // lands in the table; taken as a user, it would quietly leave requests
+            // without a user id refused.
+            errors.add(
+                part.span(),
+                &key,
+                "default_backend is a top-level key: here, after [users], it would name a \
+                 user; move it above the first [table]"
                     .into(),
             );
             continue;

@@ -253,16 +253,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),
         tls_handshake_timeout: errors.timeout_ms(&t.tls_handshake_ms, "timeouts.tls_handshake_ms"),
-        circuit: f.circuit.enabled.then(|| CircuitSettings {
-            consecutive_failures: errors.range(
-                &f.circuit.consecutive_failures,
-                "circuit.consecutive_failures",
-                1,
-                1_000_000,
-            ),
-            cooldown: errors.timeout_ms(&f.circuit.cooldown_ms, "circuit.cooldown_ms"),
-            count_5xx: f.circuit.count_5xx,
-        }),
+        circuit: circuit_from(f, errors),
         retry: RetrySettings {
             max_attempts: errors.range(&f.retry.max_attempts, "retry.max_attempts", 1, 16),
             backoff_base: ms(f.retry.backoff_base_ms),
@@ -380,6 +371,14 @@ pub(crate) fn access_log_from(
             AccessLogFormat::Text
         }
     };
+    // The queue is allocated whole at start: an out-of-range length would pass `--check`
+    // and then fail the start (or take the memory of a billion slots).
+    let queue_lines = errors.range(
+        &f.log.access_log_queue_lines,
+        "log.access_log_queue_lines",
+        16,
+        1 << 20,
+    );
     if f.log.access_log.is_empty() {
         return None;
     }
@@ -390,7 +389,7 @@ pub(crate) fn access_log_from(
     Some(AccessLogConfig {
         path,
         format,
-        queue_lines: f.log.access_log_queue_lines,
+        queue_lines,
     })
 }
 
@@ -409,6 +408,21 @@ pub(crate) fn health_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<Hea
         http_path: health_path(&f.health.http_path, errors),
     };
     f.health.enabled.then_some(settings)
+}
+
+/// `[circuit]`: checked whether or not the breaker is on (a reload may turn it on).
+fn circuit_from(f: &FileConfig, errors: &mut Errors<'_>) -> Option<CircuitSettings> {
+    let settings = CircuitSettings {
+        consecutive_failures: errors.range(
+            &f.circuit.consecutive_failures,
+            "circuit.consecutive_failures",
+            1,
+            1_000_000,
+        ),
+        cooldown: errors.timeout_ms(&f.circuit.cooldown_ms, "circuit.cooldown_ms"),
+        count_5xx: f.circuit.count_5xx,
+    };
+    f.circuit.enabled.then_some(settings)
 }
 
 /// `forward.trusted_proxies`: addresses (a /32 or /128) or CIDR blocks.
