@@ -516,6 +516,13 @@ fn command_line_settings_hold_across_reloads_and_are_not_reported_as_changes() {
     let r = m.admin_post("/reload");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(needs_restart(&r).is_empty(), "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v["workers_pending"],
+        0,
+        "every worker confirms: {}",
+        r.text()
+    );
     let cfg: serde_json::Value = serde_json::from_slice(&m.admin_get("/config").body).unwrap();
     assert_eq!(cfg["workers"].as_array().unwrap().len(), 1);
     // A change of what only a restart applies is still reported.

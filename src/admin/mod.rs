@@ -311,6 +311,7 @@ fn route(method: &str, path: &str, server: &SharedServer) -> (u16, &'static str,
                         "version": r.version,
                         "config_hash": format!("{:016x}", s.config().source.hash),
                         "needs_restart": r.needs_restart,
+                        "workers_pending": r.workers_pending,
                     })),
                 ),
                 Err(e) => (

@@ -120,6 +120,9 @@ pub struct Reloaded {
     pub version: u64,
     /// Settings that changed in the file but need a restart to apply.
     pub needs_restart: Vec<&'static str>,
+    /// Workers that had not confirmed the new table when the wait for them ran out: they
+    /// swap it in at their next turn, but it is not yet in force on their connections.
+    pub workers_pending: usize,
 }
 
 impl Server {
@@ -395,11 +398,15 @@ impl Server {
             }
         }
         let deadline = Instant::now() + INSTALL_ACK_TIMEOUT;
-        for _ in 0..sent {
-            if acked.recv_deadline(deadline).is_err() {
-                tracing::warn!("a worker did not acknowledge the new table in time");
-                break;
-            }
+        let mut workers_pending = sent;
+        while workers_pending > 0 && acked.recv_deadline(deadline).is_ok() {
+            workers_pending -= 1;
+        }
+        if workers_pending > 0 {
+            tracing::warn!(
+                workers_pending,
+                "not every worker acknowledged the new table in time"
+            );
         }
         let live: Vec<SocketAddr> = table.backends.iter().map(|b| b.addr).collect();
         self.registry.retain(|a| live.contains(a));
@@ -443,6 +450,7 @@ impl Server {
         Reloaded {
             version,
             needs_restart,
+            workers_pending,
         }
     }
 
