@@ -613,3 +613,33 @@ fn a_default_backend_written_under_users_is_refused() {
     );
     assert!(e.message.contains("top-level key"), "{e}");
 }
+
+#[test]
+fn settings_that_would_silently_do_nothing_are_refused() {
+    // Two workers on one core take turns on it: never what pinning is asked for.
+    let e = refused_value("workers", "cpus", "[0, 0]");
+    assert!(e.message.contains("CPU 0 is listed twice"), "{e}");
+    // 0 mirrors in flight turned every configured mirror off, without a word.
+    refused_value("mirror", "max_in_flight_per_worker", "0");
+    accepted(
+        "mirror_one",
+        &format!("{ZONES}[mirror]\nmax_in_flight_per_worker = 1\n"),
+    );
+    // An empty or spaced protocol name can never match an `Upgrade` field.
+    for (i, bad) in ["[\"\"]", "[\"web socket\"]", "[\"websocket/\"]"]
+        .iter()
+        .enumerate()
+    {
+        let e = refused(
+            &format!("upgrade_{i}"),
+            &format!("{ZONES}[forward]\nupgrade_protocols = {bad}\n"),
+            6,
+            "forward.upgrade_protocols",
+        );
+        assert!(e.message.contains("is not a protocol name"), "{e}");
+    }
+    accepted(
+        "upgrade_versioned",
+        &format!("{ZONES}[forward]\nupgrade_protocols = [\"websocket\", \"h2c\", \"foo/1.1\"]\n"),
+    );
+}

@@ -320,7 +320,7 @@ pub struct ForwardSection {
     pub x_forwarded_proto: bool,
     /// Protocols an `Upgrade` request may switch to (tunnelled after a 101); others are
     /// forwarded as plain HTTP without the `Upgrade` field.
-    pub upgrade_protocols: Vec<String>,
+    pub upgrade_protocols: Spanned<Vec<String>>,
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` /
     /// `X-Real-IP` / `X-Forwarded-Proto` / `X-Forwarded-Host` / `X-Forwarded-Port` and other client-address
     /// fields (`True-Client-IP`, `X-Client-IP`, `CF-Connecting-IP`,
@@ -334,7 +334,7 @@ impl Default for ForwardSection {
         Self {
             x_forwarded_for: true,
             x_forwarded_proto: true,
-            upgrade_protocols: vec!["websocket".into()],
+            upgrade_protocols: Spanned::new(0..0, vec!["websocket".into()]),
             trusted_proxies: Vec::new(),
         }
     }
@@ -529,13 +529,13 @@ impl Default for MigrationSection {
 #[serde(deny_unknown_fields, default)]
 pub struct MirrorSection {
     /// Mirrored requests in flight per worker; beyond, mirrors are dropped (and counted).
-    pub max_in_flight_per_worker: usize,
+    pub max_in_flight_per_worker: Spanned<usize>,
 }
 
 impl Default for MirrorSection {
     fn default() -> Self {
         Self {
-            max_in_flight_per_worker: 256,
+            max_in_flight_per_worker: Spanned::new(0..0, 256),
         }
     }
 }

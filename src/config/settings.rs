@@ -244,12 +244,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         x_forwarded_for: f.forward.x_forwarded_for,
         x_forwarded_proto: f.forward.x_forwarded_proto,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
-        upgrade_protocols: f
-            .forward
-            .upgrade_protocols
-            .iter()
-            .map(|p| p.as_bytes().to_vec().into_boxed_slice())
-            .collect(),
+        upgrade_protocols: upgrade_protocols(f, errors),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),
         tls_handshake_timeout: errors.timeout_ms(&t.tls_handshake_ms, "timeouts.tls_handshake_ms"),
@@ -269,8 +264,37 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             errors,
         ),
         migration_max_wait: super::users::migration_wait_from(f),
-        mirror_max_in_flight: f.mirror.max_in_flight_per_worker,
+        mirror_max_in_flight: errors.range(
+            &f.mirror.max_in_flight_per_worker,
+            "mirror.max_in_flight_per_worker",
+            1,
+            1 << 20,
+        ),
     }
+}
+
+/// `forward.upgrade_protocols`: each a protocol name as an `Upgrade` field carries it (an
+/// RFC 9110 token, optionally `/version`); an empty or spaced name could never match.
+fn upgrade_protocols(f: &FileConfig, errors: &mut Errors<'_>) -> Vec<Box<[u8]>> {
+    let list = &f.forward.upgrade_protocols;
+    for p in list.get_ref() {
+        let token = |t: &str| !t.is_empty() && t.bytes().all(crate::http::field::is_tchar);
+        let ok = match p.split_once('/') {
+            Some((name, version)) => token(name) && token(version),
+            None => token(p),
+        };
+        if !ok {
+            errors.add(
+                list.span(),
+                "forward.upgrade_protocols",
+                format!("{p:?} is not a protocol name (a token such as \"websocket\")"),
+            );
+        }
+    }
+    list.get_ref()
+        .iter()
+        .map(|p| p.as_bytes().to_vec().into_boxed_slice())
+        .collect()
 }
 
 /// `workers.cpus`: every id must be a CPU this process may run on (its affinity mask, so a
@@ -287,6 +311,18 @@ fn cpus_from(cpus: &Spanned<Vec<usize>>, errors: &mut Errors<'_>) -> Vec<usize> 
         .filter(|id| !allowed.is_empty() && !allowed.contains(id))
         .map(ToString::to_string)
         .collect();
+    let ids = cpus.get_ref();
+    if let Some(twice) = ids
+        .iter()
+        .enumerate()
+        .find_map(|(i, id)| ids[..i].contains(id).then_some(id))
+    {
+        errors.add(
+            cpus.span(),
+            "workers.cpus",
+            format!("CPU {twice} is listed twice (two workers on one core take turns)"),
+        );
+    }
     if !bad.is_empty() {
         let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
         errors.add(
