@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::backend::{Ending, Reply, ScriptedBackend};
+use common::backend::{BodyRead, Ending, Reply, ScriptedBackend};
 use common::client::Client;
 use common::router::{dead_addr, Router};
 use common::wait_until;
@@ -101,6 +101,47 @@ fn a_mirrored_head_is_read_as_an_answer_to_head() {
     // The second mirror went out on the first one's pooled connection.
     assert_eq!(shadow.request_count(), 2);
     assert_eq!(shadow.accepted(), 1);
+}
+
+/// A mirrored Query with a body that only POST, PUT or PATCH would have given meaning
+/// (here an OPTIONS): a shadow that ignores the body reads it as a next request, and
+/// answers it later on the mirror's connection. That connection is closed, not pooled: the
+/// next mirror, given that late answer for its own, would be counted under its status.
+#[test]
+fn a_mirror_with_a_body_its_shadow_may_ignore_does_not_pool_its_connection() {
+    const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|req| match req.path() {
+        "/smuggled" => Reply::ok("smuggled").delayed(Duration::from_millis(500)),
+        "/api/spot/user/with-body" => Reply::ok("first").early(BodyRead::Never),
+        _ => Reply::ok("own"),
+    });
+    let r = Router::start(&config(primary.addr, shadow.addr, ""));
+    let mut c = Client::connect(r.addr);
+    let options = format!(
+        "OPTIONS /api/spot/user/with-body HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
+        SMUGGLED.len()
+    );
+    assert_eq!(c.roundtrip(options.as_bytes()).text(), "primary");
+    wait_until("the first mirror counted", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 1
+    });
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    let conn_of = |path: &str| {
+        shadow
+            .requests()
+            .iter()
+            .find(|q| q.path() == path)
+            .map(|q| q.conn)
+    };
+    wait_until("the second mirror arrives", Duration::from_secs(5), || {
+        conn_of("/api/spot/user/positions").is_some()
+    });
+    assert_ne!(
+        conn_of("/api/spot/user/positions"),
+        conn_of("/api/spot/user/with-body"),
+        "the second mirror went on the first one's connection"
+    );
 }
 
 #[test]

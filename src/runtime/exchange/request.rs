@@ -82,9 +82,11 @@ pub struct Request {
     pub has_user: bool,
     /// `Expect: 100-continue` still needs an answer before the client sends the body.
     pub wants_continue: bool,
-    /// The upstream connection may be pooled after the exchange: not after a GET or HEAD
-    /// with a body. A server that ignores such a body reads it as a next request, and its
-    /// answer to that, late on the connection, would reach whichever request came next.
+    /// The upstream connection may be pooled after the exchange: not after a request with
+    /// a body other than a POST, PUT or PATCH. RFC 9110 gives a body no meaning for the
+    /// other methods (GET, HEAD, DELETE, OPTIONS, TRACE, extensions), and a server that
+    /// ignores one reads it as a next request, whose answer, late on the connection, would
+    /// reach whichever request came next.
     pub keeps_upstream: bool,
 }
 
@@ -188,7 +190,7 @@ pub async fn prepare(
         body,
         is_head: c.head.method() == Method::Head,
         keeps_upstream: framing == BodyFraming::None
-            || !matches!(c.head.method(), Method::Get | Method::Head),
+            || matches!(c.head.method(), Method::Post | Method::Put | Method::Patch),
         is_upgrade: c.head.is_upgrade,
         wants_continue: wants_continue && matches!(body, Body::Streamed { .. }),
         has_user: found,
