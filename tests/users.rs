@@ -312,6 +312,49 @@ fn a_held_command_gets_503_at_the_bound() {
     assert_eq!(r.metrics().users.migration_refused, 1);
 }
 
+/// A Command held for a moving user and then refused (503 at `migration.max_wait_ms`) was
+/// never sent, and spends none of its user's rate limit. (Limited before the wait, it
+/// spent a token: the user's next Command got a 429 for a refusal it already had.)
+#[test]
+fn a_held_command_refused_spends_none_of_its_users_rate_limit() {
+    let released = Arc::new(AtomicBool::new(false));
+    let gate = released.clone();
+    let a = ScriptedBackend::start(move |_| {
+        wait_until(
+            "the first Command is released",
+            Duration::from_secs(10),
+            || gate.load(Ordering::SeqCst),
+        );
+        Reply::ok("a")
+    });
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    // One Command every 10 s, bursts of 10 s: two at once, a third only 10 s later.
+    let extra =
+        "[migration]\nmax_wait_ms = 200\n[rate_limit]\nper_user_commands = 0.1\nburst = 10\n";
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", extra));
+    let addr = r.addr;
+    let slow = command_in_background(addr, "alice");
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", extra));
+    let mut c = Client::connect(addr);
+    assert_eq!(
+        c.roundtrip(&command_for("alice")).status,
+        503,
+        "held, then refused"
+    );
+    released.store(true, Ordering::SeqCst);
+    assert_eq!(slow.join().unwrap(), "a");
+    let next = c.roundtrip(&command_for("alice"));
+    assert_eq!(
+        (next.status, next.text()),
+        (200, "b".to_string()),
+        "her second Command of the burst (Retry-After: {:?})",
+        next.header("retry-after")
+    );
+    let m = r.metrics().users;
+    assert_eq!((m.migration_refused, m.rate_limited), (1, [0, 0]));
+}
+
 /// Commands held for a moving user are requests in flight: they count against
 /// `overload.max_in_flight_per_worker` while they wait. (Counted only once released, every
 /// held Command passed the bound's check while the count was low, and all of them went to

@@ -137,10 +137,11 @@ pub async fn run(
         },
         _ => BodyProgress::new(BodyLeft::Length(0)),
     };
-    // Load shedding (Queries first, then Commands), then the user's rate limit, then the
-    // order of a moved user's Commands: refusals that keep the connection. Shedding comes
-    // first so that a request shed spends none of its user's allowance (the limit is shared
-    // by every worker: a spent token cannot soundly be given back).
+    // Load shedding (Queries first, then Commands), then the order of a moved user's
+    // Commands, then the user's rate limit: refusals that keep the connection. The limit
+    // comes last so that a request refused otherwise (shed, or held for a move and then
+    // refused) spends none of its user's allowance (the limit is shared by every worker: a
+    // spent token cannot soundly be given back).
     let limit = match req.class {
         Class::Query => s.query_shed_in_flight,
         Class::Command => s.max_in_flight,
@@ -149,19 +150,22 @@ pub async fn run(
         let e = ProxyError::internal(ErrorKind::Overloaded);
         return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
     }
-    if let Some(e) = users::over_rate_limit(worker, wt, c, &req) {
-        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
-    }
     // Counted before a moved user's Command may be held: uncounted, every Command held
     // meanwhile passed the check above, and all went on together beyond the bound.
     let in_flight = InFlight::enter(&worker.in_flight);
-    let _order = match users::enter_in_flight(worker, wt, c, &req).await {
+    // Held until the exchange ends.
+    let order = match users::enter_in_flight(worker, wt, c, &req).await {
         Ok(guard) => guard,
         Err(e) => {
             drop(in_flight);
             return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
         }
     };
+    if let Some(e) = users::over_rate_limit(worker, wt, c, &req) {
+        // Nothing is sent: the user's Commands in flight are as they were.
+        drop((order, in_flight));
+        return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
+    }
     // A copy for the shadow partition, sent once this exchange has ended; none of a
     // refused request.
     let mut mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
