@@ -144,6 +144,58 @@ fn a_mirror_with_a_body_its_shadow_may_ignore_does_not_pool_its_connection() {
     );
 }
 
+/// A Query whose client went away before its answer reached it (a reset while the answer
+/// was awaited: counted `status="none"`, logged 499) is not mirrored: the copy would be
+/// sent after the client left, for nobody, taking a mirror slot from the Queries still
+/// served. On io_uring with multishot the wait ends at the reset; elsewhere when the
+/// answer is written: not mirrored either way.
+#[test]
+fn a_query_whose_client_went_away_before_its_answer_is_not_mirrored() {
+    let released = Arc::new(AtomicBool::new(false));
+    let gate = released.clone();
+    let primary = ScriptedBackend::start(move |req| {
+        if req.path() == "/api/spot/user/slow" {
+            wait_until(
+                "the slow Query is released",
+                Duration::from_secs(10),
+                || gate.load(Ordering::SeqCst),
+            );
+        }
+        Reply::ok("primary")
+    });
+    let shadow = ScriptedBackend::start(|_| Reply::ok("shadow"));
+    let r = Router::start(&config(primary.addr, shadow.addr, ""));
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /api/spot/user/slow HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n");
+    primary.wait_for_requests(1);
+    c.reset();
+    released.store(true, Ordering::SeqCst);
+    // Its exchange is over once the router has closed its connection.
+    wait_until(
+        "the client connection closed",
+        Duration::from_secs(5),
+        || r.metrics().open_connections == 0,
+    );
+    assert_eq!(
+        Client::connect(r.addr).roundtrip(QUERY_GET).text(),
+        "primary"
+    );
+    wait_until("the served Query mirrored", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] >= 1
+    });
+    common::assert_holds_for(
+        "the Query whose client went away is not mirrored",
+        Duration::from_millis(300),
+        || {
+            shadow
+                .requests()
+                .iter()
+                .all(|q| q.path() != "/api/spot/user/slow")
+        },
+    );
+    assert_eq!(r.metrics().users.mirror_status.iter().sum::<u64>(), 1);
+}
+
 #[test]
 fn a_dead_or_hanging_shadow_changes_nothing_for_the_client() {
     // Dead: nothing listens.

@@ -3,7 +3,8 @@
 //!
 //! # Independence from the client
 //! The copy is taken when the request has been routed and is sent by a task of its own,
-//! started only once the client's exchange has ended (response relayed, or failed): the
+//! started only once the client's exchange has ended (response relayed, or failed; not
+//! when the request was refused, nor when its client went away before its answer): the
 //! client's response never waits for the mirror, and the mirror's answer — read and
 //! discarded, counted by status class — can change nothing the client sees, but through
 //! the circuit breaker of a shadow server that serves a partition too (see [`send`]). The
@@ -288,8 +289,8 @@ async fn read_head(s: &Settings, up: &mut UpstreamConn) -> Option<usize> {
 pub struct LaunchOnDrop(pub Option<MirrorJob>);
 
 impl LaunchOnDrop {
-    /// The request was refused after all (no server of its partition available): send no
-    /// mirror.
+    /// The request was refused after all (no server of its partition available), or its
+    /// client went away before its answer: send no mirror.
     pub fn cancel(&mut self) {
         if let Some(job) = self.0.take() {
             release(&job.worker, job.bytes);

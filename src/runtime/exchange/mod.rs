@@ -167,7 +167,7 @@ pub async fn run(
         return Err(refuse_softly(worker, c, &req, &mut progress, e).await);
     }
     // A copy for the shadow partition, sent once this exchange has ended; none of a
-    // refused request.
+    // refused request, nor of one whose client went away before its answer.
     let mut mirror = mirror::LaunchOnDrop(mirror::MirrorJob::prepare(worker, wt, c, &req));
     worker.earn_retry_budget(&s.retry);
     let deadline = s.request_deadline.map(|d| c.started + d);
@@ -179,14 +179,25 @@ pub async fn run(
     let answered = match send(worker, wt, c, &req, &mut progress, deadline, outcome).await {
         Ok(answered) => answered,
         Err(f) => {
-            // A 503 for want of a server is a refusal: nothing to mirror.
-            if f.error.kind == ErrorKind::NoHealthyServer {
+            // A 503 for want of a server is a refusal, and a client gone while its answer
+            // was awaited aborted the request: nothing to mirror (a copy sent now would be
+            // for nobody, and would take a mirror's place from a Query still served).
+            if matches!(
+                f.error.kind,
+                ErrorKind::NoHealthyServer | ErrorKind::ClientGone
+            ) {
                 mirror.cancel();
             }
             return Err(f);
         }
     };
-    response::relay(worker, s, c, &req, &mut progress, answered, outcome).await
+    let next = response::relay(worker, s, c, &req, &mut progress, answered, outcome).await;
+    // The same for a client found gone when its answer was to be written (where its reset
+    // is not watched while the answer is awaited): counted with no status, logged 499.
+    if outcome.status.is_none() && matches!(outcome.error, Some(ErrorKind::ClientGone)) {
+        mirror.cancel();
+    }
+    next
 }
 
 /// A refusal before anything was sent that keeps the connection: the request's body is
