@@ -2,15 +2,16 @@
 //! loopback for everything but `GET /health` and `GET /ready`, and on loopback too once
 //! configured; configs and listeners that would expose the admin API without one are
 //! refused. Also how the listener answers and closes: one request per connection, closed in
-//! stages so an answer is not lost to a reset.
+//! stages so an answer is not lost to a reset, and its slots bounded per peer and in time
+//! so that no client can hold them all.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringgate::admin::{self, SharedServer};
 use ringgate::config::Config;
@@ -383,5 +384,34 @@ fn a_refusal_of_head_has_no_body_and_a_405_says_what_is_allowed() {
             r.head
         );
     }
+    stop(&server);
+}
+
+/// The loopback address `127.0.0.n`: another peer, as the admin listener sees it.
+fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+#[test]
+fn one_peer_cannot_take_every_admin_slot() {
+    // Each connection holds a slot until its head is complete or too slow (5 s): one
+    // client that opened a few dozen and sent nothing locked everyone else out, health
+    // checks and operators included, and could keep doing so with 7 connections a second.
+    let dir = TempDir::new("per-peer");
+    let path = dir.write("routing.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    let mut hogs: Vec<Client> = (0..40).map(|_| Client::connect(admin)).collect();
+    // Accepted in the order they connected: after every hog.
+    let mut other = Client::connect_from(loopback(2), admin);
+    let r = other.roundtrip(b"GET /health HTTP/1.1\r\nHost: admin\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    // Beyond its own 4, the hog's connections are refused at once, not kept waiting.
+    let started = Instant::now();
+    for c in &mut hogs[4..] {
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (503, "admin busy\n"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
     stop(&server);
 }

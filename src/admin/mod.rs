@@ -18,6 +18,10 @@
 //! `Allow`. One request per connection: after the answer the connection is closed in
 //! stages (see [`linger_close`]).
 //!
+//! # Slots
+//! At most [`MAX_CONCURRENT`] connections are served at once, [`MAX_CONCURRENT_PER_PEER`]
+//! per peer address, each for a bounded time (head, close); beyond, `503` at once.
+//!
 //! # Access
 //! Off loopback, every endpoint but `GET /health` and `GET /ready` needs
 //! `Authorization: Bearer <token>` (the token from `admin.token_file`); a config with a
@@ -27,9 +31,10 @@
 
 pub mod auth;
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,6 +52,10 @@ pub type SharedServer = Arc<Mutex<Server>>;
 
 /// Admin connections served at once; more are refused with 503.
 const MAX_CONCURRENT: usize = 32;
+/// Admin connections served at once for one peer address; more from it are refused with
+/// 503, so that one client cannot take every slot (each may be held for seconds: see
+/// [`HEAD_TIMEOUT`]) and lock the others out, `/health` and `/ready` included.
+const MAX_CONCURRENT_PER_PEER: usize = 4;
 /// Largest admin request head.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Longest time a request head may take to arrive, whole.
@@ -80,7 +89,7 @@ pub fn spawn(
         }
         s.set_admin_listener(bound);
     }
-    let active = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     let handle = std::thread::Builder::new()
         .name("ringgate-admin".into())
         .spawn(move || {
@@ -90,25 +99,74 @@ pub fn spawn(
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                if active.load(Ordering::Acquire) >= MAX_CONCURRENT {
+                // (No peer address: the connection is gone already.)
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let Some(slot) = Slot::take(&slots, peer.ip()) else {
                     let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n", false);
                     continue;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
+                };
                 let server = server.clone();
-                let in_thread = active.clone();
-                let spawned = std::thread::Builder::new()
+                // (Should the thread not start, the closure and the slot in it are dropped.)
+                let _ = std::thread::Builder::new()
                     .name("ringgate-admin-conn".into())
                     .spawn(move || {
+                        let _slot = slot;
                         serve(&mut stream, &server, must_authenticate);
-                        in_thread.fetch_sub(1, Ordering::AcqRel);
                     });
-                if spawned.is_err() {
-                    active.fetch_sub(1, Ordering::AcqRel);
-                }
             }
         })?;
     Ok((bound, handle))
+}
+
+/// The admin connections being served, in all and per peer address.
+#[derive(Default)]
+struct Slots {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place in [`Slots`], given back when dropped (a panic included).
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    peer: IpAddr,
+}
+
+impl Slot {
+    /// A slot for a connection from `peer`, unless [`MAX_CONCURRENT`] are taken, or
+    /// [`MAX_CONCURRENT_PER_PEER`] by `peer`.
+    fn take(slots: &Arc<Mutex<Slots>>, peer: IpAddr) -> Option<Slot> {
+        // An IPv4 client of a dual-stack listener is the same peer as over IPv4.
+        let peer = peer.to_canonical();
+        let mut s = slots.lock().unwrap_or_else(|e| e.into_inner());
+        if s.total >= MAX_CONCURRENT {
+            return None;
+        }
+        let mine = s.per_peer.entry(peer).or_insert(0);
+        if *mine >= MAX_CONCURRENT_PER_PEER {
+            return None;
+        }
+        *mine += 1;
+        s.total += 1;
+        Some(Slot {
+            slots: slots.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        s.total -= 1;
+        if let Some(mine) = s.per_peer.get_mut(&self.peer) {
+            *mine -= 1;
+            if *mine == 0 {
+                s.per_peer.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// Set once the process starts draining (SIGTERM): `/ready` answers 503 from then on.

@@ -217,6 +217,33 @@ impl Client {
         c
     }
 
+    /// Connect from the local address `from` (another loopback address, say: a second
+    /// peer as the router sees it).
+    pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .unwrap_or_else(|e| panic!("binding to {from} failed: {e}"));
+        socket
+            .connect(&addr.into())
+            .unwrap_or_else(|e| panic!("connecting to {addr} from {from} failed: {e}"));
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).unwrap();
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+            ended: None,
+            timeout: READ_TIMEOUT,
+        };
+        c.set_timeout(READ_TIMEOUT);
+        c
+    }
+
     /// The read timeout for every later read.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
