@@ -415,3 +415,30 @@ fn one_peer_cannot_take_every_admin_slot() {
     assert!(started.elapsed() < Duration::from_secs(2));
     stop(&server);
 }
+
+#[test]
+fn a_refusal_when_every_slot_is_busy_is_not_lost_to_a_reset() {
+    // The 503 was written on the accept thread and the socket closed at once, the request
+    // unread: a reset, which can destroy the 503 before the client has read it.
+    let dir = TempDir::new("busy");
+    let path = dir.write("routing.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    // All 32 slots, 4 per peer, held by connections that send nothing (for 5 s).
+    let _holders: Vec<Client> = (1..=8)
+        .flat_map(|n| (0..4).map(move |_| Client::connect_from(loopback(n), admin)))
+        .collect();
+    let mut c = Client::connect_from(loopback(9), admin);
+    let body = "y".repeat(256 * 1024);
+    let _ = c.try_send(
+        format!(
+            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (503, "admin busy\n"));
+    c.expect_fin();
+    stop(&server);
+}

@@ -20,7 +20,8 @@
 //!
 //! # Slots
 //! At most [`MAX_CONCURRENT`] connections are served at once, [`MAX_CONCURRENT_PER_PEER`]
-//! per peer address, each for a bounded time (head, close); beyond, `503` at once.
+//! per peer address, each for a bounded time (head, close); beyond, `503` at once,
+//! closed in stages on a thread of its own ([`close_refused`]), never on the accept thread.
 //!
 //! # Access
 //! Off loopback, every endpoint but `GET /health` and `GET /ready` needs
@@ -35,6 +36,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -65,6 +67,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded from a closing connection.
 const LINGER_BYTES: usize = 1024 * 1024;
+/// Most refused connections being closed in stages at the same time (see
+/// [`close_refused`]); beyond, the oldest are closed without waiting further.
+const MAX_REFUSED_CLOSING: usize = 256;
 
 fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(|e| e.into_inner())
@@ -90,6 +95,10 @@ pub fn spawn(
         s.set_admin_listener(bound);
     }
     let slots = Arc::new(Mutex::new(Slots::default()));
+    let (refused, to_close) = std::sync::mpsc::sync_channel(MAX_REFUSED_CLOSING);
+    std::thread::Builder::new()
+        .name("ringgate-admin-refused".into())
+        .spawn(move || close_refused(to_close))?;
     let handle = std::thread::Builder::new()
         .name("ringgate-admin".into())
         .spawn(move || {
@@ -104,7 +113,7 @@ pub fn spawn(
                     continue;
                 };
                 let Some(slot) = Slot::take(&slots, peer.ip()) else {
-                    let _ = respond(&mut stream, 503, "text/plain", "", "admin busy\n", false);
+                    refuse(stream, &refused);
                     continue;
                 };
                 let server = server.clone();
@@ -118,6 +127,68 @@ pub fn spawn(
             }
         })?;
     Ok((bound, handle))
+}
+
+/// Answer `503 admin busy` and hand the connection to [`close_refused`]. Never waits on
+/// the client: the socket is non-blocking, and a new connection's send buffer takes the
+/// short answer whole.
+fn refuse(mut stream: TcpStream, refused: &SyncSender<(TcpStream, Instant)>) {
+    if stream.set_nonblocking(true).is_err()
+        || respond(
+            &mut stream,
+            503,
+            "text/plain",
+            "Retry-After: 1\r\n",
+            "admin busy\n",
+            false,
+        )
+        .is_err()
+        || stream.shutdown(Shutdown::Write).is_err()
+    {
+        return;
+    }
+    // (Full: a flood; this one is closed at once.)
+    let _ = refused.try_send((stream, Instant::now() + LINGER_TIME));
+}
+
+/// Close refused connections as [`linger_close`] does, all on one thread so that the
+/// accept thread never waits on a client: read and discard from each (non-blocking, a
+/// round every few milliseconds) until it closes, at most [`LINGER_BYTES`] until its
+/// deadline. Closed with the request unread, a refusal would be a reset, which can
+/// destroy the `503` before the client reads it.
+fn close_refused(to_close: Receiver<(TcpStream, Instant)>) {
+    let mut closing: Vec<(TcpStream, Instant, usize)> = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let next = if closing.is_empty() {
+            to_close.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            to_close.recv_timeout(Duration::from_millis(5))
+        };
+        match next {
+            Ok((stream, until)) => closing.push((stream, until, 0)),
+            Err(RecvTimeoutError::Disconnected) if closing.is_empty() => return,
+            // (No accept thread any more: the rest still get their time.)
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(5)),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        closing.extend(
+            to_close
+                .try_iter()
+                .map(|(stream, until)| (stream, until, 0)),
+        );
+        let now = Instant::now();
+        closing.retain_mut(|(stream, until, drained)| loop {
+            match stream.read(&mut tmp) {
+                Ok(n) if n > 0 && *drained + n < LINGER_BYTES => *drained += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return now < *until,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        });
+        let surplus = closing.len().saturating_sub(MAX_REFUSED_CLOSING);
+        closing.drain(..surplus);
+    }
 }
 
 /// The admin connections being served, in all and per peer address.
