@@ -442,3 +442,58 @@ fn a_refusal_when_every_slot_is_busy_is_not_lost_to_a_reset() {
     c.expect_fin();
     stop(&server);
 }
+
+#[test]
+fn a_slow_reader_cannot_hold_a_slot_for_the_whole_answer() {
+    // The write timeout bounded each write, not the answer: a client that took a large
+    // `/metrics` a little at a time held its slot for as long as the answer lasted.
+    let dir = TempDir::new("slow-reader");
+    // 1024 servers: about half a megabyte of metrics.
+    let mut text = String::new();
+    for z in 0..16 {
+        let servers: Vec<String> = (1..=64)
+            .map(|p| format!("\"127.0.0.1:{}\"", z * 64 + p))
+            .collect();
+        text += &format!("[partitions.zone_{z}]\nservers = [{}]\n", servers.join(","));
+    }
+    text += "[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[workers]\ncount = 1\npin = false\n[health]\nenabled = false\n";
+    let path = dir.write("routing.toml", &text);
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    let whole = call(admin, "GET", "/metrics", "").body.len();
+    assert!(whole > 400_000, "{whole} bytes of metrics");
+
+    // A small window and small segments, so that the router's send buffer (sized from the
+    // segment size: with loopback's 64 KiB segments, over a megabyte) cannot take the
+    // answer whole: it goes out as the client reads.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.set_tcp_mss(536).unwrap();
+    socket.connect(&admin.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut read = 0;
+    let ended = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still answering after {:?}: {read} bytes read",
+            started.elapsed()
+        );
+        // The client's pace (about 10 KB/s): enough to keep every write moving.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut tmp = [0u8; 512];
+        match s.read(&mut tmp) {
+            Ok(0) => break "FIN".to_string(),
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(read < whole, "{read} bytes read, then {ended}");
+    // The slot is free again.
+    assert_eq!(call(admin, "GET", "/health", "").status, 200);
+    stop(&server);
+}

@@ -20,7 +20,7 @@
 //!
 //! # Slots
 //! At most [`MAX_CONCURRENT`] connections are served at once, [`MAX_CONCURRENT_PER_PEER`]
-//! per peer address, each for a bounded time (head, close); beyond, `503` at once,
+//! per peer address, each for a bounded time (head, answer, close); beyond, `503` at once,
 //! closed in stages on a thread of its own ([`close_refused`]), never on the accept thread.
 //!
 //! # Access
@@ -62,6 +62,10 @@ const MAX_CONCURRENT_PER_PEER: usize = 4;
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Longest time a request head may take to arrive, whole.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest time an answer may take to be written, whole: the socket's write timeout bounds
+/// each write only, and a client that takes a large answer (`/metrics`) a few bytes at a
+/// time would otherwise hold its slot for as long as the answer lasts.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a closing connection is read from (and discarded) after its answer, as on the
 /// data path.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -323,19 +327,24 @@ fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
 
 fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     if let Ok(req) = read_request(stream) {
-        answer(stream, &req, server, must_authenticate);
+        if answer(stream, &req, server, must_authenticate).is_err() {
+            // Not taken in time (or gone): reset, so that the rest of the answer does not
+            // go on waiting for the client in the kernel's send queue.
+            let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+            return;
+        }
     }
     linger_close(stream);
 }
 
+/// Answer `req`; an error: the answer was not written whole (see [`ANSWER_TIMEOUT`]).
 fn answer(
     stream: &mut TcpStream,
     req: &AdminRequest,
     server: &SharedServer,
     must_authenticate: bool,
-) {
+) -> std::io::Result<()> {
     // The same head as GET would get, without the body (refusals included).
     let head_only = req.method == "HEAD";
     if let Err(refusal) = authorize(req, server, must_authenticate) {
@@ -347,7 +356,7 @@ fn answer(
             "admin request refused: bearer token missing or wrong"
         );
         let challenge = format!("WWW-Authenticate: {}\r\n", refusal.challenge());
-        let _ = respond(
+        return respond(
             stream,
             401,
             "text/plain",
@@ -355,14 +364,13 @@ fn answer(
             "unauthorized\n",
             head_only,
         );
-        return;
     }
     let (status, content_type, body) = route(&req.method, &req.path, server);
     let allow = match status {
         405 => format!("Allow: {}\r\n", allowed_methods(&req.path)),
         _ => String::new(),
     };
-    let _ = respond(stream, status, content_type, &allow, &body, head_only);
+    respond(stream, status, content_type, &allow, &body, head_only)
 }
 
 /// Close in stages: FIN after the answer, then read and discard what the client still
@@ -616,9 +624,9 @@ fn pretty(v: &Value) -> String {
 }
 
 /// Write a whole response in one write (a head and a body written apart can wait on each
-/// other under Nagle); `extra_headers` is zero or more `Name: value\r\n` lines. With
-/// `head_only` (an answer to HEAD), the head says the body's length but the body is left
-/// out.
+/// other under Nagle), within [`ANSWER_TIMEOUT`]; `extra_headers` is zero or more
+/// `Name: value\r\n` lines. With `head_only` (an answer to HEAD), the head says the body's
+/// length but the body is left out.
 fn respond(
     stream: &mut TcpStream,
     status: u16,
@@ -644,5 +652,20 @@ fn respond(
     if !head_only {
         out.push_str(body);
     }
-    stream.write_all(out.as_bytes())
+    let until = Instant::now() + ANSWER_TIMEOUT;
+    let mut out = out.as_bytes();
+    while !out.is_empty() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(out) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => out = &out[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
