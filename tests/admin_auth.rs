@@ -417,6 +417,30 @@ fn one_peer_cannot_take_every_admin_slot() {
 }
 
 #[test]
+fn a_connection_closing_after_its_answer_holds_no_slot() {
+    // The staged close after an answer (up to 2 s, until the client closes) held the
+    // peer's slot: a client making requests one after another, slow to close each
+    // connection, was refused its fifth within those 2 s (503 admin busy).
+    let dir = TempDir::new("sequential");
+    let path = dir.write("routing.toml", &config_text("address = \"\""));
+    let (server, admin) = start(&path, "127.0.0.1:0");
+    let admin = admin.unwrap();
+    let mut answered = Vec::new();
+    for i in 0..12 {
+        let mut c = Client::connect(admin);
+        let r = c.roundtrip(b"GET /health HTTP/1.1\r\nHost: admin\r\n\r\n");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "request {i}");
+        // Answered; the client has not closed yet.
+        answered.push(c);
+    }
+    // Each was ended cleanly by the router after its answer.
+    for mut c in answered {
+        c.expect_fin();
+    }
+    stop(&server);
+}
+
+#[test]
 fn a_refusal_when_every_slot_is_busy_is_not_lost_to_a_reset() {
     // The 503 was written on the accept thread and the socket closed at once, the request
     // unread: a reset, which can destroy the 503 before the client has read it.

@@ -16,12 +16,14 @@
 //!
 //! `HEAD` is answered wherever `GET` is; another method on a known path gets `405` with
 //! `Allow`. One request per connection: after the answer the connection is closed in
-//! stages (see [`linger_close`]).
+//! stages, on a thread of its own (see [`close_in_stages`]).
 //!
 //! # Slots
 //! At most [`MAX_CONCURRENT`] connections are served at once, [`MAX_CONCURRENT_PER_PEER`]
-//! per peer address, each for a bounded time (head, answer, close); beyond, `503` at once,
-//! closed in stages on a thread of its own ([`close_refused`]), never on the accept thread.
+//! per peer address, each for a bounded time (head, answer); beyond, `503` at once, never
+//! on the accept thread. A connection gives its slot back once its answer is written: the
+//! staged close after it holds none, so a client that makes one request after another
+//! never finds its own closing connections in the way.
 //!
 //! # Access
 //! Off loopback, every endpoint but `GET /health` and `GET /ready` needs
@@ -71,9 +73,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded from a closing connection.
 const LINGER_BYTES: usize = 1024 * 1024;
-/// Most refused connections being closed in stages at the same time (see
-/// [`close_refused`]); beyond, the oldest are closed without waiting further.
-const MAX_REFUSED_CLOSING: usize = 256;
+/// Most connections being closed in stages at the same time (see [`close_in_stages`]);
+/// beyond, the oldest are closed without waiting further.
+const MAX_CLOSING: usize = 256;
 
 fn lock(server: &SharedServer) -> MutexGuard<'_, Server> {
     server.lock().unwrap_or_else(|e| e.into_inner())
@@ -99,10 +101,10 @@ pub fn spawn(
         s.set_admin_listener(bound);
     }
     let slots = Arc::new(Mutex::new(Slots::default()));
-    let (refused, to_close) = std::sync::mpsc::sync_channel(MAX_REFUSED_CLOSING);
+    let (closer, to_close) = std::sync::mpsc::sync_channel(MAX_CLOSING);
     std::thread::Builder::new()
-        .name("ringgate-admin-refused".into())
-        .spawn(move || close_refused(to_close))?;
+        .name("ringgate-admin-close".into())
+        .spawn(move || close_in_stages(to_close))?;
     let handle = std::thread::Builder::new()
         .name("ringgate-admin".into())
         .spawn(move || {
@@ -117,26 +119,28 @@ pub fn spawn(
                     continue;
                 };
                 let Some(slot) = Slot::take(&slots, peer.ip()) else {
-                    refuse(stream, &refused);
+                    refuse(stream, &closer);
                     continue;
                 };
-                let server = server.clone();
+                let (server, closer) = (server.clone(), closer.clone());
                 // (Should the thread not start, the closure and the slot in it are dropped.)
                 let _ = std::thread::Builder::new()
                     .name("ringgate-admin-conn".into())
                     .spawn(move || {
-                        let _slot = slot;
-                        serve(&mut stream, &server, must_authenticate);
+                        if serve(&mut stream, &server, must_authenticate) {
+                            drop(slot);
+                            hand_to_closer(stream, &closer);
+                        }
                     });
             }
         })?;
     Ok((bound, handle))
 }
 
-/// Answer `503 admin busy` and hand the connection to [`close_refused`]. Never waits on
+/// Answer `503 admin busy` and hand the connection to [`close_in_stages`]. Never waits on
 /// the client: the socket is non-blocking, and a new connection's send buffer takes the
 /// short answer whole.
-fn refuse(mut stream: TcpStream, refused: &SyncSender<(TcpStream, Instant)>) {
+fn refuse(mut stream: TcpStream, closer: &SyncSender<(TcpStream, Instant)>) {
     if stream.set_nonblocking(true).is_err()
         || respond(
             &mut stream,
@@ -147,20 +151,28 @@ fn refuse(mut stream: TcpStream, refused: &SyncSender<(TcpStream, Instant)>) {
             false,
         )
         .is_err()
-        || stream.shutdown(Shutdown::Write).is_err()
     {
         return;
     }
-    // (Full: a flood; this one is closed at once.)
-    let _ = refused.try_send((stream, Instant::now() + LINGER_TIME));
+    hand_to_closer(stream, closer);
 }
 
-/// Close refused connections as [`linger_close`] does, all on one thread so that the
-/// accept thread never waits on a client: read and discard from each (non-blocking, a
-/// round every few milliseconds) until it closes, at most [`LINGER_BYTES`] until its
-/// deadline. Closed with the request unread, a refusal would be a reset, which can
-/// destroy the `503` before the client reads it.
-fn close_refused(to_close: Receiver<(TcpStream, Instant)>) {
+/// FIN after the answer, then [`close_in_stages`] takes the connection.
+fn hand_to_closer(stream: TcpStream, closer: &SyncSender<(TcpStream, Instant)>) {
+    if stream.set_nonblocking(true).is_err() || stream.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    // (Full: a flood; this one is closed at once.)
+    let _ = closer.try_send((stream, Instant::now() + LINGER_TIME));
+}
+
+/// Close answered connections in stages, all on one thread, so that neither the accept
+/// thread nor a slot waits on a client: after the FIN, read and discard from each
+/// (non-blocking, a round every few milliseconds) until it closes, at most
+/// [`LINGER_BYTES`] until its deadline ([`LINGER_TIME`], as on the data path). Closed with
+/// received bytes unread (a body, the rest of an oversized head), a connection would be
+/// reset, and a client still sending could lose the answer to that reset.
+fn close_in_stages(to_close: Receiver<(TcpStream, Instant)>) {
     let mut closing: Vec<(TcpStream, Instant, usize)> = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
@@ -190,7 +202,7 @@ fn close_refused(to_close: Receiver<(TcpStream, Instant)>) {
                 _ => return false,
             }
         });
-        let surplus = closing.len().saturating_sub(MAX_REFUSED_CLOSING);
+        let surplus = closing.len().saturating_sub(MAX_CLOSING);
         closing.drain(..surplus);
     }
 }
@@ -325,17 +337,19 @@ fn read_request(stream: &mut TcpStream) -> Result<AdminRequest, ()> {
     }
 }
 
-fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool) {
+/// Serve one request; whether the connection is to be closed in stages (its answer, or a
+/// refusal of its head, is written).
+fn serve(stream: &mut TcpStream, server: &SharedServer, must_authenticate: bool) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     if let Ok(req) = read_request(stream) {
         if answer(stream, &req, server, must_authenticate).is_err() {
             // Not taken in time (or gone): reset, so that the rest of the answer does not
             // go on waiting for the client in the kernel's send queue.
             let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
-            return;
+            return false;
         }
     }
-    linger_close(stream);
+    true
 }
 
 /// Answer `req`; an error: the answer was not written whole (see [`ANSWER_TIMEOUT`]).
@@ -371,29 +385,6 @@ fn answer(
         _ => String::new(),
     };
     respond(stream, status, content_type, &allow, &body, head_only)
-}
-
-/// Close in stages: FIN after the answer, then read and discard what the client still
-/// sends until it closes, at most [`LINGER_BYTES`] within [`LINGER_TIME`]. Closing with
-/// received bytes unread (a body, the rest of an oversized head) would reset the
-/// connection, and a client still sending could lose the answer to that reset.
-fn linger_close(stream: &mut TcpStream) {
-    if stream.shutdown(Shutdown::Write).is_err() {
-        return;
-    }
-    let until = Instant::now() + LINGER_TIME;
-    let mut tmp = [0u8; 4096];
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match stream.read(&mut tmp) {
-            Ok(n) if n > 0 => drained += n,
-            _ => return,
-        }
-    }
 }
 
 /// Whether the request may proceed: open endpoints always; others need the token when one
