@@ -829,3 +829,49 @@ fn a_reload_that_turns_health_checks_off_does_not_wait_for_a_probe() {
     );
     assert!(r.backend_available(servers[0]));
 }
+
+/// The half-open probe whose request ends without a verdict — its client stops sending
+/// the body — is given back: the next request probes at once. Kept, the server stayed
+/// half-open and refused every request (503) for another whole cool-down.
+#[test]
+fn a_half_open_probe_whose_client_gives_up_is_given_back() {
+    let b = ScriptedBackend::start(|req| {
+        if req.path() == "/fail" {
+            Reply::status("500 Internal Server Error", "fail")
+        } else {
+            Reply::ok("fine")
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n\
+         [health]\nenabled = false\n\
+         [circuit]\nconsecutive_failures = 1\ncooldown_ms = 1500\n\
+         [timeouts]\nclient_body_ms = 200\n",
+        b.addr
+    ));
+    assert_eq!(get(r.addr, "/fail", "X-User-Id: u\r\n").status, 500);
+    assert!(!r.backend_available(b.addr), "circuit open");
+    wait_until("the cool-down passes", Duration::from_secs(5), || {
+        r.backend_available(b.addr)
+    });
+    // The probe: a Query whose body stops coming part-way (408).
+    let mut c = Client::connect(r.addr);
+    c.send(
+        b"POST /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\
+          Content-Length: 100000\r\n\r\n{\"a\":",
+    );
+    assert_eq!(c.read_response().status, 408);
+    // Well within the cool-down the probe's claim started.
+    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
+    assert_eq!(
+        resp.status,
+        200,
+        "the next request is refused: the abandoned probe was kept: {}",
+        resp.text()
+    );
+    assert_eq!(
+        r.circuit_transitions(b.addr),
+        (1, 1, 1),
+        "its probe closed it"
+    );
+}

@@ -9,8 +9,10 @@
 //!
 //! # Invariants
 //! - One probe at a time: the open → half-open transition is a compare-and-swap; only the
-//!   worker that wins it sends the probe request. A probe that never reports back (its
-//!   request was abandoned) expires after another cool-down.
+//!   worker that wins it sends the probe request. A probe whose request ends without a
+//!   verdict (its client went away, its deadline was spent elsewhere) is given back
+//!   ([`release_probe`]); one that never reports back at all expires after another
+//!   cool-down.
 //! - A backend flaps only after `fall` consecutive failed checks and returns only after
 //!   `rise` consecutive good ones.
 
@@ -33,7 +35,19 @@ pub enum Admission {
     /// Normal traffic.
     Normal,
     /// This request is the half-open probe: its result closes or re-opens the circuit.
-    Probe,
+    /// `claimed_ms`: when it was claimed ([`now_ms`]), to give it back by.
+    Probe {
+        /// The breaker clock's reading the claim stored.
+        claimed_ms: u64,
+    },
+}
+
+impl Admission {
+    /// Whether this is the half-open probe.
+    #[inline]
+    pub fn is_probe(self) -> bool {
+        matches!(self, Admission::Probe { .. })
+    }
 }
 
 /// Whether a request may be sent to `b` now (None: skip it).
@@ -63,7 +77,7 @@ pub fn admit(b: &Backend, circuit: Option<&CircuitSettings>) -> Option<Admission
                 b.transition_circuit(Circuit::Open, Circuit::HalfOpen);
                 tracing::info!(backend = %b.addr, "circuit half-open: sending one probe request");
             }
-            Some(Admission::Probe)
+            Some(Admission::Probe { claimed_ms: now })
         }
     }
 }
@@ -108,13 +122,12 @@ pub fn report(
         if b.consecutive_failures.load(Ordering::Relaxed) != 0 {
             b.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        if admission == Admission::Probe && b.transition_circuit(Circuit::HalfOpen, Circuit::Closed)
-        {
+        if admission.is_probe() && b.transition_circuit(Circuit::HalfOpen, Circuit::Closed) {
             tracing::info!(backend = %b.addr, "circuit closed: probe succeeded");
         }
         return;
     }
-    if admission == Admission::Probe {
+    if admission.is_probe() {
         b.circuit_opened_ms.store(now_ms(), Ordering::Release);
         if b.transition_circuit(Circuit::HalfOpen, Circuit::Open) {
             tracing::warn!(backend = %b.addr, "circuit re-opened: probe failed");
@@ -128,6 +141,25 @@ pub fn report(
             tracing::warn!(backend = %b.addr, failures = streak, "circuit opened");
         }
     }
+}
+
+/// Give back the half-open probe `admission` holds when its request ends without a verdict
+/// (its client went away first, or the request's deadline, spent by an earlier attempt,
+/// ended it): the next request probes at once. Kept, the probe would leave the server
+/// refused to every request until it expired a whole cool-down later. A probe that has
+/// expired meanwhile, its successor claimed, is left alone.
+pub fn release_probe(b: &Backend, circuit: Option<&CircuitSettings>, admission: Admission) {
+    let (Admission::Probe { claimed_ms }, Some(settings)) = (admission, circuit) else {
+        return;
+    };
+    // Claimed when the cool-down had passed: as it stood then.
+    let cooled = claimed_ms.saturating_sub(settings.cooldown.as_millis() as u64);
+    let _ = b.circuit_opened_ms.compare_exchange(
+        claimed_ms,
+        cooled,
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    );
 }
 
 /// Rise/fall hysteresis for active checks (owned by the health checker thread).
@@ -156,6 +188,13 @@ impl Hysteresis {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A probe's admission (its claim time matters only to `release_probe`).
+    const PROBE: Admission = Admission::Probe { claimed_ms: 0 };
+
+    fn is_probe(a: Option<Admission>) -> bool {
+        a.is_some_and(Admission::is_probe)
+    }
 
     fn settings(cooldown_ms: u64) -> CircuitSettings {
         CircuitSettings {
@@ -206,14 +245,14 @@ mod tests {
         assert_eq!(b.circuit(), Circuit::Open);
         assert_eq!(admit(&b, Some(&s)), None, "open during cool-down");
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        assert!(is_probe(admit(&b, Some(&s))));
         assert_eq!(b.circuit(), Circuit::HalfOpen);
         assert_eq!(admit(&b, Some(&s)), None, "only one probe");
-        report(&b, Some(&s), Admission::Probe, false);
+        report(&b, Some(&s), PROBE, false);
         assert_eq!(b.circuit(), Circuit::Open);
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
-        report(&b, Some(&s), Admission::Probe, true);
+        assert!(is_probe(admit(&b, Some(&s))));
+        report(&b, Some(&s), PROBE, true);
         assert_eq!(b.circuit(), Circuit::Closed);
         assert_eq!(admit(&b, Some(&s)), Some(Admission::Normal));
         let t = b.circuit_transitions();
@@ -228,13 +267,31 @@ mod tests {
             report(&b, Some(&s), Admission::Normal, false);
         }
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        assert!(is_probe(admit(&b, Some(&s))));
         std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(
-            admit(&b, Some(&s)),
-            Some(Admission::Probe),
+        assert!(
+            is_probe(admit(&b, Some(&s))),
             "the first probe never reported"
         );
+    }
+
+    #[test]
+    fn a_probe_given_back_lets_the_next_request_probe_at_once() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        let s = settings(300);
+        for _ in 0..3 {
+            report(&b, Some(&s), Admission::Normal, false);
+        }
+        std::thread::sleep(Duration::from_millis(310));
+        let first = admit(&b, Some(&s)).unwrap();
+        assert!(first.is_probe());
+        assert_eq!(admit(&b, Some(&s)), None, "one probe at a time");
+        release_probe(&b, Some(&s), first);
+        let second = admit(&b, Some(&s)).unwrap();
+        assert!(second.is_probe(), "given back: the next request probes");
+        assert_eq!(admit(&b, Some(&s)), None, "one probe at a time again");
+        report(&b, Some(&s), second, true);
+        assert_eq!(b.circuit(), Circuit::Closed);
     }
 
     #[test]
@@ -258,9 +315,9 @@ mod tests {
             would_admit(&b, Some(&s)),
             "cooled down: the next request probes"
         );
-        assert_eq!(admit(&b, Some(&s)), Some(Admission::Probe));
+        assert!(is_probe(admit(&b, Some(&s))));
         assert!(!would_admit(&b, Some(&s)), "the probe is out");
-        report(&b, Some(&s), Admission::Probe, true);
+        report(&b, Some(&s), PROBE, true);
         assert!(would_admit(&b, Some(&s)));
         b.set_drained(true);
         assert!(!would_admit(&b, Some(&s)));

@@ -157,7 +157,7 @@ async fn send(
     let version = wt.table.version;
     let pooled = match admission {
         Admission::Normal => worker.take_upstream(backend, version, s),
-        Admission::Probe => None,
+        Admission::Probe { .. } => None,
     };
     let is_reused = pooled.is_some();
     let mut up = match pooled {

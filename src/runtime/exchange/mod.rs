@@ -38,7 +38,7 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::forward::io::write_static;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::{answer_is_success, report, Admission};
+use crate::health::state::{answer_is_success, release_probe, report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
 use crate::runtime::client::Client;
@@ -311,7 +311,12 @@ async fn send(
         // A deadline an earlier attempt mostly spent is not this server's failure.
         let deadline_spent_before =
             e.error.kind == ErrorKind::DeadlineExceeded && attempts.counted > 1;
-        if e.error.side != Side::Downstream && !stale_pool && !deadline_spent_before {
+        if stale_pool {
+            // Not the server's failure; a half-open probe goes again, still the probe.
+        } else if e.error.side == Side::Downstream || deadline_spent_before {
+            // No verdict on the server: a half-open probe is given back.
+            release_probe(b, circuit, admission);
+        } else {
             report(b, circuit, admission, false);
         }
         match decision {
@@ -321,7 +326,7 @@ async fn send(
                     tried |= 1u64 << pos;
                 } else {
                     bump(&worker.metrics.pool_stale, 1);
-                    if admission == Admission::Probe {
+                    if admission.is_probe() {
                         pinned = Some((backend, pos, admission));
                     }
                 }
@@ -404,7 +409,8 @@ async fn checkout(
         let b = &*wt.table.backends[backend as usize];
         let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) if left.is_zero() => {
-                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
+                release_probe(b, s.circuit.as_ref(), admission);
+                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded));
             }
             Some(left) => left.min(s.upstream_connect_timeout),
             None => s.upstream_connect_timeout,
@@ -421,7 +427,8 @@ async fn checkout(
             }
             // The request's deadline, not the server, ended the connect.
             Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
+                release_probe(b, s.circuit.as_ref(), admission);
+                return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded));
             }
             Err(e) => {
                 report(b, s.circuit.as_ref(), admission, false);
