@@ -44,6 +44,9 @@ pub enum ErrorKind {
     NoHealthyServer,
     /// Every connect attempt failed (502).
     ConnectFailed,
+    /// Every connect attempt failed, the last one by `timeouts.upstream_connect_ms` (its
+    /// TCP connect or TLS handshake did not finish in time) (504).
+    ConnectTimeout,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
     /// The whole-request deadline passed, all attempts included (504).
@@ -115,7 +118,9 @@ impl ProxyError {
             ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => 503,
             ErrorKind::RateLimited(_) => 429,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => 502,
-            ErrorKind::UpstreamTimeout | ErrorKind::DeadlineExceeded => 504,
+            ErrorKind::UpstreamTimeout
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::DeadlineExceeded => 504,
         })
     }
 
@@ -133,6 +138,7 @@ impl ProxyError {
             ErrorKind::NoUserId => "request names no user id",
             ErrorKind::NoHealthyServer => "no healthy server for this partition",
             ErrorKind::ConnectFailed => "could not connect to any upstream server",
+            ErrorKind::ConnectTimeout => "timed out connecting to upstream",
             ErrorKind::UpstreamTimeout => "upstream timed out",
             ErrorKind::DeadlineExceeded => "request deadline exceeded",
             ErrorKind::UpstreamReset => "upstream closed connection before responding",
@@ -169,7 +175,7 @@ impl ProxyError {
 }
 
 /// Metric label of each error kind, in [`ErrorKind::metric_index`] order.
-pub const ERROR_KIND_LABELS: [&str; 18] = [
+pub const ERROR_KIND_LABELS: [&str; 19] = [
     "bad_request",
     "head_too_large",
     "body_too_large",
@@ -188,6 +194,7 @@ pub const ERROR_KIND_LABELS: [&str; 18] = [
     "deadline",
     "rate_limited",
     "migration_wait",
+    "connect_timeout",
 ];
 
 impl ErrorKind {
@@ -212,6 +219,7 @@ impl ErrorKind {
             ErrorKind::DeadlineExceeded => 15,
             ErrorKind::RateLimited(_) => 16,
             ErrorKind::MigrationWait => 17,
+            ErrorKind::ConnectTimeout => 18,
         }
     }
 }
@@ -246,6 +254,10 @@ mod tests {
         assert_eq!(
             ProxyError::upstream(ErrorKind::ConnectFailed).status(),
             Some(502)
+        );
+        assert_eq!(
+            ProxyError::upstream(ErrorKind::ConnectTimeout).status(),
+            Some(504)
         );
         assert_eq!(
             ProxyError::internal(ErrorKind::NoHealthyServer).status(),

@@ -670,6 +670,24 @@ fn a_deadline_that_ends_a_connect_answers_504() {
     assert_eq!(resp.status, 504, "{}", resp.text());
 }
 
+/// A connect that `upstream_connect_ms` ends is a timeout: SPEC §3 answers every timeout
+/// with 504 (as the request deadline ending the same connect does) and counts it, apart
+/// from a refused connect (502, `connect`).
+#[test]
+fn a_connect_timeout_answers_504_and_is_counted() {
+    let (_l, _filler, addr) = blackhole();
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{addr}\"]\n\
+         [timeouts]\nupstream_connect_ms = 200\n\
+         [health]\nenabled = false\n"
+    ));
+    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    let m = r.metrics();
+    assert_eq!(m.errors_of("connect_timeout"), 1);
+    assert_eq!(m.errors_of("connect"), 0);
+}
+
 /// A deadline mostly spent on an earlier attempt does not count against the server that got
 /// the rest of it: with tight deadlines a partial outage would open healthy servers'
 /// circuits.

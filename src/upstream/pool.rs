@@ -320,6 +320,14 @@ fn is_idle_conn_live(fd: RawFd) -> bool {
     crate::forward::io::peek(fd) == crate::forward::io::Peeked::Nothing
 }
 
+/// A failed connect (or TLS handshake): a timeout answers 504, as every timeout does.
+fn connect_error(e: &std::io::Error) -> ProxyError {
+    ProxyError::upstream(match e.kind() {
+        std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+        _ => ErrorKind::ConnectFailed,
+    })
+}
+
 /// Open a new connection to `addr` within `timeout`, with a TLS handshake (within the
 /// same time) when `tls` says so.
 pub async fn connect(
@@ -330,7 +338,8 @@ pub async fn connect(
     let started = std::time::Instant::now();
     let stream = match timer::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(_)) | Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectFailed)),
+        Ok(Err(e)) => return Err(connect_error(&e)),
+        Err(_) => return Err(ProxyError::upstream(ErrorKind::ConnectTimeout)),
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
@@ -347,7 +356,7 @@ pub async fn connect(
                 Ok((rd, wr)) => (Reader::ClientTls(rd), Writer::ClientTls(wr)),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");
-                    return Err(ProxyError::upstream(ErrorKind::ConnectFailed));
+                    return Err(connect_error(&e));
                 }
             }
         }

@@ -82,6 +82,20 @@ pub struct RouterMetrics {
     pub failovers: u64,
     /// Rate limits, migration and mirroring counters, summed over workers.
     pub users: ringgate::metrics::users::UserCounts,
+    /// `ringgate_errors_total` by kind (see [`RouterMetrics::errors_of`]).
+    pub errors: [u64; ringgate::error::ERROR_KIND_LABELS.len()],
+}
+
+impl RouterMetrics {
+    /// `ringgate_errors_total{kind}`.
+    pub fn errors_of(&self, kind: &str) -> u64 {
+        let labels = ringgate::error::ERROR_KIND_LABELS;
+        let i = labels
+            .iter()
+            .position(|&l| l == kind)
+            .unwrap_or_else(|| panic!("no error kind {kind} in {labels:?}"));
+        self.errors[i]
+    }
 }
 
 impl Router {
@@ -198,6 +212,14 @@ impl Router {
             eager_continued: snaps.iter().map(|s| s.eager_continued).sum(),
             retries: snaps.iter().map(|s| s.retries).sum(),
             failovers: snaps.iter().map(|s| s.failovers).sum(),
+            errors: snaps
+                .iter()
+                .fold([0; ringgate::error::ERROR_KIND_LABELS.len()], |mut a, s| {
+                    for (x, y) in a.iter_mut().zip(s.errors) {
+                        *x += y;
+                    }
+                    a
+                }),
             users: snaps.iter().fold(Default::default(), |mut a, s| {
                 let u = &s.users;
                 a.rate_limited[0] += u.rate_limited[0];
