@@ -263,6 +263,48 @@ fn a_buffered_query_is_resent_once_on_a_fresh_connection() {
     );
 }
 
+/// The stale pooled connection rule re-sends a Query outside the budget once per request
+/// (README, Retries): a Query whose every attempt meets a reset is sent at most
+/// `max_attempts` times plus that one. It went again for free after each counted retry
+/// too, whenever the retry took a pooled connection.
+#[test]
+fn a_query_is_resent_for_a_stale_pooled_connection_once_per_request() {
+    let backends: Vec<ScriptedBackend> = (0..3)
+        .map(|_| {
+            ScriptedBackend::start(|req| {
+                if req.path() == "/warm" {
+                    Reply::ok("warm")
+                } else {
+                    Reply::reset()
+                }
+            })
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let r = route_to(
+        &addrs,
+        "[health]\nenabled = false\n[circuit]\nenabled = false\n\
+         [retry]\nmax_attempts = 3\nbackoff_base_ms = 0\nbackoff_max_ms = 0\n",
+    );
+    // One pooled connection to each server.
+    for _ in 0..3 {
+        assert_eq!(get(r.addr, "/warm", "X-User-Id: u\r\n").status, 200);
+    }
+    assert!(backends.iter().all(|b| b.accepted() == 1));
+    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let sent: usize = backends
+        .iter()
+        .map(|b| b.requests().iter().filter(|q| q.path() == "/q").count())
+        .sum();
+    assert_eq!(
+        sent,
+        4,
+        "3 attempts and one free re-send for a stale connection (pool_stale {})",
+        r.metrics().pool_stale
+    );
+}
+
 #[test]
 fn slow_upstream_gets_504_and_a_fresh_connection_next_time() {
     let b = ScriptedBackend::start(|req| {

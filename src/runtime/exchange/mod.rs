@@ -332,6 +332,9 @@ async fn send(
                 }
                 if e.reached {
                     bump(&worker.metrics.retries, 1);
+                    // The reset rule's one re-send (one the server provably never
+                    // took is not limited).
+                    attempts.stale_resent |= !e.untouched;
                 }
                 attempts.fresh_only = true;
             }

@@ -48,6 +48,10 @@ pub struct Attempts {
     pub counted: u32,
     /// The next connection must be new (a stale pooled one was just found).
     pub fresh_only: bool,
+    /// The request was sent again for a pooled connection that died before answering:
+    /// that happens once per request (every later reset is a counted attempt, even
+    /// on a pooled connection after a retry elsewhere).
+    pub stale_resent: bool,
 }
 
 impl Default for Attempts {
@@ -55,6 +59,7 @@ impl Default for Attempts {
         Self {
             counted: 1,
             fresh_only: false,
+            stale_resent: false,
         }
     }
 }
@@ -74,7 +79,7 @@ impl Attempts {
             return Retry::No;
         }
         match e.error.kind {
-            ErrorKind::UpstreamReset if e.reused && !self.fresh_only => Retry::Fresh {
+            ErrorKind::UpstreamReset if e.reused && !self.stale_resent => Retry::Fresh {
                 server_failed: false,
             },
             ErrorKind::UpstreamReset | ErrorKind::UpstreamTimeout => Retry::Elsewhere,
@@ -184,13 +189,14 @@ mod tests {
             }
         );
         assert_eq!(a.decide(&stale, Class::Query, false), Retry::No);
-        let fresh_only = Attempts {
-            fresh_only: true,
+        let resent = Attempts {
+            stale_resent: true,
             ..a
         };
         assert_eq!(
-            fresh_only.decide(&stale, Class::Query, true),
-            Retry::Elsewhere
+            resent.decide(&stale, Class::Query, true),
+            Retry::Elsewhere,
+            "once per request"
         );
         assert_eq!(
             a.decide(
