@@ -305,6 +305,27 @@ fn a_query_is_resent_for_a_stale_pooled_connection_once_per_request() {
     );
 }
 
+/// A server that closes (FIN) part-way through its response head has not answered: as
+/// after a reset at the same point, the Query goes to another server (README: upstream
+/// closed/reset before answering). It was answered 502, never retried.
+#[test]
+fn a_query_whose_server_closes_mid_head_is_retried_elsewhere() {
+    let cut = ScriptedBackend::start(|_| {
+        Reply::bytes("HTTP/1.1 200 OK\r\nContent-Le").then(Ending::Close)
+    });
+    let good = ScriptedBackend::start(|_| Reply::ok("good"));
+    let r = route_to(&[cut.addr, good.addr], "[health]\nenabled = false\n");
+    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
+    assert_eq!(
+        cut.request_count(),
+        1,
+        "the first attempt went to the cut server"
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, b"good");
+    assert_eq!(good.request_count(), 1);
+}
+
 #[test]
 fn slow_upstream_gets_504_and_a_fresh_connection_next_time() {
     let b = ScriptedBackend::start(|req| {

@@ -494,13 +494,11 @@ async fn read_response_head(
             let (res, slice) = up_rd.read(owned.slice_mut(had..end)).await;
             *up_buf = slice.into_inner();
             match res {
+                // Part of a head is no answer: a close there is a reset before answering,
+                // as an RST at the same point is (a Query may go to another server).
                 Ok(0) => {
                     closed_first.set(up_buf.is_empty() && interim_at.get().is_none());
-                    return Err(ProxyError::upstream(if up_buf.is_empty() {
-                        ErrorKind::UpstreamReset
-                    } else {
-                        ErrorKind::BadResponse("upstream closed mid-head")
-                    }));
+                    return Err(ProxyError::upstream(ErrorKind::UpstreamReset));
                 }
                 Ok(_) => {}
                 // A TLS upstream's TCP end (FIN) without close_notify: a clean close too,
