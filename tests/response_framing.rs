@@ -550,3 +550,81 @@ fn a_chunked_response_cut_after_its_last_chunk_line_reaches_the_client_as_a_rese
         assert!(end.is_reset(), "{path}: {end}");
     }
 }
+
+/// A response whose status rules out a body goes out without the framing fields that say
+/// otherwise: `Transfer-Encoding` on a 1xx, 204 or 304, `Content-Length` on a 1xx or 204
+/// (RFC 9112 §6.1, RFC 9110 §8.6). A reader that frames by them first reads what follows
+/// as the body: Python's `http.client` (under `requests`) waits for chunks after a 204 or
+/// 304 with `Transfer-Encoding: chunked`. A 304's `Content-Length` (the representation's)
+/// and a response to HEAD keep theirs; the connection stays in step throughout.
+#[test]
+fn bodiless_responses_go_out_without_framing_fields_that_contradict_them() {
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/204-te" => {
+            Reply::bytes("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+        }
+        "/204-cl" => Reply::bytes("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n"),
+        "/304-te" => Reply::bytes(
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip, chunked\r\nX-A: 1\r\n\r\n",
+        ),
+        "/304-cl" => {
+            Reply::bytes("HTTP/1.1 304 Not Modified\r\nContent-Length: 42\r\nX-A: 1\r\n\r\n")
+        }
+        "/103-cl" => Reply::ok("after hints").interim(
+            "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\nLink: </a>\r\n\r\n",
+            Duration::ZERO,
+        ),
+        "/head-te" => {
+            Reply::bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+        }
+        p => good(p),
+    });
+    let r = route_to(&b);
+    let mut c = Client::connect(r.addr);
+    c.set_timeout(Duration::from_secs(5));
+    // (request, status, the framing field it must arrive with, if any)
+    let cases = [
+        (get("/204-te"), 204, None),
+        (get("/204-cl"), 204, None),
+        (get("/304-te"), 304, None),
+        (get("/304-cl"), 304, Some(("content-length", "42"))),
+        (get("/103-cl"), 200, Some(("content-length", "11"))),
+        (
+            b"HEAD /head-te HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            200,
+            Some(("transfer-encoding", "chunked")),
+        ),
+    ];
+    for (i, (request, status, kept)) in cases.into_iter().enumerate() {
+        c.send(&request);
+        let resp = if request.starts_with(b"HEAD") {
+            c.read_head_response()
+        } else {
+            c.read_response()
+        };
+        let line_end = find(&request, b"\r\n").unwrap();
+        let what = String::from_utf8_lossy(&request[..line_end]).into_owned();
+        assert_eq!(resp.status, status, "{what}: {resp:?}");
+        for msg in resp.interim.iter().chain([&resp]) {
+            for name in ["content-length", "transfer-encoding"] {
+                let expected = kept.filter(|k| k.0 == name && msg.status == status);
+                assert_eq!(
+                    msg.header(name),
+                    expected.map(|k| k.1),
+                    "{what}: a {} went out with {name}: {:?}",
+                    msg.status,
+                    String::from_utf8_lossy(&msg.raw[..msg.head_len])
+                );
+            }
+        }
+        if status != 200 {
+            assert_eq!(resp.header("x-a"), Some("1"), "{what}: other fields stay");
+        }
+        let next = c.roundtrip(&get(&format!("/good/{i}")));
+        assert_eq!(
+            next.text(),
+            format!("good:/good/{i}"),
+            "{what}: out of step"
+        );
+    }
+}

@@ -13,7 +13,9 @@
 //!   (not until-close), is not a 101, and was not HTTP/1.0 with `Transfer-Encoding`
 //!   (RFC 9112 §6.1: such framing is faulty, close after it);
 //! - the head ringgate sends to the client re-parses with the same status and framing,
-//!   and carries ringgate's own version (`HTTP/1.1`), whatever the upstream's.
+//!   and carries ringgate's own version (`HTTP/1.1`), whatever the upstream's; one whose
+//!   status rules out a body carries no `Transfer-Encoding` (1xx, 204, 304) and no
+//!   `Content-Length` (1xx, 204).
 //!
 //! Input layout: byte 0 bit 0 says the request was HEAD, bits 1–2 pick the `Connection`
 //! field ringgate adds; the rest is the response (head, then body bytes).
@@ -72,6 +74,19 @@ fuzz_target!(|data: &[u8]| {
         head.framing(),
         "framing changed on rewrite"
     );
+    let sent = |name: &[u8]| {
+        again
+            .headers
+            .iter()
+            .any(|f| f.name.get(&out).eq_ignore_ascii_case(name))
+    };
+    let (status, bodiless) = (head.status, head.status < 200 || head.status == 204);
+    if bodiless || status == 304 {
+        assert!(!sent(b"transfer-encoding"), "{status} relayed with Transfer-Encoding");
+    }
+    if bodiless {
+        assert!(!sent(b"content-length"), "{status} relayed with Content-Length");
+    }
     if head.status == 101 && fields.2.iter().any(|(n, _)| n == "upgrade") {
         let kept = again
             .headers

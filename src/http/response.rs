@@ -42,9 +42,10 @@ pub struct ResponseHead {
     pub framing: Option<ResponseFraming>,
     /// The upstream allows this connection to carry another request.
     pub is_keep_alive: bool,
-    /// Header fields in order; hop-by-hop ones are marked.
+    /// Header fields in order; hop-by-hop ones are marked, and so are framing fields a
+    /// bodiless status rules out (both are dropped on the way to the client).
     pub headers: Vec<HeaderField>,
-    /// At least one field is hop-by-hop (so the head must be rewritten).
+    /// At least one field is marked (so the head must be rewritten).
     pub has_hop_by_hop: bool,
     /// How long the server keeps an idle connection open, as its `Keep-Alive: timeout=N`
     /// says (RFC 2068 §19.7.1.1; sent by Apache and Node.js, among others).
@@ -137,7 +138,8 @@ struct Facts {
 }
 
 impl Facts {
-    /// Note one field; whether it is hop-by-hop.
+    /// Note one field; whether it is dropped on the way to the client (hop-by-hop, or a
+    /// framing field its status rules out).
     fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
         let eq = |lit: &[u8]| eq_lower(name, lit);
         Ok(match name.len() {
@@ -165,7 +167,9 @@ impl Facts {
                     parse_content_length(value)
                         .map_err(|_| bad("invalid Content-Length from upstream"))?,
                 );
-                false
+                // RFC 9110 §8.6: none on a 1xx or a 204, which have no body (a 304's is
+                // the representation's length, and stays).
+                status < 200 || status == 204
             }
             16 if eq(b"proxy-connection") => true,
             17 if eq(b"transfer-encoding") => {
@@ -175,7 +179,12 @@ impl Facts {
                         coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
                     self.te_chunked_last = eq_lower(coding, b"chunked");
                 }
-                false
+                // Dropped where the status rules out a body (RFC 9112 §6.1: never on a
+                // 1xx or a 204; a 304's only says what a GET would have had): a reader
+                // that frames by it first reads the bytes that follow as chunks —
+                // Python's `http.client` (under `requests`) waits for them after a 204 or
+                // a 304. A response to HEAD keeps it, as the client knows its method.
+                status < 200 || status == 204 || status == 304
             }
             // A client that reads `_` as `-` would frame the body by it.
             14 | 17 if is_underscore_framing_name(name) => {
@@ -333,6 +342,34 @@ mod tests {
         )
         .unwrap();
         assert!(old_ka.is_keep_alive);
+    }
+
+    #[test]
+    fn framing_fields_a_bodiless_status_rules_out_are_dropped() {
+        let dropped = |raw: &[u8], is_head: bool| -> Vec<bool> {
+            let h = parse(raw, is_head).unwrap();
+            assert_eq!(h.framing(), ResponseFraming::None);
+            h.headers.iter().map(|f| f.is_hop_by_hop).collect()
+        };
+        for status in [103, 204, 304] {
+            let raw =
+                format!("HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n");
+            assert_eq!(dropped(raw.as_bytes(), false), [true, false], "{status}");
+        }
+        for (status, drop) in [(103, true), (204, true), (304, false)] {
+            let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n");
+            assert_eq!(dropped(raw.as_bytes(), false), [drop, false], "{status}");
+        }
+        // A response to HEAD says what a GET would have had.
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n";
+        assert!(
+            parse(head, true).is_err(),
+            "both framings are still refused"
+        );
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(dropped(head, true), [false]);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        assert_eq!(dropped(head, true), [false]);
     }
 
     #[test]
