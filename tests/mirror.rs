@@ -278,6 +278,36 @@ fn upgrade_requests_are_not_mirrored() {
     assert_eq!(r.metrics().users.mirror_dropped, 0);
 }
 
+/// A shadow that answers a plain Query with a 101 (no switch was asked for) has given its
+/// last answer on that connection, as the data path takes it (a 502 there): the mirror
+/// ends at once, counted under 1xx, and the connection is closed. It was read on for a
+/// final answer that never comes, holding the slot until the response timeout: with the
+/// bound reached, the mirrors behind it were dropped.
+#[test]
+fn a_shadow_that_switches_protocols_unasked_ends_its_mirror_at_once() {
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(|_| {
+        Reply::bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+        )
+        .then(Ending::Hang)
+    });
+    let extra =
+        "[timeouts]\nupstream_response_ms = 20000\n[mirror]\nmax_in_flight_per_worker = 1\n";
+    let r = Router::start(&config(primary.addr, shadow.addr, extra));
+    let mut c = Client::connect(r.addr);
+    for n in 1..=2 {
+        assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+        wait_until(
+            &format!("mirror {n} ends, counted under 1xx"),
+            Duration::from_secs(5),
+            || r.metrics().users.mirror_status[0] == n,
+        );
+    }
+    assert_eq!(r.metrics().users.mirror_dropped, 0);
+    assert_eq!(shadow.accepted(), 2, "a switched connection was pooled");
+}
+
 #[test]
 fn a_refused_query_is_not_mirrored() {
     // alice and carol may each make one Query a second: alice's second is refused (429)

@@ -203,7 +203,9 @@ async fn send(
 }
 
 /// Read a final response head (skipping interim ones) into `head` and drop it from
-/// `up.buf`; its status. `None` when no well-formed one came in time.
+/// `up.buf`; its status. `None` when no well-formed one came in time. A 101 ends it too:
+/// no switch was asked for (upgrades are not mirrored), but after it the shadow speaks
+/// something else, and no final answer would come (its connection is not kept).
 async fn read_final_head(
     s: &Settings,
     up: &mut UpstreamConn,
@@ -214,7 +216,7 @@ async fn read_final_head(
         let len = read_head(s, up).await?;
         parse_response(&up.buf, len, is_head, head).ok()?;
         up.buf.drain(..len);
-        if !head.is_interim() {
+        if !head.is_interim() || head.status == 101 {
             return Some(head.status);
         }
     }
