@@ -2,7 +2,8 @@
 //! stays bounded, whole and in order — past one socket's allowance (its multishot is
 //! stopped and re-armed) and past the worker's whole buffer ring (a starved socket falls
 //! back to ordinary reads) — and an upstream that speaks out of turn while pooled is
-//! still never reused, while a quiet one is reused on the ring's word, without a syscall.
+//! still never reused, while a quiet one is reused on the ring's word, without a syscall;
+//! one its server closes while pooled is closed then, not when next taken.
 //! Small requests and whole answers go out eagerly, and answers a client leaves unread
 //! wait whole and in order. On epoll the key is accepted and changes nothing.
 
@@ -10,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::backend::{Reply, ScriptedBackend};
+use common::backend::{Ending, Reply, ScriptedBackend};
 use common::client::Client;
 use common::router::{test_driver, Router};
 use common::wait_until;
@@ -253,4 +254,71 @@ fn answers_a_client_does_not_read_wait_whole_and_in_order() {
     // Nothing more, and a clean close once the client is done.
     c.finish_sending();
     assert_eq!(c.closed(), common::client::Closed::Fin { leftover: vec![] });
+}
+
+/// Sockets to `peer`'s port in CLOSE_WAIT (the peer closed, this side has not yet), read
+/// from `/proc/net/tcp`: the in-process router's upstream sockets among them.
+fn close_wait_to(peer: std::net::SocketAddr) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = format!(":{:04X}", peer.port());
+    tcp.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&port) && f[3] == "08"
+        })
+        .count()
+}
+
+/// One exchange with a `body`-byte answer, after which the server closes the pooled
+/// connection (its keep-alive timeout, earlier than ringgate's 30 s); then another.
+fn server_closes_a_pooled_connection(body: usize) {
+    println!("body: {body} bytes");
+    let b = ScriptedBackend::start(move |_| {
+        Reply::ok("d".repeat(body)).then_after(Duration::from_millis(50), Ending::Drop)
+    });
+    let r = Router::start_with_workers(&config(b.addr), "");
+    let mut c = Client::connect(r.addr);
+    for path in ["/first", "/second"] {
+        let resp = c.roundtrip(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes(),
+        );
+        assert_eq!((resp.status, resp.body.len()), (200, body));
+        if path == "/second" {
+            break;
+        }
+        wait_until(
+            "the backend closed its connection",
+            Duration::from_secs(5),
+            || b.closed_count() == 1,
+        );
+        if r.multishot() == vec![true] {
+            // The idle connection's multishot receives the end: the connection is closed
+            // then and leaves the pool, so the server's side finishes its close too.
+            wait_until(
+                "the router closed its side and emptied the pool",
+                Duration::from_secs(5),
+                || close_wait_to(b.addr) == 0 && r.metrics().pool_idle == 0,
+            );
+        } else {
+            // No watch (epoll, or one read at a time): the end waits for the next checkout.
+            wait_until(
+                "the close reached the router",
+                Duration::from_secs(5),
+                || close_wait_to(b.addr) == 1,
+            );
+            assert_eq!(r.metrics().pool_idle, 1);
+        }
+    }
+    assert_eq!(b.accepted(), 2, "the closed connection was not reused");
+    wait_until("no socket left half-closed", Duration::from_secs(5), || {
+        close_wait_to(b.addr) == 0
+    });
+}
+
+#[test]
+fn a_pooled_connection_its_server_closes_is_closed_at_once_where_the_ring_watches() {
+    // A small answer, read by the multishot; a large one, spliced (the multishot stopped).
+    server_closes_a_pooled_connection(100);
+    server_closes_a_pooled_connection(256 * 1024);
 }

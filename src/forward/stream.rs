@@ -242,6 +242,16 @@ impl Reader {
         self.has_unread()
     }
 
+    /// Mark this connection idle, so that what next arrives on it wakes the worker's idle
+    /// watcher (see [`Multi::watch_idle`]): false when something arrived already. Only a
+    /// multishot reader can be watched without a syscall; others are not (true).
+    pub fn watch_idle(&self) -> bool {
+        match self {
+            Reader::Multi(m) => m.ms.watch_idle(),
+            _ => true,
+        }
+    }
+
     /// Whether the connection is known to be broken (reset) without a syscall: a
     /// multishot reader received the error. False where only a read or a write can tell.
     #[inline]
@@ -262,13 +272,18 @@ impl Reader {
         }
     }
 
-    /// Whether the ring vouches that nothing (no bytes, no end) arrived on this socket
-    /// (see [`Multi::is_known_idle`]); false where only the socket can tell.
-    pub fn is_known_idle(&self) -> bool {
-        match self {
-            Reader::Multi(m) => m.ms.is_known_idle(),
-            _ => false,
-        }
+    /// Take an idle pooled connection out of the idle watch, for reuse: `None` when
+    /// something arrived that nobody has read (see [`Reader::has_unread`]); otherwise
+    /// whether the ring vouches that nothing (no bytes, no end) arrived on this socket
+    /// (see [`Multi::check_out`]), false where only the socket can tell.
+    pub fn check_out(&mut self) -> Option<bool> {
+        let unread = match self {
+            Reader::Multi(m) => return m.ms.check_out(),
+            Reader::ClientTls(r) => r.has_unread(),
+            Reader::ServerTls(r) => r.has_unread(),
+            Reader::Tcp(_) => false,
+        };
+        (!unread).then_some(false)
     }
 
     /// What the TLS handshake settled (None on plain TCP).

@@ -121,6 +121,9 @@ struct Slot {
     cancelling: bool,
     /// The ring was empty: the next read is an ordinary one.
     starved: bool,
+    /// No read waits on it (a pooled upstream connection): an arrival wakes the worker's
+    /// idle watcher (see [`Multi::watch_idle`]), until [`Multi::check_out`].
+    idle: bool,
     /// Completions not read yet: (result, flags).
     queue: VecDeque<(i32, u32)>,
     /// A buffer partly read: (buffer id, offset, length).
@@ -129,6 +132,16 @@ struct Slot {
 }
 
 impl Slot {
+    /// Push this slot's multishot recv.
+    fn arm(&mut self, slot: u32) -> io::Result<()> {
+        let sqe = opcode::RecvMulti::new(types::Fd(self.fd), BGID)
+            .build()
+            .user_data(EXT_TAG | u64::from(slot));
+        uring_ext::push(sqe)?;
+        self.armed = true;
+        Ok(())
+    }
+
     fn has_failed(&self) -> bool {
         // An error ends the multishot: it is the last completion queued.
         self.queue.back().is_some_and(|&(res, _)| res < 0)
@@ -145,6 +158,8 @@ struct State {
     /// Completions are posted only inside the worker's own enter (`DEFER_TASKRUN`), and
     /// reaped by it before any task runs.
     posted_in_enter: bool,
+    /// The task woken by arrivals on idle sockets (see [`watch_idle_sockets`]).
+    idle_watcher: Option<Waker>,
 }
 
 /// How often the bounds were met, since the worker started (for `/metrics`).
@@ -187,7 +202,7 @@ fn kernel_supports() -> bool {
 
 /// Set up this worker's buffer ring, so plain TCP readers made afterwards receive by
 /// multishot. Call from a task of a running io_uring runtime; `flags_task_work` says the
-/// ring was set up with `IORING_SETUP_TASKRUN_FLAG` (see [`Multi::is_known_idle`]),
+/// ring was set up with `IORING_SETUP_TASKRUN_FLAG` (see [`Multi::check_out`]),
 /// `posted_in_enter` with `IORING_SETUP_DEFER_TASKRUN` (see [`reap_if_posted_meanwhile`]).
 pub fn init(flags_task_work: bool, posted_in_enter: bool) -> io::Result<()> {
     if !kernel_supports() {
@@ -206,9 +221,27 @@ pub fn init(flags_task_work: bool, posted_in_enter: bool) -> io::Result<()> {
             counts: Counts::default(),
             flags_task_work,
             posted_in_enter,
+            idle_watcher: None,
         })
     });
     Ok(())
+}
+
+/// Have `watcher` woken by what arrives on sockets marked idle ([`Multi::watch_idle`]),
+/// instead of the one before (`None`: no task; the old one is returned, to be woken).
+/// False where this worker does not receive by multishot (nothing can be watched).
+pub fn watch_idle_sockets(watcher: Option<&Waker>) -> (bool, Option<Waker>) {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(st) = s.as_mut() else {
+            return (false, None);
+        };
+        let old = match (&st.idle_watcher, watcher) {
+            (Some(w), Some(new)) if w.will_wake(new) => None,
+            _ => std::mem::replace(&mut st.idle_watcher, watcher.cloned()),
+        };
+        (true, old)
+    })
 }
 
 /// Take in the completions the ring posted while tasks ran (none on a `DEFER_TASKRUN`
@@ -237,6 +270,7 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
             slots,
             free,
             counts,
+            idle_watcher,
             ..
         }) = s.as_mut()
         else {
@@ -275,6 +309,10 @@ fn on_completion(user_data: u64, res: i32, flags: u32) {
         }
         if let Some(w) = sl.waker.take() {
             w.wake();
+        } else if sl.idle {
+            if let Some(w) = idle_watcher {
+                w.wake_by_ref();
+            }
         }
     });
 }
@@ -421,14 +459,8 @@ impl Multi {
             } else if sl.starved {
                 sl.starved = false;
                 return Poll::Ready(None);
-            } else {
-                let sqe = opcode::RecvMulti::new(types::Fd(sl.fd), BGID)
-                    .build()
-                    .user_data(EXT_TAG | u64::from(slot));
-                if let Err(e) = uring_ext::push(sqe) {
-                    return Poll::Ready(Some(Err(e)));
-                }
-                sl.armed = true;
+            } else if let Err(e) = sl.arm(slot) {
+                return Poll::Ready(Some(Err(e)));
             }
             match &sl.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -455,6 +487,26 @@ impl Multi {
         })
     }
 
+    /// Mark the socket idle, no read waiting on it: what next arrives on it (bytes, an
+    /// end, an error) wakes the worker's idle watcher ([`watch_idle_sockets`]). False when
+    /// something arrived already. A multishot stopped for a splice is armed again (the next
+    /// read would arm it anyway); one starved of buffers is left for the next read.
+    pub fn watch_idle(&self) -> bool {
+        let slot = self.slot;
+        self.with(|_, sl| {
+            if sl.partial.is_some() || !sl.queue.is_empty() {
+                return false;
+            }
+            // A read that was dropped waiting (none is polled on an idle socket).
+            sl.waker = None;
+            if !sl.armed && !sl.starved && sl.arm(slot).is_err() {
+                return true;
+            }
+            sl.idle = true;
+            true
+        })
+    }
+
     /// Whether the socket's bytes are all still in the socket: nothing in flight, nothing
     /// received and unread (a splice may take them).
     pub fn is_quiet(&self) -> bool {
@@ -478,23 +530,27 @@ impl Multi {
         ResetWatch { slot: self.slot }
     }
 
-    /// Whether the ring itself vouches that the socket received nothing — no bytes, no end,
-    /// no error — up to now: the multishot is armed (not being stopped), nothing it
-    /// received waits unread, and the ring is caught up (every SQE submitted, no completion
-    /// in its queue, no task work pending: the kernel turns a socket's wake-up into task
-    /// work at once and flags it). False where that cannot be told (ask the socket).
-    pub fn is_known_idle(&self) -> bool {
-        let quiet = STATE.with(|s| {
-            s.borrow().as_ref().is_some_and(|st| {
-                let sl = &st.slots[self.slot as usize];
-                st.flags_task_work
-                    && sl.armed
-                    && !sl.cancelling
-                    && sl.partial.is_none()
-                    && sl.queue.is_empty()
-            })
-        });
-        quiet && uring_ext::is_caught_up()
+    /// Take an idle socket out of the idle watch ([`Multi::watch_idle`]), for reuse:
+    /// `None` when something arrived that nobody has read (bytes, an end, an error: not
+    /// reusable); otherwise whether the ring itself vouches that the socket received
+    /// nothing up to now: the multishot is armed (not being stopped) and the ring is caught
+    /// up (every SQE submitted, no completion in its queue, no task work pending: the
+    /// kernel turns a socket's wake-up into task work at once and flags it). `Some(false)`:
+    /// that cannot be told (ask the socket).
+    pub fn check_out(&self) -> Option<bool> {
+        let armed = STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let st = s
+                .as_mut()
+                .expect("a Multi exists only where the state does");
+            let sl = &mut st.slots[self.slot as usize];
+            if sl.partial.is_some() || !sl.queue.is_empty() {
+                return None;
+            }
+            sl.idle = false;
+            Some(st.flags_task_work && sl.armed && !sl.cancelling)
+        })?;
+        Some(armed && uring_ext::is_caught_up())
     }
 }
 

@@ -377,6 +377,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         }
     };
     monoio::spawn(sweep_pools(worker.clone()));
+    monoio::spawn(watch_pools(worker.clone()));
     // Accepting runs in its own task and stops through a cancel handle, never by dropping
     // an accept in flight: a dropped io_uring accept may already hold a connection that
     // would then be lost.
@@ -413,6 +414,9 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.pools.borrow_mut().clear();
+    if let (_, Some(watcher)) = multishot::watch_idle_sockets(None) {
+        watcher.wake();
+    }
     multishot::stop_all(Duration::from_millis(100)).await;
     tracing::debug!(
         worker = id,
@@ -486,6 +490,22 @@ async fn sweep_pools(worker: Rc<Worker>) {
         let idle = worker.table.borrow().table.settings.pool_idle_timeout;
         worker.pools.borrow_mut().sweep(timer::coarse_now(), idle);
     }
+}
+
+/// Close pooled connections on which something arrived while idle (their server's close,
+/// mostly) as the ring reports it, so the server's side finishes its close. Woken only by
+/// such arrivals (see [`multishot::watch_idle_sockets`]); ends at the drain, or at once
+/// where the worker does not receive by multishot.
+async fn watch_pools(worker: Rc<Worker>) {
+    std::future::poll_fn(|cx| {
+        let watcher = (!worker.is_draining()).then_some(cx.waker());
+        if !multishot::watch_idle_sockets(watcher).0 || watcher.is_none() {
+            return std::task::Poll::Ready(());
+        }
+        worker.pools.borrow_mut().retire_heard();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// The sockets of connections waiting for their next request (a slot each, reused).

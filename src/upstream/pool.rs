@@ -8,12 +8,16 @@
 //!   anything a multishot reader received while it was idle (bytes, EOF, an error)
 //!   discards it. When the ring vouches that nothing more is on its way (the multishot
 //!   armed, every SQE submitted, no completion or task work pending:
-//!   `Reader::is_known_idle`) that is the whole check, with no syscall; otherwise
+//!   `Reader::check_out`) that is the whole check, with no syscall; otherwise
 //!   [`Pools::take`] peeks the socket with a non-blocking `recv(MSG_PEEK)`, and EOF, an
 //!   error or unexpected bytes discard it. A close that is still on its way then is told
 //!   after the fact: [`Untouched`] says whether the server took any of the request.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep;
 //!   so are those older than their server's own `Keep-Alive: timeout=N` less a margin.
+//! - Where the ring reports it without a syscall (a multishot reader), a connection on
+//!   which anything arrives while idle is closed then ([`Pools::retire_heard`]): a
+//!   server's close is answered at once instead of holding the socket half-closed until
+//!   the connection is taken or times out.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
 //!   that left the config are closed, and the others are trimmed to the new bound (the
@@ -231,14 +235,13 @@ impl Pools {
             if idle.limit.is_some_and(|l| age >= l) {
                 continue;
             }
-            let rd = &mut idle.conn.rd;
-            if rd.has_unread() {
+            let Some(known_idle) = idle.conn.rd.check_out() else {
                 continue;
-            }
+            };
             // The peek sees only what is still in the socket: an armed multishot may have
             // taken bytes (or the end) into a completion not reaped yet, so completions
             // are reaped after it (an arrival before the peek is then in one or the other).
-            let live = rd.is_known_idle() || {
+            let live = known_idle || {
                 peeked.set(peeked.get() + 1);
                 is_idle_conn_live(idle.conn.fd) && !idle.conn.rd.has_unread_reaped()
             };
@@ -279,6 +282,10 @@ impl Pools {
         }
         if let Some(stack) = self.idle.get_mut(b as usize) {
             if stack.len() < max_idle {
+                // Something already arrived (the server's close): not reusable.
+                if !conn.rd.watch_idle() {
+                    return;
+                }
                 conn.buf.clear();
                 stack.push(Idle {
                     conn,
@@ -296,6 +303,15 @@ impl Pools {
                 let age = now.saturating_duration_since(i.since);
                 age < idle_timeout && i.limit.is_none_or(|l| age < l)
             });
+        }
+    }
+
+    /// Close the connections on which something arrived while idle (bytes, an end, an
+    /// error: none is reusable). For the worker's idle watcher, which only such arrivals
+    /// wake (see [`crate::runtime::multishot::watch_idle_sockets`]).
+    pub fn retire_heard(&mut self) {
+        for stack in &mut self.idle {
+            stack.retain(|i| i.conn.rd.watch_idle());
         }
     }
 
