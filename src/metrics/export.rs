@@ -134,7 +134,7 @@ const COUNTERS: [CounterSpec; 16] = [
     }),
     (
         POOL_STALE,
-        "Pooled upstream connections found closed at use.",
+        "Requests sent again on a new connection because the pooled one they took turned out closed by its server (the keep-alive race); connections found closed before use are not counted.",
         |s| s.pool_stale,
     ),
     (
