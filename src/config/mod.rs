@@ -36,7 +36,8 @@ pub use admin::{admin_needs_token, AdminToken, MIN_TOKEN_BYTES};
 pub use error::ConfigError;
 use error::Errors;
 pub use extract::{
-    ExtractRules, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_MAX_USER_ID_BYTES, DEFAULT_QUERY_KEYS,
+    ExtractRules, JsonKeys, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_MAX_USER_ID_BYTES,
+    DEFAULT_QUERY_KEYS,
 };
 use file::FileConfig;
 pub use routes::{DefaultRoute, PartitionSpec, Policy, RouteSpec, IMPLICIT_DEFAULT_PARTITION};

@@ -17,7 +17,7 @@ use super::tls::{upstream_tls_from, UpstreamTls};
 
 use super::error::{dotted, Errors};
 use super::file::{FileConfig, PartitionSection};
-use super::ExtractRules;
+use super::{ExtractRules, JsonKeys};
 use crate::http::chunked::{TrailerNames, MAX_REFUSED_TRAILER_NAMES};
 
 /// Name of the partition made from a `default_backend` address. A `[partitions.default]`
@@ -467,7 +467,12 @@ fn extract_rules_from(f: &FileConfig, errors: &mut Errors<'_>) -> ExtractRules {
         refused_trailers: TrailerNames::new(&headers),
         headers,
         query_keys: names_from(&f.extract.query, "extract.query", false, errors),
-        json_keys: names_from(&f.extract.json_keys, "extract.json_keys", false, errors),
+        json_keys: JsonKeys::new(names_from(
+            &f.extract.json_keys,
+            "extract.json_keys",
+            false,
+            errors,
+        )),
         max_user_id_bytes: errors.range(
             &f.limits.max_user_id_bytes,
             "limits.max_user_id_bytes",

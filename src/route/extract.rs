@@ -22,7 +22,9 @@
 //! [`crate::route::json`]) keeps its buffers between requests, so a warm extraction
 //! allocates nothing.
 
-pub use crate::config::{ExtractRules, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS};
+pub use crate::config::{
+    ExtractRules, JsonKeys, DEFAULT_HEADERS, DEFAULT_JSON_KEYS, DEFAULT_QUERY_KEYS,
+};
 use crate::error::ProxyError;
 use crate::http::field::eq_dash_underscore;
 use crate::http::parse::RequestHead;

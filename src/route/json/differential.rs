@@ -341,3 +341,97 @@ fn scanner_agrees_with_serde_json_on_generated_and_mutated_bodies() {
     assert_eq!(kinds.len(), 6, "{kinds:?}");
     assert!(kinds.values().all(|&n| n > 200), "{kinds:?}");
 }
+
+/// The string scan's sixteen-byte blocks: each special byte or sequence (quotes, escapes,
+/// control characters, bytes beyond ASCII, well-formed or not, cut short) at every
+/// position of a block, in strings that cross block edges and the end of the body, as an
+/// id, a key and a skipped value, and in bodies shorter than one block or cut inside one.
+#[test]
+fn string_blocks_agree_with_serde_json_at_every_offset() {
+    let rules = ExtractRules::default();
+    let specials: &[&[u8]] = &[
+        b"",
+        b"\\\"",
+        b"\\\\",
+        b"\\/",
+        b"\\n",
+        b"\\u00e9",
+        b"\\ud83d\\ude00",
+        b"\\ud800",
+        b"\\u00",
+        b"\\x",
+        b"\\",
+        b"\"",
+        b"\x00",
+        b"\x01",
+        b"\t",
+        b"\x1f",
+        b" ",
+        b"\x7f",
+        "\u{e9}".as_bytes(),
+        "\u{20ac}".as_bytes(),
+        "\u{1f600}".as_bytes(),
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\x80",
+        b"\xbf",
+        b"\xc0\xaf",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xff",
+    ];
+    let mut warm = JsonScanner::new();
+    let mut compared = 0;
+    for pad in 0..17 {
+        for before in 0..17 {
+            for special in specials {
+                for after in [0, 1, 15, 16] {
+                    let mut s = vec![b'a'; before];
+                    s.extend_from_slice(special);
+                    s.resize(s.len() + after, b'b');
+                    let s = &s[..];
+                    let p = vec![b'x'; pad];
+                    let p = &p[..];
+                    let id = [&b"{\"p\":\""[..], p, b"\",\"uid\":\"", s, b"\"}"].concat();
+                    let key = [&b"{\"p\":\""[..], p, b"\",\"", s, b"\":1,\"uid\":\"u\"}"].concat();
+                    let skipped = [
+                        &b"{\"p\":\""[..],
+                        p,
+                        b"\",\"x\":\"",
+                        s,
+                        b"\",\"uid\":\"u\"}",
+                    ]
+                    .concat();
+                    let nested =
+                        [&b"{\"p\":\""[..], p, b"\",\"x\":[\"", s, b"\"],\"uid\":7}"].concat();
+                    let short = [&b"{\"uid\":\""[..], &p[..pad % 4], s, b"\"}"].concat();
+                    let mut bodies = vec![id, key, skipped, nested];
+                    // Cut inside the string, at its end and just after its closing quote.
+                    for body in bodies.clone() {
+                        let end = body.windows(s.len().max(1)).rposition(|w| w == s);
+                        if let Some(end) = end.filter(|_| !s.is_empty()) {
+                            bodies.push(body[..end + s.len() / 2].to_vec());
+                            bodies.push(body[..end + s.len()].to_vec());
+                            bodies.push(body[..end + s.len() + 1].to_vec());
+                        }
+                    }
+                    if pad < 4 {
+                        // Shorter than a block, or about one; and each of its prefixes.
+                        bodies.extend((1..=short.len()).map(|n| short[..n].to_vec()));
+                    }
+                    for body in &bodies {
+                        let shown = String::from_utf8_lossy(body);
+                        let fresh = scanner_verdict(&mut JsonScanner::new(), body, &rules);
+                        let reused = scanner_verdict(&mut warm, body, &rules);
+                        assert_eq!(fresh, reused, "a reused scanner differs on {shown:?}");
+                        let reference = reference_verdict(body, &rules).unwrap();
+                        assert_eq!(fresh, reference, "scanner vs serde_json on {shown:?}");
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 100_000, "{compared}");
+}
