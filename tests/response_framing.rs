@@ -341,6 +341,46 @@ fn cases() -> Vec<Case> {
             why: "RFC 9112 §6.1: HTTP/1.0 with TE is faulty framing; relayed, then the connection is not reused",
         },
         Case {
+            name: "te_gzip_chunked",
+            request: req("/te-gzip-chunked"),
+            is_head: false,
+            script: || bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            first: First::Exactly(502, b"Transfer-Encoding other than chunked from upstream\n"),
+            why: "Python's http.client reads any TE but `chunked` until the close: it hung on the kept connection",
+        },
+        Case {
+            name: "te_split_over_lines",
+            request: req("/te-split"),
+            is_head: false,
+            script: || bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            first: First::Exactly(502, b"Transfer-Encoding other than chunked from upstream\n"),
+            why: "Python's http.client looks at the first TE line only",
+        },
+        Case {
+            name: "te_chunked_then_gzip",
+            request: req("/te-chunked-gzip"),
+            is_head: false,
+            script: || then_close(bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\nnot chunks")),
+            first: First::Exactly(502, b"Transfer-Encoding other than chunked from upstream\n"),
+            why: "ends at the close (chunked is not last), but Python's http.client decodes chunks",
+        },
+        Case {
+            name: "te_chunked_trailing_space",
+            request: req("/te-space"),
+            is_head: false,
+            script: || bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked \r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            first: First::Exactly(502, b"Transfer-Encoding other than chunked from upstream\n"),
+            why: "Python's http.client compares the value with its trailing whitespace",
+        },
+        Case {
+            name: "te_gzip_head",
+            request: b"HEAD /te-head HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            is_head: true,
+            script: || bad("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            first: First::Exactly(502, b""),
+            why: "a response to HEAD is refused as the GET's would be",
+        },
+        Case {
             name: "close_delimited",
             request: req("/until-close"),
             is_head: false,
@@ -625,6 +665,70 @@ fn bodiless_responses_go_out_without_framing_fields_that_contradict_them() {
             next.text(),
             format!("good:/good/{i}"),
             "{what}: out of step"
+        );
+    }
+}
+
+/// RFC 9112 §6.1: no `Transfer-Encoding` to an HTTP/1.0 client, which does not know it. A
+/// chunked body is refused (502: relayed as received, it would read the chunk framing as
+/// its body); the head of one, answering HEAD, goes out without the field.
+#[test]
+fn an_http10_client_is_never_sent_transfer_encoding() {
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/head-te" => {
+            Reply::bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+        }
+        "/chunked" => Reply::bytes(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ),
+        "/304-te" => Reply::bytes(
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+        ),
+        p => good(p),
+    });
+    let r = route_to(&b);
+    let mut c = Client::connect(r.addr);
+    c.set_timeout(Duration::from_secs(5));
+    let h10 = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+    };
+    for (method, path, status) in [
+        ("HEAD", "/head-te", 200),
+        ("GET", "/chunked", 502),
+        ("GET", "/304-te", 304),
+        ("HEAD", "/head-te", 200),
+    ] {
+        c.send(h10(method, path).as_bytes());
+        let resp = if method == "HEAD" {
+            c.read_head_response()
+        } else {
+            c.read_response()
+        };
+        let head = String::from_utf8_lossy(&resp.raw[..resp.head_len]).into_owned();
+        assert_eq!(resp.status, status, "{method} {path}: {head}");
+        assert_eq!(
+            resp.header("transfer-encoding"),
+            None,
+            "{method} {path}: {head}"
+        );
+        if resp.header("connection") == Some("close") {
+            assert_eq!(status, 502, "{head}");
+            assert_eq!(
+                c.closed(),
+                Closed::Fin { leftover: vec![] },
+                "{method} {path}"
+            );
+            c = Client::connect(r.addr);
+            c.set_timeout(Duration::from_secs(5));
+            continue;
+        }
+        assert_eq!(resp.header("x-a"), Some("1"), "{method} {path}: {head}");
+        assert_eq!(resp.header("connection"), Some("keep-alive"), "{head}");
+        let next = c.roundtrip(h10("GET", "/good/next").as_bytes());
+        assert_eq!(
+            next.text(),
+            "good:/good/next",
+            "{method} {path}: out of step"
         );
     }
 }

@@ -204,7 +204,7 @@ mod tests {
     fn response_head_rewrite() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n";
         let mut head = ResponseHead::default();
-        parse_response(raw, raw.len(), false, &mut head).unwrap();
+        parse_response(raw, raw.len(), false, false, &mut head).unwrap();
         assert!(!response_is_verbatim(&head, ConnectionField::Omit));
         let mut out = Vec::new();
         write_response_head(raw, &head, ConnectionField::Close, &mut out);
@@ -213,11 +213,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
         );
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
-        parse_response(plain, plain.len(), false, &mut head).unwrap();
+        parse_response(plain, plain.len(), false, false, &mut head).unwrap();
         assert!(response_is_verbatim(&head, ConnectionField::Omit));
         // An HTTP/1.0 server's answer goes out with ringgate's version.
         let old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n";
-        parse_response(old, old.len(), false, &mut head).unwrap();
+        parse_response(old, old.len(), false, false, &mut head).unwrap();
         assert!(!response_is_verbatim(&head, ConnectionField::Omit));
         write_response_head(old, &head, ConnectionField::Omit, &mut out);
         assert_eq!(out, plain);

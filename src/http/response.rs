@@ -3,8 +3,9 @@
 //! Ringgate relays a response to the client as it arrives; it parses the head only to
 //! learn where the response ends (so the upstream connection can be reused) and to drop
 //! hop-by-hop fields. A response whose framing is ambiguous (`Content-Length` together
-//! with `Transfer-Encoding`, duplicate or invalid `Content-Length`) is refused with 502
-//! and its connection is closed: it must never desynchronise the pool.
+//! with `Transfer-Encoding`, duplicate or invalid `Content-Length`, `Transfer-Encoding`
+//! other than one `chunked`) is refused with 502 and its connection is closed: it must
+//! never desynchronise the pool, nor a client.
 
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -74,11 +75,12 @@ fn bad(reason: &'static str) -> ProxyError {
 }
 
 /// Parse `buf[..len]` (a complete head) as a response to a request whose method was HEAD
-/// when `is_head_request`.
+/// when `is_head_request`, for an HTTP/1.0 client when `to_http10`.
 pub fn parse_response(
     buf: &[u8],
     len: usize,
     is_head_request: bool,
+    to_http10: bool,
     head: &mut ResponseHead,
 ) -> Result<(), ProxyError> {
     let bytes = &buf[..len];
@@ -107,9 +109,18 @@ pub fn parse_response(
         return Err(bad("invalid status from upstream"));
     }
 
-    let mut facts = Facts::default();
+    let is_bodiless = head.status < 200 || head.status == 204 || head.status == 304;
+    let mut facts = Facts {
+        // RFC 9112 §6.1: never on a 1xx or a 204, and a 304's only says what a GET would
+        // have had: a reader that frames by it first reads the bytes that follow as
+        // chunks (Python's `http.client`, under `requests`, waits for them after a 204 or
+        // a 304). A response to HEAD keeps it, as the client knows its method, except to
+        // an HTTP/1.0 client, which is never sent Transfer-Encoding (§6.1).
+        drops_te: is_bodiless || (is_head_request && to_http10),
+        ..Facts::default()
+    };
     for h in res.headers.iter() {
-        let is_hop_by_hop = facts.observe(h.name.as_bytes(), h.value, head.status)?;
+        let is_hop_by_hop = facts.observe(bytes, h.name.as_bytes(), h.value, head.status)?;
         head.has_hop_by_hop |= is_hop_by_hop;
         head.headers.push(HeaderField {
             name: Span::of(bytes, h.name.as_bytes()),
@@ -130,7 +141,10 @@ struct Facts {
     content_length: Option<u64>,
     content_length_count: usize,
     te_seen: bool,
-    te_chunked_last: bool,
+    /// The one Transfer-Encoding field line says `chunked`, and nothing else.
+    te_only_chunked: bool,
+    /// Transfer-Encoding is dropped on the way to the client.
+    drops_te: bool,
     conn_close: bool,
     conn_keep_alive: bool,
     conn_names_other: bool,
@@ -138,9 +152,15 @@ struct Facts {
 }
 
 impl Facts {
-    /// Note one field; whether it is dropped on the way to the client (hop-by-hop, or a
-    /// framing field its status rules out).
-    fn observe(&mut self, name: &[u8], value: &[u8], status: u16) -> Result<bool, ProxyError> {
+    /// Note one field (`value` is part of `head`); whether it is dropped on the way to the
+    /// client (hop-by-hop, or a framing field its status or client rules out).
+    fn observe(
+        &mut self,
+        head: &[u8],
+        name: &[u8],
+        value: &[u8],
+        status: u16,
+    ) -> Result<bool, ProxyError> {
         let eq = |lit: &[u8]| eq_lower(name, lit);
         Ok(match name.len() {
             2 if eq(b"te") => true,
@@ -173,18 +193,12 @@ impl Facts {
             }
             16 if eq(b"proxy-connection") => true,
             17 if eq(b"transfer-encoding") => {
+                // httparse trims the OWS around a value; Python's `http.client` compares
+                // it with trailing whitespace: only the line's own end says `chunked`.
+                let line_ends = head.get(Span::of(head, value).end as usize) == Some(&b'\r');
+                self.te_only_chunked = !self.te_seen && line_ends && eq_lower(value, b"chunked");
                 self.te_seen = true;
-                for coding in list_elements(value) {
-                    let coding =
-                        coding.ok_or_else(|| bad("invalid Transfer-Encoding from upstream"))?;
-                    self.te_chunked_last = eq_lower(coding, b"chunked");
-                }
-                // Dropped where the status rules out a body (RFC 9112 §6.1: never on a
-                // 1xx or a 204; a 304's only says what a GET would have had): a reader
-                // that frames by it first reads the bytes that follow as chunks —
-                // Python's `http.client` (under `requests`) waits for them after a 204 or
-                // a 304. A response to HEAD keeps it, as the client knows its method.
-                status < 200 || status == 204 || status == 304
+                self.drops_te
             }
             // A client that reads `_` as `-` would frame the body by it.
             14 | 17 if is_underscore_framing_name(name) => {
@@ -226,15 +240,21 @@ fn settle(head: &mut ResponseHead, f: &Facts, is_head_request: bool) -> Result<(
     if f.content_length_count > 1 {
         return Err(bad("upstream sent duplicate Content-Length"));
     }
-    let no_body = is_head_request || head.status < 200 || head.status == 204 || head.status == 304;
-    let framing = if no_body {
+    let is_bodiless = head.status < 200 || head.status == 204 || head.status == 304;
+    // Any other Transfer-Encoding is read differently by clients: Python's `http.client`
+    // (under `requests`) takes only a first field line equal to `chunked` for chunked, and
+    // reads anything else (`gzip, chunked`, `chunked` split from `gzip` over two lines)
+    // until the close, and so hangs on a kept connection, or decodes chunks that are not
+    // there (`chunked` then `gzip`); Go's client and nginx refuse such responses. So does
+    // ringgate (a response to HEAD too, as the GET's would be refused), rather than
+    // relay a body its client may read as something else. A bodiless status drops it.
+    if f.te_seen && !f.te_only_chunked && !is_bodiless {
+        return Err(bad("Transfer-Encoding other than chunked from upstream"));
+    }
+    let framing = if is_head_request || is_bodiless {
         ResponseFraming::None
     } else if f.te_seen {
-        if f.te_chunked_last {
-            ResponseFraming::Chunked
-        } else {
-            ResponseFraming::UntilClose
-        }
+        ResponseFraming::Chunked
     } else {
         match f.content_length {
             Some(0) => ResponseFraming::None,
@@ -275,7 +295,7 @@ mod tests {
     fn parse(raw: &[u8], is_head: bool) -> Result<ResponseHead, ProxyError> {
         let len = memchr::memmem::find(raw, b"\r\n\r\n").unwrap() + 4;
         let mut h = ResponseHead::default();
-        parse_response(raw, len, is_head, &mut h).map(|_| h)
+        parse_response(raw, len, is_head, false, &mut h).map(|_| h)
     }
 
     #[test]
@@ -389,6 +409,66 @@ mod tests {
                 parse(raw, false).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_other_than_one_chunked_is_refused() {
+        for te in [
+            "gzip, chunked",
+            "chunked, gzip",
+            "gzip",
+            "identity",
+            "chunked, chunked",
+            "chunked \r\nX-A: 1",
+            "chunked\t",
+            "chunked\r\nTransfer-Encoding: chunked",
+            "gzip\r\nTransfer-Encoding: chunked",
+            "chunked\r\nTransfer-Encoding: gzip",
+            ",chunked",
+            "",
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            for is_head in [false, true] {
+                let e = parse(raw.as_bytes(), is_head).unwrap_err();
+                assert_eq!(
+                    e.kind,
+                    ErrorKind::BadResponse("Transfer-Encoding other than chunked from upstream"),
+                    "{te:?}"
+                );
+            }
+            // A status without a body drops it, whatever it says.
+            let raw = format!("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: {te}\r\n\r\n");
+            let h = parse(raw.as_bytes(), false).unwrap();
+            let te = |f: &&HeaderField| f.name.get(raw.as_bytes()) == b"Transfer-Encoding";
+            assert!(
+                h.headers.iter().filter(te).all(|f| f.is_hop_by_hop),
+                "{raw:?}"
+            );
+        }
+        for te in ["chunked", "Chunked", "CHUNKED"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding:  {te}\r\n\r\n");
+            let h = parse(raw.as_bytes(), false).unwrap();
+            assert_eq!(h.framing(), ResponseFraming::Chunked, "{te:?}");
+        }
+    }
+
+    #[test]
+    fn an_http10_client_is_never_sent_transfer_encoding() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
+        let mut h = ResponseHead::default();
+        for (is_head, to_http10, dropped) in [
+            (true, true, true),
+            (true, false, false),
+            (false, false, false),
+        ] {
+            parse_response(raw, raw.len(), is_head, to_http10, &mut h).unwrap();
+            let flags: Vec<bool> = h.headers.iter().map(|f| f.is_hop_by_hop).collect();
+            assert_eq!(
+                flags,
+                [dropped, false],
+                "HEAD {is_head}, to 1.0 {to_http10}"
             );
         }
     }

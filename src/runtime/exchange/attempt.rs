@@ -510,7 +510,7 @@ async fn read_response_head(
                 }
             }
         };
-        parse_response(up_buf, len, is_head_request, response)?;
+        parse_response(up_buf, len, is_head_request, !takes_interim, response)?;
         if !response.is_interim() || response.status == 101 {
             return Ok(response.status);
         }

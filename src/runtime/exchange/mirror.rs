@@ -214,7 +214,7 @@ async fn read_final_head(
 ) -> Option<u16> {
     loop {
         let len = read_head(s, up).await?;
-        parse_response(&up.buf, len, is_head, head).ok()?;
+        parse_response(&up.buf, len, is_head, false, head).ok()?;
         up.buf.drain(..len);
         if !head.is_interim() || head.status == 101 {
             return Some(head.status);
