@@ -713,3 +713,28 @@ fn other_client_address_fields_are_kept_only_from_trusted_proxies() {
     let head = forwarded_head(&b, &mut Conn::open(&r, None), raw.as_bytes());
     assert!(head.contains(&format!("{spoofed}{innocent}")), "{head}");
 }
+
+/// `forward.relay_interim_responses = false`: a 103 is not relayed, so a client that takes
+/// the first status line it reads for the final answer (Python's `http.client` skips only
+/// `100`) reads the real one, and the next answer on the connection is its own.
+#[test]
+fn interim_responses_can_be_held_back() {
+    let b = ScriptedBackend::start(|req| {
+        Reply::ok(req.target()).interim(
+            "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+            Duration::ZERO,
+        )
+    });
+    let r = router_to(b.addr, None, "[forward]\nrelay_interim_responses = false\n");
+    let mut c = Client::connect(r.addr);
+    for path in ["/hinted", "/again"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        // The first message on the wire, interim or not.
+        let first = c.read_message();
+        assert_eq!(
+            (first.status, first.body.as_slice()),
+            (200, path.as_bytes())
+        );
+    }
+    c.expect_open_for(Duration::from_millis(20));
+}

@@ -327,6 +327,8 @@ pub struct ForwardSection {
     /// `X-Cluster-Client-IP`, `Fastly-Client-IP`, `X-Original-Forwarded-For`) are kept and
     /// extended; from anyone else they are dropped.
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Relay the upstream's interim 1xx answers (`103 Early Hints`) to HTTP/1.1 clients.
+    pub relay_interim_responses: bool,
 }
 
 impl Default for ForwardSection {
@@ -336,6 +338,7 @@ impl Default for ForwardSection {
             x_forwarded_proto: true,
             upgrade_protocols: Spanned::new(0..0, vec!["websocket".into()]),
             trusted_proxies: Vec::new(),
+            relay_interim_responses: true,
         }
     }
 }

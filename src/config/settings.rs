@@ -128,6 +128,8 @@ pub struct Settings {
     pub x_forwarded_proto: bool,
     /// Peers whose forwarding fields are kept (empty: nobody's).
     pub trusted_proxies: Vec<IpNet>,
+    /// Relay interim 1xx answers (other than 100 and 101) to HTTP/1.1 clients.
+    pub relay_interim_responses: bool,
     /// Protocols an upgrade may switch to.
     pub upgrade_protocols: Vec<Box<[u8]>>,
     /// Whole-request deadline (None: none).
@@ -244,6 +246,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         x_forwarded_for: f.forward.x_forwarded_for,
         x_forwarded_proto: f.forward.x_forwarded_proto,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
+        relay_interim_responses: f.forward.relay_interim_responses,
         upgrade_protocols: upgrade_protocols(f, errors),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),

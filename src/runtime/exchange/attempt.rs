@@ -161,7 +161,8 @@ struct ReaderIo<'a> {
     wr: &'a mut Writer,
     out: &'a mut Vec<u8>,
     response: &'a mut ResponseHead,
-    /// The client speaks HTTP/1.1: an HTTP/1.0 client is sent no `1xx` (RFC 9110 15.2).
+    /// The client speaks HTTP/1.1 (an HTTP/1.0 client is sent no `1xx`, RFC 9110 15.2) and
+    /// `forward.relay_interim_responses` is on.
     takes_interim: bool,
     /// Set while an interim response is being written to the client.
     relaying: &'a Cell<bool>,
@@ -234,7 +235,7 @@ pub async fn run(
         wr: &mut c.wr,
         out: &mut c.out,
         response: &mut c.response,
-        takes_interim: c.head.minor_version != 0,
+        takes_interim: c.head.minor_version != 0 && s.relay_interim_responses,
         relaying: &relaying_interim,
     };
     let marks = Marks {
@@ -451,7 +452,8 @@ async fn send_part(
 
 /// The reader: the response head into `up_buf` / `io.response`. Interim responses other
 /// than 101 are relayed to an HTTP/1.1 client (100 is absorbed: ringgate answers `Expect`
-/// itself; an HTTP/1.0 client gets none), each one noted in `interim_at` so the response
+/// itself; an HTTP/1.0 client gets none, nor any client with
+/// `forward.relay_interim_responses` off), each one noted in `interim_at` so the response
 /// timeout restarts.
 /// `closed_first` notes a clean close before any response byte: the end of the stream (a
 /// TLS upstream's close_notify), or a TLS upstream's TCP end without close_notify.
