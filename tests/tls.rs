@@ -659,3 +659,38 @@ fn commands_racing_a_tls_upstream_that_closes_idle_connections_are_processed_at_
         refused.len()
     );
 }
+
+#[test]
+fn a_handshake_in_progress_does_not_hold_the_drain() {
+    // A client that connected and never finished its handshake (a port scanner, a client
+    // that went away) has no request in flight: the drain closes it as an idle keep-alive
+    // connection is closed, rather than waiting for the handshake timeout.
+    let cert = TestCert::new("drain-handshake");
+    let z = demo_backend("z");
+    let mut r = Router::start_with_listener(
+        &format!("default_backend = \"{z}\"\n[health]\nenabled = false\n[timeouts]\ntls_handshake_ms = 8000\n"),
+        &tls_listener(&cert, ""),
+    );
+    let mut silent = TcpStream::connect(r.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Half a ClientHello: the record header promises more than comes.
+    let mut partial = TcpStream::connect(r.addr).unwrap();
+    partial
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    common::wait_until("both are accepted", Duration::from_secs(5), || {
+        r.metrics().accepted == 2
+    });
+    let took = r.drain_within(Duration::from_secs(6));
+    assert!(took < Duration::from_secs(3), "the drain took {took:?}");
+    for s in [&mut silent, &mut partial] {
+        let mut tmp = [0u8; 64];
+        let n = s.read(&mut tmp).unwrap_or(0);
+        assert_eq!(n, 0, "closed without a byte");
+    }
+}

@@ -167,9 +167,9 @@ async fn yield_behind() {
     .await
 }
 
-/// The server side of a TLS handshake, within `timeouts.tls_handshake_ms`. A failure (a
-/// timeout, plain HTTP to the TLS port, no common protocol) is counted and the
-/// connection closed; rustls has sent the alert it could.
+/// The server side of a TLS handshake, within `timeouts.tls_handshake_ms` and cut by a
+/// drain. A failure (a timeout, plain HTTP to the TLS port, no common protocol, a drain)
+/// is counted and the connection closed; rustls has sent the alert it could.
 async fn handshake(
     worker: &Worker,
     stream: TcpStream,
@@ -179,9 +179,20 @@ async fn handshake(
     let _ = stream.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let timeout = worker.table().table.settings.tls_handshake_timeout;
-    // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in every
-    // connection task, TLS or not.
-    match Box::pin(crate::tls::accept(stream, config, timeout)).await {
+    // No request is in flight yet: a drain ends the handshake as it ends an idle
+    // connection (its reads see EOF), rather than waiting for the timeout.
+    if worker.is_draining() {
+        return None;
+    }
+    let handshake = {
+        // (On a failure the socket closes as `accept` returns, just before the guard
+        // unregisters it: no other task runs in between, so no drain can shut it.)
+        let _idle = worker.idle_reads.enter(fd);
+        // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in
+        // every connection task, TLS or not.
+        Box::pin(crate::tls::accept(stream, config, timeout)).await
+    };
+    match handshake {
         Ok((rd, wr)) => {
             let info = rd.info();
             tracing::debug!(

@@ -170,6 +170,15 @@ impl Router {
         }
     }
 
+    /// Drain with `grace` for requests in flight; how long the drain took.
+    pub fn drain_within(&mut self, grace: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(mut s) = self.server.take() {
+            s.drain(grace);
+        }
+        started.elapsed()
+    }
+
     /// Whether each worker receives by multishot.
     pub fn multishot(&self) -> Vec<bool> {
         self.server().multishot()
