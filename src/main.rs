@@ -343,7 +343,7 @@ fn demo_tls(dir: &std::path::Path) -> Result<ringgate::config::ListenerTls, Stri
     let key = dir.join("key.pem");
     ringgate::tls::write_self_signed(&cert, &key)?;
     tracing::info!(cert = %cert.display(), "demo TLS: self-signed certificate for localhost and 127.0.0.1");
-    ringgate::config::ListenerTls::load(cert, key, vec!["http/1.1".to_string()])
+    ringgate::config::ListenerTls::load(cert, key, ringgate::config::default_alpn())
 }
 
 /// io_uring rings need locked memory on kernels before 5.12; say so before it bites, and

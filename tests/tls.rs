@@ -694,3 +694,28 @@ fn a_handshake_in_progress_does_not_hold_the_drain() {
         assert_eq!(n, 0, "closed without a byte");
     }
 }
+
+#[test]
+fn a_client_offering_alpn_http_1_0_is_served_and_http_1_1_is_preferred() {
+    // `curl --http1.0` offers ALPN "http/1.0" alone; HTTP/1.0 clients are served, so the
+    // default offer must not refuse their handshake.
+    let cert = TestCert::new("alpn-http10");
+    let r = router(&cert, "");
+    let offering = |protocols: &[&[u8]]| {
+        let mut config = (*cert.client_config(TLS13)).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        std::sync::Arc::new(config)
+    };
+    let mut c = TlsClient::try_connect(r.addr, offering(&[b"http/1.0"]))
+        .expect("an http/1.0 ALPN offer is accepted");
+    assert_eq!(c.stream.conn.alpn_protocol(), Some(&b"http/1.0"[..]));
+    let resp = c.roundtrip(b"GET /a HTTP/1.0\r\nX-User-Id: bob\r\n\r\n");
+    assert_eq!((resp.status, resp.zone().as_str()), (200, "zone_2"));
+    // Offered both (in either order), a client gets http/1.1.
+    for both in [[&b"http/1.0"[..], b"http/1.1"], [b"http/1.1", b"http/1.0"]] {
+        let c = TlsClient::connect(r.addr, offering(&both));
+        assert_eq!(c.stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    }
+    // Only a protocol ringgate does not speak: refused (RFC 7301 §3.2).
+    assert!(TlsClient::try_connect(r.addr, offering(&[b"h2"])).is_err());
+}

@@ -45,7 +45,7 @@ pub use settings::{
     CircuitSettings, DriverChoice, HealthSettings, RetrySettings, RingSetup, Settings,
     WorkerSettings, MAX_SPIN_US, MAX_WORKERS,
 };
-pub use tls::{ListenerTls, UpstreamTls};
+pub use tls::{default_alpn, ListenerTls, UpstreamTls};
 pub use users::{RateLimitSettings, UserTables};
 
 /// Where a config came from.

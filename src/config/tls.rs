@@ -68,6 +68,13 @@ impl PartialEq for UpstreamTls {
 
 impl Eq for UpstreamTls {}
 
+/// The ALPN protocols offered when the config names none, in preference order: a client
+/// that offers `http/1.1` gets it, and one that offers only `http/1.0` (`curl --http1.0`)
+/// is served rather than refused.
+pub fn default_alpn() -> Vec<String> {
+    vec!["http/1.1".to_string(), "http/1.0".to_string()]
+}
+
 /// `[listener.tls]`.
 pub(crate) fn listener_tls_from(
     section: Option<&ListenerTlsSection>,
@@ -78,7 +85,7 @@ pub(crate) fn listener_tls_from(
     let cert = resolve_beside(config_path, t.cert.get_ref());
     let key = resolve_beside(config_path, t.key.get_ref());
     let alpn = match &t.alpn {
-        None => vec!["http/1.1".to_string()],
+        None => default_alpn(),
         Some(list) => {
             // A client that gets `h2` speaks HTTP/2, which ringgate does not.
             if let Some(p) = list
