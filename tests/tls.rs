@@ -719,3 +719,36 @@ fn a_client_offering_alpn_http_1_0_is_served_and_http_1_1_is_preferred() {
     // Only a protocol ringgate does not speak: refused (RFC 7301 §3.2).
     assert!(TlsClient::try_connect(r.addr, offering(&[b"h2"])).is_err());
 }
+
+#[test]
+fn a_reload_that_leaves_a_servers_tls_settings_alone_keeps_its_pooled_connections() {
+    // Moving a user is a reload too: it must not cost every TLS upstream a new connection
+    // (and a full handshake). Rewriting the CA file in place does change the settings.
+    let cert = TestCert::new("reload-keep");
+    let other = TestCert::new("reload-keep-other");
+    let backend = TlsBackend::start(&cert);
+    let ca = cert.dir.join("ca.pem");
+    std::fs::copy(&cert.cert, &ca).unwrap();
+    let config = |user: &str| {
+        format!(
+            "[partitions.z]\nservers = [\"{}\"]\ntls = true\nsni = \"localhost\"\nca = \"{}\"\n[users]\n{user} = \"z\"\n[health]\nenabled = false\n",
+            backend.addr,
+            ca.display()
+        )
+    };
+    let accepted = || backend.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let mut r = Router::start(&config("alice"));
+    let mut c = common::client::Client::connect(r.addr);
+    let mut get = || {
+        c.roundtrip(b"GET /x HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n")
+            .status
+    };
+    assert_eq!(get(), 200);
+    r.reload(&config("bob"));
+    assert_eq!(get(), 200);
+    assert_eq!(accepted(), 1, "the pooled connection served the new table");
+    // The same path, another CA: the connection verified under the old one is not reused.
+    std::fs::copy(&other.cert, &ca).unwrap();
+    r.reload(&config("bob"));
+    assert_eq!(get(), 502);
+}

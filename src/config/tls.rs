@@ -56,13 +56,16 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
     /// CA file, if not the built-in roots.
     pub ca: Option<PathBuf>,
-    /// The rustls configuration.
+    /// The CA file's contents when the configuration was built: a file rewritten in place
+    /// makes other settings.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The rustls configuration (with its cache of sessions to resume).
     pub client: Arc<rustls::ClientConfig>,
 }
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
-        self.server_name == other.server_name && self.ca == other.ca
+        self.server_name == other.server_name && self.ca == other.ca && self.ca_pem == other.ca_pem
     }
 }
 
@@ -166,10 +169,16 @@ pub(crate) fn upstream_tls_from(
     let ca =
         p.ca.as_ref()
             .map(|v| (v, resolve_beside(config_path, v.get_ref())));
+    // Read before the configuration is built from it: a file replaced in between then
+    // reads as changed at the next reload, never as unchanged.
+    let ca_pem = ca
+        .as_ref()
+        .map(|(_, path)| std::fs::read(path).unwrap_or_default());
     match crate::tls::client_config(ca.as_ref().map(|(_, path)| path.as_path())) {
         Ok(client) => Some(Arc::new(UpstreamTls {
             server_name,
             ca: ca.map(|(_, path)| path),
+            ca_pem,
             client,
         })),
         Err(why) => {

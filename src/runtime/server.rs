@@ -383,6 +383,20 @@ impl Server {
         config.user_tables = self.config.user_tables;
         config.max_connections_per_worker = self.config.max_connections_per_worker;
         config.backlog = self.config.backlog;
+        // TLS settings that did not change stay the same settings: their servers' pooled
+        // connections serve the new table, and their sessions still resume.
+        for p in &mut config.routes.partitions {
+            let Some(new) = &p.tls else { continue };
+            let mut old = self
+                .config
+                .routes
+                .partitions
+                .iter()
+                .filter_map(|o| o.tls.as_ref());
+            if let Some(same) = old.find(|o| o.as_ref() == new.as_ref()).cloned() {
+                p.tls = Some(same);
+            }
+        }
         let version = self.table.version + 1;
         let table = Arc::new(RoutingTable::build(&config, &mut self.registry, version));
         // Wait until every worker has swapped it in, so a reload that returned is in force

@@ -151,7 +151,8 @@ struct Idle {
 pub type PoolKey = (SocketAddr, Option<Arc<UpstreamTls>>);
 
 /// Whether connections made for `a` may serve `b`: the same address, and the very same
-/// TLS settings (a reload builds new ones: its TLS connections start afresh).
+/// TLS settings (a reload keeps the settings it finds unchanged, and builds new ones for
+/// the others: their TLS connections start afresh).
 fn same_key(a: &PoolKey, b: &PoolKey) -> bool {
     a.0 == b.0
         && match (&a.1, &b.1) {
@@ -618,6 +619,7 @@ mod tls_tests {
         let tls = UpstreamTls {
             server_name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             ca: Some(cert.clone()),
+            ca_pem: std::fs::read(&cert).ok(),
             client: crate::tls::client_config(Some(&cert)).unwrap(),
         };
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
