@@ -186,3 +186,30 @@ fn a_download_cut_when_the_grace_runs_out_reaches_the_client_as_a_reset() {
     assert_ne!(end, "FIN", "the client took a cut download for a whole one");
     upstream.join().unwrap();
 }
+
+/// A drain's deadline cuts a tunnel both of whose directions are still open: each side
+/// gets a reset, never a FIN that would pass for the other side's end of the stream (it
+/// went out as a clean close to both).
+#[test]
+fn a_drain_deadline_cuts_a_tunnel_with_resets() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr, upstream) = raw_switching(move |mut s| {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b).unwrap();
+        tx.send(read_to_end(&mut s)).unwrap();
+    });
+    let mut r = router_to(addr, 60_000);
+    let mut c = open_tunnel(&r);
+    c.send(b"x");
+    assert_eq!(c.read_raw(1), b"x");
+    r.drain();
+    let closed = c.closed();
+    assert!(
+        closed.is_reset(),
+        "the client's end of a cut tunnel: {closed}"
+    );
+    let end = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(end, "FIN", "the upstream's end of a cut tunnel");
+    upstream.join().unwrap();
+}

@@ -13,7 +13,8 @@
 //! - A reset or error on either side ends it at once.
 //! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`), cleanly:
 //!   a TLS side gets `close_notify` (within [`FINISH_TIME`]).
-//! - The worker's drain deadline passes: it ends (the stop handle fires).
+//! - The worker's drain deadline passes: it ends (the stop handle fires), as a cut: the
+//!   receiver of each direction still open is reset.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -64,7 +65,12 @@ pub enum TunnelEnd {
     /// No traffic for the idle timeout.
     Idle,
     /// The worker's drain deadline.
-    Stopped,
+    Stopped {
+        /// The direction towards the client was still open (cut).
+        toward_client: bool,
+        /// The direction towards the upstream was still open (cut).
+        toward_upstream: bool,
+    },
 }
 
 /// How one direction ended.
@@ -122,9 +128,9 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
     )
     .await;
     // A reset on one side is passed on as a reset (RST, no FIN first), and a direction
-    // cut at the end of the grace ends the same way for its receiver: a clean close would
-    // let a cut stream pass for a whole one. (The side whose stream ended whole has its
-    // FIN and closes as usual.)
+    // cut at the end of the grace or at the drain deadline ends the same way for its
+    // receiver: a clean close would let a cut stream pass for a whole one. (The side whose
+    // stream ended whole has its FIN and closes as usual.)
     match end {
         TunnelEnd::Error => {
             super::stream::reset(client_read, client_write);
@@ -136,6 +142,17 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
         TunnelEnd::HalfClosed {
             toward_client: false,
         } => super::stream::reset(upstream_read, upstream_write),
+        TunnelEnd::Stopped {
+            toward_client,
+            toward_upstream,
+        } => {
+            if toward_client {
+                super::stream::reset(client_read, client_write);
+            }
+            if toward_upstream {
+                super::stream::reset(upstream_read, upstream_write);
+            }
+        }
         // Nothing was in flight: both sides are told of a clean end, as the close's FIN
         // tells a plain TCP side (a write that stalled left its TLS side unable to).
         TunnelEnd::Idle => {
@@ -184,7 +201,12 @@ async fn relay(
         })
         .await;
         match (up_done, down_done) {
-            (Some(Flow::Stopped), _) | (_, Some(Flow::Stopped)) => return TunnelEnd::Stopped,
+            (Some(Flow::Stopped), _) | (_, Some(Flow::Stopped)) => {
+                return TunnelEnd::Stopped {
+                    toward_client: down_done != Some(Flow::Eof),
+                    toward_upstream: up_done != Some(Flow::Eof),
+                }
+            }
             (Some(Flow::Error), _) | (_, Some(Flow::Error)) => return TunnelEnd::Error,
             (Some(Flow::Eof), Some(Flow::Eof)) => return TunnelEnd::Closed,
             (Some(_), None) | (None, Some(_)) if grace_until.is_none() => {
