@@ -213,3 +213,28 @@ fn a_drain_deadline_cuts_a_tunnel_with_resets() {
     assert_ne!(end, "FIN", "the upstream's end of a cut tunnel");
     upstream.join().unwrap();
 }
+
+/// Client bytes pipelined behind the upgrade request go to the upstream once it has
+/// answered 101; when that fails (the upstream reset right after its 101), the client,
+/// which has the 101, gets a reset as it would in the tunnel, not a FIN that passes for
+/// the upstream's clean end of the stream. (Should the reset come only after the bytes
+/// went out, the tunnel passes it on: a reset all the same.)
+#[test]
+fn an_upstream_reset_before_the_pipelined_tunnel_bytes_went_out_reaches_the_client_as_a_reset() {
+    let (addr, upstream) = raw_switching(|s| {
+        // The reset right behind the 101: it is there before the router has relayed the
+        // 101 and turns to the pipelined bytes.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let r = router_to(addr, 60_000);
+    let mut c = Client::connect(r.addr);
+    let mut raw = UPGRADE.to_vec();
+    raw.extend_from_slice(b"early");
+    c.send(&raw);
+    assert_eq!(c.read_response().status, 101);
+    let closed = c.closed();
+    assert!(closed.is_reset(), "upstream RST became: {closed}");
+    upstream.join().unwrap();
+}

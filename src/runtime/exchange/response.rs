@@ -299,8 +299,15 @@ async fn switch_protocols(
             s.upstream_response_timeout,
         )
         .await;
-        if res.is_err() {
-            return Ok(Next::Close);
+        if let Err(e) = res {
+            // The client has its 101: the tunnel it opened is cut, as a failure in the
+            // tunnel would cut it, and a clean close would pass for the upstream's end.
+            outcome.error = Some(match e {
+                IoFail::Timeout => ErrorKind::UpstreamTimeout,
+                _ => ErrorKind::UpstreamReset,
+            });
+            up.reset();
+            return Ok(Next::Cut { reset: true });
         }
     }
     c.buf.clear();
