@@ -216,6 +216,80 @@ fn reset_mid_response_closes_the_client_and_later_requests_are_clean() {
     }
 }
 
+/// A server that answers a good head and then breaks off its body (a short
+/// `Content-Length` body ended by a FIN or an RST, a cut chunked body, a stall past the
+/// response timeout) has failed: the breaker counts it, so a server that always does so is
+/// ejected, and a half-open probe that ends so re-opens the circuit. A client that goes
+/// away mid-body is no verdict on the server.
+#[test]
+fn a_body_that_breaks_off_counts_against_the_circuit() {
+    let b = ScriptedBackend::start(|req| {
+        let short = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part";
+        match req.path() {
+            "/short-fin" => Reply::bytes(short).then(Ending::Close),
+            "/short-rst" => Reply::bytes(short).then(Ending::Reset),
+            "/chunked-cut" => {
+                Reply::bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                    .then(Ending::Close)
+            }
+            "/stall" => Reply::bytes(short).then(Ending::Hang),
+            // The rest comes after the client is gone.
+            "/client-leaves" => Reply::bytes(short).late(Duration::from_millis(300), [b'x'; 91]),
+            _ => Reply::ok("whole"),
+        }
+    });
+    let r = Router::start(&partition_of(
+        &[b.addr],
+        "[timeouts]\nupstream_response_ms = 300\n[health]\nenabled = false\n\
+         [circuit]\nconsecutive_failures = 3\ncooldown_ms = 300\n[retry]\nmax_attempts = 1\n",
+    ));
+    let cut = |path: &str| {
+        let mut c = Client::connect(r.addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes());
+        let e = c
+            .try_read_response()
+            .expect_err("a truncated response is not completed");
+        assert!(e.partial.starts_with(b"HTTP/1.1 200 "), "{path}: {e}");
+    };
+    cut("/short-fin");
+    cut("/short-rst");
+    // The client takes the head and resets: the rest of the body finds it gone.
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /client-leaves HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    assert_eq!(c.read_raw(5), b"HTTP/");
+    c.reset();
+    wait_until("the client's going counted", Duration::from_secs(3), || {
+        r.metrics().errors_of("client_gone") == 1
+    });
+    assert!(
+        r.backend_available(b.addr),
+        "a client gone mid-body is no failure of the server"
+    );
+    assert_eq!(r.circuit_transitions(b.addr), (0, 0, 0));
+    cut("/chunked-cut");
+    wait_until("circuit open", Duration::from_secs(3), || {
+        !r.backend_available(b.addr)
+    });
+    assert_eq!(r.circuit_transitions(b.addr), (0, 1, 0));
+    // The half-open probe stalls mid-body: the circuit opens again.
+    wait_until("cool-down over", Duration::from_secs(3), || {
+        r.backend_available(b.addr)
+    });
+    cut("/stall");
+    assert_eq!(
+        r.circuit_transitions(b.addr),
+        (0, 2, 1),
+        "a probe whose body stalls re-opens the circuit"
+    );
+    assert!(!r.backend_available(b.addr));
+    // A whole answer to the next probe closes it.
+    wait_until("cool-down over", Duration::from_secs(3), || {
+        r.backend_available(b.addr)
+    });
+    assert_eq!(get(r.addr, "/ok", "X-User-Id: u\r\n").body, b"whole");
+    assert_eq!(r.circuit_transitions(b.addr), (1, 2, 2));
+}
+
 #[test]
 fn a_dead_backend_is_marked_down_and_returns_after_rise_checks() {
     let a = ScriptedBackend::start(named("a"));

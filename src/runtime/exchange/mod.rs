@@ -38,7 +38,7 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::forward::io::write_static;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::{answer_is_success, release_probe, report, Admission};
+use crate::health::state::{release_probe, report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
 use crate::runtime::client::Client;
@@ -191,7 +191,7 @@ pub async fn run(
             return Err(f);
         }
     };
-    let next = response::relay(worker, s, c, &req, &mut progress, answered, outcome).await;
+    let next = response::relay(worker, wt, c, &req, &mut progress, answered, outcome).await;
     // The same for a client found gone when its answer was to be written (where its reset
     // is not watched while the answer is awaited): counted with no status, logged 499.
     if outcome.status.is_none() && matches!(outcome.error, Some(ErrorKind::ClientGone)) {
@@ -276,12 +276,14 @@ async fn send(
         outcome.backend = Some(backend);
         let b = &*table.backends[backend as usize];
         let e = match attempt::run(worker, s, c, req, &mut up, progress, deadline).await {
+            // The breaker hears of it once the whole response is in (or the relay broke
+            // off): a server that answers a good head and then breaks off its body has
+            // failed (see `response::relay`).
             Ok(sent) => {
-                let is_success = answer_is_success(c.response.status, circuit);
-                report(b, circuit, admission, is_success);
                 return Ok(Answered {
                     backend,
                     version: table.version,
+                    admission,
                     up,
                     sent,
                 });

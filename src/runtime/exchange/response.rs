@@ -8,18 +8,21 @@
 //! and the client connection is kept only if the rest of its body can be read and
 //! discarded within bounds.
 
-use crate::config::Settings;
+use crate::config::{CircuitSettings, Settings};
 use crate::error::ErrorKind;
 use crate::forward::io::{write_all, write_range, IoFail};
 use crate::forward::relay::{
     discard_body, relay_body, relay_until_close, BodyLeft, BodyProgress, RelayFail,
 };
+use crate::health::state::{answer_is_success, release_probe, report, Admission};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{response_is_verbatim, write_response_head, ConnectionField};
 use crate::http::response::ResponseFraming;
 use crate::metrics::Outcome;
+use crate::route::router::WorkerTable;
 use crate::runtime::client::Client;
 use crate::runtime::worker::Worker;
+use crate::upstream::backend::Backend;
 use crate::upstream::pool::UpstreamConn;
 
 use super::attempt::Sent;
@@ -35,6 +38,9 @@ pub struct Answered {
     pub backend: u16,
     /// Table version the backend index belongs to.
     pub version: u64,
+    /// How the request was let through to the backend: the breaker hears how the
+    /// exchange went once the whole response is in (or the relay broke off).
+    pub admission: Admission,
     /// The upstream connection, its buffer holding the response head.
     pub up: Box<UpstreamConn>,
     /// How much of the request went out.
@@ -54,10 +60,39 @@ fn request_side_keeps(req: &Request, sent: Sent, progress: &BodyProgress) -> boo
     }
 }
 
+/// The breaker's verdict on the server, given once: when the whole response is in (its
+/// status decides), or when the relay broke off — before the upstream connection goes back
+/// to the pool, and for a response already all in, before it is written (so that whoever
+/// has read it sees the verdict given).
+struct Verdict<'a> {
+    b: &'a Backend,
+    circuit: Option<&'a CircuitSettings>,
+    admission: Admission,
+    /// The head's status counts as a success.
+    answered: bool,
+}
+
+impl Verdict<'_> {
+    /// The whole response is in.
+    fn whole(self) {
+        report(self.b, self.circuit, self.admission, self.answered);
+    }
+
+    /// The relay broke off: the server failed, unless the client went away first (a 5xx
+    /// head then decides, a good one is no verdict: a half-open probe is given back).
+    fn broke_off(self, kind: ErrorKind) {
+        if matches!(kind, ErrorKind::ClientGone) && self.answered {
+            release_probe(self.b, self.circuit, self.admission);
+        } else {
+            report(self.b, self.circuit, self.admission, false);
+        }
+    }
+}
+
 /// Relay the response whose head is in `a.up.buf`, then settle both connections.
 pub async fn relay(
     worker: &Worker,
-    s: &Settings,
+    wt: &WorkerTable,
     c: &mut Client,
     req: &Request,
     progress: &mut BodyProgress,
@@ -67,10 +102,16 @@ pub async fn relay(
     let Answered {
         backend,
         version,
+        admission,
         mut up,
         sent,
     } = a;
+    let s = &wt.table.settings;
+    let b = &*wt.table.backends[backend as usize];
+    let circuit = s.circuit.as_ref();
+    let answered = answer_is_success(c.response.status, circuit);
     if c.response.status == 101 {
+        report(b, circuit, admission, answered);
         outcome.status = Some(101);
         return switch_protocols(c, req, up, s, outcome).await;
     }
@@ -79,6 +120,7 @@ pub async fn relay(
         // RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client, which would read the
         // chunk framing as the body. Chunked bodies are relayed as received, never
         // rewritten: refused, as other responses that cannot be relayed faithfully.
+        report(b, circuit, admission, answered);
         return Err(super::upstream_failure(
             ErrorKind::BadResponse("chunked response to an HTTP/1.0 request"),
             None,
@@ -95,7 +137,21 @@ pub async fn relay(
     } else {
         ConnectionField::Omit
     };
-    let reusable = match relay_response(worker, s, c, &mut up, connection).await {
+    let mut verdict = Some(Verdict {
+        b,
+        circuit,
+        admission,
+        answered,
+    });
+    let relayed = relay_response(worker, s, c, &mut up, connection, &mut verdict).await;
+    if let Some(v) = verdict {
+        match relayed {
+            Relayed::Whole { .. } => v.whole(),
+            Relayed::Gone => v.broke_off(ErrorKind::ClientGone),
+            Relayed::Refused(kind) | Relayed::Cut(kind) => v.broke_off(kind),
+        }
+    }
+    let reusable = match relayed {
         Relayed::Whole { reusable } => reusable,
         Relayed::Refused(kind) => return Err(super::upstream_failure(kind, None)),
         Relayed::Gone => {
@@ -173,6 +229,7 @@ async fn relay_response(
     c: &mut Client,
     up: &mut UpstreamConn,
     connection: ConnectionField,
+    verdict: &mut Option<Verdict<'_>>,
 ) -> Relayed {
     let framing = c.response.framing();
     let resp_len = c.response.len;
@@ -196,6 +253,11 @@ async fn relay_response(
         ResponseFraming::Chunked => decoder.is_done(),
         ResponseFraming::UntilClose => false,
     };
+    if whole {
+        if let Some(v) = verdict.take() {
+            v.whole();
+        }
+    }
     // A client whose reset the ring already reported gets nothing: an eager send would
     // fail only after the request was counted as answered.
     if c.rd.has_failed() {
