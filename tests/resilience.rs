@@ -290,6 +290,55 @@ fn a_body_that_breaks_off_counts_against_the_circuit() {
     assert_eq!(r.circuit_transitions(b.addr), (1, 2, 2));
 }
 
+/// A Query whose client resets while the Query waits in the retry backoff ends there, as
+/// one whose client resets while its answer is awaited does (README): it is not sent to
+/// the next server for nobody. Watched where the ring reports the reset (io_uring with
+/// multishot receives); elsewhere the retry goes out and the reset is noticed when its
+/// answer is written.
+#[test]
+fn a_query_whose_client_resets_in_the_retry_backoff_is_not_sent_again() {
+    let first = ScriptedBackend::start(|_| Reply::reset());
+    let second = ScriptedBackend::start(|_| Reply::ok("second"));
+    let r = Router::start(&partition_of(
+        &[first.addr, second.addr],
+        "policy = \"primary_backup\"\n[health]\nenabled = false\n\
+         [circuit]\nconsecutive_failures = 1\ncooldown_ms = 60000\n\
+         [retry]\nbackoff_base_ms = 1000\nbackoff_max_ms = 1000\n",
+    ));
+    let watched = r.multishot() == vec![true];
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    // The first server's reset opened its circuit: the Query is past its first attempt,
+    // in the backoff before the second.
+    wait_until("the first attempt failed", Duration::from_secs(5), || {
+        !r.backend_available(first.addr)
+    });
+    let reset_at = Instant::now();
+    c.reset();
+    wait_until("the client's going counted", Duration::from_secs(5), || {
+        r.metrics().errors_of("client_gone") == 1
+    });
+    if watched {
+        assert_eq!(
+            r.metrics().retries,
+            0,
+            "the Query was sent again for nobody"
+        );
+        assert!(
+            reset_at.elapsed() < Duration::from_millis(900),
+            "the backoff was not cut short: {:?}",
+            reset_at.elapsed()
+        );
+        assert_eq!(second.accepted(), 0);
+    } else {
+        second.wait_for_requests(1);
+    }
+    assert!(
+        r.backend_available(second.addr),
+        "no verdict on the second server"
+    );
+}
+
 #[test]
 fn a_dead_backend_is_marked_down_and_returns_after_rise_checks() {
     let a = ScriptedBackend::start(named("a"));
@@ -729,6 +778,50 @@ fn blackhole() -> (TcpListener, TcpStream, SocketAddr) {
     let addr = l.local_addr().unwrap();
     let filler = TcpStream::connect(addr).unwrap();
     (l, filler, addr)
+}
+
+/// Whether a connect to `addr` from this host is waiting for its SYN's answer.
+fn syn_sent_to(addr: SocketAddr) -> bool {
+    let remote = format!(" 0100007F:{:04X} 02 ", addr.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(&remote))
+}
+
+/// A Query whose client resets while a connection to its server opens ends there (where
+/// the reset is watched, as in the retry backoff): its place is not held, nor its server
+/// judged, until `upstream_connect_ms` ends the connect.
+#[test]
+fn a_query_whose_client_resets_while_its_connection_opens_ends_at_once() {
+    let (_l, _filler, addr) = blackhole();
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{addr}\"]\n\
+         [timeouts]\nupstream_connect_ms = 1500\n\
+         [health]\nenabled = false\n[circuit]\nconsecutive_failures = 1\n"
+    ));
+    let watched = r.multishot() == vec![true];
+    let mut c = Client::connect(r.addr);
+    c.send(b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+    wait_until("the connect is under way", Duration::from_secs(5), || {
+        syn_sent_to(addr)
+    });
+    c.reset();
+    if !watched {
+        // Noticed only when the answer to the connect's timeout is written.
+        wait_until("the connect timed out", Duration::from_secs(5), || {
+            r.metrics().errors_of("connect_timeout") == 1
+        });
+        return;
+    }
+    wait_until(
+        "the client's going counted",
+        Duration::from_millis(1000),
+        || r.metrics().errors_of("client_gone") == 1,
+    );
+    let m = r.metrics();
+    assert_eq!(m.errors_of("connect_timeout"), 0);
+    assert!(r.backend_available(addr), "no verdict on the server");
 }
 
 /// The request deadline ends a connect that is still waiting: README says 504.

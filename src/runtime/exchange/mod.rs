@@ -29,7 +29,10 @@ mod retry;
 mod users;
 
 use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
 
 pub use answer::{reason_phrase, respond_error};
@@ -42,6 +45,7 @@ use crate::health::state::{release_probe, report, Admission};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::{Class, Tried, WorkerTable};
 use crate::runtime::client::Client;
+use crate::runtime::multishot::ResetWatch;
 use crate::runtime::worker::Worker;
 use crate::upstream::pool::{connect, UpstreamConn};
 
@@ -254,6 +258,13 @@ async fn send(
     // on a new connection, still the probe (picked again, the server would be refused: its
     // probe is taken, by this request).
     let mut pinned: Option<(u16, u32, Admission)> = None;
+    // A Query whose client resets between attempts — in the backoff, or while a new
+    // connection opens — ends there, as one that resets while its answer is awaited (see
+    // `attempt::run`, which watches the same way): no further attempt goes out for nobody.
+    let watch = match req.class {
+        Class::Query => c.rd.reset_watch(),
+        Class::Command => None,
+    };
     loop {
         let (backend, pos, admission, mut up) = checkout(
             worker,
@@ -263,15 +274,21 @@ async fn send(
             attempts.fresh_only,
             deadline,
             pinned.take(),
+            watch,
         )
         .await
-        .map_err(|e| Failure {
-            error: match retried_after {
-                Some(k) if e.kind != ErrorKind::DeadlineExceeded => ProxyError::upstream(k),
-                _ => e,
-            },
-            response_started: false,
-            consumed,
+        .map_err(|e| {
+            let gone = e.side == Side::Downstream;
+            Failure {
+                error: match retried_after {
+                    Some(k) if !gone && e.kind != ErrorKind::DeadlineExceeded => {
+                        ProxyError::upstream(k)
+                    }
+                    _ => e,
+                },
+                response_started: false,
+                consumed: if gone { None } else { consumed },
+            }
         })?;
         outcome.backend = Some(backend);
         let b = &*table.backends[backend as usize];
@@ -358,13 +375,30 @@ async fn send(
                 attempts.counted += 1;
                 attempts.fresh_only = false;
                 retried_after = Some(e.error.kind);
-                if !backoff.is_zero() {
-                    timer::sleep(backoff).await;
+                if !backoff.is_zero() && unless_reset(timer::sleep(backoff), watch).await.is_none()
+                {
+                    return Err(ProxyError::downstream(ErrorKind::ClientGone).into());
                 }
                 bump(&worker.metrics.retries, 1);
             }
         }
     }
+}
+
+/// `fut`'s output, or `None` once the client's reset comes first (`watch`: see
+/// [`ResetWatch`]; without one, only `fut` is awaited).
+async fn unless_reset<F: Future>(fut: F, watch: Option<ResetWatch>) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if watch.is_some_and(|w| w.poll_reset(cx).is_ready()) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn attempt_failure(e: AttemptError, consumed: Option<usize>) -> Failure {
@@ -380,7 +414,9 @@ fn attempt_failure(e: AttemptError, consumed: Option<usize>) -> Failure {
 }
 
 /// An upstream connection for the request's partition: pooled if possible, else a new
-/// one; on connect failure the next available server of the list is tried.
+/// one; on connect failure the next available server of the list is tried. A connect is
+/// given up when the client's reset comes first (`watch`: a Query's).
+#[allow(clippy::too_many_arguments)]
 async fn checkout(
     worker: &Worker,
     wt: &WorkerTable,
@@ -389,6 +425,7 @@ async fn checkout(
     fresh_only: bool,
     deadline: Option<Instant>,
     mut pinned: Option<(u16, u32, Admission)>,
+    watch: Option<ResetWatch>,
 ) -> Result<(u16, u32, Admission, Box<UpstreamConn>), ProxyError> {
     let s = &wt.table.settings;
     let mut last_error = ProxyError::internal(ErrorKind::NoHealthyServer);
@@ -425,7 +462,12 @@ async fn checkout(
             .backend_tls
             .get(backend as usize)
             .and_then(|t| t.as_deref());
-        match connect(b.addr, timeout, tls).await {
+        let Some(connected) = unless_reset(connect(b.addr, timeout, tls), watch).await else {
+            // The client reset (a Query): no verdict on the server.
+            release_probe(b, s.circuit.as_ref(), admission);
+            return Err(ProxyError::downstream(ErrorKind::ClientGone));
+        };
+        match connected {
             Ok(conn) => {
                 bump(&worker.metrics.pool_opened, 1);
                 return Ok((backend, pos, admission, conn));
