@@ -381,7 +381,7 @@ fn a_mirrors_5xx_counts_against_the_breaker_only_as_the_primarys_would() {
 fn a_mirror_that_takes_a_shared_servers_half_open_probe_reports_it() {
     // 0: every request fails (500). Then bob (partition `other`) is served, and the
     // mirrors of alice's Queries get 1: a close before any answer, 2: a 200 whose body
-    // is cut short (its head is an answer: a request would have closed the circuit).
+    // is cut short (a failure, as for a request), 3: a whole 200.
     let mode = Arc::new(AtomicU8::new(0));
     let m = mode.clone();
     let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
@@ -389,7 +389,8 @@ fn a_mirror_that_takes_a_shared_servers_half_open_probe_reports_it() {
         0 => Reply::status("500 Internal Server Error", "fail"),
         _ if req.header("x-user-id").as_deref() == Some("bob") => Reply::ok("other"),
         1 => Reply::close(),
-        _ => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").then(Ending::Close),
+        2 => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").then(Ending::Close),
+        _ => Reply::ok("shadow"),
     });
     let (p, sh) = (primary.addr, shared.addr);
     let r = Router::start(&format!(
@@ -422,11 +423,18 @@ fn a_mirror_that_takes_a_shared_servers_half_open_probe_reports_it() {
         (0, 2, 1),
         "the mirror's failed probe re-opened the circuit"
     );
-    // Its answer closes it, and bob is served at once.
+    // So does an answer whose body breaks off.
     mirror_probe(2, 2);
     assert_eq!(
         r.circuit_transitions(sh),
-        (1, 2, 2),
+        (0, 3, 2),
+        "the mirror's probe whose body broke off re-opened the circuit"
+    );
+    // A whole answer closes it, and bob is served at once.
+    mirror_probe(3, 3);
+    assert_eq!(
+        r.circuit_transitions(sh),
+        (1, 3, 3),
         "the mirror's answered probe closed the circuit"
     );
     let resp = c.roundtrip(bob);

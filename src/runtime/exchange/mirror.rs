@@ -136,8 +136,8 @@ fn release(worker: &Worker, mut bytes: Vec<u8>) {
 /// a HEAD request); its status. The connection is pooled after only if `keeps_upstream`.
 ///
 /// A shadow server may serve a partition too and shares its breaker, so the mirror reports
-/// to it as a request would: the answer's status once its head is in, a failure before
-/// that on a connection of its own. A pooled connection's failure is not counted: it may
+/// to it as a request would: the answer's status once all of it is in (a body that breaks
+/// off or stalls is a failure), a failure before its head on a connection of its own. A pooled connection's failure is not counted: it may
 /// have died while idle (a request would go again on a new connection). The half-open
 /// probe, when the mirror takes it, always goes on a new connection, so its outcome is
 /// always reported: a probe never reported leaves the server half-open, refused to every
@@ -192,8 +192,14 @@ async fn send(
         }
         return None;
     };
-    report(b, circuit, admission, answer_is_success(status, circuit));
-    if !read_body(worker, s, &mut up, &mut head).await {
+    let whole = read_body(worker, s, &mut up, &mut head).await;
+    report(
+        b,
+        circuit,
+        admission,
+        whole && answer_is_success(status, circuit),
+    );
+    if !whole {
         return None;
     }
     if head.is_keep_alive && up.buf.is_empty() && keeps_upstream {
