@@ -752,3 +752,109 @@ fn a_reload_that_leaves_a_servers_tls_settings_alone_keeps_its_pooled_connection
     r.reload(&config("bob"));
     assert_eq!(get(), 502);
 }
+
+/// Send `first`, then trickle `more` in small records (about one per 20 ms, the read
+/// timeout paces it) while reading, until the router's answer, its `close_notify` and its
+/// FIN are in and ten more records went out after them; then end cleanly (`close_notify`,
+/// FIN) and read to the TCP end. Returns the plaintext received. Panics on a reset: every
+/// write must go through and the end must be a clean one.
+fn trickle_past_the_answer(c: &mut TlsClient, first: &[u8], more: &[u8]) -> Vec<u8> {
+    c.send(first);
+    c.stream
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let started = Instant::now();
+    let (mut got, mut tmp) = (Vec::new(), [0u8; 4096]);
+    let (mut is_tcp_end, mut after_end) = (false, 0);
+    while after_end < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no answer and end: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        if let Err(e) = c.stream.write_all(more).and_then(|()| c.stream.flush()) {
+            panic!(
+                "a trickled write failed ({e}): the router reset the connection; read so \
+                 far: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        if is_tcp_end {
+            after_end += 1;
+            // The router's side is done: the read timeout no longer paces the writes.
+            std::thread::sleep(Duration::from_millis(20)); // scenario: the trickle rate
+            continue;
+        }
+        match c.stream.conn.read_tls(&mut c.stream.sock) {
+            Ok(0) => is_tcp_end = true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!(
+                "reading the answer failed ({e}): the router reset the connection; read so \
+                 far: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+        c.stream.conn.process_new_packets().expect("valid records");
+        while let Ok(k @ 1..) = c.stream.conn.reader().read(&mut tmp) {
+            got.extend_from_slice(&tmp[..k]);
+        }
+    }
+    // The router's end was clean: close_notify before its FIN.
+    assert!(
+        c.stream.conn.reader().read(&mut tmp).is_ok(),
+        "the router's end had no close_notify"
+    );
+    c.stream.conn.send_close_notify();
+    c.stream.flush().unwrap();
+    c.stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    c.stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The router, still reading, sees the FIN and closes: a clean end, no reset.
+    let mut rest = [0u8; 4096];
+    loop {
+        match c.stream.sock.read(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the router's close was a reset: {e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn a_tls_client_still_sending_after_a_408_gets_it_and_a_staged_close_not_a_reset() {
+    // A timed-out read must not leave the TLS read side unable to read what the client
+    // still sends: the close after the 408 is staged, as on plain TCP, or the bytes left
+    // unread turn it into a reset that can destroy the 408 in flight.
+    let cert = TestCert::new("timeout-linger");
+    let r = router(
+        &cert,
+        "[timeouts]\nclient_header_ms = 300\nclient_body_ms = 300\n",
+    );
+    // The head not complete in time.
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    let got = trickle_past_the_answer(
+        &mut c,
+        b"GET /api/spot/user/data HTTP/1.1\r\nHost: t\r\n",
+        b"X-Slow: y\r\n",
+    );
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // A body read for its user id that pauses too long.
+    let mut c = TlsClient::connect(r.addr, cert.client_config(TLS12));
+    c.send(b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"user_id\"");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 408);
+    let _ = trickle_past_the_answer(&mut c, b" ", b"          ");
+}

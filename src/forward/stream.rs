@@ -286,6 +286,17 @@ impl Reader {
         (!unread).then_some(false)
     }
 
+    /// Read bytes that are only to be discarded (a closing connection): as a read, except
+    /// that a TLS reader cut by a dropped read (a timeout), which can decrypt nothing more,
+    /// takes the raw ciphertext, so what the peer still sends is read all the same.
+    pub async fn read_discarded<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Reader::ServerTls(r) if r.is_cut() => r.read_discarded(buf).await,
+            Reader::ClientTls(r) if r.is_cut() => r.read_discarded(buf).await,
+            _ => self.read(buf).await,
+        }
+    }
+
     /// What the TLS handshake settled (None on plain TCP).
     pub fn tls_info(&self) -> Option<&TlsInfo> {
         match self {

@@ -328,10 +328,14 @@ async fn drain_until_closed(rd: &mut Reader, buf: &mut Vec<u8>, fd: RawFd, until
         if left.is_zero() {
             return;
         }
-        let cap = buf.capacity();
-        match read_some(rd, buf, cap, left).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
+        // (Not `read_some`: a TLS client whose read timed out is read raw here, see
+        // `Reader::read_discarded`, or its bytes would stay unread and the close reset.)
+        match timer::timeout(left, rd.read_discarded(std::mem::take(buf))).await {
+            Ok((Ok(n @ 1..), back)) => {
+                drained += n;
+                *buf = back;
+            }
+            _ => return,
         }
         buf.clear();
     }

@@ -49,7 +49,8 @@
 //!   flush or shutdown.
 //! - Dropping an in-flight future is *not* a stop: its buffer goes with the kernel
 //!   operation, so the direction it belonged to is poisoned (later operations fail).
-//!   Stop through a `CancelHandle` instead.
+//!   Stop through a `CancelHandle` instead. A read half so cut can still read raw
+//!   ciphertext to throw away ([`TlsRead::read_discarded`]), as a closing connection does.
 //!
 //! # End of stream
 //! A peer's `close_notify` makes reads return `Ok(0)` once the plaintext before it is

@@ -124,6 +124,19 @@ impl<C> TlsRead<C> {
     pub fn info(&self) -> &TlsInfo {
         &self.info
     }
+
+    /// Whether an earlier read was dropped while it waited for TCP (a timeout): the
+    /// ciphertext it took is gone, so nothing more can be decrypted.
+    pub fn is_cut(&self) -> bool {
+        self.is_reading
+    }
+
+    /// Read raw ciphertext from the socket, past the session: for a closing connection
+    /// whose bytes are only discarded, which must read what the peer still sends even
+    /// after [`TlsRead::is_cut`]. The session gets nothing more to read afterwards.
+    pub async fn read_discarded<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        self.tcp.read(buf).await
+    }
 }
 
 impl<C, SD> TlsRead<C>
