@@ -477,6 +477,52 @@ fn a_command_routed_on_the_old_table_does_not_reach_the_old_partition_after_the_
     );
 }
 
+/// The same Command when the user's Commands to the new partition have already completed
+/// by the time its body is in: nothing is in flight, so it is not held, but sent on it
+/// would still reach the old partition after the new one got (and executed) the user's
+/// Commands.
+#[test]
+fn a_command_routed_on_the_old_table_is_not_sent_to_the_old_partition_once_the_new_one_served_the_user(
+) {
+    let a = ScriptedBackend::start(|_| Reply::ok("a"));
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let mut r = Router::start(&zones(a.addr, b.addr, "a", ""));
+    let body = r#"{"user_id":"alice"}"#;
+    // X1: head only; the 100 Continue says the router is reading its body (old table).
+    let mut c1 = Client::connect(r.addr);
+    c1.send(
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let cont = c1.read_raw(b"HTTP/1.1 100 Continue\r\n\r\n".len());
+    assert!(cont.starts_with(b"HTTP/1.1 100"));
+    // Move alice to b; X2 goes to b and is answered.
+    r.reload(&zones(a.addr, b.addr, "b", ""));
+    assert_eq!(
+        Client::connect(r.addr)
+            .roundtrip(&command_for("alice"))
+            .text(),
+        "b"
+    );
+    c1.send(body.as_bytes());
+    let x1 = c1.read_response();
+    assert_eq!(
+        a.request_count(),
+        0,
+        "alice's Command reached the old partition a after the new partition b served her (x1: {} {:?})",
+        x1.status,
+        x1.text()
+    );
+    assert_eq!(x1.status, 503);
+    assert_eq!(x1.header("retry-after"), Some("1"));
+    assert_eq!(r.metrics().users.migration_refused, 1);
+    // Her retry is routed on the new table.
+    assert_eq!(c1.roundtrip(&command_for("alice")).text(), "b");
+}
+
 /// A Command held for a migration must not be sent once its request deadline has passed:
 /// the client would get a 504 for an order the backend executes.
 #[test]

@@ -61,6 +61,13 @@ pub async fn enter_in_flight<'w>(
     let partition = wt.table.partitions[req.partition as usize].id;
     let table = &worker.users.in_flight;
     if let Ok(guard) = table.try_enter(&c.user, partition) {
+        // Not held, but routed on a table replaced since (its body was still arriving):
+        // the user's Commands to the new partition may have completed meanwhile.
+        if moved_since(worker, wt, c, partition) {
+            drop(guard);
+            worker.metrics.users.migration_refused();
+            return Err(ProxyError::internal(ErrorKind::MigrationWait));
+        }
         return Ok(Some(guard));
     }
     let started = Instant::now();
@@ -73,22 +80,19 @@ pub async fn enter_in_flight<'w>(
     }
     let mut pause = FIRST_PAUSE;
     loop {
-        // Routed on a table the worker has since replaced, which sends the user elsewhere:
-        // going on would send it to the old partition after the new one got the user's
-        // Commands. Refuse; the client's retry is routed on the new table.
-        let newest = worker.table();
-        let moved_since = !std::sync::Arc::ptr_eq(&newest.table, &wt.table)
-            && newest
-                .table
-                .partition_for(Some(&c.user))
-                .is_ok_and(|p| newest.table.partitions[p as usize].id != partition);
-        if moved_since || started.elapsed() >= max {
+        if moved_since(worker, wt, c, partition) || started.elapsed() >= max {
             worker.metrics.users.migration_refused();
             return Err(ProxyError::internal(ErrorKind::MigrationWait));
         }
         timer::sleep(pause.min(max.saturating_sub(started.elapsed()))).await;
         pause = (pause * 2).min(MAX_PAUSE);
         if let Ok(guard) = table.try_enter(&c.user, partition) {
+            // A reload installed during the pause.
+            if moved_since(worker, wt, c, partition) {
+                drop(guard);
+                worker.metrics.users.migration_refused();
+                return Err(ProxyError::internal(ErrorKind::MigrationWait));
+            }
             // The client may have given up while the Command was held: a Command sent
             // now would be executed with nobody to hear the answer.
             if client_gone(c.fd) {
@@ -101,6 +105,20 @@ pub async fn enter_in_flight<'w>(
             return Ok(Some(guard));
         }
     }
+}
+
+/// Whether the request was routed (to `partition`) on a table the worker has since
+/// replaced with one that sends its user elsewhere: sent on, the Command would reach the
+/// old partition after the new one got the user's Commands. It is refused; the client's
+/// retry is routed on the new table. A pointer comparison unless a reload came meanwhile.
+#[inline]
+fn moved_since(worker: &Worker, wt: &WorkerTable, c: &Client, partition: u32) -> bool {
+    let newest = worker.table();
+    !std::sync::Arc::ptr_eq(&newest.table, &wt.table)
+        && newest
+            .table
+            .partition_for(Some(&c.user))
+            .is_ok_and(|p| newest.table.partitions[p as usize].id != partition)
 }
 
 /// Whether the client closed (FIN with nothing unread) or reset its connection, as far as
