@@ -630,3 +630,52 @@ fn a_held_command_is_not_sent_after_its_client_closed() {
 fn a_held_command_is_not_sent_after_its_client_reset() {
     held_then_gone(true);
 }
+
+/// The same over TLS, where a client ends its connection with a `close_notify` alert
+/// before its FIN: the alert's bytes sit unread on the socket, and the client is gone all
+/// the same.
+#[test]
+fn a_held_command_is_not_sent_after_its_tls_client_closed() {
+    use common::tls::{TestCert, TlsClient};
+    use std::io::Write;
+    let cert = TestCert::new("localhost");
+    let listener = format!(
+        "[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let a = ScriptedBackend::start(|_| Reply::ok("a").delayed(Duration::from_millis(600)));
+    let b = ScriptedBackend::start(|_| Reply::ok("b"));
+    let mut r = Router::start_with_listener(&zones(a.addr, b.addr, "a", ""), &listener);
+    let addr = r.addr;
+    let config = cert.client_config(&[&rustls::version::TLS13]);
+    let slow = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            TlsClient::connect(addr, config)
+                .roundtrip(&command_for("alice"))
+                .text()
+        })
+    };
+    a.wait_for_requests(1);
+    r.reload(&zones(a.addr, b.addr, "b", ""));
+    // As in `held_then_gone`: once the Query's answer is back, the Command is held.
+    let mut c = TlsClient::connect(addr, config.clone());
+    let mut raw =
+        b"GET /api/spot/user/positions HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n\r\n".to_vec();
+    raw.extend_from_slice(&command_for("alice"));
+    c.send(&raw);
+    assert_eq!(c.read_response().text(), "b");
+    c.stream.conn.send_close_notify();
+    c.stream.flush().unwrap();
+    c.stream.sock.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(c);
+    assert_eq!(slow.join().unwrap(), "a");
+    let next = TlsClient::connect(addr, config).roundtrip(&command_for("alice"));
+    assert_eq!(next.text(), "b");
+    let commands = b.requests().iter().filter(|r| r.method() == "POST").count();
+    assert_eq!(
+        commands, 1,
+        "the held Command of a TLS client that closed was sent to b"
+    );
+}

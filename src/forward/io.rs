@@ -390,6 +390,21 @@ pub fn peek(fd: std::os::fd::RawFd) -> Peeked {
     }
 }
 
+/// Whether the peer of `fd` closed (FIN) or reset it, whatever it sent before that it is
+/// still unread (a TLS client's `close_notify`, a pipelined request): a zero-timeout
+/// `poll` for `POLLRDHUP`, nothing taken, nothing waits.
+pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `poll` reads and writes the one `pollfd` it is given, which lives for the
+    // call; the caller keeps `fd` open for it.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 /// Bytes written to `fd` that its peer has not acknowledged yet (`SIOCOUTQ`, a FIN
 /// included); 0 when that cannot be told.
 pub fn unacknowledged(fd: std::os::fd::RawFd) -> usize {

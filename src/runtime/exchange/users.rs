@@ -121,9 +121,9 @@ fn moved_since(worker: &Worker, wt: &WorkerTable, c: &Client, partition: u32) ->
             .is_ok_and(|p| newest.table.partitions[p as usize].id != partition)
 }
 
-/// Whether the client closed (FIN with nothing unread) or reset its connection, as far as
-/// the socket says without waiting or taking any byte.
+/// Whether the client closed (FIN) or reset its connection, as far as the socket says
+/// without waiting or taking any byte. Bytes unread before a FIN do not make it stay: over
+/// TLS they are the `close_notify` every client sends before its FIN.
 fn client_gone(fd: std::os::fd::RawFd) -> bool {
-    use crate::forward::io::{peek, Peeked};
-    matches!(peek(fd), Peeked::End | Peeked::Error)
+    crate::forward::io::peer_closed(fd)
 }
