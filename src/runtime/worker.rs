@@ -210,6 +210,12 @@ impl Worker {
         self.table.borrow().clone()
     }
 
+    /// Whether `table` is still the current one (no reload installed since).
+    #[inline]
+    pub fn is_current(&self, table: &Arc<RoutingTable>) -> bool {
+        Arc::ptr_eq(&self.table.borrow().table, table)
+    }
+
     /// Install a new table between requests; re-key the pools (and trim them to its bound).
     fn install(&self, table: Arc<RoutingTable>) {
         self.pools.borrow_mut().install(

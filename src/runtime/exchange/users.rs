@@ -113,12 +113,14 @@ pub async fn enter_in_flight<'w>(
 /// retry is routed on the new table. A pointer comparison unless a reload came meanwhile.
 #[inline]
 fn moved_since(worker: &Worker, wt: &WorkerTable, c: &Client, partition: u32) -> bool {
+    if worker.is_current(&wt.table) {
+        return false;
+    }
     let newest = worker.table();
-    !std::sync::Arc::ptr_eq(&newest.table, &wt.table)
-        && newest
-            .table
-            .partition_for(Some(&c.user))
-            .is_ok_and(|p| newest.table.partitions[p as usize].id != partition)
+    newest
+        .table
+        .partition_for(Some(&c.user))
+        .is_ok_and(|p| newest.table.partitions[p as usize].id != partition)
 }
 
 /// Whether the client closed (FIN) or reset its connection, as far as the socket says
