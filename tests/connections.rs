@@ -149,6 +149,33 @@ fn empty_lines_before_a_request_line_are_cut_by_the_header_timeout() {
     assert_eq!(b.request_count(), 1);
 }
 
+/// A new connection that sends nothing waits for its first byte no longer than a head may
+/// take, and is closed quietly (no byte came that a 408 could answer); only a kept-alive
+/// connection waits the idle timeout. (It waited the idle timeout too: a client that
+/// opened connections and sent nothing held each one six times as long, by default, as
+/// one sending part of a head.)
+#[test]
+fn a_new_connection_that_sends_nothing_is_cut_by_the_header_timeout() {
+    let b = ScriptedBackend::start(|_| Reply::ok("hi"));
+    let r = router_for(b.addr, "client_idle_ms = 5000\nclient_header_ms = 300");
+    let mut c = Client::connect(r.addr);
+    match c.closed_within(Duration::from_secs(3)) {
+        common::client::Closed::Fin { leftover } if leftover.is_empty() => {}
+        other => panic!("expected a quiet close by the header timeout, got: {other}"),
+    }
+    common::wait_until("the connection is gone", Duration::from_secs(3), || {
+        r.metrics().open_connections == 0
+    });
+    assert_eq!(r.metrics().idle_timeouts, 1);
+    // After a request, the wait for the next one is the idle timeout.
+    let mut c = Client::connect(r.addr);
+    assert_eq!(
+        c.roundtrip(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    c.expect_open_for(Duration::from_millis(900));
+}
+
 /// HTTP/1.0 keep-alive client, upstream answers chunked anyway: the client must not get
 /// chunked framing (RFC 9112 §6.1).
 #[test]

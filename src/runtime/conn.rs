@@ -60,11 +60,13 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     };
     // Requests answered from the buffer since this task last let others run.
     let mut burst = 0u32;
+    let mut first = true;
     let end = loop {
         let idle_table = worker.table();
-        let len = match read_head(worker, &mut c, &idle_table.table.settings).await {
+        let len = match read_head(worker, &mut c, &idle_table.table.settings, first).await {
             Ok(Some(len)) => {
                 super::ring::activity();
+                first = false;
                 len
             }
             Ok(None) => break End::Quiet,
@@ -401,11 +403,13 @@ fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elap
 }
 
 /// Read until the buffer holds a complete head. `Ok(None)`: the connection ended cleanly
-/// (EOF or idle timeout between requests, or the worker is draining).
+/// (EOF or idle timeout between requests, or the worker is draining). `first`: the
+/// connection's first request (see [`read_idle`]).
 async fn read_head(
     worker: &Worker,
     c: &mut Client,
     s: &Settings,
+    first: bool,
 ) -> Result<Option<usize>, ProxyError> {
     let mut scanner = HeadScanner::new();
     let mut deadline: Option<Instant> = None;
@@ -445,7 +449,7 @@ async fn read_head(
         // Skipped empty lines leave the buffer empty, but the head has begun: its deadline
         // holds (waiting an idle timeout per line, a few bytes held a connection for long).
         let n = if c.buf.is_empty() && deadline.is_none() {
-            match read_idle(worker, c, room, s).await {
+            match read_idle(worker, c, room, s, first).await {
                 Some(n) => n,
                 None => return Ok(None),
             }
@@ -480,15 +484,32 @@ async fn read_head(
 /// Wait for the first bytes of the next request: bounded by the idle timeout, and woken
 /// by a drain (which shuts the socket's reading side: the read ends with EOF). `None`:
 /// the connection should end quietly.
-async fn read_idle(worker: &Worker, c: &mut Client, room: usize, s: &Settings) -> Option<usize> {
+///
+/// A new connection (`first`) is not a kept-alive one: the header timeout bounds its wait
+/// too, as nginx's `client_header_timeout` does, else a client that opens connections
+/// and sends nothing held each one for the idle timeout (6× as long as one that sends
+/// part of a head, by default). It is closed quietly, as between requests: no byte came
+/// that a 408 could answer (a client's speculative preconnect, say).
+async fn read_idle(
+    worker: &Worker,
+    c: &mut Client,
+    room: usize,
+    s: &Settings,
+    first: bool,
+) -> Option<usize> {
     if worker.is_draining() {
         return None;
     }
+    let wait = if first {
+        s.client_idle_timeout.min(s.client_header_timeout)
+    } else {
+        s.client_idle_timeout
+    };
     let _idle = worker.idle_reads.enter(c.fd);
     let len = c.buf.len();
     let owned = std::mem::take(&mut c.buf);
     let read = c.rd.read(owned.slice_mut(len..len + room));
-    match timer::timeout(s.client_idle_timeout, read).await {
+    match timer::timeout(wait, read).await {
         Ok((Ok(n), slice)) => {
             c.buf = slice.into_inner();
             Some(n)
