@@ -238,3 +238,64 @@ fn an_upstream_reset_before_the_pipelined_tunnel_bytes_went_out_reaches_the_clie
     assert!(closed.is_reset(), "upstream RST became: {closed}");
     upstream.join().unwrap();
 }
+
+/// An upstream that switches, then streams to the client until the tunnel ends; it sends
+/// how long after the switch its writes failed.
+fn streaming_upstream() -> (
+    SocketAddr,
+    JoinHandle<()>,
+    std::sync::mpsc::Receiver<Duration>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (addr, upstream) = raw_switching(move |mut s| {
+        let started = Instant::now();
+        let chunk = [b'd'; 16 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+        let _ = tx.send(started.elapsed());
+    });
+    (addr, upstream, rx)
+}
+
+/// Bytes moving towards a slow reader are traffic too: a download the client reads
+/// slowly but steadily, with nothing flowing the other way, is not cut as idle while each
+/// 64 KiB write takes longer than the idle timeout.
+#[test]
+fn a_slow_but_steady_download_keeps_the_tunnel_open() {
+    let (addr, upstream, ended) = streaming_upstream();
+    let r = router_to(addr, 300);
+    let c = open_tunnel(&r);
+    let mut s = c.stream().try_clone().unwrap();
+    // ~400 KB/s for 2.4 s, eight times the idle timeout.
+    let started = Instant::now();
+    let mut tmp = [0u8; 8192];
+    let mut got = 0;
+    while started.elapsed() < Duration::from_millis(2400) {
+        match s.read(&mut tmp) {
+            Ok(0) => panic!("FIN after {got} bytes, {:?}", started.elapsed()),
+            Ok(n) => got += n,
+            Err(e) => panic!("{e} after {got} bytes, {:?}", started.elapsed()),
+        }
+        if let Ok(after) = ended.try_recv() {
+            panic!("the tunnel ended {after:?} after the switch, the client read {got} bytes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(got > 100_000, "{got}");
+    // The end of the download: the upstream's writes fail.
+    s.shutdown(Shutdown::Both).unwrap();
+    drop((s, c));
+    ended.recv_timeout(Duration::from_secs(10)).unwrap();
+    upstream.join().unwrap();
+}
+
+/// A write that makes no progress at all is idle: a client that stops reading is cut
+/// after the idle timeout.
+#[test]
+fn a_download_nobody_reads_ends_after_the_idle_timeout() {
+    let (addr, upstream, ended) = streaming_upstream();
+    let r = router_to(addr, 300);
+    let _c = open_tunnel(&r);
+    let after = ended.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(after < Duration::from_secs(5), "{after:?}");
+    upstream.join().unwrap();
+}

@@ -12,25 +12,28 @@
 //!   pass for its end.
 //! - A reset or error on either side ends it at once.
 //! - No byte in either direction for `idle`: it ends (`timeouts.tunnel_idle_ms`), cleanly:
-//!   a TLS side gets `close_notify` (within [`FINISH_TIME`]).
+//!   a TLS side gets `close_notify` (within [`FINISH_TIME`]). Bytes read or written count,
+//!   and so do bytes a slow receiver takes while a write waits (its TCP acknowledged them).
 //! - The worker's drain deadline passes: it ends (the stop handle fires), as a cut: the
 //!   receiver of each direction still open is reset.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
+use std::os::fd::RawFd;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncWriteRent, CancelHandle, CancelableAsyncReadRent};
 
-use super::io::write_range;
 use super::stream::{Reader, Writer};
 use super::timer::Timer;
+use crate::upstream::pool::acked_bytes;
 
-/// Both halves of one side of a tunnel.
-pub type Halves = (Reader, Writer);
+/// Both halves of one side of a tunnel, and its socket (whose count of acknowledged bytes
+/// tells a slow receiver from a stalled one).
+pub type Halves = (Reader, Writer, RawFd);
 
 /// How long the second direction may go on once the first has closed.
 pub const HALF_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -84,11 +87,13 @@ enum Flow {
     Stopped,
 }
 
-/// Copy `src` to `dst` until `src` closes (then half-close `dst`), noting activity.
+/// Copy `src` to `dst` until `src` closes (then half-close `dst`), noting activity and
+/// whether a write is under way.
 async fn flow(
     src: &mut Reader,
     dst: &mut Writer,
     active: &Cell<Instant>,
+    writing: &Cell<bool>,
     stop: &CancelHandle,
 ) -> Flow {
     let mut buf = Vec::with_capacity(TUNNEL_BUFFER_BYTES);
@@ -107,23 +112,32 @@ async fn flow(
             Err(_) => return Flow::Error,
         };
         active.set(Instant::now());
-        // A write that stalls for the whole idle time ends the tunnel through the idle
-        // check, which drops this future.
-        let (res, _) = write_range(dst, &mut buf, 0, n, Duration::from_secs(86_400)).await;
-        if res.is_err() {
-            return Flow::Error;
+        // A write that takes some bytes is activity too. One that waits for the whole idle
+        // time while its receiver takes nothing ends the tunnel through the idle check,
+        // which drops this future.
+        writing.set(true);
+        let mut pos = 0;
+        while pos < n {
+            let (res, slice) = dst.write(buf.slice(pos..n)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) => return Flow::Error,
+                Ok(k) => pos += k,
+            }
+            active.set(Instant::now());
         }
+        writing.set(false);
         buf.clear();
     }
 }
 
 /// Relay both ways until the tunnel ends (see the module docs).
 pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> TunnelEnd {
-    let (mut client_read, mut client_write) = client;
-    let (mut upstream_read, mut upstream_write) = upstream;
+    let (mut client_read, mut client_write, client_fd) = client;
+    let (mut upstream_read, mut upstream_write, upstream_fd) = upstream;
     let end = relay(
-        (&mut client_read, &mut client_write),
-        (&mut upstream_read, &mut upstream_write),
+        (&mut client_read, &mut client_write, client_fd),
+        (&mut upstream_read, &mut upstream_write, upstream_fd),
         &opts,
     )
     .await;
@@ -165,13 +179,28 @@ pub async fn run(client: Halves, upstream: Halves, opts: TunnelOptions) -> Tunne
 }
 
 async fn relay(
-    (client_read, client_write): (&mut Reader, &mut Writer),
-    (upstream_read, upstream_write): (&mut Reader, &mut Writer),
+    (client_read, client_write, client_fd): (&mut Reader, &mut Writer, RawFd),
+    (upstream_read, upstream_write, upstream_fd): (&mut Reader, &mut Writer, RawFd),
     opts: &TunnelOptions,
 ) -> TunnelEnd {
     let active = Cell::new(Instant::now());
-    let mut up = pin!(flow(client_read, upstream_write, &active, &opts.stop));
-    let mut down = pin!(flow(upstream_read, client_write, &active, &opts.stop));
+    let (up_writing, down_writing) = (Cell::new(false), Cell::new(false));
+    let mut up = pin!(flow(
+        client_read,
+        upstream_write,
+        &active,
+        &up_writing,
+        &opts.stop
+    ));
+    let mut down = pin!(flow(
+        upstream_read,
+        client_write,
+        &active,
+        &down_writing,
+        &opts.stop
+    ));
+    // Each direction's count of bytes its receiver acknowledged, when last looked at.
+    let (mut up_acked, mut down_acked) = (None, None);
     let mut up_done: Option<Flow> = None;
     let mut down_done: Option<Flow> = None;
     let mut grace_until: Option<Instant> = None;
@@ -222,11 +251,31 @@ async fn relay(
                 };
             }
             if now.saturating_duration_since(active.get()) >= opts.idle {
-                return TunnelEnd::Idle;
+                // A write to a receiver that reads slowly waits until the socket has room
+                // again, which can take longer than the idle time while bytes do move: the
+                // kernel's count of acknowledged bytes tells (looked at only here, so a
+                // write that waits from before the first look gets one more idle time).
+                let up_moved =
+                    up_done.is_none() && up_writing.get() && moved(upstream_fd, &mut up_acked);
+                let down_moved =
+                    down_done.is_none() && down_writing.get() && moved(client_fd, &mut down_acked);
+                if !(up_moved || down_moved) {
+                    return TunnelEnd::Idle;
+                }
+                active.set(now);
             }
         }
         let idle_at = active.get() + opts.idle;
         let due = grace_until.map_or(idle_at, |g| g.min(idle_at));
         timer.reset(due.max(now));
     }
+}
+
+/// Whether the peer of `fd` acknowledged bytes since `seen` (a first look counts as a yes);
+/// `seen` is updated.
+fn moved(fd: RawFd, seen: &mut Option<u64>) -> bool {
+    let acked = acked_bytes(fd);
+    let moved = acked.is_some() && acked != *seen;
+    *seen = acked;
+    moved
 }

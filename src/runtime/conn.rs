@@ -97,7 +97,10 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
                     idle: table.table.settings.tunnel_idle_timeout,
                     stop: worker.tunnel_stop_handle(),
                 };
-                let end = tunnel::run((c.rd, c.wr), (up.rd, up.wr), opts).await;
+                // Neither the request-stage buffers nor the routing table of the request
+                // (a reload would leave it pinned) are held for the tunnel's life.
+                drop(table);
+                let end = tunnel::run(c.into_halves(), up.into_halves(), opts).await;
                 tracing::debug!(?end, "tunnel ended");
                 return;
             }

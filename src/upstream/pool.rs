@@ -74,6 +74,13 @@ impl UpstreamConn {
         crate::forward::stream::reset(conn.rd, conn.wr);
     }
 
+    /// The socket alone, for a tunnel: the response buffer (16 KiB) is freed rather than
+    /// held for the tunnel's life.
+    pub fn into_halves(self: Box<Self>) -> crate::forward::tunnel::Halves {
+        let conn = *self;
+        (conn.rd, conn.wr, conn.fd)
+    }
+
     /// What it takes to tell, after an attempt on this connection failed, whether the
     /// server took any byte of it ([`Untouched::holds`]): captured before the attempt
     /// writes anything. `None` where that cannot be told.
@@ -120,7 +127,7 @@ impl Untouched {
 }
 
 /// The socket's `tcpi_bytes_acked` (Linux 4.1 and later).
-fn acked_bytes(fd: RawFd) -> Option<u64> {
+pub fn acked_bytes(fd: RawFd) -> Option<u64> {
     // SAFETY: `tcp_info` is plain data; all zeroes is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
