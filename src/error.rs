@@ -42,6 +42,9 @@ pub enum ErrorKind {
     NoUserId,
     /// No server of the chosen partition is healthy or reachable (503).
     NoHealthyServer,
+    /// Every available server of the chosen partition is at
+    /// `pool.max_connections_per_backend` on this worker (503).
+    ConnectionLimit,
     /// Every connect attempt failed (502).
     ConnectFailed,
     /// Every connect attempt failed, the last one by `timeouts.upstream_connect_ms` (its
@@ -115,7 +118,10 @@ impl ProxyError {
             ErrorKind::NotImplemented(_) => 501,
             ErrorKind::HeaderTimeout | ErrorKind::BodyTimeout => 408,
             ErrorKind::ClientGone => return None,
-            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => 503,
+            ErrorKind::NoHealthyServer
+            | ErrorKind::ConnectionLimit
+            | ErrorKind::Overloaded
+            | ErrorKind::MigrationWait => 503,
             ErrorKind::RateLimited(_) => 429,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout
@@ -137,6 +143,7 @@ impl ProxyError {
             ErrorKind::ClientGone => "client closed connection",
             ErrorKind::NoUserId => "request names no user id",
             ErrorKind::NoHealthyServer => "no healthy server for this partition",
+            ErrorKind::ConnectionLimit => "upstream connection limit reached",
             ErrorKind::ConnectFailed => "could not connect to any upstream server",
             ErrorKind::ConnectTimeout => "timed out connecting to upstream",
             ErrorKind::UpstreamTimeout => "upstream timed out",
@@ -156,6 +163,7 @@ impl ProxyError {
             self.kind,
             ErrorKind::NoUserId
                 | ErrorKind::NoHealthyServer
+                | ErrorKind::ConnectionLimit
                 | ErrorKind::Overloaded
                 | ErrorKind::RateLimited(_)
                 | ErrorKind::MigrationWait
@@ -165,9 +173,10 @@ impl ProxyError {
     /// Whether a `Retry-After` header belongs in the answer.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self.kind {
-            ErrorKind::NoHealthyServer | ErrorKind::Overloaded | ErrorKind::MigrationWait => {
-                Some(1)
-            }
+            ErrorKind::NoHealthyServer
+            | ErrorKind::ConnectionLimit
+            | ErrorKind::Overloaded
+            | ErrorKind::MigrationWait => Some(1),
             ErrorKind::RateLimited(secs) => Some(secs.max(1)),
             _ => None,
         }
@@ -175,7 +184,7 @@ impl ProxyError {
 }
 
 /// Metric label of each error kind, in [`ErrorKind::metric_index`] order.
-pub const ERROR_KIND_LABELS: [&str; 19] = [
+pub const ERROR_KIND_LABELS: [&str; 20] = [
     "bad_request",
     "head_too_large",
     "body_too_large",
@@ -195,6 +204,7 @@ pub const ERROR_KIND_LABELS: [&str; 19] = [
     "rate_limited",
     "migration_wait",
     "connect_timeout",
+    "connection_limit",
 ];
 
 impl ErrorKind {
@@ -220,6 +230,7 @@ impl ErrorKind {
             ErrorKind::RateLimited(_) => 16,
             ErrorKind::MigrationWait => 17,
             ErrorKind::ConnectTimeout => 18,
+            ErrorKind::ConnectionLimit => 19,
         }
     }
 }

@@ -643,3 +643,22 @@ fn settings_that_would_silently_do_nothing_are_refused() {
         &format!("{ZONES}[forward]\nupgrade_protocols = [\"websocket\", \"h2c\", \"foo/1.1\"]\n"),
     );
 }
+
+/// `pool.max_connections_per_backend`: 0 (the default) is no bound; a negative or
+/// absurd bound is refused at its line and key.
+#[test]
+fn the_per_backend_connection_bound_is_checked() {
+    let e = refused_value("pool", "max_connections_per_backend", "-1");
+    assert!(e.message.contains("invalid value"), "{e}");
+    let e = refused_value("pool", "max_connections_per_backend", "2000000");
+    assert!(e.message.contains("out of range 0..=1048576"), "{e}");
+    let e = refused_value("pool", "max_connections_per_backend", "\"2\"");
+    assert!(e.message.contains("invalid type"), "{e}");
+    let c = accepted("max_conns_default", ZONES);
+    assert_eq!(c.settings.pool_max_connections_per_backend, 0);
+    let c = accepted(
+        "max_conns_2",
+        &format!("{ZONES}[pool]\nmax_connections_per_backend = 2\n"),
+    );
+    assert_eq!(c.settings.pool_max_connections_per_backend, 2);
+}

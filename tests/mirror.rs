@@ -545,3 +545,46 @@ fn a_mirror_to_a_shadow_with_an_endless_body_frees_its_slot() {
         true,
     );
 }
+
+/// Mirrors open their connections under the shadow's `pool.max_connections_per_backend`
+/// like requests: at the bound, a mirror is not sent (the client sees nothing of it), and
+/// its connection counts until it closes.
+#[test]
+fn mirrors_stop_at_the_shadows_connection_bound() {
+    let release = Arc::new(AtomicBool::new(false));
+    let open = release.clone();
+    let primary = ScriptedBackend::start(|_| Reply::ok("primary"));
+    let shadow = ScriptedBackend::start(move |_| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Reply::ok("shadow")
+    });
+    let r = Router::start(&config(
+        primary.addr,
+        shadow.addr,
+        "[pool]\nmax_connections_per_backend = 1\nidle_timeout_ms = 300\n",
+    ));
+    let mut c = Client::connect(r.addr);
+    assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    wait_until("the first mirror is held", Duration::from_secs(5), || {
+        shadow.request_count() == 1
+    });
+    for _ in 0..2 {
+        assert_eq!(c.roundtrip(QUERY_GET).text(), "primary");
+    }
+    wait_until("two mirrors at the bound", Duration::from_secs(5), || {
+        r.metrics().connection_limited == 2
+    });
+    release.store(true, Ordering::SeqCst);
+    wait_until("the held one answered", Duration::from_secs(5), || {
+        r.metrics().users.mirror_status[1] == 1
+    });
+    assert_eq!(shadow.request_count(), 1);
+    wait_until(
+        "every connection closed at the idle timeout",
+        Duration::from_secs(5),
+        || r.metrics().pool_open == 0,
+    );
+}

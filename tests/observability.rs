@@ -607,3 +607,64 @@ fn a_command_whose_client_resets_while_its_answer_is_awaited_waits_for_it() {
     assert!(lines[1].contains(" status=499 "), "{}", lines[1]);
     assert_eq!(counted(&h.router), (counts(&[("5xx", 1), ("none", 1)]), 1));
 }
+
+/// `/metrics` shows each backend's open upstream connections and the connections not
+/// opened at `pool.max_connections_per_backend`, in a format promtool accepts.
+#[test]
+fn open_upstream_connections_and_the_connection_limit_are_on_metrics() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let extra = format!("{NO_HEALTH}[pool]\nmax_connections_per_backend = 1\n");
+    let p = common::router::RouterProcess::start(
+        "obs-max-conns",
+        &partition_of(&[b.addr], &extra),
+        1,
+        true,
+        &[],
+    );
+    assert_eq!(
+        common::client::get(p.addr, "/x", "X-User-Id: u\r\n").status,
+        200
+    );
+    let metrics = p.admin_get("/metrics").text();
+    for line in [
+        format!(
+            "ringgate_upstream_connections_open{{backend=\"{}\"}} 1",
+            b.addr
+        ),
+        format!(
+            "ringgate_upstream_connection_limit_total{{backend=\"{}\"}} 0",
+            b.addr
+        ),
+        "# TYPE ringgate_upstream_connections_open gauge".to_string(),
+        "# TYPE ringgate_upstream_connection_limit_total counter".to_string(),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("no promtool here: format not checked");
+        return;
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -441,6 +441,11 @@ fn a_reload_that_lowers_the_pool_bound_closes_the_surplus_at_once() {
         || ours(&b).iter().filter(|c| c.ended).count() == N - 1,
     );
     assert_eq!(r.metrics().pool_idle, 1);
+    assert_eq!(
+        r.metrics().pool_open,
+        1,
+        "the closed ones are counted closed"
+    );
     assert_eq!(get(r.addr, "/next", "X-User-Id: u\r\n").status, 200);
     assert_eq!(ours(&b).len(), N, "the one kept is reused");
 }
@@ -491,4 +496,183 @@ fn a_body_the_backend_ignores_stays_off_the_next_clients_connection(method: &str
         (200, "own".to_string()),
         "the next client gets its own answer, after a {method} with a body"
     );
+}
+
+/// A backend whose answers wait until `release` is set: (backend, requests arrived,
+/// release). Each answer says which server gave it.
+fn held_backend(
+    name: &'static str,
+) -> (
+    ScriptedBackend,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let (seen, open) = (arrived.clone(), release.clone());
+    let b = ScriptedBackend::start(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Reply::ok(name)
+    });
+    (b, arrived, release)
+}
+
+/// `n` GETs sent at once from threads of their own.
+fn concurrent_gets(
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<common::client::Response>> {
+    (0..n)
+        .map(|_| std::thread::spawn(move || get(addr, "/held", "X-User-Id: u\r\n")))
+        .collect()
+}
+
+/// Connections that carried a request (health checks connect too).
+fn request_connections(b: &ScriptedBackend) -> usize {
+    b.connections()
+        .iter()
+        .filter(|c| !c.requests.is_empty())
+        .count()
+}
+
+fn is_limit_answer(r: &common::client::Response) -> bool {
+    r.status == 503
+        && r.header("Retry-After") == Some("1")
+        && String::from_utf8_lossy(&r.body).contains("upstream connection limit reached")
+}
+
+/// `pool.max_connections_per_backend` bounds a worker's connections to a backend: a burst
+/// beyond it is answered 503 at once instead of opening a connection per request; the
+/// places come back as the connections close (the pool's idle timeout here), not only as
+/// requests end.
+#[test]
+fn a_burst_opens_no_more_connections_than_the_per_backend_bound() {
+    use std::sync::atomic::Ordering;
+    let (b, arrived, release) = held_backend("a");
+    let r = route_to(
+        &[b.addr],
+        "[pool]\nmax_connections_per_backend = 2\nidle_timeout_ms = 300\n",
+    );
+    let clients = concurrent_gets(r.addr, 5);
+    wait_until("three refused", Duration::from_secs(5), || {
+        r.metrics().connection_limited == 3
+    });
+    wait_until("two in", Duration::from_secs(5), || {
+        arrived.load(Ordering::SeqCst) == 2
+    });
+    assert_eq!(r.metrics().pool_open, 2);
+    release.store(true, Ordering::SeqCst);
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.status == 200).count(),
+        2,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|a| is_limit_answer(a)).count(),
+        3,
+        "{answers:?}"
+    );
+    assert_eq!(request_connections(&b), 2, "no connection beyond the bound");
+    assert_eq!(r.metrics().errors_of("connection_limit"), 3);
+    assert_eq!(
+        r.circuit_transitions(b.addr),
+        (0, 0, 0),
+        "not the server's failure"
+    );
+    // Both pooled, then closed by the idle timeout: the count follows.
+    wait_until("the pooled ones time out", Duration::from_secs(5), || {
+        let m = r.metrics();
+        m.pool_open == 0 && m.pool_idle == 0
+    });
+    // The places are free again: two new connections, and no more.
+    release.store(false, Ordering::SeqCst);
+    arrived.store(0, Ordering::SeqCst);
+    let clients = concurrent_gets(r.addr, 3);
+    wait_until("one refused", Duration::from_secs(5), || {
+        r.metrics().connection_limited == 4
+    });
+    wait_until("two in", Duration::from_secs(5), || {
+        arrived.load(Ordering::SeqCst) == 2
+    });
+    release.store(true, Ordering::SeqCst);
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(
+        answers.iter().filter(|a| a.status == 200).count(),
+        2,
+        "{answers:?}"
+    );
+    assert_eq!(request_connections(&b), 4);
+}
+
+/// A server at its bound is skipped like one that refused the connect, but its breaker
+/// hears nothing: the request goes to the next server of its list.
+#[test]
+fn a_server_at_its_connection_bound_fails_over_to_the_next() {
+    use std::sync::atomic::Ordering;
+    let (a, a_arrived, a_release) = held_backend("a");
+    let (b, b_arrived, b_release) = held_backend("b");
+    let r = route_to(
+        &[a.addr, b.addr],
+        "[pool]\nmax_connections_per_backend = 2\n[circuit]\nconsecutive_failures = 1\n",
+    );
+    let clients = concurrent_gets(r.addr, 5);
+    wait_until("four in, one refused", Duration::from_secs(5), || {
+        a_arrived.load(Ordering::SeqCst) == 2
+            && b_arrived.load(Ordering::SeqCst) == 2
+            && r.metrics().errors_of("connection_limit") == 1
+    });
+    a_release.store(true, Ordering::SeqCst);
+    b_release.store(true, Ordering::SeqCst);
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let from = |zone: &str| {
+        answers
+            .iter()
+            .filter(|x| x.status == 200 && x.body == zone.as_bytes())
+            .count()
+    };
+    assert_eq!((from("a"), from("b")), (2, 2), "{answers:?}");
+    assert_eq!(answers.iter().filter(|x| is_limit_answer(x)).count(), 1);
+    assert_eq!((request_connections(&a), request_connections(&b)), (2, 2));
+    assert!(r.metrics().failovers >= 1);
+    assert_eq!(r.circuit_transitions(a.addr), (0, 0, 0));
+    assert_eq!(r.circuit_transitions(b.addr), (0, 0, 0));
+    assert!(r.backend_available(a.addr) && r.backend_available(b.addr));
+}
+
+/// Connections that close on an error or at the server's word give their place back:
+/// with a bound of 1, request after request still gets through.
+#[test]
+fn connections_closed_by_errors_give_their_place_back() {
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/reset" => Reply::reset(),
+        "/close" => Reply::bytes(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".as_slice(),
+        )
+        .then(Ending::Close),
+        "/early-close" => Reply::close(),
+        _ => Reply::ok("ok"),
+    });
+    let r = route_to(
+        &[b.addr],
+        "[pool]\nmax_connections_per_backend = 1\n[retry]\nmax_attempts = 1\n",
+    );
+    for path in ["/close", "/reset", "/early-close", "/close", "/reset"] {
+        let mut c = Client::connect(r.addr);
+        let body = r#"{"user_id":"u"}"#;
+        let resp = c.roundtrip(format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+        assert!(!is_limit_answer(&resp), "{path}: {resp:?}");
+        wait_until("its connection closed", Duration::from_secs(5), || {
+            r.metrics().pool_open == 0
+        });
+    }
+    assert_eq!(get(r.addr, "/ok", "X-User-Id: u\r\n").status, 200);
+    assert_eq!(r.metrics().pool_open, 1, "pooled");
+    assert_eq!(r.metrics().connection_limited, 0);
 }

@@ -251,6 +251,8 @@ pub struct PoolSection {
     pub max_idle_per_backend: usize,
     /// Idle connections older than this are closed.
     pub idle_timeout_ms: Spanned<u64>,
+    /// Open connections (in use and idle) per backend per worker; 0 = no bound.
+    pub max_connections_per_backend: Spanned<usize>,
 }
 
 impl Default for PoolSection {
@@ -258,6 +260,7 @@ impl Default for PoolSection {
         Self {
             max_idle_per_backend: 64,
             idle_timeout_ms: Spanned::new(0..0, 30_000),
+            max_connections_per_backend: Spanned::new(0..0, 0),
         }
     }
 }

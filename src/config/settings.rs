@@ -122,6 +122,8 @@ pub struct Settings {
     pub pool_max_idle_per_backend: usize,
     /// Pooled connection idle limit.
     pub pool_idle_timeout: Duration,
+    /// Open upstream connections per backend per worker (0: no bound).
+    pub pool_max_connections_per_backend: usize,
     /// Add `X-Forwarded-For`.
     pub x_forwarded_for: bool,
     /// Add `X-Forwarded-Proto`.
@@ -243,6 +245,12 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             .timeout_ms(&t.upstream_response_ms, "timeouts.upstream_response_ms"),
         pool_max_idle_per_backend: f.pool.max_idle_per_backend,
         pool_idle_timeout: errors.timeout_ms(&f.pool.idle_timeout_ms, "pool.idle_timeout_ms"),
+        pool_max_connections_per_backend: errors.range(
+            &f.pool.max_connections_per_backend,
+            "pool.max_connections_per_backend",
+            0,
+            1 << 20,
+        ),
         x_forwarded_for: f.forward.x_forwarded_for,
         x_forwarded_proto: f.forward.x_forwarded_proto,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),

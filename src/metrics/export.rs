@@ -121,7 +121,7 @@ const COUNTERS: [CounterSpec; 16] = [
     ),
     (
         FAILOVERS,
-        "Connect failures answered by trying the next server.",
+        "Connect failures (or servers at pool.max_connections_per_backend) answered by trying the next server.",
         |s| s.failovers,
     ),
     (
@@ -210,14 +210,36 @@ fn render_connections(out: &mut String, snapshots: &[MetricsSnapshot]) {
         "gauge",
         "Idle pooled upstream connections, by backend.",
     );
-    let mut idle: BTreeMap<String, usize> = BTreeMap::new();
+    // (idle, open, limited) per backend, summed over workers.
+    let mut pools: BTreeMap<String, (usize, usize, u64)> = BTreeMap::new();
     for s in snapshots {
-        for (addr, n) in &s.pool_idle {
-            *idle.entry(addr.to_string()).or_insert(0) += n;
+        for p in &s.pools {
+            let e = pools.entry(p.addr.to_string()).or_default();
+            e.0 += p.idle;
+            e.1 += p.open;
+            e.2 += p.limited;
         }
     }
-    for (addr, n) in &idle {
+    for (addr, (n, _, _)) in &pools {
         let _ = writeln!(out, "{POOL_IDLE}{{backend=\"{addr}\"}} {n}");
+    }
+    header(
+        out,
+        POOL_OPEN,
+        "gauge",
+        "Open upstream connections (in use, idle or connecting), by backend.",
+    );
+    for (addr, (_, n, _)) in &pools {
+        let _ = writeln!(out, "{POOL_OPEN}{{backend=\"{addr}\"}} {n}");
+    }
+    header(
+        out,
+        POOL_LIMITED,
+        "counter",
+        "Upstream connections not opened because the backend had pool.max_connections_per_backend open on the worker (the request went to the next server, or was answered 503).",
+    );
+    for (addr, (_, _, n)) in &pools {
+        let _ = writeln!(out, "{POOL_LIMITED}{{backend=\"{addr}\"}} {n}");
     }
 }
 

@@ -23,13 +23,13 @@ pub mod users;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use crate::error::{ErrorKind, ERROR_KIND_LABELS};
 use crate::route::router::{Class, RoutingTable};
+use crate::upstream::pool::PoolCounts;
 
 /// Status classes: 1xx..5xx, and "none": the client went away before the response's head
 /// went out (the access log's 499), never the status of an answer it did not get.
@@ -291,9 +291,9 @@ impl WorkerMetrics {
         worker: usize,
         table: &RoutingTable,
         open_connections: usize,
-        pool_idle: Vec<(SocketAddr, usize)>,
+        pools: Vec<PoolCounts>,
     ) {
-        let snapshot = self.snapshot(worker, table, open_connections, pool_idle, request.spare);
+        let snapshot = self.snapshot(worker, table, open_connections, pools, request.spare);
         let snapshot = MetricsSnapshot {
             round: request.round,
             ..snapshot
@@ -312,7 +312,7 @@ impl WorkerMetrics {
         worker: usize,
         table: &RoutingTable,
         open_connections: usize,
-        pool_idle: Vec<(SocketAddr, usize)>,
+        pools: Vec<PoolCounts>,
         spare: Option<LatencyHistograms>,
     ) -> MetricsSnapshot {
         let mut requests = self.retired.borrow().clone();
@@ -349,7 +349,7 @@ impl WorkerMetrics {
             eager_continued: self.eager_continued.get(),
             users: self.users.counts(),
             open_connections,
-            pool_idle,
+            pools,
             latency,
         }
     }
@@ -417,8 +417,8 @@ pub struct MetricsSnapshot {
     pub users: users::UserCounts,
     /// Open client connections.
     pub open_connections: usize,
-    /// Idle pooled connections per backend.
-    pub pool_idle: Vec<(SocketAddr, usize)>,
+    /// Idle and open upstream connections per backend.
+    pub pools: Vec<PoolCounts>,
     /// Latency recorded since the previous scrape, when asked for (moving a histogram
     /// moves its header; the counts stay where they are on the heap).
     pub latency: Option<LatencyHistograms>,

@@ -7,7 +7,8 @@ pub const REQUESTS: &str = "ringgate_requests_total";
 pub const ERRORS: &str = "ringgate_errors_total";
 /// Counter: Queries re-sent to an upstream after a failure.
 pub const RETRIES: &str = "ringgate_retries_total";
-/// Counter: connect failures answered by trying the next server.
+/// Counter: connect failures (or servers at their connection bound) answered by trying the
+/// next server.
 pub const FAILOVERS: &str = "ringgate_failovers_total";
 /// Counter: upstream connections taken from a pool.
 pub const POOL_REUSED: &str = "ringgate_upstream_connections_reused_total";
@@ -20,6 +21,11 @@ pub const POOL_STALE: &str = "ringgate_upstream_connections_stale_total";
 pub const POOL_PEEKED: &str = "ringgate_upstream_connections_peeked_total";
 /// Gauge: idle pooled connections per backend.
 pub const POOL_IDLE: &str = "ringgate_upstream_pool_idle_connections";
+/// Gauge: open upstream connections (in use, idle or connecting) per backend.
+pub const POOL_OPEN: &str = "ringgate_upstream_connections_open";
+/// Counter: upstream connections not opened at `pool.max_connections_per_backend`, per
+/// backend.
+pub const POOL_LIMITED: &str = "ringgate_upstream_connection_limit_total";
 /// Gauge: open client connections.
 pub const CONNECTIONS_OPEN: &str = "ringgate_client_connections_open";
 /// Counter: client connections accepted.

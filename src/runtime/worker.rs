@@ -34,7 +34,7 @@ use crate::forward::timer;
 use crate::metrics::{bump, SnapshotRequest, WorkerMetrics};
 use crate::route::extract::{ExtractRules, JsonScanner};
 use crate::route::router::{RoutingTable, WorkerTable};
-use crate::upstream::pool::{PoolKey, Pools, UpstreamConn};
+use crate::upstream::pool::{OpenSlot, PoolKey, Pools, UpstreamConn};
 use crate::users::UserState;
 
 /// Messages from the control plane to a worker.
@@ -236,10 +236,10 @@ impl Worker {
         self.metrics.eager_sent.set(eager.sent);
         self.metrics.eager_continued.set(eager.continued);
         let table = self.table();
-        let idle = self.pools.borrow().idle_counts().collect();
+        let pools = self.pools.borrow().counts();
         let open = self.open_connections.get();
         self.metrics
-            .answer(request, self.id, &table.table, open, idle);
+            .answer(request, self.id, &table.table, open, pools);
     }
 
     /// Carry out a control message (a drain is the caller's: it ends the accepting).
@@ -302,6 +302,15 @@ impl Worker {
             s.pool_idle_timeout,
             &self.metrics.pool_peeked,
         )
+    }
+
+    /// A place for one more connection to backend `b` of `table`, held by the connection
+    /// until it closes; `None` (counted) when `pool.max_connections_per_backend` of them
+    /// are open on this worker.
+    pub fn reserve_upstream(&self, b: u16, table: &RoutingTable) -> Option<OpenSlot> {
+        let addr = table.backends[b as usize].addr;
+        let max = table.settings.pool_max_connections_per_backend;
+        self.pools.borrow_mut().reserve(b, table.version, addr, max)
     }
 
     /// Return a connection to the pool after a clean exchange. `server_timeout` is the

@@ -19,6 +19,11 @@
 //!   server's close is answered at once instead of holding the socket half-closed until
 //!   the connection is taken or times out.
 //! - A pool never holds more than `pool_max_idle_per_backend` connections.
+//! - Every open connection to a backend (in use, idle, or still connecting) holds an
+//!   [`OpenSlot`] of its backend's [`BackendConns`]: whatever closes it (a trim, a timeout,
+//!   the idle watch, an error, a reset, a reload) drops the slot with it, so the count is
+//!   exact without each close path having to remember it. With
+//!   `pool_max_connections_per_backend` set, no slot is given beyond it ([`Pools::reserve`]).
 //! - On a config reload, pools are re-keyed to the new table by address; pools of backends
 //!   that left the config are closed, and the others are trimmed to the new bound (the
 //!   oldest connections closed).
@@ -26,6 +31,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +71,54 @@ pub struct UpstreamConn {
     /// on Linux; before a TLS handshake, whose bytes the writer counts as handed); `None`
     /// where the count is not known (a kernel without it).
     acked_at_open: Option<u64>,
+    /// Counted open until dropped with the connection.
+    _open: OpenSlot,
+}
+
+/// One worker's connections to one backend (carried across reloads by address).
+#[derive(Debug, Default)]
+pub struct BackendConns {
+    /// Open now: in use, idle or still connecting.
+    open: Cell<usize>,
+    /// Connections not opened because `open` was at the bound.
+    limited: Cell<u64>,
+}
+
+/// One open connection's place in its backend's count, given back when dropped (with the
+/// connection, whichever way it closes).
+#[derive(Debug)]
+pub struct OpenSlot(Rc<BackendConns>);
+
+impl OpenSlot {
+    fn take(conns: &Rc<BackendConns>) -> Self {
+        conns.open.set(conns.open.get() + 1);
+        Self(conns.clone())
+    }
+
+    /// A slot counted nowhere else (tests that open connections outside any pool).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        Self::take(&Rc::default())
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+    }
+}
+
+/// One backend's pool, as the metrics show it.
+#[derive(Clone, Debug)]
+pub struct PoolCounts {
+    /// The backend's address.
+    pub addr: SocketAddr,
+    /// Idle pooled connections.
+    pub idle: usize,
+    /// Open connections (in use, idle or connecting).
+    pub open: usize,
+    /// Connections not opened at `pool.max_connections_per_backend`.
+    pub limited: u64,
 }
 
 impl UpstreamConn {
@@ -176,6 +230,11 @@ pub struct Pools {
     version: u64,
     keys: Vec<PoolKey>,
     idle: Vec<Vec<Idle>>,
+    /// Open connections per backend, in `keys` order.
+    conns: Vec<Rc<BackendConns>>,
+    /// The counts of servers that left the config while connections to them were still
+    /// open (in flight): a server that comes back finds them counted.
+    departed: Vec<(SocketAddr, Rc<BackendConns>)>,
 }
 
 impl Pools {
@@ -200,7 +259,19 @@ impl Pools {
     ) {
         let mut old_keys = std::mem::take(&mut self.keys);
         let mut old_idle = std::mem::take(&mut self.idle);
+        // Counted by address, whatever the TLS settings: the bound protects the server.
+        let mut counts: Vec<(SocketAddr, Rc<BackendConns>)> = old_keys
+            .iter()
+            .map(|k| k.0)
+            .zip(std::mem::take(&mut self.conns))
+            .collect();
+        counts.append(&mut self.departed);
         for key in keys {
+            let conns = match counts.iter().position(|(a, _)| *a == key.0) {
+                Some(i) => counts.swap_remove(i).1,
+                None => Rc::default(),
+            };
+            self.conns.push(conns);
             let idle = match old_keys.iter().position(|k| same_key(k, &key)) {
                 Some(i) => {
                     old_keys.swap_remove(i);
@@ -215,7 +286,49 @@ impl Pools {
             self.idle.push(idle);
         }
         self.version = version;
-        // Whatever is left belongs to backends that left the config: dropped (closed).
+        // Whatever is left belongs to backends that left the config: closed, before their
+        // counts are looked at.
+        drop(old_idle);
+        counts.retain(|(_, c)| c.open.get() > 0);
+        self.departed = counts;
+    }
+
+    /// A slot for a new connection to backend `b` (at `addr`) of table `version`, or `None`
+    /// (counted) when `max_open` (0: no bound) of them are open already.
+    pub fn reserve(
+        &mut self,
+        b: u16,
+        version: u64,
+        addr: SocketAddr,
+        max_open: usize,
+    ) -> Option<OpenSlot> {
+        let conns = if version == self.version && (b as usize) < self.conns.len() {
+            &self.conns[b as usize]
+        } else {
+            self.conns_of(addr)
+        };
+        if max_open != 0 && conns.open.get() >= max_open {
+            conns.limited.set(conns.limited.get() + 1);
+            return None;
+        }
+        Some(OpenSlot::take(conns))
+    }
+
+    /// The count for `addr`, for a request on an older table (its backend indices mean
+    /// other servers now).
+    #[cold]
+    fn conns_of(&mut self, addr: SocketAddr) -> &Rc<BackendConns> {
+        if let Some(i) = self.keys.iter().position(|k| k.0 == addr) {
+            return &self.conns[i];
+        }
+        let i = match self.departed.iter().position(|(a, _)| *a == addr) {
+            Some(i) => i,
+            None => {
+                self.departed.push((addr, Rc::default()));
+                self.departed.len() - 1
+            }
+        };
+        &self.departed[i].1
     }
 
     /// An idle, live connection to backend `b` of table `version`, if any. A request that
@@ -330,12 +443,19 @@ impl Pools {
         }
     }
 
-    /// Idle connections per backend address.
-    pub fn idle_counts(&self) -> impl Iterator<Item = (SocketAddr, usize)> + '_ {
+    /// Idle and open connections per backend of the current table.
+    pub fn counts(&self) -> Vec<PoolCounts> {
         self.keys
             .iter()
-            .map(|k| k.0)
-            .zip(self.idle.iter().map(Vec::len))
+            .zip(&self.idle)
+            .zip(&self.conns)
+            .map(|((k, idle), c)| PoolCounts {
+                addr: k.0,
+                idle: idle.len(),
+                open: c.open.get(),
+                limited: c.limited.get(),
+            })
+            .collect()
     }
 }
 
@@ -353,11 +473,13 @@ fn connect_error(e: &std::io::Error) -> ProxyError {
 }
 
 /// Open a new connection to `addr` within `timeout`, with a TLS handshake (within the
-/// same time) when `tls` says so.
+/// same time) when `tls` says so; it holds `open` for as long as it lives (dropped at once
+/// when the connect fails).
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&UpstreamTls>,
+    open: OpenSlot,
 ) -> Result<Box<UpstreamConn>, ProxyError> {
     let started = std::time::Instant::now();
     let stream = match timer::timeout(timeout, TcpStream::connect_addr(addr)).await {
@@ -392,6 +514,7 @@ pub async fn connect(
         buf: Vec::with_capacity(UPSTREAM_BUFFER_BYTES),
         is_reused: false,
         acked_at_open,
+        _open: open,
     }))
 }
 
@@ -498,7 +621,7 @@ mod ring_tests {
 
     use monoio::io::AsyncReadRent;
 
-    use super::{connect, Pools};
+    use super::{connect, OpenSlot, Pools};
 
     /// Bytes waiting in `fd`'s receive queue (FIONREAD).
     fn in_socket(fd: i32) -> i32 {
@@ -529,7 +652,7 @@ mod ring_tests {
             }
             let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = l.local_addr().unwrap();
-            let (conn, srv) = monoio::join!(connect(addr, Duration::from_secs(5), None), l.accept());
+            let (conn, srv) = monoio::join!(connect(addr, Duration::from_secs(5), None, OpenSlot::detached()), l.accept());
             let mut conn = conn.unwrap_or_else(|_| panic!("connect"));
             let (srv, _) = srv.unwrap();
             // A read polled once arms the multishot (as every exchange's reads do).
@@ -602,7 +725,7 @@ mod tls_tests {
 
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
-    use super::connect;
+    use super::{connect, OpenSlot};
     use crate::config::UpstreamTls;
 
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
@@ -649,9 +772,14 @@ mod tls_tests {
             s.flush().unwrap();
         });
         let holds = crate::test_runtime::epoll().block_on(async move {
-            let mut conn = connect(addr, Duration::from_secs(5), Some(&tls))
-                .await
-                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let mut conn = connect(
+                addr,
+                Duration::from_secs(5),
+                Some(&tls),
+                OpenSlot::detached(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
             let (res, _) = conn.wr.write_all(REQUEST.to_vec()).await;
             res.unwrap();
             let mut got = Vec::new();
@@ -699,5 +827,62 @@ mod tls_tests {
     #[test]
     fn a_request_a_tls_server_read_before_closing_was_taken() {
         assert!(!after_the_server_closed(true));
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::{Duration, Instant};
+
+    use super::{connect, PoolKey, Pools};
+
+    fn open(p: &Pools, addr: SocketAddr) -> (usize, u64) {
+        let c = p.counts().into_iter().find(|c| c.addr == addr).unwrap();
+        (c.open, c.limited)
+    }
+
+    /// The count follows every connection across reloads: one pooled and closed with its
+    /// departed server, one in flight kept counted while its server is out of the config
+    /// and counted again when the server comes back; a request on an older table counts
+    /// under its server's address.
+    #[test]
+    fn open_connections_are_counted_across_reloads() {
+        let (la, lb) = (
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+        );
+        let (a, b) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+        let key = |addr| -> PoolKey { (addr, None) };
+        crate::test_runtime::epoll().block_on(async move {
+            let mut p = Pools::new([key(a), key(b)], 1);
+            let slot = p.reserve(0, 1, a, 2).unwrap();
+            let conn = connect(a, Duration::from_secs(5), None, slot)
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            p.put(0, 1, conn, Instant::now(), 8, None);
+            let in_flight = p.reserve(0, 1, a, 2).unwrap();
+            assert_eq!(open(&p, a), (2, 0));
+            assert!(p.reserve(0, 1, a, 2).is_none(), "at the bound");
+            assert_eq!(open(&p, a), (2, 1));
+            assert!(p.reserve(0, 1, a, 0).is_some(), "0: no bound");
+            // `a` leaves: its pooled connection closes, the one in flight stays counted.
+            p.install([key(b)], 2, 8);
+            assert_eq!(p.departed.len(), 1);
+            // A request on table 1 opens to `b` (index 1 there, 0 now).
+            let old = p.reserve(1, 1, b, 1).unwrap();
+            assert_eq!(open(&p, b), (1, 0));
+            assert!(p.reserve(0, 2, b, 1).is_none());
+            drop(old);
+            // `a` comes back, at another index.
+            p.install([key(b), key(a)], 3, 8);
+            assert_eq!(open(&p, a), (1, 1));
+            assert!(p.reserve(1, 3, a, 1).is_none());
+            drop(in_flight);
+            assert_eq!(open(&p, a), (0, 2));
+            p.install([key(b)], 4, 8);
+            assert!(p.departed.is_empty(), "nothing open: nothing kept");
+        });
+        drop((la, lb));
     }
 }

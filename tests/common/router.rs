@@ -68,6 +68,10 @@ pub struct RouterMetrics {
     pub pool_stale: u64,
     /// Idle pooled upstream connections, all backends.
     pub pool_idle: usize,
+    /// Open upstream connections (in use, idle or connecting), all backends.
+    pub pool_open: usize,
+    /// Upstream connections not opened at `pool.max_connections_per_backend`.
+    pub connection_limited: u64,
     /// Multishot arrivals that found the buffer ring empty.
     pub multishot_ring_empty: u64,
     /// Multishots stopped at a socket's bound of unread buffers.
@@ -210,11 +214,9 @@ impl Router {
             pool_reused: snaps.iter().map(|s| s.pool_reused).sum(),
             pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
             pool_stale: snaps.iter().map(|s| s.pool_stale).sum(),
-            pool_idle: snaps
-                .iter()
-                .flat_map(|s| &s.pool_idle)
-                .map(|&(_, n)| n)
-                .sum(),
+            pool_idle: snaps.iter().flat_map(|s| &s.pools).map(|p| p.idle).sum(),
+            pool_open: snaps.iter().flat_map(|s| &s.pools).map(|p| p.open).sum(),
+            connection_limited: snaps.iter().flat_map(|s| &s.pools).map(|p| p.limited).sum(),
             multishot_ring_empty: snaps.iter().map(|s| s.multishot_ring_empty).sum(),
             multishot_backpressure: snaps.iter().map(|s| s.multishot_backpressure).sum(),
             eager_sent: snaps.iter().map(|s| s.eager_sent).sum(),

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::forward::io::write_all;
 use crate::forward::relay::{discard_body, BodyLeft, BodyProgress};
 use crate::forward::timer;
-use crate::health::state::{answer_is_success, report, Admission};
+use crate::health::state::{answer_is_success, release_probe, report, Admission};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::response::{parse_response, ResponseFraming, ResponseHead};
 use crate::http::scan::HeadScanner;
@@ -162,22 +162,25 @@ async fn send(
     let is_reused = pooled.is_some();
     let mut up = match pooled {
         Some(up) => up,
-        None => match connect(
-            b.addr,
-            s.upstream_connect_timeout,
-            wt.table
+        None => {
+            let Some(open) = worker.reserve_upstream(backend, &wt.table) else {
+                // The shadow is at its bound: not its failure, and no copy goes.
+                release_probe(b, circuit, admission);
+                return None;
+            };
+            let tls = wt
+                .table
                 .backend_tls
                 .get(backend as usize)
-                .and_then(|t| t.as_deref()),
-        )
-        .await
-        {
-            Ok(up) => up,
-            Err(_) => {
-                report(b, circuit, admission, false);
-                return None;
+                .and_then(|t| t.as_deref());
+            match connect(b.addr, s.upstream_connect_timeout, tls, open).await {
+                Ok(up) => up,
+                Err(_) => {
+                    report(b, circuit, admission, false);
+                    return None;
+                }
             }
-        },
+        }
     };
     // Before the server can have answered: its keep-alive clock starts later.
     let sent_at = timer::coarse_now();

@@ -188,7 +188,7 @@ pub async fn run(
             // for nobody, and would take a mirror's place from a Query still served).
             if matches!(
                 f.error.kind,
-                ErrorKind::NoHealthyServer | ErrorKind::ClientGone
+                ErrorKind::NoHealthyServer | ErrorKind::ConnectionLimit | ErrorKind::ClientGone
             ) {
                 mirror.cancel();
             }
@@ -414,8 +414,10 @@ fn attempt_failure(e: AttemptError, consumed: Option<usize>) -> Failure {
 }
 
 /// An upstream connection for the request's partition: pooled if possible, else a new
-/// one; on connect failure the next available server of the list is tried. A connect is
-/// given up when the client's reset comes first (`watch`: a Query's).
+/// one; on connect failure the next available server of the list is tried, and so is it
+/// when the server has `pool.max_connections_per_backend` open on this worker (not the
+/// server's failure: its breaker hears nothing). A connect is given up when the client's
+/// reset comes first (`watch`: a Query's).
 #[allow(clippy::too_many_arguments)]
 async fn checkout(
     worker: &Worker,
@@ -457,12 +459,19 @@ async fn checkout(
             Some(left) => left.min(s.upstream_connect_timeout),
             None => s.upstream_connect_timeout,
         };
+        let Some(open) = worker.reserve_upstream(backend, &wt.table) else {
+            release_probe(b, s.circuit.as_ref(), admission);
+            *tried |= 1u64 << pos;
+            last_error = ProxyError::internal(ErrorKind::ConnectionLimit);
+            connect_failed = true;
+            continue;
+        };
         let tls = wt
             .table
             .backend_tls
             .get(backend as usize)
             .and_then(|t| t.as_deref());
-        let Some(connected) = unless_reset(connect(b.addr, timeout, tls), watch).await else {
+        let Some(connected) = unless_reset(connect(b.addr, timeout, tls, open), watch).await else {
             // The client reset (a Query): no verdict on the server.
             release_probe(b, s.circuit.as_ref(), admission);
             return Err(ProxyError::downstream(ErrorKind::ClientGone));
