@@ -341,14 +341,7 @@ fn an_answer_sent_before_the_request_was_read_whole_is_not_lost_to_a_reset() {
 
     // A request refused before its body was read.
     let mut c = Client::connect(admin);
-    let body = "y".repeat(256 * 1024);
-    let _ = c.try_send(
-        format!(
-            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    send_reload_with_a_large_body(&mut c);
     let r = c.read_response();
     assert_eq!((r.status, r.text().as_str()), (401, "unauthorized\n"));
     c.expect_fin();
@@ -453,14 +446,7 @@ fn a_refusal_when_every_slot_is_busy_is_not_lost_to_a_reset() {
         .flat_map(|n| (0..4).map(move |_| Client::connect_from(loopback(n), admin)))
         .collect();
     let mut c = Client::connect_from(loopback(9), admin);
-    let body = "y".repeat(256 * 1024);
-    let _ = c.try_send(
-        format!(
-            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    send_reload_with_a_large_body(&mut c);
     let r = c.read_response();
     assert_eq!((r.status, r.text().as_str()), (503, "admin busy\n"));
     c.expect_fin();
@@ -520,4 +506,17 @@ fn a_slow_reader_cannot_hold_a_slot_for_the_whole_answer() {
     // The slot is free again.
     assert_eq!(call(admin, "GET", "/health", "").status, 200);
     stop(&server);
+}
+
+/// `POST /reload` with a 256 KiB body, as far as the router takes it (it may answer and
+/// stop reading first).
+fn send_reload_with_a_large_body(c: &mut Client) {
+    let body = "y".repeat(256 * 1024);
+    let _ = c.try_send(
+        format!(
+            "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
 }

@@ -444,16 +444,7 @@ fn a_command_routed_on_the_old_table_does_not_reach_the_old_partition_after_the_
     let mut r = Router::start(&zones(a.addr, b.addr, "a", ""));
     let body = r#"{"user_id":"alice"}"#;
     // X1: head only; the 100 Continue says the router is reading its body (old table).
-    let mut c1 = Client::connect(r.addr);
-    c1.send(
-        format!(
-            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let cont = c1.read_raw(b"HTTP/1.1 100 Continue\r\n\r\n".len());
-    assert!(cont.starts_with(b"HTTP/1.1 100"));
+    let mut c1 = command_head_awaiting_its_body(r.addr, body);
     // Move alice to b; X2 goes to b and is in flight there.
     r.reload(&zones(a.addr, b.addr, "b", ""));
     let addr = r.addr;
@@ -489,16 +480,7 @@ fn a_command_routed_on_the_old_table_is_not_sent_to_the_old_partition_once_the_n
     let mut r = Router::start(&zones(a.addr, b.addr, "a", ""));
     let body = r#"{"user_id":"alice"}"#;
     // X1: head only; the 100 Continue says the router is reading its body (old table).
-    let mut c1 = Client::connect(r.addr);
-    c1.send(
-        format!(
-            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let cont = c1.read_raw(b"HTTP/1.1 100 Continue\r\n\r\n".len());
-    assert!(cont.starts_with(b"HTTP/1.1 100"));
+    let mut c1 = command_head_awaiting_its_body(r.addr, body);
     // Move alice to b; X2 goes to b and is answered.
     r.reload(&zones(a.addr, b.addr, "b", ""));
     assert_eq!(
@@ -678,4 +660,20 @@ fn a_held_command_is_not_sent_after_its_tls_client_closed() {
         commands, 1,
         "the held Command of a TLS client that closed was sent to b"
     );
+}
+
+/// A Command's head with `Expect: 100-continue`, once the router has answered the 100:
+/// it is reading the body (`body`, not sent yet) on the table in force now.
+fn command_head_awaiting_its_body(addr: std::net::SocketAddr, body: &str) -> Client {
+    let mut c = Client::connect(addr);
+    c.send(
+        format!(
+            "POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let cont = c.read_raw(b"HTTP/1.1 100 Continue\r\n\r\n".len());
+    assert!(cont.starts_with(b"HTTP/1.1 100"));
+    c
 }

@@ -206,6 +206,11 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream =
             TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr} failed: {e}"));
+        Self::on(stream)
+    }
+
+    /// A client on a connected stream.
+    fn on(stream: TcpStream) -> Client {
         stream.set_nodelay(true).unwrap();
         let mut c = Client {
             stream,
@@ -232,16 +237,7 @@ impl Client {
         socket
             .connect(&addr.into())
             .unwrap_or_else(|e| panic!("connecting to {addr} from {from} failed: {e}"));
-        let stream: TcpStream = socket.into();
-        stream.set_nodelay(true).unwrap();
-        let mut c = Client {
-            stream,
-            buf: Vec::new(),
-            ended: None,
-            timeout: READ_TIMEOUT,
-        };
-        c.set_timeout(READ_TIMEOUT);
-        c
+        Self::on(socket.into())
     }
 
     /// The read timeout for every later read.
