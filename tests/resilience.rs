@@ -1060,3 +1060,32 @@ fn a_half_open_probe_whose_client_gives_up_is_given_back() {
         "its probe closed it"
     );
 }
+
+#[test]
+fn a_reload_that_turns_the_breaker_off_closes_the_open_circuits() {
+    // Nothing decides a circuit once the breaker is off: one left open read as open in
+    // `/metrics` and `/config` for good, while traffic flowed to the server.
+    let b = ScriptedBackend::start(|_| Reply::status("500 Internal Server Error", "fail"));
+    let routes = format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n[health]\nenabled = false\n",
+        b.addr
+    );
+    let mut r = Router::start(&format!(
+        "{routes}[circuit]\nconsecutive_failures = 2\ncooldown_ms = 60000\n"
+    ));
+    for _ in 0..2 {
+        assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 500);
+    }
+    assert!(!r.backend_available(b.addr), "circuit open");
+    r.reload(&format!("{routes}[circuit]\nenabled = false\n"));
+    assert_eq!(
+        r.circuit_transitions(b.addr),
+        (1, 1, 0),
+        "closed again by the reload (closed, open, half-open transitions)"
+    );
+    assert_eq!(
+        get(r.addr, "/q", "X-User-Id: u\r\n").status,
+        500,
+        "traffic flows"
+    );
+}

@@ -446,6 +446,13 @@ impl Server {
             }
             (None, None) => {}
         }
+        // With the breaker off nothing decides a circuit any more: one left open would
+        // still read as open in `/metrics` and `/config` while traffic flows.
+        if table.settings.circuit.is_none() {
+            for b in table.backends.iter() {
+                b.swap_circuit(crate::upstream::backend::Circuit::Closed);
+            }
+        }
         self.table = table;
         self.config = config;
         self.reloads_ok += 1;
