@@ -662,3 +662,14 @@ fn the_per_backend_connection_bound_is_checked() {
     );
     assert_eq!(c.settings.pool_max_connections_per_backend, 2);
 }
+
+#[test]
+fn a_backoff_beyond_a_minute_is_refused() {
+    // It held a retried Query's in-flight place for as long as it said (days, say).
+    let e = refused_value("retry", "backoff_max_ms", "86400000");
+    assert!(e.message.contains("out of range 0..=60000"), "{e}");
+    accepted(
+        "backoff_minute",
+        &format!("{ZONES}[retry]\nbackoff_max_ms = 60000\n"),
+    );
+}

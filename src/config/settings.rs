@@ -577,8 +577,21 @@ fn query_shed_in_flight(f: &FileConfig, errors: &mut Errors<'_>) -> usize {
 }
 
 /// `retry.backoff_max_ms`: the cap of the backoff, no lower than its base.
+/// The longest backoff a config may ask for, in ms.
+const MAX_BACKOFF_MS: u64 = 60_000;
+
 fn backoff_max(f: &FileConfig, errors: &mut Errors<'_>) -> Duration {
     let (base, max) = (f.retry.backoff_base_ms, *f.retry.backoff_max_ms.get_ref());
+    // A retry is for a request whose client is waiting: a minute is already far beyond
+    // any response timeout worth having.
+    if max > MAX_BACKOFF_MS {
+        errors.add(
+            f.retry.backoff_max_ms.span(),
+            "retry.backoff_max_ms",
+            format!("{max} is out of range 0..={MAX_BACKOFF_MS}"),
+        );
+        return Duration::from_millis(MAX_BACKOFF_MS);
+    }
     if max < base {
         errors.add(
             f.retry.backoff_max_ms.span(),
