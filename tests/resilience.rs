@@ -427,22 +427,25 @@ fn circuit_opens_on_5xx_then_one_probe_closes_it() {
     );
 }
 
-#[test]
-fn saturation_sheds_queries_before_commands() {
-    // Commands to `/api/spot/v2/slow` take 800 ms; everything else is answered at once.
-    let b = ScriptedBackend::start(|req| {
+/// A router whose bound is 4 in flight, Queries shed from `ratio` of it, with `n` slow
+/// Commands (answered after `slow`) in flight: the backend, the router, their threads.
+fn slow_commands_in_flight(
+    ratio: f64,
+    n: usize,
+    slow: Duration,
+) -> (ScriptedBackend, Router, Vec<std::thread::JoinHandle<u16>>) {
+    let b = ScriptedBackend::start(move |req| {
         if req.path() == "/api/spot/v2/slow" {
-            Reply::ok("slow").delayed(Duration::from_millis(800))
+            Reply::ok("slow").delayed(slow)
         } else {
             Reply::ok("fast")
         }
     });
     let r = Router::start(&partition_of(
         &[b.addr],
-        "[overload]\nmax_in_flight_per_worker = 4\nquery_shed_ratio = 0.5\n",
+        &format!("[overload]\nmax_in_flight_per_worker = 4\nquery_shed_ratio = {ratio}\n"),
     ));
-    // Two slow Commands keep two requests in flight.
-    let slow: Vec<_> = (0..2)
+    let threads = (0..n)
         .map(|i| {
             let addr = r.addr;
             std::thread::spawn(move || {
@@ -451,7 +454,22 @@ fn saturation_sheds_queries_before_commands() {
             })
         })
         .collect();
-    b.wait_for_requests(2);
+    b.wait_for_requests(n);
+    (b, r, threads)
+}
+
+/// Whether every slow Command the backend got is still unanswered.
+fn slow_ones_unanswered(b: &ScriptedBackend) -> bool {
+    b.requests()
+        .iter()
+        .filter(|q| q.path() == "/api/spot/v2/slow")
+        .all(|q| !q.answered)
+}
+
+#[test]
+fn saturation_sheds_queries_before_commands() {
+    // Two slow Commands (800 ms) keep two requests in flight.
+    let (b, r, slow) = slow_commands_in_flight(0.5, 2, Duration::from_millis(800));
     let q = get(r.addr, "/api/spot/user/data", "X-User-Id: q\r\n");
     assert_eq!(q.status, 503, "Queries are shed at half the bound");
     assert_eq!(q.header("retry-after"), Some("1"));
@@ -466,10 +484,7 @@ fn saturation_sheds_queries_before_commands() {
     );
     assert_eq!(c.status, 200, "Commands still pass below the full bound");
     assert!(
-        b.requests()
-            .iter()
-            .filter(|q| q.path() == "/api/spot/v2/slow")
-            .all(|q| !q.answered),
+        slow_ones_unanswered(&b),
         "while both slow Commands were in flight"
     );
     for t in slow {
@@ -488,37 +503,14 @@ fn saturation_sheds_queries_before_commands() {
 /// Queries were shed and Commands admitted.)
 #[test]
 fn queries_are_shed_before_commands_when_the_fraction_is_not_whole() {
-    let b = ScriptedBackend::start(|req| {
-        if req.path() == "/api/spot/v2/slow" {
-            Reply::ok("slow").delayed(Duration::from_millis(1500))
-        } else {
-            Reply::ok("fast")
-        }
-    });
-    let r = Router::start(&partition_of(
-        &[b.addr],
-        "[overload]\nmax_in_flight_per_worker = 4\nquery_shed_ratio = 0.8\n",
-    ));
-    let slow: Vec<_> = (0..3)
-        .map(|i| {
-            let addr = r.addr;
-            std::thread::spawn(move || {
-                let raw = format!("POST /api/spot/v2/slow HTTP/1.1\r\nHost: t\r\nX-User-Id: u{i}\r\nContent-Length: 0\r\n\r\n");
-                request(addr, raw.as_bytes()).status
-            })
-        })
-        .collect();
-    b.wait_for_requests(3);
+    let (b, r, slow) = slow_commands_in_flight(0.8, 3, Duration::from_millis(1500));
     let q = get(r.addr, "/api/spot/user/data", "X-User-Id: q\r\n");
     let c = request(
         r.addr,
         b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: c\r\nContent-Length: 0\r\n\r\n",
     );
     assert!(
-        b.requests()
-            .iter()
-            .filter(|q| q.path() == "/api/spot/v2/slow")
-            .all(|q| !q.answered),
+        slow_ones_unanswered(&b),
         "the three slow Commands were in flight throughout"
     );
     assert_eq!(
