@@ -644,6 +644,48 @@ fn settings_that_would_silently_do_nothing_are_refused() {
     );
 }
 
+/// `forward.trusted_body_methods`: only methods a body may sensibly ride on, spelled as
+/// the request line spells them.
+#[test]
+fn trusted_body_methods_are_checked() {
+    for (i, bad) in [
+        "[\"delete\"]",
+        "[\"TRACE\"]",
+        "[\"HEAD\"]",
+        "[\"CONNECT\"]",
+        "[\"PURGE\"]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let e = refused(
+            &format!("body_methods_{i}"),
+            &format!("{ZONES}[forward]\ntrusted_body_methods = {bad}\n"),
+            6,
+            "forward.trusted_body_methods",
+        );
+        assert!(e.message.contains("is not one of"), "{e}");
+    }
+    let c = accepted(
+        "body_methods",
+        &format!("{ZONES}[forward]\ntrusted_body_methods = [\"DELETE\", \"GET\", \"POST\"]\n"),
+    );
+    use ringgate::http::parse::Method;
+    let s = &c.settings;
+    for (m, pooled) in [
+        (Method::Delete, true),
+        (Method::Get, true),
+        (Method::Post, true),
+        (Method::Patch, true),
+        (Method::Options, false),
+        (Method::Other, false),
+    ] {
+        assert_eq!(s.pools_after_body(m), pooled, "{m:?}");
+    }
+    let d = &accepted("body_methods_default", ZONES).settings;
+    assert!(!d.pools_after_body(Method::Delete) && d.pools_after_body(Method::Put));
+}
+
 /// `pool.max_connections_per_backend`: 0 (the default) is no bound; a negative or
 /// absurd bound is refused at its line and key.
 #[test]

@@ -465,6 +465,53 @@ fn a_delete_options_or_trace_with_a_body_does_not_leave_its_upstream_connection_
     }
 }
 
+/// An operator whose upstreams read DELETE bodies (an API that cancels with a JSON body)
+/// lists the method in `forward.trusted_body_methods`: the connection is then pooled after
+/// such a request, and the next one reuses it instead of paying a new connection.
+#[test]
+fn a_trusted_body_method_keeps_its_upstream_connection() {
+    let b = ScriptedBackend::start(|_| Reply::ok("own"));
+    let r = route_to(
+        &[b.addr],
+        "[forward]\ntrusted_body_methods = [\"DELETE\"]\n",
+    );
+    let mut c = Client::connect(r.addr);
+    for (method, body) in [
+        ("DELETE", r#"{"order_id":1}"#),
+        ("DELETE", "x"),
+        ("GET", ""),
+    ] {
+        let resp = c.roundtrip(
+            format!(
+                "{method} /orders HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, "own".to_string()),
+            "{method}"
+        );
+    }
+    assert_eq!(
+        request_connections(&b),
+        1,
+        "one upstream connection carried all three"
+    );
+    // An OPTIONS with a body is still not trusted: its connection is not pooled.
+    let resp = c.roundtrip(
+        b"OPTIONS /orders HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(get(r.addr, "/next", "X-User-Id: u\r\n").status, 200);
+    assert_eq!(
+        request_connections(&b),
+        2,
+        "the OPTIONS's connection was not reused"
+    );
+}
+
 fn a_body_the_backend_ignores_stays_off_the_next_clients_connection(method: &str) {
     // A backend that ignores the request's body reads it as the next request, and answers
     // that a moment later, on the connection the request came on.

@@ -332,6 +332,9 @@ pub struct ForwardSection {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// Relay the upstream's interim 1xx answers (`103 Early Hints`) to HTTP/1.1 clients.
     pub relay_interim_responses: bool,
+    /// Methods besides POST, PUT and PATCH whose request bodies every upstream reads by
+    /// their framing: the upstream connection is pooled after such a request with a body.
+    pub trusted_body_methods: Spanned<Vec<String>>,
 }
 
 impl Default for ForwardSection {
@@ -342,6 +345,7 @@ impl Default for ForwardSection {
             upgrade_protocols: Spanned::new(0..0, vec!["websocket".into()]),
             trusted_proxies: Vec::new(),
             relay_interim_responses: true,
+            trusted_body_methods: Spanned::new(0..0, Vec::new()),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::error::Errors;
 use super::file::FileConfig;
 use super::users::RateLimitSettings;
 use crate::access_log::{AccessLogConfig, AccessLogFormat};
+use crate::http::parse::Method;
 
 /// Which io driver workers run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +133,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Relay interim 1xx answers (other than 100 and 101) to HTTP/1.1 clients.
     pub relay_interim_responses: bool,
+    /// The methods after whose request body the upstream connection is pooled, one bit
+    /// per [`Method`] (see [`Settings::pools_after_body`]).
+    pub trusted_body_methods: u16,
     /// Protocols an upgrade may switch to.
     pub upgrade_protocols: Vec<Box<[u8]>>,
     /// Whole-request deadline (None: none).
@@ -255,6 +259,7 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
         x_forwarded_proto: f.forward.x_forwarded_proto,
         trusted_proxies: trusted_proxies(&f.forward.trusted_proxies, errors),
         relay_interim_responses: f.forward.relay_interim_responses,
+        trusted_body_methods: trusted_body_methods(f, errors),
         upgrade_protocols: upgrade_protocols(f, errors),
         request_deadline: (t.request_deadline_ms > 0).then(|| ms(t.request_deadline_ms)),
         tunnel_idle_timeout: errors.timeout_ms(&t.tunnel_idle_ms, "timeouts.tunnel_idle_ms"),
@@ -282,6 +287,43 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             1 << 20,
         ),
     }
+}
+
+/// The methods whose request bodies upstreams are always trusted to read: the only ones
+/// RFC 9110 gives a body a meaning.
+const BODY_METHODS: [Method; 3] = [Method::Post, Method::Put, Method::Patch];
+
+fn method_bit(m: Method) -> u16 {
+    1 << m as u16
+}
+
+/// `forward.trusted_body_methods`: added to POST, PUT and PATCH. Only methods a body may
+/// sensibly ride on: not HEAD, TRACE (RFC 9110 §9.3.8: no content), CONNECT (a tunnel),
+/// nor extension methods (ringgate tells them apart only as "other").
+fn trusted_body_methods(f: &FileConfig, errors: &mut Errors<'_>) -> u16 {
+    let list = &f.forward.trusted_body_methods;
+    let mut bits = BODY_METHODS.iter().fold(0, |b, &m| b | method_bit(m));
+    for name in list.get_ref() {
+        let m = Method::from_token(name);
+        if matches!(
+            m,
+            Method::Get
+                | Method::Delete
+                | Method::Options
+                | Method::Post
+                | Method::Put
+                | Method::Patch
+        ) {
+            bits |= method_bit(m);
+        } else {
+            errors.add(
+                list.span(),
+                "forward.trusted_body_methods",
+                format!("{name:?} is not one of \"GET\", \"DELETE\", \"OPTIONS\" (method names are case-sensitive)"),
+            );
+        }
+    }
+    bits
 }
 
 /// `forward.upgrade_protocols`: each a protocol name as an `Upgrade` field carries it (an
@@ -508,6 +550,15 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 impl Settings {
+    /// Whether an upstream connection may be pooled after a request of `method` that had
+    /// a body: POST, PUT and PATCH always, others if `forward.trusted_body_methods` lists
+    /// them. RFC 9110 gives a body no meaning for the others (GET, HEAD, DELETE, OPTIONS,
+    /// TRACE, extensions), and a server that ignores one reads it as a next request, whose
+    /// answer, late on the connection, would reach whichever request came next.
+    pub fn pools_after_body(&self, method: Method) -> bool {
+        self.trusted_body_methods & method_bit(method) != 0
+    }
+
     /// Whether `peer` is a trusted proxy (its forwarding fields are kept).
     #[inline]
     pub fn is_trusted_proxy(&self, peer: IpAddr) -> bool {

@@ -64,7 +64,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn from_token(token: &str) -> Self {
+    pub(crate) fn from_token(token: &str) -> Self {
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

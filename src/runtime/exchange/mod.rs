@@ -18,7 +18,8 @@
 //!   written into by an attempt; interim responses and error answers use their own buffer.
 //! - An upstream connection goes back to the pool only after a cleanly framed exchange in
 //!   which the whole request was sent, with no stray bytes, and never after a body that
-//!   is not a POST's, PUT's or PATCH's (see [`request::Request::keeps_upstream`]).
+//!   is not a POST's, PUT's, PATCH's or a trusted method's (see
+//!   [`request::Request::keeps_upstream`]).
 
 mod answer;
 mod attempt;

@@ -83,10 +83,8 @@ pub struct Request {
     /// `Expect: 100-continue` still needs an answer before the client sends the body.
     pub wants_continue: bool,
     /// The upstream connection may be pooled after the exchange: not after a request with
-    /// a body other than a POST, PUT or PATCH. RFC 9110 gives a body no meaning for the
-    /// other methods (GET, HEAD, DELETE, OPTIONS, TRACE, extensions), and a server that
-    /// ignores one reads it as a next request, whose answer, late on the connection, would
-    /// reach whichever request came next.
+    /// a body other than a POST, PUT or PATCH, or a method `forward.trusted_body_methods`
+    /// lists (see [`Settings::pools_after_body`]).
     pub keeps_upstream: bool,
 }
 
@@ -189,8 +187,7 @@ pub async fn prepare(
         head_len,
         body,
         is_head: c.head.method() == Method::Head,
-        keeps_upstream: framing == BodyFraming::None
-            || matches!(c.head.method(), Method::Post | Method::Put | Method::Patch),
+        keeps_upstream: framing == BodyFraming::None || s.pools_after_body(c.head.method()),
         is_upgrade: c.head.is_upgrade,
         wants_continue: wants_continue && matches!(body, Body::Streamed { .. }),
         has_user: found,
