@@ -26,6 +26,12 @@ pub enum ErrorKind {
     BadRequest(&'static str),
     /// Request head larger than `max_head_bytes` or more than `max_headers` fields (431).
     HeadTooLarge,
+    /// Request line longer than `max_head_bytes`: its request-target is longer than
+    /// ringgate parses (414, RFC 9112 §3).
+    UriTooLong,
+    /// A well-formed `HTTP-version` of another major version than 1 (505,
+    /// RFC 9110 §15.6.6).
+    VersionNotSupported,
     /// Body needed for routing is larger than `body_scan_bytes` (413).
     BodyTooLarge,
     /// `Expect` with something other than `100-continue` (417).
@@ -113,6 +119,8 @@ impl ProxyError {
         Some(match self.kind {
             ErrorKind::BadRequest(_) | ErrorKind::NoUserId => 400,
             ErrorKind::HeadTooLarge => 431,
+            ErrorKind::UriTooLong => 414,
+            ErrorKind::VersionNotSupported => 505,
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::ExpectationFailed => 417,
             ErrorKind::NotImplemented(_) => 501,
@@ -135,6 +143,8 @@ impl ProxyError {
         match self.kind {
             ErrorKind::BadRequest(r) => r,
             ErrorKind::HeadTooLarge => "request head too large",
+            ErrorKind::UriTooLong => "request line too long",
+            ErrorKind::VersionNotSupported => "HTTP version not supported",
             ErrorKind::BodyTooLarge => "request body too large to scan for user id",
             ErrorKind::ExpectationFailed => "unsupported Expect value",
             ErrorKind::NotImplemented(r) => r,
@@ -212,10 +222,11 @@ impl ErrorKind {
     pub fn metric_index(&self) -> usize {
         match self {
             ErrorKind::BadRequest(_) => 0,
-            ErrorKind::HeadTooLarge => 1,
+            // Counted with the kinds they refine.
+            ErrorKind::HeadTooLarge | ErrorKind::UriTooLong => 1,
             ErrorKind::BodyTooLarge => 2,
             ErrorKind::ExpectationFailed => 3,
-            ErrorKind::NotImplemented(_) => 4,
+            ErrorKind::NotImplemented(_) | ErrorKind::VersionNotSupported => 4,
             ErrorKind::HeaderTimeout => 5,
             ErrorKind::BodyTimeout => 6,
             ErrorKind::ClientGone => 7,
@@ -253,6 +264,14 @@ mod tests {
         assert_eq!(
             ProxyError::downstream(ErrorKind::HeadTooLarge).status(),
             Some(431)
+        );
+        assert_eq!(
+            ProxyError::downstream(ErrorKind::UriTooLong).status(),
+            Some(414)
+        );
+        assert_eq!(
+            ProxyError::downstream(ErrorKind::VersionNotSupported).status(),
+            Some(505)
         );
         assert_eq!(
             ProxyError::downstream(ErrorKind::BodyTooLarge).status(),

@@ -24,7 +24,8 @@
 //! No allocation: header offsets go into a `Vec` that lives as long as the connection.
 //!
 //! # Errors
-//! Every refusal is a [`ProxyError`] with status 400, 417, 431 or 501 and a short reason.
+//! Every refusal is a [`ProxyError`] with status 400, 417, 431, 501 or 505 and a short
+//! reason.
 
 use std::mem::MaybeUninit;
 
@@ -172,6 +173,9 @@ pub fn parse_request(
     match req.parse_with_uninit_headers(bytes, slots) {
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(bad("malformed request head")),
+        Err(httparse::Error::Version) if is_other_major_version(bytes) => {
+            return Err(ProxyError::downstream(ErrorKind::VersionNotSupported))
+        }
         Err(e) => return Err(map_httparse_error(e)),
     }
 
@@ -216,6 +220,23 @@ fn map_httparse_error(e: httparse::Error) -> ProxyError {
         httparse::Error::Version => bad("invalid HTTP version"),
         httparse::Error::Status => bad("invalid request line"),
     }
+}
+
+/// Whether the request line, refused by httparse for its version, is `method SP
+/// request-target SP HTTP-version` with a well-formed version (RFC 9112 §2.3) whose major
+/// version is not 1: `HTTP/2.0` (as in the HTTP/2 preface, `PRI * HTTP/2.0`), `HTTP/0.9`.
+fn is_other_major_version(head: &[u8]) -> bool {
+    let line = &head[..memchr::memchr(b'\r', head).unwrap_or(head.len())];
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && !target.is_empty()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1')
 }
 
 /// The parts of a request-target ringgate uses.
@@ -624,7 +645,8 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/2\r\nHost: a\r\n\r\n",
+            b"GET /a b HTTP/2.0\r\nHost: a\r\n\r\n",
             b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -649,6 +671,8 @@ mod tests {
     fn other_refusals() {
         assert!(reason(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n").starts_with("417"));
         assert!(reason(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("501"));
+        assert!(reason(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").starts_with("505"));
+        assert!(reason(b"PRI * HTTP/2.0\r\n\r\n").starts_with("505"));
         let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         for i in 0..101 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());

@@ -178,6 +178,14 @@ fn line_end_masks(block: &[u8]) -> (u32, u32) {
     (cr, lf)
 }
 
+/// Whether the first line of a head the scanner found [`ScanError::TooLarge`] (the
+/// request line) ends within `max_len`. If not, its request-target is longer than
+/// ringgate parses, which RFC 9112 §3 answers with 414; else the fields are too large
+/// (431). The scanner found no bare LF there, so any LF ends a line.
+pub fn first_line_ends_within(buf: &[u8], max_len: usize) -> bool {
+    memchr::memchr(b'\n', &buf[..buf.len().min(max_len)]).is_some()
+}
+
 /// Bytes of empty lines ringgate skips before a request line: RFC 9112 §2.2 lets a server
 /// ignore at least one; ringgate ignores four, and a request with more is refused.
 pub const MAX_LEADING_CRLF_BYTES: usize = 8;

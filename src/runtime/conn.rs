@@ -33,7 +33,9 @@ use crate::forward::stream::{self, plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
 use crate::http::parse::{parse_request, Method};
-use crate::http::scan::{leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES};
+use crate::http::scan::{
+    first_line_ends_within, leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES,
+};
 use crate::metrics::{bump, Outcome};
 use crate::route::router::WorkerTable;
 
@@ -434,7 +436,12 @@ async fn read_head(
                 Ok(Some(len)) => return Ok(Some(len)),
                 Ok(None) => {}
                 Err(ScanError::TooLarge) => {
-                    return Err(ProxyError::downstream(ErrorKind::HeadTooLarge))
+                    let kind = if first_line_ends_within(&c.buf, s.max_head_bytes) {
+                        ErrorKind::HeadTooLarge
+                    } else {
+                        ErrorKind::UriTooLong
+                    };
+                    return Err(ProxyError::downstream(kind));
                 }
                 Err(ScanError::BareLf) => {
                     return Err(ProxyError::bad_request("bare LF in request head"))

@@ -61,6 +61,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         417 => "Expectation Failed",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -68,6 +69,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
         _ => "Error",
     }
 }
