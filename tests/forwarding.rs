@@ -269,6 +269,40 @@ fn http10_requests_and_head_responses() {
     );
 }
 
+/// RFC 9110 §2.5: a message of a later minor version of HTTP/1 is processed as HTTP/1.1;
+/// and an intermediary forwards with its own version (§6.2), so the backend, which may not
+/// know `HTTP/1.2`, reads `HTTP/1.1`.
+#[test]
+fn a_later_http1_minor_version_is_served_as_http11() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.zone_1]\nservers = [\"{0}\"]\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    for (raw, target) in [
+        (&b"GET /v12 HTTP/1.2\r\nHost: t\r\n\r\n"[..], "/v12"),
+        (
+            b"GET /v19?user_id=u HTTP/1.9\r\nHost: t\r\n\r\n",
+            "/v19?user_id=u",
+        ),
+    ] {
+        let resp = c.roundtrip(raw);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("connection"), None, "kept alive, as HTTP/1.1");
+        let seen = b.requests().last().unwrap().head_text();
+        assert!(
+            seen.starts_with(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n")),
+            "{seen:?}"
+        );
+    }
+    // As HTTP/1.1, it needs its Host.
+    let mut c = Client::connect(r.addr);
+    assert_eq!(c.roundtrip(b"GET /v12 HTTP/1.2\r\n\r\n").status, 400);
+    c.expect_fin();
+    assert_eq!(b.request_count(), 2);
+}
+
 #[test]
 fn connection_close_is_honoured() {
     let (r, _) = one_backend("");

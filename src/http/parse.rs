@@ -222,21 +222,49 @@ fn map_httparse_error(e: httparse::Error) -> ProxyError {
     }
 }
 
-/// Whether the request line, refused by httparse for its version, is `method SP
-/// request-target SP HTTP-version` with a well-formed version (RFC 9112 §2.3) whose major
-/// version is not 1: `HTTP/2.0` (as in the HTTP/2 preface, `PRI * HTTP/2.0`), `HTTP/0.9`.
-fn is_other_major_version(head: &[u8]) -> bool {
-    let line = &head[..memchr::memchr(b'\r', head).unwrap_or(head.len())];
-    let mut parts = line.split(|&b| b == b' ');
+/// The major and minor digits of a request line `method SP request-target SP
+/// HTTP-version` whose version is well-formed (RFC 9112 §2.3: `HTTP/` DIGIT `.` DIGIT),
+/// and the minor digit's offset. For a head httparse refused: it knows 1.0 and 1.1 only.
+fn http_version_digits(head: &[u8]) -> Option<(u8, u8, usize)> {
+    let line_end = memchr::memchr(b'\r', head).unwrap_or(head.len());
+    let mut parts = head[..line_end].split(|&b| b == b' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return false;
+        return None;
     };
-    !method.is_empty()
-        && !target.is_empty()
-        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1')
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if !method.is_empty()
+                && !target.is_empty()
+                && major.is_ascii_digit()
+                && minor.is_ascii_digit() =>
+        {
+            Some((*major, *minor, line_end - 1))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the version httparse refused is a well-formed one of another major version
+/// than 1: `HTTP/2.0` (as in the HTTP/2 preface, `PRI * HTTP/2.0`), `HTTP/0.9`.
+fn is_other_major_version(head: &[u8]) -> bool {
+    matches!(http_version_digits(head), Some((major, _, _)) if major != b'1')
+}
+
+/// RFC 9110 §2.5: a request of a later minor version of HTTP/1 (`HTTP/1.2` to `HTTP/1.9`)
+/// is processed as HTTP/1.1, the highest ringgate implements, and forwarded as such
+/// (§6.2: an intermediary sends its own version; a backend may not know the later one).
+/// Rewrites such a request line's version in `head` to `HTTP/1.1`, for a head
+/// [`parse_request`] refused (httparse knows 1.0 and 1.1 only); whether it did.
+pub fn downgrade_later_http1_minor(head: &mut [u8]) -> bool {
+    match http_version_digits(head) {
+        Some((b'1', b'2'..=b'9', at)) => {
+            head[at] = b'1';
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The parts of a request-target ringgate uses.
@@ -673,6 +701,27 @@ mod tests {
         assert!(reason(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").starts_with("501"));
         assert!(reason(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").starts_with("505"));
         assert!(reason(b"PRI * HTTP/2.0\r\n\r\n").starts_with("505"));
+        for (line, downgraded) in [
+            (&b"GET / HTTP/1.2"[..], Some(&b"GET / HTTP/1.1"[..])),
+            (b"GET /x?y HTTP/1.9", Some(b"GET /x?y HTTP/1.1")),
+            (b"GET / HTTP/1.1", None),
+            (b"GET / HTTP/1.0", None),
+            (b"GET / HTTP/2.0", None),
+            (b"GET / HTTP/1.12", None),
+            (b"GET /a b HTTP/1.2", None),
+            (b"GET  HTTP/1.2", None),
+        ] {
+            let mut head = line.to_vec();
+            head.extend_from_slice(b"\r\nHost: a\r\n\r\n");
+            let done = downgrade_later_http1_minor(&mut head);
+            assert_eq!(
+                done,
+                downgraded.is_some(),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(&head[..line.len()], downgraded.unwrap_or(line));
+        }
         let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         for i in 0..101 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());

@@ -32,7 +32,7 @@ use crate::forward::io::{read_some, unacknowledged, write_static, IoFail};
 use crate::forward::stream::{self, plain, Reader, Writer};
 use crate::forward::timer;
 use crate::forward::tunnel;
-use crate::http::parse::{parse_request, Method};
+use crate::http::parse::{downgrade_later_http1_minor, parse_request, Method};
 use crate::http::scan::{
     first_line_ends_within, leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES,
 };
@@ -240,7 +240,11 @@ async fn serve_request(
         c.request_line.clear();
         c.request_line.extend_from_slice(&c.buf[..line_end]);
     }
-    if let Err(e) = parse_request(&c.buf, len, s.max_headers, &mut c.head) {
+    let mut parsed = parse_request(&c.buf, len, s.max_headers, &mut c.head);
+    if parsed.is_err() && downgrade_later_http1_minor(&mut c.buf[..len]) {
+        parsed = parse_request(&c.buf, len, s.max_headers, &mut c.head);
+    }
+    if let Err(e) = parsed {
         outcome.status = e.status();
         outcome.error = Some(e.kind);
         respond_error(c, e, true, false, s.client_body_timeout).await;
