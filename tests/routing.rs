@@ -268,7 +268,8 @@ fn requests_without_user_can_be_rejected() {
 }
 
 /// `POST /api/spot/user/../v2/order` is an order for every backend that resolves dot
-/// segments (or decodes `%2e%2e` first): it must reach the write server, as a Command.
+/// segments (or decodes `%2e%2e` first, or reads `\` as `/` as the WHATWG URL parser
+/// does): it must reach the write server, as a Command.
 #[test]
 fn dot_segments_do_not_turn_a_command_into_a_query() {
     let f = fleet();
@@ -277,6 +278,7 @@ fn dot_segments_do_not_turn_a_command_into_a_query() {
         "/api/spot/user/../v2/order",
         "/api/spot/user/%2e%2e/v2/order",
         "/api/spot/user/..;/v2/order",
+        "/api/spot/user/..\\v2/order",
     ] {
         let body = r#"{"user_id":"bob","side":"buy"}"#;
         let r = request(

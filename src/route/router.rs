@@ -295,27 +295,32 @@ thread_local! {
 }
 
 /// Whether a backend could read `path` as another path: it holds percent-escapes,
-/// `;parameters` or dot segments.
+/// `;parameters`, backslashes or dot segments.
 #[inline]
 fn needs_resolving(path: &[u8]) -> bool {
-    memchr::memchr2(b'%', b';', path).is_some() || memchr::memmem::find(path, b"/.").is_some()
+    memchr::memchr3(b'%', b';', b'\\', path).is_some()
+        || memchr::memmem::find(path, b"/.").is_some()
 }
 
 /// The path as a backend resolves it into `out` (percent-decoded into `decoded` first,
-/// then dot segments removed, RFC 3986 §5.2.4).
+/// `\` read as `/`, then dot segments removed, RFC 3986 §5.2.4). The WHATWG URL parser
+/// (`new URL` in Node, Deno, Bun) and Node's `url.parse` read a `\` in an http path as
+/// `/`, so `/api/spot/user/..\v2/order` is `/api/spot/v2/order` to them (a decoded `%5C`
+/// is read so too: like `%2F`, it can only make a Command of the other reading).
 fn resolve_path(path: &[u8], decoded: &mut Vec<u8>, out: &mut Vec<u8>) {
     decoded.clear();
     out.clear();
+    let slash = |b: u8| if b == b'\\' { b'/' } else { b };
     let mut i = 0;
     while i < path.len() {
         let digit = |at: usize| path.get(at).copied().and_then(hex);
         match (path[i], digit(i + 1), digit(i + 2)) {
             (b'%', Some(h), Some(l)) => {
-                decoded.push(h << 4 | l);
+                decoded.push(slash(h << 4 | l));
                 i += 3;
             }
             _ => {
-                decoded.push(path[i]);
+                decoded.push(slash(path[i]));
                 i += 1;
             }
         }
@@ -499,6 +504,11 @@ carol = "zone_3"
             (Get, b"/api/spot/%762/order", Command),
             (Get, b"/api/spot/x/../v2/order", Command),
             (Get, b"/api/spot/./v2/order", Command),
+            // `\` is `/` to the WHATWG URL parser (`new URL` in Node, Deno, Bun) and to
+            // Node's `url.parse`.
+            (Get, b"/api/spot\\v2/order", Command),
+            (Get, b"/api/spot/user\\..\\v2/order", Command),
+            (Get, b"/api/spot/user/..\\v2\\order", Command),
             // Paths that resolve to no Command keep their class.
             (Get, b"/api/spot/user/a%20b", Query),
             (Get, b"/other/../x", Query),
