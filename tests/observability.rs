@@ -1,4 +1,4 @@
-//! What operators see: failover and retry counters, the access log, readiness, request counters by class, and the per-user tables' untracked counts, over real sockets.
+//! What operators see: failover and retry counters, the access log, readiness, request counters by class, the per-user tables' untracked counts, and the exposition format of `/metrics` (checked without promtool), over real sockets.
 
 mod common;
 
@@ -643,6 +643,7 @@ fn open_upstream_connections_and_the_connection_limit_are_on_metrics() {
             "no {line:?} in:\n{metrics}"
         );
     }
+    check_exposition(&metrics);
     let Ok(mut promtool) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -667,4 +668,327 @@ fn open_upstream_connections_and_the_connection_limit_are_on_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One sample of a scrape: its family's type, and its value.
+#[derive(Clone, Debug)]
+struct Sample {
+    kind: String,
+    value: f64,
+}
+
+/// Check `text` as Prometheus text exposition 0.0.4 the way `promtool check metrics` would
+/// (promtool is not installed everywhere the suite runs): every sample follows its
+/// family's `# HELP` and `# TYPE`, a family's lines are together, names and label names
+/// follow the grammar, label values use only the three escapes, no series twice,
+/// counters end in `_total`, `le` / `quantile` only where they belong, and each
+/// histogram's buckets rise to a `+Inf` equal to its `_count`, with a `_sum`. Returns the
+/// samples by series (`name{labels}` as written).
+fn check_exposition(text: &str) -> std::collections::BTreeMap<String, Sample> {
+    use std::collections::{BTreeMap, BTreeSet};
+    fn is_name(s: &str, colon: bool) -> bool {
+        let mut b = s.bytes();
+        let ok_first = |c: u8| c.is_ascii_alphabetic() || c == b'_' || (colon && c == b':');
+        matches!(b.next(), Some(c) if ok_first(c))
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || (colon && c == b':'))
+    }
+    // Parse `{a="x",b="y"}` (after the name); returns the labels (values unescaped) and
+    // the rest of the line.
+    fn labels(line: &str, s: &str) -> (Vec<(String, String)>, String) {
+        let mut out = Vec::new();
+        let Some(mut rest) = s.strip_prefix('{') else {
+            return (out, s.to_string());
+        };
+        loop {
+            if let Some(r) = rest.strip_prefix('}') {
+                return (out, r.to_string());
+            }
+            let eq = rest
+                .find('=')
+                .unwrap_or_else(|| panic!("no '=' in {line:?}"));
+            let name = &rest[..eq];
+            assert!(is_name(name, false), "label name {name:?} in {line:?}");
+            assert!(
+                !name.starts_with("__"),
+                "reserved label {name:?} in {line:?}"
+            );
+            rest = rest[eq + 1..]
+                .strip_prefix('"')
+                .unwrap_or_else(|| panic!("unquoted label value in {line:?}"));
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, '\\')) => value.push('\\'),
+                        Some((_, '"')) => value.push('"'),
+                        Some((_, 'n')) => value.push('\n'),
+                        other => panic!("bad escape {other:?} in a label value: {line:?}"),
+                    },
+                    Some((i, '"')) => break i,
+                    Some((_, c)) => value.push(c),
+                    None => panic!("unterminated label value in {line:?}"),
+                }
+            };
+            out.push((name.to_string(), value));
+            rest = &rest[end + 1..];
+            if let Some(r) = rest.strip_prefix(',') {
+                rest = r;
+            }
+        }
+    }
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut helps: BTreeSet<String> = BTreeSet::new();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut samples: BTreeMap<String, Sample> = BTreeMap::new();
+    let mut seen_series: BTreeSet<(String, Vec<(String, String)>)> = BTreeSet::new();
+    // Histogram series by family and labels without `le`: buckets, sum, count.
+    type Hist = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+    let mut hists: BTreeMap<(String, Vec<(String, String)>), Hist> = BTreeMap::new();
+    let mut enter = |family: &str, current: &mut Option<String>, line: &str| {
+        if current.as_deref() != Some(family) {
+            if let Some(prev) = current.take() {
+                done.insert(prev);
+            }
+            assert!(
+                !done.contains(family),
+                "family {family} appears in two places: {line:?}"
+            );
+            *current = Some(family.to_string());
+        }
+    };
+    for line in text.lines() {
+        assert!(!line.is_empty(), "empty line in the exposition");
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(is_name(name, true), "HELP of {name:?}");
+            assert!(!help.trim().is_empty(), "no help text for {name}");
+            let mut it = help.chars();
+            while let Some(c) = it.next() {
+                if c == '\\' {
+                    assert!(
+                        matches!(it.next(), Some('\\' | 'n')),
+                        "bad escape in HELP: {line:?}"
+                    );
+                }
+            }
+            enter(name, &mut current, line);
+            assert!(helps.insert(name.to_string()), "second HELP for {name}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
+            assert!(is_name(name, true), "TYPE of {name:?}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "type {kind:?}"
+            );
+            enter(name, &mut current, line);
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "second TYPE for {name}"
+            );
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter {name} without _total");
+            } else {
+                assert!(!name.ends_with("_total"), "{kind} {name} ends in _total");
+            }
+            continue;
+        }
+        assert!(!line.starts_with('#'), "stray comment {line:?}");
+        let name_end = line.find(['{', ' ']).expect("a sample has a value");
+        let name = &line[..name_end];
+        assert!(is_name(name, true), "metric name {name:?}");
+        let (mut labels, rest) = labels(line, &line[name_end..]);
+        let value_text = rest
+            .strip_prefix(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value_text = value_text.split(' ').next().unwrap();
+        let value: f64 = match value_text {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("value {v:?} in {line:?}")),
+        };
+        // The family: the name itself, or a histogram's / summary's base name.
+        let family = [
+            name,
+            name.strip_suffix("_bucket").unwrap_or(""),
+            name.strip_suffix("_sum").unwrap_or(""),
+            name.strip_suffix("_count").unwrap_or(""),
+        ]
+        .into_iter()
+        .find(|f| {
+            !f.is_empty()
+                && match types.get(*f).map(String::as_str) {
+                    Some("histogram") => true,
+                    Some("summary") => *f == name || !name.ends_with("_bucket"),
+                    Some(_) => *f == name,
+                    None => false,
+                }
+        })
+        .unwrap_or_else(|| panic!("sample before its family's TYPE: {line:?}"));
+        assert!(helps.contains(family), "sample before its HELP: {line:?}");
+        assert_eq!(
+            current.as_deref(),
+            Some(family),
+            "sample away from its family: {line:?}"
+        );
+        let kind = types[family].clone();
+        let has = |l: &str| labels.iter().any(|(n, _)| n == l);
+        assert!(
+            !has("le") || (kind == "histogram" && name.ends_with("_bucket")),
+            "le outside a histogram's buckets: {line:?}"
+        );
+        assert!(
+            !has("quantile") || (kind == "summary" && name == family),
+            "quantile outside a summary: {line:?}"
+        );
+        if kind == "counter" || name.ends_with("_count") || name.ends_with("_bucket") {
+            assert!(value >= 0.0 && value.fract() == 0.0, "count {line:?}");
+        }
+        labels.sort();
+        assert!(
+            seen_series.insert((name.to_string(), labels.clone())),
+            "series twice: {line:?}"
+        );
+        if kind == "histogram" {
+            let le = labels.iter().position(|(n, _)| n == "le");
+            let le = le.map(|i| labels.remove(i).1);
+            let h = hists.entry((family.to_string(), labels)).or_default();
+            match (name.strip_prefix(family), le) {
+                (Some("_bucket"), Some(le)) => {
+                    let bound = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse()
+                            .unwrap_or_else(|_| panic!("le {le:?} in {line:?}"))
+                    };
+                    h.0.push((bound, value));
+                }
+                (Some("_sum"), None) => h.1 = Some(value),
+                (Some("_count"), None) => h.2 = Some(value),
+                _ => panic!("unexpected histogram sample {line:?}"),
+            }
+        }
+        let kind = if name == family {
+            kind
+        } else {
+            // A histogram's or summary's parts only ever grow, as counters do.
+            "counter".to_string()
+        };
+        samples.insert(
+            line[..line.len() - rest.len()].to_string(),
+            Sample { kind, value },
+        );
+    }
+    for ((family, labels), (buckets, sum, count)) in &hists {
+        let at = format!("{family}{labels:?}");
+        assert!(!buckets.is_empty(), "{at}: no buckets");
+        for w in buckets.windows(2) {
+            assert!(w[0].0 < w[1].0, "{at}: buckets not in increasing le order");
+            assert!(
+                w[0].1 <= w[1].1,
+                "{at}: buckets not cumulative: {buckets:?}"
+            );
+        }
+        let last = buckets.last().unwrap();
+        assert_eq!(last.0, f64::INFINITY, "{at}: no +Inf bucket");
+        assert_eq!(Some(last.1), *count, "{at}: +Inf bucket is not _count");
+        assert!(sum.is_some_and(|s| s >= 0.0), "{at}: no _sum");
+    }
+    samples
+}
+
+/// Counters (and histogram parts) of `after` are at least what they were in `before`, and
+/// every `ringgate_requests_total` series of `before` is still there.
+fn check_counters_did_not_go_down(
+    before: &std::collections::BTreeMap<String, Sample>,
+    after: &std::collections::BTreeMap<String, Sample>,
+) {
+    for (series, b) in before {
+        if b.kind != "counter" {
+            continue;
+        }
+        match after.get(series) {
+            Some(a) => assert!(
+                a.value >= b.value,
+                "{series} went down: {} -> {}",
+                b.value,
+                a.value
+            ),
+            None => assert!(
+                !series.starts_with("ringgate_requests_total"),
+                "{series} ({}) vanished",
+                b.value
+            ),
+        }
+    }
+}
+
+/// `/metrics` is valid exposition text (names, escapes, families, histograms) with
+/// partition names that need escaping, before and after a reload that renames a
+/// partition and removes a server, and no counter goes down across it.
+#[test]
+fn metrics_exposition_is_valid_and_counters_survive_a_reload() {
+    let b1 = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let b2 = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let weird = r#"we\"ird\\name\nx"#;
+    let routes = |name: &str, second: bool| {
+        let plain = if second {
+            format!("[partitions.plain]\nservers = [\"{}\"]\n", b2.addr)
+        } else {
+            String::new()
+        };
+        let servers = if second {
+            format!("\"{}\", \"{}\"", b1.addr, b2.addr)
+        } else {
+            format!("\"{}\"", b1.addr)
+        };
+        format!(
+            "[partitions.\"{name}\"]\nservers = [{servers}]\n{plain}[users]\nalice = \"{name}\"\n{NO_HEALTH}[timeouts]\nclient_header_ms = 300\n"
+        )
+    };
+    let p =
+        common::router::RouterProcess::start("obs-exposition", &routes(weird, true), 2, true, &[]);
+    let traffic = || {
+        for _ in 0..4 {
+            let r =
+                common::client::post_json(p.addr, "/api/spot/v2/order", r#"{"user_id":"alice"}"#);
+            assert_eq!(r.status, 200);
+            assert_eq!(
+                get(p.addr, "/api/spot/user/x", "X-User-Id: bob\r\n").status,
+                200
+            );
+        }
+        let bad = common::client::request(p.addr, b"GET /x y HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(bad.status, 400);
+        let mut slow = common::client::Client::connect(p.addr);
+        slow.send(b"GET /slow HTTP/1.1\r\n");
+        assert_eq!(slow.read_response().status, 408);
+    };
+    traffic();
+    let first = p.admin_get("/metrics").text();
+    let first = check_exposition(&first);
+    let weird_series = first
+        .keys()
+        .find(|k| k.starts_with("ringgate_requests_total{") && k.contains("we\\\"ird"))
+        .unwrap_or_else(|| panic!("no series for the escaped partition: {first:?}"));
+    assert!(
+        weird_series.contains(r#"partition="we\"ird\\name\nx""#),
+        "{weird_series}"
+    );
+
+    // Renamed, one server fewer, and "plain" gone (bob now hashes to the renamed one).
+    p.rewrite(&routes("renamed", false));
+    assert_eq!(p.admin_post("/reload").status, 200);
+    let second = check_exposition(&p.admin_get("/metrics").text());
+    check_counters_did_not_go_down(&first, &second);
+    traffic();
+    let third = check_exposition(&p.admin_get("/metrics").text());
+    check_counters_did_not_go_down(&second, &third);
+    let q = "ringgate_request_duration_seconds_count{class=\"query\"}";
+    assert!(third[q].value >= 8.0, "{q}: {}", third[q].value);
 }
