@@ -188,10 +188,27 @@ impl std::fmt::Write for Bytes<'_> {
 /// a request-controlled value such as a user id must not add fields of its own) with
 /// escapes.
 fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_escaped_from(out, bytes, false);
+}
+
+/// [`push_escaped`] for the method and the target, the fields before the `key=value`
+/// ones: an `=` before the first `/` or `?` is escaped too, so neither can begin like a
+/// field of its own (`status=200`). A valid method has no `=`, and a valid target a `/`
+/// before any.
+fn push_escaped_leading(out: &mut Vec<u8>, bytes: &[u8]) {
+    push_escaped_from(out, bytes, true);
+}
+
+fn push_escaped_from(out: &mut Vec<u8>, bytes: &[u8], mut is_leading: bool) {
     for &b in bytes {
         match b {
             b'"' | b'\\' => {
                 out.push(b'\\');
+                out.push(b);
+            }
+            b'=' if is_leading => out.extend_from_slice(b"\\u003d"),
+            b'/' | b'?' => {
+                is_leading = false;
                 out.push(b);
             }
             0x21..=0x7e => out.push(b),
@@ -234,20 +251,21 @@ fn format_line(out: &mut Vec<u8>, r: &AccessRecord<'_>, format: AccessLogFormat)
     match format {
         AccessLogFormat::Text => {
             let _ = write!(Bytes(out), "{time} {} ", r.client);
-            push_escaped(out, r.method);
+            push_escaped_leading(out, r.method);
             out.push(b' ');
-            push_escaped(out, r.target);
+            push_escaped_leading(out, r.target);
             out.extend_from_slice(b" user=");
             match r.user {
                 Some(u) => push_escaped(out, u),
                 None => out.push(b'-'),
             }
-            let _ = write!(
-                Bytes(out),
-                " class={} partition={} backend=",
-                or_dash(r.class),
-                or_dash(r.partition)
-            );
+            let _ = write!(Bytes(out), " class={} partition=", or_dash(r.class));
+            // A partition name is the config's, but TOML lets it hold spaces and newlines.
+            match r.partition {
+                "" => out.push(b'-'),
+                p => push_escaped(out, p.as_bytes()),
+            }
+            out.extend_from_slice(b" backend=");
             match r.backend {
                 Some(b) => {
                     let _ = write!(Bytes(out), "{b}");

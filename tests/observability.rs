@@ -84,11 +84,18 @@ fn text_access_log_user_id_cannot_forge_fields() {
         b"GET /x user=alice class=command status=200 HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(resp.status, 400);
+    // Nor can a method or target that begins like a field (both refused, and logged).
+    for raw in [
+        &b"status=200 /x HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+        b"GET partition=zone_9 HTTP/1.1\r\nHost: t\r\n\r\n",
+    ] {
+        assert_eq!(common::client::request(r.addr, raw).status, 400);
+    }
     r.drain();
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     for line in lines {
         for key in [
             " user=",
@@ -991,4 +998,71 @@ fn metrics_exposition_is_valid_and_counters_survive_a_reload() {
     check_counters_did_not_go_down(&second, &third);
     let q = "ringgate_request_duration_seconds_count{class=\"query\"}";
     assert!(third[q].value >= 8.0, "{q}: {}", third[q].value);
+}
+
+/// Requests refused early — a bad request line (400), a head not finished in time (408,
+/// logged with the time it took), an oversized head (431), a client gone mid-head (499) —
+/// each have one access log line with their status; a partition name from the config
+/// (spaces, a newline) cannot break a line or add fields of its own either.
+#[test]
+fn early_failures_and_config_names_each_log_one_line() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let path = std::env::temp_dir().join(format!("ringgate-obs-early-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut r = Router::start(&format!(
+        "[partitions.\"zone 1\\nstatus=200 x=\"]\nservers = [\"{}\"]\n{NO_HEALTH}[timeouts]\nclient_header_ms = 300\n[limits]\nmax_head_bytes = 1024\n[log]\naccess_log = \"{}\"\n",
+        b.addr,
+        path.display()
+    ));
+    assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 200);
+    let bad = common::client::request(r.addr, b"GET /x y HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(bad.status, 400);
+    let mut slow = common::client::Client::connect(r.addr);
+    slow.send(b"GET /slow HTTP/1.1\r\n");
+    assert_eq!(slow.read_response().status, 408);
+    let big = format!("GET /big HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(2000));
+    assert_eq!(common::client::request(r.addr, big.as_bytes()).status, 431);
+    let mut gone = common::client::Client::connect(r.addr);
+    gone.send(b"GET /gone HTTP/1.1\r\nHost");
+    gone.reset();
+    common::wait_until(
+        "the reset client's request is counted",
+        std::time::Duration::from_secs(5),
+        || r.metrics().errors_of("client_gone") == 1,
+    );
+    r.drain();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.split(" status=")
+                .nth(1)
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(statuses, ["200", "400", "408", "431", "499"], "{text}");
+    // The 408 came after the header timeout (300 ms), counted from the head's first byte.
+    let micros: u64 = lines[2]
+        .rsplit("duration_us=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(micros >= 250_000, "a 408 logged with duration_us={micros}");
+    for line in &lines {
+        for key in [
+            " user=",
+            " class=",
+            " partition=",
+            " status=",
+            " duration_us=",
+        ] {
+            assert_eq!(line.matches(key).count(), 1, "{key} in {line}");
+        }
+    }
 }

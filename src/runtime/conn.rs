@@ -65,7 +65,15 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
     let mut first = true;
     let end = loop {
         let idle_table = worker.table();
-        let len = match read_head(worker, &mut c, &idle_table.table.settings, first).await {
+        let mut head_deadline = None;
+        let head = read_head(
+            worker,
+            &mut c,
+            &idle_table.table.settings,
+            first,
+            &mut head_deadline,
+        );
+        let len = match head.await {
             Ok(Some(len)) => {
                 super::ring::activity();
                 first = false;
@@ -80,9 +88,15 @@ pub async fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: std::net::Socke
                     ..Outcome::default()
                 };
                 let s = &idle_table.table.settings;
+                // Since the head's first byte (nginx's `$request_time`): a 408 took the
+                // whole header timeout, not no time at all.
+                let elapsed = head_deadline.map_or(Duration::ZERO, |d: Instant| {
+                    let left = d.saturating_duration_since(Instant::now());
+                    s.client_header_timeout.saturating_sub(left)
+                });
                 // The head did not parse: its method is not known.
                 respond_error(&mut c, e, true, false, s.client_body_timeout).await;
-                finish(worker, &idle_table, &c, &outcome, Duration::ZERO);
+                finish(worker, &idle_table, &c, &outcome, elapsed);
                 break End::Lingering;
             }
         };
@@ -413,15 +427,16 @@ fn finish(worker: &Worker, wt: &WorkerTable, c: &Client, outcome: &Outcome, elap
 
 /// Read until the buffer holds a complete head. `Ok(None)`: the connection ended cleanly
 /// (EOF or idle timeout between requests, or the worker is draining). `first`: the
-/// connection's first request (see [`read_idle`]).
+/// connection's first request (see [`read_idle`]). `deadline`: set to the head's
+/// deadline once its first byte is in (`client_header_timeout` after it).
 async fn read_head(
     worker: &Worker,
     c: &mut Client,
     s: &Settings,
     first: bool,
+    deadline: &mut Option<Instant>,
 ) -> Result<Option<usize>, ProxyError> {
     let mut scanner = HeadScanner::new();
-    let mut deadline: Option<Instant> = None;
     // Empty lines before this request, at most [`MAX_LEADING_CRLF_BYTES`] in all; one more
     // is left in the head, which the parser refuses.
     let mut skipped = 0;
@@ -490,7 +505,7 @@ async fn read_head(
             };
         }
         if deadline.is_none() {
-            deadline = Some(timer::deadline_after(s.client_header_timeout));
+            *deadline = Some(timer::deadline_after(s.client_header_timeout));
         }
     }
 }
