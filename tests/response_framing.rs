@@ -732,3 +732,33 @@ fn an_http10_client_is_never_sent_transfer_encoding() {
         );
     }
 }
+
+/// Holding back interim answers (`forward.relay_interim_responses = false`) changes
+/// nothing else: the answer to an HTTP/1.1 client's HEAD keeps its `Transfer-Encoding`,
+/// as the GET's would have it (RFC 9110 §9.3.2). (The switch was read as "an HTTP/1.0
+/// client", whose HEAD answers go without the field.)
+#[test]
+fn holding_back_interim_answers_keeps_a_head_answers_transfer_encoding() {
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/head-te" => {
+            Reply::bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n").interim(
+                "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                Duration::ZERO,
+            )
+        }
+        p => good(p),
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{0}\"\n[partitions.z]\nservers = [\"{0}\"]\n[forward]\nrelay_interim_responses = false\n",
+        b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    c.set_timeout(Duration::from_secs(5));
+    c.send(b"HEAD /head-te HTTP/1.1\r\nHost: t\r\n\r\nGET /good/next HTTP/1.1\r\nHost: t\r\n\r\n");
+    let resp = c.read_head_response();
+    let head = String::from_utf8_lossy(&resp.raw[..resp.head_len]).into_owned();
+    assert!(resp.interim.is_empty(), "held back: {head}");
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{head}");
+    assert_eq!(resp.header("x-a"), Some("1"), "{head}");
+    assert_eq!(c.read_response().text(), "good:/good/next", "out of step");
+}

@@ -164,6 +164,8 @@ struct ReaderIo<'a> {
     /// The client speaks HTTP/1.1 (an HTTP/1.0 client is sent no `1xx`, RFC 9110 15.2) and
     /// `forward.relay_interim_responses` is on.
     takes_interim: bool,
+    /// The client speaks HTTP/1.0 (it is never sent `Transfer-Encoding`, RFC 9112 §6.1).
+    is_http10: bool,
     /// Set while an interim response is being written to the client.
     relaying: &'a Cell<bool>,
 }
@@ -236,6 +238,7 @@ pub async fn run(
         out: &mut c.out,
         response: &mut c.response,
         takes_interim: c.head.minor_version != 0 && s.relay_interim_responses,
+        is_http10: c.head.minor_version == 0,
         relaying: &relaying_interim,
     };
     let marks = Marks {
@@ -471,6 +474,7 @@ async fn read_response_head(
         out,
         response,
         takes_interim,
+        is_http10,
         relaying,
     } = io;
     let mut scanner = HeadScanner::new();
@@ -512,7 +516,7 @@ async fn read_response_head(
                 }
             }
         };
-        parse_response(up_buf, len, is_head_request, !takes_interim, response)?;
+        parse_response(up_buf, len, is_head_request, is_http10, response)?;
         if !response.is_interim() || response.status == 101 {
             return Ok(response.status);
         }
