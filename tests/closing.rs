@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::backend::{Reply, ScriptedBackend};
 use common::client::Client;
 use common::router::Router;
@@ -72,9 +74,12 @@ fn an_oversized_head_is_refused_with_a_clean_close() {
     refused_cleanly(&head, b"", 431);
 }
 
-#[test]
-fn connections_beyond_the_bound_get_503_and_a_clean_close() {
-    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+fn bounded_to_two() -> (ScriptedBackend, Router) {
+    // `/held` is answered late: its connection is busy meanwhile.
+    let b = ScriptedBackend::start(|req| match req.target() {
+        "/held" => Reply::ok("/held").delayed(Duration::from_millis(1500)),
+        t => Reply::ok(t),
+    });
     let r = Router::start_with_listener(
         &format!(
             "default_backend = \"{}\"\n[health]\nenabled = false\n",
@@ -82,7 +87,14 @@ fn connections_beyond_the_bound_get_503_and_a_clean_close() {
         ),
         "max_connections_per_worker = 2",
     );
-    // Two connections take the worker's two places (each served once, then idle).
+    (b, r)
+}
+
+#[test]
+fn connections_beyond_the_bound_get_503_and_a_clean_close() {
+    let (b, r) = bounded_to_two();
+    // Two connections take the worker's two places, each served once and then busy (its
+    // next request in flight): none is idle, none can make room.
     let mut held: Vec<Client> = (0..2)
         .map(|_| {
             let mut c = Client::connect(r.addr);
@@ -90,9 +102,11 @@ fn connections_beyond_the_bound_get_503_and_a_clean_close() {
                 c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
                 200
             );
+            c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
             c
         })
         .collect();
+    b.wait_for_requests(4);
     let mut third = Client::connect(r.addr);
     third.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let resp = third.read_response();
@@ -102,13 +116,53 @@ fn connections_beyond_the_bound_get_503_and_a_clean_close() {
     third.finish_sending();
     third.expect_fin();
     assert_eq!(r.metrics().refused, 1);
+    assert_eq!(r.metrics().reclaimed, 0);
     // The held ones still work.
     for c in &mut held {
-        assert_eq!(
-            c.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
-            200
-        );
+        assert_eq!(c.read_response().body, b"/held");
     }
+}
+
+/// At the bound, the connection idle the longest makes room for a new one, as nginx
+/// reuses its keep-alive connections: it gets a clean close (FIN, nothing after its last
+/// answer), as at its idle timeout, and the newcomer is served. (Idle keep-alive clients
+/// held every place until their idle timeout, a minute by default, while every new client
+/// was refused 503: a few thousand idle connections shut a worker to everyone else.)
+#[test]
+fn an_idle_connection_makes_room_for_a_new_one_at_the_bound() {
+    let (b, r) = bounded_to_two();
+    let mut oldest = Client::connect(r.addr);
+    assert_eq!(
+        oldest.roundtrip(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").body,
+        b"/a"
+    );
+    let mut newer = Client::connect(r.addr);
+    assert_eq!(
+        newer.roundtrip(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").body,
+        b"/b"
+    );
+    let mut third = Client::connect(r.addr);
+    let resp = third.roundtrip(b"GET /c HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, b"/c");
+    oldest.expect_fin();
+    // The others stay.
+    assert_eq!(
+        newer.roundtrip(b"GET /b2 HTTP/1.1\r\nHost: t\r\n\r\n").body,
+        b"/b2"
+    );
+    assert_eq!(
+        third.roundtrip(b"GET /c2 HTTP/1.1\r\nHost: t\r\n\r\n").body,
+        b"/c2"
+    );
+    common::wait_until(
+        "the count is back at the bound",
+        Duration::from_secs(5),
+        || r.metrics().open_connections == 2,
+    );
+    let m = r.metrics();
+    assert_eq!((m.reclaimed, m.refused), (1, 0));
+    assert_eq!(b.request_count(), 5);
 }
 
 #[test]

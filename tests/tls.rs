@@ -510,8 +510,16 @@ fn sessions_resume_after_a_reload_that_changes_no_tls_setting() {
 #[test]
 fn a_tls_client_beyond_the_connection_bound_gets_no_cleartext_http() {
     let cert = TestCert::new("review-bound");
-    let z = demo_backend("z");
-    let routes = format!("default_backend = \"{z}\"\n[health]\nenabled = false\n");
+    // `/held` is answered late: its connection is busy meanwhile (an idle one would make
+    // room for the next).
+    let z = ScriptedBackend::start(|req| match req.target() {
+        "/held" => Reply::ok("held").delayed(Duration::from_millis(1500)),
+        _ => Reply::ok("ok"),
+    });
+    let routes = format!(
+        "default_backend = \"{}\"\n[health]\nenabled = false\n",
+        z.addr
+    );
     let r = Router::start_with_listener(
         &routes,
         &format!(
@@ -524,6 +532,8 @@ fn a_tls_client_beyond_the_connection_bound_gets_no_cleartext_http() {
         first.roundtrip(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").status,
         200
     );
+    first.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n");
+    z.wait_for_requests(2);
     // A second client's ClientHello, over raw TCP so the answer can be seen as sent.
     let config = cert.client_config(TLS13);
     let mut conn = rustls::ClientConnection::new(
@@ -543,6 +553,8 @@ fn a_tls_client_beyond_the_connection_bound_gets_no_cleartext_http() {
         "a TLS client was answered in cleartext: {:?}",
         String::from_utf8_lossy(&got[..got.len().min(60)])
     );
+    assert_eq!(r.metrics().refused, 1);
+    assert_eq!(first.read_response().body, b"held");
 }
 
 #[test]
@@ -596,6 +608,32 @@ fn a_keep_alive_connection_closed_by_the_router_ends_with_close_notify() {
     let (got, end) = read_to_tcp_end(&mut c);
     assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
     assert!(end.is_ok(), "drain: {end:?}");
+}
+
+/// At the worker's connection bound an idle TLS connection makes room for a new one as a
+/// plain one does, and ends as at its idle timeout: `close_notify`, then the TCP end.
+#[test]
+fn an_idle_tls_connection_that_makes_room_at_the_bound_ends_with_close_notify() {
+    let cert = TestCert::new("reclaim-close-notify");
+    let z = demo_backend("z");
+    let routes = format!("default_backend = \"{z}\"\n[health]\nenabled = false\n");
+    let r = Router::start_with_listener(
+        &routes,
+        &format!(
+            "max_connections_per_worker = 1\n{}",
+            tls_listener(&cert, "")
+        ),
+    );
+    let get = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle = TlsClient::connect(r.addr, cert.client_config(TLS13));
+    assert_eq!(idle.roundtrip(get).status, 200);
+    let mut next = TlsClient::connect(r.addr, cert.client_config(TLS12));
+    assert_eq!(next.roundtrip(get).status, 200);
+    let (got, end) = read_to_tcp_end(&mut idle);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(end.is_ok(), "reclaimed: {end:?}");
+    assert_eq!(next.roundtrip(get).status, 200);
+    assert_eq!((r.metrics().reclaimed, r.metrics().refused), (1, 0));
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn render_errors(out: &mut String, snapshots: &[MetricsSnapshot]) {
 }
 
 /// The plain (unlabelled) counters, summed over workers.
-const COUNTERS: [CounterSpec; 16] = [
+const COUNTERS: [CounterSpec; 17] = [
     (
         RETRIES,
         "Queries re-sent to an upstream after a failure.",
@@ -149,6 +149,11 @@ const COUNTERS: [CounterSpec; 16] = [
         CONNECTIONS_REFUSED,
         "Client connections refused at the per-worker bound.",
         |s| s.refused,
+    ),
+    (
+        CONNECTIONS_RECLAIMED,
+        "Idle client connections closed at the per-worker bound to make room for a new one.",
+        |s| s.reclaimed,
     ),
     (
         IDLE_TIMEOUTS,

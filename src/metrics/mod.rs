@@ -100,6 +100,8 @@ pub struct WorkerMetrics {
     pub accepted: Cell<u64>,
     /// Client connections refused at the bound.
     pub refused: Cell<u64>,
+    /// Idle client connections closed at the bound to make room for a new one.
+    pub reclaimed: Cell<u64>,
     /// Keep-alive connections closed by the idle timeout.
     pub idle_timeouts: Cell<u64>,
     /// TLS handshakes that failed or timed out.
@@ -171,6 +173,7 @@ impl WorkerMetrics {
             pool_peeked: Cell::new(0),
             accepted: Cell::new(0),
             refused: Cell::new(0),
+            reclaimed: Cell::new(0),
             idle_timeouts: Cell::new(0),
             tls_handshakes_failed: Cell::new(0),
             spliced_bytes: Cell::new(0),
@@ -339,6 +342,7 @@ impl WorkerMetrics {
             pool_peeked: self.pool_peeked.get(),
             accepted: self.accepted.get(),
             refused: self.refused.get(),
+            reclaimed: self.reclaimed.get(),
             idle_timeouts: self.idle_timeouts.get(),
             tls_handshakes_failed: self.tls_handshakes_failed.get(),
             spliced_bytes: self.spliced_bytes.get(),
@@ -397,6 +401,8 @@ pub struct MetricsSnapshot {
     pub accepted: u64,
     /// Client connections refused.
     pub refused: u64,
+    /// Idle client connections closed at the bound to make room for a new one.
+    pub reclaimed: u64,
     /// Keep-alive connections closed by the idle timeout.
     pub idle_timeouts: u64,
     /// TLS handshakes that failed or timed out.

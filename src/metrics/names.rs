@@ -32,6 +32,9 @@ pub const CONNECTIONS_OPEN: &str = "ringgate_client_connections_open";
 pub const CONNECTIONS_ACCEPTED: &str = "ringgate_client_connections_accepted_total";
 /// Counter: client connections refused at the per-worker bound.
 pub const CONNECTIONS_REFUSED: &str = "ringgate_client_connections_refused_total";
+/// Counter: idle client connections closed at the per-worker bound to make room for a new
+/// one.
+pub const CONNECTIONS_RECLAIMED: &str = "ringgate_client_connections_reclaimed_total";
 /// Counter: keep-alive connections closed by the client idle timeout.
 pub const IDLE_TIMEOUTS: &str = "ringgate_client_idle_timeouts_total";
 /// Counter: client TLS handshakes that failed or timed out.

@@ -208,7 +208,7 @@ async fn handshake(
     let handshake = {
         // (On a failure the socket closes as `accept` returns, just before the guard
         // unregisters it: no other task runs in between, so no drain can shut it.)
-        let _idle = worker.idle_reads.enter(fd);
+        let _idle = worker.idle_reads.enter_handshake(fd);
         // Boxed: the handshake's ~4 KB, 128-byte-aligned future would otherwise sit in
         // every connection task, TLS or not.
         Box::pin(crate::tls::accept(stream, config, timeout)).await

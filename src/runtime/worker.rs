@@ -467,21 +467,14 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) {
     if worker.open_connections.get() >= worker.max_connections {
-        bump(&worker.metrics.refused, 1);
-        let refusing = worker.refusing.get();
-        // A TLS client cannot read a cleartext answer (and a handshake is the work the
-        // bound is there to refuse): closed without one.
-        if refusing >= MAX_REFUSALS_IN_FLIGHT || worker.table().table.listener_tls.is_some() {
-            drop(stream);
+        // The connection idle the longest makes room: it closes at its next turn (until
+        // then the count is over the bound, by the connections still closing).
+        if worker.idle_reads.reclaim_oldest() {
+            bump(&worker.metrics.reclaimed, 1);
+        } else {
+            refuse_at_bound(worker, stream);
             return;
         }
-        worker.refusing.set(refusing + 1);
-        let w = worker.clone();
-        monoio::spawn(async move {
-            super::conn::refuse(stream).await;
-            w.refusing.set(w.refusing.get() - 1);
-        });
-        return;
     }
     bump(&worker.metrics.accepted, 1);
     worker
@@ -493,6 +486,25 @@ fn admit(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: SocketAddr) 
         super::conn::serve(&w, stream, peer).await;
         w.open_connections.set(w.open_connections.get() - 1);
     }));
+}
+
+/// A connection beyond the bound, with none idle to make room: answered `503` and closed
+/// in stages, or closed at once.
+fn refuse_at_bound(worker: &Rc<Worker>, stream: monoio::net::TcpStream) {
+    bump(&worker.metrics.refused, 1);
+    let refusing = worker.refusing.get();
+    // A TLS client cannot read a cleartext answer (and a handshake is the work the bound
+    // is there to refuse): closed without one.
+    if refusing >= MAX_REFUSALS_IN_FLIGHT || worker.table().table.listener_tls.is_some() {
+        drop(stream);
+        return;
+    }
+    worker.refusing.set(refusing + 1);
+    let w = worker.clone();
+    monoio::spawn(async move {
+        super::conn::refuse(stream).await;
+        w.refusing.set(w.refusing.get() - 1);
+    });
 }
 
 /// Close pooled connections that have been idle too long, once a second.
@@ -528,23 +540,46 @@ async fn watch_pools(worker: Rc<Worker>) {
 /// A drain wakes them by shutting each socket's reading side: the pending read ends with
 /// EOF and the connection closes quietly. Cheaper on every request than a cancellable
 /// read, whose registration hashes into a set (monoio's cancel bookkeeping).
+///
+/// At the worker's connection bound the one idle the longest is closed the same way to
+/// make room for a new connection ([`IdleReads::reclaim_oldest`]), as nginx reuses its
+/// keep-alive connections: an idle connection has no request to lose, and a client must
+/// be ready for the close of one anyway (its keep-alive timeout). A TLS handshake under
+/// way is registered too (a drain ends it) but is not idle: it is never reclaimed.
 #[derive(Default)]
 pub struct IdleReads {
-    slots: RefCell<Vec<RawFd>>,
+    /// Socket (-1: free, or already shut) and when it went idle, in registrations.
+    slots: RefCell<Vec<(RawFd, u64)>>,
     free: RefCell<Vec<usize>>,
+    /// Registrations so far: the age order of the idle ones.
+    entered: Cell<u64>,
 }
 
+/// The registration order of a socket that is never reclaimed.
+const NOT_IDLE: u64 = u64::MAX;
+
 impl IdleReads {
-    /// Register `fd` until the guard is dropped.
+    /// Register an idle connection's socket `fd` until the guard is dropped.
     pub fn enter(&self, fd: RawFd) -> IdleRead<'_> {
+        let n = self.entered.get();
+        self.entered.set(n + 1);
+        self.register(fd, n)
+    }
+
+    /// Register the socket `fd` of a TLS handshake under way, for a drain to wake only.
+    pub fn enter_handshake(&self, fd: RawFd) -> IdleRead<'_> {
+        self.register(fd, NOT_IDLE)
+    }
+
+    fn register(&self, fd: RawFd, since: u64) -> IdleRead<'_> {
         let slot = match self.free.borrow_mut().pop() {
             Some(slot) => {
-                self.slots.borrow_mut()[slot] = fd;
+                self.slots.borrow_mut()[slot] = (fd, since);
                 slot
             }
             None => {
                 let mut slots = self.slots.borrow_mut();
-                slots.push(fd);
+                slots.push((fd, since));
                 slots.len() - 1
             }
         };
@@ -553,11 +588,30 @@ impl IdleReads {
 
     /// Shut the reading side of every registered socket.
     pub fn wake_all(&self) {
-        for &fd in self.slots.borrow().iter().filter(|&&fd| fd >= 0) {
+        for &(fd, _) in self.slots.borrow().iter().filter(|s| s.0 >= 0) {
             // SAFETY: a registered fd belongs to a connection whose read is pending on this
             // thread (the guard unregisters it before the connection can close it).
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
+    }
+
+    /// Shut the reading side of the connection idle the longest (it closes quietly at its
+    /// next turn, as at its idle timeout); false when none is idle. A scan of the slots:
+    /// only at the connection bound.
+    pub fn reclaim_oldest(&self) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        let oldest = slots
+            .iter_mut()
+            .filter(|s| s.0 >= 0 && s.1 != NOT_IDLE)
+            .min_by_key(|s| s.1);
+        let Some(s) = oldest else {
+            return false;
+        };
+        // SAFETY: as in `wake_all`.
+        unsafe { libc::shutdown(s.0, libc::SHUT_RD) };
+        // Not picked again; its guard still frees the slot.
+        s.0 = -1;
+        true
     }
 }
 
@@ -569,7 +623,51 @@ pub struct IdleRead<'a> {
 
 impl Drop for IdleRead<'_> {
     fn drop(&mut self) {
-        self.reads.slots.borrow_mut()[self.slot] = -1;
+        self.reads.slots.borrow_mut()[self.slot].0 = -1;
         self.reads.free.borrow_mut().push(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::IdleReads;
+
+    /// Whether `s`'s reading side was shut: a read ends at once, with nothing.
+    fn is_shut(mut s: &UnixStream) -> bool {
+        s.set_nonblocking(true).unwrap();
+        match s.read(&mut [0u8; 8]) {
+            Ok(0) => true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            other => panic!("unexpected read: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_connection_idle_the_longest_is_reclaimed_first_and_a_handshake_never() {
+        let pairs: Vec<_> = (0..4).map(|_| UnixStream::pair().unwrap()).collect();
+        let [handshake, older, newer, later] = [0, 1, 2, 3].map(|i| &pairs[i].0);
+        let reads = IdleReads::default();
+        let _h = reads.enter_handshake(handshake.as_raw_fd());
+        let _o = reads.enter(older.as_raw_fd());
+        let n = reads.enter(newer.as_raw_fd());
+        assert!(reads.reclaim_oldest());
+        assert!(is_shut(older));
+        assert!(!is_shut(newer));
+        // The newer one is served and goes idle again after a later one (its slot
+        // reused): now it is the youngest.
+        drop(n);
+        let _l = reads.enter(later.as_raw_fd());
+        let _n = reads.enter(newer.as_raw_fd());
+        assert!(reads.reclaim_oldest());
+        assert!(is_shut(later) && !is_shut(newer));
+        assert!(reads.reclaim_oldest());
+        assert!(is_shut(newer));
+        // Only the handshake is left.
+        assert!(!reads.reclaim_oldest());
+        assert!(!is_shut(handshake));
     }
 }

@@ -58,6 +58,7 @@ pub struct RouterMetrics {
     pub open_connections: usize,
     pub accepted: u64,
     pub refused: u64,
+    pub reclaimed: u64,
     pub tls_handshakes_failed: u64,
     /// Upstream connections taken from a pool.
     pub pool_reused: u64,
@@ -210,6 +211,7 @@ impl Router {
             open_connections: snaps.iter().map(|s| s.open_connections).sum(),
             accepted: snaps.iter().map(|s| s.accepted).sum(),
             refused: snaps.iter().map(|s| s.refused).sum(),
+            reclaimed: snaps.iter().map(|s| s.reclaimed).sum(),
             tls_handshakes_failed: snaps.iter().map(|s| s.tls_handshakes_failed).sum(),
             pool_reused: snaps.iter().map(|s| s.pool_reused).sum(),
             pool_peeked: snaps.iter().map(|s| s.pool_peeked).sum(),
