@@ -189,3 +189,68 @@ fn a_body_that_will_be_refused_is_not_invited_with_100_continue() {
     assert_eq!(c.read_response().status, 200);
     assert_eq!(b.request_count(), 1);
 }
+
+/// An error answer in the middle of a pipeline: the requests before it are answered, and
+/// the ones behind it either all get their answers in order (a refusal that keeps the
+/// connection: 400 for want of a user id, 429, 503) or none is forwarded and the error
+/// says `Connection: close`, then a clean FIN with nothing after it (400 for bad framing,
+/// 413, 431, 502, 504): never lost silently on a connection that stays, never answered
+/// out of order.
+#[test]
+fn an_error_answer_in_a_pipeline_keeps_or_closes_the_connection_as_it_says() {
+    let b = ScriptedBackend::start(|req| match req.path() {
+        "/reset" => Reply::reset(),
+        "/hang" => Reply::hang(),
+        p => Reply::ok(p),
+    });
+    let drained = ScriptedBackend::start(|_| Reply::ok("drained"));
+    let r = Router::start(&format!(
+        "[partitions.z]\nservers = [\"{}\"]\n[partitions.d]\nservers = [\"{}\"]\n[users]\nalice = \"z\"\ndora = \"d\"\n[health]\nenabled = false\n[timeouts]\nupstream_response_ms = 300\n[rate_limit.users.rita]\nqueries = 1\n",
+        b.addr, drained.addr
+    ));
+    r.set_drained(drained.addr, true);
+    let get =
+        |path: &str, user: &str| format!("GET {path}?user_id={user} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let rita = get("/rita", "rita");
+    let cases: [(&str, String, u16, bool); 8] = [
+        ("no user id", "GET /nobody HTTP/1.1\r\nHost: t\r\n\r\n".into(), 400, true),
+        ("rate limit", format!("{rita}{rita}{rita}"), 429, true),
+        ("no server", get("/d", "dora"), 503, true),
+        ("bad framing", "POST /x?user_id=alice HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx".into(), 400, false),
+        ("body too large", format!("POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n\r\n{}", " ".repeat(70000)), 413, false),
+        ("head too large", format!("GET /x?user_id=alice HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n", "p".repeat(20000)), 431, false),
+        ("upstream reset", "POST /reset HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\nContent-Length: 2\r\n\r\nhi".into(), 502, false),
+        ("upstream timeout", get("/hang", "alice"), 504, false),
+    ];
+    for (n, (what, bad, status, keeps)) in cases.into_iter().enumerate() {
+        let before = format!("/before/{n}");
+        let after = format!("/after/{n}");
+        let mut c = Client::connect(r.addr);
+        c.send(format!("{}{bad}{}", get(&before, "alice"), get(&after, "alice")).as_bytes());
+        assert_eq!(c.read_response().body, before.as_bytes(), "{what}");
+        let mut resp = c.read_response();
+        if what == "rate limit" {
+            // Her burst first (its size is the limiter's business), then her refusals.
+            let mut statuses = vec![resp.status];
+            while statuses.len() < 3 {
+                resp = c.read_response();
+                statuses.push(resp.status);
+            }
+            assert!(statuses.is_sorted() && statuses[0] == 200, "{statuses:?}");
+        }
+        assert_eq!(resp.status, status, "{what}: {}", resp.text());
+        if keeps {
+            assert_eq!(resp.header("connection"), None, "{what}");
+            assert_eq!(c.read_response().body, after.as_bytes(), "{what}");
+            c.expect_open_for(Duration::from_millis(50));
+        } else {
+            assert_eq!(resp.header("connection"), Some("close"), "{what}");
+            c.expect_fin();
+            assert!(
+                b.requests().iter().all(|r| r.path() != after),
+                "{what}: a request behind a closing answer was forwarded"
+            );
+        }
+    }
+    assert_eq!(drained.request_count(), 0);
+}

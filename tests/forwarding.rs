@@ -54,6 +54,120 @@ fn pipelined_requests_answer_in_order() {
     }
 }
 
+/// A backend that answers each request with its method, target and body framing (`HEAD`
+/// with a `Content-Length` and no body); paths with `slow` wait a little first, paths with
+/// `hints` get a `103` before the answer.
+fn describing_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|req| {
+        if req.method() == "HEAD" {
+            return Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length: 123\r\n\r\n");
+        }
+        let framing = req
+            .header("content-length")
+            .or(req.header("transfer-encoding"))
+            .unwrap_or_default();
+        let reply = Reply::ok(format!("{} {} {framing}", req.method(), req.target()));
+        if req.target().contains("slow") {
+            reply.delayed(Duration::from_millis(5))
+        } else if req.target().contains("hints") {
+            reply.interim(
+                "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                Duration::ZERO,
+            )
+        } else {
+            reply
+        }
+    })
+}
+
+/// One hundred requests in one write — Commands and Queries, with and without bodies
+/// (length and chunked), HEAD, answers preceded by a `103`, for users of two partitions —
+/// then a half-close: every answer comes once, in order, then a clean FIN; each partition's
+/// server saw its own requests, each once, in order.
+#[test]
+fn a_hundred_pipelined_requests_to_two_partitions_are_answered_in_order_once() {
+    let (a, b) = (describing_backend(), describing_backend());
+    let r = Router::start(&format!(
+        "[partitions.za]\nservers = [\"{}\"]\n[partitions.zb]\nservers = [\"{}\"]\n[users]\nalice = \"za\"\nbob = \"zb\"\n[health]\nenabled = false\n",
+        a.addr, b.addr
+    ));
+    let mut c = Client::connect(r.addr);
+    let (mut batch, mut want, mut sent_to) = (Vec::new(), Vec::new(), [Vec::new(), Vec::new()]);
+    for i in 0..100 {
+        let (user, side) = if i % 2 == 0 { ("alice", 0) } else { ("bob", 1) };
+        let (raw, answer) = match i % 6 {
+            0 => {
+                let body = format!(r#"{{"user_id":"{user}","n":{i}}}"#);
+                let target = format!("/api/spot/v2/order/{i}");
+                (
+                    format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+                    format!("POST {target} {}", body.len()),
+                )
+            }
+            1 => {
+                let target = format!("/api/spot/user/q/{i}?user_id={user}");
+                (
+                    format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n"),
+                    format!("GET {target} "),
+                )
+            }
+            2 => {
+                let target = format!("/api/spot/user/slow/{i}");
+                (
+                    format!("GET {target} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n"),
+                    format!("GET {target} "),
+                )
+            }
+            3 => (
+                format!(
+                    "HEAD /api/spot/user/h/{i} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n"
+                ),
+                String::new(),
+            ),
+            4 => {
+                let target = format!("/api/spot/v2/c/{i}");
+                (
+                    format!("POST {target} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+                    format!("POST {target} chunked"),
+                )
+            }
+            _ => {
+                let target = format!("/api/spot/user/hints/{i}");
+                (
+                    format!("GET {target} HTTP/1.1\r\nHost: t\r\nX-User-Id: {user}\r\n\r\n"),
+                    format!("GET {target} "),
+                )
+            }
+        };
+        let target = raw.split(' ').nth(1).unwrap().to_string();
+        batch.extend_from_slice(raw.as_bytes());
+        want.push(answer);
+        sent_to[side].push(target);
+    }
+    c.send(&batch);
+    c.finish_sending();
+    for (i, answer) in want.iter().enumerate() {
+        if answer.is_empty() {
+            let resp = c.read_head_response();
+            assert_eq!(resp.status, 200, "request {i}");
+            assert_eq!(resp.header("content-length"), Some("123"), "request {i}");
+        } else {
+            let resp = c.read_response();
+            assert_eq!(resp.text(), *answer, "request {i}");
+            assert_eq!(resp.interim.len(), usize::from(answer.contains("hints")));
+        }
+    }
+    c.expect_fin();
+    for (backend, targets) in [(&a, &sent_to[0]), (&b, &sent_to[1])] {
+        let seen: Vec<String> = backend
+            .requests()
+            .iter()
+            .map(|r| r.target().to_string())
+            .collect();
+        assert_eq!(&seen, targets);
+    }
+}
+
 #[test]
 fn chunked_request_with_user_in_body_and_chunked_response() {
     let (r, _) = one_backend("");
