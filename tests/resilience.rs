@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::{Ending, Reply, Request, ScriptedBackend};
-use common::client::{get, request, Client, Failure};
+use common::client::{get, post_json, request, Client, Failure};
 use common::router::{demo_backend, exchange_large_bodies, Router, RouterProcess};
 use common::wait_until;
 
@@ -1079,5 +1079,55 @@ fn a_reload_that_turns_the_breaker_off_closes_the_open_circuits() {
         get(r.addr, "/q", "X-User-Id: u\r\n").status,
         500,
         "traffic flows"
+    );
+}
+
+/// A server marked down that comes back is a new server as far as its old connections go:
+/// the host that held them rebooted, or its address moved to a standby (a VIP failover),
+/// and the kernel now answering there resets any connection it does not know. None of
+/// them told the router (no FIN, no RST while idle), so the connection pooled before the
+/// outage looks alive; a Command sent on it meets a reset before any answer and cannot be
+/// sent again (502). A server's return must not be greeted with such failures: connections
+/// pooled before it was marked down are not used once it is back.
+#[test]
+fn a_server_back_after_being_marked_down_gets_no_request_on_a_connection_pooled_before() {
+    // 0: up; 1: gone (its probes hang until they time out); 2: back as a new host, which
+    // resets the connections accepted before (`restart_at`: the first one it accepted).
+    let phase = Arc::new(AtomicUsize::new(0));
+    let restart_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let (p, first_new) = (phase.clone(), restart_at.clone());
+    let b = ScriptedBackend::start(move |req| {
+        let is_probe = req.path() == "/healthz";
+        match p.load(Ordering::SeqCst) {
+            1 if is_probe => Reply::hang(),
+            2 if req.conn < first_new.load(Ordering::SeqCst) => Reply::reset(),
+            _ if is_probe => Reply::ok(""),
+            _ => Reply::ok("{\"done\":true}"),
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n\
+         [health]\ninterval_ms = 50\ntimeout_ms = 100\nfall = 2\nrise = 2\nhttp_path = \"/healthz\"\n",
+        b.addr
+    ));
+    let order = "{\"user_id\":\"u\",\"id\":\"o1\"}";
+    assert_eq!(post_json(r.addr, "/api/spot/v2/order", order).status, 200);
+    assert_eq!(r.metrics().pool_idle, 1, "its connection is pooled");
+    phase.store(1, Ordering::SeqCst);
+    wait_until("the server marked down", Duration::from_secs(5), || {
+        !r.backend_available(b.addr)
+    });
+    restart_at.store(b.accepted(), Ordering::SeqCst);
+    phase.store(2, Ordering::SeqCst);
+    wait_until("the server marked up again", Duration::from_secs(5), || {
+        r.backend_available(b.addr)
+    });
+    let order = "{\"user_id\":\"u\",\"id\":\"o2\"}";
+    let resp = post_json(r.addr, "/api/spot/v2/order", order);
+    assert_eq!(
+        resp.status,
+        200,
+        "the Command went out on a connection pooled before the outage: {}",
+        resp.text()
     );
 }

@@ -41,7 +41,9 @@ pub enum Circuit {
 pub struct Backend {
     /// Its address.
     pub addr: SocketAddr,
-    health: CachePadded<AtomicU8>,
+    /// [`Health`] in the low bit; above it, how many times it changed (see
+    /// [`Backend::health_changes`]). One word, so a worker reads both with the one load.
+    health: CachePadded<AtomicU32>,
     circuit: CachePadded<AtomicU8>,
     drained: CachePadded<AtomicBool>,
     /// Consecutive failures seen by workers (passive checks).
@@ -59,7 +61,7 @@ impl Backend {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            health: CachePadded::new(AtomicU8::new(Health::Up as u8)),
+            health: CachePadded::new(AtomicU32::new(Health::Up as u32)),
             circuit: CachePadded::new(AtomicU8::new(Circuit::Closed as u8)),
             drained: CachePadded::new(AtomicBool::new(false)),
             consecutive_failures: CachePadded::new(AtomicU32::new(0)),
@@ -72,16 +74,30 @@ impl Backend {
     /// Active health.
     #[inline]
     pub fn health(&self) -> Health {
-        if self.health.load(Ordering::Relaxed) == Health::Up as u8 {
+        if self.health.load(Ordering::Relaxed) & 1 == Health::Up as u32 {
             Health::Up
         } else {
             Health::Down
         }
     }
 
-    /// Set active health (health checker only).
+    /// How many times its active health changed. A connection pooled under another count
+    /// predates the server's last fall or return, and is not used after it (see
+    /// [`crate::upstream::pool::Pools::take`]): a server that comes back may be another
+    /// host (a reboot, an address moved to a standby) that resets the connections it
+    /// never knew, without a word while they sat idle.
+    #[inline]
+    pub fn health_changes(&self) -> u32 {
+        self.health.load(Ordering::Relaxed) >> 1
+    }
+
+    /// Set active health (health checker, or the control plane once it has stopped it).
     pub fn set_health(&self, h: Health) {
-        self.health.store(h as u8, Ordering::Relaxed);
+        let _ = self
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                (v & 1 != h as u32).then(|| ((v >> 1).wrapping_add(1) << 1) | h as u32)
+            });
     }
 
     /// Circuit state.
@@ -207,6 +223,19 @@ impl BackendRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_changes_are_counted() {
+        let b = Backend::new("127.0.0.1:1".parse().unwrap());
+        assert_eq!((b.health(), b.health_changes()), (Health::Up, 0));
+        b.set_health(Health::Up);
+        assert_eq!(b.health_changes(), 0, "no change, not counted");
+        b.set_health(Health::Down);
+        assert_eq!((b.health(), b.health_changes()), (Health::Down, 1));
+        b.set_health(Health::Down);
+        b.set_health(Health::Up);
+        assert_eq!((b.health(), b.health_changes()), (Health::Up, 2));
+    }
 
     #[test]
     fn registry_keeps_identity() {

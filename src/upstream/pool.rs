@@ -14,6 +14,8 @@
 //!   after the fact: [`Untouched`] says whether the server took any of the request.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep;
 //!   so are those older than their server's own `Keep-Alive: timeout=N` less a margin.
+//! - A connection pooled before its server's active health last changed is closed on
+//!   take, never used: a server back from down may be another host that resets it.
 //! - Where the ring reports it without a syscall (a multishot reader), a connection on
 //!   which anything arrives while idle is closed then ([`Pools::retire_heard`]): a
 //!   server's close is answered at once instead of holding the socket half-closed until
@@ -202,6 +204,9 @@ pub fn acked_bytes(fd: RawFd) -> Option<u64> {
 struct Idle {
     conn: Box<UpstreamConn>,
     since: Instant,
+    /// Its server's [`Backend::health_changes`](crate::upstream::backend::Backend::health_changes)
+    /// when it was pooled.
+    health_changes: u32,
     /// How long this one may stay idle, when its server said it closes sooner than
     /// `idle_timeout` (see [`Pools::put`]).
     limit: Option<Duration>,
@@ -332,12 +337,15 @@ impl Pools {
     }
 
     /// An idle, live connection to backend `b` of table `version`, if any. A request that
-    /// started on an older table gets none (its backend indices mean other servers now).
-    /// `peeked` counts the candidates that needed a syscall to tell.
+    /// started on an older table gets none (its backend indices mean other servers now),
+    /// and neither do connections pooled before the server's health last changed
+    /// (`health_changes`: its count now). `peeked` counts the candidates that needed a
+    /// syscall to tell.
     pub fn take(
         &mut self,
         b: u16,
         version: u64,
+        health_changes: u32,
         now: Instant,
         idle_timeout: Duration,
         peeked: &Cell<u64>,
@@ -353,7 +361,7 @@ impl Pools {
                 stack.clear();
                 return None;
             }
-            if idle.limit.is_some_and(|l| age >= l) {
+            if idle.limit.is_some_and(|l| age >= l) || idle.health_changes != health_changes {
                 continue;
             }
             let Some(known_idle) = idle.conn.rd.check_out() else {
@@ -385,10 +393,12 @@ impl Pools {
     /// The connection is taken no later than [`SERVER_TIMEOUT_MARGIN`] before that, so a
     /// request does not race the server's close (a close that crosses a request on the way
     /// is a 502 for a Command); with less than the margin left it is not kept at all.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         b: u16,
         version: u64,
+        health_changes: u32,
         mut conn: Box<UpstreamConn>,
         now: Instant,
         max_idle: usize,
@@ -411,6 +421,7 @@ impl Pools {
                 stack.push(Idle {
                     conn,
                     since: now,
+                    health_changes,
                     limit,
                 });
             }
@@ -667,7 +678,7 @@ mod ring_tests {
             monoio::uring_ext::submit_now().unwrap();
             let mut pools = Pools::new([(addr, None)], 1);
             let now = Instant::now();
-            pools.put(0, 1, conn, now, 8, None);
+            pools.put(0, 1, 0, conn, now, 8, None);
             // The server speaks out of turn while the connection is pooled.
             let stray = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray";
             // SAFETY: a send from a live buffer on the test's own socket.
@@ -683,7 +694,7 @@ mod ring_tests {
                 std::thread::yield_now();
             }
             let peeked = Cell::new(0);
-            let taken = pools.take(0, 1, now, Duration::from_secs(30), &peeked);
+            let taken = pools.take(0, 1, 0, now, Duration::from_secs(30), &peeked);
             if let Some(mut conn) = taken {
                 let (res, buf) = conn.rd.read(Vec::with_capacity(256)).await;
                 panic!(
@@ -860,7 +871,7 @@ mod count_tests {
             let conn = connect(a, Duration::from_secs(5), None, slot)
                 .await
                 .unwrap_or_else(|e| panic!("connect: {e}"));
-            p.put(0, 1, conn, Instant::now(), 8, None);
+            p.put(0, 1, 0, conn, Instant::now(), 8, None);
             let in_flight = p.reserve(0, 1, a, 2).unwrap();
             assert_eq!(open(&p, a), (2, 0));
             assert!(p.reserve(0, 1, a, 2).is_none(), "at the bound");

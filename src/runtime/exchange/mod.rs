@@ -445,13 +445,14 @@ async fn checkout(
         if connect_failed {
             bump(&worker.metrics.failovers, 1);
         }
+        let b = &*wt.table.backends[backend as usize];
         if !fresh_only {
-            if let Some(conn) = worker.take_upstream(backend, wt.table.version, s) {
+            let version = wt.table.version;
+            if let Some(conn) = worker.take_upstream(backend, version, b.health_changes(), s) {
                 bump(&worker.metrics.pool_reused, 1);
                 return Ok((backend, pos, admission, conn));
             }
         }
-        let b = &*wt.table.backends[backend as usize];
         let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
             Some(left) if left.is_zero() => {
                 release_probe(b, s.circuit.as_ref(), admission);

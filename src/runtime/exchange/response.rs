@@ -177,7 +177,8 @@ pub async fn relay(
     if reusable && sent == Sent::Whole && req.keeps_upstream {
         // The server's keep-alive clock started after it answered: after the request.
         let keep_alive = c.response.keep_alive_timeout;
-        worker.return_upstream(backend, version, up, keep_alive, c.started);
+        let changes = b.health_changes();
+        worker.return_upstream(backend, version, changes, up, keep_alive, c.started);
     } else {
         drop(up);
     }
