@@ -1112,7 +1112,9 @@ fn a_server_back_after_being_marked_down_gets_no_request_on_a_connection_pooled_
     ));
     let order = "{\"user_id\":\"u\",\"id\":\"o1\"}";
     assert_eq!(post_json(r.addr, "/api/spot/v2/order", order).status, 200);
-    assert_eq!(r.metrics().pool_idle, 1, "its connection is pooled");
+    wait_until("its connection pooled", Duration::from_secs(5), || {
+        r.metrics().pool_idle == 1
+    });
     phase.store(1, Ordering::SeqCst);
     wait_until("the server marked down", Duration::from_secs(5), || {
         !r.backend_available(b.addr)
@@ -1129,5 +1131,73 @@ fn a_server_back_after_being_marked_down_gets_no_request_on_a_connection_pooled_
         200,
         "the Command went out on a connection pooled before the outage: {}",
         resp.text()
+    );
+}
+
+/// The same for a server the circuit breaker ejected (active checks off): once its
+/// cool-down is over, the half-open probe — a Command here — must not go out on a
+/// connection pooled before the circuit opened. On one the new host resets, the probe got
+/// a 502 and the circuit opened again for another cool-down, once per such connection.
+#[test]
+fn a_half_open_probe_does_not_use_a_connection_pooled_before_the_circuit_opened() {
+    // 0: up (answers once three Commands are in, so they open three connections);
+    // 1: gone (answers nothing); 2: back as a new host, which resets the connections it
+    // accepted before (`restart_at`: the first one it accepted).
+    let phase = Arc::new(AtomicUsize::new(0));
+    let restart_at = Arc::new(AtomicUsize::new(usize::MAX));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (p, first_new) = (phase.clone(), restart_at.clone());
+    let b = ScriptedBackend::start(move |req| match p.load(Ordering::SeqCst) {
+        0 => {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            wait_until("three Commands in", Duration::from_secs(5), || {
+                arrived.load(Ordering::SeqCst) >= 3
+            });
+            Reply::ok("{\"done\":true}")
+        }
+        1 => Reply::hang(),
+        _ if req.conn < first_new.load(Ordering::SeqCst) => Reply::reset(),
+        _ => Reply::ok("{\"done\":true}"),
+    });
+    let cooldown = Duration::from_millis(300);
+    let r = Router::start(&format!(
+        "default_backend = \"z\"\n[partitions.z]\nservers = [\"{}\"]\n\
+         [timeouts]\nupstream_response_ms = 300\n[health]\nenabled = false\n\
+         [circuit]\nconsecutive_failures = 2\ncooldown_ms = {}\n",
+        b.addr,
+        cooldown.as_millis()
+    ));
+    let order = |id: usize| {
+        let addr = r.addr;
+        let body = format!("{{\"user_id\":\"u\",\"id\":\"o{id}\"}}");
+        std::thread::spawn(move || post_json(addr, "/api/spot/v2/order", &body).status)
+    };
+    let first: Vec<_> = (0..3).map(order).collect();
+    for t in first {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    wait_until("three connections pooled", Duration::from_secs(5), || {
+        r.metrics().pool_idle == 3
+    });
+    // The server goes: two Queries time out on two of them, and its circuit opens.
+    phase.store(1, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(get(r.addr, "/q", "X-User-Id: u\r\n").status, 504);
+    }
+    assert!(!r.backend_available(b.addr), "circuit open");
+    restart_at.store(b.accepted(), Ordering::SeqCst);
+    phase.store(2, Ordering::SeqCst);
+    wait_until("the cool-down passes", Duration::from_secs(5), || {
+        r.backend_available(b.addr)
+    });
+    let status = order(3).join().unwrap();
+    assert_eq!(
+        status, 200,
+        "the half-open probe went out on a connection pooled before the circuit opened"
+    );
+    assert_eq!(
+        r.circuit_transitions(b.addr),
+        (1, 1, 1),
+        "its probe closed it"
     );
 }

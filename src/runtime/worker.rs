@@ -293,19 +293,20 @@ impl Worker {
     }
 
     /// A pooled connection to backend `b` of table `version`, if one is idle and alive and
-    /// was pooled since its server's health last changed (`health_changes`: the count
-    /// now). Idle times are seconds: the coarse clock (no TSC read) measures them.
+    /// was pooled in the server's epoch `pool_epoch` (its epoch now: see
+    /// [`crate::upstream::backend::Backend::pool_epoch`]). Idle times are seconds: the
+    /// coarse clock (no TSC read) measures them.
     pub fn take_upstream(
         &self,
         b: u16,
         version: u64,
-        health_changes: u32,
+        pool_epoch: u32,
         s: &Settings,
     ) -> Option<Box<UpstreamConn>> {
         self.pools.borrow_mut().take(
             b,
             version,
-            health_changes,
+            pool_epoch,
             timer::coarse_now(),
             s.pool_idle_timeout,
             &self.metrics.pool_peeked,
@@ -321,15 +322,14 @@ impl Worker {
         self.pools.borrow_mut().reserve(b, table.version, addr, max)
     }
 
-    /// Return a connection to the pool after a clean exchange, its server's health having
-    /// changed `health_changes` times. `server_timeout` is the answer's
-    /// `Keep-Alive: timeout`, counted from `asked_at`, an instant before the server can
-    /// have answered (see [`Pools::put`]).
+    /// Return a connection to the pool after a clean exchange, in its server's epoch
+    /// `pool_epoch`. `server_timeout` is the answer's `Keep-Alive: timeout`, counted from
+    /// `asked_at`, an instant before the server can have answered (see [`Pools::put`]).
     pub fn return_upstream(
         &self,
         b: u16,
         version: u64,
-        health_changes: u32,
+        pool_epoch: u32,
         conn: Box<UpstreamConn>,
         server_timeout: Option<Duration>,
         asked_at: Instant,
@@ -340,7 +340,7 @@ impl Worker {
             server_timeout.map(|t| t.saturating_sub(now.saturating_duration_since(asked_at)));
         self.pools
             .borrow_mut()
-            .put(b, version, health_changes, conn, now, max, left);
+            .put(b, version, pool_epoch, conn, now, max, left);
     }
 
     /// Relay options for one direction: this worker's pipes and splice counter.

@@ -41,8 +41,8 @@ pub enum Circuit {
 pub struct Backend {
     /// Its address.
     pub addr: SocketAddr,
-    /// [`Health`] in the low bit; above it, how many times it changed (see
-    /// [`Backend::health_changes`]). One word, so a worker reads both with the one load.
+    /// [`Health`] in the low bit; above it, the pool epoch (see [`Backend::pool_epoch`]).
+    /// One word, so a worker reads both with the one load.
     health: CachePadded<AtomicU32>,
     circuit: CachePadded<AtomicU8>,
     drained: CachePadded<AtomicBool>,
@@ -81,17 +81,18 @@ impl Backend {
         }
     }
 
-    /// How many times its active health changed. A connection pooled under another count
-    /// predates the server's last fall or return, and is not used after it (see
-    /// [`crate::upstream::pool::Pools::take`]): a server that comes back may be another
-    /// host (a reboot, an address moved to a standby) that resets the connections it
-    /// never knew, without a word while they sat idle.
+    /// Advanced whenever its active health changes and whenever its circuit opens. A
+    /// connection pooled in another epoch predates the server's last fall or return, and
+    /// is not used after it (see [`crate::upstream::pool::Pools::take`]): a server that
+    /// comes back may be another host (a reboot, an address moved to a standby) that
+    /// resets the connections it never knew, without a word while they sat idle.
     #[inline]
-    pub fn health_changes(&self) -> u32 {
+    pub fn pool_epoch(&self) -> u32 {
         self.health.load(Ordering::Relaxed) >> 1
     }
 
-    /// Set active health (health checker, or the control plane once it has stopped it).
+    /// Set active health (health checker, or the control plane once it has stopped it);
+    /// a change advances the pool epoch.
     pub fn set_health(&self, h: Health) {
         let _ = self
             .health
@@ -118,7 +119,7 @@ impl Backend {
             _ => Circuit::HalfOpen,
         };
         if prev != c {
-            self.transitions[c as usize].fetch_add(1, Ordering::Relaxed);
+            self.count_transition(c);
         }
         prev
     }
@@ -130,9 +131,18 @@ impl Backend {
             .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         if moved && from != to {
-            self.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
+            self.count_transition(to);
         }
         moved
+    }
+
+    /// Count a circuit transition into `to`; an opening also advances the pool epoch.
+    fn count_transition(&self, to: Circuit) {
+        self.transitions[to as usize].fetch_add(1, Ordering::Relaxed);
+        if to == Circuit::Open {
+            // Above the health bit, which stays as it is.
+            self.health.fetch_add(2, Ordering::Relaxed);
+        }
     }
 
     /// Transition counts by target state label.
@@ -225,16 +235,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn health_changes_are_counted() {
+    fn health_changes_and_circuit_openings_advance_the_pool_epoch() {
         let b = Backend::new("127.0.0.1:1".parse().unwrap());
-        assert_eq!((b.health(), b.health_changes()), (Health::Up, 0));
+        assert_eq!((b.health(), b.pool_epoch()), (Health::Up, 0));
         b.set_health(Health::Up);
-        assert_eq!(b.health_changes(), 0, "no change, not counted");
+        assert_eq!(b.pool_epoch(), 0, "no change, not counted");
         b.set_health(Health::Down);
-        assert_eq!((b.health(), b.health_changes()), (Health::Down, 1));
+        assert_eq!((b.health(), b.pool_epoch()), (Health::Down, 1));
         b.set_health(Health::Down);
         b.set_health(Health::Up);
-        assert_eq!((b.health(), b.health_changes()), (Health::Up, 2));
+        assert_eq!((b.health(), b.pool_epoch()), (Health::Up, 2));
+        assert!(b.transition_circuit(Circuit::Closed, Circuit::Open));
+        assert_eq!((b.health(), b.pool_epoch()), (Health::Up, 3));
+        b.set_health(Health::Down);
+        assert!(b.transition_circuit(Circuit::Open, Circuit::HalfOpen));
+        assert!(b.transition_circuit(Circuit::HalfOpen, Circuit::Open));
+        assert_eq!((b.health(), b.pool_epoch()), (Health::Down, 5));
+        b.swap_circuit(Circuit::Closed);
+        assert_eq!(b.pool_epoch(), 5, "a closing is not counted");
     }
 
     #[test]

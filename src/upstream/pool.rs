@@ -14,8 +14,9 @@
 //!   after the fact: [`Untouched`] says whether the server took any of the request.
 //! - Idle connections older than `pool_idle_timeout` are closed, on take and by a sweep;
 //!   so are those older than their server's own `Keep-Alive: timeout=N` less a margin.
-//! - A connection pooled before its server's active health last changed is closed on
-//!   take, never used: a server back from down may be another host that resets it.
+//! - A connection pooled before its server's active health last changed, or before its
+//!   circuit last opened (another pool epoch), is closed on take, never used: a server
+//!   back from down may be another host that resets it.
 //! - Where the ring reports it without a syscall (a multishot reader), a connection on
 //!   which anything arrives while idle is closed then ([`Pools::retire_heard`]): a
 //!   server's close is answered at once instead of holding the socket half-closed until
@@ -204,9 +205,9 @@ pub fn acked_bytes(fd: RawFd) -> Option<u64> {
 struct Idle {
     conn: Box<UpstreamConn>,
     since: Instant,
-    /// Its server's [`Backend::health_changes`](crate::upstream::backend::Backend::health_changes)
+    /// Its server's [`Backend::pool_epoch`](crate::upstream::backend::Backend::pool_epoch)
     /// when it was pooled.
-    health_changes: u32,
+    pool_epoch: u32,
     /// How long this one may stay idle, when its server said it closes sooner than
     /// `idle_timeout` (see [`Pools::put`]).
     limit: Option<Duration>,
@@ -338,14 +339,13 @@ impl Pools {
 
     /// An idle, live connection to backend `b` of table `version`, if any. A request that
     /// started on an older table gets none (its backend indices mean other servers now),
-    /// and neither do connections pooled before the server's health last changed
-    /// (`health_changes`: its count now). `peeked` counts the candidates that needed a
-    /// syscall to tell.
+    /// and neither do connections pooled in an earlier epoch of the server (`pool_epoch`:
+    /// its epoch now). `peeked` counts the candidates that needed a syscall to tell.
     pub fn take(
         &mut self,
         b: u16,
         version: u64,
-        health_changes: u32,
+        pool_epoch: u32,
         now: Instant,
         idle_timeout: Duration,
         peeked: &Cell<u64>,
@@ -361,7 +361,7 @@ impl Pools {
                 stack.clear();
                 return None;
             }
-            if idle.limit.is_some_and(|l| age >= l) || idle.health_changes != health_changes {
+            if idle.limit.is_some_and(|l| age >= l) || idle.pool_epoch != pool_epoch {
                 continue;
             }
             let Some(known_idle) = idle.conn.rd.check_out() else {
@@ -383,8 +383,9 @@ impl Pools {
         None
     }
 
-    /// Return a connection after a cleanly framed exchange. Dropped (closed) when the pool
-    /// is full or the table changed since it was taken.
+    /// Return a connection after a cleanly framed exchange, in its server's epoch
+    /// `pool_epoch`. Dropped (closed) when the pool is full or the table changed since it
+    /// was taken.
     ///
     /// `server_left` is how much longer its server keeps the connection idle: its last
     /// response's `Keep-Alive: timeout=N` less the time since the request was sent (the
@@ -398,7 +399,7 @@ impl Pools {
         &mut self,
         b: u16,
         version: u64,
-        health_changes: u32,
+        pool_epoch: u32,
         mut conn: Box<UpstreamConn>,
         now: Instant,
         max_idle: usize,
@@ -421,7 +422,7 @@ impl Pools {
                 stack.push(Idle {
                     conn,
                     since: now,
-                    health_changes,
+                    pool_epoch,
                     limit,
                 });
             }

@@ -156,7 +156,7 @@ async fn send(
     let b = &*wt.table.backends[backend as usize];
     let version = wt.table.version;
     let pooled = match admission {
-        Admission::Normal => worker.take_upstream(backend, version, b.health_changes(), s),
+        Admission::Normal => worker.take_upstream(backend, version, b.pool_epoch(), s),
         Admission::Probe { .. } => None,
     };
     let is_reused = pooled.is_some();
@@ -206,11 +206,11 @@ async fn send(
         return None;
     }
     if head.is_keep_alive && up.buf.is_empty() && keeps_upstream {
-        let changes = b.health_changes();
+        let epoch = b.pool_epoch();
         worker.return_upstream(
             backend,
             version,
-            changes,
+            epoch,
             up,
             head.keep_alive_timeout,
             sent_at,

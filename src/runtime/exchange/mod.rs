@@ -448,7 +448,7 @@ async fn checkout(
         let b = &*wt.table.backends[backend as usize];
         if !fresh_only {
             let version = wt.table.version;
-            if let Some(conn) = worker.take_upstream(backend, version, b.health_changes(), s) {
+            if let Some(conn) = worker.take_upstream(backend, version, b.pool_epoch(), s) {
                 bump(&worker.metrics.pool_reused, 1);
                 return Ok((backend, pos, admission, conn));
             }

@@ -177,8 +177,8 @@ pub async fn relay(
     if reusable && sent == Sent::Whole && req.keeps_upstream {
         // The server's keep-alive clock started after it answered: after the request.
         let keep_alive = c.response.keep_alive_timeout;
-        let changes = b.health_changes();
-        worker.return_upstream(backend, version, changes, up, keep_alive, c.started);
+        let epoch = b.pool_epoch();
+        worker.return_upstream(backend, version, epoch, up, keep_alive, c.started);
     } else {
         drop(up);
     }
