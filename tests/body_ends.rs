@@ -233,7 +233,7 @@ fn echo_backend() -> ScriptedBackend {
 
 #[test]
 fn a_pipelined_request_behind_a_large_chunked_body_is_served() {
-    for threshold in [1024u64, 64 * 1024, u64::MAX] {
+    for threshold in [0u64, 1024, 64 * 1024, u64::MAX] {
         let b = echo_backend();
         let r = Router::start(&format!(
             "default_backend = \"{}\"\n[health]\nenabled = false\n[limits]\nsplice_threshold_bytes = {threshold}\n",
@@ -259,6 +259,47 @@ fn a_pipelined_request_behind_a_large_chunked_body_is_served() {
         let start = find(&raw, b"\r\n\r\n").unwrap() + 4;
         let end = raw.len() - "GET /next HTTP/1.1\r\nHost: t\r\n\r\n".len();
         assert!(got.body == raw[start..end], "{threshold}: body as sent");
+    }
+}
+
+/// A chunked response arriving in parts, relayed whatever the splice threshold (a
+/// threshold of 0 once spliced nothing for ever between two chunks, spinning the worker):
+/// the client gets it as sent, and the upstream connection is kept.
+#[test]
+fn a_chunked_response_in_parts_is_relayed_whatever_the_splice_threshold() {
+    let mut rest = b"11170;e=1\r\n".to_vec();
+    rest.extend(std::iter::repeat_n(b'r', 70_000));
+    rest.extend_from_slice(b"\r\n0\r\nX-T: 1\r\n\r\n");
+    let first = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    let mut body = first[first.len() - 8..].to_vec();
+    body.extend_from_slice(&rest);
+    for threshold in [0u64, 1, 64 * 1024, u64::MAX] {
+        let rest = rest.clone();
+        let b = ScriptedBackend::start(move |req| {
+            if req.path() == "/dl" {
+                Reply::bytes(first).late(Duration::from_millis(50), &rest)
+            } else {
+                Reply::ok(format!("path={}", req.path()))
+            }
+        });
+        let r = Router::start(&format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[limits]\nsplice_threshold_bytes = {threshold}\n",
+            b.addr
+        ));
+        let mut c = Client::connect(r.addr);
+        let dl = c.roundtrip(b"GET /dl HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+        assert_eq!(dl.status, 200, "{threshold}");
+        assert!(
+            dl.framed_body() == &body[..],
+            "{threshold}: relayed as sent"
+        );
+        let n = c.roundtrip(b"GET /next HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n");
+        assert_eq!(n.text(), "path=/next", "{threshold}");
+        assert_eq!(
+            b.accepted(),
+            1,
+            "{threshold}: the upstream connection was kept"
+        );
     }
 }
 

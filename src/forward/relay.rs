@@ -201,7 +201,9 @@ pub async fn relay_body(
     debug_assert!(buf.is_empty());
     while !progress.is_read() {
         let run = progress.opaque_run();
-        if run >= opts.splice_threshold {
+        // A chunked body outside chunk data has no run: with `splice_threshold_bytes = 0`
+        // it would splice nothing, over and over, never reading the chunk line.
+        if run > 0 && run >= opts.splice_threshold {
             src.stop_receiving().await;
             // Stopping the receiver cannot itself be stopped, and a splice cannot be
             // stopped cleanly: a stop that came meanwhile (the upstream answered early)
