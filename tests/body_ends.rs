@@ -462,3 +462,77 @@ fn a_request_body_cut_short_reaches_the_upstream_as_a_reset() {
         );
     }
 }
+
+/// An upstream that answers before it has the whole body (a full-duplex server answering
+/// as it reads) gets the part ringgate sent, then a reset: never a FIN after a chunked
+/// body cut after its last-chunk line, or a short `Content-Length` one, which a lenient
+/// server takes for the whole body. The client gets the answer, and its connection stays
+/// open while the rest of its body is read and dropped.
+#[test]
+fn an_upstream_that_answers_early_never_sees_its_cut_body_end_cleanly() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    // The upstream answers once it has a head, then reads the connection to its end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, ends) = mpsc::channel::<(Vec<u8>, String)>();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let (Ok(mut s), tx) = (s, tx.clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let (mut got, mut tmp, mut answered) = (Vec::new(), [0u8; 65536], false);
+                let end = loop {
+                    if !answered && find(&got, b"\r\n\r\n").is_some() {
+                        answered = true;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                    match s.read(&mut tmp) {
+                        Ok(0) => break "FIN".to_string(),
+                        Ok(n) => got.extend_from_slice(&tmp[..n]),
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                let _ = tx.send((got, end));
+            });
+        }
+    });
+    let r = Router::start(&format!(
+        "default_backend = \"{addr}\"\n[health]\nenabled = false\n"
+    ));
+    let head = "POST /order HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n";
+    for (case, first, rest) in [
+        (
+            "chunked, cut after the last-chunk line",
+            format!("{head}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"),
+            "\r\n".to_string(),
+        ),
+        (
+            "Content-Length, half of it",
+            format!("{head}Content-Length: 10\r\n\r\nhello"),
+            "world".to_string(),
+        ),
+    ] {
+        let mut c = Client::connect(r.addr);
+        c.send(first.as_bytes());
+        assert_eq!(c.read_response().text(), "ok", "{case}");
+        let (got, end) = ends.recv_timeout(Duration::from_secs(10)).unwrap();
+        let sent_body = &first.as_bytes()[find(first.as_bytes(), b"\r\n\r\n").unwrap() + 4..];
+        assert!(
+            got.ends_with(sent_body),
+            "{case}: the part sent was forwarded"
+        );
+        assert_ne!(
+            end,
+            "FIN",
+            "{case}: the upstream saw a clean end after {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        // The rest of the body is read and dropped.
+        c.send(rest.as_bytes());
+        c.expect_open_for(Duration::from_millis(30));
+    }
+}

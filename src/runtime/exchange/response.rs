@@ -121,6 +121,7 @@ pub async fn relay(
         // chunk framing as the body. Chunked bodies are relayed as received, never
         // rewritten: refused, as other responses that cannot be relayed faithfully.
         report(b, circuit, admission, answered);
+        end_upstream(up, sent);
         return Err(super::upstream_failure(
             ErrorKind::BadResponse("chunked response to an HTTP/1.0 request"),
             None,
@@ -144,6 +145,15 @@ pub async fn relay(
         answered,
     });
     let relayed = relay_response(worker, s, c, &mut up, connection, &mut verdict).await;
+    // Done with the upstream's answer: a connection that carried part of the request
+    // ends here.
+    let up = match sent {
+        Sent::Whole => Some(up),
+        Sent::Early { .. } => {
+            end_upstream(up, sent);
+            None
+        }
+    };
     if let Some(v) = verdict {
         match relayed {
             Relayed::Whole { .. } => v.whole(),
@@ -174,13 +184,14 @@ pub async fn relay(
         }
     };
     outcome.status = Some(c.response.status);
-    if reusable && sent == Sent::Whole && req.keeps_upstream {
-        // The server's keep-alive clock started after it answered: after the request.
-        let keep_alive = c.response.keep_alive_timeout;
-        let epoch = b.pool_epoch();
-        worker.return_upstream(backend, version, epoch, up, keep_alive, c.started);
-    } else {
-        drop(up);
+    match up {
+        Some(up) if reusable && req.keeps_upstream => {
+            // The server's keep-alive clock started after it answered: after the request.
+            let keep_alive = c.response.keep_alive_timeout;
+            let epoch = b.pool_epoch();
+            worker.return_upstream(backend, version, epoch, up, keep_alive, c.started);
+        }
+        _ => drop(up),
     }
     if !client_keeps {
         // Close in stages whatever the request side: bytes may still be on their way (the
@@ -204,6 +215,18 @@ pub async fn relay(
         }
     }
     Ok(Next::KeepAlive)
+}
+
+/// Close an upstream connection that is not pooled. One that took part of the request
+/// (it answered before the rest of the body, which was never sent) is reset: after a FIN
+/// a lenient server takes the part for the whole body — a chunked one cut after its
+/// last-chunk line `0\r\n`, a short `Content-Length` one read to the end of the stream —
+/// as it would after a client's cut (see `Next::Cut` and `AttemptError::cut`).
+fn end_upstream(up: Box<UpstreamConn>, sent: Sent) {
+    match sent {
+        Sent::Whole => drop(up),
+        Sent::Early { .. } => up.reset(),
+    }
 }
 
 /// How a response relay ended.
