@@ -153,6 +153,70 @@ fn commands_racing_a_backend_that_drops_idle_connections_are_processed_at_most_o
     );
 }
 
+#[test]
+fn a_command_racing_a_close_after_a_spliced_upload_is_sent_again() {
+    // The same race, on connections whose previous request was an upload large enough to
+    // be spliced: a Command that meets the server's close before its TCP took any of it is
+    // sent again on a new connection, as after a copied body (the check compares the
+    // server's acknowledgements with the bytes handed to the socket, spliced ones
+    // included). Commands are answered `Connection: close`, so each races a connection
+    // that carried a spliced upload and nothing else.
+    let b = ScriptedBackend::start(|req| {
+        if req.path() == "/upload" {
+            let pause = 150 + (req.conn * 37 + req.index * 11) % 500;
+            Reply::ok("stored").then_after(Duration::from_micros(pause as u64), Ending::Drop)
+        } else {
+            Reply::bytes("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\ndone")
+                .then(Ending::Close)
+        }
+    });
+    // Read one buffer at a time, so that every upload's body beyond its first read is
+    // spliced (a multishot receive may take some of it first, to be copied).
+    let r = Router::start_with_workers(
+        &format!(
+            "default_backend = \"{}\"\n[health]\nenabled = false\n[circuit]\nenabled = false\n",
+            b.addr
+        ),
+        "multishot = false",
+    );
+    let mut upload = b"POST /upload HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Type: application/octet-stream\r\nContent-Length: 200000\r\n\r\n".to_vec();
+    upload.extend_from_slice(&[b'u'; 200_000]);
+    let (mut answered, mut refused) = (Vec::new(), Vec::new());
+    let mut c = Client::connect(r.addr);
+    let mut n = 0u64;
+    // Until one Command was sent again (`retries`: the only re-send a Command can get),
+    // or long past the point where, measured, one always had been.
+    while n < 4000 && (n < 300 || r.metrics().retries == 0) {
+        let resp = c.roundtrip(&upload);
+        assert!(matches!(resp.status, 200 | 502), "upload: {}", resp.status);
+        if resp.header("connection") == Some("close") {
+            c = Client::connect(r.addr);
+        }
+        std::thread::sleep(Duration::from_micros(150 + (n * 53) % 500));
+        let resp = c.roundtrip(&command(&format!(r#"{{"user_id":"u","n":{n}}}"#)));
+        match resp.status {
+            200 => answered.push(n),
+            502 => refused.push(n),
+            other => panic!("Command {n}: {other} {}", resp.text()),
+        }
+        c = Client::connect(r.addr);
+        n += 1;
+    }
+    let mut taken = std::collections::HashMap::new();
+    for req in b.requests().iter().filter(|q| q.path() != "/upload") {
+        let k = command_number(&req.text()).expect("a numbered Command");
+        *taken.entry(k).or_insert(0) += 1;
+    }
+    common::assert_commands_taken_once(&taken, &answered, &refused);
+    let m = r.metrics();
+    assert!(m.spliced_bytes > 0, "the uploads were spliced");
+    assert!(
+        m.retries > 0,
+        "no Command sent again in {n} races ({} refused)",
+        refused.len()
+    );
+}
+
 /// A backend whose answers carry `Keep-Alive: timeout=<secs>`.
 fn backend_with_keep_alive_timeout(secs: u32) -> ScriptedBackend {
     ScriptedBackend::start(move |_| {

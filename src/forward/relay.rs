@@ -216,6 +216,9 @@ pub async fn relay_body(
                     flag.set(true);
                 }
                 opts.splice(s, d, run).await?;
+                // Counted as written bytes are: a pooled upstream connection's
+                // `Untouched` check compares this count with its server's acknowledgements.
+                dst.note_spliced(run);
                 progress.skip(run);
                 if let Some(flag) = opts.splicing {
                     flag.set(false);
@@ -373,6 +376,52 @@ mod tests {
             "{} spare pipes kept after {burst} splices at once",
             pipes.borrow().len()
         );
+    }
+
+    /// Bytes a relay splices count as handed to the destination, as written ones do: a
+    /// pooled upstream connection's [`Untouched`](crate::upstream::pool::Untouched) check
+    /// compares its server's acknowledgements with that count, and a count short of a
+    /// spliced body says the server took bytes of the next request that it never saw.
+    async fn spliced_bytes_count_as_handed() {
+        let pipes = RefCell::new(Vec::new());
+        let spliced = Cell::new(0);
+        let opts = RelayOptions {
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            splice_threshold: 1,
+            pipes: &pipes,
+            spliced: &spliced,
+            stop: None,
+            splicing: None,
+        };
+        let (src, src_peer) = pair().await;
+        let (dst, _dst_peer) = pair().await;
+        let (mut rd, _src_wr) = crate::forward::stream::plain(src);
+        let (_dst_rd, mut wr) = crate::forward::stream::plain(dst);
+        let body = [b'b'; 20_000];
+        // SAFETY: a send from a live buffer on the test's own open socket.
+        let n = unsafe { libc::send(src_peer.as_raw_fd(), body.as_ptr().cast(), body.len(), 0) };
+        assert_eq!(n, body.len() as isize);
+        let mut buf = Vec::with_capacity(1024);
+        let mut progress = BodyProgress::new(BodyLeft::Length(body.len() as u64));
+        let relayed = relay_body(&mut rd, &mut wr, &mut buf, &mut progress, &opts).await;
+        assert_eq!(relayed, Ok(()));
+        assert_eq!(spliced.get(), body.len() as u64, "spliced, not copied");
+        assert_eq!(wr.handed(), Some(body.len() as u64));
+    }
+
+    #[test]
+    fn spliced_bytes_count_as_handed_on_epoll() {
+        epoll().block_on(spliced_bytes_count_as_handed());
+    }
+
+    #[test]
+    fn spliced_bytes_count_as_handed_on_io_uring() {
+        let Some(mut rt) = uring() else {
+            eprintln!("io_uring unavailable: covered by the epoll test only");
+            return;
+        };
+        rt.block_on(spliced_bytes_count_as_handed());
     }
 
     #[test]

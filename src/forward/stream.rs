@@ -116,7 +116,8 @@ pub fn reset(rd: Reader, wr: Writer) {
 #[derive(Debug)]
 pub struct TcpWriter {
     half: TcpOwnedWriteHalf,
-    /// Bytes handed to the socket by `write` and `writev` (see [`Writer::handed`]).
+    /// Bytes handed to the socket by `write`, `writev` and splices (see
+    /// [`Writer::handed`]).
     handed: u64,
 }
 
@@ -126,7 +127,7 @@ pub struct TcpWriter {
 pub struct EagerWriter {
     eager: Eager,
     half: TcpOwnedWriteHalf,
-    /// Bytes handed to the socket by `write`, `writev` and eager sends (see
+    /// Bytes handed to the socket by `write`, `writev`, eager sends and splices (see
     /// [`Writer::handed`]).
     handed: u64,
 }
@@ -337,14 +338,25 @@ impl Writer {
 
     /// How many bytes this writer has handed to its socket so far (under TLS: ciphertext,
     /// the handshake's included; `None` while a TLS write is in progress). Bytes spliced
-    /// through [`Writer::tcp`] are not counted: the count can only fall short of the
-    /// truth, never exceed it.
+    /// through [`Writer::tcp`] count once their splice is done ([`Writer::note_spliced`]):
+    /// those of a splice cut short are not counted, so the count can fall short of the
+    /// truth, never exceed it — and it falls short only on a connection that is not kept.
     pub fn handed(&self) -> Option<u64> {
         match self {
             Writer::Tcp(w) => Some(w.handed),
             Writer::Eager(w) => Some(w.handed),
             Writer::ServerTls(w) => w.handed(),
             Writer::ClientTls(w) => w.handed(),
+        }
+    }
+
+    /// Count `n` bytes that a splice through [`Writer::tcp`] handed to the socket (see
+    /// [`Writer::handed`]).
+    pub fn note_spliced(&mut self, n: u64) {
+        match self {
+            Writer::Tcp(w) => w.handed += n,
+            Writer::Eager(w) => w.handed += n,
+            Writer::ServerTls(_) | Writer::ClientTls(_) => {}
         }
     }
 
