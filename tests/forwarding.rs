@@ -268,6 +268,13 @@ fn multi_megabyte_bodies_through_splice() {
     large_bodies_both_ways(64 * 1024);
 }
 
+/// 0: every run of body bytes is spliced, however small — but an empty one (between
+/// chunks, where the chunk framing is read) is not a run to splice.
+#[test]
+fn multi_megabyte_bodies_through_splice_from_the_first_byte() {
+    large_bodies_both_ways(0);
+}
+
 #[test]
 fn multi_megabyte_bodies_through_copy() {
     large_bodies_both_ways(u64::MAX);

@@ -107,7 +107,7 @@ pub struct Settings {
     pub max_headers: usize,
     /// 413 beyond (only when the body is needed for routing).
     pub body_scan_bytes: usize,
-    /// Bodies at least this large are spliced.
+    /// Bodies at least this large are spliced (at least 1).
     pub splice_threshold_bytes: u64,
     /// Head read deadline.
     pub client_header_timeout: Duration,
@@ -239,7 +239,9 @@ pub(crate) fn settings_from(f: &FileConfig, errors: &mut Errors<'_>) -> Settings
             0,
             16 << 20,
         ),
-        splice_threshold_bytes: f.limits.splice_threshold_bytes,
+        // 0 (splice everything) is 1: an empty run, between two chunks while their framing
+        // is read, would be spliced for ever.
+        splice_threshold_bytes: f.limits.splice_threshold_bytes.max(1),
         client_header_timeout: errors.timeout_ms(&t.client_header_ms, "timeouts.client_header_ms"),
         client_idle_timeout: errors.timeout_ms(&t.client_idle_ms, "timeouts.client_idle_ms"),
         client_body_timeout: errors.timeout_ms(&t.client_body_ms, "timeouts.client_body_ms"),

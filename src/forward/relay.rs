@@ -114,7 +114,7 @@ pub struct RelayOptions<'a> {
     pub read_timeout: Duration,
     /// Longest pause writing the destination.
     pub write_timeout: Duration,
-    /// Splice runs of at least this many bytes.
+    /// Splice runs of at least this many bytes (at least 1).
     pub splice_threshold: u64,
     /// The worker's spare pipes.
     pub pipes: &'a RefCell<Vec<PipePair>>,
@@ -199,6 +199,8 @@ pub async fn relay_body(
     opts: &RelayOptions<'_>,
 ) -> Result<(), RelayFail> {
     debug_assert!(buf.is_empty());
+    // An empty run (chunk framing to read) must not pass for one to splice.
+    debug_assert!(opts.splice_threshold > 0);
     while !progress.is_read() {
         let run = progress.opaque_run();
         // A chunked body outside chunk data has no run: with `splice_threshold_bytes = 0`
