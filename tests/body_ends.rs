@@ -414,7 +414,7 @@ fn a_request_body_cut_short_reaches_the_upstream_as_a_reset() {
         "default_backend = \"{addr}\"\n[health]\nenabled = false\n[timeouts]\nclient_body_ms = 300\n"
     ));
     let head = "POST /order HTTP/1.1\r\nHost: t\r\nX-User-Id: alice\r\n";
-    let cases: [(&str, Vec<Vec<u8>>, bool); 3] = [
+    let cases: [(&str, Vec<Vec<u8>>, bool); 5] = [
         (
             "the client closes after half its body",
             vec![
@@ -422,6 +422,23 @@ fn a_request_body_cut_short_reaches_the_upstream_as_a_reset() {
                 vec![b'a'; 50_000],
             ],
             true,
+        ),
+        // The rest of these bodies is beyond the splice threshold: spliced, not copied.
+        (
+            "the client closes part-way through a spliced body",
+            vec![
+                format!("{head}Content-Length: 1048576\r\n\r\n").into_bytes(),
+                vec![b'a'; 300_000],
+            ],
+            true,
+        ),
+        (
+            "the client stalls part-way through a spliced chunk",
+            vec![
+                format!("{head}Transfer-Encoding: chunked\r\n\r\n100000\r\n").into_bytes(),
+                vec![b'a'; 300_000],
+            ],
+            false,
         ),
         (
             "the client stalls after half its body",

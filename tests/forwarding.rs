@@ -280,6 +280,75 @@ fn multi_megabyte_bodies_through_copy() {
     large_bodies_both_ways(u64::MAX);
 }
 
+/// A chunked body of `body` in chunks of `chunk` bytes (the last one shorter).
+fn chunked_body(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for part in body.chunks(chunk) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
+}
+
+/// Bodies of every size around the relay's thresholds — the inline body (16 KiB), the
+/// client buffer (16 KiB, less the head), the splice threshold and a pipe's capacity
+/// (64 KiB) — arrive byte for byte both ways, Content-Length and chunked (chunks around
+/// the threshold too), with the head and body in one write or two.
+#[test]
+fn bodies_around_every_threshold_arrive_byte_exact() {
+    let (r, _) = one_backend("");
+    let mut c = Client::connect(r.addr);
+    let k = 1024usize;
+    let mut sizes = vec![0, 1, 16 * k - 200, 16 * k - 100];
+    for base in [16 * k, 64 * k, 128 * k, k * k] {
+        sizes.extend([base - 1, base, base + 1]);
+    }
+    let head = "POST /up HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Type: application/octet-stream\r\n";
+    for n in sizes {
+        let body = big_body(n);
+        let digest = fnv_hex(&body);
+        let cl_head = format!("{head}Content-Length: {n}\r\n\r\n");
+        let mut raw = cl_head.clone().into_bytes();
+        raw.extend_from_slice(&body);
+        let resp = c.roundtrip(&raw);
+        assert_eq!(resp.json_field("body_fnv64").unwrap(), digest, "{n} bytes");
+        c.send(cl_head.as_bytes());
+        let resp = c.roundtrip(&body);
+        assert_eq!(
+            resp.json_field("body_fnv64").unwrap(),
+            digest,
+            "{n} bytes after the head"
+        );
+        for chunk in [n.max(1), 64 * k - 1, 64 * k, 64 * k + 1] {
+            let mut raw = format!("{head}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+            raw.extend_from_slice(&chunked_body(&body, chunk));
+            let resp = c.roundtrip(&raw);
+            assert_eq!(
+                resp.json_field("body_fnv64").unwrap(),
+                digest,
+                "{n} bytes in {chunk}-byte chunks"
+            );
+        }
+        for chunked in [0, 1] {
+            let resp = c.roundtrip(format!("GET /dl?resp_bytes={n}&chunked={chunked} HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\n\r\n").as_bytes());
+            assert_eq!(
+                resp.body.len(),
+                n,
+                "a {n}-byte response (chunked={chunked})"
+            );
+            assert!(
+                resp.body
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == pattern_byte(i as u64)),
+                "a {n}-byte response (chunked={chunked}) byte for byte"
+            );
+        }
+    }
+}
+
 #[test]
 fn hop_by_hop_fields_are_removed_and_xff_added() {
     let (r, _) = one_backend("");
