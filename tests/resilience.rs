@@ -186,6 +186,89 @@ fn request_deadline_bounds_all_attempts() {
     assert!(started.elapsed() < Duration::from_millis(2000));
 }
 
+/// Send `rest` a byte per `every` until the router answers; when its first bytes came
+/// (from the first byte of `rest`), and the answer's head.
+fn trickle_until_answered(s: &mut TcpStream, rest: &[u8], every: Duration) -> (Duration, String) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    s.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    let mut sent = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "no answer");
+        match s.read(&mut buf) {
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+        // Bounded polling; the trickle's pace is the scenario.
+        if sent < rest.len() && started.elapsed() >= every * sent as u32 {
+            s.write_all(&rest[sent..sent + 1]).unwrap();
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let at = started.elapsed();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    (at, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// `request_deadline_ms` cuts a request body still arriving (504), the one read to find
+/// the user id (a JSON body, no header naming the user) as well as one streamed to the
+/// backend, though it trickles within `client_body_ms`: the deadline bounds the whole
+/// request. (The scanned body used to be read to its end first: a body trickled for
+/// seconds got its 504 only then.)
+#[test]
+fn request_deadline_cuts_a_body_still_arriving() {
+    let b = ScriptedBackend::start(|_| Reply::ok("ok"));
+    let r = Router::start(&partition_of(
+        &[b.addr],
+        "[timeouts]\nclient_body_ms = 3000\nrequest_deadline_ms = 500\n[health]\nenabled = false\n",
+    ));
+    let body = format!("{{\"user_id\":\"u\",\"pad\":\"{}\"}}", "x".repeat(60));
+    let scanned = format!(
+        "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let streamed = format!(
+        "POST /api/x HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    for (n, head) in [scanned, streamed].iter().enumerate() {
+        let mut s = TcpStream::connect(r.addr).unwrap();
+        std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
+        // A byte every 100 ms: 7 s for the whole body.
+        let (at, answer) =
+            trickle_until_answered(&mut s, body.as_bytes(), Duration::from_millis(100));
+        assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+        assert!(answer.contains("deadline"), "{answer}");
+        assert!(
+            at >= Duration::from_millis(490) && at < Duration::from_millis(2500),
+            "answered after {at:?}"
+        );
+        // Closed cleanly (FIN): the rest of the body is not waited for.
+        let mut rest = Vec::new();
+        let end = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(r.metrics().errors_of("deadline"), n as u64 + 1);
+    }
+    assert_eq!(
+        b.request_count(),
+        1,
+        "only the streamed body reached the backend"
+    );
+}
+
 #[test]
 fn reset_mid_response_closes_the_client_and_later_requests_are_clean() {
     // The upstream cuts a response short, with a FIN or with an RST.

@@ -1,7 +1,7 @@
 //! The request as every attempt sees it: who it is for, where it goes, the head to
 //! forward and where its body comes from.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::error::{ErrorKind, ProxyError};
@@ -259,6 +259,8 @@ async fn buffer_body(
     }
     let complete =
         matches!(c.head.framing(), BodyFraming::Length(n) if (c.buf.len() - head_len) as u64 >= n);
+    // The request's deadline holds while its body arrives, as it does for a streamed one.
+    let deadline = s.request_deadline.map(|d| c.started + d);
     if expects_continue && !complete {
         write_static(&mut c.wr, CONTINUE_100, s.client_body_timeout)
             .await
@@ -273,7 +275,7 @@ async fn buffer_body(
             }
             while c.buf.len() < want {
                 let room = want - c.buf.len();
-                read_body_bytes(c, room, s.client_body_timeout).await?;
+                read_body_bytes(c, room, s.client_body_timeout, deadline).await?;
             }
             Ok(n as usize)
         }
@@ -295,18 +297,34 @@ async fn buffer_body(
                     c.buf.reserve(c.buf.capacity().min(limit + 1024));
                 }
                 let room = c.buf.capacity() - c.buf.len();
-                read_body_bytes(c, room, s.client_body_timeout).await?;
+                read_body_bytes(c, room, s.client_body_timeout, deadline).await?;
             }
         }
     }
 }
 
-async fn read_body_bytes(c: &mut Client, room: usize, timeout: Duration) -> Result<(), ProxyError> {
-    match read_some(&mut c.rd, &mut c.buf, room, timeout).await {
+/// Read more body bytes: a pause longer than `timeout` is a 408, and a `deadline` (the
+/// request's) that passes first a 504.
+async fn read_body_bytes(
+    c: &mut Client,
+    room: usize,
+    timeout: Duration,
+    deadline: Option<Instant>,
+) -> Result<(), ProxyError> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if left.is_some_and(|l| l.is_zero()) {
+        return Err(ProxyError::upstream(ErrorKind::DeadlineExceeded));
+    }
+    let cut_by_deadline = left.is_some_and(|l| l < timeout);
+    let wait = left.map_or(timeout, |l| l.min(timeout));
+    match read_some(&mut c.rd, &mut c.buf, room, wait).await {
         Ok(0) | Err(IoFail::Closed | IoFail::Error | IoFail::Stopped) => {
             Err(ProxyError::downstream(ErrorKind::ClientGone))
         }
         Ok(_) => Ok(()),
+        Err(IoFail::Timeout) if cut_by_deadline => {
+            Err(ProxyError::upstream(ErrorKind::DeadlineExceeded))
+        }
         Err(IoFail::Timeout) => Err(ProxyError::downstream(ErrorKind::BodyTimeout)),
     }
 }
