@@ -169,7 +169,9 @@ impl Server {
                 max_connections: config.max_connections_per_worker,
                 access_log: access_log.as_ref().map(|(log, _)| log.clone()),
                 users: users.clone(),
-            })?;
+            })
+            // Say which step failed: "Resource temporarily unavailable" alone does not.
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start worker {id}: {e}")))?;
             tracing::info!(
                 worker = id,
                 core = %CoreLabel(core),
@@ -552,4 +554,30 @@ pub fn collect_snapshots(
     }
     out.sort_by_key(|s| s.worker);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drained worker frees everything it held (a task left waiting when its runtime
+    /// stopped would keep the worker, and its table, alive for the life of the process).
+    #[test]
+    fn a_drained_server_frees_its_workers() {
+        for driver in ["auto", "epoll"] {
+            let text = format!(
+                "default_backend = \"127.0.0.1:9\"\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"\"\n[health]\nenabled = false\n[workers]\ncount = 2\npin = false\ndriver = \"{driver}\"\n"
+            );
+            let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+            let mut server = Server::start(config).unwrap();
+            let table = Arc::downgrade(server.table());
+            server.drain(Duration::from_millis(50));
+            drop(server);
+            assert_eq!(
+                table.strong_count(),
+                0,
+                "{driver}: a drained worker still holds its routing table"
+            );
+        }
+    }
 }

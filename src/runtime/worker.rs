@@ -146,6 +146,10 @@ pub struct Worker {
     /// Connections being refused at the bound (answered 503, closing).
     refusing: Cell<usize>,
     is_draining: Cell<bool>,
+    /// Set when the worker's main task ends: its background tasks end with it.
+    has_ended: Cell<bool>,
+    /// Background tasks waiting for the worker's end ([`Worker::until_end`]).
+    end_wakers: RefCell<Vec<std::task::Waker>>,
     /// Connections waiting for their next request, woken by a drain.
     pub idle_reads: IdleReads,
     /// Fired at the drain deadline: ends tunnels.
@@ -199,6 +203,8 @@ impl Worker {
             max_connections,
             refusing: Cell::new(0),
             is_draining: Cell::new(false),
+            has_ended: Cell::new(false),
+            end_wakers: RefCell::new(Vec::new()),
             idle_reads: IdleReads::default(),
             tunnel_canceller: RefCell::new(Canceller::new()),
         }
@@ -265,6 +271,38 @@ impl Worker {
     #[inline]
     pub fn is_draining(&self) -> bool {
         self.is_draining.get()
+    }
+
+    /// Run a background task until it finishes or the worker ends. monoio frees only the
+    /// tasks in its run queue when it stops: a task still waiting (on a timer, on the
+    /// control channel) would keep this worker, its table and its buffers alive for the
+    /// life of the process.
+    async fn until_end(&self, task: impl std::future::Future<Output = ()>) {
+        let mut task = std::pin::pin!(task);
+        std::future::poll_fn(|cx| {
+            if self.has_ended.get() || task.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+            let mut wakers = self.end_wakers.borrow_mut();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// End the background tasks; wait (briefly) until they have let go of the worker.
+    async fn end(self: &Rc<Self>) {
+        self.has_ended.set(true);
+        for w in self.end_wakers.take() {
+            w.wake();
+        }
+        // A connection still open past the deadline keeps its reference: not waited for.
+        let until = Instant::now() + Duration::from_millis(100);
+        while Rc::strong_count(self) > 1 + self.open_connections.get() && Instant::now() < until {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// A handle that ends tunnels at the drain deadline.
@@ -401,8 +439,10 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
             return;
         }
     };
-    monoio::spawn(sweep_pools(worker.clone()));
-    monoio::spawn(watch_pools(worker.clone()));
+    let w = worker.clone();
+    monoio::spawn(async move { w.until_end(sweep_pools(&w)).await });
+    let w = worker.clone();
+    monoio::spawn(async move { w.until_end(watch_pools(&w)).await });
     // Accepting runs in its own task and stops through a cancel handle, never by dropping
     // an accept in flight: a dropped io_uring accept may already hold a connection that
     // would then be lost.
@@ -420,9 +460,12 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
     // the worker).
     let w = worker.clone();
     monoio::spawn(async move {
-        while let Ok(control) = inbox.recv_async().await {
-            w.obey(control);
-        }
+        let obey = async {
+            while let Ok(control) = inbox.recv_async().await {
+                w.obey(control);
+            }
+        };
+        w.until_end(obey).await
     });
     accept_stop.cancel();
     accepting.await;
@@ -443,6 +486,7 @@ async fn worker_main(spec: WorkerSpec, inbox: flume::Receiver<Control>) {
         watcher.wake();
     }
     multishot::stop_all(Duration::from_millis(100)).await;
+    worker.end().await;
     tracing::debug!(
         worker = id,
         left = worker.open_connections.get(),
@@ -518,7 +562,7 @@ fn refuse_at_bound(worker: &Rc<Worker>, stream: monoio::net::TcpStream) {
 }
 
 /// Close pooled connections that have been idle too long, once a second.
-async fn sweep_pools(worker: Rc<Worker>) {
+async fn sweep_pools(worker: &Worker) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         if worker.is_draining() {
@@ -533,7 +577,7 @@ async fn sweep_pools(worker: Rc<Worker>) {
 /// mostly) as the ring reports it, so the server's side finishes its close. Woken only by
 /// such arrivals (see [`multishot::watch_idle_sockets`]); ends at the drain, or at once
 /// where the worker does not receive by multishot.
-async fn watch_pools(worker: Rc<Worker>) {
+async fn watch_pools(worker: &Worker) {
     std::future::poll_fn(|cx| {
         let watcher = (!worker.is_draining()).then_some(cx.waker());
         if !multishot::watch_idle_sockets(watcher).0 || watcher.is_none() {
