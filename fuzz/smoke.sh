@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI smoke for the fuzz targets: build all four with libFuzzer instrumentation and run
+# CI smoke for the fuzz targets: build all five with libFuzzer instrumentation and run
 # each for a short time (default 20 s) from the committed seeds. Fails on any crash,
 # panic or assertion (the targets' guarantees), printing the reproducing input.
 #
@@ -8,13 +8,13 @@
 # with the same SanitizerCoverage flags cargo-fuzz passes, minus AddressSanitizer (which
 # needs nightly's -Zsanitizer; the long runs in README.md use it via cargo-fuzz).
 #
-#   fuzz/smoke.sh                 # 4 targets x 20 s
+#   fuzz/smoke.sh                 # 5 targets x 20 s
 #   FUZZ_SECS=600 fuzz/smoke.sh   # longer
 set -euo pipefail
 cd "$(dirname "$0")"
 
 SECS=${FUZZ_SECS:-20}
-TARGETS=${FUZZ_TARGETS:-"request_head chunked user_id_json response_head"}
+TARGETS=${FUZZ_TARGETS:-"request_head chunked user_id_json user_id_query response_head"}
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target}
 # SanitizerCoverage for libFuzzer (stable codegen options), debug assertions and overflow
@@ -45,6 +45,7 @@ mkdir -p artifacts
 for t in $TARGETS; do
     dict=dicts/http.dict
     [ "$t" = user_id_json ] && dict=dicts/json.dict
+    [ "$t" = user_id_query ] && dict=dicts/query.dict
     work=$(mktemp -d)
     cp corpus/"$t"/* "$work"/
     echo "fuzz/smoke.sh: $t for ${SECS} s"

@@ -6,7 +6,8 @@
 //! - **split invariance**: feeding the bytes in arbitrary pieces gives the same outcome
 //!   (same error, or the same number of message bytes, completion and decoded data) as
 //!   feeding them whole — also when the relay moves chunk data past the decoder with
-//!   [`ChunkedDecoder::skip_data`] (the splice path);
+//!   [`ChunkedDecoder::skip_data`] (the splice path), and, for short bodies, as two reads
+//!   cut at every position;
 //! - **reference agreement**: a separate, line-oriented reading of RFC 9112 §7.1 with the
 //!   same limits and the same policy accepts, refuses or waits for more on exactly the
 //!   same inputs, with the same message length and chunk data. The policy: chunk
@@ -69,6 +70,33 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => panic!("whole {whole:?} vs pieces {pieces:?}"),
+    }
+
+    // Every cut in two, for short bodies: one read ending anywhere (inside a size, an
+    // extension, a CRLF, a trailer name) and the next carrying the rest.
+    if body.len() <= 128 {
+        for cut in 1..body.len() {
+            let mut d = ChunkedDecoder::new();
+            let mut data = Vec::new();
+            let first = d.feed(&body[..cut], &mut |s| data.extend_from_slice(s));
+            let two = match first {
+                Ok(n) if d.is_done() => Ok(n),
+                Ok(n) => {
+                    assert_eq!(n, cut, "stopped early without finishing");
+                    d.feed(&body[cut..], &mut |s| data.extend_from_slice(s))
+                        .map(|m| n + m)
+                }
+                Err(e) => Err(e),
+            };
+            match (&whole, two) {
+                (Err(a), Err(b)) => assert_eq!(*a, b, "cut at {cut}"),
+                (Ok(n), Ok(m)) => {
+                    assert_eq!(*n, m, "consumed differs with a cut at {cut}");
+                    assert_eq!(decoded, data, "data differs with a cut at {cut}");
+                }
+                (a, b) => panic!("whole {a:?} vs cut at {cut} {b:?}"),
+            }
+        }
     }
 
     // Independent reading of the grammar.

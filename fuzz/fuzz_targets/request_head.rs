@@ -19,6 +19,18 @@
 //!   absolute-form target names the same host and port as `Host` — a backend reading
 //!   either finds the same server name.
 //!
+//! - **strict reading**: an accepted head is also one an independent, strict reading of
+//!   RFC 9112 §2–§6 written here accepts (`method SP target SP HTTP/1.x CRLF`, field lines
+//!   `token ":" OWS value OWS CRLF` with no control byte but HTAB in the value, no
+//!   obs-fold), with the same method, target, version and (name, value) pairs, in order;
+//!   its framing follows from those fields alone by RFC 9112 §6 and ringgate's policy
+//!   (one plain decimal `Content-Length`; a `Transfer-Encoding` list of known codings that
+//!   names `chunked` once, last, only in HTTP/1.1, never with `Content-Length`; a
+//!   `Connection` that names no framing field);
+//! - the user id ringgate reads from the header fields is the one every field a server
+//!   reads as a user id field names (any case, `_` as `-`), ASCII and within the limit;
+//!   a head where they disagree, or where `Connection` names one of them, is refused.
+//!
 //! Input layout: byte 0 picks `max_head_bytes`, byte 1 seeds the split points, the rest
 //! is the head.
 #![no_main]
@@ -28,8 +40,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ringgate::http::field::Span;
 use ringgate::http::head::{write_request_head, FORWARDED_PROTO_HTTP};
-use ringgate::http::parse::{parse_request, BodyFraming, RequestHead, MAX_HEADERS_LIMIT};
+use ringgate::http::parse::{parse_request, BodyFraming, Method, RequestHead, MAX_HEADERS_LIMIT};
 use ringgate::http::scan::{leading_crlf_len, HeadScanner, ScanError, MAX_LEADING_CRLF_BYTES};
+use ringgate::route::extract::{user_id_from_headers, ExtractRules};
 
 /// `max_headers` as configured by default.
 const MAX_HEADERS: usize = 100;
@@ -176,6 +189,8 @@ fn check_accepted(raw: &[u8], len: usize, head: &RequestHead) {
     }
     assert!(count(b"host") <= 1);
     check_host(bytes, head);
+    check_strict_reading(bytes, head);
+    check_user_id_headers(bytes, head);
 
     // The forwarded head reads the same.
     let mut out = Vec::new();
@@ -347,4 +362,273 @@ fn host_port(v: &[u8]) -> Option<(&[u8], Option<u16>)> {
         }
     }
     Some((host.as_bytes(), port))
+}
+
+/// RFC 9110 §5.6.2 tchar, written out again.
+fn tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// The head read again, strictly and without ringgate's or httparse's code: the request
+/// line's parts and the (name, value) of every field line, or a panic naming what a
+/// strict reader refuses.
+fn check_strict_reading(bytes: &[u8], head: &RequestHead) {
+    let show = || String::from_utf8_lossy(bytes).into_owned();
+    let body = bytes
+        .strip_suffix(b"\r\n")
+        .expect("a head ends with an empty line");
+    let mut lines = body.split_inclusive(|&b| b == b'\n').map(|line| {
+        line.strip_suffix(b"\r\n")
+            .unwrap_or_else(|| panic!("bare LF: {:?}", show()))
+    });
+    let line = lines.next().unwrap();
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        panic!("accepted request line {:?}", String::from_utf8_lossy(line));
+    };
+    assert!(
+        !method.is_empty() && method.iter().all(|&c| tchar(c)),
+        "method in {:?}",
+        show()
+    );
+    assert!(
+        !target.is_empty() && target.iter().all(|&c| c > b' ' && c != 0x7f),
+        "target in {:?}",
+        show()
+    );
+    let minor = match version {
+        b"HTTP/1.0" => 0,
+        b"HTTP/1.1" => 1,
+        _ => panic!("accepted version {:?}", String::from_utf8_lossy(version)),
+    };
+    assert_eq!(head.minor_version, minor);
+    assert_eq!(head.target.get(bytes), target);
+    let is_method = |m: &[u8]| method == m;
+    let method_matches = match head.method() {
+        Method::Get => is_method(b"GET"),
+        Method::Head => is_method(b"HEAD"),
+        Method::Post => is_method(b"POST"),
+        Method::Put => is_method(b"PUT"),
+        Method::Patch => is_method(b"PATCH"),
+        Method::Delete => is_method(b"DELETE"),
+        Method::Options => is_method(b"OPTIONS"),
+        Method::Trace => is_method(b"TRACE"),
+        Method::Connect => false,
+        Method::Other => ![
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        ]
+        .iter()
+        .any(|m| is_method(m.as_bytes())),
+    };
+    assert!(
+        method_matches,
+        "method {:?} read as {:?}",
+        String::from_utf8_lossy(method),
+        head.method()
+    );
+
+    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+    for line in lines {
+        let colon = line
+            .iter()
+            .position(|&c| c == b':')
+            .unwrap_or_else(|| panic!("field line without a colon: {:?}", show()));
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        assert!(
+            !name.is_empty() && name.iter().all(|&c| tchar(c)),
+            "field name (obs-fold?) in {:?}",
+            show()
+        );
+        assert!(
+            value
+                .iter()
+                .all(|&c| c == b'\t' || (c >= b' ' && c != 0x7f)),
+            "control byte in a field value: {:?}",
+            show()
+        );
+        let value = value.trim_ascii_start();
+        let trail = value
+            .iter()
+            .rev()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        fields.push((name, &value[..value.len() - trail]));
+    }
+    let ringgate: Vec<(&[u8], &[u8])> = head
+        .headers
+        .iter()
+        .map(|f| (f.name.get(bytes), f.value.get(bytes)))
+        .collect();
+    assert_eq!(ringgate, fields, "fields read differently: {:?}", show());
+
+    // Framing from the fields alone.
+    let named = |n: &str| -> Vec<&[u8]> {
+        fields
+            .iter()
+            .filter(|(f, _)| f.eq_ignore_ascii_case(n.as_bytes()))
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    let elements = |n: &str| -> Vec<Vec<u8>> {
+        named(n)
+            .iter()
+            .flat_map(|v| v.split(|&c| c == b','))
+            .map(|e| e.trim_ascii().to_ascii_lowercase())
+            .collect()
+    };
+    for e in elements("connection") {
+        assert!(!e.is_empty(), "empty Connection element in {:?}", show());
+        assert!(
+            !matches!(
+                &e[..],
+                b"content-length" | b"transfer-encoding" | b"host" | b"content-type"
+            ),
+            "Connection names a framing field in {:?}",
+            show()
+        );
+    }
+    let dashed = |n: &[u8]| -> Vec<u8> {
+        n.iter()
+            .map(|&c| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    };
+    assert!(
+        !fields.iter().any(|(n, _)| n.contains(&b'_')
+            && matches!(&dashed(n)[..], b"content-length" | b"transfer-encoding")),
+        "underscore framing name in {:?}",
+        show()
+    );
+    assert!(named("host").len() <= 1, "two Host fields in {:?}", show());
+    if minor == 1 {
+        assert_eq!(
+            named("host").len(),
+            1,
+            "HTTP/1.1 without one Host: {:?}",
+            show()
+        );
+    }
+    let cl = named("content-length");
+    let te = elements("transfer-encoding");
+    let expected = if !te.is_empty() {
+        assert!(
+            cl.is_empty() && minor == 1,
+            "Transfer-Encoding accepted in {:?}",
+            show()
+        );
+        let known = [
+            &b"gzip"[..],
+            b"x-gzip",
+            b"deflate",
+            b"compress",
+            b"x-compress",
+        ];
+        let (last, rest) = te.split_last().unwrap();
+        assert!(
+            last == b"chunked" && rest.iter().all(|c| known.contains(&&c[..])),
+            "Transfer-Encoding {te:?} accepted"
+        );
+        BodyFraming::Chunked
+    } else if let Some(v) = cl.first() {
+        assert_eq!(cl.len(), 1, "two Content-Length accepted: {:?}", show());
+        assert!(
+            !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v.len() == 1 || v[0] != b'0'),
+            "Content-Length {:?} accepted",
+            String::from_utf8_lossy(v)
+        );
+        let n: u64 = std::str::from_utf8(v)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("Content-Length {:?} accepted", String::from_utf8_lossy(v)));
+        if n == 0 {
+            BodyFraming::None
+        } else {
+            BodyFraming::Length(n)
+        }
+    } else {
+        BodyFraming::None
+    };
+    assert_eq!(head.framing(), expected, "framing of {:?}", show());
+}
+
+/// The user id in the header fields, against every field a server reads as one.
+fn check_user_id_headers(bytes: &[u8], head: &RequestHead) {
+    let rules = ExtractRules::default();
+    let mut out = b"stale".to_vec();
+    let got = user_id_from_headers(bytes, head, &rules, &mut out);
+    let fields: Vec<(&[u8], &[u8])> = head
+        .headers
+        .iter()
+        .map(|f| (f.name.get(bytes), f.value.get(bytes)))
+        .collect();
+    let dash = |n: &[u8]| -> Vec<u8> {
+        n.iter()
+            .map(|&c| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    };
+    let is_id_name = |n: &[u8]| rules.headers.iter().any(|h| dash(h) == dash(n));
+    let ids: Vec<&[u8]> = fields
+        .iter()
+        .filter(|(n, _)| is_id_name(n))
+        .map(|(_, v)| *v)
+        .collect();
+    let show = || String::from_utf8_lossy(bytes).into_owned();
+    match got {
+        Ok(found) => {
+            let named: Vec<&[u8]> = ids.iter().copied().filter(|v| !v.is_empty()).collect();
+            assert_eq!(found, !named.is_empty(), "user id headers in {:?}", show());
+            if found {
+                assert!(out.is_ascii() && out.len() <= rules.max_user_id_bytes);
+                assert!(
+                    named.iter().all(|v| *v == &out[..]),
+                    "two users in {:?}",
+                    show()
+                );
+                assert!(
+                    fields
+                        .iter()
+                        .all(|(n, _)| !is_id_name(n) || !n.contains(&b'_')),
+                    "underscore user id field accepted in {:?}",
+                    show()
+                );
+                let connection_names_id = fields
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+                    .flat_map(|(_, v)| v.split(|&c| c == b','))
+                    .any(|t| {
+                        let t = t.trim_ascii();
+                        fields
+                            .iter()
+                            .any(|(n, _)| is_id_name(n) && n.eq_ignore_ascii_case(t))
+                    });
+                assert!(
+                    !connection_names_id,
+                    "Connection names the user id field: {:?}",
+                    show()
+                );
+            } else {
+                assert!(out.is_empty());
+            }
+        }
+        Err(_) => {
+            assert!(
+                !ids.is_empty(),
+                "refused without a user id field: {:?}",
+                show()
+            );
+        }
+    }
 }

@@ -27,13 +27,15 @@
 //!   ringgate's scanner keeps a bit per level.
 //!
 //! It also checks that a reused scanner (buffers and tape kept from the previous input,
-//! as on a worker) answers exactly like a fresh one.
+//! as on a worker) answers exactly like a fresh one, also when the body is scanned from
+//! its own input buffer (the de-chunked path).
 #![no_main]
 
 use std::cell::RefCell;
 use std::fmt;
 
 use libfuzzer_sys::fuzz_target;
+use ringgate::error::ProxyError;
 use ringgate::route::extract::ExtractRules;
 use ringgate::route::json::JsonScanner;
 use serde::de::{MapAccess, Visitor};
@@ -58,6 +60,15 @@ fuzz_target!(|body: &[u8]| {
     let fresh = ringgate_verdict(&mut JsonScanner::new(), body, &rules);
     let warm = WARM.with(|s| ringgate_verdict(&mut s.borrow_mut(), body, &rules));
     assert_eq!(fresh, warm, "a reused scanner answered differently");
+    // The de-chunked path: the body copied into the scanner's own input buffer.
+    let input = WARM.with(|s| {
+        let mut s = s.borrow_mut();
+        s.input().extend_from_slice(body);
+        let mut out = Vec::new();
+        let r = s.scan_input(&rules, &mut out);
+        verdict(r, out)
+    });
+    assert_eq!(fresh, input, "scan_input answered differently");
     let Some(reference) = reference_verdict(body, &rules) else {
         return;
     };
@@ -71,7 +82,12 @@ fuzz_target!(|body: &[u8]| {
 
 fn ringgate_verdict(scanner: &mut JsonScanner, body: &[u8], rules: &ExtractRules) -> Verdict {
     let mut out = Vec::new();
-    match scanner.scan(body, rules, &mut out) {
+    let r = scanner.scan(body, rules, &mut out);
+    verdict(r, out)
+}
+
+fn verdict(r: Result<bool, ProxyError>, out: Vec<u8>) -> Verdict {
+    match r {
         Ok(true) => Verdict::User(out),
         Ok(false) => Verdict::Nobody,
         Err(e) => match e.reason() {
