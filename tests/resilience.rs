@@ -6,12 +6,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::backend::{Ending, Reply, Request, ScriptedBackend};
+use common::backend::{blackhole, Ending, Reply, Request, ScriptedBackend};
 use common::client::{get, post_json, request, Client, Failure};
 use common::router::{demo_backend, exchange_large_bodies, Router, RouterProcess};
 use common::wait_until;
@@ -843,16 +842,6 @@ fn a_half_open_probe_on_a_stale_pooled_connection_is_sent_again_on_a_new_one() {
         resp.text()
     );
     assert_eq!(r.circuit_transitions(b.addr), (1, 1, 1), "probe closed it");
-}
-
-/// A listener whose accept queue is full: a connect to it hangs (SYNs are dropped).
-fn blackhole() -> (TcpListener, TcpStream, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: re-listen the bound socket with a backlog of 0.
-    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let addr = l.local_addr().unwrap();
-    let filler = TcpStream::connect(addr).unwrap();
-    (l, filler, addr)
 }
 
 /// Whether a connect to `addr` from this host is waiting for its SYN's answer.

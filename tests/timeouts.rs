@@ -10,10 +10,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::backend::{Reply, ScriptedBackend};
+use common::backend::{blackhole, Reply, ScriptedBackend};
 use common::client::{get, Client};
 use common::router::Router;
 use common::wait_until;
@@ -24,15 +23,6 @@ fn partition_of(servers: &[SocketAddr], extra: &str) -> String {
         "default_backend = \"z\"\n[partitions.z]\nservers = [{}]\n[health]\nenabled = false\n{extra}",
         list.join(", ")
     )
-}
-
-fn blackhole() -> (TcpListener, TcpStream, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: re-listen the bound socket with a backlog of 0.
-    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
-    let addr = l.local_addr().unwrap();
-    let filler = TcpStream::connect(addr).unwrap();
-    (l, filler, addr)
 }
 
 /// Send `rest` a byte per `every` until the router answers (or closes); when its first
@@ -92,10 +82,7 @@ fn a_head_trickled_a_byte_at_a_time_is_cut_by_the_header_timeout_from_its_first_
     let (at, got) = trickle_until_answer(&mut s, head, Duration::from_millis(50));
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(
-        at >= Duration::from_millis(595) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 595, 1500);
     wait_until("counted", Duration::from_secs(2), || {
         r.metrics().errors_of("client_header_timeout") == 1
     });
@@ -129,10 +116,7 @@ fn each_interim_response_restarts_the_response_timeout() {
     let resp = get(r.addr, "/late", "X-User-Id: u\r\n");
     let at = t0.elapsed();
     assert_eq!(resp.status, 504);
-    assert!(
-        at >= Duration::from_millis(890) && at < Duration::from_millis(1900),
-        "{at:?}"
-    );
+    assert_took(at, 890, 1900);
     assert_eq!(r.metrics().errors_of("upstream_timeout"), 1);
 }
 
@@ -220,10 +204,7 @@ fn a_command_that_times_out_upstream_gets_504_and_is_never_sent_again() {
     let resp = c.roundtrip(b"POST /api/spot/v2/order HTTP/1.1\r\nHost: t\r\nX-User-Id: u\r\nContent-Length: 2\r\n\r\n{}");
     let at = t0.elapsed();
     assert_eq!(resp.status, 504);
-    assert!(
-        at >= Duration::from_millis(295) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 295, 1500);
     common::assert_holds_for("sent once", Duration::from_millis(500), || {
         h1.request_count() + h2.request_count() == 1
     });
@@ -232,25 +213,41 @@ fn a_command_that_times_out_upstream_gets_504_and_is_never_sent_again() {
     assert_eq!(m.retries, 0);
 }
 
-/// A Query that times out goes elsewhere within max_attempts, after the backoff.
-#[test]
-fn a_query_that_times_out_is_retried_elsewhere_within_max_attempts() {
+/// `at` is within `[from_ms, to_ms)`: a timeout fired, not early, not much late (the
+/// upper bound is generous: this VM's scheduling).
+fn assert_took(at: Duration, from_ms: u64, to_ms: u64) {
+    assert!(
+        at >= Duration::from_millis(from_ms) && at < Duration::from_millis(to_ms),
+        "took {at:?}, not within {from_ms}..{to_ms} ms"
+    );
+}
+
+/// Three servers that never answer, a router with `extra` in front of them, and a Query
+/// sent through it: the servers, the router, the answer and how long it took.
+fn a_query_to_three_hanging_servers(
+    extra: &str,
+) -> (
+    Vec<ScriptedBackend>,
+    Router,
+    common::client::Response,
+    Duration,
+) {
     let hs: Vec<ScriptedBackend> = (0..3)
         .map(|_| ScriptedBackend::start(|_| Reply::hang()))
         .collect();
     let addrs: Vec<SocketAddr> = hs.iter().map(|h| h.addr).collect();
-    let r = Router::start(&partition_of(
-        &addrs,
-        "[timeouts]\nupstream_response_ms = 300\n[retry]\nmax_attempts = 2\nbackoff_base_ms = 200\nbackoff_max_ms = 200\n",
-    ));
+    let r = Router::start(&partition_of(&addrs, extra));
     let t0 = Instant::now();
     let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
-    let at = t0.elapsed();
+    (hs, r, resp, t0.elapsed())
+}
+
+/// A Query that times out goes elsewhere within max_attempts, after the backoff.
+#[test]
+fn a_query_that_times_out_is_retried_elsewhere_within_max_attempts() {
+    let (hs, r, resp, at) = a_query_to_three_hanging_servers("[timeouts]\nupstream_response_ms = 300\n[retry]\nmax_attempts = 2\nbackoff_base_ms = 200\nbackoff_max_ms = 200\n");
     assert_eq!(resp.status, 504);
-    assert!(
-        at >= Duration::from_millis(790) && at < Duration::from_millis(2500),
-        "{at:?}"
-    );
+    assert_took(at, 790, 2500);
     common::assert_holds_for("two attempts", Duration::from_millis(500), || {
         hs.iter().map(|h| h.request_count()).sum::<usize>() == 2
     });
@@ -262,23 +259,10 @@ fn a_query_that_times_out_is_retried_elsewhere_within_max_attempts() {
 /// The deadline bounds attempts, backoffs and connects together.
 #[test]
 fn the_request_deadline_bounds_attempts_and_backoffs_together() {
-    let hs: Vec<ScriptedBackend> = (0..3)
-        .map(|_| ScriptedBackend::start(|_| Reply::hang()))
-        .collect();
-    let addrs: Vec<SocketAddr> = hs.iter().map(|h| h.addr).collect();
-    let r = Router::start(&partition_of(
-        &addrs,
-        "[timeouts]\nupstream_response_ms = 300\nrequest_deadline_ms = 700\n[retry]\nmax_attempts = 3\nbackoff_base_ms = 200\nbackoff_max_ms = 200\n",
-    ));
-    let t0 = Instant::now();
-    let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
-    let at = t0.elapsed();
+    let (hs, r, resp, at) = a_query_to_three_hanging_servers("[timeouts]\nupstream_response_ms = 300\nrequest_deadline_ms = 700\n[retry]\nmax_attempts = 3\nbackoff_base_ms = 200\nbackoff_max_ms = 200\n");
     assert_eq!(resp.status, 504);
     assert!(resp.text().contains("deadline"));
-    assert!(
-        at >= Duration::from_millis(690) && at < Duration::from_millis(1800),
-        "{at:?}"
-    );
+    assert_took(at, 690, 1800);
     common::assert_holds_for("two attempts", Duration::from_millis(500), || {
         hs.iter().map(|h| h.request_count()).sum::<usize>() == 2
     });
@@ -298,10 +282,7 @@ fn each_server_gets_the_connect_timeout_and_the_deadline_bounds_them_all() {
     let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
     let at = t0.elapsed();
     assert_eq!(resp.status, 504);
-    assert!(
-        at >= Duration::from_millis(590) && at < Duration::from_millis(2000),
-        "{at:?}"
-    );
+    assert_took(at, 590, 2000);
     assert_eq!(r.metrics().errors_of("connect_timeout"), 1);
     drop(r);
     let r = Router::start(&partition_of(
@@ -312,10 +293,7 @@ fn each_server_gets_the_connect_timeout_and_the_deadline_bounds_them_all() {
     let resp = get(r.addr, "/q", "X-User-Id: u\r\n");
     let at = t0.elapsed();
     assert_eq!(resp.status, 504);
-    assert!(
-        at >= Duration::from_millis(440) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 440, 1500);
     assert_eq!(r.metrics().errors_of("deadline"), 1);
 }
 
@@ -333,10 +311,7 @@ fn a_pause_in_a_request_body_gets_408() {
     let resp = c.read_response();
     let at = t0.elapsed();
     assert_eq!(resp.status, 408);
-    assert!(
-        at >= Duration::from_millis(395) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 395, 1500);
     assert_eq!(r.metrics().errors_of("client_body_timeout"), 1);
     // The same for a body read to find the user id.
     let mut c = Client::connect(r.addr);
@@ -345,10 +320,7 @@ fn a_pause_in_a_request_body_gets_408() {
     let resp = c.read_response();
     let at = t0.elapsed();
     assert_eq!(resp.status, 408);
-    assert!(
-        at >= Duration::from_millis(395) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 395, 1500);
     assert_eq!(r.metrics().errors_of("client_body_timeout"), 2);
 }
 
@@ -366,8 +338,5 @@ fn a_kept_alive_connection_is_closed_quietly_at_the_idle_timeout() {
     let t0 = Instant::now();
     c.expect_fin();
     let at = t0.elapsed();
-    assert!(
-        at >= Duration::from_millis(390) && at < Duration::from_millis(1500),
-        "{at:?}"
-    );
+    assert_took(at, 390, 1500);
 }

@@ -834,3 +834,20 @@ fn chunked_len(b: &[u8]) -> Option<usize> {
         i += size + 2;
     }
 }
+
+/// An upstream that never answers a connect: a listener whose accept queue is full (a
+/// backlog of 0 and one connection queued), so a connect to it hangs (SYNs are dropped).
+/// Keep the listener and the filler alive as long as the address is used.
+pub fn blackhole() -> (
+    std::net::TcpListener,
+    std::net::TcpStream,
+    std::net::SocketAddr,
+) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: re-listen the bound socket with a backlog of 0.
+    assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+    let addr = l.local_addr().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    (l, filler, addr)
+}
