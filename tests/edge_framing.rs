@@ -611,6 +611,9 @@ fn host_values_are_validated() {
         ("octal_ipv4", "010.0.0.1"),
         ("hex_ipv4", "0x7f.0.0.1"),
         ("bad_pct", "ex%zz"),
+        // A number once decoded, as the WHATWG URL parser decodes it first.
+        ("pct_ipv4", "127.0.0.%31"),
+        ("pct_fullwidth_digit", "127.0.0.%EF%BC%91"),
         ("only_port", ":80"),
     ] {
         expect_refused(&r, &b, name, &get(host), 400, Defect::Head);

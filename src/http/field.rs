@@ -14,7 +14,8 @@
 //!
 //! # Invariants
 //! Stricter than the RFC grammar in a few documented places (a `,` in `Host`, an empty
-//! port, a host that ends in a number but is not a dotted quad, IPvFuture literals): each
+//! port, a host that ends in a number but is not a dotted quad, before or after its
+//! pct-encodings are decoded, IPvFuture literals): each
 //! is a value different recipients read differently, so it is refused rather than passed
 //! on.
 
@@ -444,6 +445,9 @@ pub fn parse_host_port(value: &[u8]) -> Option<HostPort<'_>> {
         if ends_in_a_number(name) && !is_ipv4_dotted_quad(name) {
             return None;
         }
+        if memchr::memchr(b'%', name).is_some() && !is_plain_when_decoded(name) {
+            return None;
+        }
         (name, rest)
     };
     let port = match rest {
@@ -512,6 +516,34 @@ fn reg_name_len(value: &[u8]) -> Option<usize> {
         }
     }
     (i > 0).then_some(i)
+}
+
+/// Whether a reg-name with pct-encodings reads the same to the WHATWG URL parser, which
+/// decodes them before anything else: the decoded name must be ASCII reg-name bytes (a
+/// decoded non-ASCII byte goes through IDNA, which maps fullwidth digits to digits and
+/// `。` to `.`) at most 255 long, and must not end in a number (`127.0.0.%31` is
+/// 127.0.0.1 to that parser, a name to RFC 3986). Only a `Host` holding a `%` pays this.
+fn is_plain_when_decoded(name: &[u8]) -> bool {
+    let mut decoded = [0u8; 255];
+    let mut len = 0;
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        let byte = if b == b'%' {
+            // reg_name_len checked the two hex digits.
+            let hex = std::str::from_utf8(&name[i + 1..i + 3]).unwrap_or("");
+            i += 3;
+            u8::from_str_radix(hex, 16).unwrap_or(0)
+        } else {
+            i += 1;
+            b
+        };
+        if !REG_NAME_BYTE[usize::from(byte)] || len == decoded.len() {
+            return false;
+        }
+        decoded[len] = byte;
+        len += 1;
+    }
+    !ends_in_a_number(&decoded[..len])
 }
 
 /// WHATWG URL Standard "ends in a number": the last label (after one trailing dot) is all
@@ -877,6 +909,14 @@ mod tests {
             "010.0.0.1",
             "0x7f.0.0.1",
             "1.2.3.0x1",
+            // The same once the WHATWG parser has decoded it; a decoded byte that is not
+            // a reg-name's, or not ASCII (IDNA maps fullwidth digits to digits).
+            "127.0.0.%31",
+            "%31%32%37.1",
+            "a.%30x7f",
+            "127.0.0.%EF%BC%91",
+            "a%2Fb",
+            "a%25",
             "256.0.0.1",
             "1.2.3.4.5",
             "1.2.3.4.",
