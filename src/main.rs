@@ -170,7 +170,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let admin_addr = config.admin;
+    // Bound before the data listener accepts anything: a taken admin port ends the start
+    // before any client connection is taken (and then reset as the process exits). With
+    // SO_REUSEPORT, a new instance started beside the running one would otherwise take a
+    // share of its connections and reset them.
+    let admin_listener = match config.admin.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let addr = config.admin.map_or(String::new(), |a| a.to_string());
+            eprintln!("ringgate: cannot bind admin listener {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(config) {
         Ok(mut s) => {
             // Every config a reload reads gets the command line's settings, and the listener
@@ -194,11 +205,11 @@ fn main() -> ExitCode {
     let listen_addr = server.listen_addr;
     let drivers: Vec<&str> = server.drivers().iter().map(|d| d.label()).collect();
     let server: SharedServer = Arc::new(Mutex::new(server));
-    let admin = match admin_addr {
-        Some(addr) => match ringgate::admin::spawn(addr, server.clone()) {
+    let admin = match admin_listener {
+        Some(listener) => match ringgate::admin::spawn_on(listener, server.clone()) {
             Ok((bound, _)) => Some(bound),
             Err(e) => {
-                eprintln!("ringgate: cannot bind admin listener {addr}: {e}");
+                eprintln!("ringgate: cannot start the admin listener: {e}");
                 return ExitCode::FAILURE;
             }
         },

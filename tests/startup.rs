@@ -48,6 +48,27 @@ fn a_listen_address_in_use_is_refused() {
     assert!(err.contains(&format!("{addr} is already in use")), "{err}");
 }
 
+/// A taken admin port stops the start before the data listener takes any connection: no
+/// worker starts (one would take a share of a running instance's connections through
+/// `SO_REUSEPORT`, and reset them as the process exits).
+#[test]
+fn an_admin_address_in_use_is_refused_before_any_worker_starts() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap();
+    let out = run(
+        "admin",
+        &format!("default_backend = \"127.0.0.1:9\"\n[listener]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"{admin}\"\n[health]\nenabled = false\n"),
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot bind admin listener {admin}")),
+        "{err}"
+    );
+    assert!(!err.contains("worker started"), "{err}");
+}
+
 #[test]
 fn a_demo_backend_address_in_use_is_refused() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -87,7 +87,16 @@ pub fn spawn(
     addr: SocketAddr,
     server: SharedServer,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)?;
+    spawn_on(TcpListener::bind(addr)?, server)
+}
+
+/// Serve an admin listener bound beforehand (the binary binds it before the data listener
+/// starts accepting: a port already taken then stops the start-up before any client
+/// connection is taken, rather than resetting the ones taken meanwhile).
+pub fn spawn_on(
+    listener: TcpListener,
+    server: SharedServer,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let bound = listener.local_addr()?;
     let must_authenticate = admin_needs_token(bound);
     {
